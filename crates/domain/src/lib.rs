@@ -1,0 +1,13 @@
+//! The domain of sandkeeper: what a sandbox session is and the rules it obeys.
+//!
+//! Architecture invariant: this crate performs no IO, has no async code and never reads
+//! the clock. Time is always passed in by the caller.
+
+mod ids;
+mod session;
+
+pub use ids::{ChatId, ContainerId, IdError, SessionId};
+pub use session::{SandboxSession, SandboxStatus, StatusError};
+
+/// Timestamps are always UTC.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,92 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use sandkeeper_domain::Timestamp;
+
+use crate::{Clock, LeaseRequest, MaintenanceLeases, StoreError};
+
+/// Named leases kept in this process, judged by the given clock. They coordinate tasks of one
+/// process only; replicas share leases through the SQL store.
+pub struct InMemoryLeases {
+    clock: Arc<dyn Clock>,
+    leases: Mutex<HashMap<String, Lease>>,
+}
+
+#[derive(Debug, Clone)]
+struct Lease {
+    holder: Option<String>,
+    lease_expires_at: Timestamp,
+    last_completed_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for InMemoryLeases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryLeases").finish_non_exhaustive()
+    }
+}
+
+impl InMemoryLeases {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, leases: Mutex::new(HashMap::new()) }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Lease>) -> T) -> T {
+        let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut leases)
+    }
+}
+
+fn to_delta(duration: std::time::Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+#[async_trait]
+impl MaintenanceLeases for InMemoryLeases {
+    async fn try_acquire(&self, request: &LeaseRequest<'_>) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let recent_cutoff = now - to_delta(request.min_interval);
+        Ok(self.with(|leases| {
+            let lease = leases.entry(request.name.to_owned()).or_insert(Lease {
+                holder: None,
+                lease_expires_at: now,
+                last_completed_at: None,
+            });
+            let held = lease.lease_expires_at > now;
+            let recently_done = lease.last_completed_at.is_some_and(|done| done > recent_cutoff);
+            if held || recently_done {
+                return false;
+            }
+            lease.holder = Some(request.holder.to_owned());
+            lease.lease_expires_at = now + to_delta(request.duration);
+            true
+        }))
+    }
+
+    async fn complete(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        self.with(|leases| {
+            if let Some(lease) =
+                leases.get_mut(name).filter(|l| l.holder.as_deref() == Some(holder))
+            {
+                lease.holder = None;
+                lease.lease_expires_at = now;
+                lease.last_completed_at = Some(now);
+            }
+        });
+        Ok(())
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        self.with(|leases| {
+            if let Some(lease) =
+                leases.get_mut(name).filter(|l| l.holder.as_deref() == Some(holder))
+            {
+                lease.holder = None;
+                lease.lease_expires_at = now;
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! In-process implementations of the ports: real, complete implementations for a single
+//! process. The process-local locker serves a single replica in production; the in-memory
+//! repository and leases serve tests and embedders that need no persistence.
+
+mod leases;
+mod locker;
+mod repository;
+
+pub use leases::InMemoryLeases;
+pub use locker::ProcessLocalLocker;
+pub use repository::InMemorySessionRepository;

@@ -1,0 +1,151 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+
+use crate::{SaveError, SessionRepository, StoreError};
+
+/// Sessions kept in a map in this process.
+#[derive(Debug, Default)]
+pub struct InMemorySessionRepository {
+    sessions: Mutex<HashMap<SessionId, SandboxSession>>,
+}
+
+impl InMemorySessionRepository {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, SandboxSession>) -> T) -> T {
+        // A panic while the map is held cannot leave it half-updated: every write is one insert
+        // or one remove. So a poisoned lock is still safe to use.
+        let mut sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut sessions)
+    }
+
+    fn sorted(
+        sessions: &HashMap<SessionId, SandboxSession>,
+        keep: impl Fn(&SandboxSession) -> bool,
+        key: impl Fn(&SandboxSession) -> (Timestamp, SessionId),
+        limit: usize,
+    ) -> Vec<SandboxSession> {
+        let mut found: Vec<_> = sessions.values().filter(|s| keep(s)).cloned().collect();
+        found.sort_by_key(|s| key(s));
+        found.truncate(limit);
+        found
+    }
+}
+
+#[async_trait]
+impl SessionRepository for InMemorySessionRepository {
+    async fn get_running_by_chat(
+        &self,
+        chat_id: ChatId,
+    ) -> Result<Option<SandboxSession>, StoreError> {
+        Ok(self.with(|sessions| {
+            sessions
+                .values()
+                .find(|s| s.chat_id == chat_id && s.status == SandboxStatus::Running)
+                .cloned()
+        }))
+    }
+
+    async fn get(&self, session_id: SessionId) -> Result<Option<SandboxSession>, StoreError> {
+        Ok(self.with(|sessions| sessions.get(&session_id).cloned()))
+    }
+
+    async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
+        self.with(|sessions| {
+            let conflict = session.status == SandboxStatus::Running
+                && sessions.values().any(|other| {
+                    other.chat_id == session.chat_id
+                        && other.status == SandboxStatus::Running
+                        && other.session_id != session.session_id
+                });
+            if conflict {
+                return Err(SaveError::Conflict { chat_id: session.chat_id });
+            }
+            sessions.insert(session.session_id, session.clone());
+            Ok(())
+        })
+    }
+
+    async fn list_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SandboxSession>, StoreError> {
+        Ok(self.with(|sessions| {
+            Self::sorted(
+                sessions,
+                |s| s.status == SandboxStatus::Running && s.is_expired(now),
+                |s| (s.expires_at, s.session_id),
+                limit,
+            )
+        }))
+    }
+
+    async fn list(
+        &self,
+        statuses: &[SandboxStatus],
+        limit: usize,
+    ) -> Result<Vec<SandboxSession>, StoreError> {
+        Ok(self.with(|sessions| {
+            Self::sorted(
+                sessions,
+                |s| statuses.contains(&s.status),
+                |s| (s.created_at, s.session_id),
+                limit,
+            )
+        }))
+    }
+
+    async fn count_running(&self) -> Result<u64, StoreError> {
+        Ok(self.with(|sessions| {
+            sessions.values().filter(|s| s.status == SandboxStatus::Running).count() as u64
+        }))
+    }
+
+    async fn delete(&self, session_id: SessionId) -> Result<bool, StoreError> {
+        Ok(self.with(|sessions| sessions.remove(&session_id).is_some()))
+    }
+
+    async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError> {
+        Ok(self.with(|sessions| {
+            let terminal = sessions.get(&session_id).is_some_and(|s| s.status.is_terminal());
+            terminal && sessions.remove(&session_id).is_some()
+        }))
+    }
+
+    async fn transition(
+        &self,
+        session_id: SessionId,
+        from: SandboxStatus,
+        to: SandboxStatus,
+    ) -> Result<bool, StoreError> {
+        self.with(|sessions| {
+            let Some(current) = sessions.get(&session_id) else {
+                return Ok(false);
+            };
+            if current.status != from {
+                return Ok(false);
+            }
+            let changed = SandboxSession { status: to, ..current.clone() };
+            let conflict = to == SandboxStatus::Running
+                && sessions.values().any(|other| {
+                    other.chat_id == changed.chat_id
+                        && other.status == SandboxStatus::Running
+                        && other.session_id != session_id
+                });
+            if conflict {
+                return Err(StoreError::Failed(format!(
+                    "chat {} already has another running session",
+                    changed.chat_id
+                )));
+            }
+            sessions.insert(session_id, changed);
+            Ok(true)
+        })
+    }
+}

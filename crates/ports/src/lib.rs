@@ -1,0 +1,23 @@
+//! The ports of sandkeeper: the traits the use cases are written against, with their
+//! error contracts, and the in-process implementations of them.
+//!
+//! Architecture invariant: this crate knows nothing of SQL, Docker, HTTP or any exporter.
+//! Adapters implement these traits and translate their own errors into the ones here,
+//! so that use cases never see a foreign error type.
+
+mod clock;
+mod errors;
+pub mod inprocess;
+mod leases;
+mod locker;
+mod repository;
+mod runtime;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use clock::{Clock, SystemClock};
+pub use errors::{RuntimeError, SaveError, StoreError};
+pub use leases::{LeaseRequest, MaintenanceLeases};
+pub use locker::{ChatLockGuard, LifecycleLocker};
+pub use repository::SessionRepository;
+pub use runtime::{ContainerSpec, ContainerState, ManagedContainer, SandboxRuntime};

@@ -1,0 +1,61 @@
+use async_trait::async_trait;
+use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+
+use crate::{SaveError, StoreError};
+
+/// Where sessions are kept. The store is the truth about which sandboxes exist.
+///
+/// Every method returns [`StoreError::Unavailable`] when the store cannot be reached and
+/// [`StoreError::Failed`] for any other failure of the store; nothing is half-written then.
+#[async_trait]
+pub trait SessionRepository: Send + Sync {
+    /// The chat's `Running` session, if there is one (there is never more than one).
+    async fn get_running_by_chat(
+        &self,
+        chat_id: ChatId,
+    ) -> Result<Option<SandboxSession>, StoreError>;
+
+    /// The session with this id, in any status.
+    async fn get(&self, session_id: SessionId) -> Result<Option<SandboxSession>, StoreError>;
+
+    /// Inserts the session, or replaces the row with the same session id.
+    ///
+    /// MUST return [`SaveError::Conflict`] (and change nothing) if the session is `Running` and
+    /// another session with a different id is already `Running` for the same chat.
+    async fn save(&self, session: &SandboxSession) -> Result<(), SaveError>;
+
+    /// `Running` sessions with `expires_at <= now`, ordered by `expires_at` then `session_id`,
+    /// at most `limit` of them.
+    async fn list_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SandboxSession>, StoreError>;
+
+    /// Sessions whose status is one of `statuses`, ordered by `created_at` then `session_id`,
+    /// at most `limit` of them. An empty `statuses` matches nothing.
+    async fn list(
+        &self,
+        statuses: &[SandboxStatus],
+        limit: usize,
+    ) -> Result<Vec<SandboxSession>, StoreError>;
+
+    /// How many sessions are `Running`.
+    async fn count_running(&self) -> Result<u64, StoreError>;
+
+    /// Deletes the session's row. Returns whether a row was deleted (`false` when it was gone).
+    async fn delete(&self, session_id: SessionId) -> Result<bool, StoreError>;
+
+    /// Deletes the session's row only if its status is terminal (`Stopped` or `Crashed`).
+    /// Returns whether a row was deleted: `false` when it was gone, claimed by someone else
+    /// or not terminal.
+    async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError>;
+
+    /// Sets the status to `to` only if it is currently `from`. Returns whether it changed.
+    async fn transition(
+        &self,
+        session_id: SessionId,
+        from: SandboxStatus,
+        to: SandboxStatus,
+    ) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,228 @@
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use sandkeeper_domain::{ContainerId, SessionId, Timestamp};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::{ContainerSpec, ContainerState, ManagedContainer, RuntimeError, SandboxRuntime};
+
+/// One call the fake runtime received, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeCall {
+    Create(ContainerSpec),
+    Stop(ContainerId),
+    Inspect(ContainerId),
+    ListManaged,
+}
+
+#[derive(Debug, Clone)]
+struct FakeContainer {
+    state: ContainerState,
+    session_id: Option<SessionId>,
+    created_at: Timestamp,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Vec<RuntimeCall>,
+    containers: BTreeMap<ContainerId, FakeContainer>,
+    create_error: Option<RuntimeError>,
+    stop_errors: HashMap<ContainerId, RuntimeError>,
+    list_error: Option<RuntimeError>,
+}
+
+/// A container runtime in memory that records every call.
+///
+/// `create` names the container `container-<session id>` and marks it running; `stop` removes it;
+/// `inspect` and `list_managed` read what is there. Failures and a gate that holds `create` open
+/// can be scripted.
+#[derive(Debug, Clone, Default)]
+pub struct FakeRuntime {
+    state: Arc<Mutex<State>>,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct Gate {
+    enabled: Mutex<bool>,
+    create_started: Notify,
+    permits: Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            enabled: Mutex::new(false),
+            create_started: Notify::new(),
+            permits: Semaphore::new(0),
+        }
+    }
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// The id the fake gives the container of `session_id`.
+    pub fn container_id_for(session_id: SessionId) -> ContainerId {
+        ContainerId::new(format!("container-{session_id}")).unwrap()
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<RuntimeCall> {
+        self.state().calls.clone()
+    }
+
+    /// The specs of every `create` call, in order.
+    pub fn create_calls(&self) -> Vec<ContainerSpec> {
+        self.calls()
+            .into_iter()
+            .filter_map(|call| match call {
+                RuntimeCall::Create(spec) => Some(spec),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The container ids of every `stop` call, in order.
+    pub fn stop_calls(&self) -> Vec<ContainerId> {
+        self.calls()
+            .into_iter()
+            .filter_map(|call| match call {
+                RuntimeCall::Stop(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every `create` fails with `error` (after being recorded).
+    pub fn fail_create(&self, error: RuntimeError) {
+        self.state().create_error = Some(error);
+    }
+
+    /// `stop` of `container_id` fails with `error` (after being recorded) and keeps it.
+    pub fn fail_stop(&self, container_id: ContainerId, error: RuntimeError) {
+        self.state().stop_errors.insert(container_id, error);
+    }
+
+    /// `list_managed` fails with `error`.
+    pub fn fail_list(&self, error: RuntimeError) {
+        self.state().list_error = Some(error);
+    }
+
+    /// Puts a container in place as if created earlier (a session's, or an orphan).
+    pub fn insert_container(
+        &self,
+        container_id: ContainerId,
+        state: ContainerState,
+        session_id: Option<SessionId>,
+        created_at: Timestamp,
+    ) {
+        self.state()
+            .containers
+            .insert(container_id, FakeContainer { state, session_id, created_at });
+    }
+
+    /// Changes what `inspect` says of a container (e.g. it exited); `Missing` removes it.
+    pub fn set_state(&self, container_id: &ContainerId, state: ContainerState) {
+        let mut guard = self.state();
+        if state == ContainerState::Missing {
+            guard.containers.remove(container_id);
+        } else if let Some(container) = guard.containers.get_mut(container_id) {
+            container.state = state;
+        }
+    }
+
+    /// The containers that exist now.
+    pub fn container_ids(&self) -> Vec<ContainerId> {
+        self.state().containers.keys().cloned().collect()
+    }
+
+    /// From now on, `create` records its call, signals [`Self::create_started`] and waits for
+    /// [`Self::allow_create`] before returning.
+    pub fn hold_creates(&self) {
+        *self.gate.enabled.lock().unwrap() = true;
+    }
+
+    /// Resolves once a held `create` has started.
+    pub async fn create_started(&self) {
+        self.gate.create_started.notified().await;
+    }
+
+    /// Lets one held `create` finish.
+    pub fn allow_create(&self) {
+        self.gate.permits.add_permits(1);
+    }
+}
+
+#[async_trait]
+impl SandboxRuntime for FakeRuntime {
+    async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
+        let error = {
+            let mut state = self.state();
+            state.calls.push(RuntimeCall::Create(spec.clone()));
+            state.create_error.clone()
+        };
+        if *self.gate.enabled.lock().unwrap() {
+            self.gate.create_started.notify_one();
+            self.gate.permits.acquire().await.expect("gate is never closed").forget();
+        }
+        if let Some(error) = error {
+            return Err(error);
+        }
+        let container_id = Self::container_id_for(spec.session_id);
+        self.insert_container(
+            container_id.clone(),
+            ContainerState::Running,
+            Some(spec.session_id),
+            spec.created_at,
+        );
+        Ok(container_id)
+    }
+
+    async fn stop(&self, container_id: &ContainerId) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        state.calls.push(RuntimeCall::Stop(container_id.clone()));
+        if let Some(error) = state.stop_errors.get(container_id) {
+            return Err(error.clone());
+        }
+        state.containers.remove(container_id);
+        Ok(())
+    }
+
+    async fn inspect(&self, container_id: &ContainerId) -> Result<ContainerState, RuntimeError> {
+        let mut state = self.state();
+        state.calls.push(RuntimeCall::Inspect(container_id.clone()));
+        Ok(state
+            .containers
+            .get(container_id)
+            .map_or(ContainerState::Missing, |container| container.state))
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let mut state = self.state();
+        state.calls.push(RuntimeCall::ListManaged);
+        if let Some(error) = &state.list_error {
+            return Err(error.clone());
+        }
+        Ok(state
+            .containers
+            .iter()
+            .map(|(id, container)| ManagedContainer {
+                container_id: id.clone(),
+                session_id: container.session_id,
+                created_at: container.created_at,
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+}
