@@ -1,1 +1,177 @@
-fn main() {}
+//! sandkeeper's development tasks, run as `cargo xtask <task>`.
+//!
+//! Each task is a small function that shells out to cargo, docker or the test binaries, so that
+//! the README's commands and CI run exactly the same steps.
+
+mod deps;
+mod image;
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [args]
+
+tasks:
+  test     run every test this machine can run (unit, contract, SQLite always; PostgreSQL when
+           DATABASE_URL is set; Docker when an engine answers). With SANDKEEPER_REQUIRE_DOCKER=1 /
+           SANDKEEPER_REQUIRE_POSTGRES=1 a test that cannot reach them fails instead of skipping.
+  lint     rustfmt check, clippy with warnings denied, the crate dependency rule, and cargo-deny
+           (bans, licenses, sources) when it is installed
+  image    build the default sandbox image sandkeeper/sandbox:latest (add --force to rebuild)
+  run      build the image if missing and start `sandkeeper serve` with its defaults
+           (extra args are passed to `sandkeeper serve`)
+  bench    run the benchmarks (release build) and write docs/benchmarks.md
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match task {
+        "test" => test(rest),
+        "lint" => lint(),
+        "image" => image::build_image(rest.iter().any(|a| a == "--force"))
+            .map(|id| println!("sandkeeper/sandbox:latest {id}")),
+        "run" => run(rest),
+        "bench" => bench(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {task}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.current_dir(root());
+    command
+}
+
+/// Runs a command, failing with its rendering when it does not succeed.
+fn run_checked(command: &mut Command) -> Result<(), String> {
+    eprintln!("$ {}", render(command));
+    let status = command.status().map_err(|e| format!("cannot start {}: {e}", render(command)))?;
+    if status.success() { Ok(()) } else { Err(format!("`{}` failed ({status})", render(command))) }
+}
+
+fn render(command: &Command) -> String {
+    let mut parts = vec![command.get_program().to_string_lossy().into_owned()];
+    parts.extend(command.get_args().map(|a| a.to_string_lossy().into_owned()));
+    parts.join(" ")
+}
+
+fn required(variable: &str) -> bool {
+    env::var(variable).is_ok_and(|value| value == "1")
+}
+
+fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    if docker_answers() {
+        let id = image::build_image(false)?;
+        eprintln!("xtask test: Docker answers; sandbox image {id}");
+    } else if required("SANDKEEPER_REQUIRE_DOCKER") {
+        return Err(
+            "SANDKEEPER_REQUIRE_DOCKER=1 but no Docker engine answers `docker version`".into()
+        );
+    } else {
+        eprintln!("xtask test: no Docker engine answers: the Docker tests will say they skipped");
+    }
+    match env::var("DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => {
+            eprintln!("xtask test: PostgreSQL tests use DATABASE_URL");
+        }
+        _ if required("SANDKEEPER_REQUIRE_POSTGRES") => {
+            return Err(
+                "SANDKEEPER_REQUIRE_POSTGRES=1 but DATABASE_URL is not a postgres:// URL".into()
+            );
+        }
+        _ => eprintln!(
+            "xtask test: DATABASE_URL is not set: the PostgreSQL tests will say they skipped"
+        ),
+    }
+    run_checked(
+        cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]).args(extra),
+    )
+}
+
+fn lint() -> Result<(), String> {
+    run_checked(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run_checked(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    deps::check(&root())?;
+    eprintln!("xtask lint: the crate dependency rule holds");
+    let deny_installed = Command::new("cargo")
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if deny_installed {
+        run_checked(cargo().args(["deny", "check", "bans", "licenses", "sources"]))?;
+    } else {
+        eprintln!("xtask lint: cargo-deny is not installed; skipping bans/licenses/sources");
+    }
+    Ok(())
+}
+
+fn run(extra: &[String]) -> Result<(), String> {
+    image::build_image(false)?;
+    run_checked(
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "sandkeeper-app",
+                "--bin",
+                "sandkeeper",
+                "--",
+                "serve",
+            ])
+            .args(extra),
+    )
+}
+
+fn bench(extra: &[String]) -> Result<(), String> {
+    if docker_answers() {
+        image::build_image(false)?;
+    }
+    let out = root().join("docs/benchmarks.md");
+    run_checked(
+        cargo()
+            .args(["run", "--release", "--package", "sandkeeper-bench", "--"])
+            .arg(out)
+            .args(extra),
+    )
+}
