@@ -1,0 +1,385 @@
+use std::time::Duration;
+
+/// The image `cargo xtask image` builds: static busybox on `scratch`, user `sandbox` (1000:1000).
+pub const DEFAULT_IMAGE: &str = "sandkeeper/sandbox:latest";
+/// Where the engine is when neither [`DockerConfig::docker_host`] nor `DOCKER_HOST` says otherwise.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+/// The longest any single engine call (including connecting) may take before it fails with
+/// `RuntimeError::Timeout`. Create+start of a small image takes well under a second on an idle
+/// engine; the margin covers a busy one.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MEMORY_BYTES: u64 = 512 * MIB;
+pub const DEFAULT_CPUS: f64 = 1.0;
+pub const DEFAULT_PIDS_LIMIT: u32 = 256;
+/// The user of the default image (`sandbox`), by number so that it works with any image.
+pub const DEFAULT_USER: &str = "1000:1000";
+pub const DEFAULT_NETWORK_MODE: &str = "none";
+pub const DEFAULT_TMP_SIZE_BYTES: u64 = 64 * MIB;
+pub const DEFAULT_WORKSPACE_SIZE_BYTES: u64 = 256 * MIB;
+
+const MIB: u64 = 1024 * 1024;
+/// The engine refuses memory limits below 6 MiB.
+const MIN_MEMORY_BYTES: u64 = 6 * MIB;
+const MIN_TMPFS_BYTES: u64 = MIB;
+/// docker-init, the command and a shell need a few processes; fewer makes a sandbox unusable.
+const MIN_PIDS_LIMIT: u32 = 8;
+const MIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Docker label values may be anything, but the instance id is also matched in list filters
+/// (`label=key=value`) and shown in logs, so it is kept to a short, plain alphabet.
+const MAX_INSTANCE_ID_LEN: usize = 63;
+
+/// How sandkeeper creates sandbox containers.
+///
+/// [`DockerConfig::new`] takes what a deployment must choose (the image and the instance id)
+/// and fills in secure defaults for the rest; `docs/security.md` explains each one and how to
+/// loosen it. There is deliberately no `Default`: two deployments that share an engine must
+/// not share an instance id by accident, or each would reap the other's containers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    /// The image every sandbox runs. It must exist on the engine (nothing is pulled).
+    pub image: String,
+    /// The command the container runs; `None` uses the image's own `CMD`. It must keep the
+    /// container alive, since commands are executed inside it later.
+    pub command: Option<Vec<String>>,
+    /// This deployment's id, written to the `io.sandkeeper.instance` label. sandkeeper only
+    /// lists, stops and removes containers that carry it.
+    pub instance_id: String,
+    /// The engine's address (`unix:///path`, `tcp://host:port` or `http://host:port`). `None`
+    /// means what the docker CLI uses: `DOCKER_HOST`, else the local socket.
+    pub docker_host: Option<String>,
+    /// Memory limit; swap is not allowed beyond it.
+    pub memory_bytes: u64,
+    /// CPU limit in CPUs (1.5 = one and a half cores).
+    pub cpus: f64,
+    /// The most processes and threads the container may hold (fork bombs stop here).
+    pub pids_limit: u32,
+    /// `uid[:gid]` or a user name known to the image. A numeric user also owns `/workspace`.
+    pub user: String,
+    /// Docker network mode. `none` gives the container a loopback interface only.
+    pub network_mode: String,
+    /// Mount the image's filesystem read-only; `/tmp` and `/workspace` are tmpfs mounts anyway.
+    pub read_only_root: bool,
+    /// Size of the tmpfs at `/tmp` (mounted `noexec`).
+    pub tmp_size_bytes: u64,
+    /// Size of the tmpfs at `/workspace`, the container's working directory.
+    pub workspace_size_bytes: u64,
+    /// Capabilities added back after all are dropped (e.g. `CHOWN`); empty by default.
+    pub cap_add: Vec<String>,
+    /// Set `no-new-privileges`, so setuid binaries cannot raise privileges.
+    pub no_new_privileges: bool,
+    /// Run docker's init as PID 1, so that zombies are reaped and signals are forwarded.
+    pub init: bool,
+    /// The OCI runtime to use (e.g. `runsc` for gVisor); `None` is the engine's default.
+    pub runtime: Option<String>,
+    /// The bound on every engine call.
+    pub call_timeout: Duration,
+}
+
+impl DockerConfig {
+    /// A configuration for `image`, labelled with `instance_id`, with every hardening default on:
+    /// no network, all capabilities dropped, `no-new-privileges`, read-only root, tmpfs `/tmp`
+    /// and `/workspace`, memory/CPU/pids limits, user 1000:1000, an init process, and
+    /// `sleep infinity` to keep the container alive.
+    pub fn new(image: impl Into<String>, instance_id: impl Into<String>) -> Self {
+        Self {
+            image: image.into(),
+            command: Some(vec!["sleep".to_owned(), "infinity".to_owned()]),
+            instance_id: instance_id.into(),
+            docker_host: None,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            cpus: DEFAULT_CPUS,
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            user: DEFAULT_USER.to_owned(),
+            network_mode: DEFAULT_NETWORK_MODE.to_owned(),
+            read_only_root: true,
+            tmp_size_bytes: DEFAULT_TMP_SIZE_BYTES,
+            workspace_size_bytes: DEFAULT_WORKSPACE_SIZE_BYTES,
+            cap_add: Vec::new(),
+            no_new_privileges: true,
+            init: true,
+            runtime: None,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// Checks every setting; the error names the first bad one and its value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_image(&self.image)?;
+        if let Some(command) = &self.command {
+            if command.first().is_none_or(|program| program.trim().is_empty()) {
+                return Err(ConfigError::new(
+                    "command",
+                    format!("{command:?}"),
+                    "must name a program; leave it unset to use the image's CMD",
+                ));
+            }
+        }
+        check_instance_id(&self.instance_id)?;
+        if let Some(host) = &self.docker_host {
+            check_docker_host("docker_host", host)?;
+        }
+        if self.memory_bytes < MIN_MEMORY_BYTES {
+            return Err(ConfigError::new(
+                "memory_bytes",
+                self.memory_bytes,
+                "must be at least 6 MiB (6291456), the engine's minimum",
+            ));
+        }
+        if !self.cpus.is_finite() || self.cpus < 0.01 {
+            return Err(ConfigError::new(
+                "cpus",
+                self.cpus,
+                "must be a number of CPUs of at least 0.01",
+            ));
+        }
+        if self.pids_limit < MIN_PIDS_LIMIT {
+            return Err(ConfigError::new(
+                "pids_limit",
+                self.pids_limit,
+                format!("must be at least {MIN_PIDS_LIMIT} (init, the command and a shell)"),
+            ));
+        }
+        check_user(&self.user)?;
+        if self.network_mode.is_empty() || !plain(&self.network_mode, ":") {
+            return Err(ConfigError::new(
+                "network_mode",
+                &self.network_mode,
+                "must be a Docker network mode such as `none`, `bridge` or the name of an existing network",
+            ));
+        }
+        for (field, size) in [
+            ("tmp_size_bytes", self.tmp_size_bytes),
+            ("workspace_size_bytes", self.workspace_size_bytes),
+        ] {
+            if size < MIN_TMPFS_BYTES {
+                return Err(ConfigError::new(field, size, "must be at least 1 MiB (1048576)"));
+            }
+        }
+        for capability in &self.cap_add {
+            if capability.is_empty()
+                || !capability.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(ConfigError::new(
+                    "cap_add",
+                    capability,
+                    "must be a Linux capability name such as `CHOWN` or `CAP_CHOWN`",
+                ));
+            }
+        }
+        if let Some(runtime) = &self.runtime {
+            if runtime.is_empty() || !plain(runtime, "") {
+                return Err(ConfigError::new(
+                    "runtime",
+                    runtime,
+                    "must be the name of an OCI runtime registered with the engine, such as `runsc`",
+                ));
+            }
+        }
+        if !(MIN_CALL_TIMEOUT..=MAX_CALL_TIMEOUT).contains(&self.call_timeout) {
+            return Err(ConfigError::new(
+                "call_timeout",
+                format!("{:?}", self.call_timeout),
+                "must be between 1 s and 600 s",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The engine address this configuration leads to, the way the docker CLI finds it.
+    pub(crate) fn resolve_docker_host(&self) -> Result<String, ConfigError> {
+        if let Some(host) = &self.docker_host {
+            return Ok(host.clone());
+        }
+        match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.trim().is_empty() => {
+                check_docker_host("DOCKER_HOST", &host)?;
+                Ok(host)
+            }
+            _ => Ok(DEFAULT_DOCKER_HOST.to_owned()),
+        }
+    }
+}
+
+/// A setting of [`DockerConfig`] (or `DOCKER_HOST`) that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Docker setting `{field}` = `{value}` is invalid: {reason}")]
+pub struct ConfigError {
+    /// The [`DockerConfig`] field (or `DOCKER_HOST`) at fault.
+    pub field: &'static str,
+    /// The value it was given.
+    pub value: String,
+    /// What a valid value looks like.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+        Self { field, value: value.to_string(), reason: reason.into() }
+    }
+}
+
+/// Letters, digits, `_`, `.`, `-`, plus the given extra characters.
+fn plain(value: &str, extra: &str) -> bool {
+    value.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c) || extra.contains(c))
+}
+
+fn check_image(image: &str) -> Result<(), ConfigError> {
+    if image.is_empty() || !plain(image, "/:@") {
+        return Err(ConfigError::new(
+            "image",
+            image,
+            "must be an image reference such as `sandkeeper/sandbox:latest`",
+        ));
+    }
+    Ok(())
+}
+
+fn check_instance_id(id: &str) -> Result<(), ConfigError> {
+    let starts_plain = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !starts_plain || id.len() > MAX_INSTANCE_ID_LEN || !plain(id, "") {
+        return Err(ConfigError::new(
+            "instance_id",
+            id,
+            "must be 1 to 63 letters, digits, `_`, `.` or `-`, starting with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+fn check_user(user: &str) -> Result<(), ConfigError> {
+    let mut parts = user.split(':');
+    let valid = parts.clone().count() <= 2 && parts.all(|part| !part.is_empty() && plain(part, ""));
+    if !valid {
+        return Err(ConfigError::new(
+            "user",
+            user,
+            "must be `uid[:gid]` or `name[:group]`, e.g. `1000:1000`",
+        ));
+    }
+    Ok(())
+}
+
+fn check_docker_host(field: &'static str, host: &str) -> Result<(), ConfigError> {
+    let rest = ["unix://", "tcp://", "http://"].iter().find_map(|scheme| host.strip_prefix(scheme));
+    if rest.is_none_or(str::is_empty) {
+        return Err(ConfigError::new(
+            field,
+            host,
+            "must be `unix:///path/to/docker.sock`, `tcp://host:port` or `http://host:port` \
+             (TLS and ssh are not supported)",
+        ));
+    }
+    Ok(())
+}
+
+/// The owner options of the `/workspace` tmpfs: owned by a numeric user, else world-writable
+/// with the sticky bit like `/tmp` (a user name cannot be resolved outside the image).
+pub(crate) fn workspace_owner_options(user: &str) -> String {
+    let mut parts = user.split(':');
+    let uid = parts.next().filter(|uid| uid.parse::<u32>().is_ok());
+    let gid = parts.next().filter(|gid| gid.parse::<u32>().is_ok());
+    match (uid, gid) {
+        (Some(uid), Some(gid)) => format!("uid={uid},gid={gid},mode=0755"),
+        (Some(uid), None) if !user.contains(':') => format!("uid={uid},mode=0755"),
+        _ => "mode=1777".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> DockerConfig {
+        DockerConfig::new(DEFAULT_IMAGE, "test-1")
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_hardened() {
+        let config = valid();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.network_mode, "none");
+        assert!(config.read_only_root && config.no_new_privileges && config.init);
+        assert!(config.cap_add.is_empty());
+        assert_eq!(config.user, "1000:1000");
+        assert_eq!(config.command, Some(vec!["sleep".to_owned(), "infinity".to_owned()]));
+    }
+
+    #[test]
+    fn every_error_names_the_field_and_the_value() {
+        let long_id = "a".repeat(64);
+        let cases: Vec<(DockerConfig, &str, &str)> = vec![
+            (DockerConfig { image: String::new(), ..valid() }, "image", ""),
+            (DockerConfig { image: "a b".into(), ..valid() }, "image", "a b"),
+            (DockerConfig { command: Some(vec![]), ..valid() }, "command", "[]"),
+            (DockerConfig { instance_id: String::new(), ..valid() }, "instance_id", ""),
+            (DockerConfig { instance_id: "prod=1".into(), ..valid() }, "instance_id", "prod=1"),
+            (DockerConfig { instance_id: "-x".into(), ..valid() }, "instance_id", "-x"),
+            (DockerConfig { instance_id: "a".repeat(64), ..valid() }, "instance_id", &long_id),
+            (
+                DockerConfig { docker_host: Some("ssh://box".into()), ..valid() },
+                "docker_host",
+                "ssh://box",
+            ),
+            (
+                DockerConfig { docker_host: Some("unix://".into()), ..valid() },
+                "docker_host",
+                "unix://",
+            ),
+            (DockerConfig { memory_bytes: 1024, ..valid() }, "memory_bytes", "1024"),
+            (DockerConfig { cpus: 0.0, ..valid() }, "cpus", "0"),
+            (DockerConfig { cpus: f64::NAN, ..valid() }, "cpus", "NaN"),
+            (DockerConfig { pids_limit: 1, ..valid() }, "pids_limit", "1"),
+            (DockerConfig { user: String::new(), ..valid() }, "user", ""),
+            (DockerConfig { user: "1000:".into(), ..valid() }, "user", "1000:"),
+            (DockerConfig { user: "a:b:c".into(), ..valid() }, "user", "a:b:c"),
+            (DockerConfig { network_mode: "no ne".into(), ..valid() }, "network_mode", "no ne"),
+            (DockerConfig { tmp_size_bytes: 10, ..valid() }, "tmp_size_bytes", "10"),
+            (DockerConfig { workspace_size_bytes: 0, ..valid() }, "workspace_size_bytes", "0"),
+            (DockerConfig { cap_add: vec!["NET ADMIN".into()], ..valid() }, "cap_add", "NET ADMIN"),
+            (DockerConfig { runtime: Some(String::new()), ..valid() }, "runtime", ""),
+            (
+                DockerConfig { call_timeout: Duration::from_millis(10), ..valid() },
+                "call_timeout",
+                "10ms",
+            ),
+        ];
+        for (config, field, value) in cases {
+            let error = config.validate().unwrap_err();
+            assert_eq!((error.field, error.value.as_str()), (field, value), "{error}");
+            let message = error.to_string();
+            assert!(message.contains(&format!("`{field}` = `{value}`")), "{message}");
+        }
+    }
+
+    #[test]
+    fn loosened_settings_are_accepted() {
+        let config = DockerConfig {
+            command: None,
+            docker_host: Some("tcp://127.0.0.1:2375".into()),
+            user: "sandbox".into(),
+            network_mode: "bridge".into(),
+            read_only_root: false,
+            cap_add: vec!["CHOWN".into(), "CAP_SETUID".into()],
+            runtime: Some("runsc".into()),
+            instance_id: "prod.eu-1_a".into(),
+            image: "registry.example:5000/team/img@sha256:abc".into(),
+            ..valid()
+        };
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn an_explicit_docker_host_wins_over_the_environment() {
+        let config = DockerConfig { docker_host: Some("unix:///run/other.sock".into()), ..valid() };
+        assert_eq!(config.resolve_docker_host().unwrap(), "unix:///run/other.sock");
+    }
+
+    #[test]
+    fn the_workspace_belongs_to_a_numeric_user() {
+        assert_eq!(workspace_owner_options("1000:1000"), "uid=1000,gid=1000,mode=0755");
+        assert_eq!(workspace_owner_options("65534"), "uid=65534,mode=0755");
+        assert_eq!(workspace_owner_options("sandbox"), "mode=1777");
+        assert_eq!(workspace_owner_options("1000:users"), "mode=1777");
+    }
+}

@@ -1,0 +1,30 @@
+//! sandkeeper's container runtime on Docker: the [`SandboxRuntime`] port implemented with
+//! bollard.
+//!
+//! - Connects like the docker CLI (`DOCKER_HOST`, else `/var/run/docker.sock`), lazily: the
+//!   engine may be down when sandkeeper starts, and the API version is negotiated on first use.
+//! - Every call is bounded by [`DockerConfig::call_timeout`]; an unreachable engine fails fast
+//!   with `RuntimeError::Unavailable` naming the endpoint.
+//! - Every container is named `sandkeeper-<session id>` and labelled with [`LABEL_MANAGED`],
+//!   [`LABEL_INSTANCE`], [`LABEL_SESSION`], [`LABEL_CHAT`] and [`LABEL_EXPIRES_AT`]; nothing
+//!   without the managed and instance labels is ever stopped or removed.
+//! - Containers are hardened by default; `docs/security.md` lists each setting.
+//!
+//! API boundary: no bollard type crosses this crate's public interface; engine errors are
+//! translated into [`sandkeeper_ports::RuntimeError`] here.
+//!
+//! [`SandboxRuntime`]: sandkeeper_ports::SandboxRuntime
+
+mod client;
+mod config;
+mod runtime;
+
+pub use config::{
+    ConfigError, DEFAULT_CALL_TIMEOUT, DEFAULT_CPUS, DEFAULT_DOCKER_HOST, DEFAULT_IMAGE,
+    DEFAULT_MEMORY_BYTES, DEFAULT_NETWORK_MODE, DEFAULT_PIDS_LIMIT, DEFAULT_TMP_SIZE_BYTES,
+    DEFAULT_USER, DEFAULT_WORKSPACE_SIZE_BYTES, DockerConfig,
+};
+pub use runtime::{
+    DURATION_METRIC, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE, LABEL_MANAGED,
+    LABEL_SESSION,
+};

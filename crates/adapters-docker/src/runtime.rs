@@ -1,0 +1,409 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+};
+use chrono::{SecondsFormat, TimeZone, Utc};
+use sandkeeper_domain::{ContainerId, SessionId};
+use sandkeeper_ports::{
+    ContainerSpec, ContainerState, ManagedContainer, RuntimeError, SandboxRuntime,
+};
+
+use crate::client::{Client, is_conflict, is_not_found};
+use crate::config::{ConfigError, DockerConfig, workspace_owner_options};
+
+/// Marks a container as created by sandkeeper (value `true`).
+pub const LABEL_MANAGED: &str = "io.sandkeeper.managed";
+/// The deployment that owns the container ([`DockerConfig::instance_id`]).
+pub const LABEL_INSTANCE: &str = "io.sandkeeper.instance";
+pub const LABEL_SESSION: &str = "io.sandkeeper.session";
+pub const LABEL_CHAT: &str = "io.sandkeeper.chat";
+/// When the session expires, in RFC 3339 (UTC, seconds).
+pub const LABEL_EXPIRES_AT: &str = "io.sandkeeper.expires-at";
+
+/// The latency histogram of every engine call, labelled `operation`
+/// (`create`, `stop`, `inspect`, `list_managed`, `ping`).
+pub const DURATION_METRIC: &str = "sandbox.docker.duration.seconds";
+
+const WORKSPACE: &str = "/workspace";
+const TMP: &str = "/tmp";
+
+/// The [`SandboxRuntime`] on a Docker engine, through bollard.
+///
+/// Cloning is cheap and clones share one connection.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: DockerConfig,
+    client: Client,
+}
+
+impl DockerRuntime {
+    /// Validates the configuration and prepares the client. The engine is not contacted: it is
+    /// reached (and the API version negotiated) on the first call, and again after it was lost,
+    /// so sandkeeper can start while Docker is down and recover by itself.
+    pub fn new(config: DockerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let endpoint = config.resolve_docker_host()?;
+        let client = Client::new(endpoint, config.call_timeout);
+        Ok(Self { inner: Arc::new(Inner { config, client }) })
+    }
+
+    /// The engine address in use (`unix:///var/run/docker.sock`, `tcp://...`).
+    pub fn endpoint(&self) -> &str {
+        self.inner.client.endpoint()
+    }
+
+    pub fn config(&self) -> &DockerConfig {
+        &self.inner.config
+    }
+
+    /// The name of a session's container: `sandkeeper-<session id>`.
+    pub fn container_name(session_id: &SessionId) -> String {
+        format!("sandkeeper-{session_id}")
+    }
+}
+
+#[async_trait]
+impl SandboxRuntime for DockerRuntime {
+    async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
+        let inner = &self.inner;
+        let result = inner.call("create", |docker| inner.create(docker, spec)).await;
+        if let Err(RuntimeError::Timeout { .. }) = result {
+            // The engine may finish the create after we gave up; remove it once it answers, so
+            // a timed-out create leaves nothing behind (the maintenance sweep is the backstop).
+            let inner = Arc::clone(inner);
+            let name = Self::container_name(&spec.session_id);
+            tokio::spawn(async move {
+                if let Err(error) = inner.call("stop", |docker| inner.remove(docker, &name)).await {
+                    tracing::warn!(container = %name, error = %error,
+                        "could not remove the container of a timed-out create");
+                }
+            });
+        }
+        result
+    }
+
+    async fn stop(&self, container_id: &ContainerId) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        inner.call("stop", |docker| inner.remove(docker, container_id.as_str())).await
+    }
+
+    async fn inspect(&self, container_id: &ContainerId) -> Result<ContainerState, RuntimeError> {
+        let inner = &self.inner;
+        inner
+            .call("inspect", |docker| async move {
+                match docker.inspect_container(container_id.as_str(), None).await {
+                    Ok(found) => Ok(state_of(&found)),
+                    Err(error) if is_not_found(&error) => Ok(ContainerState::Missing),
+                    Err(error) => Err(inner.client.translate(error)),
+                }
+            })
+            .await
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let inner = &self.inner;
+        inner.call("list_managed", |docker| inner.list_managed(docker)).await
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        inner
+            .call("ping", |docker| async move {
+                docker.ping().await.map(drop).map_err(|error| inner.client.translate(error))
+            })
+            .await
+    }
+}
+
+impl Inner {
+    /// Runs one operation: connects if needed, bounds it by the call timeout, records its
+    /// latency, and forgets the connection when the engine turned out to be unreachable.
+    async fn call<T, F, Fut>(&self, operation: &'static str, run: F) -> Result<T, RuntimeError>
+    where
+        F: FnOnce(Docker) -> Fut,
+        Fut: Future<Output = Result<T, RuntimeError>>,
+    {
+        let started = Instant::now();
+        let bounded = tokio::time::timeout(self.config.call_timeout, async {
+            let docker = self.client.get().await?;
+            run(docker).await
+        })
+        .await;
+        let result = bounded
+            .unwrap_or(Err(RuntimeError::Timeout { operation, after: self.config.call_timeout }));
+        metrics::histogram!(DURATION_METRIC, "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            tracing::debug!(operation, error = %error, "Docker call failed");
+            if matches!(error, RuntimeError::Unavailable(_)) {
+                self.client.forget().await;
+            }
+        }
+        result
+    }
+
+    async fn create(
+        &self,
+        docker: Docker,
+        spec: &ContainerSpec,
+    ) -> Result<ContainerId, RuntimeError> {
+        let name = DockerRuntime::container_name(&spec.session_id);
+        let id = match self.create_container(&docker, &name, spec).await? {
+            Created::New(id) => id,
+            Created::NameTaken => match self.existing(&docker, &name, spec).await? {
+                Existing::Running(id) => return container_id(id),
+                Existing::Removed => match self.create_container(&docker, &name, spec).await? {
+                    Created::New(id) => id,
+                    Created::NameTaken => {
+                        return Err(RuntimeError::Failed(format!(
+                            "container name {name} was taken again while creating the sandbox of \
+                             session {}; another process is creating it concurrently",
+                            spec.session_id
+                        )));
+                    }
+                },
+            },
+        };
+        if let Err(error) = docker.start_container(&id, None).await {
+            let cause = self.client.translate(error);
+            self.discard(&docker, &id).await;
+            return Err(match cause {
+                RuntimeError::Failed(message) => RuntimeError::Failed(format!(
+                    "container {name} was created but could not start, so it was removed: {message}"
+                )),
+                other => other,
+            });
+        }
+        container_id(id)
+    }
+
+    async fn create_container(
+        &self,
+        docker: &Docker,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> Result<Created, RuntimeError> {
+        let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
+        match docker.create_container(Some(options), self.body(spec)).await {
+            Ok(created) => Ok(Created::New(created.id)),
+            // The only thing a create can miss is the image.
+            Err(error) if is_not_found(&error) => {
+                Err(RuntimeError::ImageMissing { image: self.config.image.clone() })
+            }
+            Err(error) if is_conflict(&error) => Ok(Created::NameTaken),
+            Err(error) => Err(self.client.translate(error)),
+        }
+    }
+
+    /// A retried create finds the container of its first attempt: a running one of ours is the
+    /// answer; one that never started is replaced; someone else's is left alone.
+    async fn existing(
+        &self,
+        docker: &Docker,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> Result<Existing, RuntimeError> {
+        let found = match docker.inspect_container(name, None).await {
+            Ok(found) => found,
+            // Removed between our create and this inspect: the name is free again.
+            Err(error) if is_not_found(&error) => return Ok(Existing::Removed),
+            Err(error) => return Err(self.client.translate(error)),
+        };
+        let id = found.id.clone().unwrap_or_else(|| name.to_owned());
+        let session = label(&found, LABEL_SESSION);
+        if !self.is_ours(&found) || session != Some(spec.session_id.to_string().as_str()) {
+            return Err(RuntimeError::Failed(format!(
+                "a container named {name} ({id}) already exists and is not this instance's \
+                 container for session {}; remove or rename it",
+                spec.session_id
+            )));
+        }
+        if state_of(&found) == ContainerState::Running {
+            tracing::debug!(container = %id, "create found the running container of an earlier attempt");
+            return Ok(Existing::Running(id));
+        }
+        self.force_remove(docker, &id).await?;
+        Ok(Existing::Removed)
+    }
+
+    /// Removes a container that carries this instance's labels; refuses any other.
+    async fn remove(&self, docker: Docker, target: &str) -> Result<(), RuntimeError> {
+        let found = match docker.inspect_container(target, None).await {
+            Ok(found) => found,
+            Err(error) if is_not_found(&error) => return Ok(()),
+            Err(error) => return Err(self.client.translate(error)),
+        };
+        if !self.is_ours(&found) {
+            let container_id = ContainerId::new(found.id.unwrap_or_else(|| target.to_owned()))
+                .map_err(|error| RuntimeError::Failed(error.to_string()))?;
+            return Err(RuntimeError::NotManaged { container_id });
+        }
+        self.force_remove(&docker, found.id.as_deref().unwrap_or(target)).await
+    }
+
+    /// Kills and removes at once, with its anonymous volumes: a sandbox is disposable, so there is
+    /// no point in `docker stop`'s grace period.
+    async fn force_remove(&self, docker: &Docker, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions { force: true, v: true, link: false };
+        match docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_not_found(&error) => Ok(()),
+            // "removal of container ... is already in progress": someone else is doing our job.
+            Err(error) if is_conflict(&error) => Ok(()),
+            Err(error) => Err(self.client.translate(error)),
+        }
+    }
+
+    /// Best effort after a failed start; the maintenance sweep reaps what this misses.
+    async fn discard(&self, docker: &Docker, id: &str) {
+        if let Err(error) = self.force_remove(docker, id).await {
+            tracing::warn!(container = %id, error = %error,
+                "could not remove a container that failed to start");
+        }
+    }
+
+    async fn list_managed(&self, docker: Docker) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_INSTANCE}={}", self.config.instance_id),
+            ],
+        )]);
+        let options =
+            ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let summaries = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|error| self.client.translate(error))?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|summary| {
+                let container_id = ContainerId::new(summary.id?).ok()?;
+                let session_id = summary
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(LABEL_SESSION))
+                    .and_then(|session| SessionId::parse(session).ok());
+                // The engine always reports a creation time; a container without one is treated
+                // as the oldest possible, which only makes it a candidate for reaping sooner.
+                let created_at = summary
+                    .created
+                    .and_then(|seconds| Utc.timestamp_opt(seconds, 0).single())
+                    .unwrap_or_default();
+                Some(ManagedContainer { container_id, session_id, created_at })
+            })
+            .collect())
+    }
+
+    fn is_ours(&self, found: &ContainerInspectResponse) -> bool {
+        label(found, LABEL_MANAGED) == Some("true")
+            && label(found, LABEL_INSTANCE) == Some(self.config.instance_id.as_str())
+    }
+
+    /// The container a session gets: labelled, hardened as configured.
+    fn body(&self, spec: &ContainerSpec) -> ContainerCreateBody {
+        let config = &self.config;
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_INSTANCE.to_owned(), config.instance_id.clone()),
+            (LABEL_SESSION.to_owned(), spec.session_id.to_string()),
+            (LABEL_CHAT.to_owned(), spec.chat_id.to_string()),
+            (
+                LABEL_EXPIRES_AT.to_owned(),
+                spec.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ),
+        ]);
+        let tmpfs = HashMap::from([
+            (
+                TMP.to_owned(),
+                format!("rw,nosuid,nodev,noexec,size={},mode=1777", config.tmp_size_bytes),
+            ),
+            (
+                WORKSPACE.to_owned(),
+                format!(
+                    "rw,nosuid,nodev,exec,size={},{}",
+                    config.workspace_size_bytes,
+                    workspace_owner_options(&config.user)
+                ),
+            ),
+        ]);
+        let memory = i64::try_from(config.memory_bytes).unwrap_or(i64::MAX);
+        let host_config = HostConfig {
+            network_mode: Some(config.network_mode.clone()),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            cap_add: (!config.cap_add.is_empty()).then(|| config.cap_add.clone()),
+            security_opt: config.no_new_privileges.then(|| vec!["no-new-privileges".to_owned()]),
+            readonly_rootfs: Some(config.read_only_root),
+            tmpfs: Some(tmpfs),
+            pids_limit: Some(i64::from(config.pids_limit)),
+            memory: Some(memory),
+            // Equal to the memory limit: no swap on top of it.
+            memory_swap: Some(memory),
+            nano_cpus: Some((config.cpus * 1e9).round() as i64),
+            init: Some(config.init),
+            runtime: config.runtime.clone(),
+            privileged: Some(false),
+            publish_all_ports: Some(false),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(config.image.clone()),
+            cmd: config.command.clone(),
+            user: Some(config.user.clone()),
+            working_dir: Some(WORKSPACE.to_owned()),
+            labels: Some(labels),
+            tty: Some(false),
+            open_stdin: Some(false),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+}
+
+enum Created {
+    New(String),
+    NameTaken,
+}
+
+enum Existing {
+    Running(String),
+    Removed,
+}
+
+fn container_id(id: String) -> Result<ContainerId, RuntimeError> {
+    ContainerId::new(id).map_err(|error| {
+        RuntimeError::Failed(format!(
+            "the Docker engine returned an unusable container id: {error}"
+        ))
+    })
+}
+
+fn label<'a>(found: &'a ContainerInspectResponse, key: &str) -> Option<&'a str> {
+    found.config.as_ref()?.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Running means running now: paused or restarting containers cannot serve a chat.
+fn state_of(found: &ContainerInspectResponse) -> ContainerState {
+    let state = found.state.as_ref();
+    let flag = |get: fn(&bollard::models::ContainerState) -> Option<bool>| {
+        state.and_then(get).unwrap_or(false)
+    };
+    if flag(|s| s.running) && !flag(|s| s.paused) && !flag(|s| s.restarting) {
+        ContainerState::Running
+    } else {
+        ContainerState::Exited
+    }
+}

@@ -1,0 +1,536 @@
+//! The Docker runtime against a real engine.
+//!
+//! Each test uses its own instance id and removes, when it ends (even by panic), every container
+//! labelled with it. The checks read the engine back through the docker CLI, independently of
+//! the adapter. Without an engine the tests print that they skipped; with
+//! `SANDKEEPER_REQUIRE_DOCKER=1` they fail instead.
+
+// The image is built with the same code as `cargo xtask image`, without depending on xtask.
+#[path = "../../../xtask/src/image.rs"]
+mod image;
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use sandkeeper_adapters_docker::{
+    DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE,
+    LABEL_MANAGED, LABEL_SESSION,
+};
+use sandkeeper_domain::{ChatId, ContainerId, SessionId};
+use sandkeeper_ports::{ContainerSpec, ContainerState, RuntimeError, SandboxRuntime};
+use serde_json::Value;
+
+/// Containers a test makes behind the adapter's back carry this label so they are cleaned up too.
+const TEST_OWNER_LABEL: &str = "sandkeeper-test.owner";
+
+/// One test's view of the engine: a runtime with a fresh instance id, and the guard that
+/// removes everything of that instance when the test ends.
+struct Engine {
+    runtime: DockerRuntime,
+    instance: String,
+    _cleanup: Cleanup,
+}
+
+impl Engine {
+    /// `None` (after saying so) when no engine answers, unless one is required.
+    async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, |config| config).await
+    }
+
+    async fn start_with(
+        test: &str,
+        adjust: impl FnOnce(DockerConfig) -> DockerConfig,
+    ) -> Option<Self> {
+        let instance = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let cleanup = Cleanup { instance: instance.clone() };
+        let config = adjust(DockerConfig::new(image::IMAGE, instance.clone()));
+        let runtime = DockerRuntime::new(config).expect("the test configuration is valid");
+        if let Err(error) = runtime.ping().await {
+            let reason = format!("no Docker engine at {}: {error}", runtime.endpoint());
+            if std::env::var("SANDKEEPER_REQUIRE_DOCKER").is_ok_and(|value| value == "1") {
+                panic!("SANDKEEPER_REQUIRE_DOCKER=1 but {reason}");
+            }
+            eprintln!("skipped {test}: {reason}");
+            return None;
+        }
+        let image = IMAGE_ID.get_or_init(|| image::build_image(false));
+        if let Err(error) = image {
+            panic!("cannot build the sandbox image {}: {error}", image::IMAGE);
+        }
+        Some(Self { runtime, instance, _cleanup: cleanup })
+    }
+
+    /// Another runtime on the same engine for another instance, cleaned up with this test.
+    fn other_instance(&self) -> (DockerRuntime, Cleanup) {
+        let instance = format!("{}-other", self.instance);
+        let runtime =
+            DockerRuntime::new(DockerConfig::new(image::IMAGE, instance.clone())).unwrap();
+        (runtime, Cleanup { instance })
+    }
+
+    /// Starts a container with the given labels through the docker CLI, not the adapter.
+    fn run_foreign(&self, labels: &[(&str, &str)]) -> ContainerId {
+        let mut command = Command::new("docker");
+        command.args(["run", "--detach", "--network", "none", "--label"]);
+        command.arg(format!("{TEST_OWNER_LABEL}={}", self.instance));
+        for (key, value) in labels {
+            command.arg("--label").arg(format!("{key}={value}"));
+        }
+        command.args([image::IMAGE, "sleep", "infinity"]);
+        ContainerId::new(docker_ok(&mut command)).unwrap()
+    }
+}
+
+static IMAGE_ID: OnceLock<Result<String, String>> = OnceLock::new();
+
+/// Removes every container of one instance (and the test's own foreign ones).
+struct Cleanup {
+    instance: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for filter in [
+            format!("label={LABEL_INSTANCE}={}", self.instance),
+            format!("label={TEST_OWNER_LABEL}={}", self.instance),
+        ] {
+            let Ok(listed) =
+                Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output()
+            else {
+                return;
+            };
+            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ =
+                    Command::new("docker").args(["rm", "--force", "--volumes"]).args(&ids).output();
+            }
+        }
+    }
+}
+
+fn spec() -> ContainerSpec {
+    let now = Utc::now();
+    ContainerSpec {
+        session_id: SessionId::new_v4(),
+        chat_id: ChatId::from_uuid(uuid::Uuid::new_v4()),
+        created_at: now,
+        expires_at: now + TimeDelta::minutes(5),
+    }
+}
+
+/// Runs a docker CLI command that must succeed; returns its trimmed stdout.
+fn docker_ok(command: &mut Command) -> String {
+    let output = command.output().expect("the docker CLI runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn docker(args: &[&str]) -> String {
+    docker_ok(Command::new("docker").args(args))
+}
+
+/// `docker inspect` of one container, or `None` when the engine does not know it.
+fn inspect_json(id: &str) -> Option<Value> {
+    let output =
+        Command::new("docker").args(["inspect", "--type", "container", id]).output().unwrap();
+    if !output.status.success() {
+        return None;
+    }
+    let mut all: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    Some(all.remove(0))
+}
+
+/// Runs a shell command inside the container as its configured user; returns (success, output).
+fn exec(id: &ContainerId, script: &str) -> (bool, String) {
+    let output =
+        Command::new("docker").args(["exec", id.as_str(), "sh", "-c", script]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text.trim().to_owned())
+}
+
+#[tokio::test]
+async fn create_starts_a_named_labelled_container_with_every_hardening_applied() {
+    let Some(engine) = Engine::start("create_starts_a_named_labelled_container").await else {
+        return;
+    };
+    let spec = spec();
+    let id = engine.runtime.create(&spec).await.unwrap();
+    assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Running);
+
+    let found = inspect_json(id.as_str()).expect("the engine knows the container");
+    assert_eq!(found["Name"], format!("/sandkeeper-{}", spec.session_id));
+    assert_eq!(found["State"]["Running"], true);
+    let labels = &found["Config"]["Labels"];
+    assert_eq!(labels[LABEL_MANAGED], "true");
+    assert_eq!(labels[LABEL_INSTANCE], engine.instance.as_str());
+    assert_eq!(labels[LABEL_SESSION], spec.session_id.to_string());
+    assert_eq!(labels[LABEL_CHAT], spec.chat_id.to_string());
+    let expires_at = labels[LABEL_EXPIRES_AT].as_str().unwrap();
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(expires_at).unwrap().timestamp(),
+        spec.expires_at.timestamp()
+    );
+    assert_eq!(found["Config"]["User"], "1000:1000");
+    assert_eq!(found["Config"]["Image"], "sandkeeper/sandbox:latest");
+    assert_eq!(found["Config"]["Cmd"], serde_json::json!(["sleep", "infinity"]));
+
+    let host = &found["HostConfig"];
+    assert_eq!(host["NetworkMode"], "none");
+    assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
+    assert!(host["CapAdd"].is_null(), "{}", host["CapAdd"]);
+    assert_eq!(host["SecurityOpt"], serde_json::json!(["no-new-privileges"]));
+    assert_eq!(host["ReadonlyRootfs"], true);
+    assert_eq!(host["Privileged"], false);
+    assert_eq!(host["Init"], true);
+    assert_eq!(host["PidsLimit"], 256);
+    assert_eq!(host["Memory"], 512 * 1024 * 1024);
+    assert_eq!(host["MemorySwap"], 512 * 1024 * 1024);
+    assert_eq!(host["NanoCpus"], 1_000_000_000);
+    let tmp = host["Tmpfs"]["/tmp"].as_str().unwrap();
+    assert!(tmp.contains("noexec") && tmp.contains("size=67108864"), "{tmp}");
+    let workspace = host["Tmpfs"]["/workspace"].as_str().unwrap();
+    assert!(workspace.contains("size=268435456") && workspace.contains("uid=1000"), "{workspace}");
+    assert_eq!(
+        found["NetworkSettings"]["Networks"]
+            .as_object()
+            .map(|n| n.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["none".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn inside_the_sandbox_the_user_is_unprivileged_offline_and_writes_only_tmp_and_workspace() {
+    let Some(engine) = Engine::start("inside_the_sandbox").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    assert_eq!(exec(&id, "id -u; id -g"), (true, "1000\n1000".to_owned()));
+    assert_eq!(exec(&id, "pwd"), (true, "/workspace".to_owned()));
+    let (wrote, output) = exec(&id, "echo hi > /workspace/a && cat /workspace/a");
+    assert_eq!((wrote, output.as_str()), (true, "hi"));
+    let (wrote, output) = exec(&id, "echo hi > /tmp/a && cat /tmp/a");
+    assert_eq!((wrote, output.as_str()), (true, "hi"));
+    let (wrote, output) = exec(&id, "touch /a");
+    assert!(!wrote && output.contains("Read-only file system"), "{output}");
+    let (wrote, output) = exec(&id, "touch /etc/passwd");
+    assert!(!wrote, "{output}");
+    // Scripts may be copied to /workspace and run; /tmp is noexec.
+    let (ran, output) = exec(
+        &id,
+        "printf '#!/bin/sh\\necho ran\\n' > /workspace/s && chmod +x /workspace/s && /workspace/s",
+    );
+    assert_eq!((ran, output.as_str()), (true, "ran"));
+    let (ran, _) = exec(&id, "cp /workspace/s /tmp/s && /tmp/s");
+    assert!(!ran, "/tmp must be noexec");
+
+    assert_eq!(exec(&id, "ls /sys/class/net"), (true, "lo".to_owned()), "network none");
+    let (_, status) = exec(&id, "cat /proc/self/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|value| value.trim().to_owned())
+            .unwrap_or_else(|| panic!("{name} missing in {status}"))
+    };
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("CapBnd:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    // docker-init is PID 1, the command runs under it.
+    assert_eq!(exec(&id, "cat /proc/1/comm"), (true, "docker-init".to_owned()));
+}
+
+#[tokio::test]
+async fn stop_removes_the_container_and_succeeds_when_it_is_already_gone() {
+    let Some(engine) = Engine::start("stop_removes_the_container").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    let started = Instant::now();
+    engine.runtime.stop(&id).await.unwrap();
+    // Force removal, not `docker stop` with its 10 s grace period.
+    assert!(started.elapsed() < Duration::from_secs(8), "stop took {:?}", started.elapsed());
+    assert!(inspect_json(id.as_str()).is_none(), "the container is gone");
+    assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Missing);
+
+    engine.runtime.stop(&id).await.unwrap();
+    engine.runtime.stop(&ContainerId::new("sandkeeper-never-existed").unwrap()).await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_refuses_containers_without_this_instances_labels_and_leaves_them_running() {
+    let Some(engine) = Engine::start("stop_refuses_foreign_containers").await else { return };
+    let unlabelled = engine.run_foreign(&[]);
+    let other_instance = format!("{}-elsewhere", engine.instance);
+    let other = engine.run_foreign(&[(LABEL_MANAGED, "true"), (LABEL_INSTANCE, &other_instance)]);
+    let unmanaged = engine.run_foreign(&[(LABEL_INSTANCE, &engine.instance)]);
+
+    for id in [&unlabelled, &other, &unmanaged] {
+        let error = engine.runtime.stop(id).await.unwrap_err();
+        assert!(
+            matches!(&error, RuntimeError::NotManaged { container_id } if container_id == id),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains(id.as_str()), "{error}");
+        let found = inspect_json(id.as_str()).expect("it was left alone");
+        assert_eq!(found["State"]["Running"], true);
+    }
+}
+
+#[tokio::test]
+async fn inspect_says_exited_for_a_killed_container_and_missing_for_a_removed_one() {
+    let Some(engine) = Engine::start("inspect_says_exited").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    docker(&["kill", id.as_str()]);
+    assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Exited);
+    docker(&["rm", "--force", id.as_str()]);
+    assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Missing);
+}
+
+#[tokio::test]
+async fn list_managed_sees_every_state_of_this_instance_and_nothing_else() {
+    let Some(engine) = Engine::start("list_managed").await else { return };
+    let (other, _other_cleanup) = engine.other_instance();
+    let before = Utc::now() - TimeDelta::seconds(2);
+    let (first, second) = (spec(), spec());
+    let first_id = engine.runtime.create(&first).await.unwrap();
+    let second_id = engine.runtime.create(&second).await.unwrap();
+    docker(&["kill", second_id.as_str()]);
+    other.create(&spec()).await.unwrap();
+    engine.run_foreign(&[(LABEL_MANAGED, "true")]);
+
+    let mut listed = engine.runtime.list_managed().await.unwrap();
+    listed.sort_by_key(|container| container.container_id == second_id);
+    let seen: Vec<_> = listed.iter().map(|c| (c.container_id.clone(), c.session_id)).collect();
+    assert_eq!(
+        seen,
+        vec![(first_id, Some(first.session_id)), (second_id, Some(second.session_id))]
+    );
+    for container in &listed {
+        assert!(
+            container.created_at >= before && container.created_at <= Utc::now(),
+            "{container:?}"
+        );
+    }
+    assert_eq!(other.list_managed().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_retried_create_returns_the_running_container_of_the_first_attempt() {
+    let Some(engine) = Engine::start("a_retried_create").await else { return };
+    let spec = spec();
+    let first = engine.runtime.create(&spec).await.unwrap();
+    let again = engine.runtime.create(&spec).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(engine.runtime.list_managed().await.unwrap().len(), 1);
+
+    // A leftover that never ran is replaced by a fresh, running one.
+    docker(&["kill", first.as_str()]);
+    let replaced = engine.runtime.create(&spec).await.unwrap();
+    assert_ne!(replaced, first);
+    assert_eq!(engine.runtime.inspect(&replaced).await.unwrap(), ContainerState::Running);
+    assert_eq!(engine.runtime.inspect(&first).await.unwrap(), ContainerState::Missing);
+}
+
+#[tokio::test]
+async fn a_create_refuses_to_adopt_a_foreign_container_with_the_same_name() {
+    let Some(engine) = Engine::start("create_refuses_to_adopt").await else { return };
+    let spec = spec();
+    let name = DockerRuntime::container_name(&spec.session_id);
+    let foreign = docker(&[
+        "run",
+        "--detach",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        "--label",
+        &format!("{TEST_OWNER_LABEL}={}", engine.instance),
+        image::IMAGE,
+        "sleep",
+        "infinity",
+    ]);
+    let error = engine.runtime.create(&spec).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(message) if message.contains(&name) && message.contains("not this instance")),
+        "{error:?}"
+    );
+    assert_eq!(inspect_json(&foreign).unwrap()["State"]["Running"], true);
+}
+
+#[tokio::test]
+async fn a_container_that_cannot_start_is_removed_and_the_error_says_why() {
+    let Some(engine) = Engine::start_with("a_container_that_cannot_start", |config| DockerConfig {
+        // Created fine, refused at start: the image has no such user.
+        user: "nosuchuser".to_owned(),
+        ..config
+    })
+    .await
+    else {
+        return;
+    };
+    let error = engine.runtime.create(&spec()).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(message) if message.contains("could not start") && message.contains("nosuchuser")),
+        "{error:?}"
+    );
+    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
+    let filter = format!("label={LABEL_INSTANCE}={}", engine.instance);
+    assert_eq!(docker(&["ps", "-aq", "--filter", &filter]), "");
+}
+
+#[tokio::test]
+async fn a_missing_image_is_reported_as_such() {
+    let Some(engine) = Engine::start_with("a_missing_image", |config| DockerConfig {
+        image: "sandkeeper/no-such-image:never".to_owned(),
+        ..config
+    })
+    .await
+    else {
+        return;
+    };
+    let error = engine.runtime.create(&spec()).await.unwrap_err();
+    assert_eq!(
+        error,
+        RuntimeError::ImageMissing { image: "sandkeeper/no-such-image:never".into() }
+    );
+    assert!(error.to_string().contains("cargo xtask image"), "{error}");
+    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn twenty_parallel_creates_all_succeed_and_are_all_removed() {
+    let Some(engine) = Engine::start("twenty_parallel_creates").await else { return };
+    let specs: Vec<ContainerSpec> = (0..20).map(|_| spec()).collect();
+    let created =
+        futures::future::join_all(specs.iter().map(|spec| engine.runtime.create(spec))).await;
+    let ids: Vec<ContainerId> = created.into_iter().map(Result::unwrap).collect();
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 20);
+    let mut listed: Vec<_> = engine
+        .runtime
+        .list_managed()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|container| container.session_id.unwrap())
+        .collect();
+    let mut sessions: Vec<_> = specs.iter().map(|spec| spec.session_id).collect();
+    listed.sort();
+    sessions.sort();
+    assert_eq!(listed, sessions);
+
+    let stopped = futures::future::join_all(ids.iter().map(|id| engine.runtime.stop(id))).await;
+    assert!(stopped.iter().all(Result::is_ok), "{stopped:?}");
+    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
+}
+
+/// Needs no engine: an address where nothing listens.
+#[tokio::test]
+async fn an_unreachable_engine_is_unavailable_fast_and_named() {
+    for endpoint in ["unix:///nonexistent.sock", "tcp://127.0.0.1:1"] {
+        let config = DockerConfig {
+            docker_host: Some(endpoint.to_owned()),
+            ..DockerConfig::new(image::IMAGE, "test-unreachable")
+        };
+        // Building the runtime needs no engine.
+        let runtime = DockerRuntime::new(config).unwrap();
+        assert_eq!(runtime.endpoint(), endpoint);
+        let id = ContainerId::new("sandkeeper-x").unwrap();
+        let started = Instant::now();
+        let errors = [
+            runtime.ping().await.unwrap_err(),
+            runtime.create(&spec()).await.unwrap_err(),
+            runtime.stop(&id).await.unwrap_err(),
+            runtime.inspect(&id).await.unwrap_err(),
+            runtime.list_managed().await.unwrap_err(),
+        ];
+        assert!(started.elapsed() < Duration::from_secs(3), "{endpoint}: {:?}", started.elapsed());
+        for error in errors {
+            assert!(
+                matches!(&error, RuntimeError::Unavailable(message) if message.contains(endpoint)),
+                "{endpoint}: {error:?}"
+            );
+        }
+    }
+}
+
+/// Needs no engine: every call is timed, failed ones too.
+#[test]
+fn every_call_records_its_duration_by_operation() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let config = DockerConfig {
+            docker_host: Some("unix:///nonexistent.sock".to_owned()),
+            ..DockerConfig::new(image::IMAGE, "test-metrics")
+        };
+        let runtime = DockerRuntime::new(config).unwrap();
+        let id = ContainerId::new("sandkeeper-x").unwrap();
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
+            async {
+                let _ = runtime.ping().await;
+                let _ = runtime.inspect(&id).await;
+                let _ = runtime.inspect(&id).await;
+            },
+        );
+    });
+    let mut counts: Vec<(String, usize)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == DURATION_METRIC)
+        .map(|(key, _, _, value)| {
+            let operation = key
+                .key()
+                .labels()
+                .find(|label| label.key() == "operation")
+                .map(|label| label.value().to_owned())
+                .unwrap_or_default();
+            let metrics_util::debugging::DebugValue::Histogram(samples) = value else {
+                panic!("{DURATION_METRIC} is not a histogram")
+            };
+            (operation, samples.len())
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, vec![("inspect".to_owned(), 2), ("ping".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn the_runtime_recovers_by_itself_when_the_engine_appears() {
+    let Some(engine) = Engine::start("the_runtime_recovers_by_itself").await else { return };
+    // The engine "appears" when a link to its socket is created where the runtime looks.
+    let real_socket = engine.runtime.endpoint().strip_prefix("unix://").map(str::to_owned);
+    let Some(real_socket) = real_socket else {
+        eprintln!("skipped the_runtime_recovers_by_itself: the engine is not on a unix socket");
+        return;
+    };
+    let link = std::env::temp_dir().join(format!("{}.sock", engine.instance));
+    let config = DockerConfig {
+        docker_host: Some(format!("unix://{}", link.display())),
+        ..engine.runtime.config().clone()
+    };
+    let runtime = DockerRuntime::new(config).unwrap();
+    assert!(matches!(runtime.ping().await, Err(RuntimeError::Unavailable(_))));
+
+    std::os::unix::fs::symlink(&real_socket, &link).unwrap();
+    let answered = runtime.ping().await;
+    let created = runtime.create(&spec()).await;
+    std::fs::remove_file(&link).unwrap();
+    assert_eq!(answered, Ok(()));
+    assert!(created.is_ok(), "{created:?}");
+}
