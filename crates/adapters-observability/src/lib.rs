@@ -1,1 +1,13 @@
-//! placeholder
+//! sandkeeper's telemetry backends.
+//!
+//! The use cases emit spans, events and metrics through the `tracing` and `metrics` facades only.
+//! This crate installs what receives them: [`init`] is called once by the binary (a log
+//! subscriber and the Prometheus recorder); [`capture`] records everything in memory for tests.
+//!
+//! Architecture invariant: nothing here knows about sandboxes; metric and span names belong to
+//! the use cases.
+
+pub mod capture;
+mod init;
+
+pub use init::{InitError, LogFormat, Telemetry, TelemetryConfig, UnknownLogFormat, init};

@@ -3,3 +3,23 @@
 //! Architecture invariant: this crate knows the ports and the domain only. It never depends on
 //! sqlx, bollard, axum, hyper or an exporter; it emits telemetry through the `tracing` and
 //! `metrics` facades, whose backends `adapters-observability` installs.
+//!
+//! Error labels: wherever a use case labels a failure (the `error.type` span field and metric
+//! label, the `error` field of `sandbox_clean_failed`), the value is the error's `kind()`, a short
+//! stable name such as `runtime_error` or `store_unavailable`, never its free-form message.
+
+mod cleanup;
+mod create;
+mod delete;
+mod queries;
+mod telemetry;
+
+pub use cleanup::{
+    CleanupError, CleanupExpiredSandboxes, CleanupFailure, CleanupReport,
+    DEFAULT_CLEANUP_BATCH_LIMIT, DEFAULT_CLEANUP_CONCURRENCY,
+};
+pub use create::{
+    CreateOutcome, CreateResult, CreateSandbox, CreateSandboxCommand, CreateSandboxError,
+};
+pub use delete::{DeleteSandbox, DeleteSandboxError};
+pub use queries::SandboxQueries;

@@ -1,0 +1,286 @@
+use std::fmt;
+use std::io::IsTerminal;
+use std::str::FromStr;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry};
+
+/// Buckets (in seconds) of every histogram whose name ends in `seconds`: from a fast reuse
+/// (milliseconds) to a slow container start (tens of seconds).
+const LATENCY_BUCKETS_SECONDS: [f64; 13] =
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Histogram samples wait in the recorder until the next scrape or upkeep; without scrapes,
+/// upkeep keeps them from piling up.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One readable line per event; coloured when standard error is a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line, event fields at the top level, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A log format spelling that is neither `human` nor `json`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("log format `{0}` is not one of human, json")]
+pub struct UnknownLogFormat(pub String);
+
+impl FromStr for LogFormat {
+    type Err = UnknownLogFormat;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            _ => Err(UnknownLogFormat(value.to_owned())),
+        }
+    }
+}
+
+/// What [`init`] installs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// The log filter used when `RUST_LOG` is unset or empty, in `RUST_LOG` syntax.
+    pub default_filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_format: LogFormat::Human, default_filter: "info".to_owned() }
+    }
+}
+
+/// Telemetry could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(
+        "{setting} `{value}` is not a valid log filter ({reason}); use e.g. `info` or `warn,sandkeeper=debug`"
+    )]
+    InvalidFilter { setting: &'static str, value: String, reason: String },
+    #[error("a log subscriber is already installed in this process; install telemetry only once")]
+    SubscriberAlreadySet,
+    #[error("the Prometheus metrics recorder could not be installed: {0}")]
+    MetricsRecorder(String),
+    #[error("the metrics upkeep thread could not be started: {0}")]
+    UpkeepThread(#[source] std::io::Error),
+}
+
+/// The installed telemetry. Keep it for the life of the process to serve `/metrics`.
+#[derive(Clone)]
+pub struct Telemetry {
+    prometheus: PrometheusHandle,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// Every metric recorded so far, in the Prometheus text format. Metric names are rendered
+    /// with dots replaced by underscores: `sandbox.create.total` becomes `sandbox_create_total`.
+    pub fn render_metrics(&self) -> String {
+        self.prometheus.render()
+    }
+}
+
+/// Installs the process-wide log subscriber and the Prometheus metrics recorder.
+///
+/// Call it once, at start. The log filter comes from `RUST_LOG`, else from
+/// `config.default_filter`. No HTTP listener is started: the app serves
+/// [`Telemetry::render_metrics`] on its own `/metrics` route.
+pub fn init(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
+    let filter = log_filter(std::env::var("RUST_LOG").ok(), &config.default_filter)?;
+    let ansi = std::io::stderr().is_terminal();
+    log_subscriber(config.log_format, filter, std::io::stderr, ansi)
+        .try_init()
+        .map_err(|_| InitError::SubscriberAlreadySet)?;
+
+    let prometheus = prometheus_builder()?
+        .install_recorder()
+        .map_err(|error| InitError::MetricsRecorder(error.to_string()))?;
+    let upkeep = prometheus.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(InitError::UpkeepThread)?;
+    Ok(Telemetry { prometheus })
+}
+
+fn log_filter(rust_log: Option<String>, default_filter: &str) -> Result<EnvFilter, InitError> {
+    let (setting, value) = match rust_log {
+        Some(value) if !value.trim().is_empty() => ("RUST_LOG", value),
+        _ => ("the default log filter", default_filter.to_owned()),
+    };
+    EnvFilter::try_new(&value).map_err(|error| InitError::InvalidFilter {
+        setting,
+        value,
+        reason: error.to_string(),
+    })
+}
+
+type FilteredRegistry = Layered<EnvFilter, Registry>;
+
+fn log_subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> impl Subscriber + Send + Sync + for<'span> tracing_subscriber::registry::LookupSpan<'span>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let output: Box<dyn Layer<FilteredRegistry> + Send + Sync> = match format {
+        LogFormat::Human => {
+            tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi).boxed()
+        }
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    };
+    Registry::default().with(filter).with(output)
+}
+
+fn prometheus_builder() -> Result<PrometheusBuilder, InitError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("seconds".to_owned()), &LATENCY_BUCKETS_SECONDS)
+        .map_err(|error| InitError::MetricsRecorder(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SharedBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl SharedBuffer {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn log_with(format: LogFormat, emit: impl FnOnce()) -> String {
+        let buffer = SharedBuffer::default();
+        let writer = buffer.clone();
+        let filter = log_filter(None, "info").unwrap();
+        let subscriber = log_subscriber(format, filter, move || writer.clone(), false);
+        tracing::subscriber::with_default(subscriber, emit);
+        buffer.text()
+    }
+
+    #[test]
+    fn json_format_writes_one_json_object_per_event_with_fields_at_the_top() {
+        let output = log_with(LogFormat::Json, || {
+            let span = tracing::info_span!("usecase.create_sandbox", chat.id = "chat-1");
+            span.in_scope(|| tracing::info!(session_id = "s-1", "sandbox_created"));
+            tracing::debug!("filtered out by the default filter");
+        });
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.len(), 1, "{output}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+        assert_eq!(event["message"], "sandbox_created");
+        assert_eq!(event["session_id"], "s-1");
+        assert_eq!(event["level"], "INFO");
+        assert_eq!(event["span"]["name"], "usecase.create_sandbox");
+        assert_eq!(event["span"]["chat.id"], "chat-1");
+    }
+
+    #[test]
+    fn human_format_writes_plain_text() {
+        let output = log_with(LogFormat::Human, || tracing::warn!(chat_id = "c-1", "sandbox_x"));
+        assert!(output.contains("WARN"), "{output}");
+        assert!(output.contains("sandbox_x chat_id=\"c-1\""), "{output}");
+        assert!(serde_json::from_str::<serde_json::Value>(output.trim()).is_err(), "{output}");
+        assert!(!output.contains('\u{1b}'), "no colour codes when not on a terminal: {output}");
+    }
+
+    #[test]
+    fn rust_log_wins_over_the_default_filter_and_bad_filters_are_named() {
+        assert_eq!(log_filter(Some("debug".into()), "info").unwrap().to_string(), "debug");
+        assert_eq!(log_filter(Some(" ".into()), "warn").unwrap().to_string(), "warn");
+        let error = log_filter(Some("sandkeeper=loud".into()), "info").unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("RUST_LOG `sandkeeper=loud` is not a valid log filter"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn log_format_parses_its_spellings() {
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!("human".parse::<LogFormat>(), Ok(LogFormat::Human));
+        let error = "yaml".parse::<LogFormat>().unwrap_err();
+        assert_eq!(error.to_string(), "log format `yaml` is not one of human, json");
+    }
+
+    #[test]
+    fn prometheus_renders_dotted_names_with_underscores() {
+        let recorder = prometheus_builder().unwrap().build_recorder();
+        let telemetry = Telemetry { prometheus: recorder.handle() };
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("sandbox.create.total", "result" => "created").increment(2);
+            metrics::gauge!("sandbox.active.count").set(3.0);
+            metrics::histogram!("sandbox.create.duration.seconds", "result" => "created")
+                .record(0.2);
+        });
+        let text = telemetry.render_metrics();
+        assert!(text.contains("sandbox_create_total{result=\"created\"} 2"), "{text}");
+        assert!(text.contains("sandbox_active_count 3"), "{text}");
+        assert!(
+            text.contains(
+                "sandbox_create_duration_seconds_bucket{result=\"created\",le=\"0.25\"} 1"
+            ),
+            "latency histograms have buckets: {text}"
+        );
+        assert!(!text.contains("sandbox.create"), "{text}");
+    }
+}

@@ -1,0 +1,362 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_ports::{
+    Clock, ContainerSpec, LifecycleLocker, RuntimeError, SandboxRuntime, SaveError,
+    SessionRepository, StoreError,
+};
+use tracing::field::{Empty, display};
+use tracing::{Instrument, Span};
+
+use crate::telemetry::{record_error, refresh_active_count};
+
+/// Counter `sandbox.create.total{result=created|reused|replaced|error}`.
+const CREATE_TOTAL: &str = "sandbox.create.total";
+/// Histogram `sandbox.create.duration.seconds{result}`: how long a whole call took.
+const CREATE_DURATION: &str = "sandbox.create.duration.seconds";
+
+/// Get-or-create a chat's sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateSandboxCommand {
+    pub chat_id: ChatId,
+    /// The lifetime of a sandbox this call creates; `None` means the deployment's default.
+    /// A reused sandbox keeps its own expiry.
+    pub ttl: Option<Duration>,
+}
+
+impl CreateSandboxCommand {
+    /// With the deployment's default TTL.
+    pub fn new(chat_id: ChatId) -> Self {
+        Self { chat_id, ttl: None }
+    }
+}
+
+/// What [`CreateSandbox`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CreateResult {
+    /// The chat had no running sandbox; a new one was created.
+    Created,
+    /// The chat's running sandbox had not expired; it is returned unchanged.
+    Reused,
+    /// The chat's sandbox had expired; it was removed and a new one created.
+    Replaced,
+}
+
+impl CreateResult {
+    /// The spelling used in telemetry and the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Reused => "reused",
+            Self::Replaced => "replaced",
+        }
+    }
+}
+
+impl fmt::Display for CreateResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The chat's running sandbox after the call, and how it came to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateOutcome {
+    pub session: SandboxSession,
+    pub result: CreateResult,
+}
+
+/// Why [`CreateSandbox`] failed. The message is the underlying error's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateSandboxError {
+    /// The store (or the store-backed lock) failed; nothing was created.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store refused the new session because another one runs for the chat (a writer that
+    /// bypassed the chat's lock). The container created for it was stopped again.
+    #[error("chat {chat_id} already has another running session")]
+    Conflict { chat_id: ChatId },
+    /// The container runtime failed. On a failed replace the expired session is kept, so the
+    /// cleanup retries it.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// As many sandboxes as allowed are running; a new one is refused before touching Docker.
+    #[error(
+        "sandbox capacity reached: {limit} sandboxes are running; retry after some expire or raise the limit"
+    )]
+    CapacityReached { limit: u64 },
+    /// The requested TTL puts the expiry beyond what timestamps can hold.
+    #[error("ttl of {ttl:?} is too long: the sandbox's expiry cannot be represented")]
+    TtlOutOfRange { ttl: Duration },
+}
+
+impl From<SaveError> for CreateSandboxError {
+    fn from(error: SaveError) -> Self {
+        match error {
+            SaveError::Conflict { chat_id } => Self::Conflict { chat_id },
+            SaveError::Store(error) => Self::Store(error),
+        }
+    }
+}
+
+impl CreateSandboxError {
+    /// A short stable name for the `error.type` label, e.g. `runtime_error` for
+    /// [`RuntimeError::Failed`] or `store_unavailable`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Store(error) => error.kind(),
+            Self::Conflict { .. } => "conflict",
+            Self::Runtime(error) => error.kind(),
+            Self::CapacityReached { .. } => "capacity_reached",
+            Self::TtlOutOfRange { .. } => "invalid_ttl",
+        }
+    }
+}
+
+type SessionIdGenerator = Arc<dyn Fn() -> SessionId + Send + Sync>;
+
+/// Get-or-create of a chat's sandbox (DESIGN.md 3, "CreateSandbox").
+///
+/// Under the chat's lifecycle lock: a running, unexpired session is reused; an expired one is
+/// stopped, deleted and replaced; otherwise a new one is created. A container whose session
+/// cannot be saved is stopped again, so nothing untracked survives.
+#[derive(Clone)]
+pub struct CreateSandbox {
+    repository: Arc<dyn SessionRepository>,
+    locker: Arc<dyn LifecycleLocker>,
+    runtime: Arc<dyn SandboxRuntime>,
+    clock: Arc<dyn Clock>,
+    default_ttl: Duration,
+    max_sandboxes: Option<u64>,
+    new_session_id: SessionIdGenerator,
+}
+
+impl fmt::Debug for CreateSandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateSandbox")
+            .field("default_ttl", &self.default_ttl)
+            .field("max_sandboxes", &self.max_sandboxes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which span fields name the new container: a fresh create names it `container.id` at once;
+/// a replace names it `sandbox.new_container.id` and leaves `session.id`/`container.id` for
+/// after the save, so that old and new identities are never mixed on a failed replace.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Fresh,
+    Replacement,
+}
+
+impl CreateSandbox {
+    /// No capacity limit; random (v4) session ids.
+    pub fn new(
+        repository: Arc<dyn SessionRepository>,
+        locker: Arc<dyn LifecycleLocker>,
+        runtime: Arc<dyn SandboxRuntime>,
+        clock: Arc<dyn Clock>,
+        default_ttl: Duration,
+    ) -> Self {
+        Self {
+            repository,
+            locker,
+            runtime,
+            clock,
+            default_ttl,
+            max_sandboxes: None,
+            new_session_id: Arc::new(SessionId::new_v4),
+        }
+    }
+
+    /// Refuse to create a sandbox for a chat without one while `max` or more are running.
+    /// The count is read from the store, so across replicas it is a soft limit.
+    pub fn with_max_sandboxes(mut self, max: Option<u64>) -> Self {
+        self.max_sandboxes = max;
+        self
+    }
+
+    /// Where new session ids come from (tests pin them).
+    pub fn with_session_id_generator(
+        mut self,
+        generator: impl Fn() -> SessionId + Send + Sync + 'static,
+    ) -> Self {
+        self.new_session_id = Arc::new(generator);
+        self
+    }
+
+    pub async fn execute(
+        &self,
+        command: CreateSandboxCommand,
+    ) -> Result<CreateOutcome, CreateSandboxError> {
+        let span = tracing::info_span!(
+            "usecase.create_sandbox",
+            chat.id = %command.chat_id,
+            sandbox.result = Empty,
+            session.id = Empty,
+            container.id = Empty,
+            sandbox.previous_session.id = Empty,
+            sandbox.previous_container.id = Empty,
+            sandbox.new_session.id = Empty,
+            sandbox.new_container.id = Empty,
+            error = Empty,
+            "error.type" = Empty,
+            otel.status_code = Empty,
+        );
+        let started = Instant::now();
+        let outcome = self.get_or_create(command, &span).instrument(span.clone()).await;
+        let result = match &outcome {
+            Ok(outcome) => outcome.result.as_str(),
+            Err(error) => {
+                record_error(&span, error, error.kind());
+                "error"
+            }
+        };
+        span.record("sandbox.result", result);
+        metrics::counter!(CREATE_TOTAL, "result" => result).increment(1);
+        metrics::histogram!(CREATE_DURATION, "result" => result)
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn get_or_create(
+        &self,
+        command: CreateSandboxCommand,
+        span: &Span,
+    ) -> Result<CreateOutcome, CreateSandboxError> {
+        let ttl = command.ttl.unwrap_or(self.default_ttl);
+        let ttl_delta = chrono::TimeDelta::from_std(ttl)
+            .map_err(|_| CreateSandboxError::TtlOutOfRange { ttl })?;
+        let _lock = self.locker.lock(command.chat_id).await?;
+        let now = self.clock.now();
+        let expires_at =
+            now.checked_add_signed(ttl_delta).ok_or(CreateSandboxError::TtlOutOfRange { ttl })?;
+
+        match self.repository.get_running_by_chat(command.chat_id).await? {
+            Some(current) if !current.is_expired(now) => {
+                span.record("session.id", display(current.session_id));
+                span.record("container.id", display(&current.container_id));
+                tracing::info!(
+                    chat_id = %current.chat_id,
+                    session_id = %current.session_id,
+                    container_id = %current.container_id,
+                    "sandbox_reused"
+                );
+                Ok(CreateOutcome { session: current, result: CreateResult::Reused })
+            }
+            Some(expired) => {
+                let session = self.replace(expired, now, expires_at, span).await?;
+                Ok(CreateOutcome { session, result: CreateResult::Replaced })
+            }
+            None => {
+                let session = self.create_fresh(command.chat_id, now, expires_at, span).await?;
+                Ok(CreateOutcome { session, result: CreateResult::Created })
+            }
+        }
+    }
+
+    async fn create_fresh(
+        &self,
+        chat_id: ChatId,
+        now: Timestamp,
+        expires_at: Timestamp,
+        span: &Span,
+    ) -> Result<SandboxSession, CreateSandboxError> {
+        if let Some(limit) = self.max_sandboxes {
+            if self.repository.count_running().await? >= limit {
+                return Err(CreateSandboxError::CapacityReached { limit });
+            }
+        }
+        let session_id = (self.new_session_id)();
+        span.record("session.id", display(session_id));
+        let spec = ContainerSpec { session_id, chat_id, created_at: now, expires_at };
+        self.launch(spec, Stage::Fresh, span).await
+    }
+
+    async fn replace(
+        &self,
+        expired: SandboxSession,
+        now: Timestamp,
+        expires_at: Timestamp,
+        span: &Span,
+    ) -> Result<SandboxSession, CreateSandboxError> {
+        let session_id = (self.new_session_id)();
+        span.record("sandbox.previous_session.id", display(expired.session_id));
+        span.record("sandbox.previous_container.id", display(&expired.container_id));
+        span.record("sandbox.new_session.id", display(session_id));
+
+        // A failed stop keeps the old row, so the cleanup retries the container later.
+        self.runtime.stop(&expired.container_id).await?;
+        self.repository.delete(expired.session_id).await?;
+        tracing::info!(
+            chat_id = %expired.chat_id,
+            session_id = %expired.session_id,
+            container_id = %expired.container_id,
+            "sandbox_replaced"
+        );
+
+        let spec =
+            ContainerSpec { session_id, chat_id: expired.chat_id, created_at: now, expires_at };
+        let session = self.launch(spec, Stage::Replacement, span).await?;
+        span.record("session.id", display(session.session_id));
+        span.record("container.id", display(&session.container_id));
+        Ok(session)
+    }
+
+    /// Creates the container and saves its session, then refreshes the active gauge whatever
+    /// happened (a replace has already deleted the old row by now).
+    async fn launch(
+        &self,
+        spec: ContainerSpec,
+        stage: Stage,
+        span: &Span,
+    ) -> Result<SandboxSession, CreateSandboxError> {
+        let launched = self.create_and_save(spec, stage, span).await;
+        refresh_active_count(self.repository.as_ref()).await;
+        launched
+    }
+
+    async fn create_and_save(
+        &self,
+        spec: ContainerSpec,
+        stage: Stage,
+        span: &Span,
+    ) -> Result<SandboxSession, CreateSandboxError> {
+        let container_id = self.runtime.create(&spec).await?;
+        let field = match stage {
+            Stage::Fresh => "container.id",
+            Stage::Replacement => "sandbox.new_container.id",
+        };
+        span.record(field, display(&container_id));
+
+        let session = SandboxSession {
+            session_id: spec.session_id,
+            chat_id: spec.chat_id,
+            container_id,
+            status: SandboxStatus::Running,
+            created_at: spec.created_at,
+            expires_at: spec.expires_at,
+        };
+        if let Err(error) = self.repository.save(&session).await {
+            // Nothing may run without a row. If this stop fails too, the container keeps its
+            // managed labels and the maintenance sweep reaps it as an orphan.
+            if let Err(stop_error) = self.runtime.stop(&session.container_id).await {
+                tracing::debug!(
+                    container_id = %session.container_id,
+                    error = %stop_error,
+                    "untracked container could not be stopped; left for the orphan sweep"
+                );
+            }
+            return Err(error.into());
+        }
+        tracing::info!(
+            chat_id = %session.chat_id,
+            session_id = %session.session_id,
+            container_id = %session.container_id,
+            "sandbox_created"
+        );
+        Ok(session)
+    }
+}

@@ -1,0 +1,111 @@
+use std::fmt;
+use std::sync::Arc;
+
+use sandkeeper_domain::{ChatId, SandboxSession};
+use sandkeeper_ports::{
+    LifecycleLocker, RuntimeError, SandboxRuntime, SessionRepository, StoreError,
+};
+use tracing::field::{Empty, display};
+use tracing::{Instrument, Span};
+
+use crate::telemetry::{record_error, refresh_active_count};
+
+/// Counter `sandbox.delete.total{result=deleted|not_found|error}`.
+const DELETE_TOTAL: &str = "sandbox.delete.total";
+
+/// Why [`DeleteSandbox`] failed. The message is the underlying error's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeleteSandboxError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The container could not be stopped; the session is kept so a retry or the cleanup can
+    /// finish the job.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl DeleteSandboxError {
+    /// A short stable name for the `error.type` label, e.g. `runtime_error`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Store(error) => error.kind(),
+            Self::Runtime(error) => error.kind(),
+        }
+    }
+}
+
+/// Stops and forgets a chat's running sandbox, under the chat's lock.
+#[derive(Clone)]
+pub struct DeleteSandbox {
+    repository: Arc<dyn SessionRepository>,
+    locker: Arc<dyn LifecycleLocker>,
+    runtime: Arc<dyn SandboxRuntime>,
+}
+
+impl fmt::Debug for DeleteSandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeleteSandbox").finish_non_exhaustive()
+    }
+}
+
+impl DeleteSandbox {
+    pub fn new(
+        repository: Arc<dyn SessionRepository>,
+        locker: Arc<dyn LifecycleLocker>,
+        runtime: Arc<dyn SandboxRuntime>,
+    ) -> Self {
+        Self { repository, locker, runtime }
+    }
+
+    /// The deleted session, or `None` when the chat had no running sandbox.
+    pub async fn execute(
+        &self,
+        chat_id: ChatId,
+    ) -> Result<Option<SandboxSession>, DeleteSandboxError> {
+        let span = tracing::info_span!(
+            "usecase.delete_sandbox",
+            chat.id = %chat_id,
+            session.id = Empty,
+            container.id = Empty,
+            sandbox.result = Empty,
+            error = Empty,
+            "error.type" = Empty,
+            otel.status_code = Empty,
+        );
+        let outcome = self.delete(chat_id, &span).instrument(span.clone()).await;
+        let result = match &outcome {
+            Ok(Some(_)) => "deleted",
+            Ok(None) => "not_found",
+            Err(error) => {
+                record_error(&span, error, error.kind());
+                "error"
+            }
+        };
+        span.record("sandbox.result", result);
+        metrics::counter!(DELETE_TOTAL, "result" => result).increment(1);
+        outcome
+    }
+
+    async fn delete(
+        &self,
+        chat_id: ChatId,
+        span: &Span,
+    ) -> Result<Option<SandboxSession>, DeleteSandboxError> {
+        let _lock = self.locker.lock(chat_id).await?;
+        let Some(session) = self.repository.get_running_by_chat(chat_id).await? else {
+            return Ok(None);
+        };
+        span.record("session.id", display(session.session_id));
+        span.record("container.id", display(&session.container_id));
+        self.runtime.stop(&session.container_id).await?;
+        self.repository.delete(session.session_id).await?;
+        refresh_active_count(self.repository.as_ref()).await;
+        tracing::info!(
+            chat_id = %session.chat_id,
+            session_id = %session.session_id,
+            container_id = %session.container_id,
+            "sandbox_deleted"
+        );
+        Ok(Some(session))
+    }
+}
