@@ -11,6 +11,7 @@
 mod cleanup;
 mod create;
 mod delete;
+mod maintenance;
 mod queries;
 mod telemetry;
 
@@ -22,4 +23,8 @@ pub use create::{
     CreateOutcome, CreateResult, CreateSandbox, CreateSandboxCommand, CreateSandboxError,
 };
 pub use delete::{DeleteSandbox, DeleteSandboxError};
+pub use maintenance::{
+    CleanupOutcome, DEFAULT_MAINTENANCE_LEASE_NAME, MaintenanceError, MaintenanceReport,
+    MaintenanceSettings, MaintenanceSweep, SweepOutcome,
+};
 pub use queries::SandboxQueries;

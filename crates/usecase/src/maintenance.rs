@@ -1,0 +1,607 @@
+//! The maintenance sweep: brings the store and the container runtime back into agreement.
+//!
+//! One pass, gated by a named lease so that one replica at a time sweeps:
+//! 1. reconcile: a `Running` session whose container exited or is missing becomes `Crashed`;
+//! 2. terminal cleanup: `Stopped`/`Crashed` sessions lose their container, then their row;
+//! 3. orphans: managed containers of this instance with no session row, older than a grace
+//!    period, are force-removed.
+//!
+//! Every phase is bounded in rows and the whole pass in time. Nothing is ever deleted on the
+//! strength of a failed read: an unreachable runtime or store leaves rows and containers alone.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use sandkeeper_domain::{ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_ports::{
+    Clock, ContainerState, LeaseRequest, MaintenanceLeases, ManagedContainer, SandboxRuntime,
+    SessionRepository, StoreError,
+};
+use tracing::Instrument;
+
+use crate::telemetry::{record_error, refresh_active_count};
+
+/// The lease name used unless configured otherwise.
+pub const DEFAULT_MAINTENANCE_LEASE_NAME: &str = "sandbox_lifecycle_maintenance";
+
+/// How a sweep behaves. [`MaintenanceSettings::new`] gives the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceSettings {
+    /// The lease that lets one sweep run at a time. Default `sandbox_lifecycle_maintenance`.
+    pub lease_name: String,
+    /// Who holds the lease while sweeping: unique per process (e.g. instance id plus a suffix).
+    pub holder: String,
+    /// How long a won lease is held unless completed or released earlier. Default 10 s.
+    pub lease_duration: Duration,
+    /// A non-forced sweep is skipped when the last successful one is more recent. Default 30 s.
+    pub min_interval: Duration,
+    /// At most this many rows (or containers) per phase. Default 250.
+    pub max_rows_per_phase: usize,
+    /// No new row or container is started once the pass has run this long. Default 250 ms.
+    pub max_duration: Duration,
+    /// A container without a session row is reaped only once it is older than this, so that a
+    /// create between container start and row save is never taken for an orphan. Default 60 s.
+    pub orphan_grace: Duration,
+    /// How many runtime and store calls of one phase run at a time. Default 8; 0 counts as 1.
+    pub concurrency: usize,
+}
+
+impl MaintenanceSettings {
+    /// The defaults, with `holder` naming this process.
+    pub fn new(holder: impl Into<String>) -> Self {
+        Self {
+            lease_name: DEFAULT_MAINTENANCE_LEASE_NAME.to_owned(),
+            holder: holder.into(),
+            lease_duration: Duration::from_secs(10),
+            min_interval: Duration::from_secs(30),
+            max_rows_per_phase: 250,
+            max_duration: Duration::from_millis(250),
+            orphan_grace: Duration::from_secs(60),
+            concurrency: 8,
+        }
+    }
+}
+
+/// What one completed pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// `Running` sessions turned `Crashed` because their container was not running.
+    pub reconciled: u64,
+    /// Terminal sessions whose container and row were removed.
+    pub removed: u64,
+    /// Containers without a session row that were removed.
+    pub orphans_removed: u64,
+    /// Rows or containers that could not be handled (left in place for the next pass), plus one
+    /// for a skipped orphan phase.
+    pub errors: u64,
+    /// The pass was cut short by `max_duration`; what is left is handled by the next one.
+    pub timed_out: bool,
+}
+
+/// The result of [`MaintenanceSweep::run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepOutcome {
+    /// The lease was held by another sweep, or (unless forced) one completed too recently.
+    Skipped,
+    Completed(MaintenanceReport),
+}
+
+/// What happened to one terminal session in [`MaintenanceSweep::cleanup_terminal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupOutcome {
+    /// Its container was removed (or already missing) and its row deleted.
+    Removed,
+    /// There was no row.
+    AlreadyGone,
+    /// The row went between the re-read and the delete: someone else cleaned it.
+    AlreadyClaimed,
+    /// The row is not terminal (it is `Running`); nothing was touched.
+    SkippedActive,
+    /// The runtime failed to remove the container; the row is kept so a later pass retries.
+    RuntimeError,
+}
+
+/// A sweep that could not run or had to stop. The lease has been released (or was never won).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaintenanceError {
+    /// The lease could not be read or taken.
+    #[error(
+        "the maintenance sweep could not take its lease `{lease}` ({error}); check the session store, the next run retries"
+    )]
+    Lease { lease: String, error: StoreError },
+    /// A phase could not list the sessions it works on.
+    #[error(
+        "the maintenance sweep could not list {phase} sessions ({error}); check the session store, the next run retries"
+    )]
+    Store { phase: &'static str, error: StoreError },
+}
+
+impl MaintenanceError {
+    /// The kind of the store error behind it (`store_unavailable` or `store_error`), used as the
+    /// `error.type` of logs and spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Lease { error, .. } | Self::Store { error, .. } => error.kind(),
+        }
+    }
+}
+
+/// The lease-gated maintenance sweep over the session store and the container runtime.
+pub struct MaintenanceSweep {
+    repository: Arc<dyn SessionRepository>,
+    runtime: Arc<dyn SandboxRuntime>,
+    leases: Arc<dyn MaintenanceLeases>,
+    clock: Arc<dyn Clock>,
+    settings: MaintenanceSettings,
+    /// The last container the orphan phase examined, so that the next pass continues after it.
+    orphan_cursor: Mutex<Option<ContainerKey>>,
+}
+
+/// Orphan candidates are examined in this order: oldest first.
+type ContainerKey = (Timestamp, ContainerId);
+
+fn container_key(container: &ManagedContainer) -> ContainerKey {
+    (container.created_at, container.container_id.clone())
+}
+
+impl std::fmt::Debug for MaintenanceSweep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaintenanceSweep").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// What the reconcile phase decided about one running session.
+enum Reconciled {
+    Crashed,
+    Unchanged,
+    Failed,
+}
+
+impl MaintenanceSweep {
+    pub fn new(
+        repository: Arc<dyn SessionRepository>,
+        runtime: Arc<dyn SandboxRuntime>,
+        leases: Arc<dyn MaintenanceLeases>,
+        clock: Arc<dyn Clock>,
+        settings: MaintenanceSettings,
+    ) -> Self {
+        Self { repository, runtime, leases, clock, settings, orphan_cursor: Mutex::default() }
+    }
+
+    pub fn settings(&self) -> &MaintenanceSettings {
+        &self.settings
+    }
+
+    /// Runs one pass if the lease is won.
+    ///
+    /// `force` (an explicit request) ignores the minimum interval since the last pass, but a pass
+    /// never runs beside another one: a held lease gives [`SweepOutcome::Skipped`] either way.
+    /// Completion is recorded only for a pass that succeeded; a failed one releases the lease.
+    pub async fn run(&self, force: bool) -> Result<SweepOutcome, MaintenanceError> {
+        let span = tracing::info_span!(
+            "usecase.maintenance_sweep",
+            sandbox.maintenance.forced = force,
+            sandbox.result = tracing::field::Empty,
+            sandbox.maintenance.reconciled = tracing::field::Empty,
+            sandbox.maintenance.removed = tracing::field::Empty,
+            sandbox.maintenance.orphans_removed = tracing::field::Empty,
+            sandbox.maintenance.errors = tracing::field::Empty,
+            sandbox.maintenance.timed_out = tracing::field::Empty,
+            error = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = self.run_gated(force).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match &result {
+            Ok(SweepOutcome::Skipped) => {
+                span.record("sandbox.result", "skipped");
+                count_run("skipped");
+                tracing::debug!(lease = %self.settings.lease_name, "maintenance_sweep_skipped");
+            }
+            Ok(SweepOutcome::Completed(report)) => {
+                span.record("sandbox.result", "completed");
+                span.record("sandbox.maintenance.reconciled", report.reconciled);
+                span.record("sandbox.maintenance.removed", report.removed);
+                span.record("sandbox.maintenance.orphans_removed", report.orphans_removed);
+                span.record("sandbox.maintenance.errors", report.errors);
+                span.record("sandbox.maintenance.timed_out", report.timed_out);
+                count_run("completed");
+                count_report(report);
+                tracing::info!(
+                    reconciled = report.reconciled,
+                    removed = report.removed,
+                    orphans_removed = report.orphans_removed,
+                    errors = report.errors,
+                    timed_out = report.timed_out,
+                    "maintenance_sweep_completed"
+                );
+            }
+            Err(error) => {
+                span.record("sandbox.result", "failed");
+                record_error(&span, error, error.kind());
+                count_run("failed");
+                tracing::error!(
+                    error = error.kind(),
+                    error.message = %error,
+                    "maintenance_sweep_failed"
+                );
+            }
+        }
+        result
+    }
+
+    async fn run_gated(&self, force: bool) -> Result<SweepOutcome, MaintenanceError> {
+        let settings = &self.settings;
+        let request = LeaseRequest {
+            name: &settings.lease_name,
+            holder: &settings.holder,
+            duration: settings.lease_duration,
+            min_interval: if force { Duration::ZERO } else { settings.min_interval },
+        };
+        let won = self.leases.try_acquire(&request).await.map_err(|error| {
+            MaintenanceError::Lease { lease: settings.lease_name.clone(), error }
+        })?;
+        if !won {
+            return Ok(SweepOutcome::Skipped);
+        }
+
+        let result = self.sweep().await;
+        refresh_active_count(self.repository.as_ref()).await;
+        match result {
+            Ok(report) => {
+                // The pass did its work; if recording that fails, the lease simply expires and
+                // the next pass comes a little earlier than the minimum interval.
+                if let Err(error) =
+                    self.leases.complete(&settings.lease_name, &settings.holder).await
+                {
+                    tracing::warn!(
+                        error = error.kind(),
+                        error.message = %error,
+                        "maintenance_lease_complete_failed"
+                    );
+                }
+                Ok(SweepOutcome::Completed(report))
+            }
+            Err(error) => {
+                if let Err(release) =
+                    self.leases.release(&settings.lease_name, &settings.holder).await
+                {
+                    tracing::warn!(
+                        error = release.kind(),
+                        error.message = %release,
+                        "maintenance_lease_release_failed"
+                    );
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// One pass of the three phases, without the lease.
+    async fn sweep(&self) -> Result<MaintenanceReport, MaintenanceError> {
+        let started_at = self.clock.now();
+        let deadline = add(started_at, self.settings.max_duration);
+        let mut report = MaintenanceReport::default();
+
+        let crashed = self.reconcile(deadline, &mut report).await?;
+        if !report.timed_out && self.clock.now() < deadline {
+            self.cleanup_terminal_sessions(deadline, &crashed, &mut report).await?;
+        } else {
+            report.timed_out = true;
+        }
+        if !report.timed_out && self.clock.now() < deadline {
+            self.remove_orphans(started_at, deadline, &mut report).await;
+        } else {
+            report.timed_out = true;
+        }
+        Ok(report)
+    }
+
+    /// Phase 1. Returns the sessions it turned `Crashed`.
+    async fn reconcile(
+        &self,
+        deadline: Timestamp,
+        report: &mut MaintenanceReport,
+    ) -> Result<HashSet<SessionId>, MaintenanceError> {
+        let running = self
+            .repository
+            .list(&[SandboxStatus::Running], self.settings.max_rows_per_phase)
+            .await
+            .map_err(|error| MaintenanceError::Store { phase: "running", error })?;
+
+        let results = self.bounded(running.iter().map(|s| self.reconcile_one(s)), deadline).await;
+        let mut crashed = HashSet::new();
+        for (session, result) in running.iter().zip(results) {
+            match result {
+                None => report.timed_out = true,
+                Some(Reconciled::Crashed) => {
+                    report.reconciled += 1;
+                    crashed.insert(session.session_id);
+                }
+                Some(Reconciled::Unchanged) => {}
+                Some(Reconciled::Failed) => report.errors += 1,
+            }
+        }
+        Ok(crashed)
+    }
+
+    async fn reconcile_one(&self, session: &SandboxSession) -> Reconciled {
+        // A row is saved only after its container exists, so `Missing` really means gone. An
+        // error (Docker unreachable, timeout) says nothing about the container: leave the row.
+        let state = match self.runtime.inspect(&session.container_id).await {
+            Ok(ContainerState::Running) => return Reconciled::Unchanged,
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(
+                    session_id = %session.session_id,
+                    container_id = %session.container_id,
+                    error = error.kind(),
+                    error.message = %error,
+                    "maintenance_inspect_failed"
+                );
+                return Reconciled::Failed;
+            }
+        };
+        match self
+            .repository
+            .transition(session.session_id, SandboxStatus::Running, SandboxStatus::Crashed)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(
+                    chat_id = %session.chat_id,
+                    session_id = %session.session_id,
+                    container_id = %session.container_id,
+                    container_state = ?state,
+                    "sandbox_crashed"
+                );
+                Reconciled::Crashed
+            }
+            // Someone else changed or removed the row since the listing: not ours to judge.
+            Ok(false) => Reconciled::Unchanged,
+            Err(error) => {
+                tracing::warn!(
+                    session_id = %session.session_id,
+                    error = error.kind(),
+                    error.message = %error,
+                    "maintenance_reconcile_failed"
+                );
+                Reconciled::Failed
+            }
+        }
+    }
+
+    /// Phase 2. Sessions crashed by this pass are left for the next one, so that a crash stays
+    /// visible (row and exited container) for at least one sweep interval.
+    async fn cleanup_terminal_sessions(
+        &self,
+        deadline: Timestamp,
+        crashed_now: &HashSet<SessionId>,
+        report: &mut MaintenanceReport,
+    ) -> Result<(), MaintenanceError> {
+        let limit = self.settings.max_rows_per_phase;
+        let terminal = self
+            .repository
+            .list(&[SandboxStatus::Stopped, SandboxStatus::Crashed], limit + crashed_now.len())
+            .await
+            .map_err(|error| MaintenanceError::Store { phase: "terminal", error })?;
+        let ids: Vec<SessionId> = terminal
+            .iter()
+            .map(|session| session.session_id)
+            .filter(|id| !crashed_now.contains(id))
+            .take(limit)
+            .collect();
+
+        let results = self.bounded(ids.iter().map(|&id| self.cleanup_terminal(id)), deadline).await;
+        for (id, result) in ids.iter().zip(results) {
+            match result {
+                None => report.timed_out = true,
+                Some(Ok(CleanupOutcome::Removed)) => report.removed += 1,
+                Some(Ok(CleanupOutcome::RuntimeError)) => report.errors += 1,
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    report.errors += 1;
+                    tracing::warn!(
+                        session_id = %id,
+                        error = error.kind(),
+                        error.message = %error,
+                        "maintenance_cleanup_failed"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes one terminal session: re-reads its row, force-removes its container (a missing
+    /// one is fine), then deletes the row only if it is still terminal.
+    ///
+    /// A runtime failure is [`CleanupOutcome::RuntimeError`] and keeps the row so that a later
+    /// pass retries; a store failure is returned as is.
+    pub async fn cleanup_terminal(
+        &self,
+        session_id: SessionId,
+    ) -> Result<CleanupOutcome, StoreError> {
+        let Some(session) = self.repository.get(session_id).await? else {
+            return Ok(CleanupOutcome::AlreadyGone);
+        };
+        if !session.status.is_terminal() {
+            return Ok(CleanupOutcome::SkippedActive);
+        }
+        if let Err(error) = self.runtime.stop(&session.container_id).await {
+            tracing::warn!(
+                chat_id = %session.chat_id,
+                session_id = %session.session_id,
+                container_id = %session.container_id,
+                error = error.kind(),
+                error.message = %error,
+                "maintenance_container_remove_failed"
+            );
+            return Ok(CleanupOutcome::RuntimeError);
+        }
+        if !self.repository.delete_terminal(session_id).await? {
+            return Ok(CleanupOutcome::AlreadyClaimed);
+        }
+        tracing::debug!(
+            chat_id = %session.chat_id,
+            session_id = %session.session_id,
+            container_id = %session.container_id,
+            status = %session.status,
+            "sandbox_removed"
+        );
+        Ok(CleanupOutcome::Removed)
+    }
+
+    /// Phase 3. Reads every candidate's row first and removes nothing unless all reads
+    /// succeeded: a failing store must never look like a store without rows.
+    async fn remove_orphans(
+        &self,
+        started_at: Timestamp,
+        deadline: Timestamp,
+        report: &mut MaintenanceReport,
+    ) {
+        let containers = match self.runtime.list_managed().await {
+            Ok(containers) => containers,
+            Err(error) => {
+                report.errors += 1;
+                tracing::warn!(
+                    error = error.kind(),
+                    error.message = %error,
+                    "maintenance_orphan_phase_skipped"
+                );
+                return;
+            }
+        };
+        // Strictly older than the grace period before the pass began; this also excludes any
+        // container created after the pass began.
+        let old_enough = subtract(started_at, self.settings.orphan_grace);
+        let mut candidates: Vec<ManagedContainer> =
+            containers.into_iter().filter(|c| c.created_at < old_enough).collect();
+        candidates.sort_by_key(container_key);
+        let newest = candidates.last().map(container_key);
+        // Continue after the container the previous pass stopped at: with more live containers
+        // than one pass examines, an orphan behind them is still reached a few passes later.
+        let cursor = self.orphan_cursor.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(cursor) = cursor {
+            let start = candidates.iter().position(|c| container_key(c) > cursor).unwrap_or(0);
+            candidates.rotate_left(start);
+        }
+        candidates.truncate(self.settings.max_rows_per_phase);
+
+        let lookups = self.bounded(candidates.iter().map(|c| self.has_row(c)), deadline).await;
+        let mut orphans: Vec<ContainerId> = Vec::new();
+        for (container, lookup) in candidates.iter().zip(&lookups) {
+            match lookup {
+                None => report.timed_out = true,
+                Some(Ok(true)) => {}
+                Some(Ok(false)) => orphans.push(container.container_id.clone()),
+                Some(Err(error)) => {
+                    report.errors += 1;
+                    tracing::warn!(
+                        error = error.kind(),
+                        error.message = %error,
+                        "maintenance_orphan_phase_skipped"
+                    );
+                    return;
+                }
+            }
+        }
+
+        let removals = self.bounded(orphans.iter().map(|id| self.runtime.stop(id)), deadline).await;
+        let mut not_started: HashSet<&ContainerId> = HashSet::new();
+        for (container_id, removal) in orphans.iter().zip(removals) {
+            match removal {
+                None => {
+                    report.timed_out = true;
+                    not_started.insert(container_id);
+                }
+                Some(Ok(())) => {
+                    report.orphans_removed += 1;
+                    tracing::info!(container_id = %container_id, "orphan_container_removed");
+                }
+                Some(Err(error)) => {
+                    report.errors += 1;
+                    tracing::warn!(
+                        container_id = %container_id,
+                        error = error.kind(),
+                        error.message = %error,
+                        "maintenance_orphan_remove_failed"
+                    );
+                }
+            }
+        }
+
+        // The next pass starts after the last container this one fully handled, or from the
+        // oldest again once the newest was reached.
+        let handled = candidates
+            .iter()
+            .zip(&lookups)
+            .take_while(|(c, lookup)| lookup.is_some() && !not_started.contains(&c.container_id))
+            .count();
+        if let Some(last) = handled.checked_sub(1).map(|i| container_key(&candidates[i])) {
+            let next = if Some(&last) == newest.as_ref() { None } else { Some(last) };
+            *self.orphan_cursor.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        }
+    }
+
+    /// Whether the container's session has a row. A container without a (valid) session label
+    /// can have none.
+    async fn has_row(&self, container: &ManagedContainer) -> Result<bool, StoreError> {
+        match container.session_id {
+            Some(session_id) => Ok(self.repository.get(session_id).await?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// Runs the tasks with at most `concurrency` at a time and returns their results in order.
+    /// A task whose turn comes at or after the deadline is not started: its result is `None`.
+    async fn bounded<T>(
+        &self,
+        tasks: impl Iterator<Item = impl Future<Output = T>>,
+        deadline: Timestamp,
+    ) -> Vec<Option<T>> {
+        stream::iter(tasks)
+            .map(|task| async move {
+                if self.clock.now() >= deadline {
+                    return None;
+                }
+                Some(task.await)
+            })
+            .buffered(self.settings.concurrency.max(1))
+            .collect()
+            .await
+    }
+}
+
+fn count_run(result: &'static str) {
+    metrics::counter!("sandbox.maintenance.runs.total", "result" => result).increment(1);
+}
+
+fn count_report(report: &MaintenanceReport) {
+    metrics::counter!("sandbox.maintenance.reconciled.total").increment(report.reconciled);
+    metrics::counter!("sandbox.maintenance.removed.total").increment(report.removed);
+    metrics::counter!("sandbox.maintenance.orphans_removed.total")
+        .increment(report.orphans_removed);
+    metrics::counter!("sandbox.maintenance.errors.total").increment(report.errors);
+    if report.timed_out {
+        metrics::counter!("sandbox.maintenance.timed_out.total").increment(1);
+    }
+}
+
+fn add(at: Timestamp, duration: Duration) -> Timestamp {
+    chrono::TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|delta| at.checked_add_signed(delta))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+fn subtract(at: Timestamp, duration: Duration) -> Timestamp {
+    chrono::TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|delta| at.checked_sub_signed(delta))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
