@@ -343,10 +343,12 @@ impl CreateSandbox {
             // Nothing may run without a row. If this stop fails too, the container keeps its
             // managed labels and the maintenance sweep reaps it as an orphan.
             if let Err(stop_error) = self.runtime.stop(&session.container_id).await {
-                tracing::debug!(
+                tracing::warn!(
+                    chat_id = %session.chat_id,
+                    session_id = %session.session_id,
                     container_id = %session.container_id,
                     error = %stop_error,
-                    "untracked container could not be stopped; left for the orphan sweep"
+                    "sandbox_untracked_stop_failed"
                 );
             }
             return Err(error.into());

@@ -94,6 +94,9 @@ async fn delete_sandbox_keeps_the_session_when_the_container_cannot_be_stopped()
 
 #[tokio::test]
 async fn queries_read_the_running_session_and_list_by_status() {
+    // Every test of this binary installs the capture, so that no test registers the use cases'
+    // callsites while no subscriber listens (tracing caches that interest per callsite).
+    let _capture = Capture::install();
     let expired =
         running(SESSION_OLD_ID, EXPIRED_CHAT_ID, "container-old", now() - minutes(10), now());
     let crashed = SandboxSession {
