@@ -4,6 +4,7 @@
 //! Each benchmark is a module with `async fn run() -> Result<Vec<Row>, String>`; this file runs
 //! them in turn, prints a table and writes `docs/benchmarks.md`.
 
+mod docker_floor;
 mod report;
 
 use report::Row;
@@ -12,7 +13,7 @@ use report::Row;
 async fn main() {
     let out = std::env::args().nth(1).unwrap_or_else(|| "docs/benchmarks.md".to_owned());
     let mut rows: Vec<Row> = Vec::new();
-    let benches: Vec<(&str, BenchFuture)> = vec![];
+    let benches: Vec<(&str, BenchFuture)> = vec![("docker floor", Box::pin(docker_floor::run()))];
     for (name, bench) in benches {
         eprintln!("bench: {name} ...");
         match bench.await {
