@@ -198,8 +198,9 @@ impl Inner {
         let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
         match docker.create_container(Some(options), self.body(spec)).await {
             Ok(created) => Ok(Created::New(created.id)),
-            // The only thing a create can miss is the image.
-            Err(error) if is_not_found(&error) => {
+            // "No such image: ..."; other 404s (a missing network on newer engines) keep their
+            // own message.
+            Err(error) if is_not_found(&error) && mentions_image(&error) => {
                 Err(RuntimeError::ImageMissing { image: self.config.image.clone() })
             }
             Err(error) if is_conflict(&error) => Ok(Created::NameTaken),
@@ -381,6 +382,11 @@ enum Created {
 enum Existing {
     Running(String),
     Removed,
+}
+
+fn mentions_image(error: &bollard::errors::Error) -> bool {
+    matches!(error, bollard::errors::Error::DockerResponseServerError { message, .. }
+        if message.to_ascii_lowercase().contains("image"))
 }
 
 fn container_id(id: String) -> Result<ContainerId, RuntimeError> {

@@ -534,3 +534,21 @@ async fn the_runtime_recovers_by_itself_when_the_engine_appears() {
     assert_eq!(answered, Ok(()));
     assert!(created.is_ok(), "{created:?}");
 }
+
+#[tokio::test]
+async fn a_network_that_does_not_exist_is_named_in_the_error_and_nothing_is_left() {
+    let Some(engine) = Engine::start_with("a_network_that_does_not_exist", |config| DockerConfig {
+        network_mode: "sandkeeper-no-such-network".to_owned(),
+        ..config
+    })
+    .await
+    else {
+        return;
+    };
+    let error = engine.runtime.create(&spec()).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(message) if message.contains("sandkeeper-no-such-network")),
+        "{error:?}"
+    );
+    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
+}
