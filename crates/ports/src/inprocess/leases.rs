@@ -41,11 +41,20 @@ fn to_delta(duration: std::time::Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
 }
 
+// Saturating: a caller's "forever" (`Duration::MAX`) must not overflow the instant and panic.
+fn plus(at: Timestamp, duration: std::time::Duration) -> Timestamp {
+    at.checked_add_signed(to_delta(duration)).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+fn minus(at: Timestamp, duration: std::time::Duration) -> Timestamp {
+    at.checked_sub_signed(to_delta(duration)).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
 #[async_trait]
 impl MaintenanceLeases for InMemoryLeases {
     async fn try_acquire(&self, request: &LeaseRequest<'_>) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        let recent_cutoff = now - to_delta(request.min_interval);
+        let recent_cutoff = minus(now, request.min_interval);
         Ok(self.with(|leases| {
             let lease = leases.entry(request.name.to_owned()).or_insert(Lease {
                 holder: None,
@@ -58,7 +67,7 @@ impl MaintenanceLeases for InMemoryLeases {
                 return false;
             }
             lease.holder = Some(request.holder.to_owned());
-            lease.lease_expires_at = now + to_delta(request.duration);
+            lease.lease_expires_at = plus(now, request.duration);
             true
         }))
     }

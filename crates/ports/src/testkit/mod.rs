@@ -4,6 +4,7 @@
 //! SQLite file, PostgreSQL server and Docker engine.
 
 mod clock;
+pub mod contract;
 mod runtime;
 
 pub use clock::ManualClock;

@@ -1,0 +1,36 @@
+CREATE TABLE sandbox_sessions (
+    session_id   uuid        NOT NULL PRIMARY KEY,
+    chat_id      uuid        NOT NULL,
+    container_id text        NOT NULL CHECK (container_id <> ''),
+    status       text        NOT NULL CHECK (status IN ('running', 'stopped', 'crashed')),
+    created_at   timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL
+);
+
+-- At most one running session per chat; also serves get_running_by_chat.
+CREATE UNIQUE INDEX sandbox_sessions_one_running_per_chat
+    ON sandbox_sessions (chat_id) WHERE status = 'running';
+
+-- Every index below is partial on one status, and its predicate is spelled exactly as the
+-- queries spell theirs (a literal, never a parameter), so that the planner can use it and,
+-- without statistics, has no full-table status index to mistake for a better plan.
+
+-- The expiry scan: running sessions with expires_at <= now, in (expires_at, session_id) order,
+-- read straight off the index up to the limit. Also serves count_running.
+CREATE INDEX sandbox_sessions_running_by_expiry
+    ON sandbox_sessions (expires_at, session_id) WHERE status = 'running';
+
+-- Status scans (list by status): one ordered, limited range per status, merged by the query.
+CREATE INDEX sandbox_sessions_running_by_created
+    ON sandbox_sessions (created_at, session_id) WHERE status = 'running';
+CREATE INDEX sandbox_sessions_stopped_by_created
+    ON sandbox_sessions (created_at, session_id) WHERE status = 'stopped';
+CREATE INDEX sandbox_sessions_crashed_by_created
+    ON sandbox_sessions (created_at, session_id) WHERE status = 'crashed';
+
+CREATE TABLE maintenance_leases (
+    name              text        NOT NULL PRIMARY KEY,
+    holder            text,
+    lease_expires_at  timestamptz NOT NULL,
+    last_completed_at timestamptz
+);

@@ -1,0 +1,93 @@
+//! Translation of sqlx's errors into the ports' errors, at the adapter boundary.
+
+use std::time::Duration;
+
+use sandkeeper_ports::StoreError;
+
+/// Why [`crate::SqlStore::connect`] could not give a store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL names no backend we support, or is malformed.
+    #[error("database URL `{url}` is not usable: {reason}; accepted: {accepted}")]
+    InvalidUrl { url: String, reason: String, accepted: &'static str },
+    /// The options cannot be used with this URL.
+    #[error("store options for `{url}` are not usable: {reason}")]
+    InvalidOptions { url: String, reason: String },
+    /// The database did not answer in time or refused the connection.
+    #[error("cannot connect to the database at `{url}`: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// Connected, but preparing the database (a scratch schema, its migrations) failed.
+    #[error("preparing the database at `{url}` failed: {reason}")]
+    Setup { url: String, reason: String },
+}
+
+/// What every error message of one store needs to know: where it is, without the password.
+#[derive(Debug)]
+pub(crate) struct ErrorContext {
+    /// The URL with its password masked.
+    pub(crate) url: String,
+    /// The password, to scrub from foreign messages that might echo it.
+    pub(crate) password: Option<String>,
+    pub(crate) acquire_timeout: Duration,
+}
+
+impl ErrorContext {
+    pub(crate) fn scrub(&self, message: String) -> String {
+        match &self.password {
+            Some(password) => message.replace(password.as_str(), "***"),
+            None => message,
+        }
+    }
+
+    /// A store error for a failed sqlx call: connection-level failures are `Unavailable`,
+    /// everything else is `Failed`.
+    pub(crate) fn store_error(&self, error: sqlx::Error) -> StoreError {
+        let url = &self.url;
+        match &error {
+            sqlx::Error::PoolTimedOut => StoreError::Unavailable(format!(
+                "no connection to the database at `{url}` within {:?}; is it running and reachable?",
+                self.acquire_timeout
+            )),
+            sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(format!("the store for `{url}` has been closed"))
+            }
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
+                StoreError::Unavailable(self.scrub(format!("database at `{url}`: {error}")))
+            }
+            sqlx::Error::Database(db) if is_unavailable(db.as_ref()) => {
+                StoreError::Unavailable(self.scrub(format!("database at `{url}`: {error}")))
+            }
+            _ => StoreError::Failed(self.scrub(error.to_string())),
+        }
+    }
+}
+
+/// Database errors that mean "not reachable or not serving now", as opposed to a failed statement.
+fn is_unavailable(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = error.code() else {
+        return false;
+    };
+    if let Ok(sqlite_code) = code.parse::<i32>() {
+        // SQLite: BUSY (5), LOCKED (6), IOERR (10), FULL (13), CANTOPEN (14); extended codes
+        // carry the primary code in their low byte.
+        return matches!(sqlite_code & 0xff, 5 | 6 | 10 | 13 | 14);
+    }
+    // PostgreSQL SQLSTATE: connection exceptions (08), insufficient resources (53),
+    // operator intervention such as a shutdown (57P01..57P05).
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+}
+
+/// Whether a database error is the violation of the one-running-session-per-chat index.
+pub(crate) fn is_running_per_chat_violation(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    if !db.is_unique_violation() {
+        return false;
+    }
+    match db.constraint() {
+        Some(constraint) => constraint == "sandbox_sessions_one_running_per_chat",
+        // SQLite names the columns instead: "UNIQUE constraint failed: sandbox_sessions.chat_id".
+        None => db.message().contains("sandbox_sessions.chat_id"),
+    }
+}

@@ -1,0 +1,21 @@
+//! sandkeeper's SQL stores, on SQLite (the embedded default, one replica) and PostgreSQL
+//! (several replicas): the session repository, the maintenance leases and, on PostgreSQL,
+//! the cross-replica chat lock. See `docs/storage.md` for the schema and what the lease and
+//! the lock guarantee.
+//!
+//! [`SqlStore`] is the one entry point: connect by URL, migrate, then hand the ports to the
+//! use cases.
+//!
+//! API boundary: no sqlx type crosses this crate's public surface; sqlx errors are translated
+//! into the ports' errors here, and passwords never reach an error message.
+
+mod advisory;
+mod error;
+mod postgres;
+mod rows;
+mod sqlite;
+mod store;
+mod url;
+
+pub use error::ConnectError;
+pub use store::{Backend, SqlStore, StoreOptions};

@@ -1,0 +1,430 @@
+//! What the contract suites cannot see: connecting by URL, error messages, migrations, the
+//! indexes the scans use, and the chat lock across two replicas.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, TimeZone, Utc};
+use sandkeeper_adapters_sql::{Backend, ConnectError, SqlStore, StoreOptions};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId};
+use sandkeeper_ports::{SaveError, StoreError};
+use sqlx::Row;
+use support::{PostgresFixture, SqliteFixture, postgres_url, raw_postgres};
+
+fn session(n: u128, chat: u128, status: SandboxStatus) -> SandboxSession {
+    let created_at = Utc.with_ymd_and_hms(2026, 4, 2, 12, 0, 0).unwrap();
+    SandboxSession {
+        session_id: SessionId::parse(&format!("{:032x}", 0x5e55_u128 << 112 | n)).unwrap(),
+        chat_id: ChatId::parse(&format!("{:032x}", 0xc4a7_u128 << 112 | chat)).unwrap(),
+        container_id: ContainerId::new(format!("container-{n}")).unwrap(),
+        status,
+        created_at,
+        expires_at: created_at + TimeDelta::minutes(5),
+    }
+}
+
+fn fast() -> StoreOptions {
+    StoreOptions { acquire_timeout: Duration::from_secs(2), ..StoreOptions::default() }
+}
+
+// ---- URLs and connection errors ----
+
+#[tokio::test]
+async fn an_unknown_scheme_is_refused_naming_what_is_accepted_without_the_password() {
+    let error = SqlStore::connect("mysql://app:hunter2@db.example/app", fast()).await.unwrap_err();
+    assert!(matches!(error, ConnectError::InvalidUrl { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("`mysql://app:***@db.example/app`"), "{message}");
+    assert!(message.contains("scheme `mysql` is not supported"), "{message}");
+    assert!(message.contains("sqlite://") && message.contains("postgres://"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[tokio::test]
+async fn a_path_without_a_scheme_is_refused() {
+    let error = SqlStore::connect("/var/lib/sandkeeper/store.db", fast()).await.unwrap_err();
+    assert!(error.to_string().contains("has no scheme"), "{error}");
+}
+
+#[tokio::test]
+async fn a_malformed_postgres_url_is_refused_without_the_password() {
+    let error = SqlStore::connect("postgres://app:hunter2@localhost:notaport/app", fast())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ConnectError::InvalidUrl { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("postgres://app:***@localhost:notaport/app"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[tokio::test]
+async fn a_refused_postgres_connection_fails_fast_naming_the_masked_url() {
+    // Nothing listens on port 1 of the loopback interface.
+    let url = "postgres://app:hunter2@127.0.0.1:1/app";
+    let started = Instant::now();
+    let error = SqlStore::connect(url, fast()).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(matches!(error, ConnectError::Unreachable { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("`postgres://app:***@127.0.0.1:1/app`"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[tokio::test]
+async fn a_postgres_server_that_never_answers_fails_within_the_acquire_timeout() {
+    // Accepts connections (the kernel's backlog does) but never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://app:hunter2@{}/app", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let options = StoreOptions { acquire_timeout: Duration::from_millis(500), ..fast() };
+    let error = SqlStore::connect(&url, options).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(matches!(error, ConnectError::Unreachable { .. }), "{error:?}");
+    assert!(error.to_string().contains("no answer within 500ms"), "{error}");
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+#[tokio::test]
+async fn a_postgres_schema_name_that_needs_quoting_is_refused() {
+    let options = StoreOptions { postgres_schema: Some("Robert'); DROP".to_owned()), ..fast() };
+    let error = SqlStore::connect("postgres://app@127.0.0.1:1/app", options).await.unwrap_err();
+    assert!(matches!(error, ConnectError::InvalidOptions { .. }), "{error:?}");
+    assert!(error.to_string().contains("postgres_schema `Robert'); DROP`"), "{error}");
+}
+
+// ---- SQLite ----
+
+#[tokio::test]
+async fn a_sqlite_file_is_created_on_first_use_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqlStore::connect(&format!("sqlite://{}", path.display()), fast()).await.unwrap();
+    assert!(path.exists(), "the file is created");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    assert!(store.locker().is_none(), "SQLite uses the process-local locker");
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut SqliteFixtureRaw::open(&path).await)
+        .await
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+/// A raw connection to a SQLite file.
+struct SqliteFixtureRaw;
+
+impl SqliteFixtureRaw {
+    async fn open(path: &std::path::Path) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_file_in_a_missing_directory_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/missing/store.db?mode=rwc", dir.path().display());
+    let error = SqlStore::connect(&url, fast()).await.unwrap_err();
+    assert!(matches!(error, ConnectError::Unreachable { .. }), "{error:?}");
+    assert!(error.to_string().contains("does its directory exist"), "{error}");
+    assert!(error.to_string().contains(&url), "{error}");
+}
+
+#[tokio::test]
+async fn migrations_run_twice_and_data_survives_a_restart() {
+    let fixture = SqliteFixture::new().await;
+    let saved = session(1, 1, SandboxStatus::Running);
+    fixture.store.sessions().save(&saved).await.unwrap();
+    fixture.store.migrate().await.unwrap();
+    fixture.store.close().await;
+    let url = format!("sqlite://{}", fixture.path.display());
+    let reopened = SqlStore::connect(&url, fast()).await.unwrap();
+    reopened.migrate().await.unwrap();
+    assert_eq!(reopened.sessions().get(saved.session_id).await.unwrap(), Some(saved));
+}
+
+#[tokio::test]
+async fn an_in_memory_sqlite_store_keeps_its_data_between_calls() {
+    let store = SqlStore::connect("sqlite::memory:", fast()).await.unwrap();
+    store.migrate().await.unwrap();
+    let saved = session(1, 1, SandboxStatus::Running);
+    store.sessions().save(&saved).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.sessions().get_running_by_chat(saved.chat_id).await.unwrap(), Some(saved));
+}
+
+#[tokio::test]
+async fn a_closed_store_reports_unavailable() {
+    let fixture = SqliteFixture::new().await;
+    fixture.store.close().await;
+    let error = fixture.store.sessions().count_running().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(matches!(fixture.store.ping().await, Err(StoreError::Unavailable(_))));
+}
+
+/// `EXPLAIN QUERY PLAN` of a statement, one line per step.
+async fn sqlite_plan(fixture: &SqliteFixture, sql: &str) -> String {
+    let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .fetch_all(&mut fixture.raw().await)
+        .await
+        .unwrap();
+    rows.iter().map(|row| row.get::<String, _>("detail")).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn sqlite_scans_use_their_indexes() {
+    let fixture = SqliteFixture::new().await;
+    let expiry = sqlite_plan(
+        &fixture,
+        "SELECT * FROM sandbox_sessions WHERE status = 'running' AND expires_at <= 1 \
+         ORDER BY expires_at, session_id LIMIT 250",
+    )
+    .await;
+    assert!(expiry.contains("INDEX sandbox_sessions_running_by_expiry"), "{expiry}");
+    assert!(!expiry.contains("TEMP B-TREE"), "no sort: the index gives the order\n{expiry}");
+
+    for status in ["running", "stopped", "crashed"] {
+        let by_status = sqlite_plan(
+            &fixture,
+            &format!(
+                "SELECT * FROM sandbox_sessions WHERE status = '{status}' \
+                 ORDER BY created_at, session_id LIMIT 250"
+            ),
+        )
+        .await;
+        let index = format!("INDEX sandbox_sessions_{status}_by_created");
+        assert!(by_status.contains(&index), "{by_status}");
+        assert!(!by_status.contains("TEMP B-TREE"), "{by_status}");
+    }
+
+    let by_chat = sqlite_plan(
+        &fixture,
+        "SELECT * FROM sandbox_sessions WHERE chat_id = 'x' AND status = 'running'",
+    )
+    .await;
+    assert!(by_chat.contains("INDEX sandbox_sessions_one_running_per_chat"), "{by_chat}");
+}
+
+// ---- save_many ----
+
+async fn save_many_is_all_or_nothing(store: &SqlStore) {
+    let batch: Vec<_> = (1..=2500).map(|n| session(n, n, SandboxStatus::Running)).collect();
+    store.save_many(&batch).await.unwrap();
+    assert_eq!(store.sessions().count_running().await.unwrap(), 2500);
+
+    // One bad row (a second running session for chat 7) and nothing of the batch is written.
+    let mut bad: Vec<_> = (3001..=3010).map(|n| session(n, n, SandboxStatus::Running)).collect();
+    bad.push(session(3011, 7, SandboxStatus::Running));
+    let error = store.save_many(&bad).await.unwrap_err();
+    assert_eq!(
+        error,
+        SaveError::Conflict { chat_id: session(0, 7, SandboxStatus::Running).chat_id }
+    );
+    assert_eq!(store.sessions().count_running().await.unwrap(), 2500);
+    assert_eq!(store.sessions().get(bad[0].session_id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sqlite_save_many_is_all_or_nothing() {
+    save_many_is_all_or_nothing(&SqliteFixture::new().await.store).await;
+}
+
+#[tokio::test]
+async fn postgres_save_many_is_all_or_nothing() {
+    let Some(url) = postgres_url().await else { return };
+    save_many_is_all_or_nothing(&PostgresFixture::new(&url).await.store).await;
+}
+
+// ---- PostgreSQL ----
+
+#[tokio::test]
+async fn postgres_store_errors_never_show_the_password() {
+    let Some(url) = postgres_url().await else { return };
+    let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://"))
+    else {
+        unreachable!("postgres_url gives postgres URLs")
+    };
+    // The dev and CI servers trust local connections, so any password gets in.
+    let (user, host) = rest.split_once('@').unwrap();
+    let user = user.split(':').next().unwrap();
+    let with_password = format!("postgres://{user}:hunter2@{host}");
+    let fixture = PostgresFixture::new(&with_password).await;
+    assert!(fixture.store.url().contains(":***@"), "{}", fixture.store.url());
+    assert!(!format!("{:?}", fixture.store).contains("hunter2"));
+    sqlx::query("DROP TABLE sandbox_sessions").execute(&mut fixture.raw().await).await.unwrap();
+    let error = fixture.store.sessions().count_running().await.unwrap_err();
+    assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+#[tokio::test]
+async fn postgres_scratch_schemas_are_dropped_and_only_they_can_be() {
+    let Some(url) = postgres_url().await else { return };
+    let store = SqlStore::connect_scratch_schema(&url, fast()).await.unwrap();
+    let schema = store.postgres_schema().unwrap().to_owned();
+    store.migrate().await.unwrap();
+    store.drop_scratch_schema().await.unwrap();
+    let mut raw = raw_postgres(&url, None).await;
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+    )
+    .bind(&schema)
+    .fetch_one(&mut raw)
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+
+    let plain = SqlStore::connect(&url, fast()).await.unwrap();
+    let refused = plain.drop_scratch_schema().await.unwrap_err();
+    assert!(refused.to_string().contains("not made by connect_scratch_schema"), "{refused}");
+}
+
+fn chat(n: u128) -> ChatId {
+    ChatId::parse(&format!("{:032x}", 0x10c4_u128 << 112 | n)).unwrap()
+}
+
+/// Options for a replica whose connections carry a name of their own, to find its locks.
+fn named(application_name: &str) -> (String, StoreOptions) {
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    (format!("{url}{separator}application_name={application_name}"), fast())
+}
+
+async fn advisory_locks_held_by(url: &str, application_name: &str) -> i64 {
+    let mut raw = raw_postgres(url, None).await;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1",
+    )
+    .bind(application_name)
+    .fetch_one(&mut raw)
+    .await
+    .unwrap()
+}
+
+async fn eventually_zero(url: &str, application_name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = advisory_locks_held_by(url, application_name).await;
+        if held == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{held} advisory locks of {application_name} remain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_chat_lock_serialises_one_chat_across_replicas_but_not_two_chats() {
+    let Some(url) = postgres_url().await else { return };
+    let fixture = PostgresFixture::new(&url).await;
+    let name_a = format!("lock_a_{}", uuid::Uuid::new_v4().simple());
+    let (url_a, options_a) = named(&name_a);
+    let replica_a = SqlStore::connect(&url_a, options_a).await.unwrap();
+    let replica_b = fixture.replica(fast()).await;
+    let (locker_a, locker_b) = (replica_a.locker().unwrap(), replica_b.locker().unwrap());
+
+    let held = locker_a.lock(chat(1)).await.unwrap();
+    assert_eq!(advisory_locks_held_by(&url, &name_a).await, 1, "the lock is on the server");
+    let waiting = tokio::spawn({
+        let locker_b = locker_b.clone();
+        async move { locker_b.lock(chat(1)).await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "replica b must wait for replica a's lock");
+    let other_chat = tokio::time::timeout(Duration::from_secs(5), locker_b.lock(chat(2)))
+        .await
+        .expect("another chat's lock does not wait")
+        .unwrap();
+    drop(other_chat);
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("replica b gets the lock once replica a released it")
+        .unwrap()
+        .unwrap();
+    eventually_zero(&url, &name_a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_cancelled_waiter_on_another_replica_does_not_keep_the_lock() {
+    let Some(url) = postgres_url().await else { return };
+    let fixture = PostgresFixture::new(&url).await;
+    let name_b = format!("lock_b_{}", uuid::Uuid::new_v4().simple());
+    let (url_b, options_b) = named(&name_b);
+    let replica_b = SqlStore::connect(&url_b, options_b).await.unwrap();
+    let locker_a = fixture.store.locker().unwrap();
+    let locker_b = replica_b.locker().unwrap();
+
+    let held = locker_a.lock(chat(1)).await.unwrap();
+    // Replica b waits on the server, then gives up.
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), locker_b.lock(chat(1))).await;
+    assert!(abandoned.is_err(), "the waiter should have timed out");
+    drop(held);
+    // Had b's abandoned wait been granted, a would never get the lock back.
+    let again = tokio::time::timeout(Duration::from_secs(5), locker_a.lock(chat(1)))
+        .await
+        .expect("the lock is free: the abandoned wait did not take it")
+        .unwrap();
+    assert_eq!(advisory_locks_held_by(&url, &name_b).await, 0);
+    drop(again);
+    let by_b = tokio::time::timeout(Duration::from_secs(5), locker_b.lock(chat(1)))
+        .await
+        .expect("b can still lock the chat")
+        .unwrap();
+    drop(by_b);
+    eventually_zero(&url, &name_b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_chat_locks_are_released_when_guards_drop_in_other_tasks() {
+    let Some(url) = postgres_url().await else { return };
+    let name = format!("lock_c_{}", uuid::Uuid::new_v4().simple());
+    let (url_c, options) = named(&name);
+    let store = SqlStore::connect(&url_c, options).await.unwrap();
+    let locker = store.locker().unwrap();
+    let guards: Vec<_> = futures_lock_many(&locker, 5).await;
+    assert_eq!(advisory_locks_held_by(&url, &name).await, 5);
+    for guard in guards {
+        tokio::spawn(async move { drop(guard) }).await.unwrap();
+    }
+    eventually_zero(&url, &name).await;
+}
+
+async fn futures_lock_many(
+    locker: &std::sync::Arc<dyn sandkeeper_ports::LifecycleLocker>,
+    chats: u128,
+) -> Vec<sandkeeper_ports::ChatLockGuard> {
+    let mut guards = Vec::new();
+    for n in 1..=chats {
+        guards.push(locker.lock(chat(n)).await.unwrap());
+    }
+    guards
+}
+
+#[tokio::test]
+async fn postgres_leases_are_judged_by_the_database_clock() {
+    let Some(url) = postgres_url().await else { return };
+    let fixture = PostgresFixture::new(&url).await;
+    let request = sandkeeper_ports::LeaseRequest {
+        name: "sweep",
+        holder: "replica-a",
+        duration: Duration::from_secs(10),
+        min_interval: Duration::from_secs(30),
+    };
+    assert!(fixture.store.leases().try_acquire(&request).await.unwrap());
+    // The deadline is the server's now() plus the duration, whatever this process's clock says.
+    let row = sqlx::query(
+        "SELECT holder, extract(epoch FROM lease_expires_at - now())::float8 AS left \
+         FROM maintenance_leases WHERE name = 'sweep'",
+    )
+    .fetch_one(&mut fixture.raw().await)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<Option<String>, _>("holder").as_deref(), Some("replica-a"));
+    let left: f64 = row.get("left");
+    assert!((8.0..=10.0).contains(&left), "{left}s left on the server's clock");
+}

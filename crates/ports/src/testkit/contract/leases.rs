@@ -1,0 +1,237 @@
+//! The contract of [`MaintenanceLeases`](crate::MaintenanceLeases).
+
+use std::time::Duration;
+
+use super::LeaseSubject;
+use crate::LeaseRequest;
+
+/// One `#[tokio::test]` per case of this suite. `$factory` is called with no arguments and
+/// returns a future of the subject; with `when = condition`, each test first evaluates the
+/// condition (it may `.await`) and returns at once if it is false.
+#[macro_export]
+macro_rules! maintenance_leases_contract {
+    ($factory:expr) => {
+        $crate::maintenance_leases_contract!($factory, when = true);
+    };
+    ($factory:expr, when = $available:expr) => {
+        $crate::__contract_tests!(
+            leases,
+            $factory,
+            $available,
+            [
+                the_first_acquire_of_a_new_lease_wins,
+                lease_is_read_gated_while_held,
+                lease_is_held_until_it_expires_and_reacquirable_once_stale,
+                lease_is_read_gated_after_a_recent_completion,
+                lease_is_acquirable_once_the_last_completion_is_older_than_min_interval,
+                zero_min_interval_allows_reacquiring_right_after_completion,
+                release_frees_the_lease_without_recording_completion,
+                only_the_holder_can_complete_or_release,
+                a_holder_whose_lease_was_taken_over_cannot_complete_it,
+                leases_with_different_names_are_independent,
+                very_long_durations_are_accepted,
+                concurrent_acquires_have_exactly_one_winner,
+            ]
+        );
+    };
+}
+
+const NAME: &str = "sandbox_lifecycle_maintenance";
+const DURATION: Duration = Duration::from_secs(60);
+const MIN_INTERVAL: Duration = Duration::from_secs(30);
+
+fn request<'a>(name: &'a str, holder: &'a str) -> LeaseRequest<'a> {
+    LeaseRequest { name, holder, duration: DURATION, min_interval: MIN_INTERVAL }
+}
+
+fn with_min_interval<'a>(name: &'a str, holder: &'a str, min: Duration) -> LeaseRequest<'a> {
+    LeaseRequest { min_interval: min, ..request(name, holder) }
+}
+
+pub async fn the_first_acquire_of_a_new_lease_wins(factory: impl AsyncFn() -> LeaseSubject) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+}
+
+pub async fn lease_is_read_gated_while_held(factory: impl AsyncFn() -> LeaseSubject) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    assert!(!leases.try_acquire(&request(NAME, "replica-b")).await.unwrap());
+    assert!(
+        !leases.try_acquire(&request(NAME, "replica-a")).await.unwrap(),
+        "not even the holder wins a held lease twice"
+    );
+    assert!(
+        !leases.try_acquire(&with_min_interval(NAME, "replica-b", Duration::ZERO)).await.unwrap(),
+        "min_interval does not shorten a held lease"
+    );
+}
+
+pub async fn lease_is_held_until_it_expires_and_reacquirable_once_stale(
+    factory: impl AsyncFn() -> LeaseSubject,
+) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    subject.aging.age(NAME, DURATION - Duration::from_secs(5)).await;
+    assert!(!leases.try_acquire(&request(NAME, "replica-b")).await.unwrap(), "still held");
+    // The holder died without completing or releasing: once stale, another one takes over.
+    subject.aging.age(NAME, Duration::from_secs(6)).await;
+    assert!(leases.try_acquire(&request(NAME, "replica-b")).await.unwrap(), "stale lease");
+    assert!(!leases.try_acquire(&request(NAME, "replica-c")).await.unwrap(), "b holds it now");
+}
+
+pub async fn lease_is_read_gated_after_a_recent_completion(
+    factory: impl AsyncFn() -> LeaseSubject,
+) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    leases.complete(NAME, "replica-a").await.unwrap();
+    assert!(!leases.try_acquire(&request(NAME, "replica-b")).await.unwrap());
+    assert!(!leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    subject.aging.age(NAME, MIN_INTERVAL - Duration::from_secs(5)).await;
+    assert!(!leases.try_acquire(&request(NAME, "replica-b")).await.unwrap(), "still recent");
+}
+
+pub async fn lease_is_acquirable_once_the_last_completion_is_older_than_min_interval(
+    factory: impl AsyncFn() -> LeaseSubject,
+) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    leases.complete(NAME, "replica-a").await.unwrap();
+    subject.aging.age(NAME, MIN_INTERVAL + Duration::from_secs(1)).await;
+    assert!(leases.try_acquire(&request(NAME, "replica-b")).await.unwrap());
+}
+
+pub async fn zero_min_interval_allows_reacquiring_right_after_completion(
+    factory: impl AsyncFn() -> LeaseSubject,
+) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    let eager = |holder| with_min_interval(NAME, holder, Duration::ZERO);
+    assert!(leases.try_acquire(&eager("replica-a")).await.unwrap());
+    leases.complete(NAME, "replica-a").await.unwrap();
+    assert!(leases.try_acquire(&eager("replica-b")).await.unwrap());
+    assert!(!leases.try_acquire(&eager("replica-a")).await.unwrap(), "b holds it");
+}
+
+pub async fn release_frees_the_lease_without_recording_completion(
+    factory: impl AsyncFn() -> LeaseSubject,
+) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    leases.release(NAME, "replica-a").await.unwrap();
+    // Released after a failed run: free at once, even with a minimum interval.
+    assert!(leases.try_acquire(&request(NAME, "replica-b")).await.unwrap());
+}
+
+pub async fn only_the_holder_can_complete_or_release(factory: impl AsyncFn() -> LeaseSubject) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    leases.complete(NAME, "replica-b").await.unwrap();
+    leases.release(NAME, "replica-b").await.unwrap();
+    assert!(
+        !leases.try_acquire(&with_min_interval(NAME, "replica-c", Duration::ZERO)).await.unwrap(),
+        "a stranger's complete or release must not free the lease"
+    );
+    leases.complete(NAME, "replica-a").await.unwrap();
+    assert!(
+        !leases.try_acquire(&request(NAME, "replica-c")).await.unwrap(),
+        "the holder's completion is recorded"
+    );
+    assert!(
+        leases.try_acquire(&with_min_interval(NAME, "replica-c", Duration::ZERO)).await.unwrap()
+    );
+}
+
+pub async fn a_holder_whose_lease_was_taken_over_cannot_complete_it(
+    factory: impl AsyncFn() -> LeaseSubject,
+) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    subject.aging.age(NAME, DURATION + Duration::from_secs(1)).await;
+    assert!(leases.try_acquire(&request(NAME, "replica-b")).await.unwrap());
+    leases.complete(NAME, "replica-a").await.unwrap();
+    leases.release(NAME, "replica-a").await.unwrap();
+    assert!(
+        !leases.try_acquire(&with_min_interval(NAME, "replica-c", Duration::ZERO)).await.unwrap(),
+        "b still holds the lease"
+    );
+    leases.complete(NAME, "replica-b").await.unwrap();
+    assert!(
+        leases.try_acquire(&with_min_interval(NAME, "replica-c", Duration::ZERO)).await.unwrap()
+    );
+}
+
+pub async fn very_long_durations_are_accepted(factory: impl AsyncFn() -> LeaseSubject) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    let forever = LeaseRequest {
+        name: NAME,
+        holder: "replica-a",
+        duration: Duration::MAX,
+        min_interval: Duration::MAX,
+    };
+    assert!(leases.try_acquire(&forever).await.unwrap());
+    assert!(
+        !leases
+            .try_acquire(&LeaseRequest { holder: "replica-b", ..forever.clone() })
+            .await
+            .unwrap()
+    );
+    leases.complete(NAME, "replica-a").await.unwrap();
+    assert!(!leases.try_acquire(&LeaseRequest { holder: "replica-b", ..forever }).await.unwrap());
+}
+
+pub async fn leases_with_different_names_are_independent(factory: impl AsyncFn() -> LeaseSubject) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request("sweep", "replica-a")).await.unwrap());
+    assert!(leases.try_acquire(&request("compaction", "replica-b")).await.unwrap());
+    leases.complete("sweep", "replica-a").await.unwrap();
+    assert!(!leases.try_acquire(&request("compaction", "replica-c")).await.unwrap());
+}
+
+pub async fn concurrent_acquires_have_exactly_one_winner(factory: impl AsyncFn() -> LeaseSubject) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    let holders: Vec<String> = (0..8).map(|n| format!("replica-{n}")).collect();
+    for round in 0..5 {
+        // A new lease (everyone races to insert the row too), then the same lease once stale.
+        let name = format!("lease-{round}");
+        for phase in ["new", "stale"] {
+            let attempts = holders.iter().map(|holder| {
+                let leases = leases.clone();
+                let name = name.clone();
+                let holder = holder.clone();
+                async move { leases.try_acquire(&request(&name, &holder)).await }
+            });
+            let won = futures_join_all(attempts).await;
+            let winners = won.iter().filter(|r| matches!(r, Ok(true))).count();
+            assert!(won.iter().all(Result::is_ok), "round {round} ({phase}): {won:?}");
+            assert_eq!(winners, 1, "round {round} ({phase}): exactly one winner");
+            subject.aging.age(&name, DURATION + Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Runs the futures concurrently, each on its own task, and returns their outputs in order.
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outputs.push(task.await.expect("an acquiring task panicked"));
+    }
+    outputs
+}

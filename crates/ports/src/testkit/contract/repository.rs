@@ -1,0 +1,497 @@
+//! The contract of [`SessionRepository`].
+//!
+//! Timestamps in these cases are whole microseconds: the SQL stores keep microseconds.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{TimeDelta, TimeZone, Utc};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+
+use super::Subject;
+use crate::{SaveError, SessionRepository};
+
+/// One `#[tokio::test]` per case of this suite. `$factory` is called with no arguments and
+/// returns a future of the subject; with `when = condition`, each test first evaluates the
+/// condition (it may `.await`) and returns at once if it is false.
+#[macro_export]
+macro_rules! session_repository_contract {
+    ($factory:expr) => {
+        $crate::session_repository_contract!($factory, when = true);
+    };
+    ($factory:expr, when = $available:expr) => {
+        $crate::__contract_tests!(
+            repository,
+            $factory,
+            $available,
+            [
+                save_then_get_round_trips_every_field,
+                get_of_an_unknown_session_is_none,
+                save_replaces_the_row_with_the_same_session_id,
+                get_running_by_chat_sees_only_the_running_session_of_that_chat,
+                second_running_session_for_a_chat_conflicts_and_changes_nothing,
+                stopped_and_crashed_sessions_of_a_chat_do_not_conflict,
+                resaving_the_running_session_itself_is_not_a_conflict,
+                reviving_a_stopped_session_while_another_runs_conflicts,
+                a_chat_may_run_again_once_its_running_session_stopped,
+                list_expired_includes_the_boundary_and_only_running_sessions,
+                list_expired_orders_by_expiry_then_session_id_and_honours_the_limit,
+                list_orders_by_created_at_then_session_id_and_honours_the_limit,
+                list_filters_by_statuses_and_an_empty_filter_matches_nothing,
+                count_running_counts_only_running_sessions,
+                delete_reports_whether_a_row_went,
+                delete_terminal_deletes_only_stopped_or_crashed_rows,
+                transition_changes_status_only_from_the_expected_one,
+                transition_never_makes_a_second_running_session,
+                concurrent_terminal_deletes_of_one_row_remove_it_once,
+                concurrent_transitions_of_one_row_change_it_once,
+                concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once,
+            ]
+        );
+    };
+}
+
+fn base() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 4, 2, 12, 0, 0).unwrap() + TimeDelta::microseconds(123_456)
+}
+
+/// Ids whose order is the order of `n`, whatever the spelling the store keeps.
+fn session_id(n: u128) -> SessionId {
+    SessionId::parse(&format!("{:032x}", 0x5e55_0000_0000_4000_8000_0000_0000_0000 | n)).unwrap()
+}
+
+fn chat_id(n: u128) -> ChatId {
+    ChatId::parse(&format!("{:032x}", 0xc4a7_0000_0000_4000_8000_0000_0000_0000 | n)).unwrap()
+}
+
+/// A session `n` of chat `chat`, created `created` seconds after the base instant and expiring
+/// `expires` seconds after it.
+fn session(
+    n: u128,
+    chat: u128,
+    status: SandboxStatus,
+    created: i64,
+    expires: i64,
+) -> SandboxSession {
+    SandboxSession {
+        session_id: session_id(n),
+        chat_id: chat_id(chat),
+        container_id: ContainerId::new(format!("container-{n}")).unwrap(),
+        status,
+        created_at: base() + TimeDelta::seconds(created),
+        expires_at: base() + TimeDelta::seconds(expires),
+    }
+}
+
+async fn save_all(repo: &Arc<dyn SessionRepository>, sessions: &[SandboxSession]) {
+    for session in sessions {
+        repo.save(session).await.unwrap_or_else(|error| panic!("saving {session:?}: {error}"));
+    }
+}
+
+fn ids(sessions: &[SandboxSession]) -> Vec<SessionId> {
+    sessions.iter().map(|s| s.session_id).collect()
+}
+
+pub async fn save_then_get_round_trips_every_field(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    for (n, status) in SandboxStatus::ALL.into_iter().enumerate() {
+        let n = n as u128 + 1;
+        let mut saved = session(n, n, status, -30, 270);
+        // Sub-second precision survives (microseconds).
+        saved.created_at += TimeDelta::microseconds(7);
+        repo.save(&saved).await.unwrap();
+        assert_eq!(repo.get(saved.session_id).await.unwrap(), Some(saved.clone()), "{status}");
+    }
+}
+
+pub async fn get_of_an_unknown_session_is_none(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    assert_eq!(repo.get(session_id(404)).await.unwrap(), None);
+    assert_eq!(repo.get_running_by_chat(chat_id(404)).await.unwrap(), None);
+}
+
+pub async fn save_replaces_the_row_with_the_same_session_id(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let first = session(1, 1, SandboxStatus::Running, 0, 300);
+    repo.save(&first).await.unwrap();
+    let replaced = SandboxSession {
+        container_id: ContainerId::new("container-replaced").unwrap(),
+        status: SandboxStatus::Stopped,
+        expires_at: base() + TimeDelta::seconds(900),
+        ..first.clone()
+    };
+    repo.save(&replaced).await.unwrap();
+    assert_eq!(repo.get(first.session_id).await.unwrap(), Some(replaced));
+    assert_eq!(repo.list(&SandboxStatus::ALL, 10).await.unwrap().len(), 1, "one row, not two");
+}
+
+pub async fn get_running_by_chat_sees_only_the_running_session_of_that_chat(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let running = session(3, 1, SandboxStatus::Running, 20, 320);
+    save_all(
+        repo,
+        &[
+            session(1, 1, SandboxStatus::Stopped, 0, 300),
+            session(2, 1, SandboxStatus::Crashed, 10, 310),
+            running.clone(),
+            session(4, 2, SandboxStatus::Running, 30, 330),
+        ],
+    )
+    .await;
+    assert_eq!(repo.get_running_by_chat(chat_id(1)).await.unwrap(), Some(running));
+    assert_eq!(
+        repo.get_running_by_chat(chat_id(2)).await.unwrap().map(|s| s.session_id),
+        Some(session_id(4))
+    );
+    assert_eq!(repo.get_running_by_chat(chat_id(3)).await.unwrap(), None);
+}
+
+pub async fn second_running_session_for_a_chat_conflicts_and_changes_nothing(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let first = session(1, 1, SandboxStatus::Running, 0, 300);
+    repo.save(&first).await.unwrap();
+    let second = session(2, 1, SandboxStatus::Running, 10, 310);
+    assert_eq!(repo.save(&second).await, Err(SaveError::Conflict { chat_id: chat_id(1) }));
+    assert_eq!(repo.get(second.session_id).await.unwrap(), None, "nothing was written");
+    assert_eq!(repo.get_running_by_chat(chat_id(1)).await.unwrap(), Some(first));
+    assert_eq!(repo.count_running().await.unwrap(), 1);
+}
+
+pub async fn stopped_and_crashed_sessions_of_a_chat_do_not_conflict(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    // Terminal sessions first, then a running one; and terminal sessions beside a running one.
+    save_all(
+        repo,
+        &[
+            session(1, 1, SandboxStatus::Stopped, 0, 300),
+            session(2, 1, SandboxStatus::Crashed, 10, 310),
+            session(3, 1, SandboxStatus::Running, 20, 320),
+            session(4, 1, SandboxStatus::Stopped, 30, 330),
+            session(5, 1, SandboxStatus::Crashed, 40, 340),
+        ],
+    )
+    .await;
+    assert_eq!(repo.list(&SandboxStatus::ALL, 10).await.unwrap().len(), 5);
+    assert_eq!(repo.count_running().await.unwrap(), 1);
+}
+
+pub async fn resaving_the_running_session_itself_is_not_a_conflict(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let first = session(1, 1, SandboxStatus::Running, 0, 300);
+    repo.save(&first).await.unwrap();
+    let extended = SandboxSession { expires_at: base() + TimeDelta::seconds(600), ..first };
+    repo.save(&extended).await.unwrap();
+    assert_eq!(repo.get_running_by_chat(chat_id(1)).await.unwrap(), Some(extended));
+}
+
+pub async fn reviving_a_stopped_session_while_another_runs_conflicts(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let stopped = session(1, 1, SandboxStatus::Stopped, 0, 300);
+    let running = session(2, 1, SandboxStatus::Running, 10, 310);
+    save_all(repo, &[stopped.clone(), running.clone()]).await;
+    let revived = SandboxSession { status: SandboxStatus::Running, ..stopped.clone() };
+    assert_eq!(repo.save(&revived).await, Err(SaveError::Conflict { chat_id: chat_id(1) }));
+    assert_eq!(repo.get(stopped.session_id).await.unwrap(), Some(stopped), "row unchanged");
+    assert_eq!(repo.get_running_by_chat(chat_id(1)).await.unwrap(), Some(running));
+}
+
+pub async fn a_chat_may_run_again_once_its_running_session_stopped(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let first = session(1, 1, SandboxStatus::Running, 0, 300);
+    repo.save(&first).await.unwrap();
+    repo.save(&SandboxSession { status: SandboxStatus::Stopped, ..first }).await.unwrap();
+    let next = session(2, 1, SandboxStatus::Running, 10, 310);
+    repo.save(&next).await.unwrap();
+    assert_eq!(repo.get_running_by_chat(chat_id(1)).await.unwrap(), Some(next));
+}
+
+pub async fn list_expired_includes_the_boundary_and_only_running_sessions(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let now = base() + TimeDelta::seconds(300);
+    let at_boundary = session(1, 1, SandboxStatus::Running, 0, 300);
+    let mut one_micro_later = session(2, 2, SandboxStatus::Running, 0, 300);
+    one_micro_later.expires_at += TimeDelta::microseconds(1);
+    let mut one_micro_earlier = session(3, 3, SandboxStatus::Running, 0, 300);
+    one_micro_earlier.expires_at -= TimeDelta::microseconds(1);
+    save_all(
+        repo,
+        &[
+            at_boundary.clone(),
+            one_micro_later,
+            one_micro_earlier.clone(),
+            session(4, 4, SandboxStatus::Stopped, 0, 100),
+            session(5, 5, SandboxStatus::Crashed, 0, 100),
+        ],
+    )
+    .await;
+    let expired = repo.list_expired(now, 100).await.unwrap();
+    assert_eq!(expired, vec![one_micro_earlier, at_boundary]);
+}
+
+pub async fn list_expired_orders_by_expiry_then_session_id_and_honours_the_limit(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    // Saved out of order; sessions 7 and 3 expire at the same instant (3 sorts first).
+    save_all(
+        repo,
+        &[
+            session(9, 9, SandboxStatus::Running, 0, 50),
+            session(7, 7, SandboxStatus::Running, 0, 20),
+            session(1, 1, SandboxStatus::Running, 0, 40),
+            session(3, 3, SandboxStatus::Running, 0, 20),
+            session(5, 5, SandboxStatus::Running, 0, 10),
+            session(8, 8, SandboxStatus::Running, 0, 500),
+        ],
+    )
+    .await;
+    let now = base() + TimeDelta::seconds(100);
+    let all = repo.list_expired(now, 100).await.unwrap();
+    assert_eq!(ids(&all), [5, 3, 7, 1, 9].map(session_id));
+    let first_three = repo.list_expired(now, 3).await.unwrap();
+    assert_eq!(ids(&first_three), [5, 3, 7].map(session_id));
+    assert!(repo.list_expired(now, 0).await.unwrap().is_empty());
+    assert_eq!(repo.list_expired(now, usize::MAX).await.unwrap().len(), 5);
+}
+
+pub async fn list_orders_by_created_at_then_session_id_and_honours_the_limit(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    // Statuses interleave in time, so the order must be merged across statuses.
+    save_all(
+        repo,
+        &[
+            session(6, 6, SandboxStatus::Crashed, 30, 330),
+            session(2, 2, SandboxStatus::Stopped, 10, 310),
+            session(8, 8, SandboxStatus::Stopped, 20, 320),
+            session(4, 4, SandboxStatus::Crashed, 20, 320),
+            session(1, 1, SandboxStatus::Running, 0, 300),
+            session(9, 9, SandboxStatus::Stopped, 40, 340),
+        ],
+    )
+    .await;
+    let terminal = [SandboxStatus::Stopped, SandboxStatus::Crashed];
+    assert_eq!(ids(&repo.list(&terminal, 100).await.unwrap()), [2, 4, 8, 6, 9].map(session_id));
+    assert_eq!(ids(&repo.list(&terminal, 3).await.unwrap()), [2, 4, 8].map(session_id));
+    assert_eq!(
+        ids(&repo.list(&SandboxStatus::ALL, 100).await.unwrap()),
+        [1, 2, 4, 8, 6, 9].map(session_id)
+    );
+    assert!(repo.list(&terminal, 0).await.unwrap().is_empty());
+    assert_eq!(repo.list(&terminal, usize::MAX).await.unwrap().len(), 5);
+}
+
+pub async fn list_filters_by_statuses_and_an_empty_filter_matches_nothing(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    save_all(
+        repo,
+        &[
+            session(1, 1, SandboxStatus::Running, 0, 300),
+            session(2, 2, SandboxStatus::Stopped, 10, 310),
+            session(3, 3, SandboxStatus::Crashed, 20, 320),
+        ],
+    )
+    .await;
+    for status in SandboxStatus::ALL {
+        let found = repo.list(&[status], 10).await.unwrap();
+        assert_eq!(found.len(), 1, "{status}");
+        assert_eq!(found[0].status, status);
+    }
+    let twice = [SandboxStatus::Crashed, SandboxStatus::Crashed];
+    assert_eq!(ids(&repo.list(&twice, 10).await.unwrap()), [session_id(3)]);
+    assert!(repo.list(&[], 10).await.unwrap().is_empty());
+}
+
+pub async fn count_running_counts_only_running_sessions(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    assert_eq!(repo.count_running().await.unwrap(), 0);
+    save_all(
+        repo,
+        &[
+            session(1, 1, SandboxStatus::Running, 0, 300),
+            session(2, 2, SandboxStatus::Running, 0, -300),
+            session(3, 3, SandboxStatus::Stopped, 0, 300),
+            session(4, 4, SandboxStatus::Crashed, 0, 300),
+        ],
+    )
+    .await;
+    assert_eq!(repo.count_running().await.unwrap(), 2, "expired but running still counts");
+}
+
+pub async fn delete_reports_whether_a_row_went(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let running = session(1, 1, SandboxStatus::Running, 0, 300);
+    let other = session(2, 2, SandboxStatus::Running, 0, 300);
+    save_all(repo, &[running.clone(), other.clone()]).await;
+    assert!(repo.delete(running.session_id).await.unwrap());
+    assert_eq!(repo.get(running.session_id).await.unwrap(), None);
+    assert!(!repo.delete(running.session_id).await.unwrap(), "already gone");
+    assert_eq!(repo.get(other.session_id).await.unwrap(), Some(other), "others untouched");
+    assert_eq!(repo.get_running_by_chat(chat_id(1)).await.unwrap(), None);
+}
+
+pub async fn delete_terminal_deletes_only_stopped_or_crashed_rows(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let running = session(1, 1, SandboxStatus::Running, 0, 300);
+    save_all(
+        repo,
+        &[
+            running.clone(),
+            session(2, 2, SandboxStatus::Stopped, 0, 300),
+            session(3, 3, SandboxStatus::Crashed, 0, 300),
+        ],
+    )
+    .await;
+    assert!(!repo.delete_terminal(running.session_id).await.unwrap(), "running is not terminal");
+    assert_eq!(repo.get(running.session_id).await.unwrap(), Some(running));
+    assert!(repo.delete_terminal(session_id(2)).await.unwrap());
+    assert!(repo.delete_terminal(session_id(3)).await.unwrap());
+    assert!(!repo.delete_terminal(session_id(2)).await.unwrap(), "already claimed");
+    assert!(!repo.delete_terminal(session_id(404)).await.unwrap(), "never existed");
+    assert_eq!(ids(&repo.list(&SandboxStatus::ALL, 10).await.unwrap()), [session_id(1)]);
+}
+
+pub async fn transition_changes_status_only_from_the_expected_one(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let running = session(1, 1, SandboxStatus::Running, 0, 300);
+    repo.save(&running).await.unwrap();
+    let id = running.session_id;
+    assert!(!repo.transition(id, SandboxStatus::Stopped, SandboxStatus::Crashed).await.unwrap());
+    assert_eq!(repo.get(id).await.unwrap().unwrap().status, SandboxStatus::Running);
+    assert!(repo.transition(id, SandboxStatus::Running, SandboxStatus::Crashed).await.unwrap());
+    let crashed = repo.get(id).await.unwrap().unwrap();
+    assert_eq!(crashed, SandboxSession { status: SandboxStatus::Crashed, ..running });
+    assert!(!repo.transition(id, SandboxStatus::Running, SandboxStatus::Crashed).await.unwrap());
+    assert!(
+        !repo
+            .transition(session_id(404), SandboxStatus::Running, SandboxStatus::Crashed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(repo.count_running().await.unwrap(), 0);
+}
+
+pub async fn transition_never_makes_a_second_running_session(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let running = session(1, 1, SandboxStatus::Running, 0, 300);
+    let stopped = session(2, 1, SandboxStatus::Stopped, 10, 310);
+    save_all(repo, &[running.clone(), stopped.clone()]).await;
+    let revived =
+        repo.transition(stopped.session_id, SandboxStatus::Stopped, SandboxStatus::Running).await;
+    assert!(!matches!(revived, Ok(true)), "a second running session was made: {revived:?}");
+    assert_eq!(repo.get(stopped.session_id).await.unwrap(), Some(stopped));
+    assert_eq!(repo.get_running_by_chat(chat_id(1)).await.unwrap(), Some(running));
+}
+
+pub async fn concurrent_terminal_deletes_of_one_row_remove_it_once(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    for round in 1..=10u128 {
+        repo.save(&session(round, round, SandboxStatus::Crashed, 0, 300)).await.unwrap();
+        let (a, b) = tokio::join!(
+            repo.delete_terminal(session_id(round)),
+            repo.delete_terminal(session_id(round))
+        );
+        let removed = [a.unwrap(), b.unwrap()].into_iter().filter(|r| *r).count();
+        assert_eq!(removed, 1, "round {round}: exactly one delete claims the row");
+        assert_eq!(repo.get(session_id(round)).await.unwrap(), None);
+    }
+}
+
+pub async fn concurrent_transitions_of_one_row_change_it_once(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    for round in 1..=10u128 {
+        repo.save(&session(round, round, SandboxStatus::Running, 0, 300)).await.unwrap();
+        let id = session_id(round);
+        let (a, b) = tokio::join!(
+            repo.transition(id, SandboxStatus::Running, SandboxStatus::Crashed),
+            repo.transition(id, SandboxStatus::Running, SandboxStatus::Stopped)
+        );
+        let changed = [a.unwrap(), b.unwrap()].into_iter().filter(|c| *c).count();
+        assert_eq!(changed, 1, "round {round}: exactly one transition applies");
+    }
+    assert_eq!(repo.count_running().await.unwrap(), 0);
+}
+
+pub async fn concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    for round in 1..=10u128 {
+        let a = session(round * 2, round, SandboxStatus::Running, 0, 300);
+        let b = session(round * 2 + 1, round, SandboxStatus::Running, 0, 300);
+        let (saved_a, saved_b) = tokio::join!(repo.save(&a), repo.save(&b));
+        let outcomes = [&saved_a, &saved_b];
+        let conflicts = outcomes
+            .iter()
+            .filter(|r| matches!(r, Err(SaveError::Conflict { chat_id }) if *chat_id == a.chat_id))
+            .count();
+        let saved = outcomes.iter().filter(|r| r.is_ok()).count();
+        assert_eq!((saved, conflicts), (1, 1), "round {round}: {saved_a:?} / {saved_b:?}");
+        let winner = if saved_a.is_ok() { &a } else { &b };
+        let running = repo.get_running_by_chat(a.chat_id).await.unwrap();
+        assert_eq!(running.as_ref(), Some(winner), "round {round}");
+    }
+    let chats: HashSet<_> =
+        repo.list(&SandboxStatus::ALL, 100).await.unwrap().iter().map(|s| s.chat_id).collect();
+    assert_eq!(chats.len(), 10);
+    assert_eq!(repo.count_running().await.unwrap(), 10);
+}
