@@ -1,0 +1,214 @@
+//! The API's error responses: `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! Every failure a handler can meet is turned into an [`ApiError`] here, in one place, so that
+//! the status codes and codes of the API stay consistent. A 500 never carries the cause: the
+//! cause is logged, the client gets a generic message.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sandkeeper_ports::{RuntimeError, SaveError, StoreError};
+use serde::Serialize;
+
+/// An error answer of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// 400: a value in the request could not be accepted. `message` names the value.
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub(crate) fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("method {method} is not allowed on {path}; see docs/api.md for the API"),
+        )
+    }
+
+    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub(crate) fn payload_too_large(limit_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {} KiB", limit_bytes / 1024),
+        )
+    }
+
+    pub(crate) fn capacity_reached(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "capacity_reached", message)
+    }
+
+    pub(crate) fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
+    /// 500: logs the cause and answers with a generic message.
+    pub(crate) fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error.message = %cause, "request_failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "sandkeeper failed to handle the request; the cause is in its logs",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error.message = %error, "store_unavailable");
+                Self::unavailable(
+                    "store_unavailable",
+                    "the session store is unavailable; retry shortly",
+                )
+            }
+            StoreError::Failed(_) => Self::internal(&error),
+        }
+    }
+}
+
+impl From<SaveError> for ApiError {
+    fn from(error: SaveError) -> Self {
+        match error {
+            SaveError::Store(error) => error.into(),
+            // The chat's lock makes this unreachable unless the store is shared with something
+            // that bypasses it; a retry will find the other session.
+            SaveError::Conflict { .. } => Self::conflict("conflict", format!("{error}; retry")),
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(error: RuntimeError) -> Self {
+        match &error {
+            RuntimeError::Unavailable(_) | RuntimeError::Timeout { .. } => {
+                tracing::warn!(error.message = %error, "docker_unavailable");
+                Self::unavailable("docker_unavailable", format!("{error}; retry shortly"))
+            }
+            // The operator's fix is named in the message (build the image or set --image).
+            RuntimeError::ImageMissing { .. } => {
+                tracing::error!(error.message = %error, "image_missing");
+                Self::unavailable("image_missing", error.to_string())
+            }
+            RuntimeError::NotManaged { .. } | RuntimeError::Failed(_) => Self::internal(&error),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Envelope { error: Body { code: self.code, message: &self.message } };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(error: ApiError) -> (StatusCode, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn errors_have_the_documented_shape() {
+        let (status, body) =
+            body_of(ApiError::bad_request("invalid_chat_id", "chat id `x` is not a UUID")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "invalid_chat_id", "message": "chat id `x` is not a UUID"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn internal_errors_do_not_leak_their_cause() {
+        let error: ApiError =
+            StoreError::Failed("syntax error near SELECT secret_table".into()).into();
+        let (status, body) = body_of(error).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!body.to_string().contains("secret_table"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn unavailable_dependencies_are_503() {
+        let docker: ApiError = RuntimeError::Unavailable("connect: no such file".into()).into();
+        assert_eq!(
+            (docker.status(), docker.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable")
+        );
+        assert!(docker.message().contains("no such file"), "{docker:?}");
+        let store: ApiError = StoreError::Unavailable("pool timed out".into()).into();
+        assert_eq!(
+            (store.status(), store.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        );
+        let timeout: ApiError =
+            RuntimeError::Timeout { operation: "create", after: std::time::Duration::from_secs(1) }
+                .into();
+        assert_eq!(timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn unauthorized_names_the_scheme() {
+        let response = ApiError::unauthorized("missing token").into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+}

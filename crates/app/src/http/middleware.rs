@@ -1,0 +1,128 @@
+//! What every request goes through: a span and metrics, then bearer authentication.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+use tracing::Instrument;
+
+use super::error::ApiError;
+use crate::config::ApiToken;
+
+/// The only route that answers without a token: a process supervisor must be able to ask
+/// whether the process is up without holding a secret.
+const OPEN_PATH: &str = "/healthz";
+
+/// One span per request (method, route, status, latency) and the HTTP metrics. Headers are never
+/// recorded: the `Authorization` header carries the token.
+pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    // The route template, not the path: chat ids would make the label set unbounded.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let span = tracing::info_span!(
+        "http.request",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    // Microsecond precision is plenty for a log line.
+    let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    span.record("http.response.status_code", status);
+    span.record("latency_ms", latency_ms);
+    span.in_scope(|| {
+        if is_probe(&route) {
+            tracing::debug!("request_finished");
+        } else {
+            tracing::info!("request_finished");
+        }
+    });
+    let status = status.to_string();
+    metrics::counter!(
+        "http.server.requests.total",
+        "method" => method.clone(),
+        "route" => route.clone(),
+        "status" => status.clone(),
+    )
+    .increment(1);
+    metrics::histogram!(
+        "http.server.request.duration.seconds",
+        "method" => method,
+        "route" => route,
+        "status" => status,
+    )
+    .record(elapsed.as_secs_f64());
+    response
+}
+
+fn is_probe(route: &str) -> bool {
+    matches!(route, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Bearer authentication, compared in constant time. Without a configured token every request
+/// passes (the server then listens on loopback only).
+pub(crate) async fn require_token(
+    State(token): State<Option<Arc<ApiToken>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == OPEN_PATH {
+        return next.run(request).await;
+    }
+    match bearer(request.headers()) {
+        None => ApiError::unauthorized(
+            "missing bearer token: send the header `Authorization: Bearer <token>`",
+        )
+        .into_response(),
+        Some(given) if bool::from(given.ct_eq(expected.as_bytes())) => next.run(request).await,
+        Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = token.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively_and_other_schemes_ignored() {
+        assert_eq!(bearer(&headers("Bearer abc")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&headers("bearer  abc ")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&headers("Basic abc")), None);
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&headers("Bearer")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+}

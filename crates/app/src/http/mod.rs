@@ -1,0 +1,251 @@
+//! The HTTP API (DESIGN.md 7, `docs/api.md`). Handlers are thin: parse, call a use case, map
+//! the outcome or the error.
+
+mod body;
+mod error;
+mod middleware;
+pub(crate) mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use sandkeeper_domain::{ChatId, SandboxStatus};
+use sandkeeper_usecase::{
+    CleanupError, CreateResult, CreateSandboxCommand, CreateSandboxError, DeleteSandboxError,
+    MaintenanceError,
+};
+use serde::Deserialize;
+
+use crate::config::ApiToken;
+use crate::services::{Services, SweepError};
+pub(crate) use error::ApiError;
+use views::{CleanupReportView, MaintenanceReportView, ReadinessView, SessionView};
+
+/// How many sessions `GET /v1/sandboxes` returns unless `limit` says otherwise, and at most.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+const MAX_LIST_LIMIT: usize = 10_000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    services: Arc<Services>,
+    /// Renders every metric in the Prometheus text format.
+    metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    max_ttl: Duration,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("max_ttl", &self.max_ttl).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub(crate) fn new(
+        services: Arc<Services>,
+        metrics: Arc<dyn Fn() -> String + Send + Sync>,
+        max_ttl: Duration,
+    ) -> Self {
+        Self { services, metrics, max_ttl }
+    }
+}
+
+/// The whole API. `token` is required on every route but `/healthz` when set.
+pub(crate) fn router(state: AppState, token: Option<ApiToken>) -> Router {
+    let token = token.map(Arc::new);
+    Router::new()
+        .route(
+            "/v1/chats/{chat_id}/sandbox",
+            put(put_sandbox).get(get_sandbox).delete(delete_sandbox),
+        )
+        .route("/v1/sandboxes", get(list_sandboxes))
+        .route("/v1/maintenance/cleanup", post(run_cleanup))
+        .route("/v1/maintenance/sweep", post(run_sweep))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(token, middleware::require_token))
+        .layer(axum::middleware::from_fn(middleware::trace_requests))
+        .with_state(state)
+}
+
+fn parse_chat_id(path: Result<Path<String>, PathRejection>) -> Result<ChatId, ApiError> {
+    let Path(raw) = path.map_err(|rejection| {
+        ApiError::bad_request(
+            "invalid_chat_id",
+            format!("the chat id in the path could not be read: {}", rejection.body_text()),
+        )
+    })?;
+    ChatId::parse(&raw).map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))
+}
+
+async fn put_sandbox(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let chat_id = parse_chat_id(path)?;
+    let request = body::create_sandbox_request(body, state.max_ttl)?;
+    let outcome = state
+        .services
+        .create
+        .execute(CreateSandboxCommand { chat_id, ttl: request.ttl })
+        .await
+        .map_err(create_error)?;
+    let status = match outcome.result {
+        CreateResult::Reused => StatusCode::OK,
+        CreateResult::Created | CreateResult::Replaced => StatusCode::CREATED,
+    };
+    Ok((status, axum::Json(SessionView::new(&outcome.session, Some(outcome.result))))
+        .into_response())
+}
+
+fn create_error(error: CreateSandboxError) -> ApiError {
+    match error {
+        CreateSandboxError::Store(error) => error.into(),
+        CreateSandboxError::Runtime(error) => error.into(),
+        CreateSandboxError::CapacityReached { .. } => ApiError::capacity_reached(error.to_string()),
+        CreateSandboxError::Conflict { .. } => {
+            ApiError::conflict("conflict", format!("{error}; retry the request"))
+        }
+        // The body's bound (--max-ttl) makes this unreachable from the API.
+        CreateSandboxError::TtlOutOfRange { .. } => {
+            ApiError::bad_request("invalid_ttl", error.to_string())
+        }
+    }
+}
+
+async fn get_sandbox(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let chat_id = parse_chat_id(path)?;
+    match state.services.queries.running_for_chat(chat_id).await? {
+        Some(session) => Ok(axum::Json(SessionView::new(&session, None)).into_response()),
+        None => Err(no_sandbox(chat_id)),
+    }
+}
+
+fn no_sandbox(chat_id: ChatId) -> ApiError {
+    ApiError::not_found("sandbox_not_found", format!("chat {chat_id} has no running sandbox"))
+}
+
+async fn delete_sandbox(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let chat_id = parse_chat_id(path)?;
+    match state.services.delete.execute(chat_id).await {
+        Ok(Some(_)) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(None) => Err(no_sandbox(chat_id)),
+        Err(DeleteSandboxError::Store(error)) => Err(error.into()),
+        Err(DeleteSandboxError::Runtime(error)) => Err(error.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list_sandboxes(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{}; the parameters are status and limit", rejection.body_text()),
+        )
+    })?;
+    let statuses = match query.status.as_deref() {
+        None => SandboxStatus::ALL.to_vec(),
+        Some(raw) => vec![
+            raw.parse::<SandboxStatus>()
+                .map_err(|error| ApiError::bad_request("invalid_status", error.to_string()))?,
+        ],
+    };
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_LIST_LIMIT,
+        Some(raw) => raw
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIST_LIMIT).contains(limit))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit `{raw}` is not a whole number from 1 to {MAX_LIST_LIMIT}"),
+                )
+            })?,
+    };
+    let sessions = state.services.queries.list(&statuses, limit).await?;
+    let sandboxes: Vec<_> =
+        sessions.iter().map(|session| SessionView::new(session, None)).collect();
+    Ok(axum::Json(serde_json::json!({ "sandboxes": sandboxes })).into_response())
+}
+
+async fn run_cleanup(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.services.cleanup.execute().await {
+        Ok(report) => Ok(axum::Json(CleanupReportView::new(&report)).into_response()),
+        Err(CleanupError::Store(error)) => Err(error.into()),
+        Err(CleanupError::Runtime(error)) => Err(error.into()),
+    }
+}
+
+async fn run_sweep(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.services.sweep_now().await {
+        Ok(report) => Ok(axum::Json(MaintenanceReportView::new(&report)).into_response()),
+        Err(SweepError::Busy { waited }) => Err(ApiError::conflict(
+            "sweep_in_progress",
+            format!(
+                "another maintenance sweep is running and still held its lease after {}; retry shortly",
+                humantime::format_duration(waited)
+            ),
+        )),
+        Err(SweepError::Failed(MaintenanceError::Lease { error, .. }))
+        | Err(SweepError::Failed(MaintenanceError::Store { error, .. })) => Err(error.into()),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], (state.metrics)())
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.services.readiness().await;
+    let status =
+        if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(ReadinessView::new(&readiness))).into_response()
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        format!("there is no route {}; see docs/api.md for the API", request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::method_not_allowed(request.method().as_str(), request.uri().path())
+}
+
+#[cfg(test)]
+mod tests;

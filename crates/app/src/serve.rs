@@ -1,0 +1,144 @@
+//! `sandkeeper serve`: the HTTP API and the background loops, until SIGINT or SIGTERM.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandkeeper_adapters_observability::Telemetry;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::Failure;
+use crate::config::ServeConfig;
+use crate::http::{self, AppState};
+use crate::loops::{self, LoopSettings, Shutdown};
+use crate::services::{ServiceSettings, Services};
+use crate::wiring::{self, StartError};
+
+/// How long in-flight requests may take to finish after a shutdown signal. Every request is
+/// bounded by the store's and Docker's own timeouts; this is the backstop.
+const REQUEST_GRACE: Duration = Duration::from_secs(60);
+/// How long a running background pass may take to finish after a shutdown signal.
+const LOOP_GRACE: Duration = Duration::from_secs(30);
+
+/// The share of `--maintenance-interval` that must pass since the last completed sweep before a
+/// periodic sweep runs again. Below 1 so that the jitter of one replica's own loop (±10%) never
+/// makes it skip its turn, while replicas together still sweep about once per interval.
+const SWEEP_MIN_INTERVAL_SHARE: f64 = 0.75;
+
+pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(), Failure> {
+    let runtime = wiring::docker_runtime(&config.docker)?;
+    let docker_endpoint = runtime.endpoint().to_owned();
+    let store = wiring::open_store(&config.store).await?;
+    let settings = ServiceSettings {
+        ttl: config.ttl,
+        max_sandboxes: config.max_sandboxes,
+        instance_id: config.docker.instance_id.clone(),
+        orphan_grace: config.orphan_grace,
+        sweep_min_interval: config.maintenance_interval.mul_f64(SWEEP_MIN_INTERVAL_SHARE),
+    };
+    let services = Arc::new(Services::new(wiring::ports(&store, runtime), &settings));
+    let metrics: Arc<dyn Fn() -> String + Send + Sync> =
+        Arc::new(move || telemetry.render_metrics());
+    let app = http::router(
+        AppState::new(Arc::clone(&services), metrics, config.max_ttl),
+        config.api_token.clone(),
+    );
+
+    let signal = shutdown_signal()?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|error| {
+        StartError(format!("--listen: cannot listen on `{}`: {error}", config.listen))
+    })?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| StartError(format!("--listen: cannot read the bound address: {error}")))?;
+    if config.api_token.is_none() {
+        tracing::warn!(
+            "authentication is off: no --api-token or --api-token-file is set, so sandkeeper \
+             listens on a loopback address only"
+        );
+    }
+    tracing::info!(
+        instance_id = %config.docker.instance_id,
+        image = %config.docker.image,
+        docker = %docker_endpoint,
+        ttl = %humantime::format_duration(config.ttl),
+        "sandkeeper started"
+    );
+    tracing::info!("listening on {address}");
+
+    let shutdown = Shutdown::new();
+    let loop_tasks = loops::spawn(
+        Arc::clone(&services),
+        LoopSettings {
+            cleanup_interval: config.cleanup_interval,
+            maintenance_interval: config.maintenance_interval,
+        },
+        &shutdown,
+    );
+
+    let (stop_accepting, stopped) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    tokio::select! {
+        signal = signal => {
+            tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
+        }
+        finished = &mut server => {
+            // The server only returns on its own if it failed.
+            shutdown.trigger();
+            let reason = match finished {
+                Ok(Ok(())) => "the HTTP server stopped".to_owned(),
+                Ok(Err(error)) => format!("the HTTP server failed: {error}"),
+                Err(error) => format!("the HTTP server task failed: {error}"),
+            };
+            store.close().await;
+            return Err(StartError(reason).into());
+        }
+    }
+
+    let _ = stop_accepting.send(());
+    shutdown.trigger();
+    match tokio::time::timeout(REQUEST_GRACE, &mut server).await {
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(
+                grace = %humantime::format_duration(REQUEST_GRACE),
+                "in-flight requests did not finish in time; stopping anyway"
+            );
+            server.abort();
+        }
+    }
+    for task in loop_tasks {
+        if tokio::time::timeout(LOOP_GRACE, task).await.is_err() {
+            tracing::warn!("a background pass did not finish in time; stopping anyway");
+        }
+    }
+    store.close().await;
+    tracing::info!("sandkeeper stopped; running sandboxes stay and are reused after a restart");
+    Ok(())
+}
+
+/// Installs the SIGINT and SIGTERM handlers now (so that a signal that comes right after start
+/// is not lost to the default action) and resolves with the name of the first one.
+fn shutdown_signal() -> Result<impl Future<Output = &'static str>, StartError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind)
+            .map_err(|error| StartError(format!("cannot install the {name} handler: {error}")))
+    };
+    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    })
+}

@@ -1,0 +1,205 @@
+//! The use cases, built once from the ports, and what the app adds around them: readiness
+//! checks and the explicit (forced, but never concurrent) maintenance sweep.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use sandkeeper_ports::{
+    Clock, LifecycleLocker, MaintenanceLeases, SandboxRuntime, SessionRepository,
+};
+use sandkeeper_usecase::{
+    CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, MaintenanceError, MaintenanceReport,
+    MaintenanceSettings, MaintenanceSweep, SandboxQueries, SweepOutcome,
+};
+
+/// How long a readiness check may take before its dependency counts as unavailable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an explicit sweep asks again for a lease that another sweep holds.
+const LEASE_RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A check that a dependency answers; the error says why not.
+pub(crate) type Probe =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// The ports the use cases run on, chosen by the wiring (or by a test).
+#[derive(Clone)]
+pub(crate) struct Ports {
+    pub(crate) repository: Arc<dyn SessionRepository>,
+    pub(crate) leases: Arc<dyn MaintenanceLeases>,
+    pub(crate) locker: Arc<dyn LifecycleLocker>,
+    pub(crate) runtime: Arc<dyn SandboxRuntime>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Whether the store answers (its own ping, cheaper than a query).
+    pub(crate) store_probe: Probe,
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ports").finish_non_exhaustive()
+    }
+}
+
+/// The settings the use cases take from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceSettings {
+    pub(crate) ttl: Duration,
+    pub(crate) max_sandboxes: Option<u64>,
+    pub(crate) instance_id: String,
+    pub(crate) orphan_grace: Duration,
+    /// Sweeps of this deployment (all replicas together) run at most this often, unless asked
+    /// for explicitly.
+    pub(crate) sweep_min_interval: Duration,
+}
+
+/// Every operation of the service.
+pub(crate) struct Services {
+    pub(crate) create: CreateSandbox,
+    pub(crate) delete: DeleteSandbox,
+    pub(crate) queries: SandboxQueries,
+    pub(crate) cleanup: CleanupExpiredSandboxes,
+    pub(crate) sweep: MaintenanceSweep,
+    runtime: Arc<dyn SandboxRuntime>,
+    store_probe: Probe,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").field("sweep", &self.sweep).finish_non_exhaustive()
+    }
+}
+
+/// Whether each dependency answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    pub(crate) store: Result<(), String>,
+    pub(crate) docker: Result<(), String>,
+}
+
+impl Readiness {
+    pub(crate) fn is_ready(&self) -> bool {
+        self.store.is_ok() && self.docker.is_ok()
+    }
+}
+
+/// Why an explicit sweep did not run.
+#[derive(Debug)]
+pub(crate) enum SweepError {
+    /// Another sweep held the lease for as long as this one was willing to wait.
+    Busy {
+        waited: Duration,
+    },
+    Failed(MaintenanceError),
+}
+
+impl std::fmt::Display for SweepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Busy { waited } => write!(
+                f,
+                "another maintenance sweep still held the lease after {}; retry shortly",
+                humantime::format_duration(*waited)
+            ),
+            Self::Failed(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl Services {
+    pub(crate) fn new(ports: Ports, settings: &ServiceSettings) -> Self {
+        let Ports { repository, leases, locker, runtime, clock, store_probe } = ports;
+        let create = CreateSandbox::new(
+            Arc::clone(&repository),
+            Arc::clone(&locker),
+            Arc::clone(&runtime),
+            Arc::clone(&clock),
+            settings.ttl,
+        )
+        .with_max_sandboxes(settings.max_sandboxes);
+        let delete =
+            DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime));
+        let queries = SandboxQueries::new(Arc::clone(&repository));
+        let cleanup = CleanupExpiredSandboxes::new(
+            Arc::clone(&repository),
+            Arc::clone(&locker),
+            Arc::clone(&runtime),
+            Arc::clone(&clock),
+        );
+        let mut sweep_settings = MaintenanceSettings::new(lease_holder(&settings.instance_id));
+        sweep_settings.orphan_grace = settings.orphan_grace;
+        sweep_settings.min_interval = settings.sweep_min_interval;
+        let sweep =
+            MaintenanceSweep::new(repository, Arc::clone(&runtime), leases, clock, sweep_settings);
+        Self { create, delete, queries, cleanup, sweep, runtime, store_probe }
+    }
+
+    /// Asks the store and Docker at the same time, each bounded by [`PROBE_TIMEOUT`].
+    pub(crate) async fn readiness(&self) -> Readiness {
+        let docker = async {
+            match tokio::time::timeout(PROBE_TIMEOUT, self.runtime.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => {
+                    Err(format!("no answer within {}", humantime::format_duration(PROBE_TIMEOUT)))
+                }
+            }
+        };
+        let store = async {
+            match tokio::time::timeout(PROBE_TIMEOUT, (self.store_probe)()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    Err(format!("no answer within {}", humantime::format_duration(PROBE_TIMEOUT)))
+                }
+            }
+        };
+        let (store, docker) = tokio::join!(store, docker);
+        Readiness { store, docker }
+    }
+
+    /// One sweep now, whenever the last one ran, but never beside another: while another
+    /// sweep holds the lease this waits, at most a little longer than a lease lasts (so that
+    /// the lease of a crashed holder runs out), then gives up.
+    pub(crate) async fn sweep_now(self: &Arc<Self>) -> Result<MaintenanceReport, SweepError> {
+        let patience = self.sweep.settings().lease_duration + Duration::from_secs(2);
+        let started = Instant::now();
+        loop {
+            match self.sweep_once(true).await.map_err(SweepError::Failed)? {
+                SweepOutcome::Completed(report) => return Ok(report),
+                SweepOutcome::Skipped if started.elapsed() >= patience => {
+                    return Err(SweepError::Busy { waited: started.elapsed() });
+                }
+                SweepOutcome::Skipped => tokio::time::sleep(LEASE_RETRY_INTERVAL).await,
+            }
+        }
+    }
+}
+
+impl Services {
+    /// One sweep pass (see [`MaintenanceSweep::run`]).
+    ///
+    /// The sweep's future is not provably `Send` (the compiler's higher-ranked check trips on
+    /// the futures it buffers), so it cannot be awaited in a spawned task or a handler. It runs
+    /// on a blocking thread instead, driven through the runtime's handle: the runtime's workers
+    /// keep driving its IO and timers meanwhile.
+    pub(crate) async fn sweep_once(
+        self: &Arc<Self>,
+        force: bool,
+    ) -> Result<SweepOutcome, MaintenanceError> {
+        let services = Arc::clone(self);
+        let handle = tokio::runtime::Handle::current();
+        match tokio::task::spawn_blocking(move || handle.block_on(services.sweep.run(force))).await
+        {
+            Ok(outcome) => outcome,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+}
+
+/// The lease holder's name: the instance id plus something unique to this process, so that
+/// replicas of one deployment (which share the instance id) never mistake each other's lease.
+fn lease_holder(instance_id: &str) -> String {
+    format!("{instance_id}/{}-{:08x}", std::process::id(), rand::random::<u32>())
+}

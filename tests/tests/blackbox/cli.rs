@@ -1,0 +1,139 @@
+//! The command line: help, configuration errors, one-shot commands.
+
+use std::process::Output;
+
+use sandkeeper_tests::{TestEnv, binary};
+
+fn run(env: &TestEnv, subcommand: &str, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut command = env.command(subcommand);
+    command.args(args);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command.output().expect("sandkeeper runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn help_explains_every_command_and_setting() {
+    let top = std::process::Command::new(binary()).arg("--help").output().unwrap();
+    assert!(top.status.success());
+    let text = String::from_utf8_lossy(&top.stdout);
+    for command in ["serve", "migrate", "cleanup", "maintain"] {
+        assert!(text.contains(command), "`{command}` missing from --help:\n{text}");
+    }
+
+    let serve = std::process::Command::new(binary()).args(["serve", "--help"]).output().unwrap();
+    assert!(serve.status.success());
+    let text = String::from_utf8_lossy(&serve.stdout);
+    for (flag, default) in [
+        ("--listen", Some("127.0.0.1:8080")),
+        ("--data-dir", Some("./.sandkeeper")),
+        ("--database-url", None),
+        ("--ttl", Some("5m")),
+        ("--cleanup-interval", Some("10s")),
+        ("--maintenance-interval", Some("30s")),
+        ("--orphan-grace", Some("60s")),
+        ("--image", Some("sandkeeper/sandbox:latest")),
+        ("--instance-id", Some("default")),
+        ("--api-token", None),
+        ("--api-token-file", None),
+        ("--max-sandboxes", Some("0")),
+        ("--max-ttl", Some("1h")),
+        ("--log-format", Some("text")),
+    ] {
+        assert!(text.contains(flag), "`{flag}` missing from serve --help:\n{text}");
+        let variable = format!("SANDKEEPER_{}", flag[2..].replace('-', "_").to_uppercase());
+        assert!(text.contains(&variable), "`{variable}` missing from serve --help:\n{text}");
+        if let Some(default) = default {
+            assert!(
+                text.contains(&format!("[default: {default}]")),
+                "default of `{flag}` not shown:\n{text}"
+            );
+        }
+    }
+
+    for command in ["migrate", "cleanup", "maintain"] {
+        let help = std::process::Command::new(binary()).args([command, "--help"]).output().unwrap();
+        assert!(help.status.success(), "{command} --help");
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(text.contains("--database-url"), "{command} --help:\n{text}");
+    }
+}
+
+#[test]
+fn a_bad_ttl_exits_2_naming_the_setting_and_the_value() {
+    let env = TestEnv::new();
+    let output = run(&env, "serve", &["--ttl", "abc"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--ttl: `abc` is not a duration like 30s or 5m"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = run(&env, "serve", &[], &[("SANDKEEPER_TTL", "ten minutes")]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("`ten minutes`"), "{}", stderr(&output));
+    assert!(!env.data_dir().join("sandkeeper.db").exists(), "a bad configuration touches nothing");
+}
+
+#[test]
+fn a_flag_wins_over_its_variable() {
+    let env = TestEnv::new();
+    // The variable alone would be refused as malformed; the flag's value is the one checked.
+    let output = run(&env, "serve", &["--ttl", "2h"], &[("SANDKEEPER_TTL", "abc")]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("--ttl: `2h` is longer than --max-ttl `1h`"), "{message}");
+}
+
+#[test]
+fn without_a_token_a_public_address_is_refused() {
+    let env = TestEnv::new();
+    let output = run(&env, "serve", &["--listen", "0.0.0.0:0"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("--listen: refusing to listen on `0.0.0.0:0` without an API token"),
+        "{message}"
+    );
+}
+
+#[test]
+fn migrate_creates_the_data_dir_and_the_database() {
+    let env = TestEnv::new();
+    let data_dir = env.data_dir().join("nested");
+    let migrate = || {
+        std::process::Command::new(binary())
+            .arg("migrate")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("SANDKEEPER_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let output = migrate();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report, serde_json::json!({"migrated": true, "backend": "sqlite"}));
+    assert!(data_dir.join("sandkeeper.db").is_file());
+    // Migrating again is a no-op.
+    let again = migrate();
+    assert!(again.status.success(), "{}", stderr(&again));
+}
+
+#[test]
+fn a_bad_database_url_is_named() {
+    let env = TestEnv::new();
+    let output = run(&env, "migrate", &["--database-url", "mysql://root@db/x"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("`mysql://root@db/x` is not a database URL"),
+        "{}",
+        stderr(&output)
+    );
+}

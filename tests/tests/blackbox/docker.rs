@@ -1,0 +1,318 @@
+//! The service against the real Docker engine. Each test skips (printing so) without an engine,
+//! and fails without one when SANDKEEPER_REQUIRE_DOCKER=1.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandkeeper_tests::{StatusCode, TestEnv, container_label, docker, eventually};
+
+fn chat() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
+    if docker("get_or_create_reuses_replaces_after_ttl_and_deletes").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    // A cleanup interval far beyond the test, so that the replace is done by the PUT.
+    let server = env.serve(&["--ttl", "2s", "--cleanup-interval", "1h"]).await;
+    let chat_id = chat();
+
+    let (status, created) = server.put_sandbox(&chat_id).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["result"], "created");
+    assert_eq!(created["chat_id"], chat_id.as_str());
+    assert_eq!(created["status"], "running");
+    let container = created["container_id"].as_str().unwrap().to_owned();
+    assert_eq!(env.containers(false), vec![container.clone()], "one running container");
+    assert_eq!(
+        container_label(&container, "io.sandkeeper.chat").as_deref(),
+        Some(chat_id.as_str())
+    );
+    assert_eq!(
+        container_label(&container, "io.sandkeeper.session").as_deref(),
+        created["session_id"].as_str()
+    );
+
+    let (status, reused) = server.put_sandbox(&chat_id.to_uppercase()).await;
+    assert_eq!(status, StatusCode::OK, "{reused}");
+    assert_eq!(reused["result"], "reused");
+    assert_eq!(reused["session_id"], created["session_id"]);
+
+    let (status, got) = server.get(&format!("/v1/chats/{chat_id}/sandbox")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["session_id"], created["session_id"]);
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (status, replaced) = server.put_sandbox(&chat_id).await;
+    assert_eq!(status, StatusCode::CREATED, "{replaced}");
+    assert_eq!(replaced["result"], "replaced");
+    assert_ne!(replaced["session_id"], created["session_id"]);
+    let new_container = replaced["container_id"].as_str().unwrap().to_owned();
+    assert_eq!(env.containers(true), vec![new_container], "the old container is gone");
+
+    let (status, body) = server.delete_sandbox(&chat_id).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert!(env.containers(true).is_empty());
+    let (status, _) = server.get(&format!("/v1/chats/{chat_id}/sandbox")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = server.delete_sandbox(&chat_id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(server.sandboxes().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cleanup_loop_removes_expired_sandboxes() {
+    if docker("the_cleanup_loop_removes_expired_sandboxes").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let server = env.serve(&["--ttl", "2s", "--cleanup-interval", "1s"]).await;
+    for _ in 0..3 {
+        let (status, body) = server.put_sandbox(&chat()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // One that lives longer than the test stays.
+    let keeper = chat();
+    let (status, kept) = server.put_sandbox_with(&keeper, r#"{"ttl_seconds": 600}"#).await;
+    assert_eq!(status, StatusCode::CREATED, "{kept}");
+    assert_eq!(env.containers(false).len(), 4);
+
+    let cleaned = eventually(Duration::from_secs(15), || async {
+        (env.containers(true).len() == 1).then_some(())
+    })
+    .await;
+    assert!(cleaned.is_some(), "the loop did not remove the expired sandboxes:\n{}", server.logs());
+    assert_eq!(env.containers(true), vec![kept["container_id"].as_str().unwrap().to_owned()]);
+    let listed = server.sandboxes().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["chat_id"], keeper.as_str());
+    assert!(server.logs().contains("sandbox_cleaned"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_parallel_puts_for_one_chat_make_one_container() {
+    if docker("twenty_parallel_puts_for_one_chat_make_one_container").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let server = Arc::new(env.serve(&[]).await);
+    let chat_id = chat();
+    let calls = (0..20).map(|_| {
+        let server = Arc::clone(&server);
+        let chat_id = chat_id.clone();
+        tokio::spawn(async move { server.put_sandbox(&chat_id).await })
+    });
+    let answers = futures_join(calls).await;
+    let created = answers.iter().filter(|(status, _)| *status == StatusCode::CREATED).count();
+    let reused = answers.iter().filter(|(status, _)| *status == StatusCode::OK).count();
+    assert_eq!((created, reused), (1, 19), "{answers:?}");
+    let sessions: HashSet<_> =
+        answers.iter().map(|(_, body)| body["session_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(sessions.len(), 1, "every caller got the same session");
+    assert_eq!(env.containers(true).len(), 1, "exactly one container");
+    assert_eq!(server.sandboxes().await.len(), 1, "exactly one session");
+}
+
+async fn futures_join<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut results = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        results.push(task.await.expect("the task finished"));
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
+    if docker("sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let mut first = env.serve(&[]).await;
+    let chat_id = chat();
+    let (status, created) = first.put_sandbox(&chat_id).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    let exit = first.terminate();
+    assert!(exit.success(), "SIGTERM must exit 0, got {exit}:\n{}", first.logs());
+    assert!(first.logs().contains("shutting down"), "{}", first.logs());
+    assert_eq!(env.containers(false).len(), 1, "the sandbox keeps running");
+
+    let second = env.serve(&[]).await;
+    let (status, reused) = second.put_sandbox(&chat_id).await;
+    assert_eq!(status, StatusCode::OK, "{reused}");
+    assert_eq!(reused["result"], "reused");
+    assert_eq!(reused["session_id"], created["session_id"]);
+    assert_eq!(reused["container_id"], created["container_id"]);
+    assert_eq!(env.containers(true).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_carry_the_sandbox_names() {
+    if docker("metrics_carry_the_sandbox_names").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let server = env.serve(&[]).await;
+    let chat_id = chat();
+    assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::CREATED);
+    assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::OK);
+    let text = server.metrics().await;
+    for expected in [
+        "sandbox_create_total{result=\"created\"} 1",
+        "sandbox_create_total{result=\"reused\"} 1",
+        "sandbox_active_count 1",
+        "sandbox_create_duration_seconds_bucket",
+        "sandbox_docker_duration_seconds_bucket",
+        "http_server_requests_total{method=\"PUT\",route=\"/v1/chats/{chat_id}/sandbox\",status=\"201\"} 1",
+    ] {
+        assert!(text.contains(expected), "`{expected}` missing from /metrics:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capacity_is_enforced_with_429() {
+    if docker("capacity_is_enforced_with_429").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let server = env.serve(&["--max-sandboxes", "1"]).await;
+    let first = chat();
+    assert_eq!(server.put_sandbox(&first).await.0, StatusCode::CREATED);
+    let (status, body) = server.put_sandbox(&chat()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "capacity_reached");
+    assert_eq!(server.put_sandbox(&first).await.0, StatusCode::OK, "reuse is never refused");
+    assert_eq!(env.containers(true).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_repairs_a_crashed_sandbox_and_reaps_orphans() {
+    let Some(image) = docker("a_sweep_repairs_a_crashed_sandbox_and_reaps_orphans") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let server = env.serve(&["--orphan-grace", "1s", "--maintenance-interval", "1h"]).await;
+    let chat_id = chat();
+    let (_, created) = server.put_sandbox(&chat_id).await;
+    let container = created["container_id"].as_str().unwrap();
+    let killed = Command::new("docker").args(["kill", container]).output().unwrap();
+    assert!(killed.status.success(), "{killed:?}");
+    // An orphan: our labels, no session.
+    let orphan = Command::new("docker")
+        .args(["run", "-d", "--network", "none", "--label", "io.sandkeeper.managed=true"])
+        .args(["--label", &format!("io.sandkeeper.instance={}", env.instance_id())])
+        .args([&image, "sleep", "infinity"])
+        .output()
+        .unwrap();
+    assert!(orphan.status.success(), "{orphan:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (status, first) =
+        server.send(server.request(reqwest::Method::POST, "/v1/maintenance/sweep")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["reconciled"], 1, "{first}");
+    assert_eq!(first["orphans_removed"], 1, "{first}");
+    let (_, crashed) = server.get("/v1/sandboxes?status=crashed").await;
+    assert_eq!(crashed["sandboxes"].as_array().unwrap().len(), 1, "{crashed}");
+
+    // A second explicit sweep runs at once (no minimum interval) and removes the crashed one.
+    let (status, second) =
+        server.send(server.request(reqwest::Method::POST, "/v1/maintenance/sweep")).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["removed"], 1, "{second}");
+    assert!(env.containers(true).is_empty());
+    assert!(server.sandboxes().await.is_empty());
+
+    // A crashed chat gets a fresh sandbox.
+    let (status, fresh) = server.put_sandbox(&chat_id).await;
+    assert_eq!((status, fresh["result"].as_str()), (StatusCode::CREATED, Some("created")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_and_maintain_commands_print_their_reports() {
+    if docker("cleanup_and_maintain_commands_print_their_reports").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let mut server = env.serve(&["--ttl", "1s", "--cleanup-interval", "1h"]).await;
+    let (status, created) = server.put_sandbox(&chat()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(server.terminate().success());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let output = env.command("cleanup").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["expired"], 1, "{report}");
+    assert_eq!(report["cleaned"][0]["session_id"], created["session_id"], "{report}");
+    assert!(env.containers(true).is_empty());
+
+    let output = env.command("maintain").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report,
+        serde_json::json!({"reconciled": 0, "removed": 0, "orphans_removed": 0, "errors": 0, "timed_out": false})
+    );
+}
+
+/// The engine's socket, when it is a local Unix socket.
+fn docker_socket() -> Option<PathBuf> {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => host.strip_prefix("unix://").map(PathBuf::from),
+        _ => Some(PathBuf::from("/var/run/docker.sock")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_recovers_by_itself_when_docker_comes_back() {
+    if docker("the_server_recovers_by_itself_when_docker_comes_back").is_none() {
+        return;
+    }
+    let Some(engine) = docker_socket() else {
+        println!(
+            "skipped the_server_recovers_by_itself_when_docker_comes_back: DOCKER_HOST is not a unix socket"
+        );
+        return;
+    };
+    let env = TestEnv::new();
+    // sandkeeper is pointed at a socket that does not exist yet: Docker is "down".
+    let socket = env.data_dir().join("docker-proxy.sock");
+    let host = format!("unix://{}", socket.display());
+    let server = env.serve_with_env(&[], &[("DOCKER_HOST", host.as_str())]).await;
+    let chat_id = chat();
+    assert_eq!(server.get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Docker "comes back": a proxy to the real engine appears at that path.
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let proxy = tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { break };
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::UnixStream::connect(&engine).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+
+    let ready = eventually(Duration::from_secs(10), || async {
+        (server.get("/readyz").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "readyz did not recover:\n{}", server.logs());
+    let (status, body) = server.put_sandbox(&chat_id).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(env.containers(true).len(), 1);
+    proxy.abort();
+}

@@ -1,0 +1,7 @@
+//! Black-box tests of the `sandkeeper` binary: each starts the real server (or runs a command)
+//! with a fresh data dir and instance id, and checks what a user would see.
+
+mod api;
+mod cli;
+mod docker;
+mod postgres;
