@@ -26,7 +26,9 @@ use serde::Deserialize;
 use crate::config::ApiToken;
 use crate::services::{Services, SweepError};
 pub(crate) use error::ApiError;
-use views::{CleanupReportView, MaintenanceReportView, ReadinessView, SessionView};
+use views::{
+    CleanupReportView, MaintenanceReportView, ReadinessView, SessionListView, SessionView,
+};
 
 /// How many sessions `GET /v1/sandboxes` returns unless `limit` says otherwise, and at most.
 const DEFAULT_LIST_LIMIT: usize = 1000;
@@ -192,9 +194,7 @@ async fn list_sandboxes(
             })?,
     };
     let sessions = state.services.queries.list(&statuses, limit).await?;
-    let sandboxes: Vec<_> =
-        sessions.iter().map(|session| SessionView::new(session, None)).collect();
-    Ok(axum::Json(serde_json::json!({ "sandboxes": sandboxes })).into_response())
+    Ok(axum::Json(SessionListView::new(&sessions)).into_response())
 }
 
 async fn run_cleanup(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -487,3 +487,28 @@ async fn metrics_are_prometheus_text() {
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
     assert!(String::from_utf8_lossy(&bytes).contains("sandbox_create_total"));
 }
+
+#[tokio::test]
+async fn every_route_is_documented_and_every_documented_path_is_served() {
+    let openapi = include_str!("../../../../docs/openapi.yaml");
+    let guide = include_str!("../../../../docs/api.md");
+    let h = harness(Options::default());
+    for (method, route, path) in [
+        (Method::PUT, "/v1/chats/{chat_id}/sandbox", format!("/v1/chats/{CHAT}/sandbox")),
+        (Method::GET, "/v1/sandboxes", "/v1/sandboxes".to_owned()),
+        (Method::POST, "/v1/maintenance/cleanup", "/v1/maintenance/cleanup".to_owned()),
+        (Method::POST, "/v1/maintenance/sweep", "/v1/maintenance/sweep".to_owned()),
+        (Method::GET, "/metrics", "/metrics".to_owned()),
+        (Method::GET, "/healthz", "/healthz".to_owned()),
+        (Method::GET, "/readyz", "/readyz".to_owned()),
+    ] {
+        assert!(openapi.contains(&format!("\n  {route}:\n")), "{route} missing from openapi.yaml");
+        assert!(
+            guide.contains(&format!("`{method} {route}`")),
+            "{method} {route} missing from api.md"
+        );
+        let (status, body) = h.send(method.clone(), &path, "").await;
+        assert_ne!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {body}");
+    }
+}

@@ -39,6 +39,18 @@ impl SessionView {
     }
 }
 
+/// `GET /v1/sandboxes`.
+#[derive(Debug, Serialize)]
+pub(crate) struct SessionListView {
+    sandboxes: Vec<SessionView>,
+}
+
+impl SessionListView {
+    pub(crate) fn new(sessions: &[SandboxSession]) -> Self {
+        Self { sandboxes: sessions.iter().map(|session| SessionView::new(session, None)).collect() }
+    }
+}
+
 /// A session the cleanup could not remove, with why.
 #[derive(Debug, Serialize)]
 struct CleanupFailureView {

@@ -1,0 +1,23 @@
+//! The built binary itself. (Being an integration test of this package also makes
+//! `cargo test --workspace` build `target/<profile>/sandkeeper`, which the black-box tests in
+//! `tests/` run.)
+
+use std::process::Command;
+
+#[test]
+fn the_binary_reports_its_version() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sandkeeper")).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("sandkeeper {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_missing_command_is_a_usage_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sandkeeper")).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let usage = String::from_utf8_lossy(&output.stderr);
+    assert!(usage.contains("Usage: sandkeeper <COMMAND>"), "{usage}");
+}
