@@ -470,6 +470,80 @@ fn listening_address(logs: &str) -> Option<String> {
     Some(rest[..end].to_owned())
 }
 
+/// A stand-in for the Docker engine's socket: a Unix socket that forwards to the real one, so
+/// that a test can make Docker "come back" (start the proxy late) or slow it down (to hold a
+/// request in flight).
+#[derive(Debug)]
+pub struct DockerProxy {
+    accept: tokio::task::JoinHandle<()>,
+    delay: Arc<Mutex<Option<(Duration, tokio::sync::mpsc::UnboundedSender<()>)>>>,
+}
+
+impl DockerProxy {
+    /// The engine's socket, when `DOCKER_HOST` is unset or a `unix://` path.
+    pub fn engine_socket() -> Option<PathBuf> {
+        match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.is_empty() => host.strip_prefix("unix://").map(PathBuf::from),
+            _ => Some(PathBuf::from("/var/run/docker.sock")),
+        }
+    }
+
+    /// Listens on `socket` and forwards every connection to `engine`.
+    pub fn start(socket: &Path, engine: PathBuf) -> Self {
+        let listener = tokio::net::UnixListener::bind(socket).expect("bind the proxy socket");
+        let delay: Arc<Mutex<Option<(Duration, tokio::sync::mpsc::UnboundedSender<()>)>>> =
+            Arc::default();
+        let shared = Arc::clone(&delay);
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let engine = engine.clone();
+                let delay = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::UnixStream::connect(&engine).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_engine, mut to_engine) = outbound.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_engine, &mut to_client).await;
+                    });
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let read = match from_client.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(read) => read,
+                        };
+                        let pause = delay.lock().unwrap().clone();
+                        if let Some((pause, seen)) = pause {
+                            let _ = seen.send(());
+                            tokio::time::sleep(pause).await;
+                        }
+                        if to_engine.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { accept, delay }
+    }
+
+    /// From now on every request to the engine is held for `pause`; the receiver hears of each
+    /// one as it arrives.
+    pub fn slow_down(&self, pause: Duration) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+        let (seen, heard) = tokio::sync::mpsc::unbounded_channel();
+        *self.delay.lock().unwrap() = Some((pause, seen));
+        heard
+    }
+}
+
+impl Drop for DockerProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, for at most `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where

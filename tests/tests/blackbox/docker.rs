@@ -2,12 +2,11 @@
 //! and fails without one when SANDKEEPER_REQUIRE_DOCKER=1.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandkeeper_tests::{StatusCode, TestEnv, container_label, docker, eventually};
+use sandkeeper_tests::{DockerProxy, StatusCode, TestEnv, container_label, docker, eventually};
 
 fn chat() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -264,23 +263,14 @@ async fn cleanup_and_maintain_commands_print_their_reports() {
     );
 }
 
-/// The engine's socket, when it is a local Unix socket.
-fn docker_socket() -> Option<PathBuf> {
-    match std::env::var("DOCKER_HOST") {
-        Ok(host) if !host.is_empty() => host.strip_prefix("unix://").map(PathBuf::from),
-        _ => Some(PathBuf::from("/var/run/docker.sock")),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_recovers_by_itself_when_docker_comes_back() {
-    if docker("the_server_recovers_by_itself_when_docker_comes_back").is_none() {
+    let test = "the_server_recovers_by_itself_when_docker_comes_back";
+    if docker(test).is_none() {
         return;
     }
-    let Some(engine) = docker_socket() else {
-        println!(
-            "skipped the_server_recovers_by_itself_when_docker_comes_back: DOCKER_HOST is not a unix socket"
-        );
+    let Some(engine) = DockerProxy::engine_socket() else {
+        println!("skipped {test}: DOCKER_HOST is not a unix socket");
         return;
     };
     let env = TestEnv::new();
@@ -293,19 +283,7 @@ async fn the_server_recovers_by_itself_when_docker_comes_back() {
     assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::SERVICE_UNAVAILABLE);
 
     // Docker "comes back": a proxy to the real engine appears at that path.
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let proxy = tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else { break };
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::UnixStream::connect(&engine).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-
+    let _proxy = DockerProxy::start(&socket, engine);
     let ready = eventually(Duration::from_secs(10), || async {
         (server.get("/readyz").await.0 == StatusCode::OK).then_some(())
     })
@@ -314,5 +292,40 @@ async fn the_server_recovers_by_itself_when_docker_comes_back() {
     let (status, body) = server.put_sandbox(&chat_id).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(env.containers(true).len(), 1);
-    proxy.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    let test = "sigterm_lets_an_in_flight_request_finish";
+    if docker(test).is_none() {
+        return;
+    }
+    let Some(engine) = DockerProxy::engine_socket() else {
+        println!("skipped {test}: DOCKER_HOST is not a unix socket");
+        return;
+    };
+    let env = TestEnv::new();
+    let socket = env.data_dir().join("docker-proxy.sock");
+    let proxy = DockerProxy::start(&socket, engine);
+    let host = format!("unix://{}", socket.display());
+    let mut server = env.serve_with_env(&[], &[("DOCKER_HOST", host.as_str())]).await;
+    assert_eq!(server.get("/readyz").await.0, StatusCode::OK);
+
+    // Every Docker call now takes a second: the PUT below is surely in flight at the signal.
+    let mut docker_calls = proxy.slow_down(Duration::from_secs(1));
+    let request = server.request(reqwest::Method::PUT, &format!("/v1/chats/{}/sandbox", chat()));
+    let in_flight = tokio::spawn(async move { request.send().await });
+    tokio::time::timeout(Duration::from_secs(10), docker_calls.recv())
+        .await
+        .expect("the PUT reached Docker");
+    let stopped = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (status, server.logs())
+    });
+
+    let response = in_flight.await.unwrap().expect("the in-flight request was answered");
+    assert_eq!(response.status(), StatusCode::CREATED, "the in-flight request completed");
+    let (status, logs) = stopped.await.unwrap();
+    assert!(status.success(), "exit {status}:\n{logs}");
+    assert_eq!(env.containers(false).len(), 1, "its sandbox runs on after the shutdown");
 }
