@@ -476,8 +476,11 @@ fn listening_address(logs: &str) -> Option<String> {
 #[derive(Debug)]
 pub struct DockerProxy {
     accept: tokio::task::JoinHandle<()>,
-    delay: Arc<Mutex<Option<(Duration, tokio::sync::mpsc::UnboundedSender<()>)>>>,
+    delay: SharedDelay,
 }
+
+/// How long the proxy holds each request, and whom it tells; `None` forwards at once.
+type SharedDelay = Arc<Mutex<Option<(Duration, tokio::sync::mpsc::UnboundedSender<()>)>>>;
 
 impl DockerProxy {
     /// The engine's socket, when `DOCKER_HOST` is unset or a `unix://` path.
@@ -491,8 +494,7 @@ impl DockerProxy {
     /// Listens on `socket` and forwards every connection to `engine`.
     pub fn start(socket: &Path, engine: PathBuf) -> Self {
         let listener = tokio::net::UnixListener::bind(socket).expect("bind the proxy socket");
-        let delay: Arc<Mutex<Option<(Duration, tokio::sync::mpsc::UnboundedSender<()>)>>> =
-            Arc::default();
+        let delay = SharedDelay::default();
         let shared = Arc::clone(&delay);
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
