@@ -5,6 +5,7 @@
 //! them in turn, prints a table and writes `docs/benchmarks.md`.
 
 mod docker_floor;
+mod expiry_scan;
 mod report;
 
 use report::Row;
@@ -13,7 +14,10 @@ use report::Row;
 async fn main() {
     let out = std::env::args().nth(1).unwrap_or_else(|| "docs/benchmarks.md".to_owned());
     let mut rows: Vec<Row> = Vec::new();
-    let benches: Vec<(&str, BenchFuture)> = vec![("docker floor", Box::pin(docker_floor::run()))];
+    let benches: Vec<(&str, BenchFuture)> = vec![
+        ("docker floor", Box::pin(docker_floor::run())),
+        ("expiry scan", Box::pin(expiry_scan::run())),
+    ];
     for (name, bench) in benches {
         eprintln!("bench: {name} ...");
         match bench.await {
