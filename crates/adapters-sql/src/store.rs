@@ -125,9 +125,13 @@ impl SqlStore {
             password: password_of(url.trim()),
             acquire_timeout: options.acquire_timeout,
         });
+        // Schemes are case-insensitive; the drivers' parsers are not.
+        let url = url.trim();
+        let scheme_len = url.find(':').unwrap_or(0);
+        let url = format!("{}{}", url[..scheme_len].to_ascii_lowercase(), &url[scheme_len..]);
         match backend {
-            Backend::Sqlite => connect_sqlite(url.trim(), &options, ctx).await,
-            Backend::Postgres => connect_postgres(url.trim(), &options, ctx).await,
+            Backend::Sqlite => connect_sqlite(&url, &options, ctx).await,
+            Backend::Postgres => connect_postgres(&url, &options, ctx).await,
         }
     }
 

@@ -100,7 +100,8 @@ async fn a_postgres_schema_name_that_needs_quoting_is_refused() {
 async fn a_sqlite_file_is_created_on_first_use_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let store = SqlStore::connect(&format!("sqlite://{}", path.display()), fast()).await.unwrap();
+    // Schemes are case-insensitive.
+    let store = SqlStore::connect(&format!("SQLite://{}", path.display()), fast()).await.unwrap();
     assert!(path.exists(), "the file is created");
     assert_eq!(store.backend(), Backend::Sqlite);
     assert!(store.locker().is_none(), "SQLite uses the process-local locker");
@@ -144,6 +145,22 @@ async fn migrations_run_twice_and_data_survives_a_restart() {
     let reopened = SqlStore::connect(&url, fast()).await.unwrap();
     reopened.migrate().await.unwrap();
     assert_eq!(reopened.sessions().get(saved.session_id).await.unwrap(), Some(saved));
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_is_refused_saying_so() {
+    let fixture = SqliteFixture::new().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the future', TRUE, x'00', 0)",
+    )
+    .execute(&mut fixture.raw().await)
+    .await
+    .unwrap();
+    let error = fixture.store.migrate().await.unwrap_err();
+    assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
+    assert!(error.to_string().contains("migration 99990101000000"), "{error}");
+    assert!(error.to_string().contains("migrated by a newer version"), "{error}");
 }
 
 #[tokio::test]
