@@ -43,11 +43,8 @@ impl Summary {
         let mut sorted = samples.to_vec();
         sorted.sort();
         let mid = sorted.len() / 2;
-        let median = if sorted.len() % 2 == 1 {
-            sorted[mid]
-        } else {
-            (sorted[mid - 1] + sorted[mid]) / 2
-        };
+        let median =
+            if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2 };
         Self { min: sorted[0], median, max: sorted[sorted.len() - 1] }
     }
 }
