@@ -17,7 +17,10 @@ removes whatever is expired, dead or orphaned.";
 
 const AFTER_HELP: &str = "\
 Every setting is a flag and an environment variable (SANDKEEPER_<NAME>); the flag wins.
-Durations are written like 3s, 10m, 1h 30m. Run `sandkeeper <command> --help` for a command's settings.";
+Durations are written like 3s, 10m, 1h 30m. Run `sandkeeper <command> --help` for a command's settings.
+Docker is reached like the docker CLI does: DOCKER_HOST, else /var/run/docker.sock.
+RUST_LOG filters the logs (default `info`).
+Exit codes: 0 success, 1 a failure while running, 2 a bad setting (the message names it).";
 
 /// The `sandkeeper` command line.
 #[derive(Debug, Parser)]
@@ -33,7 +36,11 @@ pub(crate) enum Command {
     ///
     /// The store is migrated at start. The server starts even when Docker is unreachable:
     /// /readyz then answers 503 and names what is down, and the API answers 503 until Docker
-    /// comes back.
+    /// comes back. On SIGINT or SIGTERM it stops accepting connections, lets in-flight requests
+    /// finish, stops the loops and exits 0; running sandboxes stay and are reused after a
+    /// restart. Docker is reached like the docker CLI does (DOCKER_HOST, else
+    /// /var/run/docker.sock).
+    #[command(after_help = "The API is described in docs/api.md and docs/openapi.yaml.")]
     Serve(ServeArgs),
     /// Create or update the store's tables, then exit.
     Migrate(MigrateArgs),
@@ -51,6 +58,7 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
     /// Human-readable lines.
+    #[value(alias = "human")]
     Text,
     /// One JSON object per line.
     Json,
@@ -61,7 +69,13 @@ pub(crate) enum LogFormat {
 pub(crate) struct LogArgs {
     /// The log format: `text` (human-readable) or `json` (one object per line). Logs go to
     /// stderr; the level is filtered by RUST_LOG (default `info`).
-    #[arg(long, env = "SANDKEEPER_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "SANDKEEPER_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub(crate) log_format: LogFormat,
 }
 
@@ -185,7 +199,7 @@ pub(crate) struct ServeArgs {
 
     /// How often the maintenance sweep runs (±10%); the first one runs in the background at
     /// start. With several replicas a lease in the store lets one of them sweep at a time, and
-    /// none sweeps more often than this interval.
+    /// all together sweep about once per interval (never twice within three quarters of it).
     #[arg(long, env = "SANDKEEPER_MAINTENANCE_INTERVAL", value_name = "DURATION", default_value = "30s", value_parser = parse_duration_at_least("--maintenance-interval", Duration::from_millis(100)), help_heading = "Maintenance")]
     pub(crate) maintenance_interval: Duration,
 

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(Failure::Config(error)) => {
             // Like clap's own errors, with the same exit code.
-            eprintln!("error: {error}\n\nFor more information, try '--help'.");
+            eprintln!("error: {}\n\nFor more information, try '--help'.", with_origin(&error.0));
             ExitCode::from(2)
         }
         Err(Failure::Start(error)) => {
@@ -59,11 +59,31 @@ fn main() -> ExitCode {
 fn exit_on_parse_error(error: clap::Error) -> ! {
     if error.kind() == clap::error::ErrorKind::ValueValidation {
         if let Some(cause) = std::error::Error::source(&error) {
-            eprintln!("error: {cause}\n\nFor more information, try '--help'.");
+            eprintln!(
+                "error: {}\n\nFor more information, try '--help'.",
+                with_origin(&cause.to_string())
+            );
             std::process::exit(2);
         }
     }
     error.exit()
+}
+
+/// A message about `--setting: ...` with, when the value came from the setting's environment
+/// variable rather than the command line, the variable named, since that is where to fix it.
+fn with_origin(message: &str) -> String {
+    let Some(flag) = message.strip_prefix("--").and_then(|rest| rest.split(':').next()) else {
+        return message.to_owned();
+    };
+    let long = format!("--{flag}");
+    let on_command_line =
+        std::env::args().any(|arg| arg == long || arg.starts_with(&format!("{long}=")));
+    let variable = format!("SANDKEEPER_{}", flag.replace('-', "_").to_uppercase());
+    if !on_command_line && std::env::var_os(&variable).is_some() {
+        format!("{message} (set by {variable})")
+    } else {
+        message.to_owned()
+    }
 }
 
 pub(crate) enum Failure {

@@ -77,7 +77,13 @@ fn a_bad_ttl_exits_2_naming_the_setting_and_the_value() {
 
     let output = run(&env, "serve", &[], &[("SANDKEEPER_TTL", "ten minutes")]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("`ten minutes`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "--ttl: `ten minutes` is not a duration like 30s or 5m (set by SANDKEEPER_TTL)"
+        ),
+        "{}",
+        stderr(&output)
+    );
     assert!(!env.data_dir().join("sandkeeper.db").exists(), "a bad configuration touches nothing");
 }
 
