@@ -372,19 +372,36 @@ impl DatabaseUrl {
         self.kind
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password (in the user info or a `password=` parameter) shown as `***`.
     pub(crate) fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.url.split_once("://") else {
-            return self.url.clone();
+        let (base, query) = match self.url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (self.url.as_str(), None),
         };
-        let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-                None => self.url.clone(),
-            },
-            None => self.url.clone(),
+        let mut shown = match base.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                match authority.rsplit_once('@').map(|(info, host)| (info.split_once(':'), host)) {
+                    Some((Some((user, _password)), host)) => {
+                        format!("{scheme}://{user}:***@{host}{tail}")
+                    }
+                    _ => base.to_owned(),
+                }
+            }
+            None => base.to_owned(),
+        };
+        if let Some(query) = query {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            shown.push('?');
+            shown.push_str(&pairs.join("&"));
         }
+        shown
     }
 }
 
@@ -649,6 +666,12 @@ mod tests {
         assert_eq!(database.kind(), DatabaseKind::Postgres);
         assert_eq!(database.to_string(), "postgres://app:***@db:5432/sandkeeper");
         assert!(!format!("{args:?}").contains("hunter2"));
+        let args =
+            serve(&["--database-url", "postgres://app@db/x?sslmode=disable&password=hunter2"]);
+        assert_eq!(
+            args.store.database().to_string(),
+            "postgres://app@db/x?sslmode=disable&password=***"
+        );
         let message = parse(&["serve", "--database-url", "mysql://x"]).unwrap_err().to_string();
         assert!(message.contains("`mysql://x` is not a database URL"), "{message}");
     }

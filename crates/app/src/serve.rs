@@ -67,6 +67,22 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
     );
     tracing::info!("listening on {address}");
 
+    // Said once at start, so that an operator sees at once why requests will answer 503. The
+    // server does not wait: it serves what it can and recovers by itself.
+    let startup_check = Arc::clone(&services);
+    tokio::spawn(async move {
+        let readiness = startup_check.readiness().await;
+        if let Err(why) = &readiness.docker {
+            tracing::warn!(
+                docker = %why,
+                "Docker is unreachable; sandbox requests answer 503 until it is back"
+            );
+        }
+        if let Err(why) = &readiness.store {
+            tracing::warn!(store = %why, "the store is unreachable; requests answer 503 until it is back");
+        }
+    });
+
     let shutdown = Shutdown::new();
     let loop_tasks = loops::spawn(
         Arc::clone(&services),
