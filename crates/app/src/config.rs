@@ -44,13 +44,16 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Create or update the store's tables, then exit.
     Migrate(MigrateArgs),
-    /// Remove every expired sandbox once, print the report as JSON on stdout, then exit.
+    /// Remove expired sandboxes once (up to 1000), print the report as JSON on stdout, exit.
+    ///
+    /// Exits 1 if some could not be removed (they stay, and the next pass retries them).
     Cleanup(CleanupArgs),
     /// Run one maintenance sweep now (reconcile crashed sandboxes, remove stopped and crashed
     /// ones, reap orphaned containers), print the report as JSON on stdout, then exit.
     ///
     /// It ignores the minimum interval between sweeps, but never runs beside another sweep: it
     /// waits for the sweep lease a bounded time and fails (exit code 1) if it stays taken.
+    /// Exits 1 too when the report counts errors (what failed is left for the next sweep).
     Maintain(MaintainArgs),
 }
 
