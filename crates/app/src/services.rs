@@ -6,8 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use sandkeeper_ports::{
     Clock, LifecycleLocker, MaintenanceLeases, SandboxRuntime, SessionRepository,
 };
@@ -15,6 +13,7 @@ use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, MaintenanceError, MaintenanceReport,
     MaintenanceSettings, MaintenanceSweep, SandboxQueries, SweepOutcome,
 };
+use tokio::time::Instant;
 
 /// How long a readiness check may take before its dependency counts as unavailable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
