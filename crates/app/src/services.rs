@@ -178,22 +178,8 @@ impl Services {
 
 impl Services {
     /// One sweep pass (see [`MaintenanceSweep::run`]).
-    ///
-    /// The sweep's future is not provably `Send` (the compiler's higher-ranked check trips on
-    /// the futures it buffers), so it cannot be awaited in a spawned task or a handler. It runs
-    /// on a blocking thread instead, driven through the runtime's handle: the runtime's workers
-    /// keep driving its IO and timers meanwhile.
-    pub(crate) async fn sweep_once(
-        self: &Arc<Self>,
-        force: bool,
-    ) -> Result<SweepOutcome, MaintenanceError> {
-        let services = Arc::clone(self);
-        let handle = tokio::runtime::Handle::current();
-        match tokio::task::spawn_blocking(move || handle.block_on(services.sweep.run(force))).await
-        {
-            Ok(outcome) => outcome,
-            Err(error) => std::panic::resume_unwind(error.into_panic()),
-        }
+    pub(crate) async fn sweep_once(&self, force: bool) -> Result<SweepOutcome, MaintenanceError> {
+        self.sweep.run(force).await
     }
 }
 

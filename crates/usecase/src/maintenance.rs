@@ -559,23 +559,32 @@ impl MaintenanceSweep {
 
     /// Runs the tasks with at most `concurrency` at a time and returns their results in order.
     /// A task whose turn comes at or after the deadline is not started: its result is `None`.
-    async fn bounded<T>(
-        &self,
-        tasks: impl Iterator<Item = impl Future<Output = T>>,
+    /// Runs `tasks` at most `concurrency` at a time, results in order; a task not started by
+    /// the deadline yields `None`.
+    ///
+    /// The tasks are boxed as `dyn Future + Send`: buffering closure-made futures otherwise
+    /// defeats the compiler's proof that the sweep's future is `Send`, and the app must be able
+    /// to spawn it.
+    async fn bounded<'a, T: Send + 'a>(
+        &'a self,
+        tasks: impl Iterator<Item = impl Future<Output = T> + Send + 'a>,
         deadline: Timestamp,
     ) -> Vec<Option<T>> {
-        stream::iter(tasks)
-            .map(|task| async move {
-                if self.clock.now() >= deadline {
-                    return None;
-                }
-                Some(task.await)
+        let gated: Vec<Task<'a, Option<T>>> = tasks
+            .map(|task| {
+                Box::pin(async move {
+                    if self.clock.now() >= deadline {
+                        return None;
+                    }
+                    Some(task.await)
+                }) as Task<'a, Option<T>>
             })
-            .buffered(self.settings.concurrency.max(1))
-            .collect()
-            .await
+            .collect();
+        stream::iter(gated).buffered(self.settings.concurrency.max(1)).collect().await
     }
 }
+
+type Task<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 fn count_run(result: &'static str) {
     metrics::counter!("sandbox.maintenance.runs.total", "result" => result).increment(1);

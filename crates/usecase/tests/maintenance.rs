@@ -425,3 +425,17 @@ async fn removals_run_concurrently_up_to_the_limit_and_all_complete() {
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+// ---- the app spawns sweeps ----
+
+#[tokio::test]
+async fn a_sweep_can_run_in_a_spawned_task() {
+    let h = Harness::new();
+    h.add_session(1, SandboxStatus::Running, ContainerState::Exited).await;
+    let sweep = std::sync::Arc::new(h.sweep());
+
+    // Compiles only if the sweep's future is Send.
+    let outcome = tokio::spawn(async move { sweep.run(false).await }).await.unwrap().unwrap();
+
+    assert!(matches!(outcome, SweepOutcome::Completed(report) if report.reconciled == 1));
+}
