@@ -84,7 +84,7 @@ pub enum CreateSandboxError {
     Runtime(#[from] RuntimeError),
     /// As many sandboxes as allowed are running; a new one is refused before touching Docker.
     #[error(
-        "sandbox capacity reached: {limit} sandboxes are running; retry after some expire or raise the limit"
+        "sandbox capacity reached: {limit} running is the maximum; retry once some expire or raise the limit"
     )]
     CapacityReached { limit: u64 },
     /// The requested TTL puts the expiry beyond what timestamps can hold.

@@ -365,7 +365,7 @@ async fn create_sandbox_refuses_a_new_sandbox_at_capacity_before_touching_the_ru
 
     assert_eq!(error, CreateSandboxError::CapacityReached { limit: 1 });
     assert_eq!(error.kind(), "capacity_reached");
-    assert!(error.to_string().contains("capacity reached: 1 sandboxes"), "{error}");
+    assert!(error.to_string().contains("capacity reached: 1 running is the maximum"), "{error}");
     assert_eq!(runtime.calls(), vec![]);
     assert_eq!(repository.get_running_by_chat(CHAT_ID).await.unwrap(), None);
     capture.assert_counter_incremented("sandbox.create.total", 1, &[("result", "error")]);
