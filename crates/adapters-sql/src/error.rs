@@ -44,10 +44,17 @@ impl ErrorContext {
     pub(crate) fn store_error(&self, error: sqlx::Error) -> StoreError {
         let url = &self.url;
         match &error {
-            sqlx::Error::PoolTimedOut => StoreError::Unavailable(format!(
-                "no connection to the database at `{url}` within {:?}; is it running and reachable?",
-                self.acquire_timeout
-            )),
+            sqlx::Error::PoolTimedOut => {
+                let hint = if url.to_ascii_lowercase().starts_with("sqlite:") {
+                    "is the file there and writable, and no other process holding its write lock?"
+                } else {
+                    "is it running and reachable?"
+                };
+                StoreError::Unavailable(format!(
+                    "no connection to the database at `{url}` within {:?}; {hint}",
+                    self.acquire_timeout
+                ))
+            }
             sqlx::Error::PoolClosed => {
                 StoreError::Unavailable(format!("the store for `{url}` has been closed"))
             }
@@ -68,13 +75,22 @@ fn is_unavailable(error: &dyn sqlx::error::DatabaseError) -> bool {
         return false;
     };
     if let Ok(sqlite_code) = code.parse::<i32>() {
-        // SQLite: BUSY (5), LOCKED (6), IOERR (10), FULL (13), CANTOPEN (14); extended codes
-        // carry the primary code in their low byte.
-        return matches!(sqlite_code & 0xff, 5 | 6 | 10 | 13 | 14);
+        // SQLite: BUSY (5), LOCKED (6), READONLY (8: the file, its directory or its mount does
+        // not take writes now), IOERR (10), FULL (13), CANTOPEN (14); extended codes carry the
+        // primary code in their low byte.
+        return matches!(sqlite_code & 0xff, 5 | 6 | 8 | 10 | 13 | 14);
     }
     // PostgreSQL SQLSTATE: connection exceptions (08), insufficient resources (53),
     // operator intervention such as a shutdown (57P01..57P05).
     code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+}
+
+/// Whether a failed sqlx call was SQLite's BUSY: another connection holds the write lock.
+pub(crate) fn is_sqlite_busy(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    db.code().and_then(|code| code.parse::<i32>().ok()).is_some_and(|code| code & 0xff == 5)
 }
 
 /// Whether a database error is the violation of the one-running-session-per-chat index.

@@ -14,10 +14,48 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use crate::error::{ErrorContext, is_running_per_chat_violation};
+use crate::error::{ErrorContext, is_running_per_chat_violation, is_sqlite_busy};
 use crate::rows::{
     RawSession, SESSION_COLUMNS, distinct_statuses, duration_micros, list_by_status_sql, sql_limit,
 };
+
+/// Refuses a connection that cannot write.
+///
+/// SQLite opens a file it may not write (read-only permissions, an immutable file, a read-only
+/// mount) read-only without saying so, and such a connection goes on refusing writes after the
+/// file is writable again: kept in the pool, it would fail writes until a restart. So a new
+/// connection proves that it may write before it joins the pool; a refused one makes the pool
+/// try again until its acquire timeout, and the caller gets `Unavailable`.
+///
+/// The proof is a write statement that changes nothing (`BEGIN IMMEDIATE` does not do: in WAL
+/// mode it succeeds on a read-only connection). It never waits for another writer: a database
+/// that is busy is a database that is writable. A file without the schema yet (a first start)
+/// has nothing to prove; its migrations write first.
+pub(crate) async fn refuse_read_only(
+    connection: &mut sqlx::SqliteConnection,
+    busy_timeout: std::time::Duration,
+) -> Result<(), sqlx::Error> {
+    let has_schema: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sandbox_sessions'",
+    )
+    .fetch_optional(&mut *connection)
+    .await?;
+    if has_schema.is_none() {
+        return Ok(());
+    }
+    sqlx::query("PRAGMA busy_timeout = 0").execute(&mut *connection).await?;
+    let checked =
+        match sqlx::query("DELETE FROM sandbox_sessions WHERE 0").execute(&mut *connection).await {
+            Ok(_) => Ok(()),
+            Err(error) if is_sqlite_busy(&error) => Ok(()),
+            Err(error) => Err(error),
+        };
+    let busy_timeout_ms = busy_timeout.as_millis().min(i32::MAX as u128);
+    sqlx::query(&format!("PRAGMA busy_timeout = {busy_timeout_ms}"))
+        .execute(&mut *connection)
+        .await?;
+    checked
+}
 
 pub(crate) fn to_micros(at: Timestamp) -> i64 {
     at.timestamp_micros()

@@ -347,6 +347,12 @@ async fn connect_sqlite(
         connect =
             connect.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
         pool = pool.max_connections(options.max_connections.max(1));
+        if !query.split('&').any(|pair| pair == "mode=ro") {
+            let busy_timeout = options.sqlite_busy_timeout;
+            pool = pool.after_connect(move |connection, _| {
+                Box::pin(crate::sqlite::refuse_read_only(connection, busy_timeout))
+            });
+        }
     }
     let file = connect.get_filename().display().to_string();
     let pool = pool.connect_with(connect).await.map_err(|error| {

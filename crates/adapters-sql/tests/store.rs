@@ -182,6 +182,26 @@ async fn a_closed_store_reports_unavailable() {
     assert!(matches!(fixture.store.ping().await, Err(StoreError::Unavailable(_))));
 }
 
+#[tokio::test]
+async fn a_sqlite_store_opens_at_once_beside_a_writer_and_its_writes_wait_then_fail_unavailable() {
+    let fixture = SqliteFixture::new().await;
+    let mut writer = fixture.raw().await;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+
+    // A new connection checks that it may write without waiting for the lock.
+    let options = StoreOptions { sqlite_busy_timeout: Duration::from_millis(300), ..fast() };
+    let started = Instant::now();
+    let url = format!("sqlite://{}", fixture.path.display());
+    let second = SqlStore::connect(&url, options).await.unwrap();
+    assert_eq!(second.sessions().count_running().await.unwrap(), 0, "reads go on");
+    assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
+
+    let error = second.sessions().save(&session(1, 1, SandboxStatus::Running)).await.unwrap_err();
+    assert!(matches!(error, SaveError::Store(StoreError::Unavailable(_))), "{error:?}");
+    sqlx::query("ROLLBACK").execute(&mut writer).await.unwrap();
+    second.sessions().save(&session(1, 1, SandboxStatus::Running)).await.unwrap();
+}
+
 /// `EXPLAIN QUERY PLAN` of a statement, one line per step.
 async fn sqlite_plan(fixture: &SqliteFixture, sql: &str) -> String {
     let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
