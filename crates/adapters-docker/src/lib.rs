@@ -17,6 +17,8 @@
 
 mod client;
 mod config;
+mod exec;
+mod files;
 mod runtime;
 
 pub use config::{

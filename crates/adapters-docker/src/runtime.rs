@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -12,11 +12,13 @@ use bollard::query_parameters::{
 use chrono::{SecondsFormat, TimeZone, Utc};
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
-    ContainerSpec, ContainerState, ManagedContainer, RuntimeError, SandboxRuntime,
+    ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError, ManagedContainer,
+    RuntimeError, SandboxRuntime, WorkspacePath,
 };
 
 use crate::client::{Client, is_conflict, is_not_found};
 use crate::config::{ConfigError, DockerConfig, workspace_owner_options};
+use crate::exec::{Command, DRAIN_GRACE, KILL_TIMEOUT, workdir};
 
 /// Marks a container as created by sandkeeper (value `true`).
 pub const LABEL_MANAGED: &str = "io.sandkeeper.managed";
@@ -28,7 +30,8 @@ pub const LABEL_CHAT: &str = "io.sandkeeper.chat";
 pub const LABEL_EXPIRES_AT: &str = "io.sandkeeper.expires-at";
 
 /// The latency histogram of every engine call, labelled `operation`
-/// (`create`, `stop`, `inspect`, `list_managed`, `ping`).
+/// (`create`, `stop`, `inspect`, `list_managed`, `ping`, and `exec`, `upload`, `download` for
+/// the whole of a command or a transfer).
 pub const DURATION_METRIC: &str = "sandbox.docker.duration.seconds";
 
 const WORKSPACE: &str = "/workspace";
@@ -43,9 +46,9 @@ pub struct DockerRuntime {
 }
 
 #[derive(Debug)]
-struct Inner {
-    config: DockerConfig,
-    client: Client,
+pub(crate) struct Inner {
+    pub(crate) config: DockerConfig,
+    pub(crate) client: Client,
 }
 
 impl DockerRuntime {
@@ -125,6 +128,71 @@ impl SandboxRuntime for DockerRuntime {
             })
             .await
     }
+
+    async fn exec(
+        &self,
+        container_id: &ContainerId,
+        request: &ExecRequest,
+    ) -> Result<ExecOutput, ExecError> {
+        if request.command.first().is_none_or(String::is_empty) {
+            return Err(ExecError::Runtime(RuntimeError::Failed(
+                "the command is empty; name a program to run".to_owned(),
+            )));
+        }
+        let inner = &self.inner;
+        let env = request.env.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        let command = Command {
+            argv: &request.command,
+            env,
+            workdir: workdir(request.workdir.as_deref()),
+            stdin: request.stdin.as_deref(),
+            timeout: request.timeout,
+            stdout_limit: request.output_limit,
+            stderr_limit: request.output_limit,
+        };
+        let outcome = inner
+            .long_call("exec", request.timeout, |docker| async move {
+                inner.run(&docker, container_id, command).await
+            })
+            .await?;
+        let truncated = outcome.stdout.truncated() || outcome.stderr.truncated();
+        Ok(ExecOutput {
+            exit_code: outcome.exit_code,
+            stdout: outcome.stdout.kept,
+            stderr: outcome.stderr.kept,
+            timed_out: outcome.timed_out,
+            truncated,
+            duration: outcome.duration,
+        })
+    }
+
+    async fn upload(
+        &self,
+        container_id: &ContainerId,
+        path: &WorkspacePath,
+        bytes: &[u8],
+    ) -> Result<(), FileError> {
+        let inner = &self.inner;
+        inner
+            .long_call("upload", inner.config.call_timeout, |docker| async move {
+                inner.upload(&docker, container_id, path, bytes).await
+            })
+            .await
+    }
+
+    async fn download(
+        &self,
+        container_id: &ContainerId,
+        path: &WorkspacePath,
+        limit: u64,
+    ) -> Result<Vec<u8>, FileError> {
+        let inner = &self.inner;
+        inner
+            .long_call("download", inner.config.call_timeout, |docker| async move {
+                inner.download(&docker, container_id, path, limit).await
+            })
+            .await
+    }
 }
 
 impl Inner {
@@ -148,6 +216,53 @@ impl Inner {
         if let Err(error) = &result {
             tracing::debug!(operation, error = %error, "Docker call failed");
             if matches!(error, RuntimeError::Unavailable(_)) {
+                self.client.forget().await;
+            }
+        }
+        result
+    }
+
+    /// Runs a command-like operation that may take `runs_for` beyond its engine calls. Its
+    /// bound is generous but final: connecting and starting (one call timeout), running,
+    /// killing and draining, and reading the exit status (another call timeout). Failures
+    /// are translated into `E` through `RuntimeError` like every other call.
+    async fn long_call<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        runs_for: Duration,
+        run: F,
+    ) -> Result<T, E>
+    where
+        F: FnOnce(Docker) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<RuntimeError> + EngineLoss,
+    {
+        let started = Instant::now();
+        let bound = runs_for
+            .saturating_add(self.config.call_timeout.saturating_mul(2))
+            .saturating_add(KILL_TIMEOUT)
+            .saturating_add(DRAIN_GRACE);
+        let bounded = tokio::time::timeout(bound, async {
+            let docker =
+                match tokio::time::timeout(self.config.call_timeout, self.client.get()).await {
+                    Ok(Ok(docker)) => docker,
+                    Ok(Err(error)) => return Err(error.into()),
+                    Err(_) => {
+                        let after = self.config.call_timeout;
+                        return Err(RuntimeError::Timeout { operation, after }.into());
+                    }
+                };
+            run(docker).await
+        })
+        .await;
+        metrics::histogram!(DURATION_METRIC, "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+        let result = match bounded {
+            Ok(result) => result,
+            Err(_) => Err(RuntimeError::Timeout { operation, after: bound }.into()),
+        };
+        if let Err(error) = &result {
+            if error.engine_lost() {
                 self.client.forget().await;
             }
         }
@@ -371,6 +486,23 @@ impl Inner {
             host_config: Some(host_config),
             ..Default::default()
         }
+    }
+}
+
+/// Whether an error says the engine could not be reached, so the connection must be made anew.
+pub(crate) trait EngineLoss {
+    fn engine_lost(&self) -> bool;
+}
+
+impl EngineLoss for ExecError {
+    fn engine_lost(&self) -> bool {
+        matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
+    }
+}
+
+impl EngineLoss for FileError {
+    fn engine_lost(&self) -> bool {
+        matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
     }
 }
 

@@ -5,161 +5,18 @@
 //! the adapter. Without an engine the tests print that they skipped; with
 //! `SANDKEEPER_REQUIRE_DOCKER=1` they fail instead.
 
-// The image is built with the same code as `cargo xtask image`, without depending on xtask.
-#[path = "../../../xtask/src/image.rs"]
-mod image;
+mod common;
 
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
+use common::*;
 use sandkeeper_adapters_docker::{
     DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE,
     LABEL_MANAGED, LABEL_SESSION,
 };
-use sandkeeper_domain::{ChatId, ContainerId, SessionId};
+use sandkeeper_domain::ContainerId;
 use sandkeeper_ports::{ContainerSpec, ContainerState, RuntimeError, SandboxRuntime};
-use serde_json::Value;
-
-/// Containers a test makes behind the adapter's back carry this label so they are cleaned up too.
-const TEST_OWNER_LABEL: &str = "sandkeeper-test.owner";
-
-/// One test's view of the engine: a runtime with a fresh instance id, and the guard that
-/// removes everything of that instance when the test ends.
-struct Engine {
-    runtime: DockerRuntime,
-    instance: String,
-    _cleanup: Cleanup,
-}
-
-impl Engine {
-    /// `None` (after saying so) when no engine answers, unless one is required.
-    async fn start(test: &str) -> Option<Self> {
-        Self::start_with(test, |config| config).await
-    }
-
-    async fn start_with(
-        test: &str,
-        adjust: impl FnOnce(DockerConfig) -> DockerConfig,
-    ) -> Option<Self> {
-        let instance = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let cleanup = Cleanup { instance: instance.clone() };
-        let config = adjust(DockerConfig::new(image::IMAGE, instance.clone()));
-        let runtime = DockerRuntime::new(config).expect("the test configuration is valid");
-        if let Err(error) = runtime.ping().await {
-            let reason = format!("no Docker engine at {}: {error}", runtime.endpoint());
-            if std::env::var("SANDKEEPER_REQUIRE_DOCKER").is_ok_and(|value| value == "1") {
-                panic!("SANDKEEPER_REQUIRE_DOCKER=1 but {reason}");
-            }
-            eprintln!("skipped {test}: {reason}");
-            return None;
-        }
-        let image = IMAGE_ID.get_or_init(|| image::build_image(false));
-        if let Err(error) = image {
-            panic!("cannot build the sandbox image {}: {error}", image::IMAGE);
-        }
-        Some(Self { runtime, instance, _cleanup: cleanup })
-    }
-
-    /// Another runtime on the same engine for another instance, cleaned up with this test.
-    fn other_instance(&self) -> (DockerRuntime, Cleanup) {
-        let instance = format!("{}-other", self.instance);
-        let runtime =
-            DockerRuntime::new(DockerConfig::new(image::IMAGE, instance.clone())).unwrap();
-        (runtime, Cleanup { instance })
-    }
-
-    /// Starts a container with the given labels through the docker CLI, not the adapter.
-    fn run_foreign(&self, labels: &[(&str, &str)]) -> ContainerId {
-        let mut command = Command::new("docker");
-        command.args(["run", "--detach", "--network", "none", "--label"]);
-        command.arg(format!("{TEST_OWNER_LABEL}={}", self.instance));
-        for (key, value) in labels {
-            command.arg("--label").arg(format!("{key}={value}"));
-        }
-        command.args([image::IMAGE, "sleep", "infinity"]);
-        ContainerId::new(docker_ok(&mut command)).unwrap()
-    }
-}
-
-static IMAGE_ID: OnceLock<Result<String, String>> = OnceLock::new();
-
-/// Removes every container of one instance (and the test's own foreign ones).
-struct Cleanup {
-    instance: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for filter in [
-            format!("label={LABEL_INSTANCE}={}", self.instance),
-            format!("label={TEST_OWNER_LABEL}={}", self.instance),
-        ] {
-            let Ok(listed) =
-                Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output()
-            else {
-                return;
-            };
-            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
-            if !ids.is_empty() {
-                let _ =
-                    Command::new("docker").args(["rm", "--force", "--volumes"]).args(&ids).output();
-            }
-        }
-    }
-}
-
-fn spec() -> ContainerSpec {
-    let now = Utc::now();
-    ContainerSpec {
-        session_id: SessionId::new_v4(),
-        chat_id: ChatId::from_uuid(uuid::Uuid::new_v4()),
-        created_at: now,
-        expires_at: now + TimeDelta::minutes(5),
-    }
-}
-
-/// Runs a docker CLI command that must succeed; returns its trimmed stdout.
-fn docker_ok(command: &mut Command) -> String {
-    let output = command.output().expect("the docker CLI runs");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-fn docker(args: &[&str]) -> String {
-    docker_ok(Command::new("docker").args(args))
-}
-
-/// `docker inspect` of one container, or `None` when the engine does not know it.
-fn inspect_json(id: &str) -> Option<Value> {
-    let output =
-        Command::new("docker").args(["inspect", "--type", "container", id]).output().unwrap();
-    if !output.status.success() {
-        return None;
-    }
-    let mut all: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    Some(all.remove(0))
-}
-
-/// Runs a shell command inside the container as its configured user; returns (success, output).
-fn exec(id: &ContainerId, script: &str) -> (bool, String) {
-    let output =
-        Command::new("docker").args(["exec", id.as_str(), "sh", "-c", script]).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text.trim().to_owned())
-}
 
 #[tokio::test]
 async fn create_starts_a_named_labelled_container_with_every_hardening_applied() {

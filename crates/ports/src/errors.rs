@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use sandkeeper_domain::{ChatId, ContainerId};
 
+use crate::WorkspacePath;
+
 /// A failure of the session store (or of the lock and lease tables that live beside it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -75,6 +77,85 @@ impl RuntimeError {
             Self::NotManaged { .. } => "not_managed",
             Self::Timeout { .. } => "runtime_timeout",
             Self::Failed(_) => "runtime_error",
+        }
+    }
+}
+
+/// The failure of [`crate::SandboxRuntime::exec`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// The container does not exist or is not running (it was removed, replaced, or exited),
+    /// before the command started or while it ran.
+    #[error(
+        "container {container_id} is not running: the sandbox was removed, replaced or has stopped"
+    )]
+    ContainerNotRunning { container_id: ContainerId },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl ExecError {
+    /// A short stable name, used as the `error.type` label of metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ContainerNotRunning { .. } => "container_not_running",
+            Self::Runtime(error) => error.kind(),
+        }
+    }
+}
+
+/// The failure of [`crate::SandboxRuntime::upload`] and [`crate::SandboxRuntime::download`].
+/// Paths are shown relative to the workspace, as the caller gave them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    /// The container does not exist or is not running.
+    #[error(
+        "container {container_id} is not running: the sandbox was removed, replaced or has stopped"
+    )]
+    ContainerNotRunning { container_id: ContainerId },
+    /// Nothing exists at the path.
+    #[error("no file at `{path}` in /workspace")]
+    NotFound { path: WorkspacePath },
+    /// Something other than a regular file is at the path (`found` says what: a directory,
+    /// a fifo, ...), so it cannot be downloaded or replaced.
+    #[error("`{path}` is a {found}, not a regular file")]
+    NotARegularFile { path: WorkspacePath, found: String },
+    /// The file is larger than the caller's limit; nothing was read.
+    #[error("`{path}` is {size} bytes, more than the limit of {limit} bytes")]
+    TooLarge { path: WorkspacePath, size: u64, limit: u64 },
+    /// The path leads, through a symbolic link inside the sandbox, out of the workspace (or to
+    /// a link that points nowhere); nothing was read or written.
+    #[error(
+        "`{path}` resolves to `{resolved}` through a symbolic link, outside /workspace; only \
+         files inside /workspace can be read or written"
+    )]
+    OutsideWorkspace { path: WorkspacePath, resolved: String },
+    /// A directory the path needs exists as something else (e.g. `a` is a file when writing
+    /// `a/b`).
+    #[error("cannot write `{path}`: `{parent}` exists and is not a directory")]
+    ParentNotADirectory { path: WorkspacePath, parent: String },
+    /// The sandbox's workspace has no room left for the file; nothing was replaced.
+    #[error(
+        "cannot write `{path}`: the sandbox's /workspace is full; delete files in it or give \
+         sandboxes a larger workspace"
+    )]
+    WorkspaceFull { path: WorkspacePath },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl FileError {
+    /// A short stable name, used as the `error.type` label of metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ContainerNotRunning { .. } => "container_not_running",
+            Self::NotFound { .. } => "file_not_found",
+            Self::NotARegularFile { .. } => "not_a_regular_file",
+            Self::TooLarge { .. } => "file_too_large",
+            Self::OutsideWorkspace { .. } => "outside_workspace",
+            Self::ParentNotADirectory { .. } => "parent_not_a_directory",
+            Self::WorkspaceFull { .. } => "workspace_full",
+            Self::Runtime(error) => error.kind(),
         }
     }
 }

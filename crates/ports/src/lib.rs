@@ -14,10 +14,14 @@ mod repository;
 mod runtime;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod workspace;
 
 pub use clock::{Clock, SystemClock};
-pub use errors::{RuntimeError, SaveError, StoreError};
+pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};
 pub use leases::{LeaseRequest, MaintenanceLeases};
 pub use locker::{ChatLockGuard, LifecycleLocker};
 pub use repository::SessionRepository;
-pub use runtime::{ContainerSpec, ContainerState, ManagedContainer, SandboxRuntime};
+pub use runtime::{
+    ContainerSpec, ContainerState, ExecOutput, ExecRequest, ManagedContainer, SandboxRuntime,
+};
+pub use workspace::{PathError, PathRule, WORKSPACE_DIR, WorkspacePath};

@@ -1,7 +1,9 @@
+use std::time::Duration;
+
 use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, ContainerId, SessionId, Timestamp};
 
-use crate::RuntimeError;
+use crate::{ExecError, FileError, RuntimeError, WorkspacePath};
 
 /// What the runtime needs to create a session's container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,49 @@ pub struct ManagedContainer {
     pub created_at: Timestamp,
 }
 
+/// A command to run in a sandbox, and the bounds it runs within.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// The program and its arguments (`["sh", "-c", "echo hi"]`); never empty. The program is
+    /// looked up in the sandbox's `PATH`.
+    pub command: Vec<String>,
+    /// Bytes fed to the command's standard input, which is then closed. `None`: no input at
+    /// all (the command reads end-of-file at once).
+    pub stdin: Option<Vec<u8>>,
+    /// Variables added to the sandbox's environment.
+    pub env: Vec<(String, String)>,
+    /// The directory the command starts in; `None` is [`crate::WORKSPACE_DIR`].
+    pub workdir: Option<String>,
+    /// How long the command (and everything it started) may run before it is killed.
+    pub timeout: Duration,
+    /// The most bytes kept of stdout, and separately of stderr. Output beyond it is read and
+    /// discarded (the command is never blocked on a full pipe) and `truncated` is set.
+    pub output_limit: usize,
+}
+
+impl ExecRequest {
+    /// No stdin, no extra environment, in the workspace.
+    pub fn new(command: Vec<String>, timeout: Duration, output_limit: usize) -> Self {
+        Self { command, stdin: None, env: Vec::new(), workdir: None, timeout, output_limit }
+    }
+}
+
+/// How a command ended and what it printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The command's exit status; `None` when it did not finish (it timed out).
+    pub exit_code: Option<i64>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The timeout expired. When set, the command and every process it started in its
+    /// session have been killed and are gone.
+    pub timed_out: bool,
+    /// stdout or stderr produced more than `output_limit` bytes; the rest was discarded.
+    pub truncated: bool,
+    /// From the start of the command until its output ended, or until its timeout expired.
+    pub duration: Duration,
+}
+
 /// The container runtime (Docker in production).
 ///
 /// Every method returns [`RuntimeError::Unavailable`] when the runtime cannot be reached and
@@ -54,4 +99,125 @@ pub trait SandboxRuntime: Send + Sync {
 
     /// Succeeds when the runtime answers.
     async fn ping(&self) -> Result<(), RuntimeError>;
+
+    /// Runs a command in the container, as the container's user, and waits for it.
+    ///
+    /// - MUST return [`ExecError::ContainerNotRunning`] when the container is missing or not
+    ///   running, before or during the run.
+    /// - MUST kill the command and every process it started when `request.timeout` expires,
+    ///   and answer `timed_out` only once they are gone; when that cannot be confirmed, it
+    ///   returns an error instead.
+    /// - MUST keep at most `request.output_limit` bytes of stdout and of stderr, and keep
+    ///   reading (and discarding) past that, so the command is never blocked on its output.
+    /// - MUST return within `request.timeout` plus a bounded grace for engine calls and cleanup.
+    ///
+    /// The default implementation, for runtimes that cannot run commands, fails with
+    /// `RuntimeError::Failed("exec is not supported by this runtime")`.
+    async fn exec(
+        &self,
+        container_id: &ContainerId,
+        request: &ExecRequest,
+    ) -> Result<ExecOutput, ExecError> {
+        let _ = (container_id, request);
+        Err(ExecError::Runtime(RuntimeError::Failed(
+            "exec is not supported by this runtime".into(),
+        )))
+    }
+
+    /// Writes `bytes` to `path` in the container's workspace, as the container's user: missing
+    /// parent directories are created, an existing regular file is replaced whole (never left
+    /// half-written).
+    ///
+    /// Symbolic links inside the sandbox are followed, and MUST NOT lead out of the workspace:
+    /// such a path fails with [`FileError::OutsideWorkspace`] and nothing is written. Also
+    /// MUST return [`FileError::NotARegularFile`] when a directory (or other non-file) is at
+    /// `path`, [`FileError::ParentNotADirectory`] when a needed directory is a file, and
+    /// [`FileError::ContainerNotRunning`] when the container is missing or stopped.
+    ///
+    /// The default implementation fails with `RuntimeError::Failed("file upload is not
+    /// supported by this runtime")`.
+    async fn upload(
+        &self,
+        container_id: &ContainerId,
+        path: &WorkspacePath,
+        bytes: &[u8],
+    ) -> Result<(), FileError> {
+        let _ = (container_id, path, bytes);
+        Err(FileError::Runtime(RuntimeError::Failed(
+            "file upload is not supported by this runtime".into(),
+        )))
+    }
+
+    /// Reads the regular file at `path` in the container's workspace.
+    ///
+    /// MUST return [`FileError::NotFound`] when nothing is there, [`FileError::NotARegularFile`]
+    /// for a directory or other non-file, [`FileError::TooLarge`] (without reading it) when it
+    /// is larger than `limit` bytes, [`FileError::OutsideWorkspace`] when symbolic links lead
+    /// out of the workspace, and [`FileError::ContainerNotRunning`] as for `upload`.
+    ///
+    /// The default implementation fails with `RuntimeError::Failed("file download is not
+    /// supported by this runtime")`.
+    async fn download(
+        &self,
+        container_id: &ContainerId,
+        path: &WorkspacePath,
+        limit: u64,
+    ) -> Result<Vec<u8>, FileError> {
+        let _ = (container_id, path, limit);
+        Err(FileError::Runtime(RuntimeError::Failed(
+            "file download is not supported by this runtime".into(),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime that implements only what it must, like the test wrappers of older code.
+    struct Minimal;
+
+    #[async_trait]
+    impl SandboxRuntime for Minimal {
+        async fn create(&self, _: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
+            unimplemented!()
+        }
+        async fn stop(&self, _: &ContainerId) -> Result<(), RuntimeError> {
+            unimplemented!()
+        }
+        async fn inspect(&self, _: &ContainerId) -> Result<ContainerState, RuntimeError> {
+            unimplemented!()
+        }
+        async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+            unimplemented!()
+        }
+        async fn ping(&self) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_runtime_without_exec_or_files_says_so() {
+        let id = ContainerId::new("c").unwrap();
+        let path = WorkspacePath::parse("a").unwrap();
+        let request = ExecRequest::new(vec!["true".into()], Duration::from_secs(1), 10);
+        assert_eq!(
+            Minimal.exec(&id, &request).await,
+            Err(ExecError::Runtime(RuntimeError::Failed(
+                "exec is not supported by this runtime".into()
+            )))
+        );
+        assert_eq!(
+            Minimal.upload(&id, &path, b"x").await,
+            Err(FileError::Runtime(RuntimeError::Failed(
+                "file upload is not supported by this runtime".into()
+            )))
+        );
+        assert_eq!(
+            Minimal.download(&id, &path, 1).await,
+            Err(FileError::Runtime(RuntimeError::Failed(
+                "file download is not supported by this runtime".into()
+            )))
+        );
+    }
 }

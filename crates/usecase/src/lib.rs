@@ -11,6 +11,8 @@
 mod cleanup;
 mod create;
 mod delete;
+mod exec;
+mod files;
 mod maintenance;
 mod queries;
 mod telemetry;
@@ -23,6 +25,15 @@ pub use create::{
     CreateOutcome, CreateResult, CreateSandbox, CreateSandboxCommand, CreateSandboxError,
 };
 pub use delete::{DeleteSandbox, DeleteSandboxError};
+pub use exec::{
+    DEFAULT_EXEC_OUTPUT_LIMIT, DEFAULT_EXEC_STDIN_LIMIT, DEFAULT_EXEC_TIMEOUT,
+    DEFAULT_MAX_EXEC_TIMEOUT, DEFAULT_OPERATIONS_PER_SANDBOX, ExecCommand, ExecInSandbox,
+    ExecInSandboxError, ExecOutcome, ExecSettings, SandboxSlots,
+};
+pub use files::{
+    DEFAULT_DOWNLOAD_LIMIT, DEFAULT_UPLOAD_LIMIT, DownloadedFile, FileSettings, SandboxFiles,
+    SandboxFilesError, UploadedFile,
+};
 pub use maintenance::{
     CleanupOutcome, DEFAULT_MAINTENANCE_LEASE_NAME, MaintenanceError, MaintenanceReport,
     MaintenanceSettings, MaintenanceSweep, SweepOutcome,

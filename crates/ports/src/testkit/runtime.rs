@@ -1,11 +1,15 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sandkeeper_domain::{ContainerId, SessionId, Timestamp};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::{ContainerSpec, ContainerState, ManagedContainer, RuntimeError, SandboxRuntime};
+use crate::{
+    ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError, ManagedContainer,
+    RuntimeError, SandboxRuntime, WorkspacePath,
+};
 
 /// One call the fake runtime received, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +18,9 @@ pub enum RuntimeCall {
     Stop(ContainerId),
     Inspect(ContainerId),
     ListManaged,
+    Exec(ContainerId, ExecRequest),
+    Upload(ContainerId, WorkspacePath, Vec<u8>),
+    Download(ContainerId, WorkspacePath, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +37,9 @@ struct State {
     create_error: Option<RuntimeError>,
     stop_errors: HashMap<ContainerId, RuntimeError>,
     list_error: Option<RuntimeError>,
+    exec_results: VecDeque<Result<ExecOutput, ExecError>>,
+    files: BTreeMap<(ContainerId, WorkspacePath), Vec<u8>>,
+    file_errors: HashMap<WorkspacePath, FileError>,
 }
 
 /// A container runtime in memory that records every call.
@@ -37,10 +47,37 @@ struct State {
 /// `create` names the container `container-<session id>` and marks it running; `stop` removes it;
 /// `inspect` and `list_managed` read what is there. Failures and a gate that holds `create` open
 /// can be scripted.
+///
+/// `exec`, `upload` and `download` answer [`ExecError::ContainerNotRunning`] /
+/// [`FileError::ContainerNotRunning`] for a container that is not there and running. Otherwise
+/// `exec` answers the next result queued with [`Self::push_exec_result`] (a successful, silent
+/// exit 0 when none is queued) and can be held open with [`Self::hold_execs`]; `upload` keeps
+/// the bytes and `download` returns them (`NotFound`, or `TooLarge` beyond the limit), unless a
+/// failure was scripted for the path with [`Self::fail_file`].
 #[derive(Debug, Clone, Default)]
 pub struct FakeRuntime {
     state: Arc<Mutex<State>>,
     gate: Arc<Gate>,
+    exec_gate: Arc<ExecGate>,
+}
+
+#[derive(Debug)]
+struct ExecGate {
+    enabled: Mutex<bool>,
+    held: Mutex<usize>,
+    changed: Notify,
+    permits: Semaphore,
+}
+
+impl Default for ExecGate {
+    fn default() -> Self {
+        Self {
+            enabled: Mutex::new(false),
+            held: Mutex::new(0),
+            changed: Notify::new(),
+            permits: Semaphore::new(0),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -159,6 +196,66 @@ impl FakeRuntime {
     pub fn allow_create(&self) {
         self.gate.permits.add_permits(1);
     }
+
+    /// The next `exec` (of a running container) answers `result`; results are used in the
+    /// order they were queued.
+    pub fn push_exec_result(&self, result: Result<ExecOutput, ExecError>) {
+        self.state().exec_results.push_back(result);
+    }
+
+    /// Every `exec` call so far, in order.
+    pub fn exec_calls(&self) -> Vec<(ContainerId, ExecRequest)> {
+        self.calls()
+            .into_iter()
+            .filter_map(|call| match call {
+                RuntimeCall::Exec(id, request) => Some((id, request)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// From now on, `exec` records its call and then waits for [`Self::release_execs`].
+    pub fn hold_execs(&self) {
+        *self.exec_gate.enabled.lock().unwrap() = true;
+    }
+
+    /// Resolves once at least `count` execs are being held.
+    pub async fn execs_held(&self, count: usize) {
+        loop {
+            let changed = self.exec_gate.changed.notified();
+            if *self.exec_gate.held.lock().unwrap() >= count {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Lets `count` held execs finish.
+    pub fn release_execs(&self, count: usize) {
+        self.exec_gate.permits.add_permits(count);
+    }
+
+    /// Puts a file in a container's workspace, as if written earlier.
+    pub fn put_file(&self, container_id: ContainerId, path: WorkspacePath, bytes: Vec<u8>) {
+        self.state().files.insert((container_id, path), bytes);
+    }
+
+    /// The file at `path` in the container's workspace, if any.
+    pub fn file(&self, container_id: &ContainerId, path: &WorkspacePath) -> Option<Vec<u8>> {
+        self.state().files.get(&(container_id.clone(), path.clone())).cloned()
+    }
+
+    /// `upload` and `download` of `path` (in any container) fail with `error`.
+    pub fn fail_file(&self, path: WorkspacePath, error: FileError) {
+        self.state().file_errors.insert(path, error);
+    }
+
+    fn is_running(state: &State, container_id: &ContainerId) -> bool {
+        state
+            .containers
+            .get(container_id)
+            .is_some_and(|container| container.state == ContainerState::Running)
+    }
 }
 
 #[async_trait]
@@ -224,5 +321,75 @@ impl SandboxRuntime for FakeRuntime {
 
     async fn ping(&self) -> Result<(), RuntimeError> {
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        container_id: &ContainerId,
+        request: &ExecRequest,
+    ) -> Result<ExecOutput, ExecError> {
+        self.state().calls.push(RuntimeCall::Exec(container_id.clone(), request.clone()));
+        if *self.exec_gate.enabled.lock().unwrap() {
+            *self.exec_gate.held.lock().unwrap() += 1;
+            self.exec_gate.changed.notify_waiters();
+            self.exec_gate.permits.acquire().await.expect("gate is never closed").forget();
+            *self.exec_gate.held.lock().unwrap() -= 1;
+        }
+        let mut state = self.state();
+        if !Self::is_running(&state, container_id) {
+            return Err(ExecError::ContainerNotRunning { container_id: container_id.clone() });
+        }
+        state.exec_results.pop_front().unwrap_or_else(|| {
+            Ok(ExecOutput {
+                exit_code: Some(0),
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                timed_out: false,
+                truncated: false,
+                duration: Duration::ZERO,
+            })
+        })
+    }
+
+    async fn upload(
+        &self,
+        container_id: &ContainerId,
+        path: &WorkspacePath,
+        bytes: &[u8],
+    ) -> Result<(), FileError> {
+        let mut state = self.state();
+        state.calls.push(RuntimeCall::Upload(container_id.clone(), path.clone(), bytes.to_vec()));
+        if !Self::is_running(&state, container_id) {
+            return Err(FileError::ContainerNotRunning { container_id: container_id.clone() });
+        }
+        if let Some(error) = state.file_errors.get(path) {
+            return Err(error.clone());
+        }
+        state.files.insert((container_id.clone(), path.clone()), bytes.to_vec());
+        Ok(())
+    }
+
+    async fn download(
+        &self,
+        container_id: &ContainerId,
+        path: &WorkspacePath,
+        limit: u64,
+    ) -> Result<Vec<u8>, FileError> {
+        let mut state = self.state();
+        state.calls.push(RuntimeCall::Download(container_id.clone(), path.clone(), limit));
+        if !Self::is_running(&state, container_id) {
+            return Err(FileError::ContainerNotRunning { container_id: container_id.clone() });
+        }
+        if let Some(error) = state.file_errors.get(path) {
+            return Err(error.clone());
+        }
+        let Some(bytes) = state.files.get(&(container_id.clone(), path.clone())) else {
+            return Err(FileError::NotFound { path: path.clone() });
+        };
+        let size = bytes.len() as u64;
+        if size > limit {
+            return Err(FileError::TooLarge { path: path.clone(), size, limit });
+        }
+        Ok(bytes.clone())
     }
 }

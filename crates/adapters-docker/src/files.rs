@@ -1,0 +1,235 @@
+//! Files in and out of a sandbox's workspace, through an exec that runs as the sandbox's user.
+//!
+//! Docker's archive API cannot be used: `/workspace` is a tmpfs mounted inside the container,
+//! which the engine's archive endpoints do not see (a PUT into it fails with "container rootfs
+//! is marked read-only", a GET answers "Could not find the file"). An exec also has the right
+//! privileges by construction: it writes as the sandbox's user, so it can never touch what
+//! that user could not, and symbolic links are resolved by the kernel inside the container.
+//!
+//! Each transfer is one shell script run under the exec wrapper (so it has a timeout that
+//! kills it). The script resolves the path with every existing symbolic link followed
+//! (`readlink -f`), refuses it unless the result stays inside `/workspace`, and reports what
+//! it found through its exit status:
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 70 | not found (stderr: nothing) |
+//! | 71 | resolves outside `/workspace` (stderr: where to) |
+//! | 72 | not a regular file (stderr: what it is, from `stat -c %F`) |
+//! | 73 | too large (stderr: the size) |
+//! | 74 | a needed directory is something else (stderr: its resolved path) |
+//! | 75 | the upload arrived incomplete (stderr: bytes received) |
+
+use bollard::Docker;
+use sandkeeper_domain::ContainerId;
+use sandkeeper_ports::{ExecError, FileError, RuntimeError, WORKSPACE_DIR, WorkspacePath};
+
+use crate::exec::{Command, Outcome};
+use crate::runtime::Inner;
+
+const NOT_FOUND: i64 = 70;
+const OUTSIDE: i64 = 71;
+const NOT_A_FILE: i64 = 72;
+const TOO_LARGE: i64 = 73;
+const PARENT_NOT_A_DIRECTORY: i64 = 74;
+const INCOMPLETE: i64 = 75;
+
+/// The scripts' messages are short; anything longer is an unexpected tool's chatter.
+const STDERR_LIMIT: usize = 16 * 1024;
+
+/// Sets `resolved` to the deepest existing part of the path with every symbolic link
+/// followed, and `rest` to the missing remainder; exits 71 if `resolved` is outside the
+/// workspace or cannot be resolved (a link to nowhere, a loop).
+const RESOLVE: &str = r#"fail() { printf '%s' "$2" >&2; exit "$1"; }
+resolve() {
+  probe=$1
+  rest=
+  while [ ! -e "$probe" ] && [ ! -L "$probe" ]; do
+    rest=/${probe##*/}$rest
+    probe=${probe%/*}
+    [ -n "$probe" ] || fail 70 ''
+  done
+  resolved=$(readlink -f "$probe") && [ -n "$resolved" ] || fail 71 "$(readlink "$probe")"
+  case $resolved in /workspace|/workspace/*) ;; *) fail 71 "$resolved$rest" ;; esac
+}
+"#;
+
+/// `$1` the path relative to the workspace, `$2` the size limit. Writes the file to stdout.
+const DOWNLOAD: &str = r#"path=$1
+limit=$2
+resolve "/workspace/$path"
+[ -z "$rest" ] || exit 70
+[ -f "$resolved" ] || fail 72 "$(stat -c %F "$resolved")"
+size=$(stat -c %s "$resolved") || exit 1
+[ "$size" -le "$limit" ] || fail 73 "$size"
+exec cat "$resolved"
+"#;
+
+/// `$1` the path relative to the workspace, `$2` the expected size. Reads the file from
+/// stdin into a temporary file beside the target and renames it over the target only when
+/// every byte arrived, so a target is never left half-written.
+const UPLOAD: &str = r#"path=$1
+size=$2
+resolve "/workspace/$path"
+final=$resolved$rest
+if [ -z "$rest" ]; then
+  [ -f "$final" ] || fail 72 "$(stat -c %F "$final")"
+elif [ ! -d "$resolved" ]; then
+  fail 74 "$resolved"
+fi
+dir=${final%/*}
+mkdir -p "$dir" || exit 1
+tmp=$dir/.sandkeeper-upload.$$
+if ! cat > "$tmp"; then rm -f "$tmp"; exit 1; fi
+written=$(stat -c %s "$tmp") || { rm -f "$tmp"; exit 1; }
+[ "$written" = "$size" ] || { rm -f "$tmp"; fail 75 "$written"; }
+mv -f -T "$tmp" "$final" || { rm -f "$tmp"; exit 1; }
+"#;
+
+impl Inner {
+    pub(crate) async fn upload(
+        &self,
+        docker: &Docker,
+        container: &ContainerId,
+        path: &WorkspacePath,
+        bytes: &[u8],
+    ) -> Result<(), FileError> {
+        let argv = script(UPLOAD, "sandkeeper-upload", path, bytes.len() as u64);
+        let outcome = self.transfer(docker, container, &argv, Some(bytes), 0).await?;
+        if outcome.timed_out {
+            return Err(self.transfer_timeout("upload"));
+        }
+        match outcome.exit_code {
+            Some(0) => Ok(()),
+            Some(INCOMPLETE) => Err(FileError::Runtime(RuntimeError::Failed(format!(
+                "the upload of `{path}` was cut short: {} of {} bytes arrived; the file was not \
+                 changed",
+                detail(&outcome),
+                bytes.len()
+            )))),
+            code => Err(file_error(path, code, &outcome, "writing")),
+        }
+    }
+
+    pub(crate) async fn download(
+        &self,
+        docker: &Docker,
+        container: &ContainerId,
+        path: &WorkspacePath,
+        limit: u64,
+    ) -> Result<Vec<u8>, FileError> {
+        let argv = script(DOWNLOAD, "sandkeeper-download", path, limit);
+        let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+        let outcome = self.transfer(docker, container, &argv, None, keep).await?;
+        if outcome.timed_out {
+            return Err(self.transfer_timeout("download"));
+        }
+        match outcome.exit_code {
+            // The file grew between the size check and the read.
+            Some(0) if outcome.stdout.truncated() => {
+                Err(FileError::TooLarge { path: path.clone(), size: outcome.stdout.total, limit })
+            }
+            Some(0) => Ok(outcome.stdout.kept),
+            Some(TOO_LARGE) => Err(FileError::TooLarge {
+                path: path.clone(),
+                size: detail(&outcome).parse().unwrap_or(limit.saturating_add(1)),
+                limit,
+            }),
+            code => Err(file_error(path, code, &outcome, "reading")),
+        }
+    }
+
+    async fn transfer(
+        &self,
+        docker: &Docker,
+        container: &ContainerId,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        stdout_limit: usize,
+    ) -> Result<Outcome, FileError> {
+        let command = Command {
+            argv,
+            env: Vec::new(),
+            workdir: WORKSPACE_DIR,
+            stdin,
+            timeout: self.config.call_timeout,
+            stdout_limit,
+            stderr_limit: STDERR_LIMIT,
+        };
+        self.run(docker, container, command).await.map_err(|error| match error {
+            ExecError::ContainerNotRunning { container_id } => {
+                FileError::ContainerNotRunning { container_id }
+            }
+            ExecError::Runtime(error) => FileError::Runtime(error),
+        })
+    }
+
+    fn transfer_timeout(&self, operation: &'static str) -> FileError {
+        FileError::Runtime(RuntimeError::Timeout { operation, after: self.config.call_timeout })
+    }
+}
+
+fn script(body: &str, name: &str, path: &WorkspacePath, number: u64) -> Vec<String> {
+    vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        format!("{RESOLVE}{body}"),
+        name.to_owned(),
+        path.as_str().to_owned(),
+        number.to_string(),
+    ]
+}
+
+/// What the script said on stderr, as text.
+fn detail(outcome: &Outcome) -> String {
+    String::from_utf8_lossy(&outcome.stderr.kept).trim().to_owned()
+}
+
+/// A resolved path inside the workspace as the caller would write it (`dir/file`).
+fn relative(resolved: &str) -> String {
+    resolved
+        .strip_prefix(WORKSPACE_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|rest| !rest.is_empty())
+        .map_or_else(|| resolved.to_owned(), str::to_owned)
+}
+
+/// The error a script's exit status stands for.
+fn file_error(
+    path: &WorkspacePath,
+    code: Option<i64>,
+    outcome: &Outcome,
+    doing: &str,
+) -> FileError {
+    let path = path.clone();
+    let said = detail(outcome);
+    match code {
+        Some(NOT_FOUND) => FileError::NotFound { path },
+        Some(OUTSIDE) => FileError::OutsideWorkspace {
+            path,
+            resolved: if said.is_empty() { "an unresolvable target".to_owned() } else { said },
+        },
+        Some(NOT_A_FILE) => FileError::NotARegularFile { path, found: said },
+        Some(PARENT_NOT_A_DIRECTORY) => {
+            FileError::ParentNotADirectory { path, parent: relative(&said) }
+        }
+        _ if said.contains("No space left on device") => FileError::WorkspaceFull { path },
+        _ => FileError::Runtime(RuntimeError::Failed(format!(
+            "{doing} `{path}` in the sandbox failed (exit status {}): {said}",
+            code.map_or_else(|| "unknown".to_owned(), |code| code.to_string())
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_paths_are_shown_relative_to_the_workspace() {
+        assert_eq!(relative("/workspace/a/b"), "a/b");
+        assert_eq!(relative("/workspace"), "/workspace");
+        assert_eq!(relative("/etc"), "/etc");
+        assert_eq!(relative("/workspaces/a"), "/workspaces/a");
+    }
+}

@@ -1,0 +1,322 @@
+//! `SandboxRuntime::exec` against a real engine: output, exit codes, input, environment,
+//! working directory, output caps, and timeouts that leave no process behind.
+//!
+//! Each test uses its own instance id and removes its containers when it ends (even by
+//! panic). Without an engine the tests print that they skipped; with
+//! `SANDKEEPER_REQUIRE_DOCKER=1` they fail instead.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sandkeeper_adapters_docker::{DURATION_METRIC, DockerRuntime};
+use sandkeeper_domain::ContainerId;
+use sandkeeper_ports::{ExecError, ExecOutput, ExecRequest, SandboxRuntime};
+
+const MIB: usize = 1024 * 1024;
+
+fn request(command: &[&str]) -> ExecRequest {
+    ExecRequest::new(
+        command.iter().map(|part| (*part).to_owned()).collect(),
+        Duration::from_secs(20),
+        MIB,
+    )
+}
+
+fn shell(script: &str) -> ExecRequest {
+    request(&["sh", "-c", script])
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("utf-8 output")
+}
+
+async fn run(runtime: &DockerRuntime, id: &ContainerId, request: ExecRequest) -> ExecOutput {
+    runtime.exec(id, &request).await.unwrap_or_else(|error| panic!("{request:?}: {error}"))
+}
+
+/// The processes in the container whose command line contains `needle`, as `ps` lists them,
+/// leaving out zombies (already dead, waiting for init to reap them).
+fn processes_matching(id: &ContainerId, needle: &str) -> Vec<String> {
+    let (_, listing) = exec(id, "ps -o pid,stat,args");
+    listing
+        .lines()
+        .filter(|line| line.contains(needle))
+        .filter(|line| line.split_whitespace().nth(1).is_none_or(|stat| !stat.starts_with('Z')))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn exec_returns_stdout_stderr_and_the_exit_code() {
+    let Some(engine) = Engine::start("exec_returns_stdout_stderr").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    let output = run(&engine.runtime, &id, request(&["echo", "hello", "world"])).await;
+    assert_eq!(text(&output.stdout), "hello world\n");
+    assert_eq!(output.stderr, b"");
+    assert_eq!(output.exit_code, Some(0));
+    assert!(!output.timed_out && !output.truncated, "{output:?}");
+    assert!(output.duration < Duration::from_secs(10), "{output:?}");
+
+    let output = run(&engine.runtime, &id, shell("echo out; echo err >&2; exit 3")).await;
+    assert_eq!((text(&output.stdout), text(&output.stderr)), ("out\n", "err\n"));
+    assert_eq!(output.exit_code, Some(3));
+
+    // A program that does not exist, as a shell would report it.
+    let output = run(&engine.runtime, &id, request(&["no-such-program"])).await;
+    assert_eq!(output.exit_code, Some(127), "{output:?}");
+    assert!(text(&output.stderr).contains("no-such-program"), "{output:?}");
+
+    // A program whose name looks like an option is still the program.
+    let output = run(&engine.runtime, &id, request(&["-n"])).await;
+    assert_eq!(output.exit_code, Some(127), "{output:?}");
+
+    // Arguments reach the program as given: no shell splitting or expansion on the way.
+    let output = run(&engine.runtime, &id, request(&["printf", "%s|", "a b", "$HOME", "*"])).await;
+    assert_eq!(text(&output.stdout), "a b|$HOME|*|");
+}
+
+#[tokio::test]
+async fn exec_feeds_stdin_sets_the_environment_and_the_working_directory() {
+    let Some(engine) = Engine::start("exec_feeds_stdin").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    let mut with_stdin = request(&["cat"]);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    with_stdin.stdin = Some(binary.clone());
+    let output = run(&engine.runtime, &id, with_stdin).await;
+    assert_eq!(output.exit_code, Some(0));
+    assert!(output.stdout == binary, "stdin came back changed ({} bytes)", output.stdout.len());
+
+    // Without stdin the command reads end-of-file at once instead of waiting.
+    let output = run(&engine.runtime, &id, request(&["cat"])).await;
+    assert_eq!((output.exit_code, output.stdout.len()), (Some(0), 0));
+
+    let mut with_env = shell("echo \"$GREETING|$EMPTY|$HOME\"");
+    with_env.env = vec![("GREETING".into(), "hello there".into()), ("EMPTY".into(), String::new())];
+    let output = run(&engine.runtime, &id, with_env).await;
+    assert_eq!(text(&output.stdout), "hello there||/workspace\n");
+
+    let output = run(&engine.runtime, &id, request(&["pwd"])).await;
+    assert_eq!(text(&output.stdout), "/workspace\n", "the default working directory");
+    run(&engine.runtime, &id, request(&["mkdir", "-p", "/workspace/project/src"])).await;
+    let mut elsewhere = request(&["pwd"]);
+    elsewhere.workdir = Some("/workspace/project/src".into());
+    assert_eq!(
+        text(&run(&engine.runtime, &id, elsewhere).await.stdout),
+        "/workspace/project/src\n"
+    );
+
+    let mut missing = request(&["pwd"]);
+    missing.workdir = Some("/workspace/nowhere".into());
+    let output = run(&engine.runtime, &id, missing).await;
+    assert_eq!(output.exit_code, Some(126), "{output:?}");
+    assert!(text(&output.stderr).contains("/workspace/nowhere"), "{output:?}");
+}
+
+#[tokio::test]
+async fn output_beyond_the_cap_is_read_and_discarded_so_the_command_still_finishes() {
+    let Some(engine) = Engine::start("output_beyond_the_cap").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    // 8 MiB on stdout and 8 MiB on stderr, far beyond a 64 KiB cap: the command is never
+    // blocked on a full pipe, so it exits by itself with its own status.
+    let mut loud = shell(
+        "busybox yes | busybox head -c 8388608; busybox yes e | busybox head -c 8388608 >&2; exit 7",
+    );
+    loud.output_limit = 64 * 1024;
+    let output = run(&engine.runtime, &id, loud).await;
+    assert_eq!(output.exit_code, Some(7), "{:?}", output.exit_code);
+    assert!(output.truncated && !output.timed_out);
+    assert_eq!(output.stdout.len(), 64 * 1024);
+    assert_eq!(output.stderr.len(), 64 * 1024);
+    assert!(output.stdout.chunks(2).all(|pair| pair == b"y\n"));
+    assert!(output.stderr.chunks(2).all(|pair| pair == b"e\n"));
+
+    // Under the cap nothing is marked truncated.
+    let mut quiet = shell("busybox yes | busybox head -c 1000");
+    quiet.output_limit = 1000;
+    let output = run(&engine.runtime, &id, quiet).await;
+    assert_eq!((output.stdout.len(), output.truncated), (1000, false));
+}
+
+#[tokio::test]
+async fn a_command_that_never_stops_writing_is_capped_and_returns_at_its_timeout() {
+    let Some(engine) = Engine::start("never_stops_writing").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    let mut spew = request(&["busybox", "yes"]);
+    spew.timeout = Duration::from_secs(2);
+    spew.output_limit = 100_000;
+    let started = Instant::now();
+    let output = run(&engine.runtime, &id, spew).await;
+    let took = started.elapsed();
+    assert!(output.timed_out && output.truncated, "{:?}", (output.timed_out, output.truncated));
+    assert_eq!(output.exit_code, None);
+    assert_eq!(output.stdout.len(), 100_000);
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "took {took:?}");
+    assert!(processes_matching(&id, "yes").is_empty(), "{:?}", processes_matching(&id, "yes"));
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_command_and_every_process_it_started() {
+    let Some(engine) = Engine::start("a_timeout_kills").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    let mut slow = shell("echo started; sleep 100 & sleep 100 & wait");
+    slow.timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let output = run(&engine.runtime, &id, slow).await;
+    let took = started.elapsed();
+
+    assert!(output.timed_out, "{output:?}");
+    assert_eq!(output.exit_code, None);
+    assert_eq!(text(&output.stdout), "started\n", "output before the timeout is kept");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(output.duration >= Duration::from_secs(1), "{output:?}");
+    // The proof: nothing of it is left in the container.
+    assert_eq!(processes_matching(&id, "sleep 100"), Vec::<String>::new());
+    // The sandbox's own process is untouched and the sandbox still works.
+    let sandbox_process: Vec<String> = processes_matching(&id, "sleep infinity")
+        .into_iter()
+        .filter(|line| !line.contains("docker-init"))
+        .collect();
+    assert_eq!(sandbox_process.len(), 1, "{sandbox_process:?}");
+    let output = run(&engine.runtime, &id, request(&["echo", "still here"])).await;
+    assert_eq!(text(&output.stdout), "still here\n");
+}
+
+#[tokio::test]
+async fn a_timeout_also_kills_children_that_left_the_session_and_orphans() {
+    let Some(engine) = Engine::start("a_timeout_kills_escapees").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    // One child starts a session of its own; another is orphaned (its parent exits at once)
+    // and is adopted by init; a third ignores SIGTERM. All must go.
+    let mut sneaky = shell(
+        "busybox setsid sleep 301 & (sleep 302 &) ; sh -c 'trap \"\" TERM; sleep 303' & wait",
+    );
+    sneaky.timeout = Duration::from_secs(1);
+    let output = run(&engine.runtime, &id, sneaky).await;
+    assert!(output.timed_out, "{output:?}");
+    for needle in ["sleep 301", "sleep 302", "sleep 303"] {
+        assert_eq!(processes_matching(&id, needle), Vec::<String>::new(), "{needle}");
+    }
+}
+
+#[tokio::test]
+async fn a_timed_out_fork_bomb_is_killed_and_the_sandbox_recovers() {
+    let Some(engine) = Engine::start("a_timed_out_fork_bomb").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    let mut bomb = shell("bomb() { bomb & bomb & wait; }; bomb");
+    bomb.timeout = Duration::from_secs(2);
+    bomb.output_limit = 4096;
+    let output = run(&engine.runtime, &id, bomb).await;
+    assert!(output.timed_out, "{:?}", (output.exit_code, output.timed_out));
+    assert_eq!(processes_matching(&id, "bomb"), Vec::<String>::new());
+    let output = run(&engine.runtime, &id, request(&["echo", "recovered"])).await;
+    assert_eq!(text(&output.stdout), "recovered\n");
+}
+
+#[tokio::test]
+async fn ten_concurrent_execs_in_one_sandbox_all_complete_with_their_own_output() {
+    let Some(engine) = Engine::start("ten_concurrent_execs").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    let requests: Vec<ExecRequest> =
+        (0..10).map(|n| shell(&format!("sleep 0.5; echo exec-{n}; exit {n}"))).collect();
+    let started = Instant::now();
+    let outputs =
+        futures::future::join_all(requests.iter().map(|request| engine.runtime.exec(&id, request)))
+            .await;
+    // They ran side by side, not one after another.
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    for (n, output) in outputs.into_iter().enumerate() {
+        let output = output.unwrap();
+        assert_eq!(text(&output.stdout), format!("exec-{n}\n"));
+        assert_eq!(output.exit_code, Some(n as i64));
+    }
+}
+
+#[tokio::test]
+async fn exec_in_a_missing_or_stopped_container_says_it_is_not_running() {
+    let Some(engine) = Engine::start("exec_in_a_missing_container").await else { return };
+    let missing = ContainerId::new("sandkeeper-never-existed").unwrap();
+    let error = engine.runtime.exec(&missing, &request(&["true"])).await.unwrap_err();
+    assert_eq!(error, ExecError::ContainerNotRunning { container_id: missing });
+
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    docker(&["kill", id.as_str()]);
+    let error = engine.runtime.exec(&id, &request(&["true"])).await.unwrap_err();
+    assert_eq!(error, ExecError::ContainerNotRunning { container_id: id });
+}
+
+#[tokio::test]
+async fn an_exec_in_flight_when_its_sandbox_is_removed_fails_as_not_running() {
+    let Some(engine) = Engine::start("an_exec_in_flight").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    let runtime = engine.runtime.clone();
+    let running = {
+        let id = id.clone();
+        tokio::spawn(async move { runtime.exec(&id, &shell("echo begun; sleep 60")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    engine.runtime.stop(&id).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(15), running)
+        .await
+        .expect("the exec returns soon after its sandbox is removed")
+        .unwrap();
+    assert_eq!(result, Err(ExecError::ContainerNotRunning { container_id: id }));
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+/// Needs no engine: an address where nothing listens.
+#[tokio::test]
+async fn exec_on_an_unreachable_engine_is_unavailable_fast() {
+    let config = sandkeeper_adapters_docker::DockerConfig {
+        docker_host: Some("unix:///nonexistent.sock".to_owned()),
+        ..sandkeeper_adapters_docker::DockerConfig::new(image::IMAGE, "test-unreachable-exec")
+    };
+    let runtime = DockerRuntime::new(config).unwrap();
+    let started = Instant::now();
+    let error = runtime
+        .exec(&ContainerId::new("sandkeeper-x").unwrap(), &request(&["true"]))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        matches!(&error, ExecError::Runtime(sandkeeper_ports::RuntimeError::Unavailable(message))
+            if message.contains("/nonexistent.sock")),
+        "{error:?}"
+    );
+}
+
+/// Needs no engine: an exec is timed like every other engine call.
+#[test]
+fn exec_records_its_duration() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let config = sandkeeper_adapters_docker::DockerConfig {
+            docker_host: Some("unix:///nonexistent.sock".to_owned()),
+            ..sandkeeper_adapters_docker::DockerConfig::new(image::IMAGE, "test-exec-metrics")
+        };
+        let runtime = DockerRuntime::new(config).unwrap();
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
+            async {
+                let id = ContainerId::new("sandkeeper-x").unwrap();
+                let _ = runtime.exec(&id, &request(&["true"])).await;
+            },
+        );
+    });
+    let recorded = snapshotter.snapshot().into_vec().into_iter().any(|(key, ..)| {
+        key.key().name() == DURATION_METRIC
+            && key.key().labels().any(|label| label.key() == "operation" && label.value() == "exec")
+    });
+    assert!(recorded, "{DURATION_METRIC}{{operation=exec}} was not recorded");
+}

@@ -1,0 +1,217 @@
+//! `SandboxRuntime::upload` and `download` against a real engine: round trips, limits, and
+//! confinement to `/workspace` when the sandbox plants symbolic links.
+//!
+//! Each test uses its own instance id and removes its containers when it ends (even by
+//! panic). Without an engine the tests print that they skipped; with
+//! `SANDKEEPER_REQUIRE_DOCKER=1` they fail instead.
+
+mod common;
+
+use common::*;
+use sandkeeper_adapters_docker::DockerConfig;
+use sandkeeper_domain::ContainerId;
+use sandkeeper_ports::{FileError, SandboxRuntime, WorkspacePath};
+
+const LIMIT: u64 = 1024 * 1024;
+
+fn path(path: &str) -> WorkspacePath {
+    WorkspacePath::parse(path).unwrap()
+}
+
+/// Bytes that a text-only transport would mangle: every byte value, NULs and CR/LF included.
+fn binary(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 256) as u8).collect()
+}
+
+/// Runs a shell script in the sandbox that must succeed; returns its output.
+fn sh(id: &ContainerId, script: &str) -> String {
+    let (ok, output) = exec(id, script);
+    assert!(ok, "`{script}` failed: {output}");
+    output
+}
+
+#[tokio::test]
+async fn an_upload_creates_its_directories_and_downloads_back_byte_for_byte() {
+    let Some(engine) = Engine::start("upload_round_trip").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    let bytes = binary(300_000);
+
+    engine.runtime.upload(&id, &path("project/src/data.bin"), &bytes).await.unwrap();
+    let back = engine.runtime.download(&id, &path("project/src/data.bin"), LIMIT).await.unwrap();
+    assert!(back == bytes, "the download differs from the upload ({} bytes)", back.len());
+
+    // Written as the sandbox's user, so code in the sandbox can change and remove them.
+    assert_eq!(
+        sh(
+            &id,
+            "stat -c '%u:%g %A %n' /workspace/project /workspace/project/src /workspace/project/src/data.bin"
+        ),
+        "1000:1000 drwxr-xr-x /workspace/project\n\
+         1000:1000 drwxr-xr-x /workspace/project/src\n\
+         1000:1000 -rw-r--r-- /workspace/project/src/data.bin"
+    );
+    assert_eq!(sh(&id, "stat -c %s /workspace/project/src/data.bin"), "300000");
+    // No temporary file is left beside it.
+    assert_eq!(sh(&id, "ls -A /workspace/project/src"), "data.bin");
+
+    // Large enough to fill every pipe and buffer on the way many times over.
+    let large = binary(10 * 1024 * 1024);
+    engine.runtime.upload(&id, &path("large.bin"), &large).await.unwrap();
+    let back = engine.runtime.download(&id, &path("large.bin"), 16 * LIMIT).await.unwrap();
+    assert!(back == large, "the 10 MiB download differs ({} bytes)", back.len());
+
+    // Replacing a file replaces it whole; an empty file is a file too.
+    engine.runtime.upload(&id, &path("project/src/data.bin"), b"short").await.unwrap();
+    assert_eq!(
+        engine.runtime.download(&id, &path("project/src/data.bin"), LIMIT).await.unwrap(),
+        b"short"
+    );
+    engine.runtime.upload(&id, &path("empty"), b"").await.unwrap();
+    assert_eq!(engine.runtime.download(&id, &path("empty"), LIMIT).await.unwrap(), b"");
+
+    // What the sandbox writes can be downloaded, and names are taken literally.
+    sh(&id, "printf made-inside > '/workspace/odd name $(x).txt'");
+    let back = engine.runtime.download(&id, &path("odd name $(x).txt"), LIMIT).await.unwrap();
+    assert_eq!(back, b"made-inside");
+}
+
+#[tokio::test]
+async fn missing_files_are_not_found_and_the_limit_is_enforced_before_reading() {
+    let Some(engine) = Engine::start("download_limits").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    for missing in ["nothing-here", "no/such/dir/file"] {
+        let error = engine.runtime.download(&id, &path(missing), LIMIT).await.unwrap_err();
+        assert_eq!(error, FileError::NotFound { path: path(missing) });
+    }
+
+    sh(&id, "busybox yes | busybox head -c 2000 > /workspace/big");
+    assert_eq!(engine.runtime.download(&id, &path("big"), 2000).await.unwrap().len(), 2000);
+    let error = engine.runtime.download(&id, &path("big"), 1999).await.unwrap_err();
+    assert_eq!(error, FileError::TooLarge { path: path("big"), size: 2000, limit: 1999 });
+    assert!(error.to_string().contains("2000 bytes"), "{error}");
+}
+
+#[tokio::test]
+async fn directories_and_files_in_the_way_are_refused() {
+    let Some(engine) = Engine::start("files_in_the_way").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    sh(&id, "mkdir -p /workspace/dir && echo x > /workspace/file");
+
+    let error = engine.runtime.download(&id, &path("dir"), LIMIT).await.unwrap_err();
+    assert_eq!(error, FileError::NotARegularFile { path: path("dir"), found: "directory".into() });
+    let error = engine.runtime.upload(&id, &path("dir"), b"data").await.unwrap_err();
+    assert_eq!(error, FileError::NotARegularFile { path: path("dir"), found: "directory".into() });
+    assert_eq!(sh(&id, "[ -d /workspace/dir ] && echo still-a-dir"), "still-a-dir");
+
+    let error = engine.runtime.upload(&id, &path("file/inner.txt"), b"data").await.unwrap_err();
+    assert_eq!(
+        error,
+        FileError::ParentNotADirectory { path: path("file/inner.txt"), parent: "file".into() }
+    );
+    assert_eq!(sh(&id, "cat /workspace/file"), "x");
+}
+
+#[tokio::test]
+async fn symbolic_links_out_of_the_workspace_are_refused_both_ways() {
+    let Some(engine) = Engine::start("symlinks_out").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    sh(
+        &id,
+        "ln -s /etc/passwd /workspace/passwd && ln -s /tmp /workspace/tmplink \
+             && ln -s /nowhere/at/all /workspace/dangling && mkdir /workspace/d \
+             && ln -s ../../etc /workspace/d/up",
+    );
+
+    let error = engine.runtime.download(&id, &path("passwd"), LIMIT).await.unwrap_err();
+    assert_eq!(
+        error,
+        FileError::OutsideWorkspace { path: path("passwd"), resolved: "/etc/passwd".into() }
+    );
+    let error = engine.runtime.download(&id, &path("d/up/passwd"), LIMIT).await.unwrap_err();
+    assert_eq!(
+        error,
+        FileError::OutsideWorkspace { path: path("d/up/passwd"), resolved: "/etc/passwd".into() }
+    );
+
+    let error = engine.runtime.upload(&id, &path("passwd"), b"root::0:0::/:/bin/sh\n").await;
+    assert_eq!(
+        error,
+        Err(FileError::OutsideWorkspace { path: path("passwd"), resolved: "/etc/passwd".into() })
+    );
+    // Through a linked directory, into a directory that does not exist yet: nothing is created.
+    let error = engine.runtime.upload(&id, &path("tmplink/new/x"), b"escape").await;
+    assert_eq!(
+        error,
+        Err(FileError::OutsideWorkspace {
+            path: path("tmplink/new/x"),
+            resolved: "/tmp/new/x".into()
+        })
+    );
+    assert_eq!(sh(&id, "ls -A /tmp"), "");
+    let error = engine.runtime.upload(&id, &path("dangling"), b"x").await.unwrap_err();
+    assert!(
+        matches!(&error, FileError::OutsideWorkspace { resolved, .. } if resolved == "/nowhere/at/all"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("outside /workspace"), "{error}");
+    // The links themselves were left alone.
+    assert_eq!(
+        sh(&id, "readlink /workspace/passwd; readlink /workspace/tmplink"),
+        "/etc/passwd\n/tmp"
+    );
+}
+
+#[tokio::test]
+async fn symbolic_links_that_stay_inside_the_workspace_are_followed() {
+    let Some(engine) = Engine::start("symlinks_inside").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    sh(
+        &id,
+        "mkdir -p /workspace/real && echo original > /workspace/real/file \
+             && ln -s real /workspace/alias && ln -s real/file /workspace/shortcut",
+    );
+
+    let back = engine.runtime.download(&id, &path("shortcut"), LIMIT).await.unwrap();
+    assert_eq!(back, b"original\n");
+    engine.runtime.upload(&id, &path("alias/new.txt"), b"through the link").await.unwrap();
+    assert_eq!(sh(&id, "cat /workspace/real/new.txt"), "through the link");
+    // Writing through a link to a file replaces the file it points at, not the link.
+    engine.runtime.upload(&id, &path("shortcut"), b"replaced").await.unwrap();
+    assert_eq!(
+        sh(&id, "cat /workspace/real/file; echo; readlink /workspace/shortcut"),
+        "replaced\nreal/file"
+    );
+}
+
+#[tokio::test]
+async fn a_full_workspace_is_reported_and_the_old_file_is_kept() {
+    let Some(engine) = Engine::start_with("a_full_workspace", |config| DockerConfig {
+        workspace_size_bytes: 1024 * 1024,
+        ..config
+    })
+    .await
+    else {
+        return;
+    };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    engine.runtime.upload(&id, &path("keep.txt"), b"old contents").await.unwrap();
+
+    let error = engine.runtime.upload(&id, &path("keep.txt"), &binary(2 * 1024 * 1024)).await;
+    assert_eq!(error, Err(FileError::WorkspaceFull { path: path("keep.txt") }));
+    assert_eq!(sh(&id, "cat /workspace/keep.txt"), "old contents");
+    assert_eq!(sh(&id, "ls -A /workspace"), "keep.txt", "the partial upload was removed");
+}
+
+#[tokio::test]
+async fn files_of_a_missing_or_stopped_container_say_it_is_not_running() {
+    let Some(engine) = Engine::start("files_of_a_missing_container").await else { return };
+    let missing = ContainerId::new("sandkeeper-never-existed").unwrap();
+    let error = engine.runtime.download(&missing, &path("a"), LIMIT).await.unwrap_err();
+    assert_eq!(error, FileError::ContainerNotRunning { container_id: missing.clone() });
+
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    docker(&["kill", id.as_str()]);
+    let error = engine.runtime.upload(&id, &path("a"), b"x").await.unwrap_err();
+    assert_eq!(error, FileError::ContainerNotRunning { container_id: id });
+}

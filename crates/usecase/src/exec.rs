@@ -1,0 +1,507 @@
+//! Running a command in a chat's sandbox, and the per-sandbox bound on concurrent operations
+//! that exec and file transfers share.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use sandkeeper_domain::{ChatId, SandboxSession, SessionId};
+use sandkeeper_ports::{
+    Clock, ExecError, ExecOutput, ExecRequest, RuntimeError, SandboxRuntime, SessionRepository,
+    StoreError, WORKSPACE_DIR, WorkspacePath,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::field::{Empty, display};
+use tracing::{Instrument, Span};
+
+use crate::telemetry::record_error;
+
+/// Counter `sandbox.exec.total{result=ok|timeout|error}`. `ok` means the command ran to its
+/// end, whatever its exit code; `error` covers every refusal and failure.
+const EXEC_TOTAL: &str = "sandbox.exec.total";
+/// Histogram `sandbox.exec.duration.seconds{result}`: how long a whole call took.
+const EXEC_DURATION: &str = "sandbox.exec.duration.seconds";
+
+/// How long a command may run when the caller does not say.
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest timeout a caller may ask for.
+pub const DEFAULT_MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How much of stdout, and separately of stderr, is kept.
+pub const DEFAULT_EXEC_OUTPUT_LIMIT: usize = 1024 * 1024;
+/// The most bytes of stdin a command may be given.
+pub const DEFAULT_EXEC_STDIN_LIMIT: usize = 16 * 1024 * 1024;
+/// How many execs and file transfers may run at once in one sandbox.
+pub const DEFAULT_OPERATIONS_PER_SANDBOX: usize = 8;
+
+/// The most arguments a command may have, and their total size: far above what people type,
+/// well below the kernel's limit on a process's arguments.
+const MAX_ARGS: usize = 4096;
+const MAX_ARGS_BYTES: usize = 256 * 1024;
+const MAX_ENV_VARS: usize = 256;
+const MAX_ENV_BYTES: usize = 64 * 1024;
+const MAX_WORKDIR_LEN: usize = 4096;
+
+/// The bounds of [`ExecInSandbox`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecSettings {
+    /// The timeout of a command that does not ask for one.
+    pub default_timeout: Duration,
+    /// The longest timeout a command may ask for; more is refused.
+    pub max_timeout: Duration,
+    /// How many bytes of stdout, and separately of stderr, are returned; the rest is discarded
+    /// and the output marked truncated.
+    pub output_limit: usize,
+    /// The most bytes of stdin accepted.
+    pub stdin_limit: usize,
+}
+
+impl Default for ExecSettings {
+    fn default() -> Self {
+        Self {
+            default_timeout: DEFAULT_EXEC_TIMEOUT,
+            max_timeout: DEFAULT_MAX_EXEC_TIMEOUT,
+            output_limit: DEFAULT_EXEC_OUTPUT_LIMIT,
+            stdin_limit: DEFAULT_EXEC_STDIN_LIMIT,
+        }
+    }
+}
+
+/// A command to run in a chat's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCommand {
+    pub chat_id: ChatId,
+    /// The program and its arguments, e.g. `["sh", "-c", "echo hi"]`. Never run through a
+    /// shell by sandkeeper: ask for one if you want one.
+    pub command: Vec<String>,
+    /// Fed to the command's standard input, which is then closed. `None`: no input.
+    pub stdin: Option<Vec<u8>>,
+    /// Variables added to the sandbox's environment for this command.
+    pub env: Vec<(String, String)>,
+    /// Where the command starts: an absolute path, or a path relative to `/workspace`.
+    /// `None` is `/workspace`.
+    pub workdir: Option<String>,
+    /// `None` is the deployment's default.
+    pub timeout: Option<Duration>,
+}
+
+impl ExecCommand {
+    /// No stdin, no extra environment, in `/workspace`, with the default timeout.
+    pub fn new(chat_id: ChatId, command: Vec<String>) -> Self {
+        Self { chat_id, command, stdin: None, env: Vec::new(), workdir: None, timeout: None }
+    }
+}
+
+/// The sandbox the command ran in, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    pub session: SandboxSession,
+    /// `timed_out` set means the command and every process it started were killed.
+    pub output: ExecOutput,
+}
+
+/// Why [`ExecInSandbox`] did not run the command, or could not tell how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecInSandboxError {
+    /// The request itself is unusable (nothing was touched); the message names the field.
+    #[error("exec request field `{field}` is invalid: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// More stdin than the deployment accepts (nothing was touched).
+    #[error("stdin of {size} bytes is larger than the limit of {limit} bytes")]
+    StdinTooLarge { size: usize, limit: usize },
+    /// The chat has no running sandbox, or only an expired one (which is as good as gone: the
+    /// next cleanup removes it, the next get-or-create replaces it).
+    #[error("chat {chat_id} has no running sandbox; create one first (get-or-create), then retry")]
+    NoSandbox { chat_id: ChatId },
+    /// As many execs and file transfers as allowed are already running in this sandbox.
+    #[error(
+        "the sandbox of chat {chat_id} is busy: {limit} operations are already running in it; \
+         retry when one has finished"
+    )]
+    Busy { chat_id: ChatId, limit: usize },
+    /// The sandbox went away before or while the command ran: it was deleted, replaced after
+    /// it expired, removed by the cleanup, or its container stopped. Its output is lost.
+    #[error(
+        "the sandbox of chat {chat_id} (session {session_id}) stopped running before the command \
+         finished; it was deleted, replaced or cleaned up; get-or-create a sandbox and retry"
+    )]
+    SandboxGone { chat_id: ChatId, session_id: SessionId },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl ExecInSandboxError {
+    /// A short stable name for the `error.type` label, e.g. `busy` or `runtime_error`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "invalid_request",
+            Self::StdinTooLarge { .. } => "stdin_too_large",
+            Self::NoSandbox { .. } => "no_sandbox",
+            Self::Busy { .. } => "busy",
+            Self::SandboxGone { .. } => "sandbox_gone",
+            Self::Store(error) => error.kind(),
+            Self::Runtime(error) => error.kind(),
+        }
+    }
+
+    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid { field, reason: reason.into() }
+    }
+}
+
+/// Runs a command in a chat's running sandbox (DESIGN.md "Further operations"; `docs/exec.md`).
+///
+/// The chat's lifecycle lock is not taken: it would serialise the chat's commands and hold up
+/// get-or-create for as long as a command runs. So the sandbox may be deleted, replaced or
+/// cleaned up while the command runs; the call then fails with
+/// [`ExecInSandboxError::SandboxGone`].
+#[derive(Clone)]
+pub struct ExecInSandbox {
+    repository: Arc<dyn SessionRepository>,
+    runtime: Arc<dyn SandboxRuntime>,
+    clock: Arc<dyn Clock>,
+    slots: SandboxSlots,
+    settings: ExecSettings,
+}
+
+impl fmt::Debug for ExecInSandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecInSandbox")
+            .field("settings", &self.settings)
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecInSandbox {
+    /// `slots` bounds the concurrent operations per sandbox; give [`crate::SandboxFiles`] the
+    /// same one so that transfers count too.
+    pub fn new(
+        repository: Arc<dyn SessionRepository>,
+        runtime: Arc<dyn SandboxRuntime>,
+        clock: Arc<dyn Clock>,
+        slots: SandboxSlots,
+        settings: ExecSettings,
+    ) -> Self {
+        Self { repository, runtime, clock, slots, settings }
+    }
+
+    pub fn settings(&self) -> &ExecSettings {
+        &self.settings
+    }
+
+    pub async fn execute(&self, command: ExecCommand) -> Result<ExecOutcome, ExecInSandboxError> {
+        let span = tracing::info_span!(
+            "usecase.exec_in_sandbox",
+            chat.id = %command.chat_id,
+            session.id = Empty,
+            container.id = Empty,
+            sandbox.result = Empty,
+            exec.exit_code = Empty,
+            exec.timed_out = Empty,
+            exec.truncated = Empty,
+            error = Empty,
+            "error.type" = Empty,
+            otel.status_code = Empty,
+        );
+        let started = Instant::now();
+        let outcome = self.run(command, &span).instrument(span.clone()).await;
+        let result = match &outcome {
+            Ok(outcome) if outcome.output.timed_out => "timeout",
+            Ok(_) => "ok",
+            Err(error) => {
+                record_error(&span, error, error.kind());
+                "error"
+            }
+        };
+        span.record("sandbox.result", result);
+        metrics::counter!(EXEC_TOTAL, "result" => result).increment(1);
+        metrics::histogram!(EXEC_DURATION, "result" => result)
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn run(
+        &self,
+        command: ExecCommand,
+        span: &Span,
+    ) -> Result<ExecOutcome, ExecInSandboxError> {
+        let chat_id = command.chat_id;
+        let request = self.request(command)?;
+        let session = live_session(self.repository.as_ref(), self.clock.as_ref(), chat_id)
+            .await?
+            .ok_or(ExecInSandboxError::NoSandbox { chat_id })?;
+        span.record("session.id", display(session.session_id));
+        span.record("container.id", display(&session.container_id));
+        let _slot = self
+            .slots
+            .try_acquire(session.session_id)
+            .ok_or(ExecInSandboxError::Busy { chat_id, limit: self.slots.per_sandbox() })?;
+
+        let output =
+            self.runtime.exec(&session.container_id, &request).await.map_err(
+                |error| match error {
+                    ExecError::ContainerNotRunning { .. } => {
+                        ExecInSandboxError::SandboxGone { chat_id, session_id: session.session_id }
+                    }
+                    ExecError::Runtime(error) => ExecInSandboxError::Runtime(error),
+                },
+            )?;
+        if let Some(code) = output.exit_code {
+            span.record("exec.exit_code", code);
+        }
+        span.record("exec.timed_out", output.timed_out);
+        span.record("exec.truncated", output.truncated);
+        if output.timed_out {
+            tracing::info!(
+                chat_id = %session.chat_id,
+                session_id = %session.session_id,
+                container_id = %session.container_id,
+                timeout_ms = u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX),
+                "sandbox_exec_timed_out"
+            );
+        }
+        Ok(ExecOutcome { session, output })
+    }
+
+    /// Checks the command against the rules and the settings; nothing is touched before.
+    fn request(&self, command: ExecCommand) -> Result<ExecRequest, ExecInSandboxError> {
+        check_command(&command.command)?;
+        check_env(&command.env)?;
+        let workdir = command.workdir.as_deref().map(resolve_workdir).transpose()?;
+        let timeout = command.timeout.unwrap_or(self.settings.default_timeout);
+        if timeout.is_zero() {
+            return Err(ExecInSandboxError::invalid("timeout", "must be more than zero"));
+        }
+        if timeout > self.settings.max_timeout {
+            return Err(ExecInSandboxError::invalid(
+                "timeout",
+                format!(
+                    "{timeout:?} is longer than the maximum of {:?}",
+                    self.settings.max_timeout
+                ),
+            ));
+        }
+        if let Some(stdin) = &command.stdin {
+            if stdin.len() > self.settings.stdin_limit {
+                return Err(ExecInSandboxError::StdinTooLarge {
+                    size: stdin.len(),
+                    limit: self.settings.stdin_limit,
+                });
+            }
+        }
+        Ok(ExecRequest {
+            command: command.command,
+            stdin: command.stdin,
+            env: command.env,
+            workdir,
+            timeout,
+            output_limit: self.settings.output_limit,
+        })
+    }
+}
+
+fn check_command(command: &[String]) -> Result<(), ExecInSandboxError> {
+    let invalid = |reason: String| Err(ExecInSandboxError::invalid("command", reason));
+    match command.first() {
+        None => return invalid("is empty; give the program and its arguments".into()),
+        Some(program) if program.is_empty() => {
+            return invalid("names no program: its first element is empty".into());
+        }
+        Some(_) => {}
+    }
+    if command.len() > MAX_ARGS {
+        return invalid(format!("has {} elements, more than {MAX_ARGS}", command.len()));
+    }
+    let bytes: usize = command.iter().map(String::len).sum();
+    if bytes > MAX_ARGS_BYTES {
+        return invalid(format!("is {bytes} bytes long, more than {MAX_ARGS_BYTES}"));
+    }
+    if let Some(index) = command.iter().position(|arg| arg.contains('\0')) {
+        return invalid(format!("element {index} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+fn check_env(env: &[(String, String)]) -> Result<(), ExecInSandboxError> {
+    let invalid = |reason: String| Err(ExecInSandboxError::invalid("env", reason));
+    if env.len() > MAX_ENV_VARS {
+        return invalid(format!("has {} variables, more than {MAX_ENV_VARS}", env.len()));
+    }
+    let bytes: usize = env.iter().map(|(name, value)| name.len() + value.len()).sum();
+    if bytes > MAX_ENV_BYTES {
+        return invalid(format!("is {bytes} bytes long, more than {MAX_ENV_BYTES}"));
+    }
+    for (name, value) in env {
+        let mut chars = name.chars();
+        let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_formed {
+            return invalid(format!(
+                "variable name `{}` must be letters, digits and `_`, not starting with a digit",
+                name.escape_debug()
+            ));
+        }
+        if value.contains('\0') {
+            return invalid(format!("the value of `{name}` contains a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+/// An absolute directory as given; a relative one under `/workspace`, by the path rule.
+fn resolve_workdir(workdir: &str) -> Result<String, ExecInSandboxError> {
+    let invalid = |reason: String| Err(ExecInSandboxError::invalid("workdir", reason));
+    if workdir.len() > MAX_WORKDIR_LEN {
+        return invalid(format!("is longer than {MAX_WORKDIR_LEN} bytes"));
+    }
+    if workdir.chars().any(char::is_control) {
+        return invalid("contains a NUL byte or another control character".into());
+    }
+    if workdir.starts_with('/') {
+        return Ok(workdir.to_owned());
+    }
+    match WorkspacePath::parse(workdir) {
+        Ok(path) => Ok(path.absolute()),
+        Err(error) => invalid(format!(
+            "{}; give an absolute directory or one relative to {WORKSPACE_DIR}",
+            error.reason
+        )),
+    }
+}
+
+/// The chat's running session if it has not expired. An expired session is treated as gone:
+/// it is about to be removed by the cleanup or replaced by get-or-create.
+pub(crate) async fn live_session(
+    repository: &dyn SessionRepository,
+    clock: &dyn Clock,
+    chat_id: ChatId,
+) -> Result<Option<SandboxSession>, StoreError> {
+    let now = clock.now();
+    Ok(repository.get_running_by_chat(chat_id).await?.filter(|session| !session.is_expired(now)))
+}
+
+/// A bound on the operations (execs and file transfers) running at once in each sandbox,
+/// shared by the use cases that run them. Beyond it they are refused at once, not queued: a
+/// caller whose sandbox is busy hears so and can retry.
+///
+/// It counts per process: with several replicas, each allows this many. A sandbox's entry
+/// lives only while an operation in it runs, so the table never grows with the number of
+/// sandboxes that ever existed.
+#[derive(Clone)]
+pub struct SandboxSlots {
+    inner: Arc<SlotTable>,
+}
+
+struct SlotTable {
+    per_sandbox: usize,
+    sandboxes: Mutex<HashMap<SessionId, Arc<Semaphore>>>,
+}
+
+impl fmt::Debug for SandboxSlots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxSlots")
+            .field("per_sandbox", &self.inner.per_sandbox)
+            .field("busy_sandboxes", &self.busy_sandboxes())
+            .finish()
+    }
+}
+
+impl Default for SandboxSlots {
+    fn default() -> Self {
+        Self::new(DEFAULT_OPERATIONS_PER_SANDBOX)
+    }
+}
+
+impl SandboxSlots {
+    /// `per_sandbox` operations at once in each sandbox (at least one).
+    pub fn new(per_sandbox: usize) -> Self {
+        let per_sandbox = per_sandbox.max(1);
+        Self { inner: Arc::new(SlotTable { per_sandbox, sandboxes: Mutex::new(HashMap::new()) }) }
+    }
+
+    pub fn per_sandbox(&self) -> usize {
+        self.inner.per_sandbox
+    }
+
+    /// How many sandboxes have an operation running now.
+    pub fn busy_sandboxes(&self) -> usize {
+        self.table().len()
+    }
+
+    /// A slot in the sandbox of `session_id`, or `None` when all are taken.
+    pub(crate) fn try_acquire(&self, session_id: SessionId) -> Option<Slot> {
+        let mut table = self.table();
+        let semaphore = table
+            .entry(session_id)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.inner.per_sandbox)));
+        let permit = Arc::clone(semaphore).try_acquire_owned().ok()?;
+        Some(Slot { slots: self.clone(), session_id, permit: Some(permit) })
+    }
+
+    /// The table is never held across an await, and a panic while holding it cannot leave
+    /// it inconsistent (every change is one map operation).
+    fn table(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Semaphore>>> {
+        self.inner.sandboxes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One running operation's place in its sandbox; given back on drop.
+pub(crate) struct Slot {
+    slots: SandboxSlots,
+    session_id: SessionId,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let mut table = self.slots.table();
+        // Every permit holds a reference to the semaphore, and permits are only taken under
+        // the table's lock; so when the table's is the only reference left, nothing runs in
+        // this sandbox and nobody is about to.
+        if table.get(&self.session_id).is_some_and(|semaphore| Arc::strong_count(semaphore) == 1) {
+            table.remove(&self.session_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_per_sandbox_and_forgotten_when_unused() {
+        let slots = SandboxSlots::new(2);
+        let (a, b) = (SessionId::new_v4(), SessionId::new_v4());
+        let first = slots.try_acquire(a).unwrap();
+        let second = slots.try_acquire(a).unwrap();
+        assert!(slots.try_acquire(a).is_none(), "a third in the same sandbox is refused");
+        let other = slots.try_acquire(b).unwrap();
+        assert_eq!(slots.busy_sandboxes(), 2);
+
+        drop(first);
+        let third = slots.try_acquire(a).expect("a freed slot is reusable");
+        drop((second, third, other));
+        assert_eq!(slots.busy_sandboxes(), 0, "no entry outlives its operations");
+    }
+
+    #[test]
+    fn a_bound_of_zero_still_lets_one_operation_run() {
+        let slots = SandboxSlots::new(0);
+        assert_eq!(slots.per_sandbox(), 1);
+        assert!(slots.try_acquire(SessionId::new_v4()).is_some());
+    }
+
+    #[test]
+    fn a_relative_workdir_is_under_the_workspace_and_an_escape_is_refused() {
+        assert_eq!(resolve_workdir("src/app").unwrap(), "/workspace/src/app");
+        assert_eq!(resolve_workdir("/tmp").unwrap(), "/tmp");
+        for bad in ["../etc", "a//b", "a\0b"] {
+            let error = resolve_workdir(bad).unwrap_err();
+            assert!(matches!(error, ExecInSandboxError::Invalid { field: "workdir", .. }), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! ExecInSandbox: which sandbox a command runs in, what is refused before anything is touched,
+//! the per-sandbox bound, and the telemetry.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandkeeper_adapters_observability::capture::{Capture, FieldValue};
+use sandkeeper_domain::SandboxSession;
+use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
+use sandkeeper_ports::{
+    ContainerState, ExecError, ExecOutput, ExecRequest, RuntimeError, SessionRepository,
+};
+use sandkeeper_usecase::{
+    ExecCommand, ExecInSandbox, ExecInSandboxError, ExecSettings, SandboxSlots,
+};
+use support::*;
+use tracing::Level;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn active() -> SandboxSession {
+    running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now() - minutes(1), now() + minutes(4))
+}
+
+fn other_chat() -> SandboxSession {
+    running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other", now(), now() + minutes(5))
+}
+
+/// A fake runtime in which the containers of `sessions` run.
+fn runtime_with(sessions: &[&SandboxSession]) -> FakeRuntime {
+    let runtime = FakeRuntime::new();
+    for session in sessions {
+        runtime.insert_container(
+            session.container_id.clone(),
+            ContainerState::Running,
+            Some(session.session_id),
+            session.created_at,
+        );
+    }
+    runtime
+}
+
+fn exec_in_sandbox(
+    repository: Arc<dyn SessionRepository>,
+    runtime: &FakeRuntime,
+    slots: SandboxSlots,
+) -> ExecInSandbox {
+    ExecInSandbox::new(
+        repository,
+        Arc::new(runtime.clone()),
+        Arc::new(ManualClock::new(now())),
+        slots,
+        ExecSettings::default(),
+    )
+}
+
+fn command(parts: &[&str]) -> ExecCommand {
+    ExecCommand::new(CHAT_ID, parts.iter().map(|part| (*part).to_owned()).collect())
+}
+
+fn output(exit_code: Option<i64>, stdout: &str, timed_out: bool) -> ExecOutput {
+    ExecOutput {
+        exit_code,
+        stdout: stdout.as_bytes().to_vec(),
+        stderr: Vec::new(),
+        timed_out,
+        truncated: false,
+        duration: Duration::from_millis(12),
+    }
+}
+
+#[tokio::test]
+async fn exec_runs_the_command_in_the_chats_running_sandbox_with_the_defaults() {
+    let capture = Capture::install();
+    let repository = repository_with(&[&active(), &other_chat()]).await;
+    let runtime = runtime_with(&[&active(), &other_chat()]);
+    runtime.push_exec_result(Ok(output(Some(3), "hello\n", false)));
+    let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::new(4));
+
+    let outcome = usecase.execute(command(&["sh", "-c", "echo hello; exit 3"])).await.unwrap();
+
+    assert_eq!(outcome.session, active());
+    assert_eq!(outcome.output, output(Some(3), "hello\n", false));
+    let expected = ExecRequest {
+        command: vec!["sh".into(), "-c".into(), "echo hello; exit 3".into()],
+        stdin: None,
+        env: vec![],
+        workdir: None,
+        timeout: Duration::from_secs(30),
+        output_limit: 1024 * 1024,
+    };
+    assert_eq!(runtime.exec_calls(), vec![(container("container-active"), expected)]);
+
+    capture.assert_counter_incremented("sandbox.exec.total", 1, &[("result", "ok")]);
+    assert_eq!(
+        capture.histogram_values("sandbox.exec.duration.seconds", &[("result", "ok")]).len(),
+        1
+    );
+    let span = capture.find_span(
+        "usecase.exec_in_sandbox",
+        &[("chat.id", text(CHAT_ID))],
+        &[
+            ("session.id", text(SESSION_ACTIVE_ID)),
+            ("container.id", text("container-active")),
+            ("sandbox.result", text("ok")),
+            ("exec.exit_code", FieldValue::Int(3)),
+            ("exec.timed_out", FieldValue::Bool(false)),
+        ],
+    );
+    assert_eq!(span.error(), None);
+    assert_eq!(logged(&capture), vec![], "a finished command logs nothing at info");
+}
+
+#[tokio::test]
+async fn stdin_env_workdir_and_timeout_reach_the_runtime() {
+    let repository = repository_with(&[&active()]).await;
+    let runtime = runtime_with(&[&active()]);
+    let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
+
+    let mut full = command(&["cat"]);
+    full.stdin = Some(b"input".to_vec());
+    full.env = vec![("LANG".into(), "C.UTF-8".into()), ("_X1".into(), String::new())];
+    full.workdir = Some("project/src".into());
+    full.timeout = Some(Duration::from_millis(1500));
+    usecase.execute(full).await.unwrap();
+    let mut absolute = command(&["pwd"]);
+    absolute.workdir = Some("/tmp".into());
+    usecase.execute(absolute).await.unwrap();
+
+    let calls = runtime.exec_calls();
+    let request = &calls[0].1;
+    assert_eq!(request.stdin.as_deref(), Some(&b"input"[..]));
+    assert_eq!(request.env, vec![("LANG".into(), "C.UTF-8".into()), ("_X1".into(), String::new())]);
+    assert_eq!(request.workdir.as_deref(), Some("/workspace/project/src"));
+    assert_eq!(request.timeout, Duration::from_millis(1500));
+    assert_eq!(calls[1].1.workdir.as_deref(), Some("/tmp"));
+}
+
+#[tokio::test]
+async fn a_chat_without_a_sandbox_or_with_an_expired_one_has_no_sandbox() {
+    let capture = Capture::install();
+    // Expired exactly now: the boundary is inclusive.
+    let expired = running(
+        SESSION_EXPIRED_ID,
+        EXPIRED_CHAT_ID,
+        "container-expired",
+        now() - minutes(5),
+        now(),
+    );
+    let repository = repository_with(&[&expired]).await;
+    let runtime = runtime_with(&[&expired]);
+    let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
+
+    for chat_id in [CHAT_ID, EXPIRED_CHAT_ID] {
+        let error =
+            usecase.execute(ExecCommand::new(chat_id, vec!["true".into()])).await.unwrap_err();
+        assert_eq!(error, ExecInSandboxError::NoSandbox { chat_id });
+        assert!(error.to_string().contains("create one first"), "{error}");
+    }
+    assert_eq!(runtime.calls(), vec![], "the runtime was not asked");
+    assert_eq!(capture.counter_total("sandbox.exec.total", &[("result", "error")]), 2);
+    let span = capture.find_span(
+        "usecase.exec_in_sandbox",
+        &[("chat.id", text(CHAT_ID))],
+        &[("sandbox.result", text("error")), ("error.type", text("no_sandbox"))],
+    );
+    assert!(!span.has_field("session.id"), "{span:?}");
+}
+
+#[tokio::test]
+async fn beyond_the_bound_an_exec_in_the_same_sandbox_is_busy_and_others_are_not() {
+    let capture = Capture::install();
+    let repository = repository_with(&[&active(), &other_chat()]).await;
+    let runtime = runtime_with(&[&active(), &other_chat()]);
+    let slots = SandboxSlots::new(2);
+    let usecase = exec_in_sandbox(repository, &runtime, slots.clone());
+    runtime.hold_execs();
+
+    let first = tokio::spawn({
+        let usecase = usecase.clone();
+        async move { usecase.execute(command(&["sleep", "1"])).await }
+    });
+    let second = tokio::spawn({
+        let usecase = usecase.clone();
+        async move { usecase.execute(command(&["sleep", "2"])).await }
+    });
+    tokio::time::timeout(WAIT, runtime.execs_held(2)).await.expect("two execs started");
+
+    let error = usecase.execute(command(&["sleep", "3"])).await.unwrap_err();
+    assert_eq!(error, ExecInSandboxError::Busy { chat_id: CHAT_ID, limit: 2 });
+    assert!(error.to_string().contains("busy"), "{error}");
+    assert_eq!(runtime.exec_calls().len(), 2, "the third never reached the runtime");
+    capture.find_span(
+        "usecase.exec_in_sandbox",
+        &[("chat.id", text(CHAT_ID))],
+        &[("error.type", text("busy")), ("session.id", text(SESSION_ACTIVE_ID))],
+    );
+
+    // Another chat's sandbox has slots of its own.
+    let other = tokio::spawn({
+        let usecase = usecase.clone();
+        async move { usecase.execute(ExecCommand::new(CLEAN_CHAT_ID, vec!["true".into()])).await }
+    });
+    tokio::time::timeout(WAIT, runtime.execs_held(3)).await.expect("the other chat's exec started");
+
+    runtime.release_execs(3);
+    for handle in [first, second, other] {
+        handle.await.unwrap().unwrap();
+    }
+    assert_eq!(slots.busy_sandboxes(), 0, "slots are given back and forgotten");
+    runtime.release_execs(1);
+    let again = tokio::time::timeout(WAIT, usecase.execute(command(&["true"]))).await.unwrap();
+    again.expect("a slot is free again");
+}
+
+#[tokio::test]
+async fn a_timed_out_command_is_counted_as_timeout_and_logged() {
+    let capture = Capture::install();
+    let repository = repository_with(&[&active()]).await;
+    let runtime = runtime_with(&[&active()]);
+    runtime.push_exec_result(Ok(output(None, "partial", true)));
+    let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
+
+    let mut slow = command(&["sleep", "100"]);
+    slow.timeout = Some(Duration::from_secs(1));
+    let outcome = usecase.execute(slow).await.unwrap();
+
+    assert!(outcome.output.timed_out);
+    capture.assert_counter_incremented("sandbox.exec.total", 1, &[("result", "timeout")]);
+    assert_eq!(
+        capture.histogram_values("sandbox.exec.duration.seconds", &[("result", "timeout")]).len(),
+        1
+    );
+    let span = capture.find_span(
+        "usecase.exec_in_sandbox",
+        &[("chat.id", text(CHAT_ID))],
+        &[("sandbox.result", text("timeout")), ("exec.timed_out", FieldValue::Bool(true))],
+    );
+    assert!(!span.has_field("exec.exit_code"), "{span:?}");
+    let (level, message, fields) = logged(&capture).pop().expect("a timeout is logged");
+    assert_eq!((level, message.as_str()), (Level::INFO, "sandbox_exec_timed_out"));
+    assert_eq!(fields["session_id"], SESSION_ACTIVE_ID.to_string());
+    assert_eq!(fields["timeout_ms"], "1000");
+}
+
+#[tokio::test]
+async fn a_sandbox_that_goes_away_under_the_command_is_reported_as_gone() {
+    let capture = Capture::install();
+    let repository = repository_with(&[&active()]).await;
+    let runtime = runtime_with(&[&active()]);
+    let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
+
+    // Deleted between the lookup and the exec: the runtime finds no container.
+    runtime.set_state(&container("container-active"), ContainerState::Missing);
+    let error = usecase.execute(command(&["true"])).await.unwrap_err();
+    assert_eq!(
+        error,
+        ExecInSandboxError::SandboxGone { chat_id: CHAT_ID, session_id: SESSION_ACTIVE_ID }
+    );
+    capture.find_span(
+        "usecase.exec_in_sandbox",
+        &[("chat.id", text(CHAT_ID))],
+        &[("error.type", text("sandbox_gone")), ("otel.status_code", text("ERROR"))],
+    );
+}
+
+#[tokio::test]
+async fn runtime_failures_are_returned_as_such() {
+    let repository = repository_with(&[&active()]).await;
+    let runtime = runtime_with(&[&active()]);
+    runtime.push_exec_result(Err(ExecError::Runtime(RuntimeError::Unavailable("down".into()))));
+    let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
+
+    let error = usecase.execute(command(&["true"])).await.unwrap_err();
+    assert_eq!(error, ExecInSandboxError::Runtime(RuntimeError::Unavailable("down".into())));
+    assert_eq!(error.kind(), "runtime_unavailable");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_anything_is_touched() {
+    let capture = Capture::install();
+    let repository = repository_with(&[&active()]).await;
+    let runtime = runtime_with(&[&active()]);
+    let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
+
+    let with = |change: fn(&mut ExecCommand)| {
+        let mut command = command(&["true"]);
+        change(&mut command);
+        command
+    };
+    let cases: Vec<(ExecCommand, &str, &str)> = vec![
+        (command(&[]), "command", "is empty"),
+        (command(&["", "x"]), "command", "names no program"),
+        (command(&["echo", "a\0b"]), "command", "element 1 contains a NUL byte"),
+        (with(|c| c.env = vec![("1X".into(), "v".into())]), "env", "`1X`"),
+        (with(|c| c.env = vec![("A=B".into(), "v".into())]), "env", "`A=B`"),
+        (with(|c| c.env = vec![(String::new(), "v".into())]), "env", "``"),
+        (with(|c| c.env = vec![("A".into(), "v\0".into())]), "env", "NUL"),
+        (with(|c| c.workdir = Some("../etc".into())), "workdir", "`..`"),
+        (with(|c| c.workdir = Some("/tmp\0".into())), "workdir", "NUL"),
+        (with(|c| c.timeout = Some(Duration::ZERO)), "timeout", "more than zero"),
+        (with(|c| c.timeout = Some(Duration::from_secs(601))), "timeout", "maximum of 600s"),
+    ];
+    for (command, field, says) in cases {
+        let error = usecase.execute(command.clone()).await.unwrap_err();
+        let ExecInSandboxError::Invalid { field: got, .. } = &error else {
+            panic!("{command:?}: {error:?}")
+        };
+        assert_eq!(*got, field, "{command:?}");
+        assert!(error.to_string().contains(says), "{command:?}: {error}");
+        assert_eq!(error.kind(), "invalid_request");
+    }
+
+    let mut big = command(&["cat"]);
+    big.stdin = Some(vec![0; 16 * 1024 * 1024 + 1]);
+    let error = usecase.execute(big).await.unwrap_err();
+    assert_eq!(
+        error,
+        ExecInSandboxError::StdinTooLarge { size: 16 * 1024 * 1024 + 1, limit: 16 * 1024 * 1024 }
+    );
+
+    assert_eq!(runtime.calls(), vec![]);
+    assert_eq!(capture.counter_total("sandbox.exec.total", &[("result", "error")]), 12);
+}
+
+#[tokio::test]
+async fn settings_bound_the_output_and_the_timeouts() {
+    let repository = repository_with(&[&active()]).await;
+    let runtime = runtime_with(&[&active()]);
+    let settings = ExecSettings {
+        default_timeout: Duration::from_secs(5),
+        max_timeout: Duration::from_secs(7),
+        output_limit: 4096,
+        stdin_limit: 3,
+    };
+    let usecase = ExecInSandbox::new(
+        repository,
+        Arc::new(runtime.clone()),
+        Arc::new(ManualClock::new(now())),
+        SandboxSlots::default(),
+        settings,
+    );
+    assert_eq!(usecase.settings(), &settings);
+
+    usecase.execute(command(&["true"])).await.unwrap();
+    let request = &runtime.exec_calls()[0].1;
+    assert_eq!((request.timeout, request.output_limit), (Duration::from_secs(5), 4096));
+
+    let mut long = command(&["true"]);
+    long.timeout = Some(Duration::from_secs(8));
+    assert!(matches!(
+        usecase.execute(long).await,
+        Err(ExecInSandboxError::Invalid { field: "timeout", .. })
+    ));
+    let mut input = command(&["cat"]);
+    input.stdin = Some(b"four".to_vec());
+    assert_eq!(
+        usecase.execute(input).await,
+        Err(ExecInSandboxError::StdinTooLarge { size: 4, limit: 3 })
+    );
+}
+
+/// What happens to a command in flight when its sandbox expires: nothing, until the cleanup
+/// removes the expired sandbox; then the command is killed with its container and the caller
+/// hears that the sandbox is gone (its output is lost).
+#[tokio::test]
+async fn a_command_in_flight_when_its_sandbox_expires_and_is_cleaned_up_reports_it_gone() {
+    let repository = repository_with(&[&active()]).await;
+    let runtime = runtime_with(&[&active()]);
+    let clock = Arc::new(ManualClock::new(now()));
+    let usecase = ExecInSandbox::new(
+        repository.clone(),
+        Arc::new(runtime.clone()),
+        clock.clone(),
+        SandboxSlots::default(),
+        ExecSettings::default(),
+    );
+    runtime.hold_execs();
+    let in_flight = tokio::spawn({
+        let usecase = usecase.clone();
+        async move { usecase.execute(command(&["sleep", "600"])).await }
+    });
+    tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
+
+    clock.advance(minutes(5));
+    let cleanup = sandkeeper_usecase::CleanupExpiredSandboxes::new(
+        repository,
+        RecordingLocker::new(),
+        Arc::new(runtime.clone()),
+        clock,
+    );
+    let report = cleanup.execute().await.unwrap();
+    assert_eq!(report.cleaned.len(), 1, "{report:?}");
+
+    runtime.release_execs(1);
+    let error = in_flight.await.unwrap().unwrap_err();
+    assert_eq!(
+        error,
+        ExecInSandboxError::SandboxGone { chat_id: CHAT_ID, session_id: SESSION_ACTIVE_ID }
+    );
+    // A new command is told to create a sandbox first.
+    assert_eq!(
+        usecase.execute(command(&["true"])).await,
+        Err(ExecInSandboxError::NoSandbox { chat_id: CHAT_ID })
+    );
+}
