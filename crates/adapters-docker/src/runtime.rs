@@ -404,6 +404,7 @@ impl Inner {
             .list_containers(Some(options))
             .await
             .map_err(|error| self.client.translate(error))?;
+        let listed_at = Utc::now();
         Ok(summaries
             .into_iter()
             .filter_map(|summary| {
@@ -413,11 +414,18 @@ impl Inner {
                     .as_ref()
                     .and_then(|labels| labels.get(LABEL_SESSION))
                     .and_then(|session| SessionId::parse(session).ok());
-                // The engine always reports a creation time; a container without one is treated
-                // as the oldest possible, which only makes it a candidate for reaping sooner.
+                // The engine lists creation times in whole seconds, cut down. Taken as they are,
+                // a container would look up to a second older than it is, and the orphan grace
+                // would shrink by as much (to nothing at the 1 s minimum: a sandbox between its
+                // container's start and its row's save could be reaped). So the end of that
+                // second is used, or the listing time if that is sooner: never before the
+                // container really was created. The engine always reports a creation time; a
+                // container without one is treated as the oldest possible, which only makes it
+                // a candidate for reaping sooner.
                 let created_at = summary
                     .created
-                    .and_then(|seconds| Utc.timestamp_opt(seconds, 0).single())
+                    .and_then(|seconds| Utc.timestamp_opt(seconds.checked_add(1)?, 0).single())
+                    .map(|end_of_second| end_of_second.min(listed_at))
                     .unwrap_or_default();
                 Some(ManagedContainer { container_id, session_id, created_at })
             })
