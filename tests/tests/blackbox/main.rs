@@ -4,4 +4,6 @@
 mod api;
 mod cli;
 mod docker;
+mod faults;
+mod fuzz;
 mod postgres;
