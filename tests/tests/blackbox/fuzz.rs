@@ -554,6 +554,23 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 #[test]
+fn every_route_of_the_openapi_document_is_generated() {
+    let document = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml");
+    let text = std::fs::read_to_string(&document).expect("docs/openapi.yaml");
+    let documented: Vec<&str> =
+        text.lines().filter_map(|line| line.strip_prefix("  /")?.strip_suffix(':')).collect();
+    assert!(documented.len() >= 7, "no paths found in {}", document.display());
+    for path in documented {
+        let path = format!("/{path}");
+        assert!(
+            path == generate::CHAT_ROUTE || generate::ROUTES.contains(&path.as_str()),
+            "docs/openapi.yaml documents {path}, which the fuzzer does not generate: teach \
+             tests/tests/blackbox/fuzz/generate.rs and the oracle in fuzz.rs about it"
+        );
+    }
+}
+
+#[test]
 fn the_oracle_reads_ids_queries_and_tokens_as_the_api_documents() {
     let chat = "0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b";
     let uuid = Uuid::parse_str(chat).unwrap();
