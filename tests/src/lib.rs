@@ -590,3 +590,27 @@ mod tests {
         assert_eq!(replace_database("postgres://h:1", "x"), "postgres://h:1/x");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of the chaos driver and the replica tests.
+// ---------------------------------------------------------------------------------------------
+
+pub mod chaos;
+
+impl Server {
+    /// Kills the server with SIGKILL, as a crash would, and reaps it: no shutdown runs, nothing
+    /// in flight finishes.
+    pub fn kill(&mut self) -> ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("the killed server can be waited for")
+    }
+}
+
+/// The value of one series in Prometheus text, e.g.
+/// `sandbox_maintenance_runs_total{result="completed"}`; `None` when it is absent.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}

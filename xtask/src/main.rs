@@ -23,6 +23,10 @@ tasks:
   run      build the image if missing and start `sandkeeper serve` with its defaults
            (extra args are passed to `sandkeeper serve`)
   bench    run the benchmarks (release build) and write docs/benchmarks.md
+  chaos    the crash-consistency run: SIGKILL the server at random moments under load, recover,
+           and check that the store and Docker agree (docs/reliability.md). Needs Docker. Args:
+           --cycles N (default 12), --chats M (default 6), --seed S (printed by every run; also
+           SANDKEEPER_CHAOS_SEED). `cargo xtask test` runs a 3-cycle form of it.
 ";
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
             .map(|id| println!("sandkeeper/sandbox:latest {id}")),
         "run" => run(rest),
         "bench" => bench(rest),
+        "chaos" => chaos(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -173,5 +178,17 @@ fn bench(extra: &[String]) -> Result<(), String> {
             .args(["run", "--release", "--package", "sandkeeper-bench", "--"])
             .arg(out)
             .args(extra),
+    )
+}
+
+fn chaos(extra: &[String]) -> Result<(), String> {
+    if !docker_answers() {
+        return Err("no Docker engine answers `docker version`: the chaos run needs one".into());
+    }
+    image::build_image(false)?;
+    run_checked(cargo().args(["build", "--package", "sandkeeper-app", "--bin", "sandkeeper"]))?;
+    // The chaos binary finds the server next to itself in the same target directory.
+    run_checked(
+        cargo().args(["run", "--package", "sandkeeper-tests", "--bin", "chaos", "--"]).args(extra),
     )
 }

@@ -2,8 +2,10 @@
 //! with a fresh data dir and instance id, and checks what a user would see.
 
 mod api;
+mod chaos;
 mod cli;
 mod docker;
 mod faults;
 mod fuzz;
 mod postgres;
+mod replicas;
