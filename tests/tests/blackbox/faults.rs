@@ -124,7 +124,7 @@ async fn docker_going_away_fails_fast_loses_nothing_and_recovery_needs_no_restar
     // This one expires during the outage: its cleanup must wait for Docker, not drop the row.
     let expiring = chat();
     let (status, expiring_session) =
-        server.put_sandbox_with(&expiring, r#"{"ttl_seconds": 2}"#).await;
+        server.put_sandbox_with(&expiring, r#"{"ttl_seconds": 4}"#).await;
     assert_eq!(status, StatusCode::CREATED, "{expiring_session}");
     let before = sessions(&server).await;
     let containers_before = sorted(env.containers(true));
