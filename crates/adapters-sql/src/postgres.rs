@@ -198,6 +198,23 @@ impl SessionRepository for PgSessions {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn extend_expiry(
+        &self,
+        session_id: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sandbox_sessions SET expires_at = $2 \
+             WHERE session_id = $1 AND status = 'running' AND expires_at < $2",
+        )
+        .bind(session_id.as_uuid())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| self.ctx.store_error(error))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn transition(
         &self,
         session_id: SessionId,

@@ -243,6 +243,16 @@ async fn sqlite_scans_use_their_indexes() {
     )
     .await;
     assert!(by_chat.contains("INDEX sandbox_sessions_one_running_per_chat"), "{by_chat}");
+
+    // A keep-alive is one row found by its key, never a scan of the table.
+    let extend = sqlite_plan(
+        &fixture,
+        "UPDATE sandbox_sessions SET expires_at = 2 \
+         WHERE session_id = 'x' AND status = 'running' AND expires_at < 2",
+    )
+    .await;
+    assert!(extend.starts_with("SEARCH sandbox_sessions"), "{extend}");
+    assert!(!extend.contains("SCAN"), "{extend}");
 }
 
 // ---- save_many ----

@@ -51,6 +51,19 @@ pub trait SessionRepository: Send + Sync {
     /// or not terminal.
     async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError>;
 
+    /// Moves the expiry of a `Running` session later: sets `expires_at` to `expires_at` only if
+    /// the session exists, is `Running`, and currently expires earlier than that. Returns
+    /// whether it changed; `false` (and nothing changed) when the row is gone, no longer
+    /// running, or already expires at or after `expires_at`.
+    ///
+    /// Conditional in the store itself, so that concurrent extensions never move an expiry
+    /// back and never revive a session that stopped or was removed meanwhile.
+    async fn extend_expiry(
+        &self,
+        session_id: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     /// Sets the status to `to` only if it is currently `from`. Returns whether it changed.
     async fn transition(
         &self,

@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
+use crate::keepalive::KeepAlive;
 use crate::telemetry::record_error;
 
 /// Counter `sandbox.exec.total{result=ok|timeout|error}`. `ok` means the command ran to its
@@ -164,6 +165,7 @@ pub struct ExecInSandbox {
     clock: Arc<dyn Clock>,
     slots: SandboxSlots,
     settings: ExecSettings,
+    sliding_expiry: Option<KeepAlive>,
 }
 
 impl fmt::Debug for ExecInSandbox {
@@ -171,6 +173,7 @@ impl fmt::Debug for ExecInSandbox {
         f.debug_struct("ExecInSandbox")
             .field("settings", &self.settings)
             .field("slots", &self.slots)
+            .field("sliding_expiry", &self.sliding_expiry.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -185,7 +188,14 @@ impl ExecInSandbox {
         slots: SandboxSlots,
         settings: ExecSettings,
     ) -> Self {
-        Self { repository, runtime, clock, slots, settings }
+        Self { repository, runtime, clock, slots, settings, sliding_expiry: None }
+    }
+
+    /// Sliding expiry: a command counts as activity, and its sandbox is kept alive while it
+    /// runs (see [`KeepAlive::while_active`]). Without this the expiry stays where it is.
+    pub fn with_sliding_expiry(mut self, keep_alive: KeepAlive) -> Self {
+        self.sliding_expiry = Some(keep_alive);
+        self
     }
 
     pub fn settings(&self) -> &ExecSettings {
@@ -240,15 +250,17 @@ impl ExecInSandbox {
             .try_acquire(session.session_id)
             .ok_or(ExecInSandboxError::Busy { chat_id, limit: self.slots.per_sandbox() })?;
 
-        let output =
-            self.runtime.exec(&session.container_id, &request).await.map_err(
-                |error| match error {
-                    ExecError::ContainerNotRunning { .. } => {
-                        ExecInSandboxError::SandboxGone { chat_id, session_id: session.session_id }
-                    }
-                    ExecError::Runtime(error) => ExecInSandboxError::Runtime(error),
-                },
-            )?;
+        let exec = self.runtime.exec(&session.container_id, &request);
+        let output = match &self.sliding_expiry {
+            Some(keep_alive) => keep_alive.while_active(&session, exec).await,
+            None => exec.await,
+        };
+        let output = output.map_err(|error| match error {
+            ExecError::ContainerNotRunning { .. } => {
+                ExecInSandboxError::SandboxGone { chat_id, session_id: session.session_id }
+            }
+            ExecError::Runtime(error) => ExecInSandboxError::Runtime(error),
+        })?;
         if let Some(code) = output.exit_code {
             span.record("exec.exit_code", code);
         }

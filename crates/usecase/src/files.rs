@@ -13,6 +13,7 @@ use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
 use crate::exec::{SandboxSlots, live_session};
+use crate::keepalive::KeepAlive;
 use crate::telemetry::record_error;
 
 /// Counter `sandbox.file.total{operation=upload|download, result=ok|error}`.
@@ -134,6 +135,7 @@ pub struct SandboxFiles {
     clock: Arc<dyn Clock>,
     slots: SandboxSlots,
     settings: FileSettings,
+    sliding_expiry: Option<KeepAlive>,
 }
 
 impl fmt::Debug for SandboxFiles {
@@ -141,6 +143,7 @@ impl fmt::Debug for SandboxFiles {
         f.debug_struct("SandboxFiles")
             .field("settings", &self.settings)
             .field("slots", &self.slots)
+            .field("sliding_expiry", &self.sliding_expiry.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -153,7 +156,14 @@ impl SandboxFiles {
         slots: SandboxSlots,
         settings: FileSettings,
     ) -> Self {
-        Self { repository, runtime, clock, slots, settings }
+        Self { repository, runtime, clock, slots, settings, sliding_expiry: None }
+    }
+
+    /// Sliding expiry: a transfer counts as activity, and its sandbox is kept alive while it
+    /// runs (see [`KeepAlive::while_active`]). Without this the expiry stays where it is.
+    pub fn with_sliding_expiry(mut self, keep_alive: KeepAlive) -> Self {
+        self.sliding_expiry = Some(keep_alive);
+        self
     }
 
     pub fn settings(&self) -> &FileSettings {
@@ -180,10 +190,8 @@ impl SandboxFiles {
             }
             let session = self.session(chat_id, &span).await?;
             let _slot = self.slot(chat_id, &session)?;
-            self.runtime
-                .upload(&session.container_id, &path, bytes)
-                .await
-                .map_err(|error| gone(error, &session))?;
+            let upload = self.runtime.upload(&session.container_id, &path, bytes);
+            self.while_active(&session, upload).await.map_err(|error| gone(error, &session))?;
             Ok(UploadedFile { session, path, size })
         }
         .instrument(span.clone())
@@ -204,9 +212,10 @@ impl SandboxFiles {
             let path = WorkspacePath::parse(path)?;
             let session = self.session(chat_id, &span).await?;
             let _slot = self.slot(chat_id, &session)?;
+            let download =
+                self.runtime.download(&session.container_id, &path, self.settings.download_limit);
             let bytes = self
-                .runtime
-                .download(&session.container_id, &path, self.settings.download_limit)
+                .while_active(&session, download)
                 .await
                 .map_err(|error| gone(error, &session))?;
             span.record("file.size", bytes.len() as u64);
@@ -216,6 +225,17 @@ impl SandboxFiles {
         .await;
         finish(&span, Operation::Download, started, &outcome, |file| file.bytes.len() as u64);
         outcome
+    }
+
+    async fn while_active<F: std::future::Future>(
+        &self,
+        session: &SandboxSession,
+        transfer: F,
+    ) -> F::Output {
+        match &self.sliding_expiry {
+            Some(keep_alive) => keep_alive.while_active(session, transfer).await,
+            None => transfer.await,
+        }
     }
 
     async fn session(

@@ -13,6 +13,7 @@ mod create;
 mod delete;
 mod exec;
 mod files;
+mod keepalive;
 mod maintenance;
 mod queries;
 mod telemetry;
@@ -33,6 +34,10 @@ pub use exec::{
 pub use files::{
     DEFAULT_DOWNLOAD_LIMIT, DEFAULT_UPLOAD_LIMIT, DownloadedFile, FileSettings, SandboxFiles,
     SandboxFilesError, UploadedFile,
+};
+pub use keepalive::{
+    DEFAULT_MAX_LIFETIME, KeepAlive, KeepAliveCommand, KeepAliveError, KeepAliveOutcome,
+    KeepAliveResult, KeepAliveSettings,
 };
 pub use maintenance::{
     CleanupOutcome, DEFAULT_MAINTENANCE_LEASE_NAME, MaintenanceError, MaintenanceReport,

@@ -18,8 +18,8 @@ impl InMemorySessionRepository {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, SandboxSession>) -> T) -> T {
-        // A panic while the map is held cannot leave it half-updated: every write is one insert
-        // or one remove. So a poisoned lock is still safe to use.
+        // A panic while the map is held cannot leave it half-updated: every write is one insert,
+        // one remove or one field assignment. So a poisoned lock is still safe to use.
         let mut sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut sessions)
     }
@@ -115,6 +115,22 @@ impl SessionRepository for InMemorySessionRepository {
         Ok(self.with(|sessions| {
             let terminal = sessions.get(&session_id).is_some_and(|s| s.status.is_terminal());
             terminal && sessions.remove(&session_id).is_some()
+        }))
+    }
+
+    async fn extend_expiry(
+        &self,
+        session_id: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with(|sessions| match sessions.get_mut(&session_id) {
+            Some(session)
+                if session.status == SandboxStatus::Running && session.expires_at < expires_at =>
+            {
+                session.expires_at = expires_at;
+                true
+            }
+            _ => false,
         }))
     }
 

@@ -99,6 +99,14 @@ impl SessionRepository for ScriptedRepository {
     ) -> Result<bool, StoreError> {
         self.inner.transition(session_id, from, to).await
     }
+
+    async fn extend_expiry(
+        &self,
+        session_id: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.extend_expiry(session_id, expires_at).await
+    }
 }
 
 /// The fake runtime, with scripted inspect failures, a clock that moves on every inspect, and a

@@ -46,6 +46,11 @@ macro_rules! session_repository_contract {
                 concurrent_terminal_deletes_of_one_row_remove_it_once,
                 concurrent_transitions_of_one_row_change_it_once,
                 concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once,
+                extend_expiry_moves_a_running_sessions_expiry_later_and_nothing_else,
+                extend_expiry_never_moves_an_expiry_back,
+                extend_expiry_never_touches_a_stopped_crashed_or_missing_session,
+                an_extended_session_leaves_the_expiry_scan,
+                concurrent_extensions_of_one_session_keep_the_latest_expiry,
             ]
         );
     };
@@ -494,4 +499,100 @@ pub async fn concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once
         repo.list(&SandboxStatus::ALL, 100).await.unwrap().iter().map(|s| s.chat_id).collect();
     assert_eq!(chats.len(), 10);
     assert_eq!(repo.count_running().await.unwrap(), 10);
+}
+
+pub async fn extend_expiry_moves_a_running_sessions_expiry_later_and_nothing_else(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let running = session(1, 1, SandboxStatus::Running, 0, 300);
+    let neighbour = session(2, 2, SandboxStatus::Running, 0, 300);
+    save_all(repo, &[running.clone(), neighbour.clone()]).await;
+    let later = base() + TimeDelta::seconds(900) + TimeDelta::microseconds(3);
+    assert!(repo.extend_expiry(running.session_id, later).await.unwrap());
+    let extended = SandboxSession { expires_at: later, ..running };
+    assert_eq!(repo.get(extended.session_id).await.unwrap(), Some(extended.clone()));
+    assert_eq!(repo.get_running_by_chat(chat_id(1)).await.unwrap(), Some(extended));
+    assert_eq!(repo.get(neighbour.session_id).await.unwrap(), Some(neighbour), "untouched");
+}
+
+pub async fn extend_expiry_never_moves_an_expiry_back(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let running = session(1, 1, SandboxStatus::Running, 0, 600);
+    repo.save(&running).await.unwrap();
+    let id = running.session_id;
+    assert!(!repo.extend_expiry(id, running.expires_at).await.unwrap(), "the same instant");
+    let earlier = running.expires_at - TimeDelta::microseconds(1);
+    assert!(!repo.extend_expiry(id, earlier).await.unwrap(), "one microsecond earlier");
+    assert!(!repo.extend_expiry(id, base()).await.unwrap(), "much earlier");
+    assert_eq!(repo.get(id).await.unwrap(), Some(running.clone()), "unchanged");
+    let one_micro_later = running.expires_at + TimeDelta::microseconds(1);
+    assert!(repo.extend_expiry(id, one_micro_later).await.unwrap());
+    assert_eq!(repo.get(id).await.unwrap().unwrap().expires_at, one_micro_later);
+}
+
+pub async fn extend_expiry_never_touches_a_stopped_crashed_or_missing_session(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let stopped = session(1, 1, SandboxStatus::Stopped, 0, 300);
+    let crashed = session(2, 2, SandboxStatus::Crashed, 0, 300);
+    save_all(repo, &[stopped.clone(), crashed.clone()]).await;
+    let later = base() + TimeDelta::seconds(900);
+    assert!(!repo.extend_expiry(stopped.session_id, later).await.unwrap());
+    assert!(!repo.extend_expiry(crashed.session_id, later).await.unwrap());
+    assert!(!repo.extend_expiry(session_id(404), later).await.unwrap(), "never existed");
+    assert_eq!(repo.get(stopped.session_id).await.unwrap(), Some(stopped));
+    assert_eq!(repo.get(crashed.session_id).await.unwrap(), Some(crashed));
+    assert_eq!(repo.get(session_id(404)).await.unwrap(), None, "nothing was created");
+
+    // A session deleted after a caller read it is not brought back by a late extension.
+    let deleted = session(3, 3, SandboxStatus::Running, 0, 300);
+    repo.save(&deleted).await.unwrap();
+    assert!(repo.delete(deleted.session_id).await.unwrap());
+    assert!(!repo.extend_expiry(deleted.session_id, later).await.unwrap());
+    assert_eq!(repo.get(deleted.session_id).await.unwrap(), None);
+}
+
+pub async fn an_extended_session_leaves_the_expiry_scan(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let now = base() + TimeDelta::seconds(300);
+    let due = session(1, 1, SandboxStatus::Running, 0, 300);
+    let other = session(2, 2, SandboxStatus::Running, 0, 200);
+    save_all(repo, &[due.clone(), other.clone()]).await;
+    assert_eq!(ids(&repo.list_expired(now, 10).await.unwrap()), [2, 1].map(session_id));
+    assert!(repo.extend_expiry(due.session_id, now + TimeDelta::microseconds(1)).await.unwrap());
+    assert_eq!(ids(&repo.list_expired(now, 10).await.unwrap()), [session_id(2)]);
+    assert_eq!(repo.count_running().await.unwrap(), 2);
+}
+
+pub async fn concurrent_extensions_of_one_session_keep_the_latest_expiry(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    for round in 1..=10u128 {
+        let running = session(round, round, SandboxStatus::Running, 0, 300);
+        repo.save(&running).await.unwrap();
+        let sooner = base() + TimeDelta::seconds(400);
+        let latest = base() + TimeDelta::seconds(500);
+        // Both orders of arrival, over the rounds.
+        let (a, b) = if round % 2 == 0 { (sooner, latest) } else { (latest, sooner) };
+        let (first, second) = tokio::join!(
+            repo.extend_expiry(running.session_id, a),
+            repo.extend_expiry(running.session_id, b)
+        );
+        let changed = [first.unwrap(), second.unwrap()].into_iter().filter(|c| *c).count();
+        assert!(changed >= 1, "round {round}: at least one extension applies");
+        let stored = repo.get(running.session_id).await.unwrap().unwrap();
+        assert_eq!(stored.expires_at, latest, "round {round}: the later expiry wins");
+    }
 }

@@ -1,0 +1,368 @@
+//! Keeping a chat's sandbox alive: moving its expiry later, when asked (keep-alive) or because
+//! the sandbox is in use (sliding expiry), never past its maximum lifetime.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_ports::{Clock, LifecycleLocker, SessionRepository, StoreError};
+use tracing::field::{Empty, display};
+use tracing::{Instrument, Span};
+
+use crate::telemetry::record_error;
+
+/// Counter `sandbox.keepalive.total{trigger=request|activity, result=extended|unchanged|
+/// not_found|error}`.
+const KEEPALIVE_TOTAL: &str = "sandbox.keepalive.total";
+
+/// How long a sandbox may live at most, counted from its creation, however often it is kept
+/// alive.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The shortest interval between two pushes of a sandbox's expiry while an operation runs in it.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+
+/// The bounds of [`KeepAlive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAliveSettings {
+    /// How far a keep-alive without a TTL, and every push of the sliding expiry, moves the
+    /// expiry: to `now + default_ttl`.
+    pub default_ttl: Duration,
+    /// The longest TTL a keep-alive may ask for.
+    pub max_ttl: Duration,
+    /// No expiry is ever set past `created_at + max_lifetime`.
+    pub max_lifetime: Duration,
+}
+
+/// Keep the chat's sandbox alive for `ttl` from now (`None`: the deployment's TTL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAliveCommand {
+    pub chat_id: ChatId,
+    pub ttl: Option<Duration>,
+}
+
+impl KeepAliveCommand {
+    /// With the deployment's TTL.
+    pub fn new(chat_id: ChatId) -> Self {
+        Self { chat_id, ttl: None }
+    }
+}
+
+/// What a keep-alive did to the expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeepAliveResult {
+    /// The expiry moved later.
+    Extended,
+    /// The sandbox already lived at least that long (an expiry is never moved back), or it has
+    /// reached its maximum lifetime.
+    Unchanged,
+}
+
+impl KeepAliveResult {
+    /// The spelling used in telemetry and the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Extended => "extended",
+            Self::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl fmt::Display for KeepAliveResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The chat's sandbox after the keep-alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepAliveOutcome {
+    /// As it is in the store now, with its new expiry.
+    pub session: SandboxSession,
+    pub result: KeepAliveResult,
+    /// The latest expiry the sandbox can ever get: `created_at + max_lifetime`.
+    pub lifetime_ends_at: Timestamp,
+}
+
+/// Why [`KeepAlive`] did not keep the sandbox alive.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeepAliveError {
+    /// The TTL asked for is zero or longer than the maximum TTL (nothing was touched).
+    #[error(
+        "a keep-alive ttl of {} is not allowed: ask for 1 second to {} (the maximum TTL)",
+        seconds(*.ttl),
+        seconds(*.max)
+    )]
+    InvalidTtl { ttl: Duration, max: Duration },
+    /// The chat has no running sandbox, or only an expired one: an expired sandbox is as good
+    /// as gone (the next cleanup removes it, the next get-or-create replaces it) and is not
+    /// brought back.
+    #[error("chat {chat_id} has no running sandbox; create one first (get-or-create), then retry")]
+    NoSandbox { chat_id: ChatId },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl KeepAliveError {
+    /// A short stable name for the `error.type` label, e.g. `no_sandbox`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidTtl { .. } => "invalid_ttl",
+            Self::NoSandbox { .. } => "no_sandbox",
+            Self::Store(error) => error.kind(),
+        }
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{:.3}s", duration.as_secs_f64())
+    }
+}
+
+/// Why the expiry moves: a caller asked, or the sandbox is in use (sliding expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Request,
+    Activity,
+}
+
+impl Trigger {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Activity => "activity",
+        }
+    }
+}
+
+/// Moves a chat's running sandbox's expiry to `now + ttl`, bounded by its maximum lifetime
+/// (`created_at + max_lifetime`), and never earlier than it already is.
+///
+/// Under the chat's lifecycle lock, the session is read again and checked (running, not
+/// expired), the new expiry computed and written with the store's conditional
+/// [`SessionRepository::extend_expiry`]. The cleanup re-reads the session under the same lock
+/// before it removes anything, so a sandbox kept alive after the cleanup's snapshot is not
+/// removed.
+///
+/// The same operation serves the sliding expiry: [`Self::while_active`] pushes the expiry of a
+/// sandbox while an exec or a file transfer runs in it (see `docs/exec.md`).
+#[derive(Clone)]
+pub struct KeepAlive {
+    repository: Arc<dyn SessionRepository>,
+    locker: Arc<dyn LifecycleLocker>,
+    clock: Arc<dyn Clock>,
+    settings: KeepAliveSettings,
+}
+
+impl fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepAlive").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl KeepAlive {
+    pub fn new(
+        repository: Arc<dyn SessionRepository>,
+        locker: Arc<dyn LifecycleLocker>,
+        clock: Arc<dyn Clock>,
+        settings: KeepAliveSettings,
+    ) -> Self {
+        Self { repository, locker, clock, settings }
+    }
+
+    pub fn settings(&self) -> &KeepAliveSettings {
+        &self.settings
+    }
+
+    /// The latest expiry `session` can ever get: `created_at + max_lifetime`.
+    pub fn lifetime_ends_at(&self, session: &SandboxSession) -> Timestamp {
+        TimeDelta::from_std(self.settings.max_lifetime)
+            .ok()
+            .and_then(|lifetime| session.created_at.checked_add_signed(lifetime))
+            .unwrap_or(Timestamp::MAX_UTC)
+    }
+
+    /// Keeps the chat's sandbox alive for the command's TTL from now.
+    pub async fn execute(
+        &self,
+        command: KeepAliveCommand,
+    ) -> Result<KeepAliveOutcome, KeepAliveError> {
+        let ttl = command.ttl.unwrap_or(self.settings.default_ttl);
+        self.extend(command.chat_id, None, ttl, Trigger::Request).await
+    }
+
+    /// The sliding expiry's push: keeps `session` alive for the deployment's TTL from now, if
+    /// it is still the chat's running, unexpired session.
+    pub async fn record_activity(
+        &self,
+        session: &SandboxSession,
+    ) -> Result<KeepAliveOutcome, KeepAliveError> {
+        self.extend(
+            session.chat_id,
+            Some(session.session_id),
+            self.settings.default_ttl,
+            Trigger::Activity,
+        )
+        .await
+    }
+
+    /// Runs `operation` (an exec or a transfer in `session`'s sandbox) while keeping the sandbox
+    /// alive: its expiry is pushed when the operation starts, every third of the TTL while it
+    /// runs (so that a command longer than the TTL is not removed under itself), and when it
+    /// ends. A push that fails is logged and does not fail the operation.
+    pub async fn while_active<F: Future>(
+        &self,
+        session: &SandboxSession,
+        operation: F,
+    ) -> F::Output {
+        self.push(session).await;
+        let period = (self.settings.default_ttl / 3).max(MIN_HEARTBEAT);
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(period).await;
+                self.push(session).await;
+            }
+        };
+        let output = tokio::select! {
+            output = operation => output,
+            () = heartbeat => unreachable!("the heartbeat loops until the operation ends"),
+        };
+        self.push(session).await;
+        output
+    }
+
+    async fn push(&self, session: &SandboxSession) {
+        match self.record_activity(session).await {
+            Ok(_) => {}
+            // Deleted, replaced or expired meanwhile: the operation will tell its own story.
+            Err(KeepAliveError::NoSandbox { .. }) => {}
+            Err(error) => tracing::warn!(
+                chat_id = %session.chat_id,
+                session_id = %session.session_id,
+                error = %error,
+                "sandbox_keepalive_failed: the sliding expiry could not be pushed"
+            ),
+        }
+    }
+
+    async fn extend(
+        &self,
+        chat_id: ChatId,
+        only_session: Option<SessionId>,
+        ttl: Duration,
+        trigger: Trigger,
+    ) -> Result<KeepAliveOutcome, KeepAliveError> {
+        let span = tracing::info_span!(
+            "usecase.keep_alive",
+            chat.id = %chat_id,
+            sandbox.trigger = trigger.as_str(),
+            ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            session.id = Empty,
+            container.id = Empty,
+            sandbox.expires_at = Empty,
+            sandbox.lifetime_ends_at = Empty,
+            sandbox.result = Empty,
+            error = Empty,
+            "error.type" = Empty,
+            otel.status_code = Empty,
+        );
+        let outcome =
+            self.extend_locked(chat_id, only_session, ttl, &span).instrument(span.clone()).await;
+        let result = match &outcome {
+            Ok(outcome) => {
+                span.record("sandbox.expires_at", display(outcome.session.expires_at));
+                if trigger == Trigger::Request {
+                    tracing::info!(
+                        parent: &span,
+                        chat_id = %outcome.session.chat_id,
+                        session_id = %outcome.session.session_id,
+                        container_id = %outcome.session.container_id,
+                        expires_at = %outcome.session.expires_at,
+                        result = outcome.result.as_str(),
+                        "sandbox_kept_alive"
+                    );
+                }
+                outcome.result.as_str()
+            }
+            Err(error @ KeepAliveError::NoSandbox { .. }) => {
+                // For the sliding expiry a sandbox that went away is no error of the push.
+                if trigger == Trigger::Request {
+                    record_error(&span, error, error.kind());
+                }
+                "not_found"
+            }
+            Err(error) => {
+                record_error(&span, error, error.kind());
+                "error"
+            }
+        };
+        span.record("sandbox.result", result);
+        metrics::counter!(KEEPALIVE_TOTAL, "trigger" => trigger.as_str(), "result" => result)
+            .increment(1);
+        outcome
+    }
+
+    async fn extend_locked(
+        &self,
+        chat_id: ChatId,
+        only_session: Option<SessionId>,
+        ttl: Duration,
+        span: &Span,
+    ) -> Result<KeepAliveOutcome, KeepAliveError> {
+        let invalid = KeepAliveError::InvalidTtl { ttl, max: self.settings.max_ttl };
+        if ttl.is_zero() || ttl > self.settings.max_ttl {
+            return Err(invalid);
+        }
+        let ttl = TimeDelta::from_std(ttl).map_err(|_| invalid)?;
+        let _lock = self.locker.lock(chat_id).await?;
+        let now = self.clock.now();
+        let current = self
+            .repository
+            .get_running_by_chat(chat_id)
+            .await?
+            .filter(|session| !session.is_expired(now))
+            .filter(|session| only_session.is_none_or(|id| id == session.session_id))
+            .ok_or(KeepAliveError::NoSandbox { chat_id })?;
+        span.record("session.id", display(current.session_id));
+        span.record("container.id", display(&current.container_id));
+
+        let lifetime_ends_at = self.lifetime_ends_at(&current);
+        span.record("sandbox.lifetime_ends_at", display(lifetime_ends_at));
+        let wanted = now.checked_add_signed(ttl).unwrap_or(lifetime_ends_at).min(lifetime_ends_at);
+        // The stores keep microseconds; the answer shows what a later read will show.
+        let wanted = Timestamp::from_timestamp_micros(wanted.timestamp_micros()).unwrap_or(wanted);
+        if wanted <= current.expires_at {
+            return Ok(KeepAliveOutcome {
+                session: current,
+                result: KeepAliveResult::Unchanged,
+                lifetime_ends_at,
+            });
+        }
+        if self.repository.extend_expiry(current.session_id, wanted).await? {
+            let session = SandboxSession { expires_at: wanted, ..current };
+            return Ok(KeepAliveOutcome {
+                session,
+                result: KeepAliveResult::Extended,
+                lifetime_ends_at,
+            });
+        }
+        // Only a writer that bypassed the chat's lock gets here (it removed the session, or
+        // extended it further): answer with what the store holds now.
+        match self.repository.get(current.session_id).await? {
+            Some(session) if session.status == current.status && !session.is_expired(now) => {
+                Ok(KeepAliveOutcome {
+                    session,
+                    result: KeepAliveResult::Unchanged,
+                    lifetime_ends_at,
+                })
+            }
+            _ => Err(KeepAliveError::NoSandbox { chat_id }),
+        }
+    }
+}
