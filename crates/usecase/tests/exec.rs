@@ -16,6 +16,10 @@ use sandkeeper_usecase::{
     ExecCommand, ExecInSandbox, ExecInSandboxError, ExecSettings, SandboxSlots,
 };
 use support::*;
+
+// Every test captures telemetry from its first line, also those that assert none: `tracing`
+// caches per call site whether anyone listens, and a test without a capture running beside one
+// with a capture can make that cache say "no one" for the latter.
 use tracing::Level;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -115,6 +119,7 @@ async fn exec_runs_the_command_in_the_chats_running_sandbox_with_the_defaults() 
 
 #[tokio::test]
 async fn stdin_env_workdir_and_timeout_reach_the_runtime() {
+    let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with(&[&active()]);
     let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
@@ -268,6 +273,7 @@ async fn a_sandbox_that_goes_away_under_the_command_is_reported_as_gone() {
 
 #[tokio::test]
 async fn runtime_failures_are_returned_as_such() {
+    let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with(&[&active()]);
     runtime.push_exec_result(Err(ExecError::Runtime(RuntimeError::Unavailable("down".into()))));
@@ -327,6 +333,7 @@ async fn bad_requests_are_refused_before_anything_is_touched() {
 
 #[tokio::test]
 async fn settings_bound_the_output_and_the_timeouts() {
+    let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with(&[&active()]);
     let settings = ExecSettings {
@@ -367,6 +374,7 @@ async fn settings_bound_the_output_and_the_timeouts() {
 /// hears that the sandbox is gone (its output is lost).
 #[tokio::test]
 async fn a_command_in_flight_when_its_sandbox_expires_and_is_cleaned_up_reports_it_gone() {
+    let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with(&[&active()]);
     let clock = Arc::new(ManualClock::new(now()));

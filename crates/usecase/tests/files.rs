@@ -18,6 +18,10 @@ use sandkeeper_usecase::{
 };
 use support::*;
 
+// Every test captures telemetry from its first line, also those that assert none: `tracing`
+// caches per call site whether anyone listens, and a test without a capture running beside one
+// with a capture can make that cache say "no one" for the latter.
+
 fn active() -> SandboxSession {
     running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now() - minutes(1), now() + minutes(4))
 }
@@ -62,6 +66,7 @@ async fn setup() -> (FakeRuntime, SandboxFiles) {
 
 #[tokio::test]
 async fn the_path_rule_refuses_escapes_before_anything_is_touched() {
+    let _capture = Capture::install();
     let (runtime, files) = setup().await;
     let refused: &[(&str, PathRule)] = &[
         ("../x", PathRule::DotSegment),
@@ -188,6 +193,7 @@ async fn size_limits_refuse_large_uploads_at_once_and_bound_downloads() {
 
 #[tokio::test]
 async fn what_the_sandbox_says_about_a_path_is_passed_on() {
+    let _capture = Capture::install();
     let (runtime, files) = setup().await;
 
     let error = files.download(CHAT_ID, "missing.txt").await.unwrap_err();
@@ -213,6 +219,7 @@ async fn what_the_sandbox_says_about_a_path_is_passed_on() {
 
 #[tokio::test]
 async fn no_sandbox_an_expired_one_and_one_that_went_away_are_told_apart() {
+    let _capture = Capture::install();
     let expired = running(
         SESSION_EXPIRED_ID,
         EXPIRED_CHAT_ID,
@@ -247,6 +254,7 @@ async fn no_sandbox_an_expired_one_and_one_that_went_away_are_told_apart() {
 
 #[tokio::test]
 async fn transfers_and_execs_share_the_sandboxs_bound() {
+    let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with(&[&active()]);
     let slots = SandboxSlots::new(1);

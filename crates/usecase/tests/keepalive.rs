@@ -20,6 +20,10 @@ use sandkeeper_usecase::{
     SandboxSlots,
 };
 use support::*;
+
+// Every test captures telemetry from its first line, also those that assert none: `tracing`
+// caches per call site whether anyone listens, and a test without a capture running beside one
+// with a capture can make that cache say "no one" for the latter.
 use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -95,6 +99,7 @@ async fn a_keepalive_moves_the_expiry_to_now_plus_the_ttl_under_the_chats_lock()
 
 #[tokio::test]
 async fn without_a_ttl_the_deployments_ttl_is_used() {
+    let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let usecase = keep_alive(repository.clone(), RecordingLocker::new(), at_now(), settings());
     let outcome = usecase.execute(KeepAliveCommand::new(CHAT_ID)).await.unwrap();
@@ -124,6 +129,7 @@ async fn a_keepalive_never_shortens_a_sandboxs_life() {
 
 #[tokio::test]
 async fn the_expiry_never_goes_past_the_maximum_lifetime() {
+    let _capture = Capture::install();
     // Created 23 h 58 min ago, with a lifetime of 24 h: two minutes are left.
     let old = running(
         SESSION_ACTIVE_ID,
@@ -215,6 +221,7 @@ async fn a_chat_without_a_sandbox_or_with_an_expired_one_is_not_kept_alive() {
 
 #[tokio::test]
 async fn a_store_failure_is_returned_and_changes_nothing() {
+    let _capture = Capture::install();
     let repository = Arc::new(FailingReads::default());
     repository.inner.save(&active()).await.unwrap();
     let usecase = keep_alive(repository.clone(), RecordingLocker::new(), at_now(), settings());
@@ -230,6 +237,7 @@ async fn a_store_failure_is_returned_and_changes_nothing() {
 /// sees the new expiry and leaves the sandbox alone.
 #[tokio::test]
 async fn a_sandbox_kept_alive_after_the_cleanups_snapshot_is_not_removed() {
+    let _capture = Capture::install();
     let due = running(
         SESSION_ACTIVE_ID,
         CHAT_ID,
@@ -355,6 +363,7 @@ async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_en
 
 #[tokio::test]
 async fn in_fixed_mode_an_exec_leaves_the_expiry_alone() {
+    let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with_active();
     let usecase = ExecInSandbox::new(
@@ -372,6 +381,7 @@ async fn in_fixed_mode_an_exec_leaves_the_expiry_alone() {
 /// sandbox's expiry is pushed every third of the TTL, so the cleanup finds it alive.
 #[tokio::test]
 async fn in_sliding_mode_a_command_longer_than_the_ttl_keeps_its_sandbox_alive() {
+    let _capture = Capture::install();
     let ttl = Duration::from_secs(3);
     let session = SandboxSession { expires_at: now() + seconds(3), ..active() };
     let repository = repository_with(&[&session]).await;
@@ -413,6 +423,7 @@ async fn in_sliding_mode_a_command_longer_than_the_ttl_keeps_its_sandbox_alive()
 
 #[tokio::test]
 async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it() {
+    let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with_active();
     let clock = at_now();
@@ -445,6 +456,7 @@ async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it
 
 #[tokio::test]
 async fn in_sliding_mode_file_transfers_push_the_expiry() {
+    let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with_active();
     let clock = at_now();
