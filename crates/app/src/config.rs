@@ -41,7 +41,8 @@ pub(crate) enum Command {
     /// restart. Docker is reached like the docker CLI does (DOCKER_HOST, else
     /// /var/run/docker.sock).
     #[command(after_help = "The API is described in docs/api.md and docs/openapi.yaml.")]
-    Serve(ServeArgs),
+    // Boxed: its settings outweigh every other command's by far.
+    Serve(Box<ServeArgs>),
     /// Create or update the store's tables, then exit.
     Migrate(MigrateArgs),
     /// Remove expired sandboxes once (up to 1000), print the report as JSON on stdout, exit.
@@ -191,9 +192,28 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SANDKEEPER_TTL", value_name = "DURATION", default_value = "5m", value_parser = parse_duration_at_least("--ttl", Duration::from_secs(1)), help_heading = "Sandboxes")]
     pub(crate) ttl: Duration,
 
-    /// The longest TTL a request may ask for with `ttl_seconds`.
+    /// The longest TTL a request may ask for with `ttl_seconds` (on create and keep-alive).
     #[arg(long, env = "SANDKEEPER_MAX_TTL", value_name = "DURATION", default_value = "1h", value_parser = parse_duration_at_least("--max-ttl", Duration::from_secs(1)), help_heading = "Sandboxes")]
     pub(crate) max_ttl: Duration,
+
+    /// The longest a sandbox may live, counted from its creation: keep-alives and the sliding
+    /// expiry never set an expiry past `created_at + max-lifetime`. At least --max-ttl.
+    #[arg(long, env = "SANDKEEPER_MAX_LIFETIME", value_name = "DURATION", default_value = "24h", value_parser = parse_duration_at_least("--max-lifetime", Duration::from_secs(1)), help_heading = "Sandboxes")]
+    pub(crate) max_lifetime: Duration,
+
+    /// How a sandbox's expiry moves after it was created. `fixed`: only a keep-alive
+    /// (`POST .../keepalive`) moves it. `sliding`: every exec and file transfer also counts as
+    /// activity and pushes it to now + --ttl, also while a long command runs (never past
+    /// --max-lifetime).
+    #[arg(
+        long,
+        env = "SANDKEEPER_TTL_MODE",
+        value_name = "MODE",
+        value_enum,
+        default_value = "fixed",
+        help_heading = "Sandboxes"
+    )]
+    pub(crate) ttl_mode: TtlMode,
 
     /// How often the cleanup loop removes expired sandboxes (each pass waits ±10% more or
     /// less, so that replicas drift apart).
@@ -207,6 +227,8 @@ pub(crate) struct ServeArgs {
     pub(crate) maintenance_interval: Duration,
 
     #[command(flatten)]
+    pub(crate) exec: ExecArgs,
+    #[command(flatten)]
     pub(crate) sweep: SweepArgs,
     #[command(flatten)]
     pub(crate) docker: DockerArgs,
@@ -214,6 +236,57 @@ pub(crate) struct ServeArgs {
     pub(crate) store: StoreArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
+}
+
+/// How a sandbox's expiry moves after it was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TtlMode {
+    /// The expiry moves only when a keep-alive asks.
+    Fixed,
+    /// Exec and file calls count as activity and push the expiry to now + the TTL.
+    Sliding,
+}
+
+impl TtlMode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Fixed => "fixed",
+            Self::Sliding => "sliding",
+        }
+    }
+}
+
+/// The settings of commands and file transfers in sandboxes.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Exec and files")]
+pub(crate) struct ExecArgs {
+    /// How long a command may run when its request has no `timeout_ms`. When it runs out, the
+    /// command and every process it started are killed and the answer says `timed_out`.
+    #[arg(long, env = "SANDKEEPER_EXEC_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration_at_least("--exec-timeout", Duration::from_millis(1)))]
+    pub(crate) exec_timeout: Duration,
+
+    /// The longest `timeout_ms` a request may ask for.
+    #[arg(long, env = "SANDKEEPER_EXEC_MAX_TIMEOUT", value_name = "DURATION", default_value = "10m", value_parser = parse_duration_at_least("--exec-max-timeout", Duration::from_millis(1)))]
+    pub(crate) exec_max_timeout: Duration,
+
+    /// How much of a command's stdout, and separately of its stderr, is returned (binary
+    /// units: 1m = 1 MiB); the rest is read and discarded, and the answer says `truncated`.
+    #[arg(long, env = "SANDKEEPER_EXEC_OUTPUT_LIMIT", value_name = "SIZE", default_value = "1m", value_parser = parse_size("--exec-output-limit", 1))]
+    pub(crate) exec_output_limit: u64,
+
+    /// The most stdin a command may be given; a larger `stdin` is refused with 413.
+    #[arg(long, env = "SANDKEEPER_EXEC_STDIN_LIMIT", value_name = "SIZE", default_value = "16m", value_parser = parse_size("--exec-stdin-limit", 1))]
+    pub(crate) exec_stdin_limit: u64,
+
+    /// How many commands and file transfers may run at once in one sandbox (per replica); one
+    /// more is refused with 429 at once.
+    #[arg(long, env = "SANDKEEPER_EXEC_CONCURRENCY", value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) exec_concurrency: u32,
+
+    /// The largest file that can be uploaded into or downloaded from a sandbox; a larger one is
+    /// refused with 413. Files pass through sandkeeper's memory whole.
+    #[arg(long, env = "SANDKEEPER_FILE_SIZE_LIMIT", value_name = "SIZE", default_value = "16m", value_parser = parse_size("--file-size-limit", 1))]
+    pub(crate) file_size_limit: u64,
 }
 
 /// `sandkeeper migrate`
@@ -263,6 +336,9 @@ pub(crate) struct ServeConfig {
     pub(crate) max_sandboxes: Option<u64>,
     pub(crate) ttl: Duration,
     pub(crate) max_ttl: Duration,
+    pub(crate) max_lifetime: Duration,
+    pub(crate) ttl_mode: TtlMode,
+    pub(crate) exec: ExecArgs,
     pub(crate) cleanup_interval: Duration,
     pub(crate) maintenance_interval: Duration,
     pub(crate) orphan_grace: Duration,
@@ -279,6 +355,22 @@ impl ServeArgs {
                 "--ttl: `{}` is longer than --max-ttl `{}`; raise --max-ttl or shorten --ttl",
                 humantime::format_duration(self.ttl),
                 humantime::format_duration(self.max_ttl)
+            )));
+        }
+        if self.max_ttl > self.max_lifetime {
+            return Err(ConfigError(format!(
+                "--max-ttl: `{}` is longer than --max-lifetime `{}`; raise --max-lifetime or \
+                 shorten --max-ttl",
+                humantime::format_duration(self.max_ttl),
+                humantime::format_duration(self.max_lifetime)
+            )));
+        }
+        if self.exec.exec_timeout > self.exec.exec_max_timeout {
+            return Err(ConfigError(format!(
+                "--exec-timeout: `{}` is longer than --exec-max-timeout `{}`; raise \
+                 --exec-max-timeout or shorten --exec-timeout",
+                humantime::format_duration(self.exec.exec_timeout),
+                humantime::format_duration(self.exec.exec_max_timeout)
             )));
         }
         let api_token = match (self.api_token, &self.api_token_file) {
@@ -300,6 +392,9 @@ impl ServeArgs {
             max_sandboxes: (self.max_sandboxes > 0).then_some(self.max_sandboxes),
             ttl: self.ttl,
             max_ttl: self.max_ttl,
+            max_lifetime: self.max_lifetime,
+            ttl_mode: self.ttl_mode,
+            exec: self.exec,
             cleanup_interval: self.cleanup_interval,
             maintenance_interval: self.maintenance_interval,
             orphan_grace: self.sweep.orphan_grace,
@@ -533,10 +628,12 @@ fn parse_size(
             _ => return Err(format!("{setting}: `{value}` is not a size like 512m or 1g")),
         };
         if bytes < minimum {
-            return Err(format!(
-                "{setting}: `{value}` is too small; use at least {}m",
-                minimum >> 20
-            ));
+            let least = if minimum >= 1 << 20 {
+                format!("{}m", minimum >> 20)
+            } else {
+                format!("{minimum} byte{}", if minimum == 1 { "" } else { "s" })
+            };
+            return Err(format!("{setting}: `{value}` is too small; use at least {least}"));
         }
         Ok(bytes)
     }
@@ -554,7 +651,7 @@ mod tests {
 
     fn serve(args: &[&str]) -> ServeArgs {
         match parse(&[&["serve"], args].concat()).unwrap().command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             other => panic!("parsed {other:?}"),
         }
     }
@@ -704,6 +801,45 @@ mod tests {
     }
 
     #[test]
+    fn exec_file_and_lifetime_settings_have_their_defaults() {
+        let args = serve(&[]);
+        assert_eq!(args.max_lifetime, Duration::from_secs(24 * 3600));
+        assert_eq!(args.ttl_mode, TtlMode::Fixed);
+        assert_eq!(args.exec.exec_timeout, Duration::from_secs(30));
+        assert_eq!(args.exec.exec_max_timeout, Duration::from_secs(600));
+        assert_eq!(args.exec.exec_output_limit, 1 << 20);
+        assert_eq!(args.exec.exec_stdin_limit, 16 << 20);
+        assert_eq!(args.exec.exec_concurrency, 8);
+        assert_eq!(args.exec.file_size_limit, 16 << 20);
+        let args = serve(&["--ttl-mode", "sliding", "--exec-output-limit", "1k"]);
+        assert_eq!(args.ttl_mode, TtlMode::Sliding);
+        assert_eq!(args.exec.exec_output_limit, 1024);
+    }
+
+    #[test]
+    fn exec_and_lifetime_settings_that_contradict_each_other_are_named() {
+        let error = serve(&["--max-lifetime", "30m"]).validate().unwrap_err();
+        assert!(
+            error.0.starts_with("--max-ttl: `1h` is longer than --max-lifetime `30m`"),
+            "{error}"
+        );
+        let error = serve(&["--exec-timeout", "20m"]).validate().unwrap_err();
+        assert!(
+            error.0.starts_with("--exec-timeout: `20m` is longer than --exec-max-timeout `10m`"),
+            "{error}"
+        );
+        let message = parse(&["serve", "--exec-concurrency", "0"]).unwrap_err().to_string();
+        assert!(message.contains("--exec-concurrency"), "{message}");
+        let message = parse(&["serve", "--ttl-mode", "lazy"]).unwrap_err().to_string();
+        assert!(message.contains("lazy") && message.contains("sliding"), "{message}");
+        let message = parse(&["serve", "--file-size-limit", "0.1"]).unwrap_err().to_string();
+        assert!(
+            message.contains("--file-size-limit: `0.1` is too small; use at least 1 byte"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn a_bad_instance_id_is_named() {
         let message = parse(&["serve", "--instance-id", "a b"]).unwrap_err().to_string();
         assert!(message.contains("--instance-id: `a b` must be"), "{message}");
@@ -728,6 +864,14 @@ mod tests {
             "--max-sandboxes",
             "--max-ttl",
             "--log-format",
+            "--max-lifetime",
+            "--ttl-mode",
+            "--exec-timeout",
+            "--exec-max-timeout",
+            "--exec-output-limit",
+            "--exec-stdin-limit",
+            "--exec-concurrency",
+            "--file-size-limit",
         ] {
             assert!(help.contains(setting), "`{setting}` missing from\n{help}");
             let variable = format!("SANDKEEPER_{}", setting[2..].replace('-', "_").to_uppercase());

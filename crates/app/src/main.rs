@@ -160,6 +160,7 @@ fn one_shot_settings(instance_id: &str, orphan_grace: Duration) -> ServiceSettin
         instance_id: instance_id.to_owned(),
         orphan_grace,
         sweep_min_interval: Duration::ZERO,
+        operations: services::OperationSettings::default(),
     }
 }
 

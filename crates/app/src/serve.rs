@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandkeeper_adapters_observability::Telemetry;
+use sandkeeper_usecase::{ExecSettings, FileSettings};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -12,7 +13,7 @@ use crate::Failure;
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::loops::{self, LoopSettings, Shutdown};
-use crate::services::{ServiceSettings, Services};
+use crate::services::{OperationSettings, ServiceSettings, Services};
 use crate::wiring::{self, StartError};
 
 /// How long in-flight requests may take to finish after a shutdown signal. Every request is
@@ -36,6 +37,7 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         instance_id: config.docker.instance_id.clone(),
         orphan_grace: config.orphan_grace,
         sweep_min_interval: config.maintenance_interval.mul_f64(SWEEP_MIN_INTERVAL_SHARE),
+        operations: operation_settings(&config),
     };
     let services = Arc::new(Services::new(wiring::ports(&store, runtime), &settings));
     let metrics: Arc<dyn Fn() -> String + Send + Sync> =
@@ -63,6 +65,7 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         image = %config.docker.image,
         docker = %docker_endpoint,
         ttl = %humantime::format_duration(config.ttl),
+        ttl_mode = config.ttl_mode.as_str(),
         "sandkeeper started"
     );
     tracing::info!("listening on {address}");
@@ -139,6 +142,28 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
     store.close().await;
     tracing::info!("sandkeeper stopped; running sandboxes stay and are reused after a restart");
     Ok(())
+}
+
+/// Exec, file and expiry settings from the command line.
+fn operation_settings(config: &ServeConfig) -> OperationSettings {
+    let exec = &config.exec;
+    let bytes = |size: u64| usize::try_from(size).unwrap_or(usize::MAX);
+    OperationSettings {
+        max_ttl: config.max_ttl,
+        max_lifetime: config.max_lifetime,
+        ttl_mode: config.ttl_mode,
+        exec: ExecSettings {
+            default_timeout: exec.exec_timeout,
+            max_timeout: exec.exec_max_timeout,
+            output_limit: bytes(exec.exec_output_limit),
+            stdin_limit: bytes(exec.exec_stdin_limit),
+        },
+        files: FileSettings {
+            upload_limit: exec.file_size_limit,
+            download_limit: exec.file_size_limit,
+        },
+        per_sandbox: exec.exec_concurrency as usize,
+    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now (so that a signal that comes right after start

@@ -10,10 +10,14 @@ use sandkeeper_ports::{
     Clock, LifecycleLocker, MaintenanceLeases, SandboxRuntime, SessionRepository,
 };
 use sandkeeper_usecase::{
-    CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, MaintenanceError, MaintenanceReport,
-    MaintenanceSettings, MaintenanceSweep, SandboxQueries, SweepOutcome,
+    CleanupExpiredSandboxes, CreateSandbox, DEFAULT_MAX_LIFETIME, DEFAULT_OPERATIONS_PER_SANDBOX,
+    DeleteSandbox, ExecInSandbox, ExecSettings, FileSettings, KeepAlive, KeepAliveSettings,
+    MaintenanceError, MaintenanceReport, MaintenanceSettings, MaintenanceSweep, SandboxFiles,
+    SandboxQueries, SandboxSlots, SweepOutcome,
 };
 use tokio::time::Instant;
+
+use crate::config::TtlMode;
 
 /// How long a readiness check may take before its dependency counts as unavailable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -52,6 +56,34 @@ pub(crate) struct ServiceSettings {
     /// Sweeps of this deployment (all replicas together) run at most this often, unless asked
     /// for explicitly.
     pub(crate) sweep_min_interval: Duration,
+    /// Exec, files, keep-alive and the expiry mode.
+    pub(crate) operations: OperationSettings,
+}
+
+/// The settings of what runs inside sandboxes, and of how their expiry moves.
+#[derive(Debug, Clone)]
+pub(crate) struct OperationSettings {
+    /// The longest TTL a keep-alive may ask for (`--max-ttl`).
+    pub(crate) max_ttl: Duration,
+    pub(crate) max_lifetime: Duration,
+    pub(crate) ttl_mode: TtlMode,
+    pub(crate) exec: ExecSettings,
+    pub(crate) files: FileSettings,
+    /// Execs and transfers at once per sandbox.
+    pub(crate) per_sandbox: usize,
+}
+
+impl Default for OperationSettings {
+    fn default() -> Self {
+        Self {
+            max_ttl: Duration::from_secs(3600),
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            ttl_mode: TtlMode::Fixed,
+            exec: ExecSettings::default(),
+            files: FileSettings::default(),
+            per_sandbox: DEFAULT_OPERATIONS_PER_SANDBOX,
+        }
+    }
 }
 
 /// Every operation of the service.
@@ -61,6 +93,9 @@ pub(crate) struct Services {
     pub(crate) queries: SandboxQueries,
     pub(crate) cleanup: CleanupExpiredSandboxes,
     pub(crate) sweep: MaintenanceSweep,
+    pub(crate) keep_alive: KeepAlive,
+    pub(crate) exec: ExecInSandbox,
+    pub(crate) files: SandboxFiles,
     runtime: Arc<dyn SandboxRuntime>,
     store_probe: Probe,
 }
@@ -121,6 +156,8 @@ impl Services {
         let delete =
             DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime));
         let queries = SandboxQueries::new(Arc::clone(&repository));
+        let (keep_alive, exec, files) =
+            operations(&repository, &locker, &runtime, &clock, settings.ttl, &settings.operations);
         let cleanup = CleanupExpiredSandboxes::new(
             Arc::clone(&repository),
             Arc::clone(&locker),
@@ -132,7 +169,18 @@ impl Services {
         sweep_settings.min_interval = settings.sweep_min_interval;
         let sweep =
             MaintenanceSweep::new(repository, Arc::clone(&runtime), leases, clock, sweep_settings);
-        Self { create, delete, queries, cleanup, sweep, runtime, store_probe }
+        Self {
+            create,
+            delete,
+            queries,
+            cleanup,
+            sweep,
+            keep_alive,
+            exec,
+            files,
+            runtime,
+            store_probe,
+        }
     }
 
     /// Asks the store and Docker at the same time, each bounded by [`PROBE_TIMEOUT`].
@@ -181,6 +229,48 @@ impl Services {
     pub(crate) async fn sweep_once(&self, force: bool) -> Result<SweepOutcome, MaintenanceError> {
         self.sweep.run(force).await
     }
+}
+
+/// Keep-alive, exec and file transfers. Exec and transfers share one bound per sandbox; in
+/// sliding mode both keep their sandbox alive while they run.
+fn operations(
+    repository: &Arc<dyn SessionRepository>,
+    locker: &Arc<dyn LifecycleLocker>,
+    runtime: &Arc<dyn SandboxRuntime>,
+    clock: &Arc<dyn Clock>,
+    ttl: Duration,
+    settings: &OperationSettings,
+) -> (KeepAlive, ExecInSandbox, SandboxFiles) {
+    let keep_alive = KeepAlive::new(
+        Arc::clone(repository),
+        Arc::clone(locker),
+        Arc::clone(clock),
+        KeepAliveSettings {
+            default_ttl: ttl,
+            max_ttl: settings.max_ttl,
+            max_lifetime: settings.max_lifetime,
+        },
+    );
+    let slots = SandboxSlots::new(settings.per_sandbox);
+    let mut exec = ExecInSandbox::new(
+        Arc::clone(repository),
+        Arc::clone(runtime),
+        Arc::clone(clock),
+        slots.clone(),
+        settings.exec,
+    );
+    let mut files = SandboxFiles::new(
+        Arc::clone(repository),
+        Arc::clone(runtime),
+        Arc::clone(clock),
+        slots,
+        settings.files,
+    );
+    if settings.ttl_mode == TtlMode::Sliding {
+        exec = exec.with_sliding_expiry(keep_alive.clone());
+        files = files.with_sliding_expiry(keep_alive.clone());
+    }
+    (keep_alive, exec, files)
 }
 
 /// The lease holder's name: the instance id plus something unique to this process, so that

@@ -71,7 +71,7 @@ pub(crate) fn create_sandbox_request(
 }
 
 /// A value as sent, cut short enough for an error message.
-fn shorten(text: &str) -> String {
+pub(super) fn shorten(text: &str) -> String {
     const SHOWN: usize = 64;
     match text.char_indices().nth(SHOWN) {
         Some((cut, _)) => format!("{}...", &text[..cut]),

@@ -48,6 +48,16 @@ impl ApiError {
         &self.message
     }
 
+    /// Any status with its code, for the answers of one route family (exec, files) that the
+    /// constructors below do not name.
+    pub(crate) fn with_status(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(status, code, message)
+    }
+
     /// 400: a value in the request could not be accepted. `message` names the value.
     pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)

@@ -3,6 +3,9 @@
 
 mod body;
 mod error;
+mod exec;
+mod files;
+mod keepalive;
 mod middleware;
 pub(crate) mod views;
 
@@ -62,6 +65,9 @@ impl AppState {
 /// The whole API. `token` is required on every route but `/healthz` when set.
 pub(crate) fn router(state: AppState, token: Option<ApiToken>) -> Router {
     let token = token.map(Arc::new);
+    // Routes of their own modules, with their own body limits (a command's stdin, a file).
+    let inside_sandboxes =
+        exec::routes(&state).merge(files::routes(&state)).merge(keepalive::routes());
     Router::new()
         .route(
             "/v1/chats/{chat_id}/sandbox",
@@ -73,6 +79,7 @@ pub(crate) fn router(state: AppState, token: Option<ApiToken>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(inside_sandboxes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))

@@ -19,7 +19,7 @@ use tower::ServiceExt;
 
 use super::{AppState, router};
 use crate::config::ApiToken;
-use crate::services::{Ports, Probe, ServiceSettings, Services};
+use crate::services::{OperationSettings, Ports, Probe, ServiceSettings, Services};
 
 const CHAT: &str = "11111111-1111-1111-1111-111111111111";
 const OTHER_CHAT: &str = "22222222-2222-2222-2222-222222222222";
@@ -39,6 +39,7 @@ struct Options {
     max_sandboxes: Option<u64>,
     runtime: Option<Arc<dyn SandboxRuntime>>,
     store_down: bool,
+    operations: Option<OperationSettings>,
 }
 
 fn harness(options: Options) -> Harness {
@@ -70,6 +71,7 @@ fn harness(options: Options) -> Harness {
         instance_id: "test".to_owned(),
         orphan_grace: Duration::from_secs(60),
         sweep_min_interval: Duration::from_secs(30),
+        operations: options.operations.unwrap_or_default(),
     };
     let services = Arc::new(Services::new(ports, &settings));
     let metrics = Arc::new(|| "sandbox_create_total{result=\"created\"} 1\n".to_owned());
@@ -511,4 +513,389 @@ async fn every_route_is_documented_and_every_documented_path_is_served() {
         assert_ne!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {body}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inside a sandbox: exec, files, keep-alive and the sliding expiry.
+// ---------------------------------------------------------------------------------------------
+
+fn with_operations(operations: OperationSettings) -> Harness {
+    harness(Options { operations: Some(operations), ..Options::default() })
+}
+
+impl Harness {
+    async fn exec(&self, chat: &str, body: &str) -> (StatusCode, Value) {
+        self.send(Method::POST, &format!("/v1/chats/{chat}/sandbox/exec"), body).await
+    }
+
+    async fn keep_alive(&self, chat: &str, body: &str) -> (StatusCode, Value) {
+        self.send(Method::POST, &format!("/v1/chats/{chat}/sandbox/keepalive"), body).await
+    }
+
+    async fn upload(&self, chat: &str, path: &str, bytes: &[u8]) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/v1/chats/{chat}/sandbox/files/{path}"))
+            .body(Body::from(bytes.to_vec()))
+            .unwrap();
+        self.call(request).await
+    }
+
+    /// The raw answer of a download: status, content type and bytes.
+    async fn download(&self, chat: &str, path: &str) -> (StatusCode, String, Vec<u8>) {
+        let request = Request::builder()
+            .uri(format!("/v1/chats/{chat}/sandbox/files/{path}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, content_type, bytes.to_vec())
+    }
+
+    async fn expires_at(&self, chat: &str) -> Value {
+        let (status, body) = self.send(Method::GET, &format!("/v1/chats/{chat}/sandbox"), "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["expires_at"].clone()
+    }
+}
+
+fn exec_output(stdout: &[u8], exit_code: Option<i64>) -> sandkeeper_ports::ExecOutput {
+    sandkeeper_ports::ExecOutput {
+        exit_code,
+        stdout: stdout.to_vec(),
+        stderr: b"warning\n".to_vec(),
+        timed_out: exit_code.is_none(),
+        truncated: false,
+        duration: Duration::from_millis(1234),
+    }
+}
+
+#[tokio::test]
+async fn exec_without_a_sandbox_says_to_put_one_first() {
+    let h = harness(Options::default());
+    let (status, body) = h.exec(CHAT, r#"{"command": ["true"]}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_error(&body, "sandbox_not_found", &format!("PUT /v1/chats/{CHAT}/sandbox"));
+    assert!(h.runtime.exec_calls().is_empty());
+}
+
+#[tokio::test]
+async fn exec_runs_the_command_and_answers_its_output_as_text() {
+    let h = harness(Options::default());
+    let (_, created) = h.put(CHAT).await;
+    h.runtime.push_exec_result(Ok(exec_output(b"caf\xc3\xa9 \xff!\n", Some(3))));
+    let (status, body) = h
+        .exec(
+            CHAT,
+            r#"{"command": ["sh", "-c", "cat; exit 3"], "stdin": "input", "env": {"LANG": "C"},
+                "workdir": "src", "timeout_ms": 2500}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "exit_code": 3,
+            "stdout": "café \u{fffd}!\n",
+            "stderr": "warning\n",
+            "timed_out": false,
+            "truncated": false,
+            "duration_ms": 1234,
+            "session_id": created["session_id"],
+        })
+    );
+    let calls = h.runtime.exec_calls();
+    assert_eq!(calls.len(), 1);
+    let (container, request) = &calls[0];
+    assert_eq!(container.as_str(), created["container_id"].as_str().unwrap());
+    assert_eq!(request.command, ["sh", "-c", "cat; exit 3"]);
+    assert_eq!(request.stdin.as_deref(), Some(&b"input"[..]));
+    assert_eq!(request.env, [("LANG".to_owned(), "C".to_owned())]);
+    assert_eq!(request.workdir.as_deref(), Some("/workspace/src"));
+    assert_eq!(request.timeout, Duration::from_millis(2500));
+
+    h.runtime.push_exec_result(Ok(exec_output(b"", None)));
+    let (_, body) = h.exec(CHAT, r#"{"command": ["sleep", "9"]}"#).await;
+    assert_eq!((body["exit_code"].clone(), body["timed_out"].clone()), (Value::Null, json!(true)));
+}
+
+#[tokio::test]
+async fn bad_exec_requests_name_the_field_and_change_nothing() {
+    let h = harness(Options::default());
+    h.put(CHAT).await;
+    for (body, code, part) in [
+        (r#"{"command": []}"#, "invalid_command", "`command` is invalid: is empty"),
+        (r#"{"command": ["ls"], "env": {"1A": "x"}}"#, "invalid_env", "variable name `1A`"),
+        (r#"{"command": ["ls"], "workdir": "../etc"}"#, "invalid_workdir", "`workdir`"),
+        (r#"{"command": ["ls"], "timeout_ms": 0}"#, "invalid_timeout", "`timeout_ms` `0`"),
+        (r#"{"cmd": ["ls"]}"#, "invalid_body", "unknown field `cmd`"),
+    ] {
+        let (status, answer) = h.exec(CHAT, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_error(&answer, code, part);
+    }
+    assert!(h.runtime.exec_calls().is_empty(), "nothing ran");
+    let (status, body) = h.exec("not-a-chat", r#"{"command": ["ls"]}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "invalid_chat_id", "`not-a-chat`");
+}
+
+#[tokio::test]
+async fn exec_stdin_and_bodies_beyond_their_limits_are_413() {
+    let operations = OperationSettings {
+        exec: sandkeeper_usecase::ExecSettings {
+            stdin_limit: 4,
+            ..sandkeeper_usecase::ExecSettings::default()
+        },
+        ..OperationSettings::default()
+    };
+    let h = with_operations(operations);
+    h.put(CHAT).await;
+    let (status, body) = h.exec(CHAT, r#"{"command": ["cat"], "stdin": "12345"}"#).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_error(&body, "stdin_too_large", "5 bytes is larger than the limit of 4 bytes");
+    let huge = format!(r#"{{"command": ["cat"], "stdin": "{}"}}"#, "x".repeat(1 << 20));
+    let (status, body) = h.exec(CHAT, &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_error(&body, "body_too_large", "--exec-stdin-limit");
+    assert!(h.runtime.exec_calls().is_empty());
+}
+
+#[tokio::test]
+async fn execs_beyond_the_bound_per_sandbox_are_429_and_a_vanished_sandbox_is_409() {
+    let h = with_operations(OperationSettings { per_sandbox: 1, ..OperationSettings::default() });
+    h.put(CHAT).await;
+    h.runtime.hold_execs();
+    let app = h.app.clone();
+    let held = tokio::spawn(async move {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/v1/chats/{CHAT}/sandbox/exec"))
+            .body(Body::from(r#"{"command": ["sleep", "1"]}"#))
+            .unwrap();
+        app.oneshot(request).await.unwrap().status()
+    });
+    tokio::time::timeout(Duration::from_secs(5), h.runtime.execs_held(1)).await.unwrap();
+    let (status, body) = h.exec(CHAT, r#"{"command": ["true"]}"#).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_error(&body, "sandbox_busy", "1 operations are already running");
+    h.runtime.release_execs(1);
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+
+    let container = h.runtime.container_ids()[0].clone();
+    h.runtime.push_exec_result(Err(sandkeeper_ports::ExecError::ContainerNotRunning {
+        container_id: container,
+    }));
+    h.runtime.release_execs(1);
+    let (status, body) = h.exec(CHAT, r#"{"command": ["true"]}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_error(&body, "sandbox_gone", "get-or-create a sandbox and retry");
+}
+
+#[tokio::test]
+async fn files_go_in_and_out_as_raw_bytes() {
+    let h = harness(Options::default());
+    let (_, created) = h.put(CHAT).await;
+    let bytes: Vec<u8> = (0..=255).collect();
+    let (status, body) = h.upload(CHAT, "data/deep/blob.bin", &bytes).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"path": "data/deep/blob.bin", "size": 256, "session_id": created["session_id"]})
+    );
+    let (status, content_type, downloaded) = h.download(CHAT, "data/deep/blob.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "application/octet-stream");
+    assert_eq!(downloaded, bytes);
+    // A name with a space, percent-encoded in the URL.
+    assert_eq!(h.upload(CHAT, "my%20notes.txt", b"hi").await.0, StatusCode::OK);
+    assert_eq!(h.download(CHAT, "my%20notes.txt").await.2, b"hi");
+}
+
+#[tokio::test]
+async fn file_errors_map_to_their_statuses() {
+    let h = with_operations(OperationSettings {
+        files: sandkeeper_usecase::FileSettings { upload_limit: 8, download_limit: 8 },
+        ..OperationSettings::default()
+    });
+    let (status, body) = h.upload(CHAT, "a.txt", b"x").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_error(&body, "sandbox_not_found", "PUT /v1/chats/");
+    h.put(CHAT).await;
+
+    for (path, code, part) in [
+        ("..%2Fetc%2Fpasswd", "invalid_path", "`.` and `..` segments are not allowed"),
+        ("%2Fetc%2Fpasswd", "invalid_path", "it is absolute"),
+        ("a%5Cb", "invalid_path", "backslash"),
+    ] {
+        let (status, body) = h.upload(CHAT, path, b"x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_error(&body, code, part);
+        let (status, _, _) = h.download(CHAT, path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    for path in ["", "/"] {
+        let uri = format!("/v1/chats/{CHAT}/sandbox/files{path}");
+        let (status, body) = h.send(Method::GET, &uri, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_error(&body, "invalid_path", "the file's path is missing");
+    }
+    let (status, body) = h.upload(CHAT, "big.bin", b"123456789").await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_error(&body, "file_too_large", "8 bytes");
+    let (status, _, body) = h.download(CHAT, "missing.txt").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("file_not_found"));
+
+    let path = |p: &str| sandkeeper_ports::WorkspacePath::parse(p).unwrap();
+    h.runtime.fail_file(
+        path("dir"),
+        sandkeeper_ports::FileError::NotARegularFile {
+            path: path("dir"),
+            found: "directory".into(),
+        },
+    );
+    h.runtime.fail_file(
+        path("link"),
+        sandkeeper_ports::FileError::OutsideWorkspace {
+            path: path("link"),
+            resolved: "/etc/passwd".into(),
+        },
+    );
+    h.runtime
+        .fail_file(path("full"), sandkeeper_ports::FileError::WorkspaceFull { path: path("full") });
+    for (path, status, code) in [
+        ("dir", StatusCode::CONFLICT, "not_a_regular_file"),
+        ("link", StatusCode::BAD_REQUEST, "outside_workspace"),
+        ("full", StatusCode::INSUFFICIENT_STORAGE, "workspace_full"),
+    ] {
+        let (answered, body) = h.upload(CHAT, path, b"x").await;
+        assert_eq!(answered, status, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn keepalive_moves_the_expiry_within_max_ttl_and_the_lifetime() {
+    let h = with_operations(OperationSettings {
+        max_lifetime: Duration::from_secs(20 * 60),
+        ..OperationSettings::default()
+    });
+    let (status, body) = h.keep_alive(CHAT, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_error(&body, "sandbox_not_found", "create one with PUT");
+
+    let (_, created) = h.put(CHAT).await;
+    h.clock.advance(TimeDelta::minutes(1));
+    let (status, body) = h.keep_alive(CHAT, r#"{"ttl_seconds": 600}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["session_id"], created["session_id"]);
+    assert_eq!(body["expires_at"], "2026-04-02T12:11:00.000Z");
+    assert_eq!(body["result"], "extended");
+    assert_eq!(body["lifetime_ends_at"], "2026-04-02T12:20:00.000Z");
+    assert_eq!(h.expires_at(CHAT).await, "2026-04-02T12:11:00.000Z", "GET sees it");
+
+    // No body: the deployment's TTL (5 min), which is sooner: the expiry does not move back.
+    let (_, body) = h.keep_alive(CHAT, "").await;
+    assert_eq!(
+        (body["result"].clone(), body["expires_at"].clone()),
+        (json!("unchanged"), json!("2026-04-02T12:11:00.000Z"))
+    );
+
+    // Capped at created_at + --max-lifetime.
+    h.clock.advance(TimeDelta::minutes(9));
+    let (_, body) = h.keep_alive(CHAT, r#"{"ttl_seconds": 3600}"#).await;
+    assert_eq!(body["expires_at"], "2026-04-02T12:20:00.000Z", "{body}");
+    assert_eq!(body["result"], "extended");
+
+    let (status, body) = h.keep_alive(CHAT, r#"{"ttl_seconds": 3601}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "invalid_ttl", "ttl_seconds `3601`");
+    let (status, body) = h.keep_alive(CHAT, r#"{"ttl": 60}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "invalid_body", "unknown field `ttl`");
+
+    // Expired but not cleaned up yet: gone as far as the caller is concerned.
+    h.clock.advance(TimeDelta::minutes(10));
+    let (status, body) = h.keep_alive(CHAT, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(h.expires_at(CHAT).await, "2026-04-02T12:20:00.000Z", "not revived");
+}
+
+#[tokio::test]
+async fn in_sliding_mode_exec_and_files_push_the_expiry() {
+    let h = with_operations(OperationSettings {
+        ttl_mode: crate::config::TtlMode::Sliding,
+        ..OperationSettings::default()
+    });
+    h.put(CHAT).await;
+    assert_eq!(h.expires_at(CHAT).await, "2026-04-02T12:05:00.000Z");
+    h.clock.advance(TimeDelta::minutes(2));
+    assert_eq!(h.exec(CHAT, r#"{"command": ["true"]}"#).await.0, StatusCode::OK);
+    assert_eq!(h.expires_at(CHAT).await, "2026-04-02T12:07:00.000Z");
+    h.clock.advance(TimeDelta::minutes(2));
+    assert_eq!(h.upload(CHAT, "a.txt", b"x").await.0, StatusCode::OK);
+    assert_eq!(h.expires_at(CHAT).await, "2026-04-02T12:09:00.000Z");
+    // A refused request is no activity.
+    h.clock.advance(TimeDelta::minutes(1));
+    assert_eq!(h.exec(CHAT, r#"{"command": []}"#).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(h.expires_at(CHAT).await, "2026-04-02T12:09:00.000Z");
+}
+
+#[tokio::test]
+async fn in_fixed_mode_exec_leaves_the_expiry_alone() {
+    let h = harness(Options::default());
+    h.put(CHAT).await;
+    h.clock.advance(TimeDelta::minutes(2));
+    assert_eq!(h.exec(CHAT, r#"{"command": ["true"]}"#).await.0, StatusCode::OK);
+    assert_eq!(h.expires_at(CHAT).await, "2026-04-02T12:05:00.000Z");
+}
+
+#[tokio::test]
+async fn the_routes_inside_sandboxes_are_documented_served_and_authenticated() {
+    let openapi = include_str!("../../../../docs/openapi.yaml");
+    let guide = include_str!("../../../../docs/api.md");
+    let h = harness(Options { token: Some(TOKEN), ..Options::default() });
+    let exec_body = r#"{"command": ["true"]}"#;
+    for (method, route, path, body) in [
+        (Method::POST, "/v1/chats/{chat_id}/sandbox/exec", "exec", exec_body),
+        (Method::PUT, "/v1/chats/{chat_id}/sandbox/files/{path}", "files/a.txt", "x"),
+        (Method::GET, "/v1/chats/{chat_id}/sandbox/files/{path}", "files/a.txt", ""),
+        (Method::POST, "/v1/chats/{chat_id}/sandbox/keepalive", "keepalive", ""),
+    ] {
+        assert!(openapi.contains(&format!("\n  {route}:\n")), "{route} missing from openapi.yaml");
+        assert!(
+            guide.contains(&format!("`{method} {route}`")),
+            "{method} {route} missing from api.md"
+        );
+        let uri = format!("/v1/chats/{CHAT}/sandbox/{path}");
+        let unauthenticated =
+            Request::builder().method(method.clone()).uri(&uri).body(Body::from(body)).unwrap();
+        assert_eq!(h.call(unauthenticated).await.0, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::from(body))
+            .unwrap();
+        let (status, answer) = h.call(request).await;
+        // Served: the chat has no sandbox, which is a 404 of its own, not "no such route".
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {answer}");
+        assert_eq!(answer["error"]["code"], "sandbox_not_found", "{method} {uri}");
+    }
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(format!("/v1/chats/{CHAT}/sandbox/exec"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = h.call(request).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert_error(&body, "method_not_allowed", "GET");
 }

@@ -1,0 +1,150 @@
+//! `PUT` and `GET /v1/chats/{chat_id}/sandbox/files/{path}`: move a file into or out of the
+//! chat's sandbox, as raw bytes, with paths relative to `/workspace`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use sandkeeper_domain::ChatId;
+use sandkeeper_ports::FileError;
+use sandkeeper_usecase::SandboxFilesError;
+use serde::{Deserialize, Serialize};
+
+use super::exec::{busy, gone, no_running_sandbox};
+use super::{ApiError, AppState, parse_chat_id};
+
+const ROUTE: &str = "/v1/chats/{chat_id}/sandbox/files/{*path}";
+
+pub(super) fn routes(state: &AppState) -> Router<AppState> {
+    let limit = usize::try_from(state.services.files.settings().upload_limit).unwrap_or(usize::MAX);
+    Router::new()
+        .route(ROUTE, put(upload).layer(DefaultBodyLimit::max(limit)).get(download))
+        // Without a path the catch-all does not match; say what is missing instead of 404.
+        .route("/v1/chats/{chat_id}/sandbox/files", put(no_path).get(no_path))
+        .route("/v1/chats/{chat_id}/sandbox/files/", put(no_path).get(no_path))
+}
+
+#[derive(Debug, Deserialize)]
+struct FilePath {
+    chat_id: String,
+    path: String,
+}
+
+/// The chat id and the file's path, both checked for what can be checked without a sandbox.
+fn parse_path(path: Result<Path<FilePath>, PathRejection>) -> Result<(ChatId, String), ApiError> {
+    let Path(FilePath { chat_id, path }) = path.map_err(|rejection| {
+        ApiError::bad_request(
+            "invalid_path",
+            format!(
+                "the path could not be read: {}; percent-encode it as UTF-8",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    let chat_id = ChatId::parse(&chat_id)
+        .map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))?;
+    Ok((chat_id, path))
+}
+
+/// The answer to an upload.
+#[derive(Debug, Serialize)]
+struct UploadedView {
+    /// Relative to `/workspace`.
+    path: String,
+    size: u64,
+    session_id: String,
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    path: Result<Path<FilePath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (chat_id, path) = parse_path(path)?;
+    let limit = state.services.files.settings().upload_limit;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::with_status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "file_too_large",
+                format!(
+                    "the file is larger than the limit of {limit} bytes (the server's \
+                     --file-size-limit)"
+                ),
+            )
+        } else {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("the request body could not be read: {}", rejection.body_text()),
+            )
+        }
+    })?;
+    let uploaded = state.services.files.upload(chat_id, &path, &body).await.map_err(files_error)?;
+    let view = UploadedView {
+        path: uploaded.path.to_string(),
+        size: uploaded.size,
+        session_id: uploaded.session.session_id.to_string(),
+    };
+    Ok(axum::Json(view).into_response())
+}
+
+async fn download(
+    State(state): State<AppState>,
+    path: Result<Path<FilePath>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (chat_id, path) = parse_path(path)?;
+    let file = state.services.files.download(chat_id, &path).await.map_err(files_error)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], file.bytes).into_response())
+}
+
+async fn no_path(path: Result<Path<String>, PathRejection>) -> ApiError {
+    match parse_chat_id(path) {
+        Err(error) => error,
+        Ok(_) => ApiError::bad_request(
+            "invalid_path",
+            "the file's path is missing: add it after /files/, relative to /workspace, e.g. \
+             /files/src/main.py",
+        ),
+    }
+}
+
+fn files_error(error: SandboxFilesError) -> ApiError {
+    match error {
+        SandboxFilesError::InvalidPath(_) => {
+            ApiError::bad_request("invalid_path", error.to_string())
+        }
+        SandboxFilesError::NoSandbox { chat_id } => no_running_sandbox(chat_id),
+        SandboxFilesError::Busy { .. } => busy(error.to_string()),
+        SandboxFilesError::SandboxGone { .. } => gone(error.to_string()),
+        SandboxFilesError::File(error) => file_error(error),
+        SandboxFilesError::Store(error) => error.into(),
+        SandboxFilesError::Runtime(error) => error.into(),
+    }
+}
+
+fn file_error(error: FileError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        FileError::NotFound { .. } => ApiError::not_found("file_not_found", message),
+        FileError::NotARegularFile { .. } => ApiError::conflict("not_a_regular_file", message),
+        FileError::ParentNotADirectory { .. } => {
+            ApiError::conflict("parent_not_a_directory", message)
+        }
+        FileError::TooLarge { .. } => ApiError::with_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+            format!("{message} (the server's --file-size-limit)"),
+        ),
+        FileError::OutsideWorkspace { .. } => ApiError::bad_request("outside_workspace", message),
+        FileError::WorkspaceFull { .. } => {
+            ApiError::with_status(StatusCode::INSUFFICIENT_STORAGE, "workspace_full", message)
+        }
+        FileError::ContainerNotRunning { .. } => gone(format!(
+            "{message}; get-or-create a sandbox (PUT /v1/chats/{{chat_id}}/sandbox) and retry"
+        )),
+        FileError::Runtime(error) => error.into(),
+    }
+}
