@@ -151,20 +151,23 @@ impl SessionRepository for PgSessions {
         sessions_from_rows(&rows)
     }
 
-    async fn list(
+    async fn list_after(
         &self,
         statuses: &[SandboxStatus],
+        after: Option<(Timestamp, SessionId)>,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
         let statuses = distinct_statuses(statuses);
         if statuses.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&list_by_status_sql(&statuses, "$1"))
-            .bind(sql_limit(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| self.ctx.store_error(error))?;
+        let sql = list_by_status_sql(&statuses, '$', after.is_some());
+        let mut query = sqlx::query(&sql).bind(sql_limit(limit));
+        if let Some((created_at, session_id)) = after {
+            query = query.bind(created_at).bind(*session_id.as_uuid());
+        }
+        let rows =
+            query.fetch_all(&self.pool).await.map_err(|error| self.ctx.store_error(error))?;
         sessions_from_rows(&rows)
     }
 

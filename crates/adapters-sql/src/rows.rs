@@ -60,21 +60,30 @@ pub(crate) fn distinct_statuses(statuses: &[SandboxStatus]) -> Vec<SandboxStatus
 }
 
 /// `SELECT ... WHERE status IN (...) ORDER BY created_at, session_id LIMIT n`, written as one
-/// ordered, limited branch per status so that each branch is a range scan of the
-/// `(status, created_at, session_id)` index and the merge sorts at most `n` rows per status.
-/// The limit is the first bind parameter (`$1` on PostgreSQL, `?1` on SQLite).
-pub(crate) fn list_by_status_sql(statuses: &[SandboxStatus], limit_param: &str) -> String {
+/// ordered, limited branch per status so that each branch is a range scan of that status's
+/// partial `(created_at, session_id)` index and the merge sorts at most `n` rows per status.
+/// Parameters are numbered after `sigil` (`$` on PostgreSQL, `?` on SQLite); the limit is the
+/// first. With `after`, each branch starts strictly after the position `(created_at,
+/// session_id)` given by the second and third parameters: a row-value comparison, which both
+/// databases turn into the start of the index range instead of a filter over it.
+pub(crate) fn list_by_status_sql(statuses: &[SandboxStatus], sigil: char, after: bool) -> String {
+    let limit = format!("{sigil}1");
+    let position = if after {
+        format!(" AND (created_at, session_id) > ({sigil}2, {sigil}3)")
+    } else {
+        String::new()
+    };
     let branches: Vec<String> = statuses
         .iter()
         .enumerate()
         .map(|(n, status)| {
             format!(
                 "SELECT * FROM (SELECT {SESSION_COLUMNS} FROM sandbox_sessions \
-                 WHERE status = '{status}' ORDER BY created_at, session_id LIMIT {limit_param}) \
-                 AS branch_{n}",
+                 WHERE status = '{status}'{position} \
+                 ORDER BY created_at, session_id LIMIT {limit}) AS branch_{n}",
                 status = status.as_str(),
             )
         })
         .collect();
-    format!("{} ORDER BY created_at, session_id LIMIT {limit_param}", branches.join(" UNION ALL "))
+    format!("{} ORDER BY created_at, session_id LIMIT {limit}", branches.join(" UNION ALL "))
 }

@@ -210,20 +210,23 @@ impl SessionRepository for SqliteSessions {
         sessions_from_rows(&rows)
     }
 
-    async fn list(
+    async fn list_after(
         &self,
         statuses: &[SandboxStatus],
+        after: Option<(Timestamp, SessionId)>,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
         let statuses = distinct_statuses(statuses);
         if statuses.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&list_by_status_sql(&statuses, "?1"))
-            .bind(sql_limit(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| self.ctx.store_error(error))?;
+        let sql = list_by_status_sql(&statuses, '?', after.is_some());
+        let mut query = sqlx::query(&sql).bind(sql_limit(limit));
+        if let Some((created_at, session_id)) = after {
+            query = query.bind(to_micros(created_at)).bind(id_text(session_id.as_uuid()));
+        }
+        let rows =
+            query.fetch_all(&self.pool).await.map_err(|error| self.ctx.store_error(error))?;
         sessions_from_rows(&rows)
     }
 
@@ -392,5 +395,54 @@ impl MaintenanceLeases for SqliteLeases {
         .await
         .map_err(|error| self.ctx.store_error(error))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sandkeeper_domain::SandboxStatus;
+    use sqlx::Row;
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use crate::rows::{distinct_statuses, list_by_status_sql};
+
+    /// What SQLite plans for the listing this adapter sends, on a fresh database without
+    /// statistics, the state every new file starts in.
+    async fn plan(statuses: &[SandboxStatus], after: bool) -> String {
+        let pool =
+            SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
+        sqlx::raw_sql(include_str!("../migrations/sqlite/20260401000001_sessions_and_leases.sql"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let sql = list_by_status_sql(&distinct_statuses(statuses), '?', after);
+        let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .bind(250_i64)
+            .bind(0_i64)
+            .bind("00000000-0000-0000-0000-000000000000")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        rows.iter().map(|row| row.get::<String, _>("detail")).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn each_status_of_a_listing_is_a_range_of_its_own_index_also_after_a_position() {
+        let terminal = [SandboxStatus::Stopped, SandboxStatus::Crashed];
+        for statuses in [&[SandboxStatus::Running][..], &terminal, &SandboxStatus::ALL] {
+            let first_page = plan(statuses, false).await;
+            let next_page = plan(statuses, true).await;
+            for status in statuses {
+                let index =
+                    format!("sandbox_sessions USING INDEX sandbox_sessions_{status}_by_created");
+                assert!(first_page.contains(&index), "{first_page}");
+                // The position is where the index range starts, not a filter over the range.
+                let range = format!("SEARCH {index} ((created_at,session_id)>(?,?))");
+                assert!(next_page.contains(&range), "{next_page}");
+            }
+            for plan in [&first_page, &next_page] {
+                assert!(!plan.lines().any(|step| step == "SCAN sandbox_sessions"), "{plan}");
+            }
+        }
     }
 }

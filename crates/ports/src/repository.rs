@@ -34,9 +34,29 @@ pub trait SessionRepository: Send + Sync {
 
     /// Sessions whose status is one of `statuses`, ordered by `created_at` then `session_id`,
     /// at most `limit` of them. An empty `statuses` matches nothing.
+    ///
+    /// The first page of [`SessionRepository::list_after`].
     async fn list(
         &self,
         statuses: &[SandboxStatus],
+        limit: usize,
+    ) -> Result<Vec<SandboxSession>, StoreError> {
+        self.list_after(statuses, None, limit).await
+    }
+
+    /// Like [`SessionRepository::list`], but only the sessions strictly after `after` in
+    /// `(created_at, session_id)` order: pass the `created_at` and `session_id` of the last
+    /// session of one page to read the next. `None` starts at the first session.
+    ///
+    /// Paging this way visits every session that is in the listing all along exactly once, in
+    /// order, whatever is added, changed or removed meanwhile; the position need not be a row
+    /// that still exists. A position past the last session gives an empty page. A store should
+    /// start its read at the position (an index range), not skip the sessions before it, so that
+    /// a page deep into the listing costs what the first one costs.
+    async fn list_after(
+        &self,
+        statuses: &[SandboxStatus],
+        after: Option<(Timestamp, SessionId)>,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError>;
 

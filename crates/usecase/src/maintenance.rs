@@ -6,8 +6,10 @@
 //! 3. orphans: managed containers of this instance with no session row, older than a grace
 //!    period, are force-removed.
 //!
-//! Every phase is bounded in rows and the whole pass in time. Nothing is ever deleted on the
-//! strength of a failed read: an unreachable runtime or store leaves rows and containers alone.
+//! Every phase is bounded in rows and the whole pass in time; each phase resumes after the last
+//! row (or container) the previous pass of this process handled, so that what lies beyond one
+//! pass's bound is still reached. Nothing is ever deleted on the strength of a failed read: an
+//! unreachable runtime or store leaves rows and containers alone.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -38,7 +40,8 @@ pub struct MaintenanceSettings {
     pub lease_duration: Duration,
     /// A non-forced sweep is skipped when the last successful one is more recent. Default 30 s.
     pub min_interval: Duration,
-    /// At most this many rows (or containers) per phase. Default 250.
+    /// At most this many rows (or containers) per phase. Default 250. With more, each pass
+    /// goes on after the last one the previous pass of this process handled.
     pub max_rows_per_phase: usize,
     /// No new row or container is started once the pass has run this long. Default 250 ms.
     pub max_duration: Duration,
@@ -136,8 +139,48 @@ pub struct MaintenanceSweep {
     leases: Arc<dyn MaintenanceLeases>,
     clock: Arc<dyn Clock>,
     settings: MaintenanceSettings,
+    /// The last running session the reconcile phase handled, so that the next pass continues
+    /// after it.
+    running_cursor: Mutex<Option<SessionKey>>,
+    /// The last terminal session the cleanup phase handled, so that the next pass continues
+    /// after it.
+    terminal_cursor: Mutex<Option<SessionKey>>,
     /// The last container the orphan phase examined, so that the next pass continues after it.
     orphan_cursor: Mutex<Option<ContainerKey>>,
+}
+
+/// Sessions are listed in this order: oldest first, the order of
+/// [`SessionRepository::list_after`].
+type SessionKey = (Timestamp, SessionId);
+
+fn session_key(session: &SandboxSession) -> SessionKey {
+    (session.created_at, session.session_id)
+}
+
+fn read<T: Clone>(cursor: &Mutex<Option<T>>) -> Option<T> {
+    // A cursor is only ever replaced whole, so a poisoned one is still a valid position.
+    cursor.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn write<T>(cursor: &Mutex<Option<T>>, position: Option<T>) {
+    *cursor.lock().unwrap_or_else(|p| p.into_inner()) = position;
+}
+
+/// Moves a session cursor past the rows of `page` that were handled (the first `handled`).
+/// When the page was the last one (shorter than the `requested` rows) and all of it was
+/// handled, the next pass starts from the oldest row again; when nothing was handled, it starts
+/// where this one did.
+fn advance(
+    cursor: &Mutex<Option<SessionKey>>,
+    page: &[SandboxSession],
+    handled: usize,
+    requested: usize,
+) {
+    if handled == page.len() && page.len() < requested {
+        write(cursor, None);
+    } else if let Some(last) = handled.checked_sub(1).map(|i| session_key(&page[i])) {
+        write(cursor, Some(last));
+    }
 }
 
 /// Orphan candidates are examined in this order: oldest first.
@@ -168,7 +211,16 @@ impl MaintenanceSweep {
         clock: Arc<dyn Clock>,
         settings: MaintenanceSettings,
     ) -> Self {
-        Self { repository, runtime, leases, clock, settings, orphan_cursor: Mutex::default() }
+        Self {
+            repository,
+            runtime,
+            leases,
+            clock,
+            settings,
+            running_cursor: Mutex::default(),
+            terminal_cursor: Mutex::default(),
+            orphan_cursor: Mutex::default(),
+        }
     }
 
     pub fn settings(&self) -> &MaintenanceSettings {
@@ -307,13 +359,17 @@ impl MaintenanceSweep {
         deadline: Timestamp,
         report: &mut MaintenanceReport,
     ) -> Result<HashSet<SessionId>, MaintenanceError> {
+        let limit = self.settings.max_rows_per_phase;
         let running = self
-            .repository
-            .list(&[SandboxStatus::Running], self.settings.max_rows_per_phase)
+            .page(&[SandboxStatus::Running], &self.running_cursor, limit)
             .await
             .map_err(|error| MaintenanceError::Store { phase: "running", error })?;
 
         let results = self.bounded(running.iter().map(|s| self.reconcile_one(s)), deadline).await;
+        // An inspect that failed counts as handled: that row waits for the next round instead
+        // of holding back the rows behind it.
+        let handled = results.iter().take_while(|result| result.is_some()).count();
+        advance(&self.running_cursor, &running, handled, limit);
         let mut crashed = HashSet::new();
         for (session, result) in running.iter().zip(results) {
             match result {
@@ -384,9 +440,10 @@ impl MaintenanceSweep {
         report: &mut MaintenanceReport,
     ) -> Result<(), MaintenanceError> {
         let limit = self.settings.max_rows_per_phase;
+        let requested = limit.saturating_add(crashed_now.len());
+        let statuses = [SandboxStatus::Stopped, SandboxStatus::Crashed];
         let terminal = self
-            .repository
-            .list(&[SandboxStatus::Stopped, SandboxStatus::Crashed], limit + crashed_now.len())
+            .page(&statuses, &self.terminal_cursor, requested)
             .await
             .map_err(|error| MaintenanceError::Store { phase: "terminal", error })?;
         let ids: Vec<SessionId> = terminal
@@ -397,6 +454,14 @@ impl MaintenanceSweep {
             .collect();
 
         let results = self.bounded(ids.iter().map(|&id| self.cleanup_terminal(id)), deadline).await;
+        // The cursor passes over the rows this pass crashed (left for a later round) as well as
+        // those it cleaned or failed to clean: a container that cannot be removed must not
+        // hold back the rows behind it.
+        let started = results.iter().take_while(|result| result.is_some()).count();
+        let mut passed = ids[..started].iter().copied().collect::<HashSet<_>>();
+        passed.extend(crashed_now.iter().copied());
+        let handled = terminal.iter().take_while(|s| passed.contains(&s.session_id)).count();
+        advance(&self.terminal_cursor, &terminal, handled, requested);
         for (id, result) in ids.iter().zip(results) {
             match result {
                 None => report.timed_out = true,
@@ -415,6 +480,22 @@ impl MaintenanceSweep {
             }
         }
         Ok(())
+    }
+
+    /// Up to `limit` sessions of `statuses` after `cursor`, or from the oldest again when none
+    /// is left after it, so that a pass that starts at the end of the listing still has work.
+    async fn page(
+        &self,
+        statuses: &[SandboxStatus],
+        cursor: &Mutex<Option<SessionKey>>,
+        limit: usize,
+    ) -> Result<Vec<SandboxSession>, StoreError> {
+        let after = read(cursor);
+        let page = self.repository.list_after(statuses, after, limit).await?;
+        if page.is_empty() && after.is_some() {
+            return self.repository.list_after(statuses, None, limit).await;
+        }
+        Ok(page)
     }
 
     /// Removes one terminal session: re-reads its row, force-removes its container (a missing
@@ -485,8 +566,7 @@ impl MaintenanceSweep {
         let newest = candidates.last().map(container_key);
         // Continue after the container the previous pass stopped at: with more live containers
         // than one pass examines, an orphan behind them is still reached a few passes later.
-        let cursor = self.orphan_cursor.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(cursor) = cursor {
+        if let Some(cursor) = read(&self.orphan_cursor) {
             let start = candidates.iter().position(|c| container_key(c) > cursor).unwrap_or(0);
             candidates.rotate_left(start);
         }
@@ -544,7 +624,7 @@ impl MaintenanceSweep {
             .count();
         if let Some(last) = handled.checked_sub(1).map(|i| container_key(&candidates[i])) {
             let next = if Some(&last) == newest.as_ref() { None } else { Some(last) };
-            *self.orphan_cursor.lock().unwrap_or_else(|p| p.into_inner()) = next;
+            write(&self.orphan_cursor, next);
         }
     }
 

@@ -530,12 +530,13 @@ impl SessionRepository for PausedSnapshot {
         self.release.notified().await;
         snapshot
     }
-    async fn list(
+    async fn list_after(
         &self,
         statuses: &[SandboxStatus],
+        after: Option<(Timestamp, SessionId)>,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
-        self.inner.list(statuses, limit).await
+        self.inner.list_after(statuses, after, limit).await
     }
     async fn count_running(&self) -> Result<u64, StoreError> {
         self.inner.count_running().await
@@ -581,12 +582,13 @@ impl SessionRepository for FailingReads {
     ) -> Result<Vec<SandboxSession>, StoreError> {
         self.inner.list_expired(now, limit).await
     }
-    async fn list(
+    async fn list_after(
         &self,
         statuses: &[SandboxStatus],
+        after: Option<(Timestamp, SessionId)>,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
-        self.inner.list(statuses, limit).await
+        self.inner.list_after(statuses, after, limit).await
     }
     async fn count_running(&self) -> Result<u64, StoreError> {
         self.inner.count_running().await

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use maintenance_support::{Harness, completed, container_id, t0, unavailable};
 use sandkeeper_domain::{ContainerId, SandboxStatus};
+use sandkeeper_ports::testkit::RuntimeCall;
 use sandkeeper_ports::{
     ContainerState, LeaseRequest, MaintenanceLeases, RuntimeError, SessionRepository,
 };
@@ -369,6 +370,147 @@ async fn an_orphan_behind_more_live_containers_than_one_pass_examines_is_reached
     for n in 1..=3 {
         assert!(h.has_container(&container_id(n)));
     }
+}
+
+/// The containers inspected since the runtime had received `from` calls, in order.
+fn inspected_since(h: &Harness, from: usize) -> Vec<ContainerId> {
+    h.runtime.fake.calls()[from..]
+        .iter()
+        .filter_map(|call| match call {
+            RuntimeCall::Inspect(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dead_sandbox_behind_more_running_sessions_than_one_pass_reads_is_reconciled_later() {
+    let h = Harness::new();
+    for n in 1..=4 {
+        h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
+    }
+    h.add_session(5, SandboxStatus::Running, ContainerState::Exited).await;
+    let sweep = h.sweep_with(|s| s.max_rows_per_phase = 2);
+
+    let mut reconciled = Vec::new();
+    let mut inspected = Vec::new();
+    for _ in 0..3 {
+        let calls = h.runtime.fake.calls().len();
+        reconciled.push(completed(&sweep, true).await.reconciled);
+        inspected.push(inspected_since(&h, calls));
+    }
+
+    assert_eq!(reconciled, [0, 0, 1], "the newest session is reached by the third pass");
+    assert_eq!(h.status(5).await, Some(SandboxStatus::Crashed));
+    assert_eq!(
+        inspected,
+        [
+            vec![container_id(1), container_id(2)],
+            vec![container_id(3), container_id(4)],
+            vec![container_id(5)]
+        ],
+        "each pass goes on after the previous one"
+    );
+
+    // The last page was short: the next pass starts from the oldest again.
+    h.runtime.fake.set_state(&container_id(1), ContainerState::Exited);
+    let calls = h.runtime.fake.calls().len();
+    let fourth = completed(&sweep, true).await;
+    assert_eq!(fourth.reconciled, 1);
+    assert_eq!(h.status(1).await, Some(SandboxStatus::Crashed));
+    assert_eq!(inspected_since(&h, calls), [container_id(1), container_id(2)]);
+}
+
+#[tokio::test]
+async fn a_pass_that_ends_exactly_at_the_newest_running_session_is_followed_by_a_full_one() {
+    let h = Harness::new();
+    for n in 1..=4 {
+        h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
+    }
+    let sweep = h.sweep_with(|s| s.max_rows_per_phase = 2);
+    completed(&sweep, true).await;
+    completed(&sweep, true).await;
+
+    // Nothing is left after the newest: this pass starts from the oldest instead of idling.
+    h.runtime.fake.set_state(&container_id(2), ContainerState::Exited);
+    let calls = h.runtime.fake.calls().len();
+    assert_eq!(completed(&sweep, true).await.reconciled, 1);
+    assert_eq!(inspected_since(&h, calls), [container_id(1), container_id(2)]);
+}
+
+#[tokio::test]
+async fn an_unreachable_container_does_not_hold_back_the_running_sessions_behind_it() {
+    let h = Harness::new();
+    for n in 1..=2 {
+        let session = h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
+        h.runtime.fail_inspect(session.container_id, unavailable());
+    }
+    h.add_session(3, SandboxStatus::Running, ContainerState::Missing).await;
+    let sweep = h.sweep_with(|s| s.max_rows_per_phase = 2);
+
+    let first = completed(&sweep, true).await;
+    assert_eq!(first, MaintenanceReport { errors: 2, ..MaintenanceReport::default() });
+    let second = completed(&sweep, true).await;
+    assert_eq!(second.reconciled, 1);
+    assert_eq!(h.status(3).await, Some(SandboxStatus::Crashed));
+    // The rows that could not be judged are left as they were, and tried again later.
+    let third = completed(&sweep, true).await;
+    assert_eq!(third.errors, 2);
+    assert_eq!(h.status(1).await, Some(SandboxStatus::Running));
+    assert_eq!(h.status(2).await, Some(SandboxStatus::Running));
+}
+
+#[tokio::test]
+async fn terminal_rows_whose_containers_cannot_be_removed_do_not_starve_the_others() {
+    let h = Harness::new();
+    for n in 1..=2 {
+        let stuck = h.add_session(n, SandboxStatus::Stopped, ContainerState::Exited).await;
+        h.runtime.fake.fail_stop(stuck.container_id, unavailable());
+    }
+    for n in 3..=4 {
+        h.add_session(n, SandboxStatus::Crashed, ContainerState::Exited).await;
+    }
+    let sweep = h.sweep_with(|s| s.max_rows_per_phase = 2);
+
+    let first = completed(&sweep, true).await;
+    assert_eq!(first, MaintenanceReport { errors: 2, ..MaintenanceReport::default() });
+    let second = completed(&sweep, true).await;
+    assert_eq!(second, MaintenanceReport { removed: 2, ..MaintenanceReport::default() });
+    assert_eq!(h.status(3).await, None);
+    assert_eq!(h.status(4).await, None);
+
+    // The stuck rows are kept and retried once the phase comes round to them again.
+    let third = completed(&sweep, true).await;
+    assert_eq!(third, MaintenanceReport { errors: 2, ..MaintenanceReport::default() });
+    assert_eq!(h.status(1).await, Some(SandboxStatus::Stopped));
+    assert_eq!(h.status(2).await, Some(SandboxStatus::Stopped));
+    let stops = h.runtime.fake.stop_calls();
+    assert_eq!(stops.iter().filter(|id| **id == container_id(1)).count(), 2, "{stops:?}");
+}
+
+#[tokio::test]
+async fn a_pass_cut_short_by_time_is_continued_by_the_next_one() {
+    let h = Harness::new();
+    for n in 1..=4 {
+        h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
+    }
+    h.add_session(5, SandboxStatus::Running, ContainerState::Exited).await;
+    h.runtime.advance_clock_per_inspect(TimeDelta::milliseconds(100));
+    let sweep = h.sweep_with(|s| {
+        s.max_duration = Duration::from_millis(250);
+        s.concurrency = 1;
+    });
+
+    // Inspections start at 0, 100 and 200 ms; the fourth would start at 300 ms.
+    let first = completed(&sweep, true).await;
+    assert!(first.timed_out);
+    assert_eq!(first.reconciled, 0);
+
+    let calls = h.runtime.fake.calls().len();
+    let second = completed(&sweep, true).await;
+    assert_eq!(second.reconciled, 1);
+    assert_eq!(h.status(5).await, Some(SandboxStatus::Crashed));
+    assert_eq!(inspected_since(&h, calls), [container_id(4), container_id(5)]);
 }
 
 #[tokio::test]

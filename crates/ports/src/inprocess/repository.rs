@@ -86,15 +86,19 @@ impl SessionRepository for InMemorySessionRepository {
         }))
     }
 
-    async fn list(
+    async fn list_after(
         &self,
         statuses: &[SandboxStatus],
+        after: Option<(Timestamp, SessionId)>,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
         Ok(self.with(|sessions| {
             Self::sorted(
                 sessions,
-                |s| statuses.contains(&s.status),
+                |s| {
+                    statuses.contains(&s.status)
+                        && after.is_none_or(|after| (s.created_at, s.session_id) > after)
+                },
                 |s| (s.created_at, s.session_id),
                 limit,
             )

@@ -26,7 +26,7 @@ pub(crate) struct ScriptedRepository {
     pub(crate) inner: InMemorySessionRepository,
     /// `get` fails with `Unavailable`.
     pub(crate) fail_get: AtomicBool,
-    /// `list` fails with `Unavailable`.
+    /// Listing by status (`list`, `list_after`) fails with `Unavailable`.
     pub(crate) fail_list: AtomicBool,
     /// `get` returns the row but deletes it right after, as if another sweeper claimed it.
     pub(crate) delete_after_get: AtomicBool,
@@ -68,15 +68,16 @@ impl SessionRepository for ScriptedRepository {
         self.inner.list_expired(now, limit).await
     }
 
-    async fn list(
+    async fn list_after(
         &self,
         statuses: &[SandboxStatus],
+        after: Option<(Timestamp, SessionId)>,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
         if self.fail_list.load(Ordering::SeqCst) {
             return Err(store_unavailable());
         }
-        self.inner.list(statuses, limit).await
+        self.inner.list_after(statuses, after, limit).await
     }
 
     async fn count_running(&self) -> Result<u64, StoreError> {

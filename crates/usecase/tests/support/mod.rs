@@ -237,12 +237,13 @@ impl SessionRepository for ScriptedRepository {
         self.inner.list_expired(now, limit).await
     }
 
-    async fn list(
+    async fn list_after(
         &self,
         statuses: &[SandboxStatus],
+        after: Option<(Timestamp, SessionId)>,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
-        self.inner.list(statuses, limit).await
+        self.inner.list_after(statuses, after, limit).await
     }
 
     async fn count_running(&self) -> Result<u64, StoreError> {

@@ -38,6 +38,8 @@ macro_rules! session_repository_contract {
                 list_expired_orders_by_expiry_then_session_id_and_honours_the_limit,
                 list_orders_by_created_at_then_session_id_and_honours_the_limit,
                 list_filters_by_statuses_and_an_empty_filter_matches_nothing,
+                paging_with_list_after_visits_every_row_once_in_order,
+                list_after_starts_strictly_after_the_position_and_past_the_end_is_empty,
                 count_running_counts_only_running_sessions,
                 delete_reports_whether_a_row_went,
                 delete_terminal_deletes_only_stopped_or_crashed_rows,
@@ -342,6 +344,127 @@ pub async fn list_filters_by_statuses_and_an_empty_filter_matches_nothing(
     let twice = [SandboxStatus::Crashed, SandboxStatus::Crashed];
     assert_eq!(ids(&repo.list(&twice, 10).await.unwrap()), [session_id(3)]);
     assert!(repo.list(&[], 10).await.unwrap().is_empty());
+}
+
+/// The position of a session in a listing by status.
+fn position(session: &SandboxSession) -> (Timestamp, SessionId) {
+    (session.created_at, session.session_id)
+}
+
+/// Every page of `statuses`, `limit` rows at a time, until a page comes back short.
+async fn all_pages(
+    repo: &Arc<dyn SessionRepository>,
+    statuses: &[SandboxStatus],
+    limit: usize,
+) -> Vec<Vec<SessionId>> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = repo.list_after(statuses, after, limit).await.unwrap();
+        assert!(page.len() <= limit, "a page of {} rows for a limit of {limit}", page.len());
+        after = page.last().map(position).or(after);
+        let short = page.len() < limit;
+        pages.push(ids(&page));
+        if short {
+            return pages;
+        }
+        assert!(pages.len() <= 100, "paging does not end: {pages:?}");
+    }
+}
+
+pub async fn paging_with_list_after_visits_every_row_once_in_order(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    // Statuses interleave in time and several rows share a created_at, so that a page boundary
+    // falls between rows of one instant and the order must be merged across statuses.
+    save_all(
+        repo,
+        &[
+            session(7, 7, SandboxStatus::Running, 0, 300),
+            session(3, 3, SandboxStatus::Running, 0, 300),
+            session(5, 5, SandboxStatus::Crashed, 0, 300),
+            session(1, 1, SandboxStatus::Running, 10, 300),
+            session(9, 9, SandboxStatus::Stopped, 10, 300),
+            session(2, 2, SandboxStatus::Running, 10, 300),
+            session(8, 8, SandboxStatus::Crashed, 20, 300),
+            session(4, 4, SandboxStatus::Running, 30, 300),
+            session(6, 6, SandboxStatus::Stopped, 30, 300),
+        ],
+    )
+    .await;
+
+    let running = [SandboxStatus::Running];
+    assert_eq!(
+        all_pages(repo, &running, 2).await,
+        [vec![3, 7], vec![1, 2], vec![4]]
+            .map(|page| page.into_iter().map(session_id).collect::<Vec<_>>())
+    );
+    let everything: Vec<SessionId> = [3, 5, 7, 1, 2, 9, 8, 4, 6].map(session_id).into();
+    for limit in 1..=10 {
+        let pages = all_pages(repo, &SandboxStatus::ALL, limit).await;
+        assert_eq!(pages.concat(), everything, "limit {limit}: {pages:?}");
+        let terminal = [SandboxStatus::Stopped, SandboxStatus::Crashed];
+        let pages = all_pages(repo, &terminal, limit).await;
+        assert_eq!(pages.concat(), [5, 9, 8, 6].map(session_id), "limit {limit}: {pages:?}");
+    }
+    // The first page is `list`'s answer.
+    assert_eq!(
+        repo.list_after(&SandboxStatus::ALL, None, 4).await.unwrap(),
+        repo.list(&SandboxStatus::ALL, 4).await.unwrap()
+    );
+}
+
+pub async fn list_after_starts_strictly_after_the_position_and_past_the_end_is_empty(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let sessions = [
+        session(1, 1, SandboxStatus::Running, 0, 300),
+        session(2, 2, SandboxStatus::Running, 10, 300),
+        session(3, 3, SandboxStatus::Running, 10, 300),
+        session(4, 4, SandboxStatus::Running, 20, 300),
+        session(5, 5, SandboxStatus::Stopped, 30, 300),
+    ];
+    save_all(repo, &sessions).await;
+    let running = [SandboxStatus::Running];
+    let after = |n: usize| Some(position(&sessions[n - 1]));
+
+    // Strictly after: the row at the position is not repeated; a tie on created_at is broken
+    // by session_id.
+    assert_eq!(
+        ids(&repo.list_after(&running, after(2), 10).await.unwrap()),
+        [3, 4].map(session_id)
+    );
+    assert_eq!(ids(&repo.list_after(&running, after(2), 1).await.unwrap()), [session_id(3)]);
+    // The last running row, and a position later than every row, leave nothing.
+    assert!(repo.list_after(&running, after(4), 10).await.unwrap().is_empty());
+    let later = Some((base() + TimeDelta::seconds(3600), session_id(0)));
+    assert!(repo.list_after(&SandboxStatus::ALL, later, 10).await.unwrap().is_empty());
+    // A row of another status past the position is still listed when its status is asked for.
+    assert_eq!(
+        ids(&repo.list_after(&SandboxStatus::ALL, after(4), 10).await.unwrap()),
+        [session_id(5)]
+    );
+    // A position that is no row (deleted, or never there) works all the same.
+    assert!(repo.delete(session_id(2)).await.unwrap());
+    assert_eq!(
+        ids(&repo.list_after(&running, after(2), 10).await.unwrap()),
+        [3, 4].map(session_id)
+    );
+    let between = Some((base() + TimeDelta::seconds(5), session_id(99)));
+    assert_eq!(ids(&repo.list_after(&running, between, 10).await.unwrap()), [3, 4].map(session_id));
+    // Before every row: everything.
+    let earliest = Some((base() - TimeDelta::seconds(1), session_id(99)));
+    assert_eq!(
+        ids(&repo.list_after(&running, earliest, 10).await.unwrap()),
+        [1, 3, 4].map(session_id)
+    );
+    // A limit of zero and an empty filter match nothing, wherever the position.
+    assert!(repo.list_after(&running, earliest, 0).await.unwrap().is_empty());
+    assert!(repo.list_after(&[], earliest, 10).await.unwrap().is_empty());
 }
 
 pub async fn count_running_counts_only_running_sessions(
