@@ -5,7 +5,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use sandkeeper_domain::ChatId;
@@ -13,6 +13,7 @@ use sandkeeper_ports::FileError;
 use sandkeeper_usecase::SandboxFilesError;
 use serde::{Deserialize, Serialize};
 
+use super::body::shorten;
 use super::exec::{busy, gone, no_running_sandbox};
 use super::{ApiError, AppState, parse_chat_id};
 
@@ -34,19 +35,70 @@ struct FilePath {
 }
 
 /// The chat id and the file's path, both checked for what can be checked without a sandbox.
-fn parse_path(path: Result<Path<FilePath>, PathRejection>) -> Result<(ChatId, String), ApiError> {
-    let Path(FilePath { chat_id, path }) = path.map_err(|rejection| {
-        ApiError::bad_request(
-            "invalid_path",
-            format!(
-                "the path could not be read: {}; percent-encode it as UTF-8",
-                rejection.body_text()
-            ),
-        )
-    })?;
+/// The chat id is judged first, as on every chat route.
+fn parse_path(
+    uri: &Uri,
+    path: Result<Path<FilePath>, PathRejection>,
+) -> Result<(ChatId, String), ApiError> {
+    let Path(FilePath { chat_id, path }) = match path {
+        Ok(path) => path,
+        Err(rejection) => {
+            // A parameter that is not UTF-8 once percent-decoded makes both unreadable: judge
+            // the chat id from the URI, so that a bad one is named as such.
+            chat_id_in(uri)?;
+            return Err(ApiError::bad_request(
+                "invalid_path",
+                format!(
+                    "the path could not be read: {}; percent-encode it as UTF-8",
+                    rejection.body_text()
+                ),
+            ));
+        }
+    };
     let chat_id = ChatId::parse(&chat_id)
         .map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))?;
     Ok((chat_id, path))
+}
+
+/// The chat id of a `/v1/chats/{chat_id}/...` URI, percent-decoded and parsed.
+fn chat_id_in(uri: &Uri) -> Result<ChatId, ApiError> {
+    let raw = uri
+        .path()
+        .strip_prefix("/v1/chats/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    let text = String::from_utf8(percent_decode(raw)).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_chat_id",
+            format!(
+                "chat id `{}` is not UTF-8 once percent-decoded, so not a UUID (expected e.g. \
+                 11111111-1111-1111-1111-111111111111)",
+                shorten(raw)
+            ),
+        )
+    })?;
+    ChatId::parse(&text)
+        .map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))
+}
+
+/// Decodes `%` and two hex digits into a byte, as the router does; any other `%` stays.
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
 }
 
 /// The answer to an upload.
@@ -60,10 +112,11 @@ struct UploadedView {
 
 async fn upload(
     State(state): State<AppState>,
+    uri: Uri,
     path: Result<Path<FilePath>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (chat_id, path) = parse_path(path)?;
+    let (chat_id, path) = parse_path(&uri, path)?;
     let limit = state.services.files.settings().upload_limit;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -93,9 +146,10 @@ async fn upload(
 
 async fn download(
     State(state): State<AppState>,
+    uri: Uri,
     path: Result<Path<FilePath>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let (chat_id, path) = parse_path(path)?;
+    let (chat_id, path) = parse_path(&uri, path)?;
     let file = state.services.files.download(chat_id, &path).await.map_err(files_error)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], file.bytes).into_response())
 }

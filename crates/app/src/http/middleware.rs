@@ -49,9 +49,10 @@ pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
         }
     });
     let status = status.to_string();
+    let method = method_label(&method);
     metrics::counter!(
         "http.server.requests.total",
-        "method" => method.clone(),
+        "method" => method,
         "route" => route.clone(),
         "status" => status.clone(),
     )
@@ -64,6 +65,16 @@ pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
     )
     .record(elapsed.as_secs_f64());
     response
+}
+
+/// The method as a metric label: one of the methods HTTP defines, or `_OTHER`. Any token is a
+/// method to HTTP, and a label per token would let any client, even one without the token, grow
+/// the metrics without bound.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] =
+        ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+    // Methods are case-sensitive: `get` is not `GET`.
+    KNOWN.into_iter().find(|known| *known == method).unwrap_or("_OTHER")
 }
 
 fn is_probe(route: &str) -> bool {
@@ -124,5 +135,15 @@ mod tests {
         assert_eq!(bearer(&headers("Bearer ")), None);
         assert_eq!(bearer(&headers("Bearer")), None);
         assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn methods_outside_http_are_one_metric_label() {
+        for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"] {
+            assert_eq!(method_label(method), method);
+        }
+        for method in ["get", "Put", "PROPFIND", "M-SEARCH", "X1", "X2"] {
+            assert_eq!(method_label(method), "_OTHER", "{method}");
+        }
     }
 }

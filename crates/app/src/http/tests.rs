@@ -781,6 +781,30 @@ async fn file_errors_map_to_their_statuses() {
     }
 }
 
+/// Bytes that are not UTF-8 once decoded make the router drop both parameters; the chat id is
+/// still judged first, like on every chat route.
+#[tokio::test]
+async fn a_file_route_names_a_bad_chat_id_before_a_bad_path() {
+    let h = harness(Options::default());
+    h.put(CHAT).await;
+    for (chat, path, code, part) in [
+        ("%FF", "a.txt", "invalid_chat_id", "chat id `%FF` is not UTF-8"),
+        ("not-a-chat", "%FF", "invalid_chat_id", "chat id `not-a-chat` is not a UUID"),
+        ("not-a-chat", "..%2Fx", "invalid_chat_id", "chat id `not-a-chat` is not a UUID"),
+        (CHAT, "%FF", "invalid_path", "percent-encode it as UTF-8"),
+    ] {
+        let (status, body) = h.upload(chat, path, b"x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{chat} {path}: {body}");
+        assert_error(&body, code, part);
+        let (status, _, body) = h.download(chat, path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{chat} {path}");
+        assert!(String::from_utf8_lossy(&body).contains(code), "{chat} {path}");
+    }
+    let container = h.runtime.container_ids()[0].clone();
+    let path = sandkeeper_ports::WorkspacePath::parse("a.txt").unwrap();
+    assert_eq!(h.runtime.file(&container, &path), None, "nothing was written");
+}
+
 #[tokio::test]
 async fn keepalive_moves_the_expiry_within_max_ttl_and_the_lifetime() {
     let h = with_operations(OperationSettings {
