@@ -1,15 +1,28 @@
 //! Generators of requests shaped like sandkeeper's API (docs/openapi.yaml): every route, with
 //! right and wrong methods, chat ids in every UUID spelling and in many non-UUID ones, query
-//! strings, bodies from valid to huge, content types, and authorization headers right and wrong.
+//! strings, bodies from valid to huge, content types, and authorization headers right and wrong;
+//! for the routes inside a sandbox, exec bodies valid and broken field by field, file paths that
+//! keep to `/workspace` and paths that try to leave it, and files of every size around the limit.
 //! Everything is drawn from one seeded RNG, so that a seed replays the same requests.
 
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
+
+use super::inside::{BOTH_STREAMS, NO_SUCH_PROGRAM, PRINT_VARIABLE};
 
 /// The body limit of the API.
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
+/// The fuzzed server's `--exec-stdin-limit`; an exec body may be 1 MiB larger.
+pub(crate) const STDIN_LIMIT: usize = 32 * 1024;
+pub(crate) const EXEC_BODY_LIMIT: usize = STDIN_LIMIT + 1024 * 1024;
+/// The fuzzed server's `--file-size-limit`: below [`BODY_LIMIT`], so that the route's own limit
+/// shows.
+pub(crate) const FILE_LIMIT: usize = 40 * 1024;
+/// The fuzzed server's `--exec-max-timeout`, in milliseconds.
+pub(crate) const MAX_EXEC_TIMEOUT_MS: u64 = 60_000;
 
 /// One generated request, and the parts of it the oracle needs.
 #[derive(Debug, Clone)]
@@ -115,6 +128,96 @@ impl Case {
     }
 }
 
+/// Which route a case is built for, to give it a body of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Sandbox,
+    Exec,
+    Files,
+    KeepAlive,
+    Other,
+}
+
+/// File and directory names: plain, odd but allowed, and the ones planted in the sandboxes
+/// (`seed/hello.txt`, the links `inside`, `escape`, `tmplink`).
+const NAMES: &[&str] = &[
+    "a",
+    "b",
+    "notes.txt",
+    "dir",
+    "src",
+    "main.py",
+    ".hidden",
+    "a..b",
+    "...",
+    "with space",
+    "ünïcødé",
+    "日本語.txt",
+    "\u{1F600}",
+    "%",
+    "100%",
+    "q?x",
+    "h#x",
+    "semi;colon",
+    "\u{202e}rtl",
+    "\u{feff}bom",
+    "-dash",
+    "~tilde",
+    "'quote'",
+    "\"dq\"",
+    "seed",
+    "hello.txt",
+    "inside",
+    "escape",
+    "tmplink",
+];
+
+/// Paths that meet in the workspace: through the planted links, and files that other paths
+/// need as directories (`a` and `a/b`).
+const PATHS: &[&str] = &[
+    "seed/hello.txt",
+    "inside/hello.txt",
+    "inside",
+    "seed",
+    "escape",
+    "escape/x",
+    "tmplink/x",
+    "tmplink/new/x",
+    "inside/new.txt",
+    "seed/hello.txt/x",
+    "a",
+    "a/b",
+    "a/b/c",
+    "b/c",
+];
+
+/// Segments that break the path rule, as sent (percent-encoded where a URL needs it).
+const BAD_SEGMENTS: &[&str] = &[
+    "..",
+    ".",
+    "%2e%2e",
+    "%2E",
+    ".%2e",
+    "%2e.",
+    "a%5Cb",
+    "%5C",
+    "%00",
+    "a%00b",
+    "%0A",
+    "a%0D%0Ab",
+    "%09",
+    "%1B[31m",
+    "%7F",
+    "%C2%80",
+    "%C2%9F",
+    "%FF",
+    "a%C3",
+    "%ED%A0%80",
+    "%C0%AE%C0%AE",
+    "%F8%88%80%80%80",
+    "%80",
+];
+
 /// Generates cases for one server.
 #[derive(Debug)]
 pub(crate) struct Generator {
@@ -129,8 +232,12 @@ const METHODS: &[&str] = &[
     "PURGE", "M-SEARCH", "X",
 ];
 
-/// The routes of docs/openapi.yaml the generator targets (the chat route is built apart).
-pub(crate) const CHAT_ROUTE: &str = "/v1/chats/{chat_id}/sandbox";
+/// The routes of docs/openapi.yaml the generator targets: the routes of a chat are built with
+/// chat ids (and file paths) of every kind, the others are fixed paths.
+pub(crate) const SANDBOX_ROUTE: &str = "/v1/chats/{chat_id}/sandbox";
+pub(crate) const EXEC_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/exec";
+pub(crate) const FILES_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/files/{path}";
+pub(crate) const KEEPALIVE_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/keepalive";
 pub(crate) const ROUTES: &[&str] = &[
     "/v1/sandboxes",
     "/v1/maintenance/cleanup",
@@ -157,6 +264,16 @@ const NOT_ROUTES: &[&str] = &[
     "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandbox/",
     "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandboxes",
     "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandbox/zz",
+    "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandbox/exec/",
+    "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandbox/Exec",
+    "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandbox/%65xec",
+    "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandbox/keepalive/",
+    "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandbox/keep-alive",
+    "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandbox/file/a.txt",
+    "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/sandbox/files%2Fa.txt",
+    "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/exec",
+    "/v1/chats/0b5e8a52-3c1f-4d6e-9a7b-1c2d3e4f5a6b/files/a.txt",
+    "/v1/chats/exec",
     "/v1/chats/a/b/sandbox",
     "/v1/chats/../sandbox/..",
     "/v1/maintenance",
@@ -279,16 +396,32 @@ impl Generator {
 
     pub(crate) fn case(&mut self) -> Case {
         let roll = self.rng.random_range(0..100);
-        let (path, allowed): (String, &[&str]) = match roll {
-            0..45 => {
-                (format!("/v1/chats/{}/sandbox", self.chat_segment()), &["PUT", "GET", "DELETE"])
+        let (route, path, allowed): (Route, String, &[&str]) = match roll {
+            0..27 => {
+                let chat = self.chat_segment(0.3);
+                (Route::Sandbox, format!("/v1/chats/{chat}/sandbox"), &["PUT", "GET", "DELETE"])
             }
-            45..65 => ("/v1/sandboxes".into(), &["GET"]),
-            65..69 => ("/v1/maintenance/cleanup".into(), &["POST"]),
-            69..71 => ("/v1/maintenance/sweep".into(), &["POST"]),
-            71..80 => ((*ROUTES[3..].choose(&mut self.rng).unwrap()).into(), &["GET"]),
-            80..88 => ((*NOT_ROUTES.choose(&mut self.rng).unwrap()).into(), &["GET"]),
-            _ => (self.random_path(), &["GET"]),
+            27..39 => {
+                let chat = self.chat_segment(0.45);
+                (Route::Exec, format!("/v1/chats/{chat}/sandbox/exec"), &["POST"])
+            }
+            39..52 => {
+                let chat = self.chat_segment(0.45);
+                let file = self.file_path();
+                (Route::Files, format!("/v1/chats/{chat}/sandbox/files{file}"), &["PUT", "GET"])
+            }
+            52..58 => {
+                let chat = self.chat_segment(0.45);
+                (Route::KeepAlive, format!("/v1/chats/{chat}/sandbox/keepalive"), &["POST"])
+            }
+            58..71 => (Route::Other, "/v1/sandboxes".into(), &["GET"]),
+            71..74 => (Route::Other, "/v1/maintenance/cleanup".into(), &["POST"]),
+            74..76 => (Route::Other, "/v1/maintenance/sweep".into(), &["POST"]),
+            76..82 => {
+                (Route::Other, (*ROUTES[3..].choose(&mut self.rng).unwrap()).into(), &["GET"])
+            }
+            82..90 => (Route::Other, (*NOT_ROUTES.choose(&mut self.rng).unwrap()).into(), &["GET"]),
+            _ => (Route::Other, self.random_path(), &["GET"]),
         };
         let method = if self.rng.random_bool(0.75) {
             allowed.choose(&mut self.rng).unwrap().to_string()
@@ -300,10 +433,13 @@ impl Generator {
         } else {
             self.rng.random_bool(0.1).then(|| self.list_query())
         };
-        let body = if method == "PUT" || method == "Put" {
-            self.rng.random_bool(0.7).then(|| self.put_body())
-        } else {
-            self.rng.random_bool(0.15).then(|| self.any_body())
+        let body = match (route, method.as_str()) {
+            (Route::Exec, "POST") => self.rng.random_bool(0.92).then(|| self.exec_body()),
+            (Route::Files, "PUT") => self.rng.random_bool(0.9).then(|| self.file_body()),
+            (Route::KeepAlive, "POST") | (_, "PUT" | "Put") => {
+                self.rng.random_bool(0.7).then(|| self.put_body())
+            }
+            _ => self.rng.random_bool(0.15).then(|| self.any_body()),
         };
         let chunked = body.is_some() && self.rng.random_bool(0.15);
         let mut headers = Vec::new();
@@ -325,14 +461,15 @@ impl Generator {
         }
     }
 
-    /// A chat id as a path segment: some UUID spelling (of a known chat or a new one), or not a
-    /// UUID at all.
-    fn chat_segment(&mut self) -> String {
-        if self.rng.random_bool(0.5) {
-            let uuid = match self.known_chats.choose(&mut self.rng) {
-                Some(known) if self.rng.random_bool(0.6) => *known,
-                _ => Uuid::new_v4_from(&mut self.rng),
-            };
+    /// A chat id as a path segment: some UUID spelling of a known chat (with the share
+    /// `known`, once there is one) or of a new one, or not a UUID at all.
+    fn chat_segment(&mut self, known: f64) -> String {
+        if !self.known_chats.is_empty() && self.rng.random_bool(known) {
+            let uuid = *self.known_chats.choose(&mut self.rng).unwrap();
+            return self.uuid_spelling(uuid);
+        }
+        if self.rng.random_bool(0.4) {
+            let uuid = Uuid::new_v4_from(&mut self.rng);
             return self.uuid_spelling(uuid);
         }
         let rng = &mut self.rng;
@@ -513,6 +650,394 @@ impl Generator {
         text.into_bytes()
     }
 
+    /// What follows `/files` in a files route: nothing, a lone `/`, or a path that keeps the
+    /// rule or breaks it (in a URL that may encode it in many ways).
+    fn file_path(&mut self) -> String {
+        match self.rng.random_range(0..100) {
+            0..2 => String::new(),
+            2..4 => "/".into(),
+            4..58 => format!("/{}", self.valid_file_path()),
+            _ => format!("/{}", self.odd_file_path()),
+        }
+    }
+
+    /// One to three names, each percent-encoded where it must be (and sometimes where it
+    /// need not be), joined by `/` or by `%2F`; often one of a few paths that meet each other
+    /// (a file where another path needs a directory) or the planted links.
+    fn valid_file_path(&mut self) -> String {
+        if self.rng.random_bool(0.4) {
+            let path = *PATHS.choose(&mut self.rng).unwrap();
+            return path
+                .split('/')
+                .map(|name| encode_path_segment(&mut self.rng, name, false))
+                .collect::<Vec<_>>()
+                .join("/");
+        }
+        let count = self.rng.random_range(1..=3);
+        let names: Vec<String> = (0..count)
+            .map(|_| {
+                let name = *NAMES.choose(&mut self.rng).unwrap();
+                let eager = self.rng.random_bool(0.2);
+                encode_path_segment(&mut self.rng, name, eager)
+            })
+            .collect();
+        let separator = if self.rng.random_bool(0.15) { "%2F" } else { "/" };
+        names.join(separator)
+    }
+
+    /// Paths that break the rule, or sit right at its bounds.
+    fn odd_file_path(&mut self) -> String {
+        let rng = &mut self.rng;
+        let name = |rng: &mut StdRng| {
+            let name = *NAMES[..12].choose(rng).unwrap();
+            encode_path_segment(rng, name, false)
+        };
+        match rng.random_range(0..13) {
+            0..3 => {
+                let bad = *BAD_SEGMENTS.choose(rng).unwrap();
+                match rng.random_range(0..3) {
+                    0 => format!("{bad}/{}", name(rng)),
+                    1 => format!("{}/{bad}", name(rng)),
+                    _ => format!("{}/{bad}/{}", name(rng), name(rng)),
+                }
+            }
+            // Empty segments: `a//b`, a trailing `/`, a leading one (absolute).
+            3 => ["a//b", "a/", "/a", "a%2F%2Fb", "a%2F", "%2Fa", "//", "a/b//"]
+                .choose(rng)
+                .unwrap()
+                .to_string(),
+            4 => [
+                "..%2F..%2Fetc%2Fpasswd",
+                "%2Fetc%2Fpasswd",
+                "%2e%2e/%2e%2e/etc/passwd",
+                "../../etc/passwd",
+                "....//....//etc/passwd",
+                "a/../../b",
+                "./a",
+                "..%5C..%5Cetc%5Cpasswd",
+                "%252e%252e/x",
+            ]
+            .choose(rng)
+            .unwrap()
+            .to_string(),
+            // Names at and over 255 bytes, in one-byte and two-byte characters.
+            5 => "n".repeat(rng.random_range(254..=257)),
+            6 => {
+                let name = "é".repeat(rng.random_range(127..=128));
+                encode_path_segment(rng, &name, false)
+            }
+            // Paths at and over 1024 bytes.
+            7 => long_path(rng.random_range(1022..=1026)),
+            8 => long_path(rng.random_range(1100..5000)),
+            // `%` that starts no escape stays a `%`.
+            9 => ["%", "%%", "%zz", "%4", "a%", "%%41"].choose(rng).unwrap().to_string(),
+            10 => percent_encode_all(&format!("{}/{}", NAMES[2], NAMES[3])),
+            _ => {
+                let text = random_text(rng, 30);
+                let encoded = encode_path_segment(rng, &text, true);
+                if encoded.is_empty() { "%20".into() } else { encoded }
+            }
+        }
+    }
+
+    /// A file to upload: empty, small, binary, and sizes around the limits.
+    fn file_body(&mut self) -> Vec<u8> {
+        let rng = &mut self.rng;
+        match rng.random_range(0..14) {
+            0 => Vec::new(),
+            1..4 => format!("hello {}\n", rng.random::<u32>()).into_bytes(),
+            4 => (0..rng.random_range(1..512)).map(|_| rng.random::<u8>()).collect(),
+            5 => (0..rng.random_range(512..4096)).map(|_| rng.random::<u8>()).collect(),
+            6 => vec![b'x'; FILE_LIMIT],
+            7 => vec![0; FILE_LIMIT + 1],
+            8 => vec![b'y'; FILE_LIMIT - rng.random_range(1..100)],
+            9 => vec![b'z'; FILE_LIMIT + rng.random_range(2..1000)],
+            10 => vec![b'j'; BODY_LIMIT + rng.random_range(1..2000)],
+            11 => random_json(rng, 3).into_bytes(),
+            _ => random_text(rng, 64).into_bytes(),
+        }
+    }
+
+    /// An exec body: valid, broken in one field or two, or not an exec body at all.
+    fn exec_body(&mut self) -> Vec<u8> {
+        let mut body = self.valid_exec();
+        match self.rng.random_range(0..100) {
+            0..45 => {}
+            45..80 => self.break_exec(&mut body),
+            80..85 => {
+                self.break_exec(&mut body);
+                self.break_exec(&mut body);
+            }
+            85..88 => return self.sized_exec_body(),
+            88..93 => return self.any_body(),
+            93..96 => return random_json(&mut self.rng, 3).into_bytes(),
+            _ => {
+                let text = [
+                    "",
+                    " \n",
+                    "[]",
+                    "null",
+                    "\"true\"",
+                    "[\"true\"]",
+                    r#"{"command": ["true"]} x"#,
+                    "\u{feff}{\"command\": [\"true\"]}",
+                    r#"{"command": ["true"]"#,
+                    // The last of two equal keys counts.
+                    r#"{"command": "oops", "command": ["true"]}"#,
+                    r#"{"command": ["true"], "command": "oops"}"#,
+                    r#"{"command": ["\ud800"]}"#,
+                    r#"{"command": ["echo", "\u00e9\u0000"]}"#,
+                ];
+                return text.choose(&mut self.rng).unwrap().as_bytes().to_vec();
+            }
+        }
+        let value = Value::Object(body);
+        let text = if self.rng.random_bool(0.2) {
+            serde_json::to_string_pretty(&value)
+        } else {
+            serde_json::to_string(&value)
+        };
+        text.unwrap().into_bytes()
+    }
+
+    /// A valid exec body, mostly of a command whose answer the oracle knows.
+    fn valid_exec(&mut self) -> Map<String, Value> {
+        let rng = &mut self.rng;
+        let mut body = Map::new();
+        let mut timeout =
+            rng.random_bool(0.3).then(|| rng.random_range(5000..=MAX_EXEC_TIMEOUT_MS));
+        let command: Vec<String> = match rng.random_range(0..13) {
+            0 => vec!["true".into()],
+            1 => vec!["false".into()],
+            2 | 3 => {
+                const WORDS: &[&str] = &[
+                    "x",
+                    "hello",
+                    "héllo",
+                    "日本",
+                    "a b",
+                    "",
+                    "*",
+                    "$HOME",
+                    "'q'",
+                    "\u{1F600}",
+                    "-n",
+                ];
+                let count = rng.random_range(1..4);
+                let mut command = vec!["echo".to_owned()];
+                command.extend((0..count).map(|_| WORDS.choose(rng).unwrap().to_string()));
+                command
+            }
+            4 => vec!["sh".into(), "-c".into(), format!("exit {}", rng.random_range(0..=255))],
+            5 => vec!["sh".into(), "-c".into(), BOTH_STREAMS.into()],
+            6 | 7 => {
+                let stdin = match rng.random_range(0..6) {
+                    0 => None,
+                    1 => Some("x".repeat(STDIN_LIMIT)),
+                    _ => Some(random_text(rng, 200)),
+                };
+                body.insert("stdin".into(), stdin.map_or(Value::Null, Value::String));
+                vec!["cat".into()]
+            }
+            8 => {
+                const VALUES: &[&str] = &["", "plain", "two words", "multi\nline", "ünï", "-n"];
+                let value = VALUES.choose(rng).unwrap();
+                body.insert("env".into(), json!({"FUZZ_V": value}));
+                vec!["sh".into(), "-c".into(), PRINT_VARIABLE.into()]
+            }
+            9 => {
+                const DIRS: &[&str] = &[
+                    "/",
+                    "/tmp",
+                    "/workspace",
+                    "/etc",
+                    "seed",
+                    "dir",
+                    "a",
+                    "nope/deeper",
+                    "/nonexistent-zz",
+                    "/etc/passwd",
+                    "src",
+                    "/../tmp",
+                ];
+                body.insert("workdir".into(), json!(DIRS.choose(rng).unwrap()));
+                vec!["pwd".into()]
+            }
+            10 => {
+                timeout = Some(rng.random_range(100..=1500));
+                vec!["sleep".into(), "5".into()]
+            }
+            11 => vec![NO_SUCH_PROGRAM.into()],
+            // As many arguments as allowed.
+            _ => std::iter::once("true".to_owned())
+                .chain(std::iter::repeat_n("x".to_owned(), 4095))
+                .collect(),
+        };
+        body.insert("command".into(), json!(command));
+        if rng.random_bool(0.15) {
+            body.insert("env".into(), json!({"FUZZ_A": "1", "FUZZ_b9": ""}));
+        }
+        match timeout {
+            Some(ms) => {
+                body.insert("timeout_ms".into(), json!(ms));
+            }
+            None if rng.random_bool(0.1) => {
+                body.insert("timeout_ms".into(), Value::Null);
+            }
+            None => {}
+        }
+        for field in ["stdin", "env", "workdir"] {
+            if !body.contains_key(field) && rng.random_bool(0.05) {
+                body.insert(field.into(), Value::Null);
+            }
+        }
+        body
+    }
+
+    /// Breaks one field of an exec body (or adds one that does not exist).
+    fn break_exec(&mut self, body: &mut Map<String, Value>) {
+        let rng = &mut self.rng;
+        let pick = |rng: &mut StdRng, values: Vec<Value>| values.choose(rng).unwrap().clone();
+        let (field, value) = match rng.random_range(0..9) {
+            0 | 1 => {
+                let value = pick(
+                    rng,
+                    vec![
+                        Value::Null,
+                        json!("ls"),
+                        json!(5),
+                        json!({}),
+                        json!(true),
+                        json!([]),
+                        json!([""]),
+                        json!(["", "x"]),
+                        json!(["echo", 1]),
+                        json!([null]),
+                        json!([["x"]]),
+                        json!([1.5]),
+                        json!(["a\u{0}b"]),
+                        json!(vec!["x"; 4097]),
+                        json!(["echo", "x".repeat(256 * 1024)]),
+                    ],
+                );
+                if rng.random_bool(0.15) {
+                    body.remove("command");
+                    return;
+                }
+                ("command", value)
+            }
+            2 => {
+                let value = pick(
+                    rng,
+                    vec![
+                        json!(5),
+                        json!([]),
+                        json!(true),
+                        json!({"a": 1}),
+                        json!("x".repeat(STDIN_LIMIT + 1)),
+                        json!("é".repeat(STDIN_LIMIT / 2 + 1)),
+                    ],
+                );
+                ("stdin", value)
+            }
+            3 | 4 => {
+                let bad_name =
+                    *["1A", "A-B", "", "A B", "É", "A=B", "A\u{0}", "ß", " A"].choose(rng).unwrap();
+                let many: Map<String, Value> =
+                    (0..257).map(|i| (format!("FUZZ_{i}"), json!("v"))).collect();
+                let value = pick(
+                    rng,
+                    vec![
+                        json!([]),
+                        json!("A=1"),
+                        json!(5),
+                        json!(true),
+                        json!({"FUZZ_A": 1}),
+                        json!({"FUZZ_A": null}),
+                        json!({"FUZZ_A": ["x"]}),
+                        Value::Object(Map::from_iter([(bad_name.to_owned(), json!("x"))])),
+                        json!({"FUZZ_A": "a\u{0}b"}),
+                        Value::Object(many),
+                        json!({"FUZZ_BIG": "x".repeat(64 * 1024)}),
+                    ],
+                );
+                ("env", value)
+            }
+            5 => {
+                let value = pick(
+                    rng,
+                    vec![
+                        json!(5),
+                        json!(true),
+                        json!([]),
+                        json!("../x"),
+                        json!("a/../../b"),
+                        json!("./a"),
+                        json!("a//b"),
+                        json!(""),
+                        json!("a\\b"),
+                        json!("a\u{1}"),
+                        json!("/tmp\u{0}"),
+                        json!("x".repeat(4097)),
+                        json!(format!("/{}", "x".repeat(4096))),
+                        json!("a/"),
+                    ],
+                );
+                ("workdir", value)
+            }
+            6 | 7 => {
+                let text = *[
+                    "0",
+                    "-1",
+                    "-100000",
+                    "1.5",
+                    "\"100\"",
+                    "true",
+                    "[]",
+                    "{}",
+                    "60001",
+                    "3600000",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "1e3",
+                    "5000.0",
+                ]
+                .choose(rng)
+                .unwrap();
+                ("timeout_ms", serde_json::from_str(text).unwrap())
+            }
+            _ => {
+                let field = *["cmd", "timeout", "Command", "command ", "", "stdin2", "env\u{0}"]
+                    .choose(rng)
+                    .unwrap();
+                body.insert(field.into(), json!(["true"]));
+                return;
+            }
+        };
+        body.insert(field.into(), value);
+    }
+
+    /// Exec bodies around the exec limit, and over the JSON limit of other routes.
+    fn sized_exec_body(&mut self) -> Vec<u8> {
+        let rng = &mut self.rng;
+        let command = br#"{"command": ["true"]}"#.to_vec();
+        let padded = |size: usize| {
+            let mut body = command.clone();
+            body.resize(size, b' ');
+            body
+        };
+        match rng.random_range(0..4) {
+            // Valid, and larger than the JSON limit of other routes.
+            0 => padded(BODY_LIMIT + rng.random_range(1..100_000)),
+            1 => padded(EXEC_BODY_LIMIT),
+            2 => padded(EXEC_BODY_LIMIT + rng.random_range(1..100)),
+            _ => {
+                let stdin = "s".repeat(EXEC_BODY_LIMIT);
+                format!(r#"{{"command": ["cat"], "stdin": "{stdin}"}}"#).into_bytes()
+            }
+        }
+    }
+
     /// Bodies near and over the 64 KiB limit: valid JSON padded with whitespace, or a long
     /// string field.
     fn sized_body(&mut self) -> Vec<u8> {
@@ -607,6 +1132,19 @@ impl Generator {
         };
         Some(value.into_bytes())
     }
+}
+
+/// A path of `bytes` bytes, of names no longer than allowed.
+pub(crate) fn long_path(bytes: usize) -> String {
+    let count = (bytes + 1).div_ceil(256);
+    let letters = bytes - (count - 1);
+    let names: Vec<String> = (0..count)
+        .map(|i| {
+            let length = letters / count + usize::from(i < letters % count);
+            char::from(b'a' + (i % 26) as u8).to_string().repeat(length)
+        })
+        .collect();
+    names.join("/")
 }
 
 fn random_json(rng: &mut StdRng, depth: u32) -> String {

@@ -27,9 +27,11 @@ impl Response {
 #[derive(Debug)]
 pub(crate) enum Answer {
     Response(Response),
-    /// The server closed the connection without a (complete) response.
+    /// The server closed the connection without a (complete) response; `status` is the one
+    /// of its head, if that arrived.
     Closed {
         received: usize,
+        status: Option<u16>,
     },
 }
 
@@ -63,7 +65,10 @@ pub(crate) async fn exchange(
                 Ok(0) | Err(_) => {
                     return Ok(match parse_at_eof(&received, head)? {
                         Some(response) => Answer::Response(response),
-                        None => Answer::Closed { received: received.len() },
+                        None => Answer::Closed {
+                            received: received.len(),
+                            status: parse_head(&received).ok().flatten().map(|head| head.status),
+                        },
                     });
                 }
                 Ok(read) => received.extend_from_slice(&chunk[..read]),
