@@ -6,21 +6,16 @@
 //! the engine for the same hardened container. The adapter's remove is `stop`, which checks the
 //! labels before force-removing; the raw side force-removes directly.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
-};
 use chrono::{TimeDelta, Utc};
-use sandkeeper_adapters_docker::{
-    DEFAULT_IMAGE, DockerConfig, DockerRuntime, LABEL_INSTANCE, LABEL_SESSION,
-};
+use sandkeeper_adapters_docker::{DEFAULT_IMAGE, DockerConfig, DockerRuntime};
 use sandkeeper_domain::{ChatId, SessionId};
 use sandkeeper_ports::{ContainerSpec, SandboxRuntime};
 
+use crate::docker::{self, force_remove, raw_create, remove_instance};
 use crate::report::{Row, Summary};
 
 const SAMPLES: usize = 40;
@@ -30,17 +25,11 @@ const CREATE_GOAL: f64 = 1.05;
 const REMOVE_GOAL: f64 = 1.20;
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    let instance = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let instance = docker::instance_id();
     let runtime = DockerRuntime::new(DockerConfig::new(DEFAULT_IMAGE, instance.clone()))
         .map_err(|error| error.to_string())?;
     runtime.ping().await.map_err(|error| error.to_string())?;
-    let raw = Docker::connect_with_host(runtime.endpoint())
-        .map_err(|error| format!("bollard cannot connect to {}: {error}", runtime.endpoint()))?
-        .negotiate_version()
-        .await
-        .map_err(|error| {
-            format!("bollard cannot negotiate with {}: {error}", runtime.endpoint())
-        })?;
+    let raw = docker::connect().await?;
     let measured = measure(&runtime, &raw).await;
     let leftover = remove_instance(&raw, &instance).await;
     let (create, remove) = measured?;
@@ -133,61 +122,9 @@ async fn adapter_body(
     raw: &Docker,
 ) -> Result<ContainerCreateBody, String> {
     let id = runtime.create(&spec()).await.map_err(|e| e.to_string())?;
-    let found = raw.inspect_container(id.as_str(), None).await.map_err(|e| format!("inspect: {e}"));
+    let body = docker::body_of(raw, id.as_str()).await;
     runtime.stop(&id).await.map_err(|e| e.to_string())?;
-    let found = found?;
-    let config = found.config.ok_or("inspect returned no Config")?;
-    Ok(ContainerCreateBody {
-        image: config.image,
-        cmd: config.cmd,
-        entrypoint: config.entrypoint,
-        user: config.user,
-        working_dir: config.working_dir,
-        env: config.env,
-        labels: config.labels,
-        tty: config.tty,
-        open_stdin: config.open_stdin,
-        host_config: found.host_config,
-        ..Default::default()
-    })
-}
-
-/// A raw create+start with the adapter's configuration; a fresh name and session label each time.
-async fn raw_create(raw: &Docker, body: &ContainerCreateBody) -> Result<String, String> {
-    let session = SessionId::new_v4();
-    let mut body = body.clone();
-    if let Some(labels) = body.labels.as_mut() {
-        labels.insert(LABEL_SESSION.to_owned(), session.to_string());
-    }
-    let options = CreateContainerOptions {
-        name: Some(format!("sandkeeper-{session}")),
-        ..Default::default()
-    };
-    let created =
-        raw.create_container(Some(options), body).await.map_err(|e| format!("raw create: {e}"))?;
-    if let Err(error) = raw.start_container(&created.id, None).await {
-        let _ = raw.remove_container(&created.id, Some(force_remove())).await;
-        return Err(format!("raw start: {error}"));
-    }
-    Ok(created.id)
-}
-
-fn force_remove() -> RemoveContainerOptions {
-    RemoveContainerOptions { force: true, v: true, link: false }
-}
-
-/// Removes every container of the bench's instance, whatever happened.
-async fn remove_instance(raw: &Docker, instance: &str) -> Result<(), String> {
-    let filters =
-        HashMap::from([("label".to_owned(), vec![format!("{LABEL_INSTANCE}={instance}")])]);
-    let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-    let listed = raw.list_containers(Some(options)).await.map_err(|e| format!("cleanup: {e}"))?;
-    for id in listed.into_iter().filter_map(|summary| summary.id) {
-        raw.remove_container(&id, Some(force_remove()))
-            .await
-            .map_err(|e| format!("cleanup of {id}: {e}"))?;
-    }
-    Ok(())
+    body
 }
 
 /// The figure is the median of the per-round ratios: each round's two samples were taken back to

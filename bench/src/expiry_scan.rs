@@ -29,7 +29,7 @@ pub(crate) async fn run() -> Result<Vec<Row>, String> {
         Ok(url) if !url.is_empty() => postgres(&url).await?,
         _ => Row::failed(
             "expiry scan, 100k vs 1k rows (PostgreSQL)",
-            "DATABASE_URL is not set (cargo xtask bench exports it when a server is reachable)",
+            "DATABASE_URL is not set: set it to a postgres:// URL to measure PostgreSQL too",
         ),
     });
     Ok(rows)

@@ -55,6 +55,36 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count).
+pub(crate) fn median(values: &[f64]) -> f64 {
+    assert!(!values.is_empty(), "no values");
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 }
+}
+
+/// The median of the per-round ratios `numerators[i] / denominators[i]`: each round's two samples
+/// were taken back to back, so a slow phase of the machine weighs on both sides of one ratio.
+pub(crate) fn paired_ratio(numerators: &[f64], denominators: &[f64]) -> f64 {
+    let ratios: Vec<f64> = numerators
+        .iter()
+        .zip(denominators)
+        .map(|(numerator, denominator)| numerator / denominator.max(f64::MIN_POSITIVE))
+        .collect();
+    median(&ratios)
+}
+
+/// Min, median and max of plain numbers, shown with `decimals` digits and a unit.
+pub(crate) fn spread(values: &[f64], decimals: usize, unit: &str) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let median = median(values);
+    format!(
+        "min {min:.decimals$}{unit} / median {median:.decimals$}{unit} / max {max:.decimals$}{unit}"
+    )
+}
+
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = String::from("| target | figure | goal | met | how |\n|---|---|---|---|---|\n");
     for row in rows {
@@ -71,23 +101,149 @@ pub(crate) fn table(rows: &[Row]) -> String {
     out
 }
 
-pub(crate) fn write(path: &str, table: &str) -> std::io::Result<()> {
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
+/// Where and how a run was made, for the head of `docs/benchmarks.md`.
+#[derive(Debug, Clone)]
+pub(crate) struct RunInfo {
+    /// The command that reproduces the run.
+    pub(crate) command: String,
+    /// The Docker engine's version, or why it is unknown.
+    pub(crate) docker: String,
+    pub(crate) started: chrono::DateTime<chrono::Utc>,
+    pub(crate) took: Duration,
+}
+
+/// The generated part of `docs/benchmarks.md` lies between these markers; whatever is outside
+/// them (a hand-written analysis below) is kept by the next run.
+const BEGIN: &str =
+    "<!-- bench:begin (written by `cargo xtask bench`; edit outside these markers) -->";
+const END: &str = "<!-- bench:end -->";
+
+pub(crate) fn write(path: &str, table: &str, info: &RunInfo) -> std::io::Result<()> {
+    let generated = format!("{BEGIN}\n{}{END}\n", generated(table, info));
+    let body = match std::fs::read_to_string(path) {
+        Ok(existing) => match (existing.find(BEGIN), existing.find(END)) {
+            (Some(begin), Some(end)) if begin < end => {
+                // The generated part ends its own line; the rest is kept byte for byte.
+                let rest = &existing[end + END.len()..];
+                let rest = rest.strip_prefix('\n').unwrap_or(rest);
+                format!("{}{generated}{rest}", &existing[..begin])
+            }
+            _ => format!("# Benchmarks\n\n{generated}"),
+        },
+        Err(_) => format!("# Benchmarks\n\n{generated}"),
+    };
+    std::fs::write(path, body)
+}
+
+fn generated(table: &str, info: &RunInfo) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("model name"))
+        .and_then(|line| line.split(':').nth(1))
+        .map_or_else(|| "unknown CPU".to_owned(), |name| name.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|name| name.trim().to_owned())
+            let line = info.lines().find(|line| line.starts_with("MemTotal:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.1} GiB RAM", kib / 1024.0 / 1024.0))
         })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let body = format!(
-        "# Benchmarks\n\n\
-         Every figure is a ratio of two measurements taken in the same run on the same machine,\n\
-         so that the noise of a shared machine cancels out. Reproduce with:\n\n\
-         ```\ncargo xtask bench\n```\n\n\
-         Machine: {machine}, {cores} cores.\n\n{table}\n"
-    );
-    std::fs::write(path, body)
+        .unwrap_or_else(|| "unknown RAM".to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".to_owned(), |release| release.trim().to_owned());
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |output| String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        );
+    format!(
+        "Every figure is a ratio of two measurements taken in the same run on the same machine\n\
+         (or, for memory, an absolute peak), so that the noise of a shared machine cancels out.\n\
+         `met` compares the figure with the goal of DESIGN.md section 10. Reproduce with:\n\n\
+         ```\n{command}\n```\n\n\
+         - Machine: {cpu}, {cores} cores, {memory}, Linux {kernel}, Docker engine {docker}\n\
+         - Run: {started}, took {took}, commit {commit}\n\n{table}",
+        command = info.command,
+        docker = info.docker,
+        started = info.started.format("%Y-%m-%d %H:%M UTC"),
+        took = format_duration(info.took),
+    )
+}
+
+fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds >= 60 {
+        format!("{}m {:02}s", seconds / 60, seconds % 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> RunInfo {
+        RunInfo {
+            command: "cargo xtask bench".to_owned(),
+            docker: "20.10".to_owned(),
+            started: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            took: Duration::from_secs(75),
+        }
+    }
+
+    #[test]
+    fn medians_and_paired_ratios() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        // Each round's ratio counts, not the ratio of the medians (which would be 2.0 / 2.0).
+        assert_eq!(paired_ratio(&[2.0, 3.0, 1.0], &[1.0, 3.0, 2.0]), 1.0);
+        assert_eq!(paired_ratio(&[2.0, 6.0, 1.0], &[1.0, 3.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn a_new_file_gets_a_title_and_the_generated_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("benchmarks.md");
+        let path = path.to_str().unwrap();
+        write(path, "| the table |\n", &info()).unwrap();
+        let written = std::fs::read_to_string(path).unwrap();
+        assert!(written.starts_with("# Benchmarks\n\n"), "{written}");
+        assert!(written.contains("| the table |"), "{written}");
+        assert!(written.contains("cargo xtask bench"), "{written}");
+        assert!(written.contains("took 1m 15s"), "{written}");
+        assert!(written.trim_end().ends_with(END), "{written}");
+    }
+
+    #[test]
+    fn a_rerun_replaces_the_generated_part_and_keeps_the_hand_written_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("benchmarks.md");
+        let path = path.to_str().unwrap();
+        write(path, "| first run |\n", &info()).unwrap();
+        let mut edited = std::fs::read_to_string(path).unwrap();
+        edited = edited.replace("# Benchmarks", "# Benchmarks of sandkeeper");
+        edited.push_str("\n## Analysis\n\nWhy the figures are what they are.\n");
+        std::fs::write(path, edited).unwrap();
+
+        write(path, "| second run |\n", &info()).unwrap();
+        let written = std::fs::read_to_string(path).unwrap();
+        assert!(written.starts_with("# Benchmarks of sandkeeper\n"), "{written}");
+        assert!(written.contains("| second run |"), "{written}");
+        assert!(!written.contains("| first run |"), "{written}");
+        assert!(
+            written.ends_with("## Analysis\n\nWhy the figures are what they are.\n"),
+            "{written}"
+        );
+        assert_eq!(written.matches(BEGIN).count(), 1, "{written}");
+
+        write(path, "| second run |\n", &info()).unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), written, "the same run, the same file");
+    }
 }
