@@ -19,7 +19,8 @@ async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
     }
     let env = TestEnv::new();
     // A cleanup interval far beyond the test, so that the replace is done by the PUT.
-    let server = env.serve(&["--ttl", "2s", "--cleanup-interval", "1h"]).await;
+    // The TTL outlasts the first create and the reuse on a loaded machine.
+    let server = env.serve(&["--ttl", "5s", "--cleanup-interval", "1h"]).await;
     let chat_id = chat();
 
     let (status, created) = server.put_sandbox(&chat_id).await;
@@ -47,7 +48,7 @@ async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["session_id"], created["session_id"]);
 
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::sleep(Duration::from_millis(5200)).await;
     let (status, replaced) = server.put_sandbox(&chat_id).await;
     assert_eq!(status, StatusCode::CREATED, "{replaced}");
     assert_eq!(replaced["result"], "replaced");
