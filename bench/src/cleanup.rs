@@ -57,10 +57,7 @@ async fn measure(server: &Server, raw: &Docker) -> Result<Row, String> {
             if api_turn {
                 let (took, first) = api_side(server, raw).await?;
                 sides.api.push(took.as_secs_f64());
-                body = match body {
-                    Some(body) => Some(body),
-                    None => Some(first),
-                };
+                body.get_or_insert(first);
             } else {
                 let body = match &body {
                     Some(body) => body.clone(),
