@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use tokio::task::JoinSet;
 
 use crate::docker::{self, force_remove};
-use crate::report::{self, Row, Summary};
+use crate::report::{self, Row, Summary, Verdict};
 use crate::server::Server;
 
 const ROUNDS: usize = 40;
@@ -111,7 +111,7 @@ async fn cold_create(server: &Server, raw: &Docker) -> Result<(Row, Vec<String>)
             .to_owned(),
         figure: format!("{ratio:.3}x"),
         goal: format!("<= {CREATE_GOAL:.2}x"),
-        met: Some(ratio <= CREATE_GOAL),
+        met: Verdict::of(ratio <= CREATE_GOAL),
         detail: format!(
             "median of {ROUNDS} interleaved paired ratios; API {}; raw {}",
             Summary::of(&api),
@@ -148,7 +148,7 @@ async fn reuse(server: &Server, chats: &[String]) -> Result<Row, String> {
         name: "reuse: API PUT (200 reused) vs GET /healthz throughput, same load".to_owned(),
         figure: format!("{ratio:.2}x"),
         goal: format!(">= {REUSE_GOAL:.2}x"),
-        met: Some(ratio >= REUSE_GOAL),
+        met: Verdict::of(ratio >= REUSE_GOAL),
         detail: format!(
             "median of {LOAD_PAIRS} paired ratios of alternating {}s runs, {CONNECTIONS} \
              keep-alive HTTP/1.1 connections (one client, one chat per connection), server \

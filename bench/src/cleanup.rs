@@ -17,7 +17,7 @@ use reqwest::Method;
 use sandkeeper_usecase::{DEFAULT_CLEANUP_BATCH_LIMIT, DEFAULT_CLEANUP_CONCURRENCY};
 
 use crate::docker::{self, force_remove};
-use crate::report::{self, Row};
+use crate::report::{self, Row, Verdict};
 use crate::server::Server;
 
 const SANDBOXES: usize = 500;
@@ -79,7 +79,7 @@ async fn measure(server: &Server, raw: &Docker) -> Result<Row, String> {
         ),
         figure: format!("{ratio:.2}x"),
         goal: format!("<= {GOAL:.2}x"),
-        met: Some(ratio <= GOAL),
+        met: Verdict::of(ratio <= GOAL),
         detail: format!(
             "median of {ROUNDS} paired ratios (rounds alternate which side goes first, each side \
              alone on the engine); both sides {DEFAULT_CLEANUP_CONCURRENCY} at a time (the \

@@ -16,7 +16,7 @@ use sandkeeper_domain::{ChatId, SessionId};
 use sandkeeper_ports::{ContainerSpec, SandboxRuntime};
 
 use crate::docker::{self, force_remove, raw_create, remove_instance};
-use crate::report::{Row, Summary};
+use crate::report::{Row, Summary, Verdict};
 
 const SAMPLES: usize = 40;
 const CREATE_GOAL: f64 = 1.05;
@@ -145,7 +145,7 @@ fn ratio_row(name: &str, pairs: &Pairs, goal: f64) -> Row {
         name: name.to_owned(),
         figure: format!("{ratio:.2}x"),
         goal: format!("<= {goal:.2}x"),
-        met: Some(ratio <= goal),
+        met: Verdict::of(ratio <= goal),
         detail: format!(
             "median of {} interleaved paired ratios; adapter {adapter}; raw {raw}",
             pairs.adapter.len()

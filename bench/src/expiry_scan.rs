@@ -11,7 +11,7 @@ use sandkeeper_adapters_sql::{SqlStore, StoreOptions};
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use uuid::Uuid;
 
-use crate::report::{Row, Summary};
+use crate::report::{Row, Summary, Verdict};
 
 /// The scan's limit in production: the maintenance sweep's default rows per phase.
 const SCAN_LIMIT: usize = 250;
@@ -105,7 +105,7 @@ async fn measure(backend: &str, small: &SqlStore, large: &SqlStore) -> Result<Ro
         name: format!("expiry scan, 100k vs 1k rows ({backend})"),
         figure: format!("{ratio:.2}x"),
         goal: format!("<= {GOAL:.2}x"),
-        met: Some(ratio <= GOAL),
+        met: Verdict::of(ratio <= GOAL),
         detail: format!(
             "list_expired(now, {SCAN_LIMIT}) with {EXPIRED} expired rows in each store, \
              {SAMPLES} samples each, medians compared; 1k: {small_summary}; \

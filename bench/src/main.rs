@@ -9,6 +9,7 @@ mod api;
 mod cleanup;
 mod docker;
 mod docker_floor;
+mod exec;
 mod expiry_scan;
 mod report;
 mod rss;
@@ -17,7 +18,7 @@ mod server;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use report::Row;
+use report::{Row, Verdict};
 
 type BenchFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Row>, String>>>>;
 
@@ -28,6 +29,7 @@ type Bench = (&'static str, fn() -> BenchFuture);
 const BENCHES: &[Bench] = &[
     ("docker-floor", || Box::pin(docker_floor::run())),
     ("api", || Box::pin(api::run())),
+    ("exec", || Box::pin(exec::run())),
     ("cleanup", || Box::pin(cleanup::run())),
     ("expiry-scan", || Box::pin(expiry_scan::run())),
     ("rss", || Box::pin(rss::run())),
@@ -41,6 +43,7 @@ PATH (docs/benchmarks.md), keeping whatever is written outside the generated par
 the benchmarks whose name contains one of them (a partial run never writes PATH):
   docker-floor  the Docker adapter vs raw bollard (create+start, remove)
   api           cold create through the API vs raw bollard; reuse vs /healthz throughput
+  exec          exec round trip through the API vs raw bollard exec; 10 MiB upload/download
   cleanup       cleanup of 500 expired sandboxes vs force-removing 500 containers directly
   expiry-scan   the expiry scan at 100k vs 1k rows (SQLite; PostgreSQL when DATABASE_URL is set)
   rss           the server's peak RSS with 10k running sessions in the store
@@ -96,9 +99,14 @@ async fn main() -> ExitCode {
     let table = report::table(&rows);
     println!("{table}");
 
-    let missed = rows.iter().filter(|row| row.met == Some(false)).count();
-    let met = rows.iter().filter(|row| row.met == Some(true)).count();
-    eprintln!("bench: {met} targets met, {missed} missed, {} not run", rows.len() - met - missed);
+    let count = |verdict: Verdict| rows.iter().filter(|row| row.met == verdict).count();
+    eprintln!(
+        "bench: {} targets met, {} missed, {} not run, {} figures reported",
+        count(Verdict::Met),
+        count(Verdict::Missed),
+        count(Verdict::NotRun),
+        count(Verdict::Reported)
+    );
     match out {
         Some(path) if filters.is_empty() => {
             let info = report::RunInfo {

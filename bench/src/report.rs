@@ -11,8 +11,8 @@ pub(crate) struct Row {
     pub(crate) figure: String,
     /// The goal, e.g. "<= 2.00x".
     pub(crate) goal: String,
-    /// Whether the figure meets the goal; `None` when the benchmark could not run.
-    pub(crate) met: Option<bool>,
+    /// Whether the figure meets the goal.
+    pub(crate) met: Verdict,
     /// How it was measured: samples, min/median/max of each side.
     pub(crate) detail: String,
 }
@@ -23,9 +23,26 @@ impl Row {
             name: name.to_owned(),
             figure: "-".to_owned(),
             goal: "-".to_owned(),
-            met: None,
+            met: Verdict::NotRun,
             detail: format!("could not run: {error}"),
         }
+    }
+}
+
+/// How a row's figure compares with its goal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Met,
+    Missed,
+    /// The benchmark could not run.
+    NotRun,
+    /// A figure worth knowing that no goal judges.
+    Reported,
+}
+
+impl Verdict {
+    pub(crate) fn of(met: bool) -> Self {
+        if met { Self::Met } else { Self::Missed }
     }
 }
 
@@ -89,9 +106,10 @@ pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = String::from("| target | figure | goal | met | how |\n|---|---|---|---|---|\n");
     for row in rows {
         let met = match row.met {
-            Some(true) => "yes",
-            Some(false) => "NO",
-            None => "not run",
+            Verdict::Met => "yes",
+            Verdict::Missed => "NO",
+            Verdict::NotRun => "not run",
+            Verdict::Reported => "-",
         };
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",
@@ -165,7 +183,8 @@ fn generated(table: &str, info: &RunInfo) -> String {
     format!(
         "Every figure is a ratio of two measurements taken in the same run on the same machine\n\
          (or, for memory, an absolute peak), so that the noise of a shared machine cancels out.\n\
-         `met` compares the figure with the goal of DESIGN.md section 10. Reproduce with:\n\n\
+         `met` compares the figure with its goal (DESIGN.md section 10, or the issue that set it;\n\
+         `-` for a figure that is only reported). Reproduce with:\n\n\
          ```\n{command}\n```\n\n\
          - Machine: {cpu}, {cores} cores, {memory}, Linux {kernel}, Docker engine {docker}\n\
          - Run: {started}, took {took}, commit {commit}\n\n{table}",

@@ -18,7 +18,7 @@ use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId};
 use sandkeeper_ports::{ContainerSpec, SandboxRuntime};
 
 use crate::docker;
-use crate::report::Row;
+use crate::report::{Row, Verdict};
 use crate::server::Server;
 
 const SESSIONS: usize = 10_000;
@@ -176,7 +176,7 @@ async fn measure(server: &Server, chats: &[ChatId]) -> Result<Row, String> {
         ),
         figure: format!("{figure:.1} MiB"),
         goal: format!("<= {GOAL_MIB:.0} MiB"),
-        met: Some(figure <= GOAL_MIB),
+        met: Verdict::of(figure <= GOAL_MIB),
         detail: format!(
             "peak resident set (VmHWM) of `sandkeeper serve`; VmRSS in MiB after each step: {}",
             steps.join(", ")

@@ -1,0 +1,348 @@
+//! Running a command and moving a file through the API, against the same work done directly with
+//! bollard in the same sandbox, interleaved round by round:
+//!
+//! - exec round trip: `POST /v1/chats/<chat>/sandbox/exec` of `sh -c 'echo ok'` (its answer read
+//!   whole) against a raw bollard exec of the same command in the same container: create, start
+//!   attached, read the output to its end, inspect until the exit code is known (target: median
+//!   ratio <= 1.15);
+//! - file transfer of 10 MiB: `PUT` and `GET /v1/chats/<chat>/sandbox/files/<path>` against a raw
+//!   exec that streams the same bytes through `cat` into and out of `/workspace` (the floor of
+//!   any exec-borne transfer; Docker's archive API cannot see the tmpfs workspace, see
+//!   `docs/exec.md`). Reported as MiB/s with the ratio to the floor; no goal is set for it.
+
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+
+use crate::docker;
+use crate::report::{self, Row, Summary, Verdict};
+use crate::server::Server;
+
+const EXEC_ROUNDS: usize = 40;
+const EXEC_GOAL: f64 = 1.15;
+/// The command both sides run, and what it prints.
+const COMMAND: &[&str] = &["sh", "-c", "echo ok"];
+const EXPECTED_STDOUT: &[u8] = b"ok\n";
+
+const FILE_ROUNDS: usize = 8;
+const FILE_SIZE: usize = 10 * 1024 * 1024;
+const MIB: f64 = 1024.0 * 1024.0;
+const API_FILE: &str = "bench/blob.bin";
+const RAW_FILE: &str = "/workspace/raw-blob.bin";
+/// How often the raw side asks whether its exec has ended after its output did.
+const RAW_POLL: Duration = Duration::from_millis(5);
+
+/// The sandbox lives through the whole run; no background pass runs during it.
+const SERVER_ARGS: &[&str] =
+    &["--ttl", "30m", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
+const SWEEP_DONE: &str = "maintenance_sweep_completed";
+
+pub(crate) async fn run() -> Result<Vec<Row>, String> {
+    let raw = docker::connect().await?;
+    let server = Server::start(SERVER_ARGS).await?;
+    let measured = measure(&server, &raw).await;
+    let removed = server.stop(&raw).await;
+    let rows = measured?;
+    removed?;
+    Ok(rows)
+}
+
+async fn measure(server: &Server, raw: &Docker) -> Result<Vec<Row>, String> {
+    server.wait_for_log(SWEEP_DONE, Duration::from_secs(30)).await?;
+    let chat = uuid::Uuid::new_v4().to_string();
+    let created =
+        server.expect(Method::PUT, &format!("/v1/chats/{chat}/sandbox"), None, 201).await?;
+    let container = created["container_id"]
+        .as_str()
+        .ok_or_else(|| format!("PUT answered no container_id: {created}"))?
+        .to_owned();
+    let sandbox = Sandbox { server, raw, chat, container };
+    let mut rows = vec![sandbox.exec_round_trip().await?];
+    rows.extend(sandbox.file_transfer().await?);
+    Ok(rows)
+}
+
+/// One sandbox, reached through the API and directly.
+struct Sandbox<'a> {
+    server: &'a Server,
+    raw: &'a Docker,
+    chat: String,
+    container: String,
+}
+
+impl Sandbox<'_> {
+    async fn exec_round_trip(&self) -> Result<Row, String> {
+        let body = serde_json::json!({ "command": COMMAND }).to_string();
+        let url = self.server.url(&format!("/v1/chats/{}/sandbox/exec", self.chat));
+        let argv: Vec<String> = COMMAND.iter().map(|&arg| arg.to_owned()).collect();
+        // One unmeasured round of each warms the connections and the engine.
+        self.api_exec(&url, &body).await?;
+        self.raw_exec(argv.clone(), None).await?;
+
+        let (mut api, mut direct) = (Vec::new(), Vec::new());
+        for round in 0..EXEC_ROUNDS {
+            for api_turn in sides(round) {
+                let started = Instant::now();
+                if api_turn {
+                    self.api_exec(&url, &body).await?;
+                    api.push(started.elapsed());
+                } else {
+                    let stdout = self.raw_exec(argv.clone(), None).await?;
+                    direct.push(started.elapsed());
+                    if stdout != EXPECTED_STDOUT {
+                        return Err(format!(
+                            "the raw exec printed {:?}",
+                            String::from_utf8_lossy(&stdout)
+                        ));
+                    }
+                }
+            }
+        }
+        let ratio = report::paired_ratio(&seconds(&api), &seconds(&direct));
+        Ok(Row {
+            name: "exec round trip: API POST .../exec vs raw bollard exec (same command, same \
+                   sandbox)"
+                .to_owned(),
+            figure: format!("{ratio:.2}x"),
+            goal: format!("<= {EXEC_GOAL:.2}x"),
+            met: Verdict::of(ratio <= EXEC_GOAL),
+            detail: format!(
+                "median of {EXEC_ROUNDS} interleaved paired ratios of `{}`; API {}; raw {}",
+                COMMAND.join(" "),
+                Summary::of(&api),
+                Summary::of(&direct)
+            ),
+        })
+    }
+
+    /// One exec through the API; fails unless it ran and printed what it should.
+    async fn api_exec(&self, url: &str, body: &str) -> Result<(), String> {
+        let response = self
+            .server
+            .client()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(|e| format!("POST exec: no answer: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| format!("POST exec: the answer: {e}"))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("POST exec answered {status}, not JSON ({e}): {text}"))?;
+        if status != StatusCode::OK
+            || json["exit_code"] != 0
+            || json["stdout"].as_str().map(str::as_bytes) != Some(EXPECTED_STDOUT)
+        {
+            return Err(format!("POST exec answered {status}: {json}"));
+        }
+        Ok(())
+    }
+
+    /// Runs `argv` in the container with bollard alone: its stdout once its exit code is 0.
+    async fn raw_exec(&self, argv: Vec<String>, stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
+        let config = ExecConfig {
+            attach_stdin: Some(stdin.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            working_dir: Some("/workspace".to_owned()),
+            cmd: Some(argv),
+            ..Default::default()
+        };
+        let exec = self
+            .raw
+            .create_exec(&self.container, config)
+            .await
+            .map_err(|e| format!("raw create_exec: {e}"))?
+            .id;
+        let options = StartExecOptions { detach: false, tty: false, output_capacity: None };
+        let StartExecResults::Attached { mut output, mut input } = self
+            .raw
+            .start_exec(&exec, Some(options))
+            .await
+            .map_err(|e| format!("raw start_exec: {e}"))?
+        else {
+            return Err("the raw exec started detached".to_owned());
+        };
+        let feed = async {
+            if let Some(bytes) = stdin {
+                input.write_all(bytes).await.map_err(|e| format!("raw stdin: {e}"))?;
+                input.shutdown().await.map_err(|e| format!("raw stdin: {e}"))?;
+            }
+            Ok::<(), String>(())
+        };
+        let read = async {
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            while let Some(frame) = output.next().await {
+                match frame.map_err(|e| format!("raw exec output: {e}"))? {
+                    LogOutput::StdOut { message } => stdout.extend_from_slice(&message),
+                    LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    _ => {}
+                }
+            }
+            Ok::<_, String>((stdout, stderr))
+        };
+        let (fed, read) = tokio::join!(feed, read);
+        fed?;
+        let (stdout, stderr) = read?;
+        let exit_code = loop {
+            let inspected =
+                self.raw.inspect_exec(&exec).await.map_err(|e| format!("raw inspect_exec: {e}"))?;
+            if inspected.running != Some(true) {
+                break inspected.exit_code;
+            }
+            tokio::time::sleep(RAW_POLL).await;
+        };
+        if exit_code != Some(0) {
+            return Err(format!(
+                "the raw exec exited {exit_code:?}: {}",
+                String::from_utf8_lossy(&stderr)
+            ));
+        }
+        Ok(stdout)
+    }
+
+    async fn file_transfer(&self) -> Result<Vec<Row>, String> {
+        let blob = blob(FILE_SIZE);
+        let url = self.server.url(&format!("/v1/chats/{}/sandbox/files/{API_FILE}", self.chat));
+        let raw_write = vec!["sh".to_owned(), "-c".to_owned(), format!("cat > {RAW_FILE}")];
+        let raw_read = vec!["cat".to_owned(), RAW_FILE.to_owned()];
+        // Unmeasured: the first upload creates the directory, and both sides warm up.
+        self.api_upload(&url, &blob).await?;
+        self.api_download(&url, &blob).await?;
+        self.raw_exec(raw_write.clone(), Some(&blob)).await?;
+        self.raw_exec(raw_read.clone(), None).await?;
+
+        let mut upload = (Vec::new(), Vec::new());
+        let mut download = (Vec::new(), Vec::new());
+        for round in 0..FILE_ROUNDS {
+            for api_turn in sides(round) {
+                let started = Instant::now();
+                if api_turn {
+                    self.api_upload(&url, &blob).await?;
+                    upload.0.push(started.elapsed());
+                } else {
+                    self.raw_exec(raw_write.clone(), Some(&blob)).await?;
+                    upload.1.push(started.elapsed());
+                }
+            }
+            for api_turn in sides(round) {
+                let started = Instant::now();
+                if api_turn {
+                    self.api_download(&url, &blob).await?;
+                    download.0.push(started.elapsed());
+                } else {
+                    let read = self.raw_exec(raw_read.clone(), None).await?;
+                    download.1.push(started.elapsed());
+                    if read != blob {
+                        return Err(format!(
+                            "the raw read returned {} bytes unlike the {} written",
+                            read.len(),
+                            blob.len()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(vec![transfer_row("upload", "PUT", &upload), transfer_row("download", "GET", &download)])
+    }
+
+    async fn api_upload(&self, url: &str, blob: &[u8]) -> Result<(), String> {
+        let response = self
+            .server
+            .client()
+            .put(url)
+            .header("content-type", "application/octet-stream")
+            .body(blob.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("PUT file: no answer: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| format!("PUT file: the answer: {e}"))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("PUT file answered {status}, not JSON ({e}): {text}"))?;
+        if status != StatusCode::OK || json["size"] != blob.len() {
+            return Err(format!("PUT file answered {status}: {json}"));
+        }
+        Ok(())
+    }
+
+    async fn api_download(&self, url: &str, blob: &[u8]) -> Result<(), String> {
+        let response = self
+            .server
+            .client()
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET file: no answer: {e}"))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| format!("GET file: the body: {e}"))?;
+        if status != StatusCode::OK || body.as_ref() != blob {
+            return Err(format!(
+                "GET file answered {status} with {} bytes, expected the {} uploaded",
+                body.len(),
+                blob.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which side goes first alternates round by round, so that drift falls on both equally.
+fn sides(round: usize) -> [bool; 2] {
+    let api_first = round % 2 == 0;
+    [api_first, !api_first]
+}
+
+fn seconds(samples: &[Duration]) -> Vec<f64> {
+    samples.iter().map(Duration::as_secs_f64).collect()
+}
+
+/// Bytes that do not compress, the same in every run.
+fn blob(size: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..size)
+        .map(|_| {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect()
+}
+
+/// Throughput of each side (MiB/s) and the median of the paired time ratios, API over raw.
+fn transfer_row(
+    operation: &str,
+    method: &str,
+    (api, direct): &(Vec<Duration>, Vec<Duration>),
+) -> Row {
+    let rate = |samples: &[Duration]| -> Vec<f64> {
+        samples.iter().map(|taken| FILE_SIZE as f64 / MIB / taken.as_secs_f64()).collect()
+    };
+    let (api_rate, raw_rate) = (rate(api), rate(direct));
+    let ratio = report::paired_ratio(&seconds(api), &seconds(direct));
+    Row {
+        name: format!(
+            "file {operation} of 10 MiB: API {method} .../files/<path> vs a raw exec streaming \
+             the bytes through cat"
+        ),
+        figure: format!("{:.0} MiB/s ({ratio:.2}x the time)", report::median(&api_rate)),
+        goal: "none (reported)".to_owned(),
+        met: Verdict::Reported,
+        detail: format!(
+            "median of {FILE_ROUNDS} interleaved rounds; API {}; raw {} ({})",
+            report::spread(&api_rate, 0, " MiB/s"),
+            report::spread(&raw_rate, 0, " MiB/s"),
+            Summary::of(direct)
+        ),
+    }
+}
