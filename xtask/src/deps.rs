@@ -34,6 +34,7 @@ fn allowed(package: &str) -> Option<&'static [&'static str]> {
 const FORBIDDEN_IN_CORE: &[&str] = &[
     "sqlx",
     "sqlx-core",
+    "rusqlite",
     "bollard",
     "axum",
     "hyper",

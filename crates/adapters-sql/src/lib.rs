@@ -14,6 +14,7 @@ mod error;
 mod postgres;
 mod rows;
 mod sqlite;
+mod sqlite_inline;
 mod store;
 mod url;
 

@@ -18,6 +18,7 @@ use crate::error::{ErrorContext, is_running_per_chat_violation, is_sqlite_busy};
 use crate::rows::{
     RawSession, SESSION_COLUMNS, distinct_statuses, duration_micros, list_by_status_sql, sql_limit,
 };
+use crate::sqlite_inline::{InlineReader, SessionRow};
 
 /// Refuses a connection that cannot write.
 ///
@@ -75,21 +76,37 @@ fn session_from_row(row: &SqliteRow) -> Result<SandboxSession, StoreError> {
     let unreadable = |error: sqlx::Error| {
         StoreError::Failed(format!("a sandbox_sessions row could not be read: {error}"))
     };
-    let uuid = |column: &str| -> Result<Uuid, StoreError> {
-        let text: String = row.try_get(column).map_err(unreadable)?;
-        Uuid::parse_str(&text).map_err(|_| {
-            StoreError::Failed(format!("{column} `{text}` in the store is not a UUID"))
-        })
-    };
-    RawSession {
-        session_id: uuid("session_id")?,
-        chat_id: uuid("chat_id")?,
-        container_id: row.try_get("container_id").map_err(unreadable)?,
-        status: row.try_get("status").map_err(unreadable)?,
-        created_at: from_micros(row.try_get("created_at").map_err(unreadable)?, "created_at")?,
-        expires_at: from_micros(row.try_get("expires_at").map_err(unreadable)?, "expires_at")?,
+    let column =
+        |name: &str| -> Result<String, StoreError> { row.try_get(name).map_err(unreadable) };
+    let micros = |name: &str| -> Result<i64, StoreError> { row.try_get(name).map_err(unreadable) };
+    SessionRow {
+        session_id: column("session_id")?,
+        chat_id: column("chat_id")?,
+        container_id: column("container_id")?,
+        status: column("status")?,
+        created_at: micros("created_at")?,
+        expires_at: micros("expires_at")?,
     }
     .into_session()
+}
+
+impl SessionRow {
+    fn into_session(self) -> Result<SandboxSession, StoreError> {
+        let uuid = |column: &str, text: &str| -> Result<Uuid, StoreError> {
+            Uuid::parse_str(text).map_err(|_| {
+                StoreError::Failed(format!("{column} `{text}` in the store is not a UUID"))
+            })
+        };
+        RawSession {
+            session_id: uuid("session_id", &self.session_id)?,
+            chat_id: uuid("chat_id", &self.chat_id)?,
+            container_id: self.container_id,
+            status: self.status,
+            created_at: from_micros(self.created_at, "created_at")?,
+            expires_at: from_micros(self.expires_at, "expires_at")?,
+        }
+        .into_session()
+    }
 }
 
 fn sessions_from_rows(rows: &[SqliteRow]) -> Result<Vec<SandboxSession>, StoreError> {
@@ -105,6 +122,9 @@ const UPSERT: &str = "INSERT INTO sandbox_sessions \
 
 pub(crate) struct SqliteSessions {
     pub(crate) pool: SqlitePool,
+    /// Reads the chat lookup on the calling thread; `None` for an in-memory database, which
+    /// only the pool's one connection can see.
+    pub(crate) reader: Option<Arc<InlineReader>>,
     pub(crate) ctx: Arc<ErrorContext>,
 }
 
@@ -151,11 +171,15 @@ impl SessionRepository for SqliteSessions {
         &self,
         chat_id: ChatId,
     ) -> Result<Option<SandboxSession>, StoreError> {
+        let chat = id_text(chat_id.as_uuid());
+        if let Some(found) = self.reader.as_ref().and_then(|reader| reader.running_by_chat(&chat)) {
+            return found.map(SessionRow::into_session).transpose();
+        }
         let row = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM sandbox_sessions \
              WHERE chat_id = ?1 AND status = 'running'"
         ))
-        .bind(id_text(chat_id.as_uuid()))
+        .bind(chat)
         .fetch_optional(&self.pool)
         .await
         .map_err(|error| self.ctx.store_error(error))?;

@@ -19,6 +19,7 @@ use crate::advisory::PgAdvisoryLocker;
 use crate::error::{ConnectError, ErrorContext};
 use crate::postgres::{PgLeases, PgSessions};
 use crate::sqlite::{SqliteLeases, SqliteSessions};
+use crate::sqlite_inline::InlineReader;
 use crate::url::{ACCEPTED_URLS, backend_of, mask_password, password_of};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -94,7 +95,7 @@ struct Inner {
 }
 
 enum Pools {
-    Sqlite(SqlitePool),
+    Sqlite { pool: SqlitePool, reader: Option<Arc<InlineReader>> },
     Postgres { queries: PgPool, locker: Arc<PgAdvisoryLocker> },
 }
 
@@ -195,7 +196,7 @@ impl SqlStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let ctx = &self.inner.ctx;
         let result = match &self.inner.pools {
-            Pools::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Pools::Sqlite { pool, .. } => SQLITE_MIGRATIONS.run(pool).await,
             Pools::Postgres { queries, .. } => {
                 if let Some(schema) = &self.inner.schema {
                     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
@@ -212,7 +213,7 @@ impl SqlStore {
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let result = match &self.inner.pools {
-            Pools::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+            Pools::Sqlite { pool, .. } => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
             Pools::Postgres { queries, .. } => {
                 sqlx::query("SELECT 1").execute(queries).await.map(|_| ())
             }
@@ -222,7 +223,7 @@ impl SqlStore {
 
     pub fn backend(&self) -> Backend {
         match self.inner.pools {
-            Pools::Sqlite(_) => Backend::Sqlite,
+            Pools::Sqlite { .. } => Backend::Sqlite,
             Pools::Postgres { .. } => Backend::Postgres,
         }
     }
@@ -240,7 +241,9 @@ impl SqlStore {
     pub fn sessions(&self) -> Arc<dyn SessionRepository> {
         let ctx = Arc::clone(&self.inner.ctx);
         match &self.inner.pools {
-            Pools::Sqlite(pool) => Arc::new(SqliteSessions { pool: pool.clone(), ctx }),
+            Pools::Sqlite { pool, reader } => {
+                Arc::new(SqliteSessions { pool: pool.clone(), reader: reader.clone(), ctx })
+            }
             Pools::Postgres { queries, .. } => Arc::new(PgSessions { pool: queries.clone(), ctx }),
         }
     }
@@ -248,7 +251,7 @@ impl SqlStore {
     pub fn leases(&self) -> Arc<dyn MaintenanceLeases> {
         let ctx = Arc::clone(&self.inner.ctx);
         match &self.inner.pools {
-            Pools::Sqlite(pool) => Arc::new(SqliteLeases { pool: pool.clone(), ctx }),
+            Pools::Sqlite { pool, .. } => Arc::new(SqliteLeases { pool: pool.clone(), ctx }),
             Pools::Postgres { queries, .. } => Arc::new(PgLeases { pool: queries.clone(), ctx }),
         }
     }
@@ -257,7 +260,7 @@ impl SqlStore {
     /// serves one process: use [`ProcessLocalLocker`] there. Every call returns the same locker.
     pub fn locker(&self) -> Option<Arc<dyn LifecycleLocker>> {
         match &self.inner.pools {
-            Pools::Sqlite(_) => None,
+            Pools::Sqlite { .. } => None,
             Pools::Postgres { locker, .. } => Some(Arc::clone(locker) as Arc<dyn LifecycleLocker>),
         }
     }
@@ -267,8 +270,9 @@ impl SqlStore {
     pub async fn save_many(&self, sessions: &[SandboxSession]) -> Result<(), SaveError> {
         let ctx = Arc::clone(&self.inner.ctx);
         match &self.inner.pools {
-            Pools::Sqlite(pool) => {
-                SqliteSessions { pool: pool.clone(), ctx }.save_many(sessions).await
+            Pools::Sqlite { pool, .. } => {
+                let reader = None;
+                SqliteSessions { pool: pool.clone(), reader, ctx }.save_many(sessions).await
             }
             Pools::Postgres { queries, .. } => {
                 PgSessions { pool: queries.clone(), ctx }.save_many(sessions).await
@@ -279,7 +283,12 @@ impl SqlStore {
     /// Closes every connection. Later calls fail with `StoreError::Unavailable`.
     pub async fn close(&self) {
         match &self.inner.pools {
-            Pools::Sqlite(pool) => pool.close().await,
+            Pools::Sqlite { pool, reader } => {
+                if let Some(reader) = reader {
+                    reader.close();
+                }
+                pool.close().await;
+            }
             Pools::Postgres { queries, locker } => {
                 locker.locks.close().await;
                 queries.close().await;
@@ -336,7 +345,12 @@ async fn connect_sqlite(
         connect = connect.create_if_missing(true);
     }
     connect = connect.busy_timeout(options.sqlite_busy_timeout).foreign_keys(true);
-    let mut pool = SqlitePoolOptions::new().acquire_timeout(options.acquire_timeout);
+    // A connection to a local file does not go stale, so it is not pinged when taken from the
+    // pool: each ping is a round trip to the connection's worker thread, as costly as a short
+    // query itself.
+    let mut pool = SqlitePoolOptions::new()
+        .acquire_timeout(options.acquire_timeout)
+        .test_before_acquire(false);
     if in_memory {
         // Each connection to an in-memory database that closes for good loses it; and a shared
         // cache locks whole tables without waiting for the busy timeout. One connection, kept.
@@ -354,6 +368,7 @@ async fn connect_sqlite(
             });
         }
     }
+    let reader = (!in_memory).then(|| Arc::new(InlineReader::new(connect.get_filename())));
     let file = connect.get_filename().display().to_string();
     let pool = pool.connect_with(connect).await.map_err(|error| {
         let mut reason = ctx.scrub(error.to_string());
@@ -366,7 +381,12 @@ async fn connect_sqlite(
         ConnectError::Unreachable { url: ctx.url.clone(), reason }
     })?;
     Ok(SqlStore {
-        inner: Arc::new(Inner { ctx, pools: Pools::Sqlite(pool), schema: None, scratch: false }),
+        inner: Arc::new(Inner {
+            ctx,
+            pools: Pools::Sqlite { pool, reader },
+            schema: None,
+            scratch: false,
+        }),
     })
 }
 

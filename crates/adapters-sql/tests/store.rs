@@ -174,10 +174,50 @@ async fn an_in_memory_sqlite_store_keeps_its_data_between_calls() {
 }
 
 #[tokio::test]
+async fn a_chat_lookup_sees_rows_written_from_outside_and_names_a_broken_row() {
+    let fixture = SqliteFixture::new().await;
+    let sessions = fixture.store.sessions();
+    let saved = session(1, 1, SandboxStatus::Running);
+    // Warm the lookup's own connections first: what another process writes next must show.
+    assert_eq!(sessions.get_running_by_chat(saved.chat_id).await.unwrap(), None);
+    let mut outside = fixture.raw().await;
+    let insert = |session_id: String, created_at: &'static str| {
+        sqlx::query("INSERT INTO sandbox_sessions VALUES (?1, ?2, 'container-1', 'running', ?3, 1)")
+            .bind(session_id)
+            .bind(saved.chat_id.to_string())
+            .bind(created_at)
+    };
+    insert(saved.session_id.to_string(), "1775131200000000").execute(&mut outside).await.unwrap();
+    let found = sessions.get_running_by_chat(saved.chat_id).await.unwrap().unwrap();
+    assert_eq!(found.session_id, saved.session_id);
+    assert_eq!(found.created_at, saved.created_at);
+
+    sqlx::query("DELETE FROM sandbox_sessions").execute(&mut outside).await.unwrap();
+    assert_eq!(sessions.get_running_by_chat(saved.chat_id).await.unwrap(), None);
+
+    insert("not-a-uuid".to_owned(), "1775131200000000").execute(&mut outside).await.unwrap();
+    let error = sessions.get_running_by_chat(saved.chat_id).await.unwrap_err();
+    assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("session_id `not-a-uuid` in the store is not a UUID"),
+        "{error}"
+    );
+
+    sqlx::query("DELETE FROM sandbox_sessions").execute(&mut outside).await.unwrap();
+    insert(saved.session_id.to_string(), "yesterday").execute(&mut outside).await.unwrap();
+    let error = sessions.get_running_by_chat(saved.chat_id).await.unwrap_err();
+    assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
+    assert!(error.to_string().contains("row could not be read"), "{error}");
+}
+
+#[tokio::test]
 async fn a_closed_store_reports_unavailable() {
     let fixture = SqliteFixture::new().await;
     fixture.store.close().await;
     let error = fixture.store.sessions().count_running().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    let chat = session(1, 1, SandboxStatus::Running).chat_id;
+    let error = fixture.store.sessions().get_running_by_chat(chat).await.unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     assert!(matches!(fixture.store.ping().await, Err(StoreError::Unavailable(_))));
 }
