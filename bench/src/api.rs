@@ -30,23 +30,14 @@ const REUSE_GOAL: f64 = 0.5;
 /// sandbox expires before the end.
 const SERVER_ARGS: &[&str] =
     &["--ttl", "30m", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
-const SWEEP_DONE: &str = "maintenance_sweep_completed";
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    let raw = docker::connect().await?;
-    let server = Server::start(SERVER_ARGS).await?;
-    let measured = measure(&server, &raw).await;
-    let removed = server.stop(&raw).await;
-    let rows = measured?;
-    removed?;
-    Ok(rows)
-}
-
-async fn measure(server: &Server, raw: &Docker) -> Result<Vec<Row>, String> {
-    server.wait_for_log(SWEEP_DONE, Duration::from_secs(30)).await?;
-    let (cold, chats) = cold_create(server, raw).await?;
-    let reuse = reuse(server, &chats).await?;
-    Ok(vec![cold, reuse])
+    crate::server::measure_with(SERVER_ARGS, async |server, raw| {
+        let (cold, chats) = cold_create(server, raw).await?;
+        let reuse = reuse(server, &chats).await?;
+        Ok(vec![cold, reuse])
+    })
+    .await
 }
 
 /// `PUT` for a fresh chat; returns the chat id and its container id.

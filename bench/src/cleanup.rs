@@ -26,16 +26,9 @@ const GOAL: f64 = 1.2;
 /// Parallel creates while setting up (not measured).
 const SETUP_CONCURRENCY: usize = 8;
 const SERVER_ARGS: &[&str] = &["--cleanup-interval", "1h", "--maintenance-interval", "1h"];
-const SWEEP_DONE: &str = "maintenance_sweep_completed";
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    let raw = docker::connect().await?;
-    let server = Server::start(SERVER_ARGS).await?;
-    let measured = measure(&server, &raw).await;
-    let removed = server.stop(&raw).await;
-    let row = measured?;
-    removed?;
-    Ok(vec![row])
+    Ok(vec![crate::server::measure_with(SERVER_ARGS, measure).await?])
 }
 
 /// One round's timings of both sides.
@@ -48,7 +41,6 @@ struct Sides {
 }
 
 async fn measure(server: &Server, raw: &Docker) -> Result<Row, String> {
-    server.wait_for_log(SWEEP_DONE, Duration::from_secs(30)).await?;
     let mut body = None;
     let mut sides = Sides::default();
     for round in 0..ROUNDS {

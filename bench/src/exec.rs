@@ -20,7 +20,6 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
-use crate::docker;
 use crate::report::{self, Row, Summary, Verdict};
 use crate::server::Server;
 
@@ -41,31 +40,22 @@ const RAW_POLL: Duration = Duration::from_millis(5);
 /// The sandbox lives through the whole run; no background pass runs during it.
 const SERVER_ARGS: &[&str] =
     &["--ttl", "30m", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
-const SWEEP_DONE: &str = "maintenance_sweep_completed";
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    let raw = docker::connect().await?;
-    let server = Server::start(SERVER_ARGS).await?;
-    let measured = measure(&server, &raw).await;
-    let removed = server.stop(&raw).await;
-    let rows = measured?;
-    removed?;
-    Ok(rows)
-}
-
-async fn measure(server: &Server, raw: &Docker) -> Result<Vec<Row>, String> {
-    server.wait_for_log(SWEEP_DONE, Duration::from_secs(30)).await?;
-    let chat = uuid::Uuid::new_v4().to_string();
-    let created =
-        server.expect(Method::PUT, &format!("/v1/chats/{chat}/sandbox"), None, 201).await?;
-    let container = created["container_id"]
-        .as_str()
-        .ok_or_else(|| format!("PUT answered no container_id: {created}"))?
-        .to_owned();
-    let sandbox = Sandbox { server, raw, chat, container };
-    let mut rows = vec![sandbox.exec_round_trip().await?];
-    rows.extend(sandbox.file_transfer().await?);
-    Ok(rows)
+    crate::server::measure_with(SERVER_ARGS, async |server, raw| {
+        let chat = uuid::Uuid::new_v4().to_string();
+        let path = format!("/v1/chats/{chat}/sandbox");
+        let created = server.expect(Method::PUT, &path, None, 201).await?;
+        let container = created["container_id"]
+            .as_str()
+            .ok_or_else(|| format!("PUT answered no container_id: {created}"))?
+            .to_owned();
+        let sandbox = Sandbox { server, raw, chat, container };
+        let mut rows = vec![sandbox.exec_round_trip().await?];
+        rows.extend(sandbox.file_transfer().await?);
+        Ok(rows)
+    })
+    .await
 }
 
 /// One sandbox, reached through the API and directly.

@@ -27,7 +27,6 @@ const REUSES: usize = 500;
 const REUSE_CONCURRENCY: usize = 16;
 const SERVER_ARGS: &[&str] =
     &["--ttl", "1h", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
-const SWEEP_DONE: &str = "maintenance_sweep_completed";
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
     let raw = docker::connect().await?;
@@ -109,7 +108,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 async fn measure(server: &Server, chats: &[ChatId]) -> Result<Row, String> {
-    server.wait_for_log(SWEEP_DONE, Duration::from_secs(60)).await?;
+    server.wait_for_log(crate::server::SWEEP_DONE, Duration::from_secs(60)).await?;
     // VmRSS after each step, to show what memory each kind of call leaves behind.
     let mut steps = vec![("idle after the start-up sweep", server.memory_kib("VmRSS")?)];
 

@@ -50,6 +50,28 @@ fn binary() -> Result<PathBuf, String> {
     }
 }
 
+/// What the server logs once its start-up sweep is done.
+pub(crate) const SWEEP_DONE: &str = "maintenance_sweep_completed";
+
+/// Starts a server with `args` added, waits for its start-up sweep (so that no background pass
+/// runs during the measurement), runs `measure` with it and a raw bollard client, then stops the
+/// server and removes its containers, whatever `measure` returned.
+pub(crate) async fn measure_with<T>(
+    args: &[&str],
+    measure: impl AsyncFnOnce(&Server, &Docker) -> Result<T, String>,
+) -> Result<T, String> {
+    let raw = docker::connect().await?;
+    let server = Server::start(args).await?;
+    let measured = match server.wait_for_log(SWEEP_DONE, Duration::from_secs(30)).await {
+        Ok(()) => measure(&server, &raw).await,
+        Err(error) => Err(error),
+    };
+    let removed = server.stop(&raw).await;
+    let value = measured?;
+    removed?;
+    Ok(value)
+}
+
 /// A running `sandkeeper serve`.
 #[derive(Debug)]
 pub(crate) struct Server {
