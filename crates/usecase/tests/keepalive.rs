@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sandkeeper_adapters_observability::capture::Capture;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::inprocess::{InMemorySessionRepository, ProcessLocalLocker};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
-use sandkeeper_ports::{
-    Clock, ContainerState, LifecycleLocker, SaveError, SessionRepository, StoreError,
-};
+use sandkeeper_ports::{Clock, ContainerState, LifecycleLocker, SessionRepository, StoreError};
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, ExecCommand, ExecInSandbox, ExecSettings, FileSettings, KeepAlive,
     KeepAliveCommand, KeepAliveError, KeepAliveResult, KeepAliveSettings, SandboxFiles,
@@ -507,19 +505,11 @@ struct FailingReads {
 }
 
 #[async_trait]
-impl SessionRepository for PausedSnapshot {
-    async fn get_running_by_chat(
-        &self,
-        chat_id: ChatId,
-    ) -> Result<Option<SandboxSession>, StoreError> {
-        self.inner.get_running_by_chat(chat_id).await
+impl sandkeeper_ports::testkit::DelegatingRepository for PausedSnapshot {
+    fn inner(&self) -> &dyn SessionRepository {
+        &self.inner
     }
-    async fn get(&self, session_id: SessionId) -> Result<Option<SandboxSession>, StoreError> {
-        self.inner.get(session_id).await
-    }
-    async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
-        self.inner.save(session).await
-    }
+
     async fn list_expired(
         &self,
         now: Timestamp,
@@ -530,88 +520,15 @@ impl SessionRepository for PausedSnapshot {
         self.release.notified().await;
         snapshot
     }
-    async fn list_after(
-        &self,
-        statuses: &[SandboxStatus],
-        after: Option<(Timestamp, SessionId)>,
-        limit: usize,
-    ) -> Result<Vec<SandboxSession>, StoreError> {
-        self.inner.list_after(statuses, after, limit).await
-    }
-    async fn count_running(&self) -> Result<u64, StoreError> {
-        self.inner.count_running().await
-    }
-    async fn delete(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        self.inner.delete(session_id).await
-    }
-    async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        self.inner.delete_terminal(session_id).await
-    }
-    async fn transition(
-        &self,
-        session_id: SessionId,
-        from: SandboxStatus,
-        to: SandboxStatus,
-    ) -> Result<bool, StoreError> {
-        self.inner.transition(session_id, from, to).await
-    }
-    async fn extend_expiry(
-        &self,
-        session_id: SessionId,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.inner.extend_expiry(session_id, expires_at).await
-    }
 }
 
 #[async_trait]
-impl SessionRepository for FailingReads {
+impl sandkeeper_ports::testkit::DelegatingRepository for FailingReads {
+    fn inner(&self) -> &dyn SessionRepository {
+        &self.inner
+    }
+
     async fn get_running_by_chat(&self, _: ChatId) -> Result<Option<SandboxSession>, StoreError> {
         Err(StoreError::Unavailable("connection refused (scripted)".into()))
-    }
-    async fn get(&self, session_id: SessionId) -> Result<Option<SandboxSession>, StoreError> {
-        self.inner.get(session_id).await
-    }
-    async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
-        self.inner.save(session).await
-    }
-    async fn list_expired(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<SandboxSession>, StoreError> {
-        self.inner.list_expired(now, limit).await
-    }
-    async fn list_after(
-        &self,
-        statuses: &[SandboxStatus],
-        after: Option<(Timestamp, SessionId)>,
-        limit: usize,
-    ) -> Result<Vec<SandboxSession>, StoreError> {
-        self.inner.list_after(statuses, after, limit).await
-    }
-    async fn count_running(&self) -> Result<u64, StoreError> {
-        self.inner.count_running().await
-    }
-    async fn delete(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        self.inner.delete(session_id).await
-    }
-    async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        self.inner.delete_terminal(session_id).await
-    }
-    async fn transition(
-        &self,
-        session_id: SessionId,
-        from: SandboxStatus,
-        to: SandboxStatus,
-    ) -> Result<bool, StoreError> {
-        self.inner.transition(session_id, from, to).await
-    }
-    async fn extend_expiry(
-        &self,
-        session_id: SessionId,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.inner.extend_expiry(session_id, expires_at).await
     }
 }

@@ -5,7 +5,9 @@
 
 mod clock;
 pub mod contract;
+mod repository;
 mod runtime;
 
 pub use clock::ManualClock;
+pub use repository::DelegatingRepository;
 pub use runtime::{FakeRuntime, RuntimeCall};

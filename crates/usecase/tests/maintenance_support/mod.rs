@@ -15,7 +15,7 @@ use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, Sess
 use sandkeeper_ports::inprocess::{InMemoryLeases, InMemorySessionRepository};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{
-    ContainerSpec, ContainerState, ManagedContainer, RuntimeError, SandboxRuntime, SaveError,
+    ContainerSpec, ContainerState, ManagedContainer, RuntimeError, SandboxRuntime,
     SessionRepository, StoreError,
 };
 use sandkeeper_usecase::{MaintenanceReport, MaintenanceSettings, MaintenanceSweep, SweepOutcome};
@@ -37,12 +37,9 @@ fn store_unavailable() -> StoreError {
 }
 
 #[async_trait]
-impl SessionRepository for ScriptedRepository {
-    async fn get_running_by_chat(
-        &self,
-        chat_id: ChatId,
-    ) -> Result<Option<SandboxSession>, StoreError> {
-        self.inner.get_running_by_chat(chat_id).await
+impl sandkeeper_ports::testkit::DelegatingRepository for ScriptedRepository {
+    fn inner(&self) -> &dyn SessionRepository {
+        &self.inner
     }
 
     async fn get(&self, session_id: SessionId) -> Result<Option<SandboxSession>, StoreError> {
@@ -56,18 +53,6 @@ impl SessionRepository for ScriptedRepository {
         Ok(found)
     }
 
-    async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
-        self.inner.save(session).await
-    }
-
-    async fn list_expired(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<SandboxSession>, StoreError> {
-        self.inner.list_expired(now, limit).await
-    }
-
     async fn list_after(
         &self,
         statuses: &[SandboxStatus],
@@ -78,35 +63,6 @@ impl SessionRepository for ScriptedRepository {
             return Err(store_unavailable());
         }
         self.inner.list_after(statuses, after, limit).await
-    }
-
-    async fn count_running(&self) -> Result<u64, StoreError> {
-        self.inner.count_running().await
-    }
-
-    async fn delete(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        self.inner.delete(session_id).await
-    }
-
-    async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        self.inner.delete_terminal(session_id).await
-    }
-
-    async fn transition(
-        &self,
-        session_id: SessionId,
-        from: SandboxStatus,
-        to: SandboxStatus,
-    ) -> Result<bool, StoreError> {
-        self.inner.transition(session_id, from, to).await
-    }
-
-    async fn extend_expiry(
-        &self,
-        session_id: SessionId,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.inner.extend_expiry(session_id, expires_at).await
     }
 }
 

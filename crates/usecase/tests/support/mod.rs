@@ -204,16 +204,9 @@ impl ScriptedRepository {
 }
 
 #[async_trait]
-impl SessionRepository for ScriptedRepository {
-    async fn get_running_by_chat(
-        &self,
-        chat_id: ChatId,
-    ) -> Result<Option<SandboxSession>, StoreError> {
-        self.inner.get_running_by_chat(chat_id).await
-    }
-
-    async fn get(&self, session_id: SessionId) -> Result<Option<SandboxSession>, StoreError> {
-        self.inner.get(session_id).await
+impl sandkeeper_ports::testkit::DelegatingRepository for ScriptedRepository {
+    fn inner(&self) -> &dyn SessionRepository {
+        &self.inner
     }
 
     async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
@@ -237,45 +230,11 @@ impl SessionRepository for ScriptedRepository {
         self.inner.list_expired(now, limit).await
     }
 
-    async fn list_after(
-        &self,
-        statuses: &[SandboxStatus],
-        after: Option<(Timestamp, SessionId)>,
-        limit: usize,
-    ) -> Result<Vec<SandboxSession>, StoreError> {
-        self.inner.list_after(statuses, after, limit).await
-    }
-
     async fn count_running(&self) -> Result<u64, StoreError> {
         if let Some(error) = self.count_error.lock().unwrap().clone() {
             return Err(error);
         }
         self.inner.count_running().await
-    }
-
-    async fn delete(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        self.inner.delete(session_id).await
-    }
-
-    async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        self.inner.delete_terminal(session_id).await
-    }
-
-    async fn transition(
-        &self,
-        session_id: SessionId,
-        from: SandboxStatus,
-        to: SandboxStatus,
-    ) -> Result<bool, StoreError> {
-        self.inner.transition(session_id, from, to).await
-    }
-
-    async fn extend_expiry(
-        &self,
-        session_id: SessionId,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.inner.extend_expiry(session_id, expires_at).await
     }
 }
 
