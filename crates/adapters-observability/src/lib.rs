@@ -10,4 +10,6 @@
 pub mod capture;
 mod init;
 
-pub use init::{InitError, LogFormat, Telemetry, TelemetryConfig, UnknownLogFormat, init};
+pub use init::{
+    InitError, LogFormat, Telemetry, TelemetryConfig, UnknownLogFormat, flush_logs, init,
+};

@@ -38,7 +38,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    if let Err(Failure::Start(error)) = &outcome {
+        tracing::error!(error.message = %error, "sandkeeper stopped");
+    }
+    // Every queued log line is out before the last words and the exit.
+    sandkeeper_adapters_observability::flush_logs();
+    match outcome {
         Ok(code) => code,
         Err(Failure::Config(error)) => {
             // Like clap's own errors, with the same exit code.
@@ -46,7 +52,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Start(error)) => {
-            tracing::error!(error.message = %error, "sandkeeper stopped");
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }

@@ -143,3 +143,18 @@ fn a_bad_database_url_is_named() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_failed_start_logs_why_before_its_last_words_and_exits_1() {
+    let env = TestEnv::new();
+    // Port 9 on loopback: nothing listens, the connection is refused at once.
+    let url = "postgres://postgres@127.0.0.1:9/sandkeeper";
+    let output = run(&env, "migrate", &["--database-url", url], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    let logged = text.find("sandkeeper stopped").expect("the failure is logged");
+    let last = text.rfind("error: --database-url: cannot connect").expect("the last words");
+    // Log lines are written by a thread of their own; every one is out before the exit.
+    assert!(logged < last, "the log line comes first:\n{text}");
+    assert!(text.trim_end().ends_with("(os error 111)"), "{text}");
+}
