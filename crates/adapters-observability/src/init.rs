@@ -22,6 +22,11 @@ const LATENCY_BUCKETS_SECONDS: [f64; 13] =
 /// upkeep keeps them from piling up.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Log lines queued for the writer's thread at most. The queue is allocated whole at start,
+/// about 40 bytes a line; the library's default (128,000 lines) would be 5 MiB of the server's
+/// memory for nothing.
+const LOG_QUEUE_LINES: usize = 4096;
+
 /// The log writer's thread, until [`flush_logs`] stops it.
 static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 
@@ -124,10 +129,11 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
     let filter = log_filter(std::env::var("RUST_LOG").ok(), &config.default_filter)?;
     let ansi = std::io::stderr().is_terminal();
     // Lines are formatted where they are logged and written by a thread of their own, as many
-    // at a time as have queued up: one write per line on the request path cost a reuse a tenth
-    // of its throughput (docs/benchmarks.md). Never lossy: when the writer falls behind, the
+    // at a time as have queued up: one write per line on the request path took a tenth of the
+    // server's time under a load of reuses (docs/benchmarks.md). Never lossy: when the writer falls behind, the
     // loggers wait, as they did when they wrote themselves.
     let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
         .lossy(false)
         .thread_name("sandkeeper-log")
         .finish(BufWriter::new(std::io::stderr()));

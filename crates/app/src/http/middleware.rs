@@ -26,9 +26,9 @@ pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    // At debug level: the finished line below carries what an operator needs at info, and a
-    // span of its own on every request (created, entered at every poll, its fields formatted
-    // into every line beneath it) costs a reuse a fifth of its throughput (docs/benchmarks.md).
+    // At debug level: the finished line below carries what an operator needs at info. At info,
+    // this span (created, entered at every poll, its fields formatted into every line beneath
+    // it) and its line cost a reuse about a fifth of its throughput (docs/benchmarks.md).
     let span =
         tracing::debug_span!("http.request", http.request.method = %method, http.route = %route);
     let started = Instant::now();
