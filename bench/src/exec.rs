@@ -113,19 +113,8 @@ impl Sandbox<'_> {
 
     /// One exec through the API; fails unless it ran and printed what it should.
     async fn api_exec(&self, url: &str, body: &str) -> Result<(), String> {
-        let response = self
-            .server
-            .client()
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .map_err(|e| format!("POST exec: no answer: {e}"))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| format!("POST exec: the answer: {e}"))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| format!("POST exec answered {status}, not JSON ({e}): {text}"))?;
+        let request = self.server.client().post(url).header("content-type", "application/json");
+        let (status, json) = json_answer(request.body(body.to_owned()), "POST exec").await?;
         if status != StatusCode::OK
             || json["exit_code"] != 0
             || json["stdout"].as_str().map(str::as_bytes) != Some(EXPECTED_STDOUT)
@@ -245,19 +234,9 @@ impl Sandbox<'_> {
     }
 
     async fn api_upload(&self, url: &str, blob: &[u8]) -> Result<(), String> {
-        let response = self
-            .server
-            .client()
-            .put(url)
-            .header("content-type", "application/octet-stream")
-            .body(blob.to_vec())
-            .send()
-            .await
-            .map_err(|e| format!("PUT file: no answer: {e}"))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| format!("PUT file: the answer: {e}"))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| format!("PUT file answered {status}, not JSON ({e}): {text}"))?;
+        let request =
+            self.server.client().put(url).header("content-type", "application/octet-stream");
+        let (status, json) = json_answer(request.body(blob.to_vec()), "PUT file").await?;
         if status != StatusCode::OK || json["size"] != blob.len() {
             return Err(format!("PUT file answered {status}: {json}"));
         }
@@ -283,6 +262,19 @@ impl Sandbox<'_> {
         }
         Ok(())
     }
+}
+
+/// Sends `request` and reads its answer as JSON; `what` names the request in errors.
+async fn json_answer(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(StatusCode, serde_json::Value), String> {
+    let response = request.send().await.map_err(|e| format!("{what}: no answer: {e}"))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| format!("{what}: the answer: {e}"))?;
+    let json = serde_json::from_str(&text)
+        .map_err(|e| format!("{what} answered {status}, not JSON ({e}): {text}"))?;
+    Ok((status, json))
 }
 
 /// Which side goes first alternates round by round, so that drift falls on both equally.
