@@ -71,9 +71,8 @@ async fn cold_create(server: &Server, raw: &Docker) -> Result<(Row, Vec<String>)
 
     let (mut api, mut direct) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let api_first = round % 2 == 0;
         let (mut chat, mut raw_id) = (None, None);
-        for api_turn in [api_first, !api_first] {
+        for api_turn in report::sides(round) {
             let started = Instant::now();
             if api_turn {
                 chat = Some(put_new(server).await?.0);
@@ -94,9 +93,7 @@ async fn cold_create(server: &Server, raw: &Docker) -> Result<(Row, Vec<String>)
         }
     }
 
-    let seconds =
-        |samples: &[Duration]| -> Vec<f64> { samples.iter().map(Duration::as_secs_f64).collect() };
-    let ratio = report::paired_ratio(&seconds(&api), &seconds(&direct));
+    let ratio = report::paired_ratio(&report::seconds(&api), &report::seconds(&direct));
     let row = Row {
         name: "cold create: API PUT (201) vs raw bollard create+start (same image, same config)"
             .to_owned(),

@@ -44,8 +44,7 @@ async fn measure(server: &Server, raw: &Docker) -> Result<Row, String> {
     let mut body = None;
     let mut sides = Sides::default();
     for round in 0..ROUNDS {
-        let api_first = round % 2 == 0;
-        for api_turn in [api_first, !api_first] {
+        for api_turn in report::sides(round) {
             if api_turn {
                 let (took, first) = api_side(server, raw).await?;
                 sides.api.push(took.as_secs_f64());

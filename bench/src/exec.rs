@@ -16,6 +16,7 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
+use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
@@ -77,7 +78,7 @@ impl Sandbox<'_> {
 
         let (mut api, mut direct) = (Vec::new(), Vec::new());
         for round in 0..EXEC_ROUNDS {
-            for api_turn in sides(round) {
+            for api_turn in report::sides(round) {
                 let started = Instant::now();
                 if api_turn {
                     self.api_exec(&url, &body).await?;
@@ -94,7 +95,7 @@ impl Sandbox<'_> {
                 }
             }
         }
-        let ratio = report::paired_ratio(&seconds(&api), &seconds(&direct));
+        let ratio = report::paired_ratio(&report::seconds(&api), &report::seconds(&direct));
         Ok(Row {
             name: "exec round trip: API POST .../exec vs raw bollard exec (same command, same \
                    sandbox)"
@@ -195,14 +196,14 @@ impl Sandbox<'_> {
         let raw_read = vec!["cat".to_owned(), RAW_FILE.to_owned()];
         // Unmeasured: the first upload creates the directory, and both sides warm up.
         self.api_upload(&url, &blob).await?;
-        self.api_download(&url, &blob).await?;
+        same_bytes("API", &self.api_download(&url).await?, &blob)?;
         self.raw_exec(raw_write.clone(), Some(&blob)).await?;
         self.raw_exec(raw_read.clone(), None).await?;
 
         let mut upload = (Vec::new(), Vec::new());
         let mut download = (Vec::new(), Vec::new());
         for round in 0..FILE_ROUNDS {
-            for api_turn in sides(round) {
+            for api_turn in report::sides(round) {
                 let started = Instant::now();
                 if api_turn {
                     self.api_upload(&url, &blob).await?;
@@ -212,38 +213,35 @@ impl Sandbox<'_> {
                     upload.1.push(started.elapsed());
                 }
             }
-            for api_turn in sides(round) {
+            for api_turn in report::sides(round) {
                 let started = Instant::now();
                 if api_turn {
-                    self.api_download(&url, &blob).await?;
+                    let read = self.api_download(&url).await?;
                     download.0.push(started.elapsed());
+                    same_bytes("API", &read, &blob)?;
                 } else {
                     let read = self.raw_exec(raw_read.clone(), None).await?;
                     download.1.push(started.elapsed());
-                    if read != blob {
-                        return Err(format!(
-                            "the raw read returned {} bytes unlike the {} written",
-                            read.len(),
-                            blob.len()
-                        ));
-                    }
+                    same_bytes("raw", &read, &blob)?;
                 }
             }
         }
         Ok(vec![transfer_row("upload", "PUT", &upload), transfer_row("download", "GET", &download)])
     }
 
-    async fn api_upload(&self, url: &str, blob: &[u8]) -> Result<(), String> {
+    /// Uploads `blob`; a clone of `Bytes` shares the buffer, so no copy is timed.
+    async fn api_upload(&self, url: &str, blob: &Bytes) -> Result<(), String> {
         let request =
             self.server.client().put(url).header("content-type", "application/octet-stream");
-        let (status, json) = json_answer(request.body(blob.to_vec()), "PUT file").await?;
+        let (status, json) = json_answer(request.body(blob.clone()), "PUT file").await?;
         if status != StatusCode::OK || json["size"] != blob.len() {
             return Err(format!("PUT file answered {status}: {json}"));
         }
         Ok(())
     }
 
-    async fn api_download(&self, url: &str, blob: &[u8]) -> Result<(), String> {
+    /// Downloads the file; the caller compares it, outside the timed part.
+    async fn api_download(&self, url: &str) -> Result<Bytes, String> {
         let response = self
             .server
             .client()
@@ -253,14 +251,23 @@ impl Sandbox<'_> {
             .map_err(|e| format!("GET file: no answer: {e}"))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| format!("GET file: the body: {e}"))?;
-        if status != StatusCode::OK || body.as_ref() != blob {
-            return Err(format!(
-                "GET file answered {status} with {} bytes, expected the {} uploaded",
-                body.len(),
-                blob.len()
-            ));
+        if status != StatusCode::OK {
+            return Err(format!("GET file answered {status}: {}", String::from_utf8_lossy(&body)));
         }
+        Ok(body)
+    }
+}
+
+/// Fails unless `read` is `written`, byte for byte.
+fn same_bytes(side: &str, read: &[u8], written: &[u8]) -> Result<(), String> {
+    if read == written {
         Ok(())
+    } else {
+        Err(format!(
+            "the {side} read returned {} bytes unlike the {} written",
+            read.len(),
+            written.len()
+        ))
     }
 }
 
@@ -277,18 +284,8 @@ async fn json_answer(
     Ok((status, json))
 }
 
-/// Which side goes first alternates round by round, so that drift falls on both equally.
-fn sides(round: usize) -> [bool; 2] {
-    let api_first = round % 2 == 0;
-    [api_first, !api_first]
-}
-
-fn seconds(samples: &[Duration]) -> Vec<f64> {
-    samples.iter().map(Duration::as_secs_f64).collect()
-}
-
 /// Bytes that do not compress, the same in every run.
-fn blob(size: usize) -> Vec<u8> {
+fn blob(size: usize) -> Bytes {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..size)
         .map(|_| {
@@ -298,7 +295,8 @@ fn blob(size: usize) -> Vec<u8> {
             state ^= state << 17;
             (state >> 56) as u8
         })
-        .collect()
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// Throughput of each side (MiB/s) and the median of the paired time ratios, API over raw.
@@ -311,7 +309,7 @@ fn transfer_row(
         samples.iter().map(|taken| FILE_SIZE as f64 / MIB / taken.as_secs_f64()).collect()
     };
     let (api_rate, raw_rate) = (rate(api), rate(direct));
-    let ratio = report::paired_ratio(&seconds(api), &seconds(direct));
+    let ratio = report::paired_ratio(&report::seconds(api), &report::seconds(direct));
     Row {
         name: format!(
             "file {operation} of 10 MiB: API {method} .../files/<path> vs a raw exec streaming \

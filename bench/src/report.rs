@@ -72,6 +72,18 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// The order of a round's two sides, `true` for sandkeeper's: it alternates round by round, so
+/// that drift on the machine falls on both sides equally.
+pub(crate) fn sides(round: usize) -> [bool; 2] {
+    let ours_first = round % 2 == 0;
+    [ours_first, !ours_first]
+}
+
+/// Durations as seconds, for [`paired_ratio`].
+pub(crate) fn seconds(samples: &[Duration]) -> Vec<f64> {
+    samples.iter().map(Duration::as_secs_f64).collect()
+}
+
 /// The median of `values` (the mean of the middle two for an even count).
 pub(crate) fn median(values: &[f64]) -> f64 {
     assert!(!values.is_empty(), "no values");

@@ -130,8 +130,8 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
     let ansi = std::io::stderr().is_terminal();
     // Lines are formatted where they are logged and written by a thread of their own, as many
     // at a time as have queued up: one write per line on the request path took a tenth of the
-    // server's time under a load of reuses (docs/benchmarks.md). Never lossy: when the writer falls behind, the
-    // loggers wait, as they did when they wrote themselves.
+    // server's time under a load of reuses (docs/benchmarks.md). Never lossy: when the writer
+    // falls behind, the loggers wait, as they did when they wrote themselves.
     let (writer, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .lossy(false)

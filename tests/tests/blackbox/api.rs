@@ -49,6 +49,18 @@ async fn bearer_auth_guards_everything_but_healthz_and_the_token_is_never_logged
     assert!(server.sandboxes().await.is_empty(), "a refused request creates nothing");
     let logs = server.logs();
     assert!(logs.contains("request_finished"), "requests are logged: {logs}");
+    // The access line carries the request's method, route, status and latency itself.
+    let listed = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| {
+            line["message"] == "request_finished"
+                && line["http.route"] == "/v1/sandboxes"
+                && line["http.response.status_code"] == 200
+        })
+        .unwrap_or_else(|| panic!("no access line for the authorised listing: {logs}"));
+    assert_eq!(listed["http.request.method"], "GET", "{listed}");
+    assert!(listed["latency_ms"].is_number(), "{listed}");
     assert!(!logs.contains(TOKEN), "the token must never be logged:\n{logs}");
 }
 
