@@ -5,6 +5,7 @@
 
 mod deps;
 mod image;
+mod schemathesis;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -15,8 +16,11 @@ usage: cargo xtask <task> [args]
 
 tasks:
   test     run every test this machine can run (unit, contract, SQLite always; PostgreSQL when
-           DATABASE_URL is set; Docker when an engine answers). With SANDKEEPER_REQUIRE_DOCKER=1 /
-           SANDKEEPER_REQUIRE_POSTGRES=1 a test that cannot reach them fails instead of skipping.
+           DATABASE_URL is set; Docker when an engine answers; Schemathesis against
+           docs/openapi.yaml, installed from PyPI into target/schemathesis on first use). With
+           SANDKEEPER_REQUIRE_DOCKER=1 / SANDKEEPER_REQUIRE_POSTGRES=1 /
+           SANDKEEPER_REQUIRE_SCHEMATHESIS=1 a test that cannot have them fails instead of
+           skipping.
   lint     rustfmt check, clippy with warnings denied, the crate dependency rule, and cargo-deny
            (bans, licenses, sources) when it is installed
   image    build the default sandbox image sandkeeper/sandbox:latest (add --force to rebuild)
@@ -120,8 +124,16 @@ fn test(extra: &[String]) -> Result<(), String> {
             "xtask test: DATABASE_URL is not set: the PostgreSQL tests will say they skipped"
         ),
     }
+    let mut command = cargo();
+    match schemathesis::ensure(&root().join("target")) {
+        Ok(binary) => {
+            command.env("SANDKEEPER_SCHEMATHESIS", binary);
+        }
+        Err(message) if required("SANDKEEPER_REQUIRE_SCHEMATHESIS") => return Err(message),
+        Err(message) => eprintln!("xtask test: {message}: the Schemathesis test will skip"),
+    }
     run_checked(
-        cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]).args(extra),
+        command.args(["test", "--workspace", "--all-features", "--no-fail-fast"]).args(extra),
     )
 }
 

@@ -79,9 +79,22 @@ pub(super) fn shorten(text: &str) -> String {
     }
 }
 
+/// A JSON number that is a whole number, also when written with a fraction of zero (`30.0`):
+/// JSON Schema counts it as an integer, and so do the clients it generates.
+pub(super) fn whole_number(value: &serde_json::Value) -> Option<u64> {
+    /// Above 2^53 a double no longer holds every whole number exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    value.as_u64().or_else(|| {
+        let number = value.as_f64()?;
+        // The range check makes the cast exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        (number.fract() == 0.0 && (0.0..=EXACT).contains(&number)).then(|| number as u64)
+    })
+}
+
 fn ttl_from_json(value: &serde_json::Value, max_ttl: Duration) -> Result<Duration, ApiError> {
     let max_seconds = max_ttl.as_secs().max(1);
-    match value.as_u64() {
+    match whole_number(value) {
         Some(seconds) if (1..=max_seconds).contains(&seconds) => Ok(Duration::from_secs(seconds)),
         _ => Err(ApiError::bad_request(
             "invalid_ttl",
@@ -115,6 +128,9 @@ mod tests {
     fn a_ttl_within_bounds_is_taken() {
         assert_eq!(parse(r#"{"ttl_seconds": 1}"#).unwrap().ttl, Some(Duration::from_secs(1)));
         assert_eq!(parse(r#"{"ttl_seconds": 3600}"#).unwrap().ttl, Some(HOUR));
+        // JSON Schema's integers include numbers written with a zero fraction.
+        assert_eq!(parse(r#"{"ttl_seconds": 60.0}"#).unwrap().ttl, Some(Duration::from_secs(60)));
+        assert_eq!(parse(r#"{"ttl_seconds": 3.6e3}"#).unwrap().ttl, Some(HOUR));
     }
 
     #[test]
@@ -124,6 +140,8 @@ mod tests {
             (r#"{"ttl_seconds": 3601}"#, "`3601`"),
             (r#"{"ttl_seconds": -5}"#, "`-5`"),
             (r#"{"ttl_seconds": 1.5}"#, "`1.5`"),
+            (r#"{"ttl_seconds": 3601.0}"#, "`3601.0`"),
+            (r#"{"ttl_seconds": 1e300}"#, "`1e+300`"),
             (r#"{"ttl_seconds": "60"}"#, "`\"60\"`"),
         ] {
             let error = parse(body).unwrap_err();

@@ -15,7 +15,7 @@ use sandkeeper_usecase::{ExecCommand, ExecInSandboxError, ExecOutcome};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::body::shorten;
+use super::body::{shorten, whole_number};
 use super::{ApiError, AppState, parse_chat_id};
 
 /// Room in an exec body beyond its stdin: the command, the environment and JSON's own syntax.
@@ -209,7 +209,7 @@ fn timeout_field(
     let max_ms = u64::try_from(max_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => match value.as_u64() {
+        Some(value) => match whole_number(&value) {
             Some(ms) if (1..=max_ms).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
             _ => Err(ApiError::bad_request(
                 "invalid_timeout",
