@@ -9,6 +9,10 @@
 //!   exec that streams the same bytes through `cat` into and out of `/workspace` (the floor of
 //!   any exec-borne transfer; Docker's archive API cannot see the tmpfs workspace, see
 //!   `docs/exec.md`). Reported as MiB/s with the ratio to the floor; no goal is set for it.
+//!
+//! Both run on the default busybox image, then again on `sandkeeper/python:bookworm` (Debian,
+//! whose `/bin/sh` is dash and whose tools are GNU coreutils) when the engine has it; its rows
+//! name the image.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,7 @@ use bollard::models::ExecConfig;
 use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
+use sandkeeper_adapters_docker::DEFAULT_IMAGE;
 use tokio::io::AsyncWriteExt;
 
 use crate::report::{self, Row, Summary, Verdict};
@@ -42,8 +47,32 @@ const RAW_POLL: Duration = Duration::from_millis(5);
 const SERVER_ARGS: &[&str] =
     &["--ttl", "30m", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
 
+/// The Debian image the measurement runs on as well (`cargo xtask image python`).
+const PYTHON_IMAGE: &str = "sandkeeper/python:bookworm";
+
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    crate::server::measure_with(SERVER_ARGS, async |server, raw| {
+    let mut rows = run_on(DEFAULT_IMAGE, "").await?;
+    let raw = crate::docker::connect().await?;
+    let on_python = format!(" [image {PYTHON_IMAGE}]");
+    if raw.inspect_image(PYTHON_IMAGE).await.is_err() {
+        rows.push(Row::failed(
+            &format!("exec round trip and file transfer{on_python}"),
+            &format!("the engine has no {PYTHON_IMAGE}: build it with `cargo xtask image python`"),
+        ));
+        return Ok(rows);
+    }
+    match run_on(PYTHON_IMAGE, &on_python).await {
+        Ok(mut more) => rows.append(&mut more),
+        Err(error) => {
+            rows.push(Row::failed(&format!("exec round trip and file transfer{on_python}"), &error))
+        }
+    }
+    Ok(rows)
+}
+
+/// The exec and file rows on sandboxes of `image`; `suffix` ends each row's name.
+async fn run_on(image: &str, suffix: &str) -> Result<Vec<Row>, String> {
+    crate::server::measure_on(image, SERVER_ARGS, async |server, raw| {
         let chat = uuid::Uuid::new_v4().to_string();
         let path = format!("/v1/chats/{chat}/sandbox");
         let created = server.expect(Method::PUT, &path, None, 201).await?;
@@ -54,6 +83,9 @@ pub(crate) async fn run() -> Result<Vec<Row>, String> {
         let sandbox = Sandbox { server, raw, chat, container };
         let mut rows = vec![sandbox.exec_round_trip().await?];
         rows.extend(sandbox.file_transfer().await?);
+        for row in &mut rows {
+            row.name.push_str(suffix);
+        }
         Ok(rows)
     })
     .await

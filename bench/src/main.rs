@@ -43,7 +43,8 @@ PATH (docs/benchmarks.md), keeping whatever is written outside the generated par
 the benchmarks whose name contains one of them (a partial run never writes PATH):
   docker-floor  the Docker adapter vs raw bollard (create+start, remove)
   api           cold create through the API vs raw bollard; reuse vs /healthz throughput
-  exec          exec round trip through the API vs raw bollard exec; 10 MiB upload/download
+  exec          exec round trip through the API vs raw bollard exec; 10 MiB upload/download;
+                on the default image, then on sandkeeper/python:bookworm
   cleanup       cleanup of 500 expired sandboxes vs force-removing 500 containers directly
   expiry-scan   the expiry scan at 100k vs 1k rows (SQLite; PostgreSQL when DATABASE_URL is set)
   rss           the server's peak RSS with 10k running sessions in the store

@@ -60,8 +60,17 @@ pub(crate) async fn measure_with<T>(
     args: &[&str],
     measure: impl AsyncFnOnce(&Server, &Docker) -> Result<T, String>,
 ) -> Result<T, String> {
+    measure_on(DEFAULT_IMAGE, args, measure).await
+}
+
+/// [`measure_with`] with a server whose sandboxes run `image`.
+pub(crate) async fn measure_on<T>(
+    image: &str,
+    args: &[&str],
+    measure: impl AsyncFnOnce(&Server, &Docker) -> Result<T, String>,
+) -> Result<T, String> {
     let raw = docker::connect().await?;
-    let server = Server::start(args).await?;
+    let server = Server::start_on(image, args).await?;
     let measured = match server.wait_for_log(SWEEP_DONE, Duration::from_secs(30)).await {
         Ok(()) => measure(&server, &raw).await,
         Err(error) => Err(error),
@@ -85,19 +94,29 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `sandkeeper serve` with a fresh data dir, a fresh instance id and `args` added.
-    pub(crate) async fn start(args: &[&str]) -> Result<Self, String> {
+    /// Starts `sandkeeper serve` with a fresh data dir, a fresh instance id, sandboxes of
+    /// `image` (`--image`) and `args` added.
+    pub(crate) async fn start_on(image: &str, args: &[&str]) -> Result<Self, String> {
         let data_dir = tempfile::Builder::new()
             .prefix("sandkeeper-bench-")
             .tempdir()
             .map_err(|e| format!("a temporary data dir: {e}"))?;
-        Self::start_in(data_dir, docker::instance_id(), args).await
+        Self::launch(data_dir, docker::instance_id(), image, args).await
     }
 
     /// Starts `sandkeeper serve` on an existing data dir (for a store filled beforehand).
     pub(crate) async fn start_in(
         data_dir: tempfile::TempDir,
         instance: String,
+        args: &[&str],
+    ) -> Result<Self, String> {
+        Self::launch(data_dir, instance, DEFAULT_IMAGE, args).await
+    }
+
+    async fn launch(
+        data_dir: tempfile::TempDir,
+        instance: String,
+        image: &str,
         args: &[&str],
     ) -> Result<Self, String> {
         let binary = binary()?;
@@ -115,7 +134,7 @@ impl Server {
         }
         command
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--image", DEFAULT_IMAGE, "--instance-id", &instance])
+            .args(["--listen", "127.0.0.1:0", "--image", image, "--instance-id", &instance])
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(args)

@@ -55,6 +55,42 @@ fn required(variable: &str) -> bool {
 /// returns `None`, unless `SANDKEEPER_REQUIRE_DOCKER=1`, when it panics. With an engine it
 /// checks that the sandbox image is there and returns its name.
 pub fn docker(test: &str) -> Option<String> {
+    if !engine_answers(test) {
+        return None;
+    }
+    let image = sandbox_image();
+    assert!(
+        image_present(&image),
+        "{test}: the sandbox image `{image}` is not on the Docker engine: build it with \
+         `cargo xtask image`, or set SANDKEEPER_TEST_IMAGE to an image that runs `sleep infinity`"
+    );
+    Some(image)
+}
+
+/// Like [`docker`] for a test that always runs on one image of its own, whatever
+/// `SANDKEEPER_TEST_IMAGE` says: without the engine or without that image it prints that the
+/// test skipped and returns `false`, unless `SANDKEEPER_REQUIRE_DOCKER=1`, when it panics.
+/// `build` is the command that makes the image.
+pub fn docker_with_image(test: &str, image: &str, build: &str) -> bool {
+    if !engine_answers(test) {
+        return false;
+    }
+    if image_present(image) {
+        return true;
+    }
+    let reason =
+        format!("the image `{image}` is not on the Docker engine: build it with `{build}`");
+    assert!(
+        !required("SANDKEEPER_REQUIRE_DOCKER"),
+        "{test}: SANDKEEPER_REQUIRE_DOCKER=1 but {reason}"
+    );
+    println!("skipped {test}: {reason}");
+    false
+}
+
+/// Whether an engine answers; without one, says that `test` skipped (or panics when
+/// `SANDKEEPER_REQUIRE_DOCKER=1`).
+fn engine_answers(test: &str) -> bool {
     let answers = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .stdout(Stdio::null())
@@ -67,21 +103,17 @@ pub fn docker(test: &str) -> Option<String> {
             "{test}: SANDKEEPER_REQUIRE_DOCKER=1 but no Docker engine answers `docker version`"
         );
         println!("skipped {test}: no Docker engine answers `docker version`");
-        return None;
     }
-    let image = sandbox_image();
-    let present = Command::new("docker")
-        .args(["image", "inspect", &image])
+    answers
+}
+
+fn image_present(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", image])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|status| status.success());
-    assert!(
-        present,
-        "{test}: the sandbox image `{image}` is not on the Docker engine: build it with \
-         `cargo xtask image`, or set SANDKEEPER_TEST_IMAGE to an image that runs `sleep infinity`"
-    );
-    Some(image)
+        .is_ok_and(|status| status.success())
 }
 
 /// The image the tests run: `SANDKEEPER_TEST_IMAGE`, else sandkeeper's default.
@@ -183,12 +215,17 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
+        Self::with_image(&sandbox_image())
+    }
+
+    /// An environment whose servers run sandboxes of `image` (`--image`).
+    pub fn with_image(image: &str) -> Self {
         let instance_id = format!("bb-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let data_dir = tempfile::Builder::new()
             .prefix("sandkeeper-blackbox-")
             .tempdir()
             .expect("a temporary data dir");
-        Self { instance_id, data_dir, image: sandbox_image() }
+        Self { instance_id, data_dir, image: image.to_owned() }
     }
 
     pub fn instance_id(&self) -> &str {

@@ -11,6 +11,8 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use image::Image;
+
 const USAGE: &str = "\
 usage: cargo xtask <task> [args]
 
@@ -20,13 +22,22 @@ tasks:
            docs/openapi.yaml, installed from PyPI into target/schemathesis on first use). With
            SANDKEEPER_REQUIRE_DOCKER=1 / SANDKEEPER_REQUIRE_POSTGRES=1 /
            SANDKEEPER_REQUIRE_SCHEMATHESIS=1 a test that cannot have them fails instead of
-           skipping.
+           skipping. With Docker it builds every image below and, after the full run on the
+           default image, runs the black-box exec, file and timeout tests again on the bash and
+           python images.
   lint     rustfmt check, clippy with warnings denied, the crate dependency rule, and cargo-deny
            (bans, licenses, sources) when it is installed
-  image    build the default sandbox image sandkeeper/sandbox:latest (add --force to rebuild)
+  image    build sandbox images without a registry (add --force to rebuild):
+             image            the default, sandkeeper/sandbox:latest (static busybox)
+             image bash       sandkeeper/bash:latest (the default plus bash-static as /bin/sh)
+             image python     sandkeeper/python:bookworm (Debian bookworm by debootstrap with
+                              python3, venv, pip and procps; needs root; the mirror is apt's, or
+                              SANDKEEPER_DEBIAN_MIRROR)
+             image all        the three
   run      build the image if missing and start `sandkeeper serve` with its defaults
            (extra args are passed to `sandkeeper serve`)
-  bench    run the benchmarks (release build) and write docs/benchmarks.md
+  bench    run the benchmarks (release build) and write docs/benchmarks.md; the exec benchmark
+           also runs on sandkeeper/python:bookworm when that image can be built
   chaos    the crash-consistency run: SIGKILL the server at random moments under load, recover,
            and check that the store and Docker agree (docs/reliability.md). Needs Docker. Args:
            --cycles N (default 12), --chats M (default 6), --seed S (printed by every run; also
@@ -45,8 +56,7 @@ fn main() -> ExitCode {
     let result = match task {
         "test" => test(rest),
         "lint" => lint(),
-        "image" => image::build_image(rest.iter().any(|a| a == "--force"))
-            .map(|id| println!("sandkeeper/sandbox:latest {id}")),
+        "image" => image::task(rest),
         "run" => run(rest),
         "bench" => bench(rest),
         "chaos" => chaos(rest),
@@ -101,9 +111,29 @@ fn docker_answers() -> bool {
 }
 
 fn test(extra: &[String]) -> Result<(), String> {
+    // The images the black-box exec tests run on again after the full run.
+    let mut matrix = Vec::new();
     if docker_answers() {
-        let id = image::build_image(false)?;
+        let id = Image::Sandbox.build(false)?;
         eprintln!("xtask test: Docker answers; sandbox image {id}");
+        for image in [Image::Bash, Image::Python] {
+            match image.build(false) {
+                Ok(id) => {
+                    eprintln!("xtask test: image {} {id}", image.tag());
+                    matrix.push(image);
+                }
+                Err(error) if required("SANDKEEPER_REQUIRE_DOCKER") => {
+                    return Err(format!(
+                        "SANDKEEPER_REQUIRE_DOCKER=1 but image {} cannot be built: {error}",
+                        image.tag()
+                    ));
+                }
+                Err(error) => eprintln!(
+                    "xtask test: image {} cannot be built, the tests on it will skip: {error}",
+                    image.tag()
+                ),
+            }
+        }
     } else if required("SANDKEEPER_REQUIRE_DOCKER") {
         return Err(
             "SANDKEEPER_REQUIRE_DOCKER=1 but no Docker engine answers `docker version`".into()
@@ -124,17 +154,38 @@ fn test(extra: &[String]) -> Result<(), String> {
             "xtask test: DATABASE_URL is not set: the PostgreSQL tests will say they skipped"
         ),
     }
-    let mut command = cargo();
+    let mut full = cargo();
     match schemathesis::ensure(&root().join("target")) {
         Ok(binary) => {
-            command.env("SANDKEEPER_SCHEMATHESIS", binary);
+            full.env("SANDKEEPER_SCHEMATHESIS", binary);
         }
         Err(message) if required("SANDKEEPER_REQUIRE_SCHEMATHESIS") => return Err(message),
         Err(message) => eprintln!("xtask test: {message}: the Schemathesis test will skip"),
     }
-    run_checked(
-        command.args(["test", "--workspace", "--all-features", "--no-fail-fast"]).args(extra),
-    )
+    let mut failed = Vec::new();
+    eprintln!("xtask test: the full run, on the default image {}", image::IMAGE);
+    if let Err(error) = run_checked(
+        full.args(["test", "--workspace", "--all-features", "--no-fail-fast"]).args(extra),
+    ) {
+        failed.push(error);
+    }
+    for image in matrix {
+        eprintln!(
+            "xtask test: the black-box exec, file and timeout tests on image {}",
+            image.tag()
+        );
+        // The same feature set as the full run, so nothing is compiled again.
+        let pass = run_checked(
+            cargo()
+                .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
+                .args(["--test", "blackbox", "--", "exec::"])
+                .env("SANDKEEPER_TEST_IMAGE", image.tag()),
+        );
+        if let Err(error) = pass {
+            failed.push(format!("on image {}: {error}", image.tag()));
+        }
+    }
+    if failed.is_empty() { Ok(()) } else { Err(failed.join("\n")) }
 }
 
 fn lint() -> Result<(), String> {
@@ -182,7 +233,13 @@ fn run(extra: &[String]) -> Result<(), String> {
 
 fn bench(extra: &[String]) -> Result<(), String> {
     if docker_answers() {
-        image::build_image(false)?;
+        Image::Sandbox.build(false)?;
+        if let Err(error) = Image::Python.build(false) {
+            eprintln!(
+                "xtask bench: {} cannot be built, the exec benchmark leaves it out: {error}",
+                Image::Python.tag()
+            );
+        }
     } else {
         eprintln!("xtask bench: no Docker engine answers: the Docker benchmarks will fail to run");
     }

@@ -51,7 +51,7 @@ const WRAPPER_NAME: &str = "sandkeeper-exec";
 const WRAPPER: &str = r#"printf '%010d\n' "$$" >&2
 cd -- "$1" 2>/dev/null || { printf 'sandkeeper: cannot enter the working directory %s\n' "$1" >&2; exit 126; }
 shift
-exec -- "$@""#;
+exec "$@""#;
 /// Ten digits and a newline.
 const PID_HEADER_LEN: usize = 11;
 

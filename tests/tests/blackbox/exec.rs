@@ -95,12 +95,12 @@ fn epoch_ms(value: &Value) -> i64 {
 /// Lines of `ps` in the sandbox that mention `needle`, zombies (dead, waiting for init) left
 /// out.
 async fn processes_matching(server: &Server, chat_id: &str, needle: &str) -> Vec<String> {
-    let listing = shell(server, chat_id, "ps -o pid,stat,args").await;
+    let listing = shell(server, chat_id, "ps -e -o pid,stat,args").await;
     listing["stdout"]
         .as_str()
         .unwrap_or_default()
         .lines()
-        .filter(|line| line.contains(needle) && !line.contains("ps -o"))
+        .filter(|line| line.contains(needle) && !line.contains("-o pid,stat,args"))
         .filter(|line| line.split_whitespace().nth(1).is_none_or(|stat| !stat.starts_with('Z')))
         .map(str::to_owned)
         .collect()
@@ -532,7 +532,13 @@ async fn an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409() 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_error(&body, "sandbox_gone", "get-or-create a sandbox and retry");
     assert!(took < Duration::from_secs(20), "answered after {took:?}, not at the cleanup");
-    assert!(env.containers(true).is_empty(), "the container is gone");
+    // The answer comes once the command is dead; the removal of the container may still be
+    // finishing (a Debian image's takes longer than busybox's).
+    let removed = eventually(Duration::from_secs(10), || async {
+        env.containers(true).is_empty().then_some(())
+    })
+    .await;
+    assert!(removed.is_some(), "the container is gone");
     let (status, recreated) = server.put_sandbox(&chat_id).await;
     assert_eq!(status, StatusCode::CREATED, "a new sandbox for the chat: {recreated}");
     assert_eq!(recreated["result"], "created");

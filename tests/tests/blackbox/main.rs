@@ -9,4 +9,5 @@ mod exec;
 mod faults;
 mod fuzz;
 mod postgres;
+mod python;
 mod replicas;

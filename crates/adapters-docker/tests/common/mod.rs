@@ -6,7 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 // The image is built with the same code as `cargo xtask image`, without depending on xtask.
-#[path = "../../../../xtask/src/image.rs"]
+#[path = "../../../../xtask/src/image/mod.rs"]
 pub(crate) mod image;
 
 use std::process::Command;
