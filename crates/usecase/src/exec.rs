@@ -43,7 +43,7 @@ const MAX_ARGS_BYTES: usize = 256 * 1024;
 /// (`MAX_ARG_STRLEN`, 32 pages): a longer one makes `execve` fail with E2BIG inside the sandbox.
 /// The totals above (with the variables' bytes and the wrapper sandkeeper adds) stay far below
 /// the kernel's `ARG_MAX` of 2 MiB at Docker's default 8 MiB stack.
-pub const MAX_ARG_STRLEN: usize = 131_072;
+const MAX_ARG_STRLEN: usize = 131_072;
 const MAX_ENV_VARS: usize = 256;
 const MAX_ENV_BYTES: usize = 64 * 1024;
 const MAX_WORKDIR_LEN: usize = 4096;

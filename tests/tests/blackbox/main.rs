@@ -8,5 +8,6 @@ mod docker;
 mod exec;
 mod faults;
 mod fuzz;
+mod hardening;
 mod postgres;
 mod replicas;

@@ -13,7 +13,7 @@ use super::body::shorten;
 
 /// The most characters of a message; a longer one (which only input quoted outside backticks
 /// could make) is cut.
-const MAX_MESSAGE_CHARS: usize = 2048;
+const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// A message whose quotes are short: every part between backticks (where messages quote what
 /// was sent, and where the errors of serde, the router and the domain quote it too) keeps at
@@ -209,7 +209,7 @@ mod tests {
             error.message()
         );
         let error = ApiError::bad_request("invalid_body", format!("unbalanced ` {long}"));
-        assert!(error.message().len() <= 2048 + 3, "{}", error.message().len());
+        assert!(error.message().len() <= 1024 + 3, "{}", error.message().len());
     }
 
     use super::*;
