@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use sandkeeper_tests::{Server, StatusCode, TestEnv};
+use sandkeeper_tests::{Server, StatusCode, TestEnv, metric};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -135,6 +135,11 @@ async fn held_connections_never_keep_healthz_or_authenticated_calls_from_being_s
     // The cap holds: the server keeps about 40 client sockets, not 120.
     let sockets = sockets_of(server.pid());
     assert!(sockets <= 40 + 12, "{sockets} sockets open at a cap of 40");
+    let metrics = server.metrics().await;
+    let evicted = metric(&metrics, r#"http_server_connections_closed_total{reason="evicted"}"#);
+    assert!(evicted.is_some_and(|n| n >= 60.0), "{metrics}");
+    let open = metric(&metrics, "http_server_connections_open").unwrap_or(f64::MAX);
+    assert!(open <= 40.0, "{open} connections open at a cap of 40");
     drop(held);
 }
 
@@ -230,6 +235,11 @@ async fn slow_heads_idle_connections_and_slow_bodies_are_cut_off() {
     assert_eq!(answer["error"]["code"], "body_timeout", "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("--http-body-timeout"));
     assert!(server.sandboxes().await.is_empty());
+    let metrics = server.metrics().await;
+    for reason in ["header_timeout", "idle_timeout"] {
+        let series = format!("http_server_connections_closed_total{{reason=\"{reason}\"}}");
+        assert!(metric(&metrics, &series).is_some_and(|n| n >= 1.0), "{series}: {metrics}");
+    }
 }
 
 #[tokio::test]

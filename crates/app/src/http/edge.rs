@@ -333,7 +333,7 @@ fn host_is_served(value: &str, allowed: &[String]) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
     name == "localhost"
         || name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
-        || allowed.iter().any(|host| *host == name)
+        || allowed.contains(&name)
 }
 
 fn valid_port(port: &str) -> bool {

@@ -241,8 +241,8 @@ impl AsyncWrite for Watched {
 struct Registry {
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
     next: AtomicU64,
-    /// Told when the last connection closed.
-    empty: Notify,
+    /// Told whenever a connection closed.
+    removed: Notify,
 }
 
 impl Registry {
@@ -256,16 +256,36 @@ impl Registry {
 
     fn insert(&self, connection: Arc<Connection>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, connection);
+        let mut connections = self.lock();
+        connections.insert(id, connection);
+        metrics::gauge!("http.server.connections.open").set(connections.len() as f64);
         id
     }
 
     fn remove(&self, id: u64) {
         let mut connections = self.lock();
         connections.remove(&id);
-        if connections.is_empty() {
-            self.empty.notify_waiters();
+        metrics::gauge!("http.server.connections.open").set(connections.len() as f64);
+        drop(connections);
+        self.removed.notify_waiters();
+    }
+
+    /// Below `cap` connections, closing those that have gone longest without a request in
+    /// progress as needed. False when every connection is serving a request.
+    async fn make_room(&self, cap: usize) -> bool {
+        for _ in 0..8 {
+            if self.len() < cap {
+                return true;
+            }
+            let removed = self.removed.notified();
+            if !self.evict_one() {
+                return false;
+            }
+            // The connection closes in its own task, at once unless a request began on it
+            // meanwhile (then another is asked).
+            let _ = tokio::time::timeout(Duration::from_millis(250), removed).await;
         }
+        self.len() < cap
     }
 
     /// Asks the connection that has gone longest without a request in progress to close.
@@ -318,7 +338,8 @@ pub(crate) async fn serve(
         };
         accept_errors_logged = false;
         let _ = stream.set_nodelay(true);
-        if registry.len() >= settings.max_connections && !registry.evict_one() {
+        if !registry.make_room(settings.max_connections).await {
+            closed("refused");
             tokio::spawn(refuse(stream, settings.max_connections));
             continue;
         }
@@ -334,12 +355,17 @@ pub(crate) async fn serve(
     }
     drop(listener);
     loop {
-        let empty = registry.empty.notified();
+        let removed = registry.removed.notified();
         if registry.len() == 0 {
             break;
         }
-        empty.await;
+        removed.await;
     }
+}
+
+/// Counts a connection the server closed (or refused) by itself, by why.
+fn closed(reason: &'static str) {
+    metrics::counter!("http.server.connections.closed.total", "reason" => reason).increment(1);
 }
 
 /// Answers 503 on a connection beyond the cap (every open one is serving a request), then
@@ -417,12 +443,20 @@ async fn serve_connection(
                 // Nothing in progress and the deadline passed: the client was too slow with
                 // its head, or idle too long. Dropping the connection closes it.
                 if connection.deadline(&settings).is_some_and(|due| due <= Instant::now()) {
+                    let state = *connection.state();
+                    let reason = if state.head_started.is_some() || !state.served {
+                        "header_timeout"
+                    } else {
+                        "idle_timeout"
+                    };
+                    closed(reason);
                     return;
                 }
             }
             () = connection.changed.notified() => {}
             () = connection.evict.notified() => {
                 if connection.state().in_flight == 0 {
+                    closed("evicted");
                     return;
                 }
                 connection.evicting.store(false, Ordering::Relaxed);
