@@ -915,6 +915,39 @@ mod tests {
     }
 
     #[test]
+    fn the_http_edge_is_bounded_by_default_and_its_settings_are_checked() {
+        let args = serve(&[]);
+        assert_eq!(args.http.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(args.http.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(args.http.http_body_timeout, Duration::from_secs(60));
+        assert_eq!(args.http.http_max_connections, 512);
+        assert_eq!(args.http.http_body_memory_limit, 256 << 20);
+        assert!(args.http.allowed_hosts.is_empty());
+        let args = serve(&["--allowed-hosts", "Devbox.Internal., sandkeeper"]);
+        assert_eq!(args.http.allowed_hosts, ["devbox.internal", "sandkeeper"]);
+        let message = parse(&["serve", "--allowed-hosts", "evil.example:80"]).unwrap_err();
+        assert!(message.to_string().contains("--allowed-hosts: `evil.example:80`"), "{message}");
+        let message = parse(&["serve", "--http-max-connections", "0"]).unwrap_err().to_string();
+        assert!(message.contains("--http-max-connections"), "{message}");
+        let message = parse(&["serve", "--http-header-timeout", "1ms"]).unwrap_err().to_string();
+        assert!(message.contains("--http-header-timeout: `1ms` is too short"), "{message}");
+        let error = serve(&["--http-body-memory-limit", "8m"]).validate().unwrap_err();
+        assert!(
+            error.0.starts_with("--http-body-memory-limit: `8388608` bytes is less than"),
+            "{error}"
+        );
+        let fits = serve(&[
+            "--http-body-memory-limit",
+            "8m",
+            "--file-size-limit",
+            "4m",
+            "--exec-stdin-limit",
+            "4m",
+        ]);
+        assert!(fits.validate().is_ok());
+    }
+
+    #[test]
     fn a_bad_instance_id_is_named() {
         let message = parse(&["serve", "--instance-id", "a b"]).unwrap_err().to_string();
         assert!(message.contains("--instance-id: `a b` must be"), "{message}");
