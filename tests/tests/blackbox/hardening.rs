@@ -175,6 +175,9 @@ async fn a_server_out_of_file_descriptors_still_serves_by_closing_idle_connectio
         matches!(answer, Ok((StatusCode::OK, _))),
         "/healthz was not served with idle connections holding every descriptor"
     );
+    // It was the descriptors that ran out, and the server said so.
+    let logs = server.logs();
+    assert!(logs.contains("cannot accept a connection"), "{logs}");
     drop(held);
 }
 

@@ -324,14 +324,30 @@ pub(crate) async fn serve(
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                // The client gave up before its connection was accepted.
+                continue;
+            }
             Err(error) => {
-                // Out of file descriptors, most likely: free one if a connection waits for
-                // nothing, and try again shortly. Said once until an accept succeeds again.
+                // Out of file descriptors (EMFILE, ENFILE), most likely: free one if a
+                // connection waits for nothing, and try again shortly. Said once until an
+                // accept succeeds again.
                 if !accept_errors_logged {
-                    tracing::warn!(error = %error, open_connections = registry.len(), "cannot accept a connection; closing an idle one and retrying");
+                    tracing::warn!(
+                        error = %error,
+                        open_connections = registry.len(),
+                        "cannot accept a connection; closing an idle one and retrying"
+                    );
                     accept_errors_logged = true;
                 }
-                registry.evict_one();
+                if matches!(error.raw_os_error(), Some(23 | 24)) {
+                    registry.evict_one();
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
