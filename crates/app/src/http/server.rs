@@ -353,7 +353,6 @@ pub(crate) async fn serve(
             }
         };
         accept_errors_logged = false;
-        let _ = stream.set_nodelay(true);
         if !registry.make_room(settings.max_connections).await {
             closed("refused");
             tokio::spawn(refuse(stream, settings.max_connections));
