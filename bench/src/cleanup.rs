@@ -25,7 +25,9 @@ const ROUNDS: usize = 2;
 const GOAL: f64 = 1.2;
 /// Parallel creates while setting up (not measured).
 const SETUP_CONCURRENCY: usize = 8;
-const SERVER_ARGS: &[&str] = &["--cleanup-interval", "1h", "--maintenance-interval", "1h"];
+/// No sandbox bound: the benchmark creates [`SANDBOXES`], beyond the default --max-sandboxes.
+const SERVER_ARGS: &[&str] =
+    &["--cleanup-interval", "1h", "--maintenance-interval", "1h", "--max-sandboxes", "0"];
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
     Ok(vec![crate::server::measure_with(SERVER_ARGS, measure).await?])

@@ -176,12 +176,14 @@ pub(crate) struct ServeArgs {
     pub(crate) api_token_file: Option<PathBuf>,
 
     /// How many sandboxes may run at once; a request that would create one more is refused
-    /// with 429. 0 means unlimited.
+    /// with 429. The default of 64 keeps the host's processes within reach: each sandbox may
+    /// hold --pids-limit processes (256 by default, so 16,384 for 64 sandboxes, below Linux's
+    /// usual 32,768 pid_max). Raise it with the host's resources in mind; 0 means unlimited.
     #[arg(
         long,
         env = "SANDKEEPER_MAX_SANDBOXES",
         value_name = "N",
-        default_value_t = 0,
+        default_value_t = 64,
         help_heading = "Sandboxes"
     )]
     pub(crate) max_sandboxes: u64,
@@ -227,6 +229,8 @@ pub(crate) struct ServeArgs {
     pub(crate) maintenance_interval: Duration,
 
     #[command(flatten)]
+    pub(crate) http: HttpArgs,
+    #[command(flatten)]
     pub(crate) exec: ExecArgs,
     #[command(flatten)]
     pub(crate) sweep: SweepArgs,
@@ -236,6 +240,48 @@ pub(crate) struct ServeArgs {
     pub(crate) store: StoreArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
+}
+
+/// The bounds of the HTTP edge: what one client, or many, can hold of the server before a
+/// request is answered.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "HTTP API")]
+pub(crate) struct HttpArgs {
+    /// How long a client has to send a request's whole head (request line and headers),
+    /// counted from the moment the connection opens or a keep-alive connection receives the
+    /// first byte of its next request. A client that is slower is disconnected.
+    #[arg(long, env = "SANDKEEPER_HTTP_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration_at_least("--http-header-timeout", Duration::from_millis(100)))]
+    pub(crate) http_header_timeout: Duration,
+
+    /// How long a keep-alive connection may stay open without a request before it is closed.
+    #[arg(long, env = "SANDKEEPER_HTTP_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration_at_least("--http-idle-timeout", Duration::from_millis(100)))]
+    pub(crate) http_idle_timeout: Duration,
+
+    /// How long a request's whole body may take to arrive, counted from the end of its head;
+    /// a slower one is answered 408 `body_timeout` and its connection closed.
+    #[arg(long, env = "SANDKEEPER_HTTP_BODY_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration_at_least("--http-body-timeout", Duration::from_millis(100)))]
+    pub(crate) http_body_timeout: Duration,
+
+    /// The most connections open at once. At the limit, a new connection closes the one that
+    /// has waited longest without a request in progress (idle, or still sending its head); if
+    /// every connection is serving a request, the new one is answered 503
+    /// `too_many_connections`. Lowered at start to what the process's open-file limit allows.
+    #[arg(long, env = "SANDKEEPER_HTTP_MAX_CONNECTIONS", value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) http_max_connections: u32,
+
+    /// The most bytes of request bodies the server holds at once, over all requests (binary
+    /// units: 1m = 1 MiB). A request whose body would go beyond it is answered 503
+    /// `body_capacity_reached`. At least the largest single body (--file-size-limit, and
+    /// --exec-stdin-limit plus 1 MiB).
+    #[arg(long, env = "SANDKEEPER_HTTP_BODY_MEMORY_LIMIT", value_name = "SIZE", default_value = "256m", value_parser = parse_size("--http-body-memory-limit", 1 << 20))]
+    pub(crate) http_body_memory_limit: u64,
+
+    /// Without an API token, only requests whose Host is a loopback name (localhost,
+    /// 127.0.0.1, [::1], any port) are served, so that a web page cannot reach sandkeeper
+    /// through DNS rebinding. This comma-separated list adds host names (without port) that
+    /// are served too. Ignored when a token is set.
+    #[arg(long, env = "SANDKEEPER_ALLOWED_HOSTS", value_name = "HOSTS", value_delimiter = ',', value_parser = parse_host_name)]
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 /// How a sandbox's expiry moves after it was created.
@@ -339,6 +385,7 @@ pub(crate) struct ServeConfig {
     pub(crate) max_lifetime: Duration,
     pub(crate) ttl_mode: TtlMode,
     pub(crate) exec: ExecArgs,
+    pub(crate) http: HttpArgs,
     pub(crate) cleanup_interval: Duration,
     pub(crate) maintenance_interval: Duration,
     pub(crate) orphan_grace: Duration,
@@ -373,6 +420,16 @@ impl ServeArgs {
                 humantime::format_duration(self.exec.exec_max_timeout)
             )));
         }
+        let largest_body =
+            self.exec.file_size_limit.max(self.exec.exec_stdin_limit.saturating_add(1 << 20));
+        if self.http.http_body_memory_limit < largest_body {
+            return Err(ConfigError(format!(
+                "--http-body-memory-limit: `{}` bytes is less than the largest single request body \
+                 ({largest_body} bytes, from --file-size-limit and --exec-stdin-limit plus 1 MiB); \
+                 raise it or lower those limits",
+                self.http.http_body_memory_limit
+            )));
+        }
         let api_token = match (self.api_token, &self.api_token_file) {
             (Some(token), _) => Some(token),
             (None, Some(path)) => Some(read_token_file(path)?),
@@ -395,6 +452,7 @@ impl ServeArgs {
             max_lifetime: self.max_lifetime,
             ttl_mode: self.ttl_mode,
             exec: self.exec,
+            http: self.http,
             cleanup_interval: self.cleanup_interval,
             maintenance_interval: self.maintenance_interval,
             orphan_grace: self.sweep.orphan_grace,
@@ -579,6 +637,22 @@ fn parse_token(
     }
 }
 
+/// A host name for --allowed-hosts: letters, digits, `-` and `.`, without a port.
+fn parse_host_name(value: &str) -> Result<String, String> {
+    let host = value.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
+    if valid {
+        Ok(host)
+    } else {
+        Err(format!(
+            "--allowed-hosts: `{value}` is not a host name like sandkeeper.internal (letters, \
+             digits, `-` and `.`, no port)"
+        ))
+    }
+}
+
 fn parse_non_empty(
     setting: &'static str,
 ) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
@@ -677,7 +751,8 @@ mod tests {
         assert_eq!(database.kind(), DatabaseKind::Sqlite);
         assert_eq!(database.as_str(), "sqlite://./.sandkeeper/sandkeeper.db");
         let config = args.validate().unwrap();
-        assert_eq!(config.max_sandboxes, None);
+        assert_eq!(config.max_sandboxes, Some(64));
+        assert_eq!(serve(&["--max-sandboxes", "0"]).validate().unwrap().max_sandboxes, None);
         assert!(config.api_token.is_none());
     }
 
@@ -840,6 +915,39 @@ mod tests {
     }
 
     #[test]
+    fn the_http_edge_is_bounded_by_default_and_its_settings_are_checked() {
+        let args = serve(&[]);
+        assert_eq!(args.http.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(args.http.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(args.http.http_body_timeout, Duration::from_secs(60));
+        assert_eq!(args.http.http_max_connections, 512);
+        assert_eq!(args.http.http_body_memory_limit, 256 << 20);
+        assert!(args.http.allowed_hosts.is_empty());
+        let args = serve(&["--allowed-hosts", "Devbox.Internal., sandkeeper"]);
+        assert_eq!(args.http.allowed_hosts, ["devbox.internal", "sandkeeper"]);
+        let message = parse(&["serve", "--allowed-hosts", "evil.example:80"]).unwrap_err();
+        assert!(message.to_string().contains("--allowed-hosts: `evil.example:80`"), "{message}");
+        let message = parse(&["serve", "--http-max-connections", "0"]).unwrap_err().to_string();
+        assert!(message.contains("--http-max-connections"), "{message}");
+        let message = parse(&["serve", "--http-header-timeout", "1ms"]).unwrap_err().to_string();
+        assert!(message.contains("--http-header-timeout: `1ms` is too short"), "{message}");
+        let error = serve(&["--http-body-memory-limit", "8m"]).validate().unwrap_err();
+        assert!(
+            error.0.starts_with("--http-body-memory-limit: `8388608` bytes is less than"),
+            "{error}"
+        );
+        let fits = serve(&[
+            "--http-body-memory-limit",
+            "8m",
+            "--file-size-limit",
+            "4m",
+            "--exec-stdin-limit",
+            "4m",
+        ]);
+        assert!(fits.validate().is_ok());
+    }
+
+    #[test]
     fn a_bad_instance_id_is_named() {
         let message = parse(&["serve", "--instance-id", "a b"]).unwrap_err().to_string();
         assert!(message.contains("--instance-id: `a b` must be"), "{message}");
@@ -872,6 +980,12 @@ mod tests {
             "--exec-stdin-limit",
             "--exec-concurrency",
             "--file-size-limit",
+            "--http-header-timeout",
+            "--http-idle-timeout",
+            "--http-body-timeout",
+            "--http-max-connections",
+            "--http-body-memory-limit",
+            "--allowed-hosts",
         ] {
             assert!(help.contains(setting), "`{setting}` missing from\n{help}");
             let variable = format!("SANDKEEPER_{}", setting[2..].replace('-', "_").to_uppercase());

@@ -7,11 +7,12 @@ use std::time::Duration;
 use sandkeeper_adapters_observability::Telemetry;
 use sandkeeper_usecase::{ExecSettings, FileSettings};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::Failure;
 use crate::config::ServeConfig;
-use crate::http::{self, AppState};
+use crate::http::server::{self, ConnectionSettings};
+use crate::http::{self, AppState, EdgeSettings};
 use crate::loops::{self, LoopSettings, Shutdown};
 use crate::services::{OperationSettings, ServiceSettings, Services};
 use crate::wiring::{self, StartError};
@@ -45,6 +46,7 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
     let app = http::router(
         AppState::new(Arc::clone(&services), metrics, config.max_ttl),
         config.api_token.clone(),
+        edge_settings(&config),
     );
 
     let signal = shutdown_signal()?;
@@ -69,6 +71,21 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         "sandkeeper started"
     );
     tracing::info!("listening on {address}");
+    let mut connections = ConnectionSettings {
+        header_timeout: config.http.http_header_timeout,
+        idle_timeout: config.http.http_idle_timeout,
+        max_connections: config.http.http_max_connections as usize,
+    };
+    if let Some((cap, open_files)) = server::cap_for_open_file_limit(connections.max_connections) {
+        tracing::warn!(
+            open_file_limit = open_files,
+            max_connections = cap,
+            "--http-max-connections {} does not fit in the process's open-file limit; using {cap} \
+             (raise the limit, e.g. LimitNOFILE= or ulimit -n, to allow more)",
+            connections.max_connections
+        );
+        connections.max_connections = cap;
+    }
 
     // Said once at start, so that an operator sees at once why requests will answer 503. The
     // server does not wait: it serves what it can and recovers by itself.
@@ -96,14 +113,8 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         &shutdown,
     );
 
-    let (stop_accepting, stopped) = oneshot::channel::<()>();
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop_accepting, stopped) = watch::channel(false);
+    let mut server = tokio::spawn(server::serve(listener, app, connections, stopped));
 
     tokio::select! {
         signal = signal => {
@@ -113,8 +124,7 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
             // The server only returns on its own if it failed.
             shutdown.trigger();
             let reason = match finished {
-                Ok(Ok(())) => "the HTTP server stopped".to_owned(),
-                Ok(Err(error)) => format!("the HTTP server failed: {error}"),
+                Ok(()) => "the HTTP server stopped".to_owned(),
                 Err(error) => format!("the HTTP server task failed: {error}"),
             };
             store.close().await;
@@ -122,7 +132,7 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         }
     }
 
-    let _ = stop_accepting.send(());
+    let _ = stop_accepting.send(true);
     shutdown.trigger();
     match tokio::time::timeout(REQUEST_GRACE, &mut server).await {
         Ok(_) => {}
@@ -142,6 +152,19 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
     store.close().await;
     tracing::info!("sandkeeper stopped; running sandboxes stay and are reused after a restart");
     Ok(())
+}
+
+/// What the router bounds of every request: the body's time and the bytes of all bodies, and
+/// which hosts are served without a token.
+fn edge_settings(config: &ServeConfig) -> EdgeSettings {
+    let bytes = |size: u64| usize::try_from(size).unwrap_or(usize::MAX);
+    let exec_body = bytes(config.exec.exec_stdin_limit).saturating_add(1 << 20);
+    EdgeSettings {
+        body_timeout: config.http.http_body_timeout,
+        body_memory_limit: bytes(config.http.http_body_memory_limit),
+        largest_body: bytes(config.exec.file_size_limit).max(exec_body),
+        allowed_hosts: config.http.allowed_hosts.clone(),
+    }
 }
 
 /// Exec, file and expiry settings from the command line.

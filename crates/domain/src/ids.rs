@@ -13,6 +13,19 @@ pub enum IdError {
     EmptyContainerId,
 }
 
+/// How many characters of a bad value an error quotes.
+const SHOWN_CHARS: usize = 64;
+
+/// A value cut short enough to quote in an error, control characters escaped.
+fn shown(value: &str) -> String {
+    let cut = value.char_indices().nth(SHOWN_CHARS).map_or(value.len(), |(cut, _)| cut);
+    let mut text: String = value[..cut].chars().flat_map(char::escape_default).collect();
+    if cut < value.len() {
+        text.push_str("...");
+    }
+    text
+}
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
@@ -22,11 +35,13 @@ macro_rules! uuid_id {
 
         impl $name {
             /// Parses any UUID spelling (hyphenated, simple, upper case, braced, urn)
-            /// into the canonical lower-case hyphenated form.
+            /// into the canonical lower-case hyphenated form. The value must be exactly that:
+            /// surrounding whitespace is refused. The error quotes at most the first 64
+            /// characters of a bad value.
             pub fn parse(value: &str) -> Result<Self, IdError> {
-                Uuid::parse_str(value.trim())
+                Uuid::parse_str(value)
                     .map(Self)
-                    .map_err(|_| IdError::NotAUuid { kind: $kind, value: value.to_owned() })
+                    .map_err(|_| IdError::NotAUuid { kind: $kind, value: shown(value) })
             }
 
             pub const fn from_uuid(uuid: Uuid) -> Self {
@@ -144,6 +159,24 @@ mod tests {
         assert_eq!(error, IdError::NotAUuid { kind: "chat id", value: "not-a-chat".into() });
         assert!(error.to_string().contains("`not-a-chat`"), "{error}");
         assert!(error.to_string().starts_with("chat id"), "{error}");
+    }
+
+    #[test]
+    fn ids_are_exact_and_errors_bounded() {
+        for spaced in [
+            format!(" {CANONICAL}"),
+            format!("{CANONICAL} "),
+            format!("{CANONICAL}\t"),
+            format!("\n{CANONICAL}"),
+            format!("\u{a0}{CANONICAL}"),
+        ] {
+            assert!(ChatId::parse(&spaced).is_err(), "{spaced:?}");
+        }
+        let error = ChatId::parse(&"x".repeat(50_000)).unwrap_err().to_string();
+        assert!(error.len() < 300, "{error}");
+        assert!(error.contains(&format!("`{}...`", "x".repeat(SHOWN_CHARS))), "{error}");
+        let error = ChatId::parse("a\nb").unwrap_err().to_string();
+        assert!(error.contains("`a\\nb`"), "{error}");
     }
 
     #[test]

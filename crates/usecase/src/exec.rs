@@ -39,6 +39,11 @@ pub const DEFAULT_OPERATIONS_PER_SANDBOX: usize = 8;
 /// well below the kernel's limit on a process's arguments.
 const MAX_ARGS: usize = 4096;
 const MAX_ARGS_BYTES: usize = 256 * 1024;
+/// The kernel's bound on one argument or one environment string, its terminating NUL included
+/// (`MAX_ARG_STRLEN`, 32 pages): a longer one makes `execve` fail with E2BIG inside the sandbox.
+/// The totals above (with the variables' bytes and the wrapper sandkeeper adds) stay far below
+/// the kernel's `ARG_MAX` of 2 MiB at Docker's default 8 MiB stack.
+const MAX_ARG_STRLEN: usize = 131_072;
 const MAX_ENV_VARS: usize = 256;
 const MAX_ENV_BYTES: usize = 64 * 1024;
 const MAX_WORKDIR_LEN: usize = 4096;
@@ -329,7 +334,21 @@ fn check_command(command: &[String]) -> Result<(), ExecInSandboxError> {
     }
     let bytes: usize = command.iter().map(String::len).sum();
     if bytes > MAX_ARGS_BYTES {
-        return invalid(format!("is {bytes} bytes long, more than {MAX_ARGS_BYTES}"));
+        return invalid(format!(
+            "is {bytes} bytes long, more than the {MAX_ARGS_BYTES} bytes allowed for all arguments \
+             together; pass large input as stdin or a file"
+        ));
+    }
+    if let Some((index, arg)) =
+        command.iter().enumerate().find(|(_, arg)| arg.len() >= MAX_ARG_STRLEN)
+    {
+        return invalid(format!(
+            "element {index} is {} bytes long; one argument can be at most {} bytes (the \
+             kernel's MAX_ARG_STRLEN of {MAX_ARG_STRLEN} bytes, its terminating NUL included); \
+             pass large input as stdin or a file",
+            arg.len(),
+            MAX_ARG_STRLEN - 1
+        ));
     }
     if let Some(index) = command.iter().position(|arg| arg.contains('\0')) {
         return invalid(format!("element {index} contains a NUL byte"));
@@ -344,7 +363,10 @@ fn check_env(env: &[(String, String)]) -> Result<(), ExecInSandboxError> {
     }
     let bytes: usize = env.iter().map(|(name, value)| name.len() + value.len()).sum();
     if bytes > MAX_ENV_BYTES {
-        return invalid(format!("is {bytes} bytes long, more than {MAX_ENV_BYTES}"));
+        return invalid(format!(
+            "is {bytes} bytes long, more than the {MAX_ENV_BYTES} bytes allowed for all names and \
+             values together"
+        ));
     }
     for (name, value) in env {
         let mut chars = name.chars();

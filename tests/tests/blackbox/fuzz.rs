@@ -241,10 +241,11 @@ fn authorized(header: Option<&[u8]>) -> bool {
     scheme.eq_ignore_ascii_case(b"bearer ") && token.trim_ascii() == TOKEN.as_bytes()
 }
 
-/// The chat id a path segment stands for, if it is a UUID in any spelling.
+/// The chat id a path segment stands for, if it is a UUID in any spelling, exactly: surrounding
+/// whitespace makes it no chat id.
 fn chat_of(segment: &str) -> Option<Uuid> {
     let decoded = String::from_utf8(percent_decode(segment)).ok()?;
-    Uuid::parse_str(decoded.trim()).ok()
+    Uuid::parse_str(&decoded).ok()
 }
 
 /// The body of a PUT or a keep-alive, judged as the API documents: the TTL it asks for
@@ -386,22 +387,20 @@ fn expect(case: &Case, model: &Model) -> Expected {
             };
             let upload = method == "PUT";
             let bytes = case.body.clone().unwrap_or_default();
-            let mut refusals = Vec::new();
-            if upload && bytes.len() > FILE_LIMIT {
-                refusals.push((413, "file_too_large"));
-            }
-            let file = String::from_utf8(percent_decode(file))
+            // The path is judged first, then whether the chat has a sandbox, and only then is
+            // an upload's body read (and found too large).
+            let Some(file) = String::from_utf8(percent_decode(file))
                 .ok()
-                .filter(|file| inside::path_allowed(file));
-            if file.is_none() {
-                refusals.push(invalid_path);
-            }
-            let (Some(file), true) = (file, refusals.is_empty()) else {
-                return Expected::refused(refusals);
+                .filter(|file| inside::path_allowed(file))
+            else {
+                return Expected::refused(vec![invalid_path]);
             };
             let Some(live) = model.chats.get(&chat) else {
                 return no_sandbox;
             };
+            if upload && bytes.len() > FILE_LIMIT {
+                return Expected::error(413, "file_too_large");
+            }
             if upload {
                 let landing = live.workspace.upload(&file);
                 let expected = match landing {
@@ -1121,11 +1120,14 @@ fn the_oracle_reads_ids_queries_and_tokens_as_the_api_documents() {
         format!("{{{chat}}}"),
         format!("urn:uuid:{chat}"),
         chat.replace('-', "%2D"),
-        format!("%20{chat}%09"),
     ] {
         assert_eq!(chat_of(&spelling), Some(uuid), "{spelling}");
     }
-    for bad in ["..", "%2e%2e", "%FF", "%", "abc", &chat[..35], &format!("{chat}0")] {
+    let padded = [format!("%20{chat}%09"), format!("{chat}%0A"), format!("%C2%A0{chat}")];
+    for bad in ["..", "%2e%2e", "%FF", "%", "abc", &chat[..35], &format!("{chat}0")]
+        .into_iter()
+        .chain(padded.iter().map(String::as_str))
+    {
         assert_eq!(chat_of(bad), None, "{bad}");
     }
     assert_eq!(route("/v1/chats/x/sandbox"), Route::Sandbox("x"));

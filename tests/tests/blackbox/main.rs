@@ -8,6 +8,7 @@ mod docker;
 mod exec;
 mod faults;
 mod fuzz;
+mod hardening;
 mod postgres;
 mod python;
 mod replicas;

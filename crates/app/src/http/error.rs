@@ -9,6 +9,33 @@ use axum::response::{IntoResponse, Response};
 use sandkeeper_ports::{RuntimeError, SaveError, StoreError};
 use serde::Serialize;
 
+use super::body::shorten;
+
+/// The most characters of a message; a longer one (which only input quoted outside backticks
+/// could make) is cut.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// A message whose quotes are short: every part between backticks (where messages quote what
+/// was sent, and where the errors of serde, the router and the domain quote it too) keeps at
+/// most a bounded prefix, so that a large bad input never makes a large answer.
+fn bounded(message: String) -> String {
+    let parts: Vec<&str> = message.split('`').collect();
+    let message = if parts.len() % 2 == 1 {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(index, part)| if index % 2 == 1 { shorten(part) } else { (*part).to_owned() })
+            .collect::<Vec<_>>()
+            .join("`")
+    } else {
+        message
+    };
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}...", &message[..cut]),
+        None => message,
+    }
+}
+
 /// An error answer of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ApiError {
@@ -30,7 +57,7 @@ struct Body<'a> {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: bounded(message.into()) }
     }
 
     #[cfg(test)]
@@ -168,6 +195,23 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn messages_quote_a_bounded_prefix_of_what_was_sent() {
+        let long = "z".repeat(50_000);
+        let error = ApiError::bad_request(
+            "invalid_body",
+            format!("field `{long}` is unknown, expected `ttl_seconds`"),
+        );
+        assert!(error.message().len() < 200, "{}", error.message());
+        assert!(
+            error.message().ends_with("is unknown, expected `ttl_seconds`"),
+            "{}",
+            error.message()
+        );
+        let error = ApiError::bad_request("invalid_body", format!("unbalanced ` {long}"));
+        assert!(error.message().len() <= 1024 + 3, "{}", error.message().len());
+    }
+
     use super::*;
 
     async fn body_of(error: ApiError) -> (StatusCode, serde_json::Value) {

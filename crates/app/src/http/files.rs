@@ -4,12 +4,12 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use sandkeeper_domain::ChatId;
-use sandkeeper_ports::FileError;
+use sandkeeper_ports::{FileError, WorkspacePath};
 use sandkeeper_usecase::SandboxFilesError;
 use serde::{Deserialize, Serialize};
 
@@ -114,27 +114,34 @@ async fn upload(
     State(state): State<AppState>,
     uri: Uri,
     path: Result<Path<FilePath>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let (chat_id, path) = parse_path(&uri, path)?;
+    // The body is read only for a chat that has a running sandbox: a request for any other chat
+    // is answered without holding its bytes (the rest of it is drained, not kept).
+    WorkspacePath::parse(&path).map_err(|error| files_error(error.into()))?;
+    if state.services.queries.running_for_chat(chat_id).await?.is_none() {
+        return Err(no_running_sandbox(chat_id));
+    }
     let limit = state.services.files.settings().upload_limit;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::with_status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "file_too_large",
-                format!(
-                    "the file is larger than the limit of {limit} bytes (the server's \
+    let body =
+        Bytes::from_request(request, &state).await.map_err(|rejection: BytesRejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::with_status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "file_too_large",
+                    format!(
+                        "the file is larger than the limit of {limit} bytes (the server's \
                      --file-size-limit)"
-                ),
-            )
-        } else {
-            ApiError::bad_request(
-                "invalid_body",
-                format!("the request body could not be read: {}", rejection.body_text()),
-            )
-        }
-    })?;
+                    ),
+                )
+            } else {
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("the request body could not be read: {}", rejection.body_text()),
+                )
+            }
+        })?;
     let uploaded = state.services.files.upload(chat_id, &path, &body).await.map_err(files_error)?;
     let view = UploadedView {
         path: uploaded.path.to_string(),

@@ -2,11 +2,13 @@
 //! the outcome or the error.
 
 mod body;
+mod edge;
 mod error;
 mod exec;
 mod files;
 mod keepalive;
 mod middleware;
+pub(crate) mod server;
 pub(crate) mod views;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use serde::Deserialize;
 
 use crate::config::ApiToken;
 use crate::services::{Services, SweepError};
+pub(crate) use edge::EdgeSettings;
 pub(crate) use error::ApiError;
 use views::{
     CleanupReportView, MaintenanceReportView, ReadinessView, SessionListView, SessionView,
@@ -62,8 +65,10 @@ impl AppState {
     }
 }
 
-/// The whole API. `token` is required on every route but `/healthz` when set.
-pub(crate) fn router(state: AppState, token: Option<ApiToken>) -> Router {
+/// The whole API. `token` is required on every route but `/healthz` when set; without it only
+/// loopback hosts and origins are served. `edge` bounds every request's body.
+pub(crate) fn router(state: AppState, token: Option<ApiToken>, edge: EdgeSettings) -> Router {
+    let edge = Arc::new(edge::Edge::new(edge, token.is_some()));
     let token = token.map(Arc::new);
     // Routes of their own modules, with their own body limits (a command's stdin, a file).
     let inside_sandboxes =
@@ -84,6 +89,7 @@ pub(crate) fn router(state: AppState, token: Option<ApiToken>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(token, middleware::require_token))
+        .layer(axum::middleware::from_fn_with_state(edge, edge::guard_requests))
         .layer(axum::middleware::from_fn(middleware::trace_requests))
         .with_state(state)
 }

@@ -77,7 +77,13 @@ fn harness(options: Options) -> Harness {
     let metrics = Arc::new(|| "sandbox_create_total{result=\"created\"} 1\n".to_owned());
     let state = AppState::new(services, metrics, Duration::from_secs(3600));
     let token = options.token.map(ApiToken::for_tests);
-    Harness { app: router(state, token), repository, runtime, clock, leases }
+    let edge = super::EdgeSettings {
+        body_timeout: Duration::from_secs(60),
+        body_memory_limit: 256 << 20,
+        largest_body: 17 << 20,
+        allowed_hosts: Vec::new(),
+    };
+    Harness { app: router(state, token, edge), repository, runtime, clock, leases }
 }
 
 impl Harness {

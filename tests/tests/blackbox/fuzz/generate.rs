@@ -528,7 +528,7 @@ impl Generator {
             // Percent-encoded in part or in whole: the server decodes before parsing.
             0 => percent_encode_all(&spelled),
             1 => spelled.replace('-', "%2D"),
-            // Surrounding whitespace is trimmed.
+            // Surrounding whitespace is refused.
             2 => format!("%20{spelled}%09"),
             3 => format!("%E3%80%80{spelled}"),
             _ => spelled,
