@@ -88,7 +88,7 @@ pub(super) fn whole_number(value: &serde_json::Value) -> Option<u64> {
         let number = value.as_f64()?;
         // The range check makes the cast exact.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        (number.fract() == 0.0 && (0.0..=EXACT).contains(&number)).then(|| number as u64)
+        (number.fract() == 0.0 && (0.0..=EXACT).contains(&number)).then_some(number as u64)
     })
 }
 
