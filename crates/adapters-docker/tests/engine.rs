@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use common::*;
 use sandkeeper_adapters_docker::{
-    DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE,
-    LABEL_MANAGED, LABEL_SESSION,
+    DEFAULT_UID_RANGE, DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT,
+    LABEL_EXPIRES_AT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION, LABEL_UID,
 };
 use sandkeeper_domain::ContainerId;
 use sandkeeper_ports::{ContainerSpec, ContainerState, RuntimeError, SandboxRuntime};
@@ -40,7 +40,11 @@ async fn create_starts_a_named_labelled_container_with_every_hardening_applied()
         chrono::DateTime::parse_from_rfc3339(expires_at).unwrap().timestamp(),
         spec.expires_at.timestamp()
     );
-    assert_eq!(found["Config"]["User"], "1000:1000");
+    let uid: u32 = labels[LABEL_UID].as_str().unwrap().parse().unwrap();
+    assert!(DEFAULT_UID_RANGE.contains(uid), "{uid}");
+    assert_eq!(found["Config"]["User"], format!("{uid}:{uid}"));
+    let env = found["Config"]["Env"].as_array().unwrap();
+    assert!(env.contains(&serde_json::json!("HOME=/workspace")), "{env:?}");
     assert_eq!(found["Config"]["Image"], "sandkeeper/sandbox:latest");
     assert_eq!(found["Config"]["Cmd"], serde_json::json!(["sleep", "infinity"]));
 
@@ -56,10 +60,14 @@ async fn create_starts_a_named_labelled_container_with_every_hardening_applied()
     assert_eq!(host["Memory"], 512 * 1024 * 1024);
     assert_eq!(host["MemorySwap"], 512 * 1024 * 1024);
     assert_eq!(host["NanoCpus"], 1_000_000_000);
+    assert_eq!(host["LogConfig"]["Type"], "none");
     let tmp = host["Tmpfs"]["/tmp"].as_str().unwrap();
     assert!(tmp.contains("noexec") && tmp.contains("size=67108864"), "{tmp}");
     let workspace = host["Tmpfs"]["/workspace"].as_str().unwrap();
-    assert!(workspace.contains("size=268435456") && workspace.contains("uid=1000"), "{workspace}");
+    assert!(
+        workspace.contains("size=268435456") && workspace.contains(&format!("uid={uid},gid={uid}")),
+        "{workspace}"
+    );
     assert_eq!(
         found["NetworkSettings"]["Networks"]
             .as_object()
@@ -73,7 +81,9 @@ async fn inside_the_sandbox_the_user_is_unprivileged_offline_and_writes_only_tmp
     let Some(engine) = Engine::start("inside_the_sandbox").await else { return };
     let id = engine.runtime.create(&spec()).await.unwrap();
 
-    assert_eq!(exec(&id, "id -u; id -g"), (true, "1000\n1000".to_owned()));
+    let (_, ids) = exec(&id, "id -u; id -g");
+    let ids: Vec<u32> = ids.lines().map(|id| id.parse().unwrap()).collect();
+    assert!(ids.len() == 2 && ids[0] == ids[1] && DEFAULT_UID_RANGE.contains(ids[0]), "{ids:?}");
     assert_eq!(exec(&id, "pwd"), (true, "/workspace".to_owned()));
     let (wrote, output) = exec(&id, "echo hi > /workspace/a && cat /workspace/a");
     assert_eq!((wrote, output.as_str()), (true, "hi"));
@@ -229,8 +239,10 @@ async fn a_create_refuses_to_adopt_a_foreign_container_with_the_same_name() {
 #[tokio::test]
 async fn a_container_that_cannot_start_is_removed_and_the_error_says_why() {
     let Some(engine) = Engine::start_with("a_container_that_cannot_start", |config| DockerConfig {
-        // Created fine, refused at start: the image has no such user.
-        user: "nosuchuser".to_owned(),
+        // Created fine, refused at start: the image has no such program.
+        // (Without docker-init, which would start and then fail to run it.)
+        command: Some(vec!["nosuchprogram".to_owned()]),
+        init: false,
         ..config
     })
     .await
@@ -239,7 +251,7 @@ async fn a_container_that_cannot_start_is_removed_and_the_error_says_why() {
     };
     let error = engine.runtime.create(&spec()).await.unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::Failed(message) if message.contains("could not start") && message.contains("nosuchuser")),
+        matches!(&error, RuntimeError::Failed(message) if message.contains("could not start") && message.contains("nosuchprogram")),
         "{error:?}"
     );
     assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
