@@ -288,17 +288,18 @@ impl Inner {
             Created::New(id) => id,
             Created::NameTaken => match self.existing(&docker, &name, spec).await? {
                 Existing::Running(id) => return container_id(id),
-                Existing::Removed => match self.create_container(&docker, &name, spec, uid.0).await?
-                {
-                    Created::New(id) => id,
-                    Created::NameTaken => {
-                        return Err(RuntimeError::Failed(format!(
-                            "container name {name} was taken again while creating the sandbox of \
+                Existing::Removed => {
+                    match self.create_container(&docker, &name, spec, uid.0).await? {
+                        Created::New(id) => id,
+                        Created::NameTaken => {
+                            return Err(RuntimeError::Failed(format!(
+                                "container name {name} was taken again while creating the sandbox of \
                              session {}; another process is creating it concurrently",
-                            spec.session_id
-                        )));
+                                spec.session_id
+                            )));
+                        }
                     }
-                },
+                }
             },
         };
         if let Err(error) = docker.start_container(&id, None).await {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use common::*;
 use sandkeeper_adapters_docker::{
-    DEFAULT_UID_RANGE, DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT,
-    LABEL_EXPIRES_AT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION, LABEL_UID,
+    DEFAULT_UID_RANGE, DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT,
+    LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION, LABEL_UID,
 };
 use sandkeeper_domain::ContainerId;
 use sandkeeper_ports::{ContainerSpec, ContainerState, RuntimeError, SandboxRuntime};
