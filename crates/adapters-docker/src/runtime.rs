@@ -6,17 +6,20 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::models::EventMessage;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
 };
 use chrono::{SecondsFormat, TimeZone, Utc};
+use futures::StreamExt;
+use sandkeeper_domain::Timestamp;
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
-    ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError, ManagedContainer,
-    RuntimeError, SandboxRuntime, WorkspacePath,
+    ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError,
+    ManagedContainer, RuntimeError, SandboxRuntime, WorkspacePath,
 };
 
 use crate::client::{Client, is_conflict, is_not_found};
@@ -137,6 +140,69 @@ impl SandboxRuntime for DockerRuntime {
             .await
     }
 
+    /// Follows the engine's event stream, filtered to the `die` events of this instance's
+    /// managed containers (the engine sends one whenever a container's main process ends,
+    /// including when sandkeeper force-removes a running container).
+    async fn watch_exits(
+        &self,
+        since: Option<Timestamp>,
+        exits: &tokio::sync::mpsc::Sender<ContainerExit>,
+    ) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        let docker = match tokio::time::timeout(inner.config.call_timeout, inner.client.get()).await
+        {
+            Ok(Ok(docker)) => docker,
+            Ok(Err(error)) => return Err(inner.lost(error).await),
+            Err(_) => {
+                let after = inner.config.call_timeout;
+                return Err(RuntimeError::Timeout { operation: "watch_exits", after });
+            }
+        };
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["die".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![
+                    format!("{LABEL_MANAGED}=true"),
+                    format!("{LABEL_INSTANCE}={}", inner.config.instance_id),
+                ],
+            ),
+        ]);
+        let since =
+            since.map(|at| format!("{}.{:09}", at.timestamp(), at.timestamp_subsec_nanos()));
+        let options = EventsOptions { since, until: None, filters: Some(filters) };
+        let mut events = docker.events(Some(options));
+        loop {
+            let next = tokio::select! {
+                () = exits.closed() => return Ok(()),
+                next = events.next() => next,
+            };
+            match next {
+                Some(Ok(event)) => {
+                    if let Some(exit) = exit_of(event) {
+                        tracing::debug!(container = %exit.container_id, "container exited");
+                        if exits.send(exit).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Some(Err(error)) => {
+                    let error = inner.client.translate(error);
+                    return Err(inner.lost(error).await);
+                }
+                None => {
+                    return Err(inner
+                        .lost(RuntimeError::Unavailable(format!(
+                            "the Docker engine at {} ended its event stream",
+                            inner.client.endpoint()
+                        )))
+                        .await);
+                }
+            }
+        }
+    }
+
     async fn exec(
         &self,
         container_id: &ContainerId,
@@ -228,6 +294,14 @@ impl Inner {
             }
         }
         result
+    }
+
+    /// Forgets the connection after the engine could not be reached, and returns the error.
+    async fn lost(&self, error: RuntimeError) -> RuntimeError {
+        if matches!(error, RuntimeError::Unavailable(_)) {
+            self.client.forget().await;
+        }
+        error
     }
 
     /// Runs a command-like operation that may take `runs_for` beyond its engine calls. Its
@@ -594,6 +668,18 @@ enum Created {
 enum Existing {
     Running(String),
     Removed,
+}
+
+/// The exit an engine event reports, if it is a container's with a usable id.
+fn exit_of(event: EventMessage) -> Option<ContainerExit> {
+    let actor = event.actor?;
+    let container_id = ContainerId::new(actor.id?).ok()?;
+    let session_id = actor
+        .attributes
+        .as_ref()
+        .and_then(|attributes| attributes.get(LABEL_SESSION))
+        .and_then(|session| SessionId::parse(session).ok());
+    Some(ContainerExit { container_id, session_id })
 }
 
 fn mentions_image(error: &bollard::errors::Error) -> bool {
