@@ -421,3 +421,92 @@ async fn a_network_that_does_not_exist_is_named_in_the_error_and_nothing_is_left
     );
     assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
 }
+
+#[tokio::test]
+async fn watch_exits_reports_a_container_of_this_instance_that_stops_and_nothing_else() {
+    let Some(engine) = Engine::start("watch_exits_reports").await else { return };
+    let (other, _cleanup) = engine.other_instance();
+    let spec = spec();
+    let id = engine.runtime.create(&spec).await.unwrap();
+    let other_id = other.create(&common::spec()).await.unwrap();
+    let (sender, mut exits) = tokio::sync::mpsc::channel(16);
+    let runtime = engine.runtime.clone();
+    let watch = tokio::spawn(async move { runtime.watch_exits(None, &sender).await });
+    // The watch is in place once the engine answered it; a moment is enough on any engine.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    docker(&["kill", other_id.as_str()]);
+    // PID 1 is stopped from inside, as the sandbox's own user.
+    let (_, output) = exec(&id, "kill 1");
+    let exit = tokio::time::timeout(Duration::from_secs(20), exits.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no exit reported within 20 s (kill 1 said {output:?})"))
+        .unwrap();
+    assert_eq!(exit.container_id, id);
+    assert_eq!(exit.session_id, Some(spec.session_id));
+    assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Exited);
+
+    // A watch from a time before the exit reports it again.
+    let (sender, mut again) = tokio::sync::mpsc::channel(16);
+    let since = Utc::now() - TimeDelta::seconds(60);
+    let runtime = engine.runtime.clone();
+    let replay = tokio::spawn(async move { runtime.watch_exits(Some(since), &sender).await });
+    let replayed = tokio::time::timeout(Duration::from_secs(20), again.recv()).await.unwrap();
+    assert_eq!(replayed.map(|exit| exit.container_id), Some(id.clone()));
+
+    // Nothing of the other instance came through; closing the receiver ends the watch.
+    assert!(exits.try_recv().is_err());
+    drop(exits);
+    drop(again);
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch).await.unwrap().unwrap();
+    assert_eq!(ended, Ok(()));
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), replay).await.unwrap().unwrap(),
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn watch_exits_fails_when_the_engine_cannot_be_reached() {
+    let runtime = DockerRuntime::new(DockerConfig {
+        docker_host: Some("unix:///nonexistent/docker.sock".to_owned()),
+        ..DockerConfig::new("sandkeeper/sandbox:latest", "test-unreachable")
+    })
+    .unwrap();
+    let (sender, _exits) = tokio::sync::mpsc::channel(1);
+    let error = runtime.watch_exits(None, &sender).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Unavailable(message) if message.contains("/nonexistent/docker.sock")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_sandboxes_run_as_different_uids_and_their_output_is_logged_nowhere() {
+    let Some(engine) = Engine::start("uids_and_logs").await else { return };
+    let first = engine.runtime.create(&spec()).await.unwrap();
+    let second = engine.runtime.create(&spec()).await.unwrap();
+    let uid_of = |id: &ContainerId| -> u32 {
+        let (ok, uid) = exec(id, "id -u");
+        assert!(ok, "{uid}");
+        uid.parse().unwrap()
+    };
+    let (a, b) = (uid_of(&first), uid_of(&second));
+    assert_ne!(a, b);
+    assert!(DEFAULT_UID_RANGE.contains(a) && DEFAULT_UID_RANGE.contains(b), "{a} {b}");
+    let label = |id: &ContainerId| {
+        inspect_json(id.as_str()).unwrap()["Config"]["Labels"][LABEL_UID].clone()
+    };
+    assert_eq!(label(&first), a.to_string());
+    assert_eq!(
+        exec(&first, "echo $HOME; stat -c %u /workspace"),
+        (true, format!("/workspace\n{a}"))
+    );
+
+    let (wrote, output) = exec(&first, "yes A | head -c 1048576 > /proc/1/fd/1");
+    assert!(wrote, "{output}");
+    let found = inspect_json(first.as_str()).unwrap();
+    assert_eq!(found["HostConfig"]["LogConfig"]["Type"], "none");
+    let log_path = inspect_json(first.as_str()).unwrap()["LogPath"].clone();
+    assert!(log_path.as_str().is_none_or(str::is_empty), "{log_path}");
+}
