@@ -8,5 +8,6 @@ mod docker;
 mod exec;
 mod faults;
 mod fuzz;
+mod isolation;
 mod postgres;
 mod replicas;
