@@ -532,7 +532,13 @@ async fn an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409() 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_error(&body, "sandbox_gone", "get-or-create a sandbox and retry");
     assert!(took < Duration::from_secs(20), "answered after {took:?}, not at the cleanup");
-    assert!(env.containers(true).is_empty(), "the container is gone");
+    // The command ends when the removal kills the container; the removal itself finishes a
+    // moment later.
+    let gone = eventually(Duration::from_secs(10), || async {
+        env.containers(true).is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the container is gone");
     let (status, recreated) = server.put_sandbox(&chat_id).await;
     assert_eq!(status, StatusCode::CREATED, "a new sandbox for the chat: {recreated}");
     assert_eq!(recreated["result"], "created");
