@@ -422,8 +422,8 @@ impl Inner {
         });
         let uid = probes.chain(walk).find(|&uid| !taken(uid)).ok_or_else(|| {
             RuntimeError::Failed(format!(
-                "every uid of the sandbox uid range {range} is in use by a managed container; \
-                 widen the range (--sandbox-uid-range) or remove sandboxes"
+                "every uid of the sandbox uid range {range} is in use by a managed container on \
+                 the engine; widen the range or remove sandboxes"
             ))
         })?;
         creating.insert(uid);
