@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-/// The image `cargo xtask image` builds: static busybox on `scratch`, user `sandbox` (1000:1000).
+/// The image `cargo xtask image` builds: static busybox on `scratch`.
 pub const DEFAULT_IMAGE: &str = "sandkeeper/sandbox:latest";
 /// Where the engine is when neither [`DockerConfig::docker_host`] nor `DOCKER_HOST` says otherwise.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -11,8 +11,9 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MEMORY_BYTES: u64 = 512 * MIB;
 pub const DEFAULT_CPUS: f64 = 1.0;
 pub const DEFAULT_PIDS_LIMIT: u32 = 256;
-/// The user of the default image (`sandbox`), by number so that it works with any image.
-pub const DEFAULT_USER: &str = "1000:1000";
+/// The uids (and gids) sandboxes run as, one of its own for each: far above the accounts of a
+/// host (which stay below 65536) and below 2097152, the largest id a plain tar header holds.
+pub const DEFAULT_UID_RANGE: UidRange = UidRange { first: 1_000_000, last: 1_999_999 };
 pub const DEFAULT_NETWORK_MODE: &str = "none";
 pub const DEFAULT_TMP_SIZE_BYTES: u64 = 64 * MIB;
 pub const DEFAULT_WORKSPACE_SIZE_BYTES: u64 = 256 * MIB;
@@ -25,6 +26,11 @@ const MIN_TMPFS_BYTES: u64 = MIB;
 const MIN_PIDS_LIMIT: u32 = 8;
 const MIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// The lowest uid a sandbox may get: the ids below are those of host accounts (`nobody` is 65534).
+pub const MIN_SANDBOX_UID: u32 = 65_536;
+/// The highest uid a sandbox may get: 7 octal digits, what a ustar (tar) header holds, so that
+/// archives of a workspace keep plain numeric owners.
+pub const MAX_SANDBOX_UID: u32 = 0o7_777_777;
 /// Docker label values may be anything, but the instance id is also matched in list filters
 /// (`label=key=value`) and shown in logs, so it is kept to a short, plain alphabet.
 const MAX_INSTANCE_ID_LEN: usize = 63;
@@ -54,8 +60,9 @@ pub struct DockerConfig {
     pub cpus: f64,
     /// The most processes and threads the container may hold (fork bombs stop here).
     pub pids_limit: u32,
-    /// `uid[:gid]` or a user name known to the image. A numeric user also owns `/workspace`.
-    pub user: String,
+    /// The uids sandboxes run as. Each sandbox gets one of them (as uid and gid) that no other
+    /// managed container on the engine uses; it owns `/workspace`, which is also `HOME`.
+    pub uid_range: UidRange,
     /// Docker network mode. `none` gives the container a loopback interface only.
     pub network_mode: String,
     /// Mount the image's filesystem read-only; `/tmp` and `/workspace` are tmpfs mounts anyway.
@@ -79,7 +86,8 @@ pub struct DockerConfig {
 impl DockerConfig {
     /// A configuration for `image`, labelled with `instance_id`, with every hardening default on:
     /// no network, all capabilities dropped, `no-new-privileges`, read-only root, tmpfs `/tmp`
-    /// and `/workspace`, memory/CPU/pids limits, user 1000:1000, an init process, and
+    /// and `/workspace`, memory/CPU/pids limits, a uid of its own per sandbox from
+    /// [`DEFAULT_UID_RANGE`], an init process, and
     /// `sleep infinity` to keep the container alive.
     pub fn new(image: impl Into<String>, instance_id: impl Into<String>) -> Self {
         Self {
@@ -90,7 +98,7 @@ impl DockerConfig {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             cpus: DEFAULT_CPUS,
             pids_limit: DEFAULT_PIDS_LIMIT,
-            user: DEFAULT_USER.to_owned(),
+            uid_range: DEFAULT_UID_RANGE,
             network_mode: DEFAULT_NETWORK_MODE.to_owned(),
             read_only_root: true,
             tmp_size_bytes: DEFAULT_TMP_SIZE_BYTES,
@@ -140,7 +148,7 @@ impl DockerConfig {
                 format!("must be at least {MIN_PIDS_LIMIT} (init, the command and a shell)"),
             ));
         }
-        check_user(&self.user)?;
+        self.uid_range.check()?;
         if self.network_mode.is_empty() || !plain(&self.network_mode, ":") {
             return Err(ConfigError::new(
                 "network_mode",
@@ -247,19 +255,6 @@ fn check_instance_id(id: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_user(user: &str) -> Result<(), ConfigError> {
-    let mut parts = user.split(':');
-    let valid = parts.clone().count() <= 2 && parts.all(|part| !part.is_empty() && plain(part, ""));
-    if !valid {
-        return Err(ConfigError::new(
-            "user",
-            user,
-            "must be `uid[:gid]` or `name[:group]`, e.g. `1000:1000`",
-        ));
-    }
-    Ok(())
-}
-
 fn check_docker_host(field: &'static str, host: &str) -> Result<(), ConfigError> {
     let rest = ["unix://", "tcp://", "http://"].iter().find_map(|scheme| host.strip_prefix(scheme));
     if rest.is_none_or(str::is_empty) {
@@ -273,16 +268,66 @@ fn check_docker_host(field: &'static str, host: &str) -> Result<(), ConfigError>
     Ok(())
 }
 
-/// The owner options of the `/workspace` tmpfs: owned by a numeric user, else world-writable
-/// with the sticky bit like `/tmp` (a user name cannot be resolved outside the image).
-pub(crate) fn workspace_owner_options(user: &str) -> String {
-    let mut parts = user.split(':');
-    let uid = parts.next().filter(|uid| uid.parse::<u32>().is_ok());
-    let gid = parts.next().filter(|gid| gid.parse::<u32>().is_ok());
-    match (uid, gid) {
-        (Some(uid), Some(gid)) => format!("uid={uid},gid={gid},mode=0755"),
-        (Some(uid), None) if !user.contains(':') => format!("uid={uid},mode=0755"),
-        _ => "mode=1777".to_owned(),
+/// The owner options of the `/workspace` tmpfs: it belongs to the sandbox's uid and gid.
+pub(crate) fn workspace_owner_options(uid: u32) -> String {
+    format!("uid={uid},gid={uid},mode=0755")
+}
+
+/// An inclusive range of uids, written `FIRST-LAST` (e.g. `1000000-1999999`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    pub first: u32,
+    pub last: u32,
+}
+
+impl UidRange {
+    /// How many uids the range holds.
+    pub fn len(&self) -> u64 {
+        u64::from(self.last).saturating_sub(u64::from(self.first)) + 1
+    }
+
+    /// Never empty once checked; here for completeness.
+    pub fn is_empty(&self) -> bool {
+        self.last < self.first
+    }
+
+    pub fn contains(&self, uid: u32) -> bool {
+        (self.first..=self.last).contains(&uid)
+    }
+
+    /// Parses `FIRST-LAST`; the error says what a valid range looks like.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let bad = || {
+            ConfigError::new(
+                "uid_range",
+                value,
+                "must be `FIRST-LAST`, two uids such as `1000000-1999999`",
+            )
+        };
+        let (first, last) = value.trim().split_once('-').ok_or_else(bad)?;
+        let number = |text: &str| text.trim().parse::<u32>().map_err(|_| bad());
+        let range = Self { first: number(first)?, last: number(last)? };
+        range.check()?;
+        Ok(range)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let reason = if self.first > self.last {
+            "must not end before it starts"
+        } else if self.first < MIN_SANDBOX_UID {
+            "must start at 65536 or above, clear of the uids of host accounts"
+        } else if self.last > MAX_SANDBOX_UID {
+            "must end at 2097151 or below, the largest uid a plain tar header holds"
+        } else {
+            return Ok(());
+        };
+        Err(ConfigError::new("uid_range", self, reason))
+    }
+}
+
+impl std::fmt::Display for UidRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
     }
 }
 
@@ -301,7 +346,7 @@ mod tests {
         assert_eq!(config.network_mode, "none");
         assert!(config.read_only_root && config.no_new_privileges && config.init);
         assert!(config.cap_add.is_empty());
-        assert_eq!(config.user, "1000:1000");
+        assert_eq!(config.uid_range, UidRange { first: 1_000_000, last: 1_999_999 });
         assert_eq!(config.command, Some(vec!["sleep".to_owned(), "infinity".to_owned()]));
     }
 
@@ -330,9 +375,11 @@ mod tests {
             (DockerConfig { cpus: 0.0, ..valid() }, "cpus", "0"),
             (DockerConfig { cpus: f64::NAN, ..valid() }, "cpus", "NaN"),
             (DockerConfig { pids_limit: 1, ..valid() }, "pids_limit", "1"),
-            (DockerConfig { user: String::new(), ..valid() }, "user", ""),
-            (DockerConfig { user: "1000:".into(), ..valid() }, "user", "1000:"),
-            (DockerConfig { user: "a:b:c".into(), ..valid() }, "user", "a:b:c"),
+            (
+                DockerConfig { uid_range: UidRange { first: 1000, last: 2000 }, ..valid() },
+                "uid_range",
+                "1000-2000",
+            ),
             (DockerConfig { network_mode: "no ne".into(), ..valid() }, "network_mode", "no ne"),
             (DockerConfig { tmp_size_bytes: 10, ..valid() }, "tmp_size_bytes", "10"),
             (DockerConfig { workspace_size_bytes: 0, ..valid() }, "workspace_size_bytes", "0"),
@@ -357,7 +404,7 @@ mod tests {
         let config = DockerConfig {
             command: None,
             docker_host: Some("tcp://127.0.0.1:2375".into()),
-            user: "sandbox".into(),
+            uid_range: UidRange { first: 65_536, last: 65_536 },
             network_mode: "bridge".into(),
             read_only_root: false,
             cap_add: vec!["CHOWN".into(), "CAP_SETUID".into()],
@@ -376,10 +423,32 @@ mod tests {
     }
 
     #[test]
-    fn the_workspace_belongs_to_a_numeric_user() {
-        assert_eq!(workspace_owner_options("1000:1000"), "uid=1000,gid=1000,mode=0755");
-        assert_eq!(workspace_owner_options("65534"), "uid=65534,mode=0755");
-        assert_eq!(workspace_owner_options("sandbox"), "mode=1777");
-        assert_eq!(workspace_owner_options("1000:users"), "mode=1777");
+    fn the_workspace_belongs_to_the_sandbox_uid() {
+        assert_eq!(workspace_owner_options(1_234_567), "uid=1234567,gid=1234567,mode=0755");
+    }
+
+    #[test]
+    fn uid_ranges_are_parsed_and_checked() {
+        assert_eq!(
+            UidRange::parse("1000000-1999999"),
+            Ok(UidRange { first: 1_000_000, last: 1_999_999 })
+        );
+        assert_eq!(UidRange::parse(" 70000 - 70000 ").map(|r| r.len()), Ok(1));
+        assert_eq!(DEFAULT_UID_RANGE.len(), 1_000_000);
+        for (value, reason) in [
+            ("", "`FIRST-LAST`"),
+            ("1000000", "`FIRST-LAST`"),
+            ("a-b", "`FIRST-LAST`"),
+            ("-5-10", "`FIRST-LAST`"),
+            ("2000000-1000000", "must not end before it starts"),
+            ("0-1999999", "65536"),
+            ("1000-1999999", "65536"),
+            ("1000000-2097152", "2097151"),
+            ("1000000-99999999999", "`FIRST-LAST`"),
+        ] {
+            let error = UidRange::parse(value).unwrap_err();
+            assert_eq!(error.field, "uid_range");
+            assert!(error.reason.contains(reason), "{value}: {error}");
+        }
     }
 }

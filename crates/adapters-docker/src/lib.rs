@@ -6,8 +6,10 @@
 //! - Every call is bounded by [`DockerConfig::call_timeout`]; an unreachable engine fails fast
 //!   with `RuntimeError::Unavailable` naming the endpoint.
 //! - Every container is named `sandkeeper-<session id>` and labelled with [`LABEL_MANAGED`],
-//!   [`LABEL_INSTANCE`], [`LABEL_SESSION`], [`LABEL_CHAT`] and [`LABEL_EXPIRES_AT`]; nothing
-//!   without the managed and instance labels is ever stopped or removed.
+//!   [`LABEL_INSTANCE`], [`LABEL_SESSION`], [`LABEL_CHAT`], [`LABEL_EXPIRES_AT`] and
+//!   [`LABEL_UID`]; nothing without the managed and instance labels is ever stopped or removed.
+//! - Each sandbox runs as a uid of its own, taken from [`DockerConfig::uid_range`].
+//! - The engine keeps no log of a sandbox's output (log driver `none`).
 //! - Containers are hardened by default; `docs/security.md` lists each setting.
 //!
 //! API boundary: no bollard type crosses this crate's public interface; engine errors are
@@ -24,9 +26,10 @@ mod runtime;
 pub use config::{
     ConfigError, DEFAULT_CALL_TIMEOUT, DEFAULT_CPUS, DEFAULT_DOCKER_HOST, DEFAULT_IMAGE,
     DEFAULT_MEMORY_BYTES, DEFAULT_NETWORK_MODE, DEFAULT_PIDS_LIMIT, DEFAULT_TMP_SIZE_BYTES,
-    DEFAULT_USER, DEFAULT_WORKSPACE_SIZE_BYTES, DockerConfig,
+    DEFAULT_UID_RANGE, DEFAULT_WORKSPACE_SIZE_BYTES, DockerConfig, MAX_SANDBOX_UID,
+    MIN_SANDBOX_UID, UidRange,
 };
 pub use runtime::{
     DURATION_METRIC, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE, LABEL_MANAGED,
-    LABEL_SESSION,
+    LABEL_SESSION, LABEL_UID,
 };

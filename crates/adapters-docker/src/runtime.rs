@@ -1,19 +1,25 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
+use bollard::models::EventMessage;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig,
+};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
 };
 use chrono::{SecondsFormat, TimeZone, Utc};
+use futures::StreamExt;
+use sandkeeper_domain::Timestamp;
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
-    ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError, ManagedContainer,
-    RuntimeError, SandboxRuntime, WorkspacePath,
+    ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError,
+    ManagedContainer, RuntimeError, SandboxRuntime, WorkspacePath,
 };
 
 use crate::client::{Client, is_conflict, is_not_found};
@@ -28,6 +34,8 @@ pub const LABEL_SESSION: &str = "io.sandkeeper.session";
 pub const LABEL_CHAT: &str = "io.sandkeeper.chat";
 /// When the session expires, in RFC 3339 (UTC, seconds).
 pub const LABEL_EXPIRES_AT: &str = "io.sandkeeper.expires-at";
+/// The uid (and gid) the sandbox runs as, from [`DockerConfig::uid_range`].
+pub const LABEL_UID: &str = "io.sandkeeper.uid";
 
 /// The latency histogram of every engine call, labelled `operation`
 /// (`create`, `stop`, `inspect`, `list_managed`, `ping`, and `exec`, `upload`, `download` for
@@ -49,6 +57,8 @@ pub struct DockerRuntime {
 pub(crate) struct Inner {
     pub(crate) config: DockerConfig,
     pub(crate) client: Client,
+    /// The uids of sandboxes this process is creating right now, not yet visible in a listing.
+    creating_uids: Mutex<HashSet<u32>>,
 }
 
 impl DockerRuntime {
@@ -59,7 +69,8 @@ impl DockerRuntime {
         config.validate()?;
         let endpoint = config.resolve_docker_host()?;
         let client = Client::new(endpoint, config.call_timeout);
-        Ok(Self { inner: Arc::new(Inner { config, client }) })
+        let creating_uids = Mutex::default();
+        Ok(Self { inner: Arc::new(Inner { config, client, creating_uids }) })
     }
 
     /// The engine address in use (`unix:///var/run/docker.sock`, `tcp://...`).
@@ -127,6 +138,69 @@ impl SandboxRuntime for DockerRuntime {
                 docker.ping().await.map(drop).map_err(|error| inner.client.translate(error))
             })
             .await
+    }
+
+    /// Follows the engine's event stream, filtered to the `die` events of this instance's
+    /// managed containers (the engine sends one whenever a container's main process ends,
+    /// including when sandkeeper force-removes a running container).
+    async fn watch_exits(
+        &self,
+        since: Option<Timestamp>,
+        exits: &tokio::sync::mpsc::Sender<ContainerExit>,
+    ) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        let docker = match tokio::time::timeout(inner.config.call_timeout, inner.client.get()).await
+        {
+            Ok(Ok(docker)) => docker,
+            Ok(Err(error)) => return Err(inner.lost(error).await),
+            Err(_) => {
+                let after = inner.config.call_timeout;
+                return Err(RuntimeError::Timeout { operation: "watch_exits", after });
+            }
+        };
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["die".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![
+                    format!("{LABEL_MANAGED}=true"),
+                    format!("{LABEL_INSTANCE}={}", inner.config.instance_id),
+                ],
+            ),
+        ]);
+        let since =
+            since.map(|at| format!("{}.{:09}", at.timestamp(), at.timestamp_subsec_nanos()));
+        let options = EventsOptions { since, until: None, filters: Some(filters) };
+        let mut events = docker.events(Some(options));
+        loop {
+            let next = tokio::select! {
+                () = exits.closed() => return Ok(()),
+                next = events.next() => next,
+            };
+            match next {
+                Some(Ok(event)) => {
+                    if let Some(exit) = exit_of(event) {
+                        tracing::debug!(container = %exit.container_id, "container exited");
+                        if exits.send(exit).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Some(Err(error)) => {
+                    let error = inner.client.translate(error);
+                    return Err(inner.lost(error).await);
+                }
+                None => {
+                    return Err(inner
+                        .lost(RuntimeError::Unavailable(format!(
+                            "the Docker engine at {} ended its event stream",
+                            inner.client.endpoint()
+                        )))
+                        .await);
+                }
+            }
+        }
     }
 
     async fn exec(
@@ -222,6 +296,14 @@ impl Inner {
         result
     }
 
+    /// Forgets the connection after the engine could not be reached, and returns the error.
+    async fn lost(&self, error: RuntimeError) -> RuntimeError {
+        if matches!(error, RuntimeError::Unavailable(_)) {
+            self.client.forget().await;
+        }
+        error
+    }
+
     /// Runs a command-like operation that may take `runs_for` beyond its engine calls. Its
     /// bound is generous but final: connecting and starting (one call timeout), running,
     /// killing and draining, and reading the exit status (another call timeout). Failures
@@ -275,20 +357,23 @@ impl Inner {
         spec: &ContainerSpec,
     ) -> Result<ContainerId, RuntimeError> {
         let name = DockerRuntime::container_name(&spec.session_id);
-        let id = match self.create_container(&docker, &name, spec).await? {
+        let uid = self.reserve_uid(&docker).await?;
+        let id = match self.create_container(&docker, &name, spec, uid.0).await? {
             Created::New(id) => id,
             Created::NameTaken => match self.existing(&docker, &name, spec).await? {
                 Existing::Running(id) => return container_id(id),
-                Existing::Removed => match self.create_container(&docker, &name, spec).await? {
-                    Created::New(id) => id,
-                    Created::NameTaken => {
-                        return Err(RuntimeError::Failed(format!(
-                            "container name {name} was taken again while creating the sandbox of \
+                Existing::Removed => {
+                    match self.create_container(&docker, &name, spec, uid.0).await? {
+                        Created::New(id) => id,
+                        Created::NameTaken => {
+                            return Err(RuntimeError::Failed(format!(
+                                "container name {name} was taken again while creating the sandbox of \
                              session {}; another process is creating it concurrently",
-                            spec.session_id
-                        )));
+                                spec.session_id
+                            )));
+                        }
                     }
-                },
+                }
             },
         };
         if let Err(error) = docker.start_container(&id, None).await {
@@ -304,14 +389,56 @@ impl Inner {
         container_id(id)
     }
 
+    /// A uid of the configured range that no managed container on the engine (of any instance:
+    /// they share the kernel's per-user limits) and no create in flight in this process uses,
+    /// picked at random so that replicas creating at the same moment rarely pick the same one.
+    /// Held until the returned reservation is dropped, by then the container carries its label.
+    async fn reserve_uid(&self, docker: &Docker) -> Result<UidReservation<'_>, RuntimeError> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")])]);
+        let options =
+            ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let listed = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|error| self.client.translate(error))?;
+        let used: HashSet<u32> = listed
+            .iter()
+            .filter_map(|summary| summary.labels.as_ref()?.get(LABEL_UID)?.parse().ok())
+            .collect();
+        let range = self.config.uid_range;
+        let mut creating = self.creating_uids.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = |uid: u32| used.contains(&uid) || creating.contains(&uid);
+        let random = RandomState::new().hash_one(std::time::SystemTime::now());
+        // Random probes find a free uid at once unless the range is nearly full; then a walk
+        // from a random start finds the last free ones.
+        let start = u32::try_from(random % range.len()).unwrap_or(0);
+        let probes = (0..16u64).map(|i| {
+            let offset = RandomState::new().hash_one(random.wrapping_add(i)) % range.len();
+            range.first + u32::try_from(offset).unwrap_or(0)
+        });
+        let walk = (0..range.len()).map(|i| {
+            let offset = (u64::from(start) + i) % range.len();
+            range.first + u32::try_from(offset).unwrap_or(0)
+        });
+        let uid = probes.chain(walk).find(|&uid| !taken(uid)).ok_or_else(|| {
+            RuntimeError::Failed(format!(
+                "every uid of the sandbox uid range {range} is in use by a managed container on \
+                 the engine; widen the range or remove sandboxes"
+            ))
+        })?;
+        creating.insert(uid);
+        Ok(UidReservation(uid, &self.creating_uids))
+    }
+
     async fn create_container(
         &self,
         docker: &Docker,
         name: &str,
         spec: &ContainerSpec,
+        uid: u32,
     ) -> Result<Created, RuntimeError> {
         let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
-        match docker.create_container(Some(options), self.body(spec)).await {
+        match docker.create_container(Some(options), self.body(spec, uid)).await {
             Ok(created) => Ok(Created::New(created.id)),
             // "No such image: ..."; other 404s (a missing network on newer engines) keep their
             // own message.
@@ -437,8 +564,8 @@ impl Inner {
             && label(found, LABEL_INSTANCE) == Some(self.config.instance_id.as_str())
     }
 
-    /// The container a session gets: labelled, hardened as configured.
-    fn body(&self, spec: &ContainerSpec) -> ContainerCreateBody {
+    /// The container a session gets: labelled, hardened as configured, running as `uid`.
+    fn body(&self, spec: &ContainerSpec, uid: u32) -> ContainerCreateBody {
         let config = &self.config;
         let labels = HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
@@ -449,6 +576,7 @@ impl Inner {
                 LABEL_EXPIRES_AT.to_owned(),
                 spec.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             ),
+            (LABEL_UID.to_owned(), uid.to_string()),
         ]);
         let tmpfs = HashMap::from([
             (
@@ -460,7 +588,7 @@ impl Inner {
                 format!(
                     "rw,nosuid,nodev,exec,size={},{}",
                     config.workspace_size_bytes,
-                    workspace_owner_options(&config.user)
+                    workspace_owner_options(uid)
                 ),
             ),
         ]);
@@ -481,16 +609,25 @@ impl Inner {
             runtime: config.runtime.clone(),
             privileged: Some(false),
             publish_all_ports: Some(false),
+            // What a sandbox prints to its main process's output is kept nowhere: with the
+            // engine's default driver it would fill the engine's disk and cost it CPU.
+            log_config: Some(HostConfigLogConfig { typ: Some("none".to_owned()), config: None }),
             ..Default::default()
         };
         ContainerCreateBody {
             image: Some(config.image.clone()),
             cmd: config.command.clone(),
-            user: Some(config.user.clone()),
+            user: Some(format!("{uid}:{uid}")),
+            // The uid has no entry in the image's /etc/passwd, which is where HOME would
+            // come from.
+            env: Some(vec![format!("HOME={WORKSPACE}")]),
             working_dir: Some(WORKSPACE.to_owned()),
             labels: Some(labels),
             tty: Some(false),
             open_stdin: Some(false),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
             host_config: Some(host_config),
             ..Default::default()
         }
@@ -514,6 +651,15 @@ impl EngineLoss for FileError {
     }
 }
 
+/// A uid held for a create in flight; released when dropped.
+struct UidReservation<'a>(u32, &'a Mutex<HashSet<u32>>);
+
+impl Drop for UidReservation<'_> {
+    fn drop(&mut self) {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.0);
+    }
+}
+
 enum Created {
     New(String),
     NameTaken,
@@ -522,6 +668,18 @@ enum Created {
 enum Existing {
     Running(String),
     Removed,
+}
+
+/// The exit an engine event reports, if it is a container's with a usable id.
+fn exit_of(event: EventMessage) -> Option<ContainerExit> {
+    let actor = event.actor?;
+    let container_id = ContainerId::new(actor.id?).ok()?;
+    let session_id = actor
+        .attributes
+        .as_ref()
+        .and_then(|attributes| attributes.get(LABEL_SESSION))
+        .and_then(|session| SessionId::parse(session).ok());
+    Some(ContainerExit { container_id, session_id })
 }
 
 fn mentions_image(error: &bollard::errors::Error) -> bool {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use common::*;
 use sandkeeper_adapters_docker::{
-    DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE,
-    LABEL_MANAGED, LABEL_SESSION,
+    DEFAULT_UID_RANGE, DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT,
+    LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION, LABEL_UID,
 };
 use sandkeeper_domain::ContainerId;
 use sandkeeper_ports::{ContainerSpec, ContainerState, RuntimeError, SandboxRuntime};
@@ -40,7 +40,11 @@ async fn create_starts_a_named_labelled_container_with_every_hardening_applied()
         chrono::DateTime::parse_from_rfc3339(expires_at).unwrap().timestamp(),
         spec.expires_at.timestamp()
     );
-    assert_eq!(found["Config"]["User"], "1000:1000");
+    let uid: u32 = labels[LABEL_UID].as_str().unwrap().parse().unwrap();
+    assert!(DEFAULT_UID_RANGE.contains(uid), "{uid}");
+    assert_eq!(found["Config"]["User"], format!("{uid}:{uid}"));
+    let env = found["Config"]["Env"].as_array().unwrap();
+    assert!(env.contains(&serde_json::json!("HOME=/workspace")), "{env:?}");
     assert_eq!(found["Config"]["Image"], "sandkeeper/sandbox:latest");
     assert_eq!(found["Config"]["Cmd"], serde_json::json!(["sleep", "infinity"]));
 
@@ -56,10 +60,14 @@ async fn create_starts_a_named_labelled_container_with_every_hardening_applied()
     assert_eq!(host["Memory"], 512 * 1024 * 1024);
     assert_eq!(host["MemorySwap"], 512 * 1024 * 1024);
     assert_eq!(host["NanoCpus"], 1_000_000_000);
+    assert_eq!(host["LogConfig"]["Type"], "none");
     let tmp = host["Tmpfs"]["/tmp"].as_str().unwrap();
     assert!(tmp.contains("noexec") && tmp.contains("size=67108864"), "{tmp}");
     let workspace = host["Tmpfs"]["/workspace"].as_str().unwrap();
-    assert!(workspace.contains("size=268435456") && workspace.contains("uid=1000"), "{workspace}");
+    assert!(
+        workspace.contains("size=268435456") && workspace.contains(&format!("uid={uid},gid={uid}")),
+        "{workspace}"
+    );
     assert_eq!(
         found["NetworkSettings"]["Networks"]
             .as_object()
@@ -73,7 +81,9 @@ async fn inside_the_sandbox_the_user_is_unprivileged_offline_and_writes_only_tmp
     let Some(engine) = Engine::start("inside_the_sandbox").await else { return };
     let id = engine.runtime.create(&spec()).await.unwrap();
 
-    assert_eq!(exec(&id, "id -u; id -g"), (true, "1000\n1000".to_owned()));
+    let (_, ids) = exec(&id, "id -u; id -g");
+    let ids: Vec<u32> = ids.lines().map(|id| id.parse().unwrap()).collect();
+    assert!(ids.len() == 2 && ids[0] == ids[1] && DEFAULT_UID_RANGE.contains(ids[0]), "{ids:?}");
     assert_eq!(exec(&id, "pwd"), (true, "/workspace".to_owned()));
     let (wrote, output) = exec(&id, "echo hi > /workspace/a && cat /workspace/a");
     assert_eq!((wrote, output.as_str()), (true, "hi"));
@@ -229,8 +239,10 @@ async fn a_create_refuses_to_adopt_a_foreign_container_with_the_same_name() {
 #[tokio::test]
 async fn a_container_that_cannot_start_is_removed_and_the_error_says_why() {
     let Some(engine) = Engine::start_with("a_container_that_cannot_start", |config| DockerConfig {
-        // Created fine, refused at start: the image has no such user.
-        user: "nosuchuser".to_owned(),
+        // Created fine, refused at start: the image has no such program.
+        // (Without docker-init, which would start and then fail to run it.)
+        command: Some(vec!["nosuchprogram".to_owned()]),
+        init: false,
         ..config
     })
     .await
@@ -239,7 +251,7 @@ async fn a_container_that_cannot_start_is_removed_and_the_error_says_why() {
     };
     let error = engine.runtime.create(&spec()).await.unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::Failed(message) if message.contains("could not start") && message.contains("nosuchuser")),
+        matches!(&error, RuntimeError::Failed(message) if message.contains("could not start") && message.contains("nosuchprogram")),
         "{error:?}"
     );
     assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
@@ -408,4 +420,93 @@ async fn a_network_that_does_not_exist_is_named_in_the_error_and_nothing_is_left
         "{error:?}"
     );
     assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn watch_exits_reports_a_container_of_this_instance_that_stops_and_nothing_else() {
+    let Some(engine) = Engine::start("watch_exits_reports").await else { return };
+    let (other, _cleanup) = engine.other_instance();
+    let spec = spec();
+    let id = engine.runtime.create(&spec).await.unwrap();
+    let other_id = other.create(&common::spec()).await.unwrap();
+    let (sender, mut exits) = tokio::sync::mpsc::channel(16);
+    let runtime = engine.runtime.clone();
+    let watch = tokio::spawn(async move { runtime.watch_exits(None, &sender).await });
+    // The watch is in place once the engine answered it; a moment is enough on any engine.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    docker(&["kill", other_id.as_str()]);
+    // PID 1 is stopped from inside, as the sandbox's own user.
+    let (_, output) = exec(&id, "kill 1");
+    let exit = tokio::time::timeout(Duration::from_secs(20), exits.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no exit reported within 20 s (kill 1 said {output:?})"))
+        .unwrap();
+    assert_eq!(exit.container_id, id);
+    assert_eq!(exit.session_id, Some(spec.session_id));
+    assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Exited);
+
+    // A watch from a time before the exit reports it again.
+    let (sender, mut again) = tokio::sync::mpsc::channel(16);
+    let since = Utc::now() - TimeDelta::seconds(60);
+    let runtime = engine.runtime.clone();
+    let replay = tokio::spawn(async move { runtime.watch_exits(Some(since), &sender).await });
+    let replayed = tokio::time::timeout(Duration::from_secs(20), again.recv()).await.unwrap();
+    assert_eq!(replayed.map(|exit| exit.container_id), Some(id.clone()));
+
+    // Nothing of the other instance came through; closing the receiver ends the watch.
+    assert!(exits.try_recv().is_err());
+    drop(exits);
+    drop(again);
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch).await.unwrap().unwrap();
+    assert_eq!(ended, Ok(()));
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), replay).await.unwrap().unwrap(),
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn watch_exits_fails_when_the_engine_cannot_be_reached() {
+    let runtime = DockerRuntime::new(DockerConfig {
+        docker_host: Some("unix:///nonexistent/docker.sock".to_owned()),
+        ..DockerConfig::new("sandkeeper/sandbox:latest", "test-unreachable")
+    })
+    .unwrap();
+    let (sender, _exits) = tokio::sync::mpsc::channel(1);
+    let error = runtime.watch_exits(None, &sender).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Unavailable(message) if message.contains("/nonexistent/docker.sock")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_sandboxes_run_as_different_uids_and_their_output_is_logged_nowhere() {
+    let Some(engine) = Engine::start("uids_and_logs").await else { return };
+    let first = engine.runtime.create(&spec()).await.unwrap();
+    let second = engine.runtime.create(&spec()).await.unwrap();
+    let uid_of = |id: &ContainerId| -> u32 {
+        let (ok, uid) = exec(id, "id -u");
+        assert!(ok, "{uid}");
+        uid.parse().unwrap()
+    };
+    let (a, b) = (uid_of(&first), uid_of(&second));
+    assert_ne!(a, b);
+    assert!(DEFAULT_UID_RANGE.contains(a) && DEFAULT_UID_RANGE.contains(b), "{a} {b}");
+    let label = |id: &ContainerId| {
+        inspect_json(id.as_str()).unwrap()["Config"]["Labels"][LABEL_UID].clone()
+    };
+    assert_eq!(label(&first), a.to_string());
+    assert_eq!(
+        exec(&first, "echo $HOME; stat -c %u /workspace"),
+        (true, format!("/workspace\n{a}"))
+    );
+
+    let (wrote, output) = exec(&first, "yes A | head -c 1048576 > /proc/1/fd/1");
+    assert!(wrote, "{output}");
+    let found = inspect_json(first.as_str()).unwrap();
+    assert_eq!(found["HostConfig"]["LogConfig"]["Type"], "none");
+    let log_path = inspect_json(first.as_str()).unwrap()["LogPath"].clone();
+    assert!(log_path.as_str().is_none_or(str::is_empty), "{log_path}");
 }

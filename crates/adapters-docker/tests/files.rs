@@ -41,14 +41,17 @@ async fn an_upload_creates_its_directories_and_downloads_back_byte_for_byte() {
     assert!(back == bytes, "the download differs from the upload ({} bytes)", back.len());
 
     // Written as the sandbox's user, so code in the sandbox can change and remove them.
+    let uid = sh(&id, "id -u");
     assert_eq!(
         sh(
             &id,
             "stat -c '%u:%g %A %n' /workspace/project /workspace/project/src /workspace/project/src/data.bin"
         ),
-        "1000:1000 drwxr-xr-x /workspace/project\n\
-         1000:1000 drwxr-xr-x /workspace/project/src\n\
-         1000:1000 -rw-r--r-- /workspace/project/src/data.bin"
+        format!(
+            "{uid}:{uid} drwxr-xr-x /workspace/project\n\
+             {uid}:{uid} drwxr-xr-x /workspace/project/src\n\
+             {uid}:{uid} -rw-r--r-- /workspace/project/src/data.bin"
+        )
     );
     assert_eq!(sh(&id, "stat -c %s /workspace/project/src/data.bin"), "300000");
     // No temporary file is left beside it.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sandkeeper_adapters_docker::UidRange;
 
 const ABOUT: &str = "sandkeeper gives every chat its own Docker sandbox: it creates the sandbox on \
 the first request, hands the same one back while it lives, replaces it once it has expired, and \
@@ -145,6 +146,17 @@ pub(crate) struct DockerArgs {
     /// the engine). Default: the engine's default runtime.
     #[arg(long, env = "SANDKEEPER_RUNTIME", value_name = "NAME")]
     pub(crate) runtime: Option<String>,
+
+    /// The uids sandboxes run as, `FIRST-LAST`: each sandbox gets one (as uid and gid) that no
+    /// other sandbox on the engine uses, so that per-user kernel limits are not shared. No host
+    /// account may use these uids; the range must lie within 65536-2097151.
+    #[arg(long, env = "SANDKEEPER_SANDBOX_UID_RANGE", value_name = "FIRST-LAST", default_value = "1000000-1999999", value_parser = parse_uid_range)]
+    pub(crate) sandbox_uid_range: UidRange,
+}
+
+fn parse_uid_range(value: &str) -> Result<UidRange, String> {
+    UidRange::parse(value)
+        .map_err(|error| format!("--sandbox-uid-range: `{value}` {}", error.reason))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -873,6 +885,27 @@ mod tests {
         assert_eq!(args.docker.network, "none");
         assert_eq!(args.docker.pids_limit, 256);
         assert_eq!(args.docker.runtime, None);
+        assert_eq!(args.docker.sandbox_uid_range, UidRange { first: 1_000_000, last: 1_999_999 });
+    }
+
+    #[test]
+    fn a_bad_sandbox_uid_range_is_named() {
+        let args = serve(&["--sandbox-uid-range", "200000-200009"]);
+        assert_eq!(args.docker.sandbox_uid_range, UidRange { first: 200_000, last: 200_009 });
+        for (value, reason) in [
+            ("1000-2000", "must start at 65536 or above"),
+            ("2000000-1000000", "must not end before it starts"),
+            ("1000000-3000000", "must end at 2097151 or below"),
+            ("lots", "must be `FIRST-LAST`"),
+        ] {
+            let error = parse(&["serve", "--sandbox-uid-range", value]).unwrap_err();
+            assert_eq!(error.exit_code(), 2);
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("--sandbox-uid-range: `{value}` {reason}")),
+                "{message}"
+            );
+        }
     }
 
     #[test]
@@ -986,6 +1019,7 @@ mod tests {
             "--http-max-connections",
             "--http-body-memory-limit",
             "--allowed-hosts",
+            "--sandbox-uid-range",
         ] {
             assert!(help.contains(setting), "`{setting}` missing from\n{help}");
             let variable = format!("SANDKEEPER_{}", setting[2..].replace('-', "_").to_uppercase());

@@ -1,17 +1,25 @@
-//! The background loops: cleanup of expired sandboxes and the maintenance sweep.
+//! The background loops: cleanup of expired sandboxes, the maintenance sweep, and the watcher
+//! of container exits.
 //!
 //! Each loop waits its interval with ±10% jitter (so that replicas drift apart), runs one pass
 //! bounded in time, logs and counts the outcome, and goes on whatever happened. A pass that is
 //! running when shutdown is asked for is allowed to finish (it is bounded); the wait between
 //! passes is cut short.
+//!
+//! The watcher follows the runtime's report of container exits and hands each one to
+//! `RecordContainerExit`, so that a sandbox whose container died is marked crashed within
+//! moments instead of at the next sweep. When the runtime goes away it watches again after a
+//! backoff, asking for what it missed meanwhile; it stops at shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use sandkeeper_domain::Timestamp;
+use sandkeeper_ports::ContainerExit;
 use sandkeeper_usecase::SweepOutcome;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::services::Services;
@@ -22,6 +30,20 @@ const PASS_TOTAL: &str = "background.pass.total";
 /// The longest a single pass may run before it is abandoned; the next pass picks up whatever
 /// it left (every step of a pass is safe to repeat).
 const PASS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Counter `background.exit_watch.lost.total`: how often the watch of container exits ended
+/// (the engine went away or could not be reached) and had to be made again.
+const EXIT_WATCH_LOST_TOTAL: &str = "background.exit_watch.lost.total";
+/// The wait before watching again after the first loss; doubled after each further one.
+const EXIT_WATCH_FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const EXIT_WATCH_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A watch that lasted this long was working: the backoff after its end starts afresh.
+const EXIT_WATCH_SETTLED: Duration = Duration::from_secs(10);
+/// When watching again, ask for the exits since a little before the last watch ended, so that
+/// none reported meanwhile is lost (one reported twice changes nothing).
+const EXIT_WATCH_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+/// Exits read but not yet handed to a task; the runtime waits while it is full.
+const EXIT_QUEUE: usize = 256;
 
 /// Tells the loops to stop.
 #[derive(Debug)]
@@ -50,8 +72,8 @@ pub(crate) struct LoopSettings {
     pub(crate) maintenance_interval: Duration,
 }
 
-/// Starts both loops. The first sweep runs at once (in the background: readiness never waits
-/// for it); the first cleanup after one interval.
+/// Starts the loops and the watcher of container exits. The first sweep runs at once (in the
+/// background: readiness never waits for it); the first cleanup after one interval.
 pub(crate) fn spawn(
     services: Arc<Services>,
     settings: LoopSettings,
@@ -64,17 +86,83 @@ pub(crate) fn spawn(
             async move { cleanup_pass(&services).await }
         })
     };
-    let sweep = run_every(
-        "maintenance",
-        settings.maintenance_interval,
-        true,
-        shutdown.subscribe(),
-        move || {
-            let services = Arc::clone(&services);
-            async move { sweep_pass(&services).await }
-        },
-    );
-    vec![tokio::spawn(cleanup), tokio::spawn(sweep)]
+    let sweep = {
+        let services = Arc::clone(&services);
+        run_every(
+            "maintenance",
+            settings.maintenance_interval,
+            true,
+            shutdown.subscribe(),
+            move || {
+                let services = Arc::clone(&services);
+                async move { sweep_pass(&services).await }
+            },
+        )
+    };
+    let exits = watch_exits(services, shutdown.subscribe());
+    vec![tokio::spawn(cleanup), tokio::spawn(sweep), tokio::spawn(exits)]
+}
+
+/// Follows the runtime's container exits until shutdown, watching again with a backoff
+/// whenever the runtime goes away. Each exit is recorded by a task of its own, so that one
+/// waiting for its chat's lock holds back no other.
+async fn watch_exits(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
+    let (sender, mut receiver) = mpsc::channel::<ContainerExit>(EXIT_QUEUE);
+    let mut since: Option<Timestamp> = None;
+    let mut backoff = EXIT_WATCH_FIRST_BACKOFF;
+    loop {
+        let started = tokio::time::Instant::now();
+        let watch = services.runtime().watch_exits(since, &sender);
+        tokio::pin!(watch);
+        let ended = loop {
+            tokio::select! {
+                result = &mut watch => break Some(result),
+                Some(exit) = receiver.recv() => {
+                    let services = Arc::clone(&services);
+                    // The use case logs and counts what it did, failures included.
+                    tokio::spawn(async move { let _ = services.record_exit.execute(&exit).await; });
+                }
+                _ = shutdown.wait_for(|stop| *stop) => break None,
+            }
+        };
+        let Some(result) = ended else { break };
+        let settled = started.elapsed() >= EXIT_WATCH_SETTLED;
+        if settled {
+            backoff = EXIT_WATCH_FIRST_BACKOFF;
+        }
+        metrics::counter!(EXIT_WATCH_LOST_TOTAL).increment(1);
+        let message = match &result {
+            Ok(()) => "the watch ended".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        let error_type = result.as_ref().err().map_or("ended", |error| error.kind());
+        if backoff == EXIT_WATCH_FIRST_BACKOFF {
+            tracing::warn!(
+                error.type = error_type,
+                error.message = %message,
+                retry_in = %humantime::format_duration(backoff),
+                "container_exit_watch_lost"
+            );
+        } else {
+            tracing::debug!(
+                error.type = error_type,
+                error.message = %message,
+                retry_in = %humantime::format_duration(backoff),
+                "container_exit_watch_lost"
+            );
+        }
+        // After a watch that failed at once, ask again from where the last working one ended.
+        if since.is_none() || settled {
+            let lost_at = services.clock().now();
+            since = Some(lost_at.checked_sub_signed(EXIT_WATCH_OVERLAP).unwrap_or(lost_at));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        backoff = (backoff * 2).min(EXIT_WATCH_MAX_BACKOFF);
+    }
+    tracing::debug!("container exit watcher stopped");
 }
 
 /// What one pass came to, for the log and the counter.
@@ -173,7 +261,108 @@ fn jittered(interval: Duration, factor: f64) -> Duration {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use chrono::{TimeZone, Utc};
+    use sandkeeper_domain::{ChatId, SandboxStatus};
+    use sandkeeper_ports::inprocess::{
+        InMemoryLeases, InMemorySessionRepository, ProcessLocalLocker,
+    };
+    use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
+    use sandkeeper_ports::{Clock, RuntimeError, SessionRepository};
+    use sandkeeper_usecase::{CreateResult, CreateSandboxCommand};
+
     use super::*;
+    use crate::services::{Ports, Probe, ServiceSettings};
+
+    fn services(runtime: &FakeRuntime) -> (Arc<Services>, Arc<InMemorySessionRepository>) {
+        let repository = Arc::new(InMemorySessionRepository::new());
+        let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 4, 2, 12, 0, 0).unwrap()));
+        let store_probe: Probe = Arc::new(|| Box::pin(async { Ok(()) }));
+        let ports = Ports {
+            repository: Arc::clone(&repository) as Arc<dyn SessionRepository>,
+            leases: Arc::new(InMemoryLeases::new(Arc::clone(&clock) as Arc<dyn Clock>)),
+            locker: Arc::new(ProcessLocalLocker::new()),
+            runtime: Arc::new(runtime.clone()),
+            clock,
+            store_probe,
+        };
+        let settings = ServiceSettings {
+            ttl: Duration::from_secs(300),
+            max_sandboxes: None,
+            instance_id: "test".to_owned(),
+            orphan_grace: Duration::from_secs(60),
+            sweep_min_interval: Duration::from_secs(30),
+            operations: Default::default(),
+        };
+        (Arc::new(Services::new(ports, &settings)), repository)
+    }
+
+    async fn status_becomes(
+        repository: &InMemorySessionRepository,
+        session: &sandkeeper_domain::SandboxSession,
+        status: SandboxStatus,
+    ) {
+        for _ in 0..500 {
+            let now = repository.get(session.session_id).await.unwrap().map(|s| s.status);
+            if now == Some(status) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("session {} never became {status}", session.session_id);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watcher_crashes_the_session_of_a_container_that_exits_and_stops_on_shutdown() {
+        let runtime = FakeRuntime::new();
+        let (services, repository) = services(&runtime);
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(watch_exits(Arc::clone(&services), shutdown.subscribe()));
+        runtime.watchers(1).await;
+        let chat = ChatId::parse("11111111-1111-1111-1111-111111111111").unwrap();
+        let created = services.create.execute(CreateSandboxCommand::new(chat)).await.unwrap();
+
+        runtime.exit(&created.session.container_id);
+        status_becomes(&repository, &created.session, SandboxStatus::Crashed).await;
+        let next = services.create.execute(CreateSandboxCommand::new(chat)).await.unwrap();
+        assert_eq!(next.result, CreateResult::Created);
+        assert_eq!(runtime.watch_calls(), vec![None], "one watch, never lost");
+
+        shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(1), task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watcher_watches_again_with_backoff_and_asks_for_what_it_missed() {
+        let runtime = FakeRuntime::new();
+        let (services, repository) = services(&runtime);
+        let unavailable = RuntimeError::Unavailable("cannot reach the Docker engine".into());
+        runtime.fail_watch(unavailable.clone());
+        runtime.fail_watch(unavailable);
+        let shutdown = Shutdown::new();
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(watch_exits(Arc::clone(&services), shutdown.subscribe()));
+        runtime.watchers(1).await;
+        // 0.5 s, then 1 s.
+        assert!(started.elapsed() >= Duration::from_millis(1500), "{:?}", started.elapsed());
+        let calls = runtime.watch_calls();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert_eq!(calls[0], None);
+        let lost_at = Utc.with_ymd_and_hms(2026, 4, 2, 11, 59, 58).unwrap();
+        assert_eq!(&calls[1..], &[Some(lost_at), Some(lost_at)]);
+
+        let chat = ChatId::parse("11111111-1111-1111-1111-111111111111").unwrap();
+        let created = services.create.execute(CreateSandboxCommand::new(chat)).await.unwrap();
+        runtime.exit(&created.session.container_id);
+        status_becomes(&repository, &created.session, SandboxStatus::Crashed).await;
+
+        // The engine goes away while watching: the watcher comes back by itself.
+        runtime.drop_watchers();
+        runtime.watchers(1).await;
+        assert_eq!(runtime.watch_calls().len(), 4);
+
+        shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(1), task).await.unwrap().unwrap();
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {

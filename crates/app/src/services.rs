@@ -12,8 +12,8 @@ use sandkeeper_ports::{
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DEFAULT_MAX_LIFETIME, DEFAULT_OPERATIONS_PER_SANDBOX,
     DeleteSandbox, ExecInSandbox, ExecSettings, FileSettings, KeepAlive, KeepAliveSettings,
-    MaintenanceError, MaintenanceReport, MaintenanceSettings, MaintenanceSweep, SandboxFiles,
-    SandboxQueries, SandboxSlots, SweepOutcome,
+    MaintenanceError, MaintenanceReport, MaintenanceSettings, MaintenanceSweep,
+    RecordContainerExit, SandboxFiles, SandboxQueries, SandboxSlots, SweepOutcome,
 };
 use tokio::time::Instant;
 
@@ -96,7 +96,9 @@ pub(crate) struct Services {
     pub(crate) keep_alive: KeepAlive,
     pub(crate) exec: ExecInSandbox,
     pub(crate) files: SandboxFiles,
+    pub(crate) record_exit: RecordContainerExit,
     runtime: Arc<dyn SandboxRuntime>,
+    clock: Arc<dyn Clock>,
     store_probe: Probe,
 }
 
@@ -164,11 +166,17 @@ impl Services {
             Arc::clone(&runtime),
             Arc::clone(&clock),
         );
+        let record_exit = RecordContainerExit::new(Arc::clone(&repository), Arc::clone(&locker));
         let mut sweep_settings = MaintenanceSettings::new(lease_holder(&settings.instance_id));
         sweep_settings.orphan_grace = settings.orphan_grace;
         sweep_settings.min_interval = settings.sweep_min_interval;
-        let sweep =
-            MaintenanceSweep::new(repository, Arc::clone(&runtime), leases, clock, sweep_settings);
+        let sweep = MaintenanceSweep::new(
+            repository,
+            Arc::clone(&runtime),
+            leases,
+            Arc::clone(&clock),
+            sweep_settings,
+        );
         Self {
             create,
             delete,
@@ -178,9 +186,20 @@ impl Services {
             keep_alive,
             exec,
             files,
+            record_exit,
             runtime,
+            clock,
             store_probe,
         }
+    }
+
+    /// The runtime, for the watcher of container exits.
+    pub(crate) fn runtime(&self) -> &Arc<dyn SandboxRuntime> {
+        &self.runtime
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Asks the store and Docker at the same time, each bounded by [`PROBE_TIMEOUT`].

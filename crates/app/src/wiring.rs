@@ -53,6 +53,7 @@ pub(crate) fn docker_runtime(args: &DockerArgs) -> Result<DockerRuntime, ConfigE
     config.pids_limit = args.pids_limit;
     config.network_mode = args.network.clone();
     config.runtime = args.runtime.clone();
+    config.uid_range = args.sandbox_uid_range;
     DockerRuntime::new(config).map_err(|error| {
         let setting = match error.field {
             "image" => "--image",
@@ -62,6 +63,7 @@ pub(crate) fn docker_runtime(args: &DockerArgs) -> Result<DockerRuntime, ConfigE
             "pids_limit" => "--pids-limit",
             "network_mode" => "--network",
             "runtime" => "--runtime",
+            "uid_range" => "--sandbox-uid-range",
             other => other,
         };
         ConfigError(format!("{setting}: `{}` {}", error.value, error.reason))

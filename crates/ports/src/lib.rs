@@ -22,6 +22,7 @@ pub use leases::{LeaseRequest, MaintenanceLeases};
 pub use locker::{ChatLockGuard, LifecycleLocker};
 pub use repository::SessionRepository;
 pub use runtime::{
-    ContainerSpec, ContainerState, ExecOutput, ExecRequest, ManagedContainer, SandboxRuntime,
+    ContainerExit, ContainerSpec, ContainerState, ExecOutput, ExecRequest, ManagedContainer,
+    SandboxRuntime,
 };
 pub use workspace::{PathError, PathRule, WORKSPACE_DIR, WorkspacePath};

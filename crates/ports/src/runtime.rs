@@ -33,6 +33,14 @@ pub struct ManagedContainer {
     pub created_at: Timestamp,
 }
 
+/// A managed container of this instance that stopped running, as the runtime reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerExit {
+    pub container_id: ContainerId,
+    /// The session label, if it is present and a valid UUID.
+    pub session_id: Option<SessionId>,
+}
+
 /// A command to run in a sandbox, and the bounds it runs within.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecRequest {
@@ -99,6 +107,30 @@ pub trait SandboxRuntime: Send + Sync {
 
     /// Succeeds when the runtime answers.
     async fn ping(&self) -> Result<(), RuntimeError>;
+
+    /// Reports the exits of this instance's managed containers as they happen: each one that
+    /// stops running (its main process ended, was killed, or the container was removed while
+    /// running) is sent to `exits`. With `since`, the exits from that time on that the runtime
+    /// still remembers are reported first; with `None`, only those from now on.
+    ///
+    /// - Runs until the report ends: returns `Ok(())` once `exits` is closed (nobody listens
+    ///   any more), and an error when the runtime cannot be reached or stops reporting; the
+    ///   caller then watches again (with `since`, so that what happened meanwhile is not lost).
+    /// - An exit may be reported more than once, and the containers sandkeeper removes itself
+    ///   are reported too: the receiver must check each one against the store.
+    ///
+    /// The default implementation, for runtimes that cannot report exits, fails with
+    /// `RuntimeError::Failed("watching container exits is not supported by this runtime")`.
+    async fn watch_exits(
+        &self,
+        since: Option<Timestamp>,
+        exits: &tokio::sync::mpsc::Sender<ContainerExit>,
+    ) -> Result<(), RuntimeError> {
+        let _ = (since, exits);
+        Err(RuntimeError::Failed(
+            "watching container exits is not supported by this runtime".into(),
+        ))
+    }
 
     /// Runs a command in the container, as the container's user, and waits for it.
     ///
@@ -212,6 +244,13 @@ mod tests {
             Err(FileError::Runtime(RuntimeError::Failed(
                 "file upload is not supported by this runtime".into()
             )))
+        );
+        let (exits, _receiver) = tokio::sync::mpsc::channel(1);
+        assert_eq!(
+            Minimal.watch_exits(None, &exits).await,
+            Err(RuntimeError::Failed(
+                "watching container exits is not supported by this runtime".into()
+            ))
         );
         assert_eq!(
             Minimal.download(&id, &path, 1).await,

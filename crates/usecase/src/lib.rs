@@ -12,6 +12,7 @@ mod cleanup;
 mod create;
 mod delete;
 mod exec;
+mod exits;
 mod files;
 mod keepalive;
 mod maintenance;
@@ -31,6 +32,7 @@ pub use exec::{
     DEFAULT_MAX_EXEC_TIMEOUT, DEFAULT_OPERATIONS_PER_SANDBOX, ExecCommand, ExecInSandbox,
     ExecInSandboxError, ExecOutcome, ExecSettings, SandboxSlots,
 };
+pub use exits::{ExitOutcome, IgnoredExit, RecordContainerExit};
 pub use files::{
     DEFAULT_DOWNLOAD_LIMIT, DEFAULT_UPLOAD_LIMIT, DownloadedFile, FileSettings, SandboxFiles,
     SandboxFilesError, UploadedFile,

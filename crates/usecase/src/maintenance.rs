@@ -1,7 +1,9 @@
 //! The maintenance sweep: brings the store and the container runtime back into agreement.
 //!
 //! One pass, gated by a named lease so that one replica at a time sweeps:
-//! 1. reconcile: a `Running` session whose container exited or is missing becomes `Crashed`;
+//! 1. reconcile: a `Running` session whose container exited or is missing becomes `Crashed`
+//!    (most are marked within moments by [`crate::RecordContainerExit`], told by the runtime;
+//!    this phase is the safety net for exits it missed, e.g. while the runtime was unreachable);
 //! 2. terminal cleanup: `Stopped`/`Crashed` sessions lose their container, then their row;
 //! 3. orphans: managed containers of this instance with no session row, older than a grace
 //!    period, are force-removed.
@@ -24,6 +26,7 @@ use sandkeeper_ports::{
 };
 use tracing::Instrument;
 
+use crate::exits::{DetectedBy, mark_crashed};
 use crate::telemetry::{record_error, refresh_active_count};
 
 /// The lease name used unless configured otherwise.
@@ -402,21 +405,9 @@ impl MaintenanceSweep {
                 return Reconciled::Failed;
             }
         };
-        match self
-            .repository
-            .transition(session.session_id, SandboxStatus::Running, SandboxStatus::Crashed)
-            .await
+        match mark_crashed(self.repository.as_ref(), session, state, DetectedBy::Maintenance).await
         {
-            Ok(true) => {
-                tracing::info!(
-                    chat_id = %session.chat_id,
-                    session_id = %session.session_id,
-                    container_id = %session.container_id,
-                    container_state = ?state,
-                    "sandbox_crashed"
-                );
-                Reconciled::Crashed
-            }
+            Ok(true) => Reconciled::Crashed,
             // Someone else changed or removed the row since the listing: not ours to judge.
             Ok(false) => Reconciled::Unchanged,
             Err(error) => {

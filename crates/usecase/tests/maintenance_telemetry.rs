@@ -61,6 +61,10 @@ async fn a_completed_sweep_reports_through_span_event_and_metrics() {
         &[("result", "completed")],
     );
     assert_eq!(capture.counter_total("sandbox.maintenance.reconciled.total", &[]), 1);
+    assert_eq!(
+        capture.counter_total("sandbox.crashed.total", &[("detected_by", "maintenance")]),
+        1
+    );
     assert_eq!(capture.counter_total("sandbox.maintenance.removed.total", &[]), 1);
     assert_eq!(capture.counter_total("sandbox.maintenance.orphans_removed.total", &[]), 1);
     assert_eq!(capture.counter_total("sandbox.maintenance.errors.total", &[]), 0);

@@ -9,6 +9,7 @@ mod exec;
 mod faults;
 mod fuzz;
 mod hardening;
+mod isolation;
 mod postgres;
 mod python;
 mod replicas;

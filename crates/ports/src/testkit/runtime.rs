@@ -7,8 +7,8 @@ use sandkeeper_domain::{ContainerId, SessionId, Timestamp};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::{
-    ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError, ManagedContainer,
-    RuntimeError, SandboxRuntime, WorkspacePath,
+    ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError,
+    ManagedContainer, RuntimeError, SandboxRuntime, WorkspacePath,
 };
 
 /// One call the fake runtime received, in order.
@@ -21,6 +21,7 @@ pub enum RuntimeCall {
     Exec(ContainerId, ExecRequest),
     Upload(ContainerId, WorkspacePath, Vec<u8>),
     Download(ContainerId, WorkspacePath, u64),
+    WatchExits(Option<Timestamp>),
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ struct State {
     exec_results: VecDeque<Result<ExecOutput, ExecError>>,
     files: BTreeMap<(ContainerId, WorkspacePath), Vec<u8>>,
     file_errors: HashMap<WorkspacePath, FileError>,
+    watchers: Vec<tokio::sync::mpsc::Sender<ContainerExit>>,
+    watch_errors: VecDeque<RuntimeError>,
 }
 
 /// A container runtime in memory that records every call.
@@ -54,11 +57,16 @@ struct State {
 /// exit 0 when none is queued) and can be held open with [`Self::hold_execs`]; `upload` keeps
 /// the bytes and `download` returns them (`NotFound`, or `TooLarge` beyond the limit), unless a
 /// failure was scripted for the path with [`Self::fail_file`].
+///
+/// `watch_exits` fails with the errors queued by [`Self::fail_watch`], one per call, and
+/// otherwise listens until its receiver is closed; [`Self::exit`] stops a container and reports
+/// it to every watcher, [`Self::report_exit`] only reports.
 #[derive(Debug, Clone, Default)]
 pub struct FakeRuntime {
     state: Arc<Mutex<State>>,
     gate: Arc<Gate>,
     exec_gate: Arc<ExecGate>,
+    watching: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -250,6 +258,54 @@ impl FakeRuntime {
         self.state().file_errors.insert(path, error);
     }
 
+    /// The container stops running (as if its main process ended) and every watcher is told.
+    pub fn exit(&self, container_id: &ContainerId) {
+        self.set_state(container_id, ContainerState::Exited);
+        let session_id = self.state().containers.get(container_id).and_then(|c| c.session_id);
+        self.report_exit(ContainerExit { container_id: container_id.clone(), session_id });
+    }
+
+    /// Sends `exit` to every watcher, whatever the container's state.
+    pub fn report_exit(&self, exit: ContainerExit) {
+        let watchers = self.state().watchers.clone();
+        for watcher in watchers {
+            // A full or closed channel loses the report, as a lost connection would.
+            let _ = watcher.try_send(exit.clone());
+        }
+    }
+
+    /// The next `watch_exits` call fails at once with `error` (calls fail in the queued order).
+    pub fn fail_watch(&self, error: RuntimeError) {
+        self.state().watch_errors.push_back(error);
+    }
+
+    /// Ends every watch in progress with `error`, as a runtime that went away would.
+    pub fn drop_watchers(&self) {
+        self.state().watchers.clear();
+    }
+
+    /// The `since` of every `watch_exits` call so far, in order.
+    pub fn watch_calls(&self) -> Vec<Option<Timestamp>> {
+        self.calls()
+            .into_iter()
+            .filter_map(|call| match call {
+                RuntimeCall::WatchExits(since) => Some(since),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Resolves once at least `count` `watch_exits` calls are listening.
+    pub async fn watchers(&self, count: usize) {
+        loop {
+            let changed = self.watching.notified();
+            if self.state().watchers.iter().filter(|w| !w.is_closed()).count() >= count {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     fn is_running(state: &State, container_id: &ContainerId) -> bool {
         state
             .containers
@@ -321,6 +377,38 @@ impl SandboxRuntime for FakeRuntime {
 
     async fn ping(&self) -> Result<(), RuntimeError> {
         Ok(())
+    }
+
+    async fn watch_exits(
+        &self,
+        since: Option<Timestamp>,
+        exits: &tokio::sync::mpsc::Sender<ContainerExit>,
+    ) -> Result<(), RuntimeError> {
+        {
+            let mut state = self.state();
+            state.calls.push(RuntimeCall::WatchExits(since));
+            if let Some(error) = state.watch_errors.pop_front() {
+                return Err(error);
+            }
+            state.watchers.push(exits.clone());
+        }
+        self.watching.notify_waiters();
+        // Listens until the receiver goes, or until `drop_watchers` forgets this watch.
+        loop {
+            let dropped = {
+                let state = self.state();
+                !state.watchers.iter().any(|watcher| watcher.same_channel(exits))
+            };
+            if dropped {
+                return Err(RuntimeError::Unavailable(
+                    "the fake runtime dropped its watchers".into(),
+                ));
+            }
+            tokio::select! {
+                () = exits.closed() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
     }
 
     async fn exec(
