@@ -69,8 +69,12 @@ async fn exec_returns_stdout_stderr_and_the_exit_code() {
     assert_eq!(output.exit_code, Some(127), "{output:?}");
     assert!(text(&output.stderr).contains("no-such-program"), "{output:?}");
 
-    // A program whose name looks like an option is still the program.
+    // A program whose name looks like an option is never read as an option of the wrapper's
+    // `exec`: it is refused as a program that cannot be run, with a message saying why.
     let output = run(&engine.runtime, &id, request(&["-n"])).await;
+    assert_eq!(output.exit_code, Some(127), "{output:?}");
+    assert!(text(&output.stderr).contains("begins with \"-\": -n"), "{output:?}");
+    let output = run(&engine.runtime, &id, request(&["--"])).await;
     assert_eq!(output.exit_code, Some(127), "{output:?}");
 
     // Arguments reach the program as given: no shell splitting or expansion on the way.

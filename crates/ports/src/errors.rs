@@ -130,6 +130,21 @@ pub enum FileError {
          files inside /workspace can be read or written"
     )]
     OutsideWorkspace { path: WorkspacePath, resolved: String },
+    /// The path is a symbolic link (or leads through one) to something that does not exist,
+    /// or to a loop of links; nothing was read or written. Links are only followed to what
+    /// exists inside /workspace.
+    #[error(
+        "`{path}` leads through a symbolic link to `{target}`, which does not exist (or is a \
+         loop of links); only existing files inside /workspace can be reached through a link"
+    )]
+    LinkToNowhere { path: WorkspacePath, target: String },
+    /// The sandbox's user may not read the file, or write or search a directory on the path
+    /// (`denied`, relative to the workspace when inside it): its mode forbids it.
+    #[error(
+        "permission denied for `{path}`: the sandbox's user may not access `{denied}`; change \
+         its mode (e.g. with chmod) in the sandbox"
+    )]
+    PermissionDenied { path: WorkspacePath, denied: String },
     /// A directory the path needs exists as something else (e.g. `a` is a file when writing
     /// `a/b`).
     #[error("cannot write `{path}`: `{parent}` exists and is not a directory")]
@@ -152,7 +167,8 @@ impl FileError {
             Self::NotFound { .. } => "file_not_found",
             Self::NotARegularFile { .. } => "not_a_regular_file",
             Self::TooLarge { .. } => "file_too_large",
-            Self::OutsideWorkspace { .. } => "outside_workspace",
+            Self::OutsideWorkspace { .. } | Self::LinkToNowhere { .. } => "outside_workspace",
+            Self::PermissionDenied { .. } => "permission_denied",
             Self::ParentNotADirectory { .. } => "parent_not_a_directory",
             Self::WorkspaceFull { .. } => "workspace_full",
             Self::Runtime(error) => error.kind(),

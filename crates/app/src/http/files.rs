@@ -192,7 +192,12 @@ fn file_error(error: FileError) -> ApiError {
             "file_too_large",
             format!("{message} (the server's --file-size-limit)"),
         ),
-        FileError::OutsideWorkspace { .. } => ApiError::bad_request("outside_workspace", message),
+        FileError::OutsideWorkspace { .. } | FileError::LinkToNowhere { .. } => {
+            ApiError::bad_request("outside_workspace", message)
+        }
+        FileError::PermissionDenied { .. } => {
+            ApiError::with_status(StatusCode::FORBIDDEN, "permission_denied", message)
+        }
         FileError::WorkspaceFull { .. } => {
             ApiError::with_status(StatusCode::INSUFFICIENT_STORAGE, "workspace_full", message)
         }
