@@ -411,7 +411,7 @@ impl Inner {
         };
         let created = match docker.create_exec(container.as_str(), config).await {
             Ok(created) => created,
-            Err(error) => return Err(self.refused(container, error)),
+            Err(error) => return Err(self.refused(docker, container, error).await),
         };
         let options = StartExecOptions { detach: false, tty: false, output_capacity: None };
         match docker.start_exec(&created.id, Some(options)).await {
@@ -420,16 +420,26 @@ impl Inner {
                 "the Docker engine started the exec detached although its output was requested"
                     .to_owned(),
             ))),
-            Err(error) => Err(self.refused(container, error)),
+            Err(error) => Err(self.refused(docker, container, error).await),
         }
     }
 
-    /// The engine refuses execs in a missing (404) or stopped or paused (409) container.
-    fn refused(&self, container: &ContainerId, error: BollardError) -> ExecError {
+    /// The engine refuses execs in a missing (404) or stopped or paused (409) container, and
+    /// answers 500 for one whose removal is in progress ("is not running: Removal In
+    /// Progress"): whatever it answered, a container that is not running is what the caller
+    /// must hear about.
+    async fn refused(
+        &self,
+        docker: &Docker,
+        container: &ContainerId,
+        error: BollardError,
+    ) -> ExecError {
         if is_not_found(&error) || is_conflict(&error) {
-            ExecError::ContainerNotRunning { container_id: container.clone() }
-        } else {
-            ExecError::Runtime(self.client.translate(error))
+            return ExecError::ContainerNotRunning { container_id: container.clone() };
+        }
+        match self.is_running(docker, container).await {
+            Ok(false) => ExecError::ContainerNotRunning { container_id: container.clone() },
+            _ => ExecError::Runtime(self.client.translate(error)),
         }
     }
 

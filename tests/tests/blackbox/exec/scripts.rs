@@ -137,14 +137,16 @@ async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
     let chat_id = chat();
     created(&server, &chat_id).await;
 
-    // Links at every name the old scripts used (`.sandkeeper-upload.<pid>`) for the pids the
-    // sandbox will hand out next, in the workspace and in a subdirectory; FIFOs in another.
+    // Links at the names the old scripts used (`.sandkeeper-upload.<pid>`) for the next 250
+    // pids the sandbox hands out after this command (each `ln` takes one pid; one `mkfifo`
+    // makes every FIFO), in the workspace and in a subdirectory; FIFOs in another.
     shell(
         &server,
         &chat_id,
-        "mkdir -p sub fifos && i=1 && while [ $i -le 400 ]; do \
-         ln -s /tmp/escaped.$i .sandkeeper-upload.$i; ln -s /tmp/escaped.$i sub/.sandkeeper-upload.$i; \
-         mkfifo fifos/.sandkeeper-upload.$i; i=$((i + 1)); done",
+        "mkdir -p sub fifos && base=$$ && n=250 && i=1 && set -- && \
+         while [ $i -le $n ]; do p=$((base + 2 * n + i)); \
+         ln -s /tmp/escaped.$p .sandkeeper-upload.$p; ln -s /tmp/escaped.$p sub/.sandkeeper-upload.$p; \
+         set -- \"$@\" fifos/.sandkeeper-upload.$p; i=$((i + 1)); done; mkfifo \"$@\"",
     )
     .await;
     for path in ["target.txt", "sub/target.txt", "fifos/target.txt", "sub/new/target.txt"] {
@@ -161,7 +163,7 @@ async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
         "ls -A /tmp; ls -A . | wc -l; ls -A sub | wc -l; ls -A fifos | wc -l",
     )
     .await;
-    assert_eq!(answer["stdout"], "403\n402\n401\n", "{answer}");
+    assert_eq!(answer["stdout"], "253\n252\n251\n", "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,7 +282,12 @@ async fn calls_racing_a_delete_answer_their_result_or_sandbox_gone() {
                 StatusCode::OK => assert!(real, "{what} answered 200 without its result: {body}"),
                 StatusCode::CONFLICT => assert_error(&body, "sandbox_gone", ""),
                 StatusCode::NOT_FOUND => assert_error(&body, "sandbox_not_found", ""),
-                _ => panic!("{what} racing a delete answered {status}: {body}"),
+                _ => {
+                    let logs = server.logs();
+                    let errors: Vec<&str> =
+                        logs.lines().filter(|line| line.contains("ERROR")).collect();
+                    panic!("{what} racing a delete answered {status}: {body}; {errors:?}")
+                }
             }
             *seen.entry(format!("{what} {}", status.as_u16())).or_default() += 1;
         }
