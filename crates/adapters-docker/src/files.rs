@@ -137,7 +137,7 @@ impl Inner {
         let argv = script(UPLOAD, "sandkeeper-upload", path, bytes.len() as u64);
         let outcome = self.transfer(docker, container, &argv, Some(bytes), 0).await?;
         if outcome.timed_out {
-            return Err(self.transfer_timeout("upload"));
+            return Err(self.transfer_timeout(path));
         }
         match outcome.exit_code {
             Some(0) => Ok(()),
@@ -162,7 +162,7 @@ impl Inner {
         let keep = usize::try_from(limit).unwrap_or(usize::MAX);
         let outcome = self.transfer(docker, container, &argv, None, keep).await?;
         if outcome.timed_out {
-            return Err(self.transfer_timeout("download"));
+            return Err(self.transfer_timeout(path));
         }
         match outcome.exit_code {
             // The file grew between the size check and the read.
@@ -204,8 +204,9 @@ impl Inner {
         })
     }
 
-    fn transfer_timeout(&self, operation: &'static str) -> FileError {
-        FileError::Runtime(RuntimeError::Timeout { operation, after: self.config.call_timeout })
+    /// The script ran out of time: the engine answered, the sandbox held the script up.
+    fn transfer_timeout(&self, path: &WorkspacePath) -> FileError {
+        FileError::TimedOut { path: path.clone(), after: self.config.call_timeout }
     }
 }
 

@@ -85,7 +85,7 @@ async fn missing_files_are_not_found_and_the_limit_is_enforced_before_reading() 
         assert_eq!(error, FileError::NotFound { path: path(missing) });
     }
 
-    sh(&id, "busybox yes | busybox head -c 2000 > /workspace/big");
+    sh(&id, "yes | head -c 2000 > /workspace/big");
     assert_eq!(engine.runtime.download(&id, &path("big"), 2000).await.unwrap().len(), 2000);
     let error = engine.runtime.download(&id, &path("big"), 1999).await.unwrap_err();
     assert_eq!(error, FileError::TooLarge { path: path("big"), size: 2000, limit: 1999 });

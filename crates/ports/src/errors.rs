@@ -145,6 +145,15 @@ pub enum FileError {
          its mode (e.g. with chmod) in the sandbox"
     )]
     PermissionDenied { path: WorkspacePath, denied: String },
+    /// The transfer did not finish within its bound inside the sandbox (something in the
+    /// sandbox held it up: a file swapped for a FIFO while it was read, processes using all of
+    /// the sandbox's CPU); it was killed, and a replaced file was left as it was.
+    #[error(
+        "the transfer of `{path}` did not finish within {after:?} inside the sandbox and was \
+         stopped; something in the sandbox held it up (a FIFO, or processes using all of its \
+         CPU)"
+    )]
+    TimedOut { path: WorkspacePath, after: Duration },
     /// A directory the path needs exists as something else (e.g. `a` is a file when writing
     /// `a/b`).
     #[error("cannot write `{path}`: `{parent}` exists and is not a directory")]
@@ -169,6 +178,7 @@ impl FileError {
             Self::TooLarge { .. } => "file_too_large",
             Self::OutsideWorkspace { .. } | Self::LinkToNowhere { .. } => "outside_workspace",
             Self::PermissionDenied { .. } => "permission_denied",
+            Self::TimedOut { .. } => "transfer_timed_out",
             Self::ParentNotADirectory { .. } => "parent_not_a_directory",
             Self::WorkspaceFull { .. } => "workspace_full",
             Self::Runtime(error) => error.kind(),

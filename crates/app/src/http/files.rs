@@ -198,6 +198,9 @@ fn file_error(error: FileError) -> ApiError {
         FileError::PermissionDenied { .. } => {
             ApiError::with_status(StatusCode::FORBIDDEN, "permission_denied", message)
         }
+        FileError::TimedOut { .. } => {
+            ApiError::with_status(StatusCode::GATEWAY_TIMEOUT, "transfer_timed_out", message)
+        }
         FileError::WorkspaceFull { .. } => {
             ApiError::with_status(StatusCode::INSUFFICIENT_STORAGE, "workspace_full", message)
         }
