@@ -8,8 +8,15 @@
 //! second exec kills (SIGKILL) every process in that session or process group, and every
 //! descendant of one (which catches children that moved to a session of their own while their
 //! parent lived), and repeats until a scan of `/proc` finds none left. Only then does the
-//! adapter answer `timed_out`; if that cannot be confirmed it answers an error. See
-//! `docs/exec.md`.
+//! adapter answer `timed_out`; if that cannot be confirmed it answers an error. A timeout that
+//! expires before the wrapper's header arrived still answers `timed_out`: the output is read on
+//! until the header comes (and the kill proceeds) or the output ends.
+//!
+//! The wrapper and the killer are POSIX sh using only what dash, bash and busybox ash all accept
+//! (each constant says where they differ), so the image's `/bin/sh` may be any of them. When the
+//! wrapper never ran (no header) and the container is not running, a delete won a race with the
+//! exec: that is [`ExecError::ContainerNotRunning`], never the runtime's complaint as output.
+//! See `docs/exec.md`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -6,8 +6,9 @@
 //! privileges by construction: it writes as the sandbox's user, so it can never touch what
 //! that user could not, and symbolic links are resolved by the kernel inside the container.
 //!
-//! Each transfer is one shell script run under the exec wrapper (so it has a timeout that
-//! kills it). The script resolves the path with every existing symbolic link followed
+//! Each transfer is one POSIX sh script run under the exec wrapper (so it has a timeout that
+//! kills it; a transfer that runs out of it is [`FileError::TimedOut`], the sandbox's doing, not
+//! the engine's). The script resolves the path with every existing symbolic link followed
 //! (`readlink -f`), refuses it unless the result stays inside `/workspace`, and reports what
 //! it found through its exit status:
 //!
