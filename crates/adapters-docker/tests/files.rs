@@ -217,3 +217,45 @@ async fn files_of_a_missing_or_stopped_container_say_it_is_not_running() {
     let error = engine.runtime.upload(&id, &path("a"), b"x").await.unwrap_err();
     assert_eq!(error, FileError::ContainerNotRunning { container_id: id });
 }
+
+#[tokio::test]
+async fn a_transfer_that_the_sandbox_holds_up_times_out_as_such() {
+    let Some(engine) = Engine::start_with("transfer_held_up", |config| DockerConfig {
+        call_timeout: std::time::Duration::from_secs(3),
+        ..config
+    })
+    .await
+    else {
+        return;
+    };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    sh(&id, "echo old > /workspace/kept.txt");
+    // Code in the sandbox (same user) stops the next shell that starts: the upload's. Only
+    // builtins run in its loop, and nothing else runs a shell until it has.
+    let watcher = r#"old=' '; for p in /proc/[0-9]*; do old="$old${p#/proc/} "; done
+: > /tmp/watching
+while :; do
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    case $old in *" $pid "*) continue ;; esac
+    old="$old$pid "
+    read -r name < "$p/comm" 2>/dev/null || continue
+    [ "$name" = sh ] && kill -STOP "$pid" && exit 0
+  done
+done"#;
+    docker(&["exec", "--detach", id.as_str(), "sh", "-c", watcher]);
+    let ready = || {
+        std::process::Command::new("docker")
+            .args(["exec", id.as_str(), "test", "-e", "/tmp/watching"])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    while !ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let error = engine.runtime.upload(&id, &path("kept.txt"), b"new").await.unwrap_err();
+    assert!(matches!(&error, FileError::TimedOut { .. }), "{error:?}");
+    assert_eq!(error.kind(), "transfer_timed_out");
+    assert!(error.to_string().contains("`kept.txt`"), "{error}");
+    assert_eq!(sh(&id, "cat /workspace/kept.txt"), "old", "the old file is kept");
+}
