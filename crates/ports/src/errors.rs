@@ -123,8 +123,8 @@ pub enum FileError {
     /// The file is larger than the caller's limit; nothing was read.
     #[error("`{path}` is {size} bytes, more than the limit of {limit} bytes")]
     TooLarge { path: WorkspacePath, size: u64, limit: u64 },
-    /// The path leads, through a symbolic link inside the sandbox, out of the workspace (or to
-    /// a link that points nowhere); nothing was read or written.
+    /// The path leads, through a symbolic link inside the sandbox, out of the workspace (a link
+    /// to nothing is [`FileError::LinkToNowhere`]); nothing was read or written.
     #[error(
         "`{path}` resolves to `{resolved}` through a symbolic link, outside /workspace; only \
          files inside /workspace can be read or written"
