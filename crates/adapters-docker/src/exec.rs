@@ -8,8 +8,15 @@
 //! second exec kills (SIGKILL) every process in that session or process group, and every
 //! descendant of one (which catches children that moved to a session of their own while their
 //! parent lived), and repeats until a scan of `/proc` finds none left. Only then does the
-//! adapter answer `timed_out`; if that cannot be confirmed it answers an error. See
-//! `docs/exec.md`.
+//! adapter answer `timed_out`; if that cannot be confirmed it answers an error. A timeout that
+//! expires before the wrapper's header arrived still answers `timed_out`: the output is read on
+//! until the header comes (and the kill proceeds) or the output ends.
+//!
+//! The wrapper and the killer are POSIX sh using only what dash, bash and busybox ash all accept
+//! (each constant says where they differ), so the image's `/bin/sh` may be any of them. When the
+//! wrapper never ran (no header) and the container is not running, a delete won a race with the
+//! exec: that is [`ExecError::ContainerNotRunning`], never the runtime's complaint as output.
+//! See `docs/exec.md`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -48,9 +55,15 @@ const WRAPPER_NAME: &str = "sandkeeper-exec";
 /// The wrapper: `$1` is the working directory, the rest is the command. The PID header is
 /// written before anything else can write to stderr, and `exec` keeps the command in the
 /// wrapper's process, so the PID stays that of the session leader.
+///
+/// Only POSIX sh is used, and only what dash, bash and busybox ash all accept: `exec` takes no
+/// `--` in dash (it would run a program named `--`), while bash and ash read a program named
+/// like `-n` as an option of `exec`. So a program name that begins with `-` is refused here
+/// (exit 127, as for a program that cannot be found); the API refuses it before this.
 const WRAPPER: &str = r#"printf '%010d\n' "$$" >&2
 cd -- "$1" 2>/dev/null || { printf 'sandkeeper: cannot enter the working directory %s\n' "$1" >&2; exit 126; }
 shift
+case $1 in -*) printf 'sandkeeper: cannot run a program whose name begins with "-": %s\n' "$1" >&2; exit 127 ;; esac
 exec "$@""#;
 /// Ten digits and a newline.
 const PID_HEADER_LEN: usize = 11;
@@ -59,43 +72,54 @@ const PID_HEADER_LEN: usize = 11;
 /// group in one system call, so that nothing in it can fork, exit or orphan a child while the
 /// killer looks, and a fork bomb stops competing for the CPU. Then kills (SIGKILL) the group,
 /// every process whose session or process group is that PID, and every descendant of one of
-/// them, and scans again, until none is left (exit 0) or 50 rounds have passed (exit 1). Only
-/// shell builtins run in the loop except `sleep` between later rounds, so it works in a
-/// sandbox at its pids limit once the killer itself has started. A PID cannot be reused while
-/// a live process still has it as its session or group id, so nothing outside the command is
-/// ever matched by id.
+/// them, and scans again, until none is left (exit 0) or 50 rounds have passed (exit 1). A PID
+/// cannot be reused while a live process still has it as its session or group id, so nothing
+/// outside the command is ever matched by id.
+///
+/// Only shell builtins run in the loop except `sleep` between later rounds, and the shell never
+/// forks (no subshell, command substitution, pipe or here-document, which dash and ash feed
+/// through a forked writer once it outgrows a pipe), so it works in a sandbox at its pids limit
+/// once the killer itself has started. `/proc/PID/stat` is read whole: the process name in it
+/// may hold newlines and `) `, so the fields are taken after the last `) `, which the kernel
+/// writes right after the name. `kill -KILL -PGID` is the one spelling of a group kill that
+/// dash, bash and ash all accept (dash refuses `kill -s KILL -PGID`, ash `kill -s KILL -- -PGID`).
 const KILLER: &str = r#"target=$1
-case "$target" in ''|*[!0-9]*|0|1) exit 2 ;; esac
+case $target in ''|*[!0-9]*|0|1) exit 2 ;; esac
 kill -STOP "-$target" 2>/dev/null
 round=0
 while :; do
   table=
   for entry in /proc/[0-9]*; do
-    read -r line 2>/dev/null < "$entry/stat" || continue
-    pid=${line%% *}
-    rest=${line##*') '}
-    set -- $rest
-    [ "$1" = Z ] && continue
-    table="$table$pid $2 $3 $4
+    line=
+    part=
+    while IFS= read -r part; do
+      line="$line$part
 "
+    done 2>/dev/null < "$entry/stat"
+    line=$line$part
+    pid=${line%% *}
+    case $pid in ''|*[!0-9]*) continue ;; esac
+    case $line in *') '*) ;; *) continue ;; esac
+    set -- ${line##*') '}
+    [ "$1" = Z ] && continue
+    table="$table $pid $2 $3 $4"
   done
   doomed=' '
   grew=1
   while [ "$grew" = 1 ]; do
     grew=0
-    while read -r pid parent group session; do
-      [ -n "$pid" ] || continue
+    set -- $table
+    while [ "$#" -ge 4 ]; do
+      pid=$1 parent=$2 group=$3 session=$4
+      shift 4
       [ "$pid" = 1 ] && continue
-      case "$doomed" in *" $pid "*) continue ;; esac
-      case "$session $group" in
-        "$target "*|*" $target") ;;
-        *) case "$doomed" in *" $parent "*) ;; *) continue ;; esac ;;
-      esac
+      case $doomed in *" $pid "*) continue ;; esac
+      if [ "$session" != "$target" ] && [ "$group" != "$target" ]; then
+        case $doomed in *" $parent "*) ;; *) continue ;; esac
+      fi
       doomed="$doomed$pid "
       grew=1
-    done <<TABLE
-$table
-TABLE
+    done
   done
   [ "$doomed" = ' ' ] && exit 0
   kill -KILL "-$target" $doomed 2>/dev/null
@@ -210,6 +234,8 @@ enum End {
     /// The output ended: the command and everything holding its output are done.
     Finished,
     TimedOut,
+    /// With [`Until::Header`]: the wrapper's header was read, or what came instead.
+    HeaderSettled,
     Broken(BollardError),
 }
 
@@ -248,59 +274,128 @@ impl Inner {
                     let _ = input.shutdown().await;
                 }
             };
-            pump(&mut output, feed, deadline, &mut stdout, &mut stderr, &mut header).await
+            let mut sinks = Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
+            pump(&mut output, feed, deadline, &mut sinks, Until::End).await
         };
 
-        let (exit_code, timed_out) = match end {
+        match end {
             End::Finished => {
                 header.finish(&mut stderr);
-                (self.exit_code(docker, container, &exec_id).await?, false)
-            }
-            End::Broken(error) => {
-                return Err(self.engine_failure(docker, container, error).await);
-            }
-            End::TimedOut => {
-                let duration = started.elapsed();
-                let Some(pid) = header.pid() else {
-                    return Err(ExecError::Runtime(RuntimeError::Failed(format!(
-                        "the command did not start within its timeout of {:?} in container \
-                         {container}, so there was nothing to kill; the sandbox may be out of \
-                         processes or memory",
-                        command.timeout
-                    ))));
-                };
-                // The output is drained while the killer runs: an engine with a full,
-                // unread output pipe does not finish the exec, and holds up the killer's.
-                {
-                    let drain_until = tokio::time::Instant::now() + KILL_TIMEOUT + DRAIN_GRACE;
-                    let nothing = std::future::pending::<()>();
-                    let drain = pump(
-                        &mut output,
-                        nothing,
-                        drain_until,
-                        &mut stdout,
-                        &mut stderr,
-                        &mut header,
-                    );
-                    let kill = self.kill_session(docker, container, pid);
-                    tokio::pin!(drain, kill);
-                    let mut drained = false;
-                    let killed = loop {
-                        tokio::select! {
-                            killed = &mut kill => break killed,
-                            _ = &mut drain, if !drained => drained = true,
-                        }
-                    };
-                    killed?;
-                    if !drained {
-                        let _ = tokio::time::timeout(DRAIN_GRACE, drain).await;
+                if header.pid().is_none() {
+                    // The wrapper never ran: what the output holds is the runtime's complaint.
+                    // When the container went away meanwhile (a delete racing this call),
+                    // that is what the caller must hear, not the runtime's text.
+                    if self.stops_soon(docker, container).await? {
+                        return Err(ExecError::ContainerNotRunning {
+                            container_id: container.clone(),
+                        });
                     }
                 }
+                let exit_code = self.exit_code(docker, container, &exec_id).await?;
+                Ok(Outcome {
+                    exit_code,
+                    stdout,
+                    stderr,
+                    timed_out: false,
+                    duration: started.elapsed(),
+                })
+            }
+            End::Broken(error) => Err(self.engine_failure(docker, container, error).await),
+            End::TimedOut | End::HeaderSettled => {
+                let duration = started.elapsed();
+                let mut sinks =
+                    Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
+                self.end_timed_out(docker, container, &mut output, &mut sinks, command.timeout)
+                    .await?;
                 header.finish(&mut stderr);
-                return Ok(Outcome { exit_code: None, stdout, stderr, timed_out: true, duration });
+                Ok(Outcome { exit_code: None, stdout, stderr, timed_out: true, duration })
+            }
+        }
+    }
+
+    /// Ends a command whose timeout expired: kills everything it started (see [`KILLER`])
+    /// while reading what is left of its output. The timeout may expire before the wrapper's
+    /// PID header arrived (a timeout of a millisecond, a busy engine): then the output is read
+    /// on, for up to [`KILL_TIMEOUT`], until the header arrives (and the kill proceeds as
+    /// usual) or the output ends (nothing is left to kill). Only a header that never comes
+    /// within that bound, or an engine that fails, is an error.
+    async fn end_timed_out(
+        &self,
+        docker: &Docker,
+        container: &ContainerId,
+        output: &mut Output,
+        sinks: &mut Sinks<'_>,
+        timeout: Duration,
+    ) -> Result<(), ExecError> {
+        if matches!(sinks.header, PidHeader::Pending(_)) {
+            let until = tokio::time::Instant::now() + KILL_TIMEOUT;
+            let nothing = std::future::pending::<()>();
+            match pump(output, nothing, until, sinks, Until::Header).await {
+                End::HeaderSettled => {}
+                End::Finished => {
+                    sinks.header.finish(sinks.stderr);
+                    return self.ended_without_wrapper(docker, container, sinks).await;
+                }
+                End::Broken(error) => {
+                    return Err(self.engine_failure(docker, container, error).await);
+                }
+                End::TimedOut => {
+                    if !self.is_running(docker, container).await? {
+                        return Err(ExecError::ContainerNotRunning {
+                            container_id: container.clone(),
+                        });
+                    }
+                    return Err(ExecError::Runtime(RuntimeError::Failed(format!(
+                        "the command's timeout of {timeout:?} expired, and its process had not \
+                         started {KILL_TIMEOUT:?} later in container {container}, so there was \
+                         nothing to kill; the sandbox may be out of processes or memory"
+                    ))));
+                }
+            }
+        }
+        let Some(pid) = sinks.header.pid() else {
+            // The runtime answered instead of the wrapper: nothing of the command runs. Its
+            // output ends on its own.
+            let until = tokio::time::Instant::now() + DRAIN_GRACE;
+            let nothing = std::future::pending::<()>();
+            return match pump(output, nothing, until, sinks, Until::End).await {
+                End::Broken(error) => Err(self.engine_failure(docker, container, error).await),
+                _ => self.ended_without_wrapper(docker, container, sinks).await,
+            };
+        };
+        // The output is drained while the killer runs: an engine with a full, unread output
+        // pipe does not finish the exec, and holds up the killer's.
+        let drain_until = tokio::time::Instant::now() + KILL_TIMEOUT + DRAIN_GRACE;
+        let nothing = std::future::pending::<()>();
+        let drain = pump(output, nothing, drain_until, sinks, Until::End);
+        let kill = self.kill_session(docker, container, pid);
+        tokio::pin!(drain, kill);
+        let mut drained = false;
+        let killed = loop {
+            tokio::select! {
+                killed = &mut kill => break killed,
+                _ = &mut drain, if !drained => drained = true,
             }
         };
-        Ok(Outcome { exit_code, stdout, stderr, timed_out, duration: started.elapsed() })
+        killed?;
+        if !drained {
+            let _ = tokio::time::timeout(DRAIN_GRACE, drain).await;
+        }
+        Ok(())
+    }
+
+    /// A timed-out exec whose output ended without the wrapper's header: the wrapper never
+    /// ran, so nothing is left to kill, unless the container itself went away.
+    async fn ended_without_wrapper(
+        &self,
+        docker: &Docker,
+        container: &ContainerId,
+        sinks: &Sinks<'_>,
+    ) -> Result<(), ExecError> {
+        if sinks.header.pid().is_none() && self.stops_soon(docker, container).await? {
+            return Err(ExecError::ContainerNotRunning { container_id: container.clone() });
+        }
+        Ok(())
     }
 
     /// Creates and starts an exec with its output attached.
@@ -323,7 +418,7 @@ impl Inner {
         };
         let created = match docker.create_exec(container.as_str(), config).await {
             Ok(created) => created,
-            Err(error) => return Err(self.refused(container, error)),
+            Err(error) => return Err(self.refused(docker, container, error).await),
         };
         let options = StartExecOptions { detach: false, tty: false, output_capacity: None };
         match docker.start_exec(&created.id, Some(options)).await {
@@ -332,16 +427,26 @@ impl Inner {
                 "the Docker engine started the exec detached although its output was requested"
                     .to_owned(),
             ))),
-            Err(error) => Err(self.refused(container, error)),
+            Err(error) => Err(self.refused(docker, container, error).await),
         }
     }
 
-    /// The engine refuses execs in a missing (404) or stopped or paused (409) container.
-    fn refused(&self, container: &ContainerId, error: BollardError) -> ExecError {
+    /// The engine refuses execs in a missing (404) or stopped or paused (409) container, and
+    /// answers 500 for one whose removal is in progress ("is not running: Removal In
+    /// Progress"): whatever it answered, a container that is not running is what the caller
+    /// must hear about.
+    async fn refused(
+        &self,
+        docker: &Docker,
+        container: &ContainerId,
+        error: BollardError,
+    ) -> ExecError {
         if is_not_found(&error) || is_conflict(&error) {
-            ExecError::ContainerNotRunning { container_id: container.clone() }
-        } else {
-            ExecError::Runtime(self.client.translate(error))
+            return ExecError::ContainerNotRunning { container_id: container.clone() };
+        }
+        match self.is_running(docker, container).await {
+            Ok(false) => ExecError::ContainerNotRunning { container_id: container.clone() },
+            _ => ExecError::Runtime(self.client.translate(error)),
         }
     }
 
@@ -479,9 +584,12 @@ impl Inner {
         let mut header = PidHeader::Absent;
         let deadline = tokio::time::Instant::now() + KILL_TIMEOUT;
         let nothing = std::future::pending::<()>();
-        match pump(&mut output, nothing, deadline, &mut stdout, &mut stderr, &mut header).await {
+        let mut sinks = Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
+        match pump(&mut output, nothing, deadline, &mut sinks, Until::End).await {
             End::Finished => {}
-            End::TimedOut => return Ok(Some("the killer itself did not finish".to_owned())),
+            End::TimedOut | End::HeaderSettled => {
+                return Ok(Some("the killer itself did not finish".to_owned()));
+            }
             End::Broken(error) => return Err(self.engine_failure(docker, container, error).await),
         }
         match self.exit_code(docker, container, &exec_id).await? {
@@ -506,32 +614,51 @@ impl Inner {
     }
 }
 
-/// Reads output frames into the sinks until the output ends, it breaks, or `deadline`;
-/// meanwhile drives `feed` (which writes stdin) until it is done.
+/// Where a command's output goes: the two sinks, and the wrapper's header split off stderr.
+struct Sinks<'a> {
+    stdout: &'a mut Sink,
+    stderr: &'a mut Sink,
+    header: &'a mut PidHeader,
+}
+
+/// What [`pump`] waits for, besides its deadline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// The end of the output.
+    End,
+    /// The wrapper's header being read (or known not to come), or the end of the output.
+    Header,
+}
+
+/// Reads output frames into the sinks until the output ends, it breaks, `deadline`, or (with
+/// [`Until::Header`]) the header is settled; meanwhile drives `feed` (which writes stdin)
+/// until it is done.
 async fn pump(
     output: &mut Output,
     feed: impl Future<Output = ()>,
     deadline: tokio::time::Instant,
-    stdout: &mut Sink,
-    stderr: &mut Sink,
-    header: &mut PidHeader,
+    sinks: &mut Sinks<'_>,
+    until: Until,
 ) -> End {
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     tokio::pin!(feed);
     let mut feeding = true;
     loop {
+        if until == Until::Header && !matches!(sinks.header, PidHeader::Pending(_)) {
+            return End::HeaderSettled;
+        }
         // The timer comes first: a command that never stops writing must still time out.
         tokio::select! {
             biased;
             () = &mut timer => return End::TimedOut,
             frame = output.next() => match frame {
                 Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                    stdout.push(&message);
+                    sinks.stdout.push(&message);
                 }
                 Some(Ok(LogOutput::StdErr { message })) => {
-                    let rest = header.feed(&message, stderr);
-                    stderr.push(rest);
+                    let rest = sinks.header.feed(&message, sinks.stderr);
+                    sinks.stderr.push(rest);
                 }
                 Some(Ok(LogOutput::StdIn { .. })) => {}
                 Some(Err(error)) => return End::Broken(error),

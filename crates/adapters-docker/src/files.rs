@@ -6,8 +6,9 @@
 //! privileges by construction: it writes as the sandbox's user, so it can never touch what
 //! that user could not, and symbolic links are resolved by the kernel inside the container.
 //!
-//! Each transfer is one shell script run under the exec wrapper (so it has a timeout that
-//! kills it). The script resolves the path with every existing symbolic link followed
+//! Each transfer is one POSIX sh script run under the exec wrapper (so it has a timeout that
+//! kills it; a transfer that runs out of it is [`FileError::TimedOut`], the sandbox's doing, not
+//! the engine's). The script resolves the path with every existing symbolic link followed
 //! (`readlink -f`), refuses it unless the result stays inside `/workspace`, and reports what
 //! it found through its exit status:
 //!
@@ -19,6 +20,8 @@
 //! | 73 | too large (stderr: the size) |
 //! | 74 | a needed directory is something else (stderr: its resolved path) |
 //! | 75 | the upload arrived incomplete (stderr: bytes received) |
+//! | 76 | the sandbox's user may not read the file or write the directory (stderr: its path) |
+//! | 77 | the path is a symbolic link to nothing, or a loop (stderr: the link's target) |
 
 use bollard::Docker;
 use sandkeeper_domain::ContainerId;
@@ -33,13 +36,16 @@ const NOT_A_FILE: i64 = 72;
 const TOO_LARGE: i64 = 73;
 const PARENT_NOT_A_DIRECTORY: i64 = 74;
 const INCOMPLETE: i64 = 75;
+const PERMISSION_DENIED: i64 = 76;
+const LINK_TO_NOWHERE: i64 = 77;
 
 /// The scripts' messages are short; anything longer is an unexpected tool's chatter.
 const STDERR_LIMIT: usize = 16 * 1024;
 
 /// Sets `resolved` to the deepest existing part of the path with every symbolic link
-/// followed, and `rest` to the missing remainder; exits 71 if `resolved` is outside the
-/// workspace or cannot be resolved (a link to nowhere, a loop).
+/// followed, and `rest` to the missing remainder; exits 77 if that part is a link to nowhere
+/// (or a loop), 71 if `resolved` is outside the workspace, and 76 if `resolved` is a directory
+/// the sandbox's user may not search while the path goes on below it.
 const RESOLVE: &str = r#"fail() { printf '%s' "$2" >&2; exit "$1"; }
 resolve() {
   probe=$1
@@ -49,8 +55,10 @@ resolve() {
     probe=${probe%/*}
     [ -n "$probe" ] || fail 70 ''
   done
+  [ -e "$probe" ] || fail 77 "$(readlink "$probe")"
   resolved=$(readlink -f "$probe") && [ -n "$resolved" ] || fail 71 "$(readlink "$probe")"
   case $resolved in /workspace|/workspace/*) ;; *) fail 71 "$resolved$rest" ;; esac
+  if [ -n "$rest" ] && [ -d "$resolved" ] && [ ! -x "$resolved" ]; then fail 76 "$resolved"; fi
 }
 "#;
 
@@ -60,6 +68,7 @@ limit=$2
 resolve "/workspace/$path"
 [ -z "$rest" ] || exit 70
 [ -f "$resolved" ] || fail 72 "$(stat -c %F "$resolved")"
+[ -r "$resolved" ] || fail 76 "$resolved"
 size=$(stat -c %s "$resolved") || exit 1
 [ "$size" -le "$limit" ] || fail 73 "$size"
 exec cat "$resolved"
@@ -67,7 +76,15 @@ exec cat "$resolved"
 
 /// `$1` the path relative to the workspace, `$2` the expected size. Reads the file from
 /// stdin into a temporary file beside the target and renames it over the target only when
-/// every byte arrived, so a target is never left half-written.
+/// every byte arrived, so a target is never left half-written. A failed upload removes the
+/// temporary file and the directories it created.
+///
+/// The temporary file has a name nobody can predict (96 random bits, drawn inside the sandbox
+/// after the script started, so not even its command line tells it) and is created and opened
+/// once, exclusively: with `set -C` (noclobber) a shell opens a file that does not exist with
+/// `O_CREAT|O_EXCL`, which follows no symbolic link, and `command exec` keeps that one open
+/// file for `cat` without the shell exiting when the create fails (dash, bash and ash alike).
+/// Nothing planted in the directory can redirect or hold up the bytes.
 const UPLOAD: &str = r#"path=$1
 size=$2
 resolve "/workspace/$path"
@@ -78,12 +95,36 @@ elif [ ! -d "$resolved" ]; then
   fail 74 "$resolved"
 fi
 dir=${final%/*}
-mkdir -p "$dir" || exit 1
-tmp=$dir/.sandkeeper-upload.$$
-if ! cat > "$tmp"; then rm -f "$tmp"; exit 1; fi
-written=$(stat -c %s "$tmp") || { rm -f "$tmp"; exit 1; }
-[ "$written" = "$size" ] || { rm -f "$tmp"; fail 75 "$written"; }
-mv -f -T "$tmp" "$final" || { rm -f "$tmp"; exit 1; }
+tmp=
+tidy() {
+  [ -z "$tmp" ] || rm -f "$tmp"
+  made=$dir
+  while [ "${#made}" -gt "${#resolved}" ]; do
+    rmdir "$made" 2>/dev/null || break
+    made=${made%/*}
+  done
+}
+if [ -n "${rest%/*}" ] && ! said=$(mkdir -p "$dir" 2>&1); then
+  tidy
+  [ -w "$resolved" ] || fail 76 "$resolved"
+  printf '%s' "$said" >&2
+  exit 1
+fi
+token=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+[ "${#token}" = 24 ] || { tidy; printf 'cannot draw a random name from /dev/urandom' >&2; exit 1; }
+set -C
+if ! { command exec 3>"$dir/.sandkeeper-upload.$token"; } 2>/dev/null; then
+  tidy
+  [ -w "$dir" ] || fail 76 "$dir"
+  printf 'cannot create a temporary file in %s' "$dir" >&2
+  exit 1
+fi
+tmp=$dir/.sandkeeper-upload.$token
+if ! cat >&3; then tidy; exit 1; fi
+exec 3>&-
+written=$(stat -c %s "$tmp") || { tidy; exit 1; }
+[ "$written" = "$size" ] || { tidy; fail 75 "$written"; }
+mv -f -T "$tmp" "$final" || { tidy; exit 1; }
 "#;
 
 impl Inner {
@@ -97,7 +138,7 @@ impl Inner {
         let argv = script(UPLOAD, "sandkeeper-upload", path, bytes.len() as u64);
         let outcome = self.transfer(docker, container, &argv, Some(bytes), 0).await?;
         if outcome.timed_out {
-            return Err(self.transfer_timeout("upload"));
+            return Err(self.transfer_timeout(path));
         }
         match outcome.exit_code {
             Some(0) => Ok(()),
@@ -122,7 +163,7 @@ impl Inner {
         let keep = usize::try_from(limit).unwrap_or(usize::MAX);
         let outcome = self.transfer(docker, container, &argv, None, keep).await?;
         if outcome.timed_out {
-            return Err(self.transfer_timeout("download"));
+            return Err(self.transfer_timeout(path));
         }
         match outcome.exit_code {
             // The file grew between the size check and the read.
@@ -164,8 +205,9 @@ impl Inner {
         })
     }
 
-    fn transfer_timeout(&self, operation: &'static str) -> FileError {
-        FileError::Runtime(RuntimeError::Timeout { operation, after: self.config.call_timeout })
+    /// The script ran out of time: the engine answered, the sandbox held the script up.
+    fn transfer_timeout(&self, path: &WorkspacePath) -> FileError {
+        FileError::TimedOut { path: path.clone(), after: self.config.call_timeout }
     }
 }
 
@@ -213,6 +255,8 @@ fn file_error(
         Some(PARENT_NOT_A_DIRECTORY) => {
             FileError::ParentNotADirectory { path, parent: relative(&said) }
         }
+        Some(PERMISSION_DENIED) => FileError::PermissionDenied { path, denied: relative(&said) },
+        Some(LINK_TO_NOWHERE) => FileError::LinkToNowhere { path, target: said },
         _ if said.contains("No space left on device") => FileError::WorkspaceFull { path },
         _ => FileError::Runtime(RuntimeError::Failed(format!(
             "{doing} `{path}` in the sandbox failed (exit status {}): {said}",

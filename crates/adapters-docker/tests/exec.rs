@@ -69,8 +69,12 @@ async fn exec_returns_stdout_stderr_and_the_exit_code() {
     assert_eq!(output.exit_code, Some(127), "{output:?}");
     assert!(text(&output.stderr).contains("no-such-program"), "{output:?}");
 
-    // A program whose name looks like an option is still the program.
+    // A program whose name looks like an option is never read as an option of the wrapper's
+    // `exec`: it is refused as a program that cannot be run, with a message saying why.
     let output = run(&engine.runtime, &id, request(&["-n"])).await;
+    assert_eq!(output.exit_code, Some(127), "{output:?}");
+    assert!(text(&output.stderr).contains("begins with \"-\": -n"), "{output:?}");
+    let output = run(&engine.runtime, &id, request(&["--"])).await;
     assert_eq!(output.exit_code, Some(127), "{output:?}");
 
     // Arguments reach the program as given: no shell splitting or expansion on the way.
@@ -123,9 +127,7 @@ async fn output_beyond_the_cap_is_read_and_discarded_so_the_command_still_finish
 
     // 8 MiB on stdout and 8 MiB on stderr, far beyond a 64 KiB cap: the command is never
     // blocked on a full pipe, so it exits by itself with its own status.
-    let mut loud = shell(
-        "busybox yes | busybox head -c 8388608; busybox yes e | busybox head -c 8388608 >&2; exit 7",
-    );
+    let mut loud = shell("yes | head -c 8388608; yes e | head -c 8388608 >&2; exit 7");
     loud.output_limit = 64 * 1024;
     let output = run(&engine.runtime, &id, loud).await;
     assert_eq!(output.exit_code, Some(7), "{:?}", output.exit_code);
@@ -136,7 +138,7 @@ async fn output_beyond_the_cap_is_read_and_discarded_so_the_command_still_finish
     assert!(output.stderr.chunks(2).all(|pair| pair == b"e\n"));
 
     // Under the cap nothing is marked truncated.
-    let mut quiet = shell("busybox yes | busybox head -c 1000");
+    let mut quiet = shell("yes | head -c 1000");
     quiet.output_limit = 1000;
     let output = run(&engine.runtime, &id, quiet).await;
     assert_eq!((output.stdout.len(), output.truncated), (1000, false));
@@ -147,7 +149,7 @@ async fn a_command_that_never_stops_writing_is_capped_and_returns_at_its_timeout
     let Some(engine) = Engine::start("never_stops_writing").await else { return };
     let id = engine.runtime.create(&spec()).await.unwrap();
 
-    let mut spew = request(&["busybox", "yes"]);
+    let mut spew = request(&["yes"]);
     spew.timeout = Duration::from_secs(2);
     spew.output_limit = 100_000;
     let started = Instant::now();
@@ -195,9 +197,8 @@ async fn a_timeout_also_kills_children_that_left_the_session_and_orphans() {
 
     // One child starts a session of its own; another is orphaned (its parent exits at once)
     // and is adopted by init; a third ignores SIGTERM. All must go.
-    let mut sneaky = shell(
-        "busybox setsid sleep 301 & (sleep 302 &) ; sh -c 'trap \"\" TERM; sleep 303' & wait",
-    );
+    let mut sneaky =
+        shell("setsid sleep 301 & (sleep 302 &) ; sh -c 'trap \"\" TERM; sleep 303' & wait");
     sneaky.timeout = Duration::from_secs(1);
     let output = run(&engine.runtime, &id, sneaky).await;
     assert!(output.timed_out, "{output:?}");

@@ -88,7 +88,7 @@ async fn missing_files_are_not_found_and_the_limit_is_enforced_before_reading() 
         assert_eq!(error, FileError::NotFound { path: path(missing) });
     }
 
-    sh(&id, "busybox yes | busybox head -c 2000 > /workspace/big");
+    sh(&id, "yes | head -c 2000 > /workspace/big");
     assert_eq!(engine.runtime.download(&id, &path("big"), 2000).await.unwrap().len(), 2000);
     let error = engine.runtime.download(&id, &path("big"), 1999).await.unwrap_err();
     assert_eq!(error, FileError::TooLarge { path: path("big"), size: 2000, limit: 1999 });
@@ -153,11 +153,13 @@ async fn symbolic_links_out_of_the_workspace_are_refused_both_ways() {
     );
     assert_eq!(sh(&id, "ls -A /tmp"), "");
     let error = engine.runtime.upload(&id, &path("dangling"), b"x").await.unwrap_err();
+    // A link to nothing is refused with what it points to, without creating its target.
     assert!(
-        matches!(&error, FileError::OutsideWorkspace { resolved, .. } if resolved == "/nowhere/at/all"),
+        matches!(&error, FileError::LinkToNowhere { target, .. } if target == "/nowhere/at/all"),
         "{error:?}"
     );
-    assert!(error.to_string().contains("outside /workspace"), "{error}");
+    assert!(error.to_string().contains("does not exist"), "{error}");
+    assert_eq!(error.kind(), "outside_workspace");
     // The links themselves were left alone.
     assert_eq!(
         sh(&id, "readlink /workspace/passwd; readlink /workspace/tmplink"),
@@ -217,4 +219,46 @@ async fn files_of_a_missing_or_stopped_container_say_it_is_not_running() {
     docker(&["kill", id.as_str()]);
     let error = engine.runtime.upload(&id, &path("a"), b"x").await.unwrap_err();
     assert_eq!(error, FileError::ContainerNotRunning { container_id: id });
+}
+
+#[tokio::test]
+async fn a_transfer_that_the_sandbox_holds_up_times_out_as_such() {
+    let Some(engine) = Engine::start_with("transfer_held_up", |config| DockerConfig {
+        call_timeout: std::time::Duration::from_secs(3),
+        ..config
+    })
+    .await
+    else {
+        return;
+    };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    sh(&id, "echo old > /workspace/kept.txt");
+    // Code in the sandbox (same user) stops the next shell that starts: the upload's. Only
+    // builtins run in its loop, and nothing else runs a shell until it has.
+    let watcher = r#"old=' '; for p in /proc/[0-9]*; do old="$old${p#/proc/} "; done
+: > /tmp/watching
+while :; do
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    case $old in *" $pid "*) continue ;; esac
+    old="$old$pid "
+    read -r name < "$p/comm" 2>/dev/null || continue
+    [ "$name" = sh ] && kill -STOP "$pid" && exit 0
+  done
+done"#;
+    docker(&["exec", "--detach", id.as_str(), "sh", "-c", watcher]);
+    let ready = || {
+        std::process::Command::new("docker")
+            .args(["exec", id.as_str(), "test", "-e", "/tmp/watching"])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    while !ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let error = engine.runtime.upload(&id, &path("kept.txt"), b"new").await.unwrap_err();
+    assert!(matches!(&error, FileError::TimedOut { .. }), "{error:?}");
+    assert_eq!(error.kind(), "transfer_timed_out");
+    assert!(error.to_string().contains("`kept.txt`"), "{error}");
+    assert_eq!(sh(&id, "cat /workspace/kept.txt"), "old", "the old file is kept");
 }

@@ -123,13 +123,37 @@ pub enum FileError {
     /// The file is larger than the caller's limit; nothing was read.
     #[error("`{path}` is {size} bytes, more than the limit of {limit} bytes")]
     TooLarge { path: WorkspacePath, size: u64, limit: u64 },
-    /// The path leads, through a symbolic link inside the sandbox, out of the workspace (or to
-    /// a link that points nowhere); nothing was read or written.
+    /// The path leads, through a symbolic link inside the sandbox, out of the workspace (a link
+    /// to nothing is [`FileError::LinkToNowhere`]); nothing was read or written.
     #[error(
         "`{path}` resolves to `{resolved}` through a symbolic link, outside /workspace; only \
          files inside /workspace can be read or written"
     )]
     OutsideWorkspace { path: WorkspacePath, resolved: String },
+    /// The path is a symbolic link (or leads through one) to something that does not exist,
+    /// or to a loop of links; nothing was read or written. Links are only followed to what
+    /// exists inside /workspace.
+    #[error(
+        "`{path}` leads through a symbolic link to `{target}`, which does not exist (or is a \
+         loop of links); only existing files inside /workspace can be reached through a link"
+    )]
+    LinkToNowhere { path: WorkspacePath, target: String },
+    /// The sandbox's user may not read the file, or write or search a directory on the path
+    /// (`denied`, relative to the workspace when inside it): its mode forbids it.
+    #[error(
+        "permission denied for `{path}`: the sandbox's user may not access `{denied}`; change \
+         its mode (e.g. with chmod) in the sandbox"
+    )]
+    PermissionDenied { path: WorkspacePath, denied: String },
+    /// The transfer did not finish within its bound inside the sandbox (something in the
+    /// sandbox held it up: a file swapped for a FIFO while it was read, processes using all of
+    /// the sandbox's CPU); it was killed, and a replaced file was left as it was.
+    #[error(
+        "the transfer of `{path}` did not finish within {after:?} inside the sandbox and was \
+         stopped; something in the sandbox held it up (a FIFO, or processes using all of its \
+         CPU)"
+    )]
+    TimedOut { path: WorkspacePath, after: Duration },
     /// A directory the path needs exists as something else (e.g. `a` is a file when writing
     /// `a/b`).
     #[error("cannot write `{path}`: `{parent}` exists and is not a directory")]
@@ -152,7 +176,9 @@ impl FileError {
             Self::NotFound { .. } => "file_not_found",
             Self::NotARegularFile { .. } => "not_a_regular_file",
             Self::TooLarge { .. } => "file_too_large",
-            Self::OutsideWorkspace { .. } => "outside_workspace",
+            Self::OutsideWorkspace { .. } | Self::LinkToNowhere { .. } => "outside_workspace",
+            Self::PermissionDenied { .. } => "permission_denied",
+            Self::TimedOut { .. } => "transfer_timed_out",
             Self::ParentNotADirectory { .. } => "parent_not_a_directory",
             Self::WorkspaceFull { .. } => "workspace_full",
             Self::Runtime(error) => error.kind(),

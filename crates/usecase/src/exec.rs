@@ -327,6 +327,13 @@ fn check_command(command: &[String]) -> Result<(), ExecInSandboxError> {
         Some(program) if program.is_empty() => {
             return invalid("names no program: its first element is empty".into());
         }
+        // A shell's `exec` would read it as an option (or, in dash, `--` as the program).
+        Some(program) if program.starts_with('-') => {
+            return invalid(format!(
+                "names the program `{program}`, which begins with `-` and would be read as an \
+                 option; give its path instead (e.g. `./{program}`)"
+            ));
+        }
         Some(_) => {}
     }
     if command.len() > MAX_ARGS {

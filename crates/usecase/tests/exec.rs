@@ -299,6 +299,7 @@ async fn bad_requests_are_refused_before_anything_is_touched() {
     let cases: Vec<(ExecCommand, &str, &str)> = vec![
         (command(&[]), "command", "is empty"),
         (command(&["", "x"]), "command", "names no program"),
+        (command(&["-n", "x"]), "command", "`-n`, which begins with `-`"),
         (command(&["echo", "a\0b"]), "command", "element 1 contains a NUL byte"),
         (with(|c| c.env = vec![("1X".into(), "v".into())]), "env", "`1X`"),
         (with(|c| c.env = vec![("A=B".into(), "v".into())]), "env", "`A=B`"),
@@ -328,7 +329,7 @@ async fn bad_requests_are_refused_before_anything_is_touched() {
     );
 
     assert_eq!(runtime.calls(), vec![]);
-    assert_eq!(capture.counter_total("sandbox.exec.total", &[("result", "error")]), 12);
+    assert_eq!(capture.counter_total("sandbox.exec.total", &[("result", "error")]), 13);
 }
 
 #[tokio::test]

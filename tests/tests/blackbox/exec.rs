@@ -10,6 +10,8 @@ use reqwest::Method;
 use sandkeeper_tests::{Server, StatusCode, TestEnv, docker, eventually};
 use serde_json::{Value, json};
 
+mod scripts;
+
 fn chat() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -253,7 +255,9 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
             let server = Arc::clone(&server);
             let chat_id = busy_chat.clone();
             tokio::spawn(async move {
-                let script = format!("touch /tmp/holding-{n}; sleep 7");
+                // `exec`: a shell that does not replace itself with its last command (dash)
+                // would be listed as a third `... sleep 7`.
+                let script = format!("touch /tmp/holding-{n}; exec sleep 7");
                 exec(&server, &chat_id, json!({"command": ["sh", "-c", script]})).await
             })
         })
@@ -532,9 +536,8 @@ async fn an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409() 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_error(&body, "sandbox_gone", "get-or-create a sandbox and retry");
     assert!(took < Duration::from_secs(20), "answered after {took:?}, not at the cleanup");
-    // The answer comes once the command is dead; the removal of the container may still be
-    // finishing (a Debian image's takes longer than busybox's).
-    let removed = eventually(Duration::from_secs(10), || async {
+    // The command ends when the cleanup stops the container, which it removes right after.
+    let removed = eventually(Duration::from_secs(20), || async {
         env.containers(true).is_empty().then_some(())
     })
     .await;

@@ -41,7 +41,7 @@ impl Engine {
     ) -> Option<Self> {
         let instance = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let cleanup = Cleanup { instance: instance.clone() };
-        let config = adjust(DockerConfig::new(image::IMAGE, instance.clone()));
+        let config = adjust(DockerConfig::new(test_image(), instance.clone()));
         let runtime = DockerRuntime::new(config).expect("the test configuration is valid");
         if let Err(error) = runtime.ping().await {
             let reason = format!("no Docker engine at {}: {error}", runtime.endpoint());
@@ -51,9 +51,11 @@ impl Engine {
             eprintln!("skipped {test}: {reason}");
             return None;
         }
-        let image = IMAGE_ID.get_or_init(|| image::build_image(false));
-        if let Err(error) = image {
-            panic!("cannot build the sandbox image {}: {error}", image::IMAGE);
+        if std::env::var_os("SANDKEEPER_TEST_IMAGE").is_none() {
+            let image = IMAGE_ID.get_or_init(|| image::build_image(false));
+            if let Err(error) = image {
+                panic!("cannot build the sandbox image {}: {error}", image::IMAGE);
+            }
         }
         Some(Self { runtime, instance, _cleanup: cleanup })
     }
@@ -62,7 +64,7 @@ impl Engine {
     pub(crate) fn other_instance(&self) -> (DockerRuntime, Cleanup) {
         let instance = format!("{}-other", self.instance);
         let runtime =
-            DockerRuntime::new(DockerConfig::new(image::IMAGE, instance.clone())).unwrap();
+            DockerRuntime::new(DockerConfig::new(test_image(), instance.clone())).unwrap();
         (runtime, Cleanup { instance })
     }
 
@@ -74,12 +76,19 @@ impl Engine {
         for (key, value) in labels {
             command.arg("--label").arg(format!("{key}={value}"));
         }
-        command.args([image::IMAGE, "sleep", "infinity"]);
+        command.args([test_image().as_str(), "sleep", "infinity"]);
         ContainerId::new(docker_ok(&mut command)).unwrap()
     }
 }
 
 pub(crate) static IMAGE_ID: OnceLock<Result<String, String>> = OnceLock::new();
+
+/// The image the tests run: `SANDKEEPER_TEST_IMAGE` (e.g. one whose `/bin/sh` is dash or
+/// bash, to check that what runs inside a sandbox works there too), else the default sandbox
+/// image, built when missing.
+pub(crate) fn test_image() -> String {
+    std::env::var("SANDKEEPER_TEST_IMAGE").unwrap_or_else(|_| image::IMAGE.to_owned())
+}
 
 /// Removes every container of one instance (and the test's own foreign ones).
 pub(crate) struct Cleanup {

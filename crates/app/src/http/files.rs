@@ -199,7 +199,15 @@ fn file_error(error: FileError) -> ApiError {
             "file_too_large",
             format!("{message} (the server's --file-size-limit)"),
         ),
-        FileError::OutsideWorkspace { .. } => ApiError::bad_request("outside_workspace", message),
+        FileError::OutsideWorkspace { .. } | FileError::LinkToNowhere { .. } => {
+            ApiError::bad_request("outside_workspace", message)
+        }
+        FileError::PermissionDenied { .. } => {
+            ApiError::with_status(StatusCode::FORBIDDEN, "permission_denied", message)
+        }
+        FileError::TimedOut { .. } => {
+            ApiError::with_status(StatusCode::GATEWAY_TIMEOUT, "transfer_timed_out", message)
+        }
         FileError::WorkspaceFull { .. } => {
             ApiError::with_status(StatusCode::INSUFFICIENT_STORAGE, "workspace_full", message)
         }

@@ -114,7 +114,7 @@ pub(crate) fn judge_exec_body(body: Option<&[u8]>) -> Result<ExecBody, Vec<Refus
 }
 
 fn command_fine(command: &[String]) -> bool {
-    command.first().is_some_and(|program| !program.is_empty())
+    command.first().is_some_and(|program| !program.is_empty() && !program.starts_with('-'))
         && command.len() <= MAX_ARGS
         && command.iter().map(String::len).sum::<usize>() <= MAX_ARGS_BYTES
         && !command.iter().any(|arg| arg.contains('\0'))
