@@ -270,11 +270,22 @@ fn judge_put_body(body: Option<&[u8]>) -> Result<Option<u64>, Refusal> {
     }
     match object.get("ttl_seconds") {
         None | Some(Value::Null) => Ok(None),
-        Some(ttl) => match ttl.as_u64() {
+        Some(ttl) => match whole_number(ttl) {
             Some(seconds) if (1..=MAX_TTL_SECONDS).contains(&seconds) => Ok(Some(seconds)),
             _ => Err((400, "invalid_ttl")),
         },
     }
+}
+
+/// A JSON number that JSON Schema counts as an integer: `60`, and also `60.0` or `6e1`, as long as
+/// a double holds it exactly.
+fn whole_number(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        let number = value.as_f64()?;
+        let exact = number.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&number);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        exact.then_some(number as u64)
+    })
 }
 
 fn judge_list_query(query: Option<&str>) -> Expected {
@@ -1160,7 +1171,9 @@ fn the_oracle_reads_ids_queries_and_tokens_as_the_api_documents() {
         judge_put_body(Some(br#"{"ttl_seconds": 60, "ttl_seconds": 0}"#)).unwrap_err(),
         (400, "invalid_ttl")
     );
-    assert_eq!(judge_put_body(Some(br#"{"ttl_seconds": 1e3}"#)).unwrap_err(), (400, "invalid_ttl"));
+    assert_eq!(judge_put_body(Some(br#"{"ttl_seconds": 1e3}"#)), Ok(Some(1000)));
+    assert_eq!(judge_put_body(Some(br#"{"ttl_seconds": 60.0}"#)), Ok(Some(60)));
+    assert_eq!(judge_put_body(Some(br#"{"ttl_seconds": 1e4}"#)).unwrap_err(), (400, "invalid_ttl"));
     assert_eq!(judge_put_body(Some(br#"{"ttl_seconds": 60}"#)), Ok(Some(60)));
     assert_eq!(judge_put_body(Some(b"{}")), Ok(None));
     assert!(judge_put_body(Some(&[b' '; BODY_LIMIT])).is_ok());
@@ -1196,7 +1209,8 @@ fn the_oracle_judges_exec_bodies_paths_and_workspaces_as_the_api_documents() {
         (r#"{"command": ["true"], "workdir": "../x"}"#, vec![(400, "invalid_workdir")]),
         (r#"{"command": ["true"], "workdir": ""}"#, vec![(400, "invalid_workdir")]),
         (r#"{"command": ["true"], "timeout_ms": 60001}"#, vec![(400, "invalid_timeout")]),
-        (r#"{"command": ["true"], "timeout_ms": 1e3}"#, vec![(400, "invalid_timeout")]),
+        (r#"{"command": ["true"], "timeout_ms": 1.5}"#, vec![(400, "invalid_timeout")]),
+        (r#"{"command": ["true"], "timeout_ms": 6.0001e4}"#, vec![(400, "invalid_timeout")]),
         (r#"{"command": "ls", "timeout_ms": 0}"#, vec![command, (400, "invalid_timeout")]),
     ] {
         assert_eq!(judge(text).unwrap_err(), refusals, "{text}");

@@ -13,3 +13,4 @@ mod isolation;
 mod postgres;
 mod python;
 mod replicas;
+mod schemathesis;

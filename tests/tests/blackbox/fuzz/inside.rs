@@ -97,7 +97,9 @@ pub(crate) fn judge_exec_body(body: Option<&[u8]>) -> Result<ExecBody, Vec<Refus
     }
     let timeout_ms = match fields.get("timeout_ms") {
         None | Some(Value::Null) => Some(None),
-        Some(value) => value.as_u64().filter(|ms| (1..=MAX_EXEC_TIMEOUT_MS).contains(ms)).map(Some),
+        Some(value) => {
+            super::whole_number(value).filter(|ms| (1..=MAX_EXEC_TIMEOUT_MS).contains(ms)).map(Some)
+        }
     };
     if timeout_ms.is_none() {
         refusals.push((400, "invalid_timeout"));
