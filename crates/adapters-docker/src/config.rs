@@ -295,6 +295,14 @@ impl UidRange {
         (self.first..=self.last).contains(&uid)
     }
 
+    /// The uid of every sandbox's main process (docker-init and the command that keeps the
+    /// container alive): the one just below the range, so never a sandbox's. The sandbox's own
+    /// commands run as the sandbox's uid, and a process of another uid can neither signal the
+    /// main process nor open its output through `/proc/1/fd`, which the engine reads.
+    pub fn keeper(&self) -> u32 {
+        self.first - 1
+    }
+
     /// Parses `FIRST-LAST`; the error says what a valid range looks like.
     pub fn parse(value: &str) -> Result<Self, ConfigError> {
         let bad = || {

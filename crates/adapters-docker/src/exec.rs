@@ -407,7 +407,9 @@ impl Inner {
         env: Vec<String>,
         stdin: Option<&[u8]>,
     ) -> Result<(String, Output, Input), ExecError> {
+        let user = self.command_user(docker, container).await?;
         let config = ExecConfig {
+            user,
             attach_stdin: Some(stdin.is_some()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),

@@ -59,7 +59,16 @@ pub(crate) struct Inner {
     pub(crate) client: Client,
     /// The uids of sandboxes this process is creating right now, not yet visible in a listing.
     creating_uids: Mutex<HashSet<u32>>,
+    /// The uid each sandbox's commands run as, by container id: recorded at create, read from
+    /// the container's label the first time otherwise (after a restart, or another replica's
+    /// sandbox), forgotten at removal.
+    command_uids: Mutex<HashMap<String, u32>>,
 }
+
+/// More remembered uids than sandboxes can run at once on any engine; past it the memory is
+/// cleared (and refilled from labels), so containers removed behind this process's back cannot
+/// grow it.
+const COMMAND_UIDS_HELD: usize = 65_536;
 
 impl DockerRuntime {
     /// Validates the configuration and prepares the client. The engine is not contacted: it is
@@ -69,8 +78,8 @@ impl DockerRuntime {
         config.validate()?;
         let endpoint = config.resolve_docker_host()?;
         let client = Client::new(endpoint, config.call_timeout);
-        let creating_uids = Mutex::default();
-        Ok(Self { inner: Arc::new(Inner { config, client, creating_uids }) })
+        let (creating_uids, command_uids) = (Mutex::default(), Mutex::default());
+        Ok(Self { inner: Arc::new(Inner { config, client, creating_uids, command_uids }) })
     }
 
     /// The engine address in use (`unix:///var/run/docker.sock`, `tcp://...`).
@@ -386,7 +395,56 @@ impl Inner {
                 other => other,
             });
         }
+        self.remember_uid(&id, uid.0);
         container_id(id)
+    }
+
+    fn remember_uid(&self, container: &str, uid: u32) {
+        let mut uids = self.command_uids.lock().unwrap_or_else(|p| p.into_inner());
+        if uids.len() >= COMMAND_UIDS_HELD {
+            uids.clear();
+        }
+        uids.insert(container.to_owned(), uid);
+    }
+
+    fn forget_uid(&self, container: &str) {
+        self.command_uids.lock().unwrap_or_else(|p| p.into_inner()).remove(container);
+    }
+
+    /// The `user` every exec in the container runs as: the sandbox's uid and gid. `None` for a
+    /// container without the label (made before sandboxes had uids of their own), whose
+    /// commands run as its configured user.
+    pub(crate) async fn command_user(
+        &self,
+        docker: &Docker,
+        container: &ContainerId,
+    ) -> Result<Option<String>, ExecError> {
+        let known = self
+            .command_uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(container.as_str())
+            .copied();
+        let uid = match known {
+            Some(uid) => Some(uid),
+            None => {
+                let found = match docker.inspect_container(container.as_str(), None).await {
+                    Ok(found) => found,
+                    Err(error) if is_not_found(&error) => {
+                        return Err(ExecError::ContainerNotRunning {
+                            container_id: container.clone(),
+                        });
+                    }
+                    Err(error) => return Err(ExecError::Runtime(self.client.translate(error))),
+                };
+                let uid = label(&found, LABEL_UID).and_then(|uid| uid.parse::<u32>().ok());
+                if let Some(uid) = uid {
+                    self.remember_uid(container.as_str(), uid);
+                }
+                uid
+            }
+        };
+        Ok(uid.map(|uid| format!("{uid}:{uid}")))
     }
 
     /// A uid of the configured range that no managed container on the engine (of any instance:
@@ -493,7 +551,12 @@ impl Inner {
                 .map_err(|error| RuntimeError::Failed(error.to_string()))?;
             return Err(RuntimeError::NotManaged { container_id });
         }
-        self.force_remove(&docker, found.id.as_deref().unwrap_or(target)).await
+        let id = found.id.as_deref().unwrap_or(target);
+        let removed = self.force_remove(&docker, id).await;
+        if removed.is_ok() {
+            self.forget_uid(id);
+        }
+        removed
     }
 
     /// Kills and removes at once, with its anonymous volumes: a sandbox is disposable, so there is
@@ -617,9 +680,11 @@ impl Inner {
         ContainerCreateBody {
             image: Some(config.image.clone()),
             cmd: config.command.clone(),
-            user: Some(format!("{uid}:{uid}")),
+            // The main process runs as the keeper uid, the commands as the sandbox's (see
+            // `UidRange::keeper`).
+            user: Some(format!("{keeper}:{keeper}", keeper = config.uid_range.keeper())),
             // The uid has no entry in the image's /etc/passwd, which is where HOME would
-            // come from.
+            // come from; execs inherit it.
             env: Some(vec![format!("HOME={WORKSPACE}")]),
             working_dir: Some(WORKSPACE.to_owned()),
             labels: Some(labels),

@@ -246,7 +246,7 @@ while :; do
     [ "$name" = sh ] && kill -STOP "$pid" && exit 0
   done
 done"#;
-    docker(&["exec", "--detach", id.as_str(), "sh", "-c", watcher]);
+    docker(&["exec", "--detach", "--user", &sandbox_user(&id), id.as_str(), "sh", "-c", watcher]);
     let ready = || {
         std::process::Command::new("docker")
             .args(["exec", id.as_str(), "test", "-e", "/tmp/watching"])

@@ -1,6 +1,7 @@
 //! What a sandbox does stays inside its limits, and a dead sandbox is never handed out: each
-//! sandbox runs as a uid of its own, its output is logged nowhere, and a container that dies is
-//! replaced by the next `PUT` within moments. Each test skips (printing so) without an engine,
+//! sandbox runs as a uid of its own, its main process and that process's output are out of its
+//! reach and logged nowhere, and a container that dies is replaced by the next `PUT` within
+//! moments. Each test skips (printing so) without an engine,
 //! and fails without one when SANDKEEPER_REQUIRE_DOCKER=1.
 
 use std::time::Duration;
@@ -215,8 +216,8 @@ async fn a_sandbox_that_uses_up_its_inotify_instances_leaves_other_sandboxes_the
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn output_written_to_the_main_process_is_logged_nowhere() {
-    if docker("output_written_to_the_main_process_is_logged_nowhere").is_none() {
+async fn the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere() {
+    if docker("the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere").is_none() {
         return;
     }
     let env = TestEnv::new();
@@ -224,7 +225,17 @@ async fn output_written_to_the_main_process_is_logged_nowhere() {
     let chat_id = chat();
     let sandbox = created(&server, &chat_id).await;
 
-    shell(&server, &chat_id, "yes A | head -c 1048576 > /proc/1/fd/1").await;
+    // What the main process prints, the engine reads; the sandbox cannot write there, nor stop
+    // the process that keeps its container alive.
+    let script = "yes A | head -c 1048576 > /proc/1/fd/1";
+    let (status, wrote) = exec(&server, &chat_id, json!({"command": ["sh", "-c", script]})).await;
+    assert_eq!(status, StatusCode::OK, "{wrote}");
+    assert_ne!(wrote["exit_code"], 0, "{wrote}");
+    assert!(wrote["stderr"].as_str().unwrap_or_default().contains("Permission denied"), "{wrote}");
+    let (status, killed) = exec(&server, &chat_id, json!({"command": ["kill", "1"]})).await;
+    assert_eq!(status, StatusCode::OK, "{killed}");
+    assert_ne!(killed["exit_code"], 0, "kill 1 from the sandbox: {killed}");
+    assert_eq!(shell(&server, &chat_id, "echo alive").await, "alive\n");
 
     let found = inspect(sandbox["container_id"].as_str().unwrap());
     assert_eq!(found["HostConfig"]["LogConfig"]["Type"], "none", "{}", found["HostConfig"]);
@@ -245,8 +256,12 @@ async fn a_sandbox_whose_container_died_is_replaced_by_the_next_put_within_momen
     let chat_id = chat();
     let sandbox = created(&server, &chat_id).await;
 
-    // PID 1 stopped from inside, as the sandbox's own user; the answer may be anything.
-    let _ = exec(&server, &chat_id, json!({"command": ["kill", "1"]})).await;
+    // The container dies without sandkeeper's doing (the sandbox itself cannot stop it).
+    let killed = std::process::Command::new("docker")
+        .args(["kill", sandbox["container_id"].as_str().unwrap()])
+        .output()
+        .expect("the docker CLI runs");
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
 
     let replaced = eventually(Duration::from_secs(10), || async {
         let (status, body) = server.put_sandbox(&chat_id).await;

@@ -154,10 +154,26 @@ pub(crate) fn inspect_json(id: &str) -> Option<Value> {
     Some(all.remove(0))
 }
 
-/// Runs a shell command inside the container as its configured user; returns (success, output).
+/// `uid:gid` of the sandbox's commands, from the container's `io.sandkeeper.uid` label (for
+/// `docker exec --user`: without it, `docker exec` runs as the container's main process).
+pub(crate) fn sandbox_user(id: &ContainerId) -> String {
+    let uid = docker(&[
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{}\"}}}}", sandkeeper_adapters_docker::LABEL_UID),
+        id.as_str(),
+    ]);
+    format!("{uid}:{uid}")
+}
+
+/// Runs `script` in the container as sandkeeper runs commands there: as the sandbox's uid (its
+/// `io.sandkeeper.uid` label), not as the container's main process; returns (success, output).
 pub(crate) fn exec(id: &ContainerId, script: &str) -> (bool, String) {
-    let output =
-        Command::new("docker").args(["exec", id.as_str(), "sh", "-c", script]).output().unwrap();
+    let user = sandbox_user(id);
+    let output = Command::new("docker")
+        .args(["exec", "--user", &user, id.as_str(), "sh", "-c", script])
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
