@@ -21,7 +21,7 @@ use crate::report::{Row, Summary, Verdict};
 const SAMPLES: usize = 40;
 const CREATE_GOAL: f64 = 1.05;
 /// The adapter's stop makes one more call (an inspect for the label check) than a raw remove;
-/// the same bound as the cleanup target of DESIGN section 10 applies.
+/// the same bound as the cleanup target applies.
 const REMOVE_GOAL: f64 = 1.20;
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {

@@ -38,7 +38,7 @@ const BENCHES: &[Bench] = &[
 const USAGE: &str = "\
 usage: sandkeeper-bench [--out PATH] [NAME...]
 
-Runs the benchmarks of DESIGN.md section 10 and prints a table; with --out, also writes it to
+Runs sandkeeper's benchmarks and prints a table; with --out, also writes it to
 PATH (docs/benchmarks.md), keeping whatever is written outside the generated part. NAMEs run only
 the benchmarks whose name contains one of them (a partial run never writes PATH):
   docker-floor  the Docker adapter vs raw bollard (create+start, remove)

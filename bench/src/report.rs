@@ -195,7 +195,7 @@ fn generated(table: &str, info: &RunInfo) -> String {
     format!(
         "Every figure is a ratio of two measurements taken in the same run on the same machine\n\
          (or, for memory, an absolute peak), so that the noise of a shared machine cancels out.\n\
-         `met` compares the figure with its goal (DESIGN.md section 10, or the issue that set it;\n\
+         `met` compares the figure with its goal (sandkeeper's performance targets;\n\
          `-` for a figure that is only reported). Reproduce with:\n\n\
          ```\n{command}\n```\n\n\
          - Machine: {cpu}, {cores} cores, {memory}, Linux {kernel}, Docker engine {docker}\n\

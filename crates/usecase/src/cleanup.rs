@@ -66,7 +66,7 @@ enum SessionOutcome {
     Failed(CleanupFailure),
 }
 
-/// Removes expired sandboxes (DESIGN.md 3, "CleanupExpiredSandboxes").
+/// Removes expired sandboxes (`docs/maintenance.md`).
 ///
 /// A snapshot of expired running sessions is taken; each is then re-checked under its chat's
 /// lock, its container stopped and its row deleted. A failure is logged, counted and recorded,

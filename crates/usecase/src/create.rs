@@ -117,7 +117,7 @@ impl CreateSandboxError {
 
 type SessionIdGenerator = Arc<dyn Fn() -> SessionId + Send + Sync>;
 
-/// Get-or-create of a chat's sandbox (DESIGN.md 3, "CreateSandbox").
+/// Get-or-create of a chat's sandbox (`docs/architecture.md`, "How a request flows").
 ///
 /// Under the chat's lifecycle lock: a running, unexpired session is reused; an expired one is
 /// stopped, deleted and replaced; otherwise a new one is created. A container whose session

@@ -157,7 +157,7 @@ impl ExecInSandboxError {
     }
 }
 
-/// Runs a command in a chat's running sandbox (DESIGN.md "Further operations"; `docs/exec.md`).
+/// Runs a command in a chat's running sandbox (`docs/exec.md`).
 ///
 /// The chat's lifecycle lock is not taken: it would serialise the chat's commands and hold up
 /// get-or-create for as long as a command runs. So the sandbox may be deleted, replaced or

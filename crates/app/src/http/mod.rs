@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md 7, `docs/api.md`). Handlers are thin: parse, call a use case, map
+//! The HTTP API (`docs/api.md`, `docs/openapi.yaml`). Handlers are thin: parse, call a use case, map
 //! the outcome or the error.
 
 mod body;
