@@ -9,9 +9,9 @@
 //! without a request in progress, so that clients that only hold connections open (idle, or
 //! sending their head a byte at a time) can never keep a real request from being served.
 //!
-//! Before this loop existed, such connections were held forever; once they took every file
-//! descriptor the process may open, `accept` failed with EMFILE and every new connection,
-//! `/healthz` included, waited in the kernel's backlog.
+//! Without the cap such connections would be held forever; once they took every file descriptor
+//! the process may open, `accept` would fail with EMFILE and every new connection, `/healthz`
+//! included, would wait in the kernel's backlog.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

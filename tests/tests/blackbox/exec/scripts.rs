@@ -137,9 +137,10 @@ async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
     let chat_id = chat();
     created(&server, &chat_id).await;
 
-    // Links at the names the old scripts used (`.sandkeeper-upload.<pid>`) for the next 250
-    // pids the sandbox hands out after this command (each `ln` takes one pid; one `mkfifo`
-    // makes every FIFO), in the workspace and in a subdirectory; FIFOs in another.
+    // Links at the predictable names a temporary file named after its pid would get
+    // (`.sandkeeper-upload.<pid>`) for the next 250 pids the sandbox hands out after this
+    // command (each `ln` takes one pid; one `mkfifo` makes every FIFO), in the workspace and in
+    // a subdirectory; FIFOs in another.
     shell(
         &server,
         &chat_id,
