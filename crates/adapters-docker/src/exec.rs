@@ -142,6 +142,9 @@ pub(crate) struct Command<'a> {
 /// How a command ended.
 #[derive(Debug)]
 pub(crate) struct Outcome {
+    /// Whether the wrapper ran: without it, nothing of the command started and the output
+    /// holds the container runtime's reason.
+    pub(crate) started: bool,
     pub(crate) exit_code: Option<i64>,
     pub(crate) stdout: Sink,
     pub(crate) stderr: Sink,
@@ -293,6 +296,7 @@ impl Inner {
                 }
                 let exit_code = self.exit_code(docker, container, &exec_id).await?;
                 Ok(Outcome {
+                    started: header.pid().is_some(),
                     exit_code,
                     stdout,
                     stderr,
@@ -308,7 +312,8 @@ impl Inner {
                 self.end_timed_out(docker, container, &mut output, &mut sinks, command.timeout)
                     .await?;
                 header.finish(&mut stderr);
-                Ok(Outcome { exit_code: None, stdout, stderr, timed_out: true, duration })
+                let started = header.pid().is_some();
+                Ok(Outcome { started, exit_code: None, stdout, stderr, timed_out: true, duration })
             }
         }
     }

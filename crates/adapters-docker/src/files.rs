@@ -140,6 +140,9 @@ impl Inner {
         if outcome.timed_out {
             return Err(self.transfer_timeout(path));
         }
+        if !outcome.started {
+            return Err(at_limit(path, &outcome));
+        }
         match outcome.exit_code {
             Some(0) => Ok(()),
             Some(INCOMPLETE) => Err(FileError::Runtime(RuntimeError::Failed(format!(
@@ -164,6 +167,9 @@ impl Inner {
         let outcome = self.transfer(docker, container, &argv, None, keep).await?;
         if outcome.timed_out {
             return Err(self.transfer_timeout(path));
+        }
+        if !outcome.started {
+            return Err(at_limit(path, &outcome));
         }
         match outcome.exit_code {
             // The file grew between the size check and the read.
@@ -209,6 +215,20 @@ impl Inner {
     fn transfer_timeout(&self, path: &WorkspacePath) -> FileError {
         FileError::TimedOut { path: path.clone(), after: self.config.call_timeout }
     }
+}
+
+/// The transfer's script never ran in a container that still runs (the runtime said why, on
+/// the exec's output), or could not start its own processes: the sandbox has no room left.
+fn at_limit(path: &WorkspacePath, outcome: &Outcome) -> FileError {
+    let said = [&outcome.stdout.kept, &outcome.stderr.kept]
+        .iter()
+        .map(|bytes| String::from_utf8_lossy(bytes).trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let said =
+        if said.is_empty() { "the container runtime gave no reason".to_owned() } else { said };
+    FileError::AtLimit { path: path.clone(), said }
 }
 
 fn script(body: &str, name: &str, path: &WorkspacePath, number: u64) -> Vec<String> {
@@ -258,6 +278,9 @@ fn file_error(
         Some(PERMISSION_DENIED) => FileError::PermissionDenied { path, denied: relative(&said) },
         Some(LINK_TO_NOWHERE) => FileError::LinkToNowhere { path, target: said },
         _ if said.contains("No space left on device") => FileError::WorkspaceFull { path },
+        // Every shell says so when fork fails (EAGAIN at the pids limit, ENOMEM at the memory
+        // limit): "can't fork", "Cannot fork", "fork: retry".
+        _ if said.contains("fork") => at_limit(&path, outcome),
         _ => FileError::Runtime(RuntimeError::Failed(format!(
             "{doing} `{path}` in the sandbox failed (exit status {}): {said}",
             code.map_or_else(|| "unknown".to_owned(), |code| code.to_string())

@@ -154,6 +154,14 @@ pub enum FileError {
          CPU)"
     )]
     TimedOut { path: WorkspacePath, after: Duration },
+    /// The sandbox has no room for the processes that move the file (`said` is what the
+    /// container runtime or the sandbox's shell reported): it is at its limit of processes or
+    /// memory. Nothing was replaced.
+    #[error(
+        "the sandbox has no room to run the transfer of `{path}` ({said}): it is at its limit \
+         of processes or memory; end some of its processes (or delete the sandbox) and retry"
+    )]
+    AtLimit { path: WorkspacePath, said: String },
     /// A directory the path needs exists as something else (e.g. `a` is a file when writing
     /// `a/b`).
     #[error("cannot write `{path}`: `{parent}` exists and is not a directory")]
@@ -179,6 +187,7 @@ impl FileError {
             Self::OutsideWorkspace { .. } | Self::LinkToNowhere { .. } => "outside_workspace",
             Self::PermissionDenied { .. } => "permission_denied",
             Self::TimedOut { .. } => "transfer_timed_out",
+            Self::AtLimit { .. } => "sandbox_at_limit",
             Self::ParentNotADirectory { .. } => "parent_not_a_directory",
             Self::WorkspaceFull { .. } => "workspace_full",
             Self::Runtime(error) => error.kind(),

@@ -208,6 +208,7 @@ fn file_error(error: FileError) -> ApiError {
         FileError::TimedOut { .. } => {
             ApiError::with_status(StatusCode::GATEWAY_TIMEOUT, "transfer_timed_out", message)
         }
+        FileError::AtLimit { .. } => ApiError::conflict("sandbox_at_limit", message),
         FileError::WorkspaceFull { .. } => {
             ApiError::with_status(StatusCode::INSUFFICIENT_STORAGE, "workspace_full", message)
         }

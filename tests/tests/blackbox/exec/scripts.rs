@@ -295,3 +295,39 @@ async fn calls_racing_a_delete_answer_their_result_or_sandbox_gone() {
     }
     eprintln!("answers while racing a delete: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_server_error() {
+    if docker("a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_server_error")
+        .is_none()
+    {
+        return;
+    }
+    let env = TestEnv::new();
+    let server = env.serve(&[]).await;
+    let chat_id = chat();
+    created(&server, &chat_id).await;
+    let (status, body) = upload(&server, &chat_id, "kept.txt", b"kept").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Sleepers in sessions of their own take every process the sandbox may have (its pids
+    // limit is 256) and outlive the command that started them.
+    let (status, body) = exec(
+        &server,
+        &chat_id,
+        json!({"command": ["sh", "-c", "i=0; while [ $i -lt 400 ]; do \
+            setsid sleep 600 </dev/null >/dev/null 2>&1 & i=$((i + 1)); done; exit 0"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    for _ in 0..2 {
+        let (status, body) = upload(&server, &chat_id, "new.txt", b"new").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_error(&body, "sandbox_at_limit", "limit of processes or memory");
+        let (status, _, bytes) = download(&server, &chat_id, "kept.txt").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let body: Value = serde_json::from_slice(&bytes).expect("a JSON error");
+        assert_error(&body, "sandbox_at_limit", "`kept.txt`");
+    }
+}
