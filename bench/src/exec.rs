@@ -80,7 +80,17 @@ async fn run_on(image: &str, suffix: &str) -> Result<Vec<Row>, String> {
             .as_str()
             .ok_or_else(|| format!("PUT answered no container_id: {created}"))?
             .to_owned();
-        let sandbox = Sandbox { server, raw, chat, container };
+        // The raw side runs as sandkeeper runs commands: as the sandbox's uid, not as the
+        // container's main process.
+        let inspected =
+            raw.inspect_container(&container, None).await.map_err(|e| format!("inspect: {e}"))?;
+        let uid = inspected
+            .config
+            .and_then(|config| config.labels)
+            .and_then(|labels| labels.get("io.sandkeeper.uid").cloned())
+            .ok_or_else(|| format!("container {container} has no io.sandkeeper.uid label"))?;
+        let user = format!("{uid}:{uid}");
+        let sandbox = Sandbox { server, raw, chat, container, user };
         let mut rows = vec![sandbox.exec_round_trip().await?];
         rows.extend(sandbox.file_transfer().await?);
         for row in &mut rows {
@@ -97,6 +107,8 @@ struct Sandbox<'a> {
     raw: &'a Docker,
     chat: String,
     container: String,
+    /// `uid:gid` of the sandbox's commands.
+    user: String,
 }
 
 impl Sandbox<'_> {
@@ -160,6 +172,7 @@ impl Sandbox<'_> {
     /// Runs `argv` in the container with bollard alone: its stdout once its exit code is 0.
     async fn raw_exec(&self, argv: Vec<String>, stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
         let config = ExecConfig {
+            user: Some(self.user.clone()),
             attach_stdin: Some(stdin.is_some()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),

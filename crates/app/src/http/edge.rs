@@ -78,6 +78,11 @@ pub(crate) async fn guard_requests(
             return error.into_response();
         }
     }
+    // A request without a body (most of them: GET, a PUT of a sandbox with no TTL) has nothing
+    // to bound, time or drain.
+    if http_body::Body::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     // A client that waits for `100 Continue` has sent no body yet: nothing to drain.
     let drain = !parts
@@ -330,10 +335,11 @@ fn host_is_served(value: &str, allowed: &[String]) -> bool {
             None => value,
         }
     };
-    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    name == "localhost"
+    // Compared without allocating: this runs on every request without a token.
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
         || name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
-        || allowed.contains(&name)
+        || allowed.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
 }
 
 fn valid_port(port: &str) -> bool {

@@ -323,7 +323,12 @@ pub(crate) async fn serve(
             _ = stop.wait_for(|stop| *stop) => break,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                // Answers go out as soon as they are written: with Nagle's algorithm a small
+                // answer can wait for the client's acknowledgement of the previous one.
+                let _ = stream.set_nodelay(true);
+                stream
+            }
             Err(error)
                 if matches!(
                     error.kind(),
