@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use sandkeeper_ports::RuntimeError;
+use sandkeeper_ports::{Cause, RuntimeError};
 use tokio::sync::Mutex;
 
 /// How long the first `/version` call may take. An engine that does not answer that quickly is
@@ -40,18 +40,17 @@ impl Client {
         // bollard checks that a unix socket exists when the client is built, so building it
         // must wait until the engine is there.
         let docker = Docker::connect_with_host(&self.endpoint)
-            .map_err(|error| self.unavailable(&error))?
+            .map_err(|error| self.unavailable(error))?
             // bollard's own limit stays above ours so that ours, which names the operation,
             // is the one that fires.
             .with_timeout(self.call_timeout + Duration::from_secs(1));
         let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|_| {
-                RuntimeError::Unavailable(format!(
-                    "the Docker engine at {} did not answer within {NEGOTIATION_TIMEOUT:?}; \
-                     check that dockerd is running and responsive",
+                RuntimeError::Unavailable(Cause::message(format!(
+                    "the Docker engine at {} did not answer within {NEGOTIATION_TIMEOUT:?}",
                     self.endpoint
-                ))
+                )))
             })?
             .map_err(|error| self.translate(error))?;
         let version = negotiated.client_version();
@@ -71,42 +70,42 @@ impl Client {
     }
 
     /// Translates a bollard error that no caller handles itself: unreachable engine, timeout,
-    /// or anything else with the engine's own message.
+    /// or anything else with the engine's own message. bollard's error stays the cause.
     pub(crate) fn translate(&self, error: BollardError) -> RuntimeError {
         match &error {
             BollardError::DockerResponseServerError { status_code, message } => {
-                RuntimeError::Failed(format!(
+                RuntimeError::Failed(Cause::message(format!(
                     "the Docker engine at {} answered {status_code}: {}",
                     self.endpoint,
                     message.trim()
-                ))
+                )))
             }
-            BollardError::RequestTimeoutError => RuntimeError::Unavailable(format!(
-                "the Docker engine at {} did not answer in time",
-                self.endpoint
-            )),
+            BollardError::RequestTimeoutError => {
+                RuntimeError::Unavailable(Cause::new(error).context(format!(
+                    "the Docker engine at {} did not answer in time",
+                    self.endpoint
+                )))
+            }
             BollardError::SocketNotFoundError(_)
             | BollardError::HyperLegacyError { .. }
             | BollardError::HyperResponseError { .. }
-            | BollardError::IOError { .. } => self.unavailable(&error),
-            _ => RuntimeError::Failed(format!(
-                "talking to the Docker engine at {} failed: {}",
-                self.endpoint,
-                chain(&error)
-            )),
+            | BollardError::IOError { .. } => self.unavailable(error),
+            _ => RuntimeError::Failed(
+                Cause::new(error)
+                    .context(format!("talking to the Docker engine at {} failed", self.endpoint)),
+            ),
         }
     }
 
-    fn unavailable(&self, error: &BollardError) -> RuntimeError {
-        let detail = match error {
-            BollardError::SocketNotFoundError(path) => format!("socket {path} does not exist"),
-            other => chain(other),
+    fn unavailable(&self, error: BollardError) -> RuntimeError {
+        let context = format!("cannot reach the Docker engine at {}", self.endpoint);
+        let cause = match error {
+            BollardError::SocketNotFoundError(path) => {
+                Cause::message(format!("socket {path} does not exist"))
+            }
+            other => Cause::new(other),
         };
-        RuntimeError::Unavailable(format!(
-            "cannot reach the Docker engine at {}: {detail}; start dockerd or point DOCKER_HOST \
-             (or the docker_host setting) at a running engine",
-            self.endpoint
-        ))
+        RuntimeError::Unavailable(cause.context(context))
     }
 }
 
@@ -128,24 +127,10 @@ pub(crate) fn is_conflict(error: &BollardError) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code: 409, .. })
 }
 
-/// An error and its causes on one line, without repeating a cause that its parent already says
-/// (hyper's "client error (Connect)" alone does not tell what went wrong).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use sandkeeper_ports::Report;
+
     use super::*;
 
     fn client() -> Client {
@@ -155,7 +140,8 @@ mod tests {
     #[test]
     fn a_missing_socket_is_unavailable_and_names_the_endpoint() {
         let error = client().translate(BollardError::SocketNotFoundError("/nowhere.sock".into()));
-        let RuntimeError::Unavailable(message) = error else { panic!("{error:?}") };
+        assert!(matches!(error, RuntimeError::Unavailable(_)), "{error:?}");
+        let message = Report(&error).to_string();
         assert!(message.contains("unix:///nowhere.sock"), "{message}");
         assert!(message.contains("socket /nowhere.sock does not exist"), "{message}");
     }
@@ -179,7 +165,11 @@ mod tests {
     fn an_io_error_is_unavailable_with_its_cause() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let error = client().translate(BollardError::IOError { err: io });
-        let RuntimeError::Unavailable(message) = error else { panic!("{error:?}") };
-        assert!(message.contains("connection refused"), "{message}");
+        assert!(matches!(error, RuntimeError::Unavailable(_)), "{error:?}");
+        // The chain: what failed, where, and the I/O error itself, kept as bollard gave it.
+        let context = std::error::Error::source(&error).expect("where it failed");
+        assert!(context.to_string().contains("unix:///nowhere.sock"), "{context}");
+        let io = context.source().expect("the I/O error stays in the chain");
+        assert_eq!(io.to_string(), "connection refused");
     }
 }

@@ -28,7 +28,7 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use futures::{Stream, StreamExt};
 use sandkeeper_domain::ContainerId;
-use sandkeeper_ports::{ExecError, RuntimeError, WORKSPACE_DIR};
+use sandkeeper_ports::{ExecError, Report, RuntimeError, WORKSPACE_DIR};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::client::{is_conflict, is_not_found};
@@ -350,11 +350,14 @@ impl Inner {
                             container_id: container.clone(),
                         });
                     }
-                    return Err(ExecError::Runtime(RuntimeError::Failed(format!(
-                        "the command's timeout of {timeout:?} expired, and its process had not \
+                    return Err(ExecError::Runtime(RuntimeError::Failed(
+                        format!(
+                            "the command's timeout of {timeout:?} expired, and its process had not \
                          started {KILL_TIMEOUT:?} later in container {container}, so there was \
                          nothing to kill; the sandbox may be out of processes or memory"
-                    ))));
+                        )
+                        .into(),
+                    )));
                 }
             }
         }
@@ -432,7 +435,8 @@ impl Inner {
             Ok(StartExecResults::Attached { output, input }) => Ok((created.id, output, input)),
             Ok(StartExecResults::Detached) => Err(ExecError::Runtime(RuntimeError::Failed(
                 "the Docker engine started the exec detached although its output was requested"
-                    .to_owned(),
+                    .to_owned()
+                    .into(),
             ))),
             Err(error) => Err(self.refused(docker, container, error).await),
         }
@@ -550,7 +554,7 @@ impl Inner {
                 Ok(Err(ExecError::ContainerNotRunning { container_id })) => {
                     return Err(ExecError::ContainerNotRunning { container_id });
                 }
-                Ok(Err(error)) => last_failure = error.to_string(),
+                Ok(Err(error)) => last_failure = Report(&error).to_string(),
                 Err(_) => {
                     last_failure = format!("the killer did not finish within {KILL_TIMEOUT:?}")
                 }
@@ -562,11 +566,14 @@ impl Inner {
         }
         tracing::warn!(container = %container, pid, failure = %last_failure,
             "could not confirm that a timed-out command was killed");
-        Err(ExecError::Runtime(RuntimeError::Failed(format!(
-            "the command timed out, and its processes (session {pid}) could not be confirmed \
+        Err(ExecError::Runtime(RuntimeError::Failed(
+            format!(
+                "the command timed out, and its processes (session {pid}) could not be confirmed \
              killed in container {container} within {KILL_TIMEOUT:?}: {last_failure}; delete \
              the sandbox to be sure they are gone"
-        ))))
+            )
+            .into(),
+        )))
     }
 
     /// One run of the killer: `None` when it confirmed that nothing is left, else why not.

@@ -150,7 +150,7 @@ impl Inner {
                  changed",
                 detail(&outcome),
                 bytes.len()
-            )))),
+            ).into()))),
             code => Err(file_error(path, code, &outcome, "writing")),
         }
     }
@@ -281,10 +281,13 @@ fn file_error(
         // Every shell says so when fork fails (EAGAIN at the pids limit, ENOMEM at the memory
         // limit): "can't fork", "Cannot fork", "fork: retry".
         _ if said.contains("fork") => at_limit(&path, outcome),
-        _ => FileError::Runtime(RuntimeError::Failed(format!(
-            "{doing} `{path}` in the sandbox failed (exit status {}): {said}",
-            code.map_or_else(|| "unknown".to_owned(), |code| code.to_string())
-        ))),
+        _ => FileError::Runtime(RuntimeError::Failed(
+            format!(
+                "{doing} `{path}` in the sandbox failed (exit status {}): {said}",
+                code.map_or_else(|| "unknown".to_owned(), |code| code.to_string())
+            )
+            .into(),
+        )),
     }
 }
 

@@ -18,8 +18,8 @@ use futures::StreamExt;
 use sandkeeper_domain::Timestamp;
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
-    ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError,
-    ManagedContainer, RuntimeError, SandboxRuntime, WorkspacePath,
+    Cause, ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest,
+    FileError, ManagedContainer, RuntimeError, SandboxRuntime, WorkspacePath,
 };
 
 use crate::client::{Client, is_conflict, is_not_found};
@@ -202,10 +202,13 @@ impl SandboxRuntime for DockerRuntime {
                 }
                 None => {
                     return Err(inner
-                        .lost(RuntimeError::Unavailable(format!(
-                            "the Docker engine at {} ended its event stream",
-                            inner.client.endpoint()
-                        )))
+                        .lost(RuntimeError::Unavailable(
+                            format!(
+                                "the Docker engine at {} ended its event stream",
+                                inner.client.endpoint()
+                            )
+                            .into(),
+                        ))
                         .await);
                 }
             }
@@ -219,7 +222,7 @@ impl SandboxRuntime for DockerRuntime {
     ) -> Result<ExecOutput, ExecError> {
         if request.command.first().is_none_or(String::is_empty) {
             return Err(ExecError::Runtime(RuntimeError::Failed(
-                "the command is empty; name a program to run".to_owned(),
+                "the command is empty; name a program to run".to_owned().into(),
             )));
         }
         let inner = &self.inner;
@@ -379,7 +382,7 @@ impl Inner {
                                 "container name {name} was taken again while creating the sandbox of \
                              session {}; another process is creating it concurrently",
                                 spec.session_id
-                            )));
+                            ).into()));
                         }
                     }
                 }
@@ -389,9 +392,9 @@ impl Inner {
             let cause = self.client.translate(error);
             self.discard(&docker, &id).await;
             return Err(match cause {
-                RuntimeError::Failed(message) => RuntimeError::Failed(format!(
-                    "container {name} was created but could not start, so it was removed: {message}"
-                )),
+                RuntimeError::Failed(cause) => RuntimeError::Failed(cause.context(format!(
+                    "container {name} was created but could not start, so it was removed"
+                ))),
                 other => other,
             });
         }
@@ -482,7 +485,7 @@ impl Inner {
             RuntimeError::Failed(format!(
                 "every uid of the sandbox uid range {range} is in use by a managed container on \
                  the engine; widen the range or remove sandboxes"
-            ))
+            ).into())
         })?;
         creating.insert(uid);
         Ok(UidReservation(uid, &self.creating_uids))
@@ -525,11 +528,14 @@ impl Inner {
         let id = found.id.clone().unwrap_or_else(|| name.to_owned());
         let session = label(&found, LABEL_SESSION);
         if !self.is_ours(&found) || session != Some(spec.session_id.to_string().as_str()) {
-            return Err(RuntimeError::Failed(format!(
-                "a container named {name} ({id}) already exists and is not this instance's \
+            return Err(RuntimeError::Failed(
+                format!(
+                    "a container named {name} ({id}) already exists and is not this instance's \
                  container for session {}; remove or rename it",
-                spec.session_id
-            )));
+                    spec.session_id
+                )
+                .into(),
+            ));
         }
         if state_of(&found) == ContainerState::Running {
             tracing::debug!(container = %id, "create found the running container of an earlier attempt");
@@ -548,7 +554,7 @@ impl Inner {
         };
         if !self.is_ours(&found) {
             let container_id = ContainerId::new(found.id.unwrap_or_else(|| target.to_owned()))
-                .map_err(|error| RuntimeError::Failed(error.to_string()))?;
+                .map_err(|error| RuntimeError::Failed(Cause::new(error)))?;
             return Err(RuntimeError::NotManaged { container_id });
         }
         let id = found.id.as_deref().unwrap_or(target);
@@ -754,9 +760,9 @@ fn mentions_image(error: &bollard::errors::Error) -> bool {
 
 fn container_id(id: String) -> Result<ContainerId, RuntimeError> {
     ContainerId::new(id).map_err(|error| {
-        RuntimeError::Failed(format!(
-            "the Docker engine returned an unusable container id: {error}"
-        ))
+        RuntimeError::Failed(
+            Cause::new(error).context("the Docker engine returned an unusable container id"),
+        )
     })
 }
 

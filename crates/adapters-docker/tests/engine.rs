@@ -232,7 +232,7 @@ async fn a_create_refuses_to_adopt_a_foreign_container_with_the_same_name() {
     ]);
     let error = engine.runtime.create(&spec).await.unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::Failed(message) if message.contains(&name) && message.contains("not this instance")),
+        matches!(&error, RuntimeError::Failed(message) if report(message).contains(&name) && report(message).contains("not this instance")),
         "{error:?}"
     );
     assert_eq!(inspect_json(&foreign).unwrap()["State"]["Running"], true);
@@ -253,7 +253,7 @@ async fn a_container_that_cannot_start_is_removed_and_the_error_says_why() {
     };
     let error = engine.runtime.create(&spec()).await.unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::Failed(message) if message.contains("could not start") && message.contains("nosuchprogram")),
+        matches!(&error, RuntimeError::Failed(message) if report(message).contains("could not start") && report(message).contains("nosuchprogram")),
         "{error:?}"
     );
     assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
@@ -276,7 +276,7 @@ async fn a_missing_image_is_reported_as_such() {
         error,
         RuntimeError::ImageMissing { image: "sandkeeper/no-such-image:never".into() }
     );
-    assert!(error.to_string().contains("cargo xtask image"), "{error}");
+    assert!(error.to_string().contains("sandkeeper/no-such-image:never"), "{error}");
     assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
 }
 
@@ -332,7 +332,7 @@ async fn an_unreachable_engine_is_unavailable_fast_and_named() {
         assert!(started.elapsed() < Duration::from_secs(3), "{endpoint}: {:?}", started.elapsed());
         for error in errors {
             assert!(
-                matches!(&error, RuntimeError::Unavailable(message) if message.contains(endpoint)),
+                matches!(&error, RuntimeError::Unavailable(message) if report(message).contains(endpoint)),
                 "{endpoint}: {error:?}"
             );
         }
@@ -418,7 +418,7 @@ async fn a_network_that_does_not_exist_is_named_in_the_error_and_nothing_is_left
     };
     let error = engine.runtime.create(&spec()).await.unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::Failed(message) if message.contains("sandkeeper-no-such-network")),
+        matches!(&error, RuntimeError::Failed(message) if report(message).contains("sandkeeper-no-such-network")),
         "{error:?}"
     );
     assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
@@ -477,7 +477,7 @@ async fn watch_exits_fails_when_the_engine_cannot_be_reached() {
     let (sender, _exits) = tokio::sync::mpsc::channel(1);
     let error = runtime.watch_exits(None, &sender).await.unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::Unavailable(message) if message.contains("/nonexistent/docker.sock")),
+        matches!(&error, RuntimeError::Unavailable(message) if report(message).contains("/nonexistent/docker.sock")),
         "{error:?}"
     );
 }
@@ -514,4 +514,9 @@ async fn two_sandboxes_run_as_different_uids_and_cannot_reach_their_main_process
     assert_eq!(found["HostConfig"]["LogConfig"]["Type"], "none");
     let log_path = inspect_json(first.as_str()).unwrap()["LogPath"].clone();
     assert!(log_path.as_str().is_none_or(str::is_empty), "{log_path}");
+}
+
+/// A cause with the whole chain under it, as the edges show it.
+fn report(cause: &sandkeeper_ports::Cause) -> String {
+    sandkeeper_ports::Report(cause).to_string()
 }

@@ -292,7 +292,7 @@ async fn exec_on_an_unreachable_engine_is_unavailable_fast() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(
         matches!(&error, ExecError::Runtime(sandkeeper_ports::RuntimeError::Unavailable(message))
-            if message.contains("/nonexistent.sock")),
+            if report(message).contains("/nonexistent.sock")),
         "{error:?}"
     );
 }
@@ -320,4 +320,9 @@ fn exec_records_its_duration() {
             && key.key().labels().any(|label| label.key() == "operation" && label.value() == "exec")
     });
     assert!(recorded, "{DURATION_METRIC}{{operation=exec}} was not recorded");
+}
+
+/// A cause with the whole chain under it, as the edges show it.
+fn report(cause: &sandkeeper_ports::Cause) -> String {
+    sandkeeper_ports::Report(cause).to_string()
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sandkeeper_ports::StoreError;
+use sandkeeper_ports::{Cause, StoreError};
 
 /// Why [`crate::SqlStore::connect`] could not give a store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,8 +39,17 @@ impl ErrorContext {
         }
     }
 
+    /// sqlx's error as a cause, with the password scrubbed from every message of its chain.
+    pub(crate) fn cause(&self, error: sqlx::Error) -> Cause {
+        let cause = Cause::new(error);
+        match &self.password {
+            Some(_) => cause.rewritten(&|text: &str| self.scrub(text.to_owned())),
+            None => cause,
+        }
+    }
+
     /// A store error for a failed sqlx call: connection-level failures are `Unavailable`,
-    /// everything else is `Failed`.
+    /// everything else is `Failed`; sqlx's error is the cause.
     pub(crate) fn store_error(&self, error: sqlx::Error) -> StoreError {
         let url = &self.url;
         match &error {
@@ -50,21 +59,21 @@ impl ErrorContext {
                 } else {
                     "is it running and reachable?"
                 };
-                StoreError::Unavailable(format!(
+                StoreError::Unavailable(Cause::message(format!(
                     "no connection to the database at `{url}` within {:?}; {hint}",
                     self.acquire_timeout
-                ))
+                )))
             }
-            sqlx::Error::PoolClosed => {
-                StoreError::Unavailable(format!("the store for `{url}` has been closed"))
-            }
+            sqlx::Error::PoolClosed => StoreError::Unavailable(Cause::message(format!(
+                "the store for `{url}` has been closed"
+            ))),
             sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
-                StoreError::Unavailable(self.scrub(format!("database at `{url}`: {error}")))
+                StoreError::Unavailable(self.cause(error).context(format!("database at `{url}`")))
             }
             sqlx::Error::Database(db) if is_unavailable(db.as_ref()) => {
-                StoreError::Unavailable(self.scrub(format!("database at `{url}`: {error}")))
+                StoreError::Unavailable(self.cause(error).context(format!("database at `{url}`")))
             }
-            _ => StoreError::Failed(self.scrub(error.to_string())),
+            _ => StoreError::Failed(self.cause(error)),
         }
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
-use sandkeeper_ports::{LeaseRequest, MaintenanceLeases, SaveError, SessionRepository, StoreError};
+use sandkeeper_ports::{
+    Cause, LeaseRequest, MaintenanceLeases, SaveError, SessionRepository, StoreError,
+};
 use sqlx::postgres::PgRow;
 use sqlx::postgres::types::PgInterval;
 use sqlx::{PgPool, Row};
@@ -20,7 +22,7 @@ use crate::rows::{
 
 fn session_from_row(row: &PgRow) -> Result<SandboxSession, StoreError> {
     let unreadable = |error: sqlx::Error| {
-        StoreError::Failed(format!("a sandbox_sessions row could not be read: {error}"))
+        StoreError::Failed(Cause::new(error).context("a sandbox_sessions row could not be read"))
     };
     RawSession {
         session_id: row.try_get("session_id").map_err(unreadable)?,
@@ -237,7 +239,7 @@ impl SessionRepository for PgSessions {
             Err(error) if is_running_per_chat_violation(&error) => {
                 Err(StoreError::Failed(format!(
                     "session {session_id} cannot become running: its chat already has another running session"
-                )))
+                ).into()))
             }
             Err(error) => Err(self.ctx.store_error(error)),
         }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
-use sandkeeper_ports::StoreError;
+use sandkeeper_ports::{Cause, StoreError};
 use uuid::Uuid;
 
 /// The columns of `sandbox_sessions`, in the order every query selects them.
@@ -38,10 +38,14 @@ impl RawSession {
     pub(crate) fn into_session(self) -> Result<SandboxSession, StoreError> {
         let session_id = SessionId::from_uuid(self.session_id);
         let status: SandboxStatus = self.status.parse().map_err(|error| {
-            StoreError::Failed(format!("session {session_id} in the store: {error}"))
+            StoreError::Failed(
+                Cause::new(error).context(format!("session {session_id} in the store")),
+            )
         })?;
         let container_id = ContainerId::new(self.container_id).map_err(|error| {
-            StoreError::Failed(format!("session {session_id} in the store: {error}"))
+            StoreError::Failed(
+                Cause::new(error).context(format!("session {session_id} in the store")),
+            )
         })?;
         Ok(SandboxSession {
             session_id,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
-use sandkeeper_ports::{LeaseRequest, MaintenanceLeases, SaveError, SessionRepository, StoreError};
+use sandkeeper_ports::{
+    Cause, LeaseRequest, MaintenanceLeases, SaveError, SessionRepository, StoreError,
+};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
@@ -64,7 +66,9 @@ pub(crate) fn to_micros(at: Timestamp) -> i64 {
 
 fn from_micros(micros: i64, column: &str) -> Result<Timestamp, StoreError> {
     Timestamp::from_timestamp_micros(micros).ok_or_else(|| {
-        StoreError::Failed(format!("{column} = {micros} in the store is not a valid instant"))
+        StoreError::Failed(
+            format!("{column} = {micros} in the store is not a valid instant").into(),
+        )
     })
 }
 
@@ -74,7 +78,7 @@ fn id_text(uuid: &Uuid) -> String {
 
 fn session_from_row(row: &SqliteRow) -> Result<SandboxSession, StoreError> {
     let unreadable = |error: sqlx::Error| {
-        StoreError::Failed(format!("a sandbox_sessions row could not be read: {error}"))
+        StoreError::Failed(Cause::new(error).context("a sandbox_sessions row could not be read"))
     };
     let column =
         |name: &str| -> Result<String, StoreError> { row.try_get(name).map_err(unreadable) };
@@ -94,7 +98,7 @@ impl SessionRow {
     fn into_session(self) -> Result<SandboxSession, StoreError> {
         let uuid = |column: &str, text: &str| -> Result<Uuid, StoreError> {
             Uuid::parse_str(text).map_err(|_| {
-                StoreError::Failed(format!("{column} `{text}` in the store is not a UUID"))
+                StoreError::Failed(format!("{column} `{text}` in the store is not a UUID").into())
             })
         };
         RawSession {
@@ -320,7 +324,7 @@ impl SessionRepository for SqliteSessions {
             Err(error) if is_running_per_chat_violation(&error) => {
                 Err(StoreError::Failed(format!(
                     "session {session_id} cannot become running: its chat already has another running session"
-                )))
+                ).into()))
             }
             Err(error) => Err(self.ctx.store_error(error)),
         }

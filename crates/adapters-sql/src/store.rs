@@ -8,7 +8,7 @@ use std::time::Duration;
 use sandkeeper_domain::{SandboxSession, SandboxStatus};
 use sandkeeper_ports::inprocess::ProcessLocalLocker;
 use sandkeeper_ports::{
-    LifecycleLocker, MaintenanceLeases, SaveError, SessionRepository, StoreError,
+    LifecycleLocker, MaintenanceLeases, Report, SaveError, SessionRepository, StoreError,
 };
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -155,7 +155,7 @@ impl SqlStore {
         let options = StoreOptions { postgres_schema: Some(schema), ..options };
         let mut store = Self::connect(url, options).await?;
         if let Err(error) = store.migrate().await {
-            let reason = error.to_string();
+            let reason = Report(&error).to_string();
             // The schema may exist half-made; it is ours, so remove it.
             let _ = store.drop_schema_now().await;
             return Err(ConnectError::Setup { url: masked, reason });
@@ -171,7 +171,7 @@ impl SqlStore {
             return Err(StoreError::Failed(format!(
                 "the store for `{}` was not made by connect_scratch_schema; refusing to drop its schema",
                 self.inner.ctx.url
-            )));
+            ).into()));
         }
         let dropped = self.drop_schema_now().await;
         self.close().await;
@@ -317,7 +317,9 @@ pub(crate) async fn conflict_in_batch(
         }
     }
     SaveError::Store(StoreError::Failed(
-        "a batch of sessions conflicted with a running session saved concurrently".to_owned(),
+        "a batch of sessions conflicted with a running session saved concurrently"
+            .to_owned()
+            .into(),
     ))
 }
 
@@ -478,26 +480,26 @@ fn migrate_error(ctx: &ErrorContext, error: MigrateError) -> StoreError {
     match error {
         MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _) => {
             match ctx.store_error(error) {
-                StoreError::Failed(reason) => StoreError::Failed(format!(
-                    "migrating the database at `{url}` failed: {reason}"
-                )),
+                StoreError::Failed(cause) => StoreError::Failed(
+                    cause.context(format!("migrating the database at `{url}` failed")),
+                ),
                 unavailable => unavailable,
             }
         }
         MigrateError::VersionMissing(version) => StoreError::Failed(format!(
             "the database at `{url}` has migration {version}, which this sandkeeper does not know: \
              it was migrated by a newer version; run that version or a newer one"
-        )),
+        ).into()),
         MigrateError::VersionMismatch(version) => StoreError::Failed(format!(
             "migration {version} of the database at `{url}` differs from the one in this \
              sandkeeper; the database was migrated by a different build"
-        )),
+        ).into()),
         MigrateError::Dirty(version) => StoreError::Failed(format!(
             "migration {version} of the database at `{url}` was interrupted and left it \
              half-migrated; repair it by hand, then delete that row from _sqlx_migrations"
-        )),
+        ).into()),
         other => StoreError::Failed(
-            ctx.scrub(format!("migrating the database at `{url}` failed: {other}")),
+            ctx.scrub(format!("migrating the database at `{url}` failed: {other}")).into(),
         ),
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, TimeZone, Utc};
 use sandkeeper_adapters_sql::{Backend, ConnectError, SqlStore, StoreOptions};
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId};
-use sandkeeper_ports::{SaveError, StoreError};
+use sandkeeper_ports::{Report, SaveError, StoreError};
 use sqlx::Row;
 use support::{PostgresFixture, SqliteFixture, postgres_url, raw_postgres};
 
@@ -34,7 +34,7 @@ fn fast() -> StoreOptions {
 async fn an_unknown_scheme_is_refused_naming_what_is_accepted_without_the_password() {
     let error = SqlStore::connect("mysql://app:hunter2@db.example/app", fast()).await.unwrap_err();
     assert!(matches!(error, ConnectError::InvalidUrl { .. }), "{error:?}");
-    let message = error.to_string();
+    let message = Report(&error).to_string();
     assert!(message.contains("`mysql://app:***@db.example/app`"), "{message}");
     assert!(message.contains("scheme `mysql` is not supported"), "{message}");
     assert!(message.contains("sqlite://") && message.contains("postgres://"), "{message}");
@@ -44,7 +44,7 @@ async fn an_unknown_scheme_is_refused_naming_what_is_accepted_without_the_passwo
 #[tokio::test]
 async fn a_path_without_a_scheme_is_refused() {
     let error = SqlStore::connect("/var/lib/sandkeeper/store.db", fast()).await.unwrap_err();
-    assert!(error.to_string().contains("has no scheme"), "{error}");
+    assert!(Report(&error).to_string().contains("has no scheme"), "{error}");
 }
 
 #[tokio::test]
@@ -53,7 +53,7 @@ async fn a_malformed_postgres_url_is_refused_without_the_password() {
         .await
         .unwrap_err();
     assert!(matches!(error, ConnectError::InvalidUrl { .. }), "{error:?}");
-    let message = error.to_string();
+    let message = Report(&error).to_string();
     assert!(message.contains("postgres://app:***@localhost:notaport/app"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
 }
@@ -66,7 +66,7 @@ async fn a_refused_postgres_connection_fails_fast_naming_the_masked_url() {
     let error = SqlStore::connect(url, fast()).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
     assert!(matches!(error, ConnectError::Unreachable { .. }), "{error:?}");
-    let message = error.to_string();
+    let message = Report(&error).to_string();
     assert!(message.contains("`postgres://app:***@127.0.0.1:1/app`"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
 }
@@ -82,8 +82,8 @@ async fn a_postgres_server_that_never_answers_fails_within_the_acquire_timeout()
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "took {took:?}");
     assert!(matches!(error, ConnectError::Unreachable { .. }), "{error:?}");
-    assert!(error.to_string().contains("no answer within 500ms"), "{error}");
-    assert!(!error.to_string().contains("hunter2"), "{error}");
+    assert!(Report(&error).to_string().contains("no answer within 500ms"), "{error}");
+    assert!(!Report(&error).to_string().contains("hunter2"), "{error}");
 }
 
 #[tokio::test]
@@ -91,7 +91,7 @@ async fn a_postgres_schema_name_that_needs_quoting_is_refused() {
     let options = StoreOptions { postgres_schema: Some("Robert'); DROP".to_owned()), ..fast() };
     let error = SqlStore::connect("postgres://app@127.0.0.1:1/app", options).await.unwrap_err();
     assert!(matches!(error, ConnectError::InvalidOptions { .. }), "{error:?}");
-    assert!(error.to_string().contains("postgres_schema `Robert'); DROP`"), "{error}");
+    assert!(Report(&error).to_string().contains("postgres_schema `Robert'); DROP`"), "{error}");
 }
 
 // ---- SQLite ----
@@ -130,8 +130,8 @@ async fn a_sqlite_file_in_a_missing_directory_is_refused_naming_the_file() {
     let url = format!("sqlite://{}/missing/store.db?mode=rwc", dir.path().display());
     let error = SqlStore::connect(&url, fast()).await.unwrap_err();
     assert!(matches!(error, ConnectError::Unreachable { .. }), "{error:?}");
-    assert!(error.to_string().contains("does its directory exist"), "{error}");
-    assert!(error.to_string().contains(&url), "{error}");
+    assert!(Report(&error).to_string().contains("does its directory exist"), "{error}");
+    assert!(Report(&error).to_string().contains(&url), "{error}");
 }
 
 #[tokio::test]
@@ -159,8 +159,8 @@ async fn a_database_migrated_by_a_newer_version_is_refused_saying_so() {
     .unwrap();
     let error = fixture.store.migrate().await.unwrap_err();
     assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
-    assert!(error.to_string().contains("migration 99990101000000"), "{error}");
-    assert!(error.to_string().contains("migrated by a newer version"), "{error}");
+    assert!(Report(&error).to_string().contains("migration 99990101000000"), "{error}");
+    assert!(Report(&error).to_string().contains("migrated by a newer version"), "{error}");
 }
 
 #[tokio::test]
@@ -199,7 +199,7 @@ async fn a_chat_lookup_sees_rows_written_from_outside_and_names_a_broken_row() {
     let error = sessions.get_running_by_chat(saved.chat_id).await.unwrap_err();
     assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
     assert!(
-        error.to_string().contains("session_id `not-a-uuid` in the store is not a UUID"),
+        Report(&error).to_string().contains("session_id `not-a-uuid` in the store is not a UUID"),
         "{error}"
     );
 
@@ -207,7 +207,7 @@ async fn a_chat_lookup_sees_rows_written_from_outside_and_names_a_broken_row() {
     insert(saved.session_id.to_string(), "yesterday").execute(&mut outside).await.unwrap();
     let error = sessions.get_running_by_chat(saved.chat_id).await.unwrap_err();
     assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
-    assert!(error.to_string().contains("row could not be read"), "{error}");
+    assert!(Report(&error).to_string().contains("row could not be read"), "{error}");
 }
 
 #[tokio::test]
@@ -344,7 +344,7 @@ async fn postgres_store_errors_never_show_the_password() {
     sqlx::query("DROP TABLE sandbox_sessions").execute(&mut fixture.raw().await).await.unwrap();
     let error = fixture.store.sessions().count_running().await.unwrap_err();
     assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
-    assert!(!error.to_string().contains("hunter2"), "{error}");
+    assert!(!Report(&error).to_string().contains("hunter2"), "{error}");
 }
 
 #[tokio::test]
@@ -366,7 +366,10 @@ async fn postgres_scratch_schemas_are_dropped_and_only_they_can_be() {
 
     let plain = SqlStore::connect(&url, fast()).await.unwrap();
     let refused = plain.drop_scratch_schema().await.unwrap_err();
-    assert!(refused.to_string().contains("not made by connect_scratch_schema"), "{refused}");
+    assert!(
+        Report(&refused).to_string().contains("not made by connect_scratch_schema"),
+        "{refused}"
+    );
 }
 
 fn chat(n: u128) -> ChatId {

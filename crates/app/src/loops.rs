@@ -18,6 +18,7 @@ use std::time::Duration;
 use rand::Rng;
 use sandkeeper_domain::Timestamp;
 use sandkeeper_ports::ContainerExit;
+use sandkeeper_ports::Report;
 use sandkeeper_usecase::SweepOutcome;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -133,7 +134,7 @@ async fn watch_exits(services: Arc<Services>, mut shutdown: watch::Receiver<bool
         metrics::counter!(EXIT_WATCH_LOST_TOTAL).increment(1);
         let message = match &result {
             Ok(()) => "the watch ended".to_owned(),
-            Err(error) => error.to_string(),
+            Err(error) => Report(error).to_string(),
         };
         let error_type = result.as_ref().err().map_or("ended", |error| error.kind());
         if backoff == EXIT_WATCH_FIRST_BACKOFF {
@@ -188,7 +189,7 @@ async fn cleanup_pass(services: &Services) -> Pass {
             if report.errors.is_empty() { Pass::Ok } else { Pass::Failed }
         }
         Err(error) => {
-            tracing::warn!(error.type = error.kind(), error.message = %error, "cleanup_pass_failed");
+            tracing::warn!(error.type = error.kind(), error.message = %Report(&error), "cleanup_pass_failed");
             Pass::Failed
         }
     }
@@ -205,7 +206,7 @@ async fn sweep_pass(services: &Arc<Services>) -> Pass {
         }
         Ok(SweepOutcome::Skipped) => Pass::Skipped,
         Err(error) => {
-            tracing::warn!(error.type = error.kind(), error.message = %error, "maintenance_pass_failed");
+            tracing::warn!(error.type = error.kind(), error.message = %Report(&error), "maintenance_pass_failed");
             Pass::Failed
         }
     }

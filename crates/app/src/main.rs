@@ -136,7 +136,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             );
             let outcome = services.cleanup.execute().await;
             store.close().await;
-            let report = outcome.map_err(|error| StartError(format!("cleanup failed: {error}")))?;
+            let report = outcome.map_err(|error| {
+                StartError(format!("cleanup failed: {}", sandkeeper_ports::Report(&error)))
+            })?;
             print_json(&CleanupReportView::new(&report));
             Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

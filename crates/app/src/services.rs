@@ -139,7 +139,11 @@ impl std::fmt::Display for SweepError {
                 "another maintenance sweep still held the lease after {}; retry shortly",
                 humantime::format_duration(*waited)
             ),
-            Self::Failed(error) => write!(f, "{error}"),
+            Self::Failed(error) => write!(
+                f,
+                "{}; check the session store, the next run retries",
+                sandkeeper_ports::Report(error)
+            ),
         }
     }
 }
@@ -207,7 +211,7 @@ impl Services {
         let docker = async {
             match tokio::time::timeout(PROBE_TIMEOUT, self.runtime.ping()).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error.to_string()),
+                Ok(Err(error)) => Err(sandkeeper_ports::Report(&error).to_string()),
                 Err(_) => {
                     Err(format!("no answer within {}", humantime::format_duration(PROBE_TIMEOUT)))
                 }

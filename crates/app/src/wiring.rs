@@ -79,7 +79,9 @@ pub(crate) fn ports(store: &SqlStore, runtime: DockerRuntime) -> Ports {
     let probe_store = store.clone();
     let store_probe: Probe = Arc::new(move || {
         let store = probe_store.clone();
-        Box::pin(async move { store.ping().await.map_err(|error| error.to_string()) })
+        Box::pin(async move {
+            store.ping().await.map_err(|error| sandkeeper_ports::Report(&error).to_string())
+        })
     });
     Ports {
         repository: store.sessions(),

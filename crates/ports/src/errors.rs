@@ -2,17 +2,17 @@ use std::time::Duration;
 
 use sandkeeper_domain::{ChatId, ContainerId};
 
-use crate::WorkspacePath;
+use crate::{Cause, WorkspacePath};
 
 /// A failure of the session store (or of the lock and lease tables that live beside it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be reached (connection refused, pool timed out, file unreadable).
-    #[error("the session store is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the session store is unavailable")]
+    Unavailable(#[source] Cause),
     /// The store answered with an error.
-    #[error("the session store failed: {0}")]
-    Failed(String),
+    #[error("the session store failed")]
+    Failed(#[source] Cause),
 }
 
 impl StoreError {
@@ -48,12 +48,10 @@ impl SaveError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
     /// The runtime (the Docker engine) could not be reached.
-    #[error("the container runtime is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the container runtime is unavailable")]
+    Unavailable(#[source] Cause),
     /// The configured image does not exist on the engine.
-    #[error(
-        "image `{image}` is not present on the container engine; build it with `cargo xtask image` or set --image"
-    )]
+    #[error("image `{image}` is not present on the container engine")]
     ImageMissing { image: String },
     /// The container does not carry this instance's managed labels; sandkeeper never touches it.
     #[error(
@@ -63,9 +61,9 @@ pub enum RuntimeError {
     /// A call did not answer in time.
     #[error("container runtime call `{operation}` timed out after {after:?}")]
     Timeout { operation: &'static str, after: Duration },
-    /// Anything else the runtime reported. The message is shown as is.
-    #[error("{0}")]
-    Failed(String),
+    /// Anything else the runtime reported, shown as the runtime said it.
+    #[error(transparent)]
+    Failed(Cause),
 }
 
 impl RuntimeError {

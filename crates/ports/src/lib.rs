@@ -5,6 +5,7 @@
 //! Adapters implement these traits and translate their own errors into the ones here,
 //! so that use cases never see a foreign error type.
 
+mod cause;
 mod clock;
 mod errors;
 pub mod inprocess;
@@ -16,6 +17,7 @@ mod runtime;
 pub mod testkit;
 mod workspace;
 
+pub use cause::{Cause, Report};
 pub use clock::{Clock, SystemClock};
 pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};
 pub use leases::{LeaseRequest, MaintenanceLeases};

@@ -120,7 +120,7 @@ pub trait SandboxRuntime: Send + Sync {
     ///   are reported too: the receiver must check each one against the store.
     ///
     /// The default implementation, for runtimes that cannot report exits, fails with
-    /// `RuntimeError::Failed("watching container exits is not supported by this runtime")`.
+    /// `RuntimeError::Failed("watching container exits is not supported by this runtime".into())`.
     async fn watch_exits(
         &self,
         since: Option<Timestamp>,
@@ -144,7 +144,7 @@ pub trait SandboxRuntime: Send + Sync {
     /// - MUST return within `request.timeout` plus a bounded grace for engine calls and cleanup.
     ///
     /// The default implementation, for runtimes that cannot run commands, fails with
-    /// `RuntimeError::Failed("exec is not supported by this runtime")`.
+    /// `RuntimeError::Failed("exec is not supported by this runtime".into())`.
     async fn exec(
         &self,
         container_id: &ContainerId,
@@ -167,7 +167,7 @@ pub trait SandboxRuntime: Send + Sync {
     /// [`FileError::ContainerNotRunning`] when the container is missing or stopped.
     ///
     /// The default implementation fails with `RuntimeError::Failed("file upload is not
-    /// supported by this runtime")`.
+    /// supported by this runtime".into())`.
     async fn upload(
         &self,
         container_id: &ContainerId,
@@ -188,7 +188,7 @@ pub trait SandboxRuntime: Send + Sync {
     /// out of the workspace, and [`FileError::ContainerNotRunning`] as for `upload`.
     ///
     /// The default implementation fails with `RuntimeError::Failed("file download is not
-    /// supported by this runtime")`.
+    /// supported by this runtime".into())`.
     async fn download(
         &self,
         container_id: &ContainerId,

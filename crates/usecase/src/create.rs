@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_ports::Report;
 use sandkeeper_ports::{
     Clock, ContainerSpec, LifecycleLocker, RuntimeError, SandboxRuntime, SaveError,
     SessionRepository, StoreError,
@@ -347,7 +348,7 @@ impl CreateSandbox {
                     chat_id = %session.chat_id,
                     session_id = %session.session_id,
                     container_id = %session.container_id,
-                    error = %stop_error,
+                    error = %Report(&stop_error),
                     "sandbox_untracked_stop_failed"
                 );
             }

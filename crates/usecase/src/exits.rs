@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use sandkeeper_domain::{SandboxSession, SandboxStatus};
+use sandkeeper_ports::Report;
 use sandkeeper_ports::{
     ContainerExit, ContainerState, LifecycleLocker, SessionRepository, StoreError,
 };
@@ -149,7 +150,7 @@ impl RecordContainerExit {
                     parent: &span,
                     container_id = %exit.container_id,
                     error = error.kind(),
-                    error.message = %error,
+                    error.message = %Report(&error),
                     "container_exit_not_recorded"
                 );
                 "error"

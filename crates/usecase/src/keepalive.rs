@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_ports::Report;
 use sandkeeper_ports::{Clock, LifecycleLocker, SessionRepository, StoreError};
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
@@ -245,7 +246,7 @@ impl KeepAlive {
             Err(error) => tracing::warn!(
                 chat_id = %session.chat_id,
                 session_id = %session.session_id,
-                error = %error,
+                error = %Report(&error),
                 "sandbox_keepalive_failed: the sliding expiry could not be pushed"
             ),
         }

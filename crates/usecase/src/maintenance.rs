@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use sandkeeper_domain::{ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_ports::Report;
 use sandkeeper_ports::{
     Clock, ContainerState, LeaseRequest, MaintenanceLeases, ManagedContainer, SandboxRuntime,
     SessionRepository, StoreError,
@@ -114,15 +115,19 @@ pub enum CleanupOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MaintenanceError {
     /// The lease could not be read or taken.
-    #[error(
-        "the maintenance sweep could not take its lease `{lease}` ({error}); check the session store, the next run retries"
-    )]
-    Lease { lease: String, error: StoreError },
+    #[error("the maintenance sweep could not take its lease `{lease}`")]
+    Lease {
+        lease: String,
+        #[source]
+        error: StoreError,
+    },
     /// A phase could not list the sessions it works on.
-    #[error(
-        "the maintenance sweep could not list {phase} sessions ({error}); check the session store, the next run retries"
-    )]
-    Store { phase: &'static str, error: StoreError },
+    #[error("the maintenance sweep could not list {phase} sessions")]
+    Store {
+        phase: &'static str,
+        #[source]
+        error: StoreError,
+    },
 }
 
 impl MaintenanceError {
@@ -281,7 +286,7 @@ impl MaintenanceSweep {
                 count_run("failed");
                 tracing::error!(
                     error = error.kind(),
-                    error.message = %error,
+                    error.message = %Report(&error),
                     "maintenance_sweep_failed"
                 );
             }
@@ -315,7 +320,7 @@ impl MaintenanceSweep {
                 {
                     tracing::warn!(
                         error = error.kind(),
-                        error.message = %error,
+                        error.message = %Report(&error),
                         "maintenance_lease_complete_failed"
                     );
                 }
@@ -399,7 +404,7 @@ impl MaintenanceSweep {
                     session_id = %session.session_id,
                     container_id = %session.container_id,
                     error = error.kind(),
-                    error.message = %error,
+                    error.message = %Report(&error),
                     "maintenance_inspect_failed"
                 );
                 return Reconciled::Failed;
@@ -414,7 +419,7 @@ impl MaintenanceSweep {
                 tracing::warn!(
                     session_id = %session.session_id,
                     error = error.kind(),
-                    error.message = %error,
+                    error.message = %Report(&error),
                     "maintenance_reconcile_failed"
                 );
                 Reconciled::Failed
@@ -464,7 +469,7 @@ impl MaintenanceSweep {
                     tracing::warn!(
                         session_id = %id,
                         error = error.kind(),
-                        error.message = %error,
+                        error.message = %Report(&error),
                         "maintenance_cleanup_failed"
                     );
                 }
@@ -510,7 +515,7 @@ impl MaintenanceSweep {
                 session_id = %session.session_id,
                 container_id = %session.container_id,
                 error = error.kind(),
-                error.message = %error,
+                error.message = %Report(&error),
                 "maintenance_container_remove_failed"
             );
             return Ok(CleanupOutcome::RuntimeError);
@@ -542,7 +547,7 @@ impl MaintenanceSweep {
                 report.errors += 1;
                 tracing::warn!(
                     error = error.kind(),
-                    error.message = %error,
+                    error.message = %Report(&error),
                     "maintenance_orphan_phase_skipped"
                 );
                 return;
@@ -574,7 +579,7 @@ impl MaintenanceSweep {
                     report.errors += 1;
                     tracing::warn!(
                         error = error.kind(),
-                        error.message = %error,
+                        error.message = %Report(&error),
                         "maintenance_orphan_phase_skipped"
                     );
                     return;
@@ -599,7 +604,7 @@ impl MaintenanceSweep {
                     tracing::warn!(
                         container_id = %container_id,
                         error = error.kind(),
-                        error.message = %error,
+                        error.message = %Report(&error),
                         "maintenance_orphan_remove_failed"
                     );
                 }

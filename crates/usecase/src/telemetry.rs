@@ -1,7 +1,6 @@
 //! Telemetry shared by the use cases. Metric and span names are part of sandkeeper's contract.
 
-use std::fmt::Display;
-
+use sandkeeper_ports::Report;
 use sandkeeper_ports::SessionRepository;
 use tracing::Span;
 use tracing::field::display;
@@ -9,11 +8,11 @@ use tracing::field::display;
 /// Gauge: how many sessions the store holds as running.
 pub(crate) const ACTIVE_COUNT: &str = "sandbox.active.count";
 
-/// Records a failure on `span` the way every use case does: the message, its stable kind and
-/// the OpenTelemetry error status. The span must declare `error`, `error.type` and
+/// Records a failure on `span` the way every use case does: the message with its causes, its
+/// stable kind and the OpenTelemetry error status. The span must declare `error`, `error.type` and
 /// `otel.status_code` (as `Empty`).
-pub(crate) fn record_error(span: &Span, error: &dyn Display, kind: &'static str) {
-    span.record("error", display(error));
+pub(crate) fn record_error(span: &Span, error: &dyn std::error::Error, kind: &'static str) {
+    span.record("error", display(Report(error)));
     span.record("error.type", kind);
     span.record("otel.status_code", "ERROR");
 }
@@ -24,7 +23,7 @@ pub(crate) async fn refresh_active_count(repository: &dyn SessionRepository) {
     match repository.count_running().await {
         Ok(count) => metrics::gauge!(ACTIVE_COUNT).set(count as f64),
         Err(error) => {
-            tracing::debug!(error = %error, "sandbox.active.count not refreshed: store unreadable");
+            tracing::debug!(error = %Report(&error), "sandbox.active.count not refreshed: store unreadable");
         }
     }
 }

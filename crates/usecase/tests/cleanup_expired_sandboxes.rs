@@ -13,7 +13,7 @@ use sandkeeper_adapters_observability::capture::Capture;
 use sandkeeper_domain::{ContainerId, SandboxSession};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{
-    ContainerSpec, ContainerState, ManagedContainer, RuntimeError, SandboxRuntime,
+    ContainerSpec, ContainerState, ManagedContainer, Report, RuntimeError, SandboxRuntime,
     SessionRepository, StoreError,
 };
 use sandkeeper_usecase::{CleanupError, CleanupExpiredSandboxes, CleanupFailure};
@@ -410,5 +410,5 @@ async fn cleanup_expired_sandboxes_fails_when_the_snapshot_cannot_be_read() {
         &[],
         &[("sandbox.result", text("error")), ("error.type", text("store_unavailable"))],
     );
-    assert_eq!(root.error(), Some(&text(&error)));
+    assert_eq!(root.error(), Some(&text(Report(&error))));
 }

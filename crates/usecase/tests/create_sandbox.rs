@@ -9,7 +9,9 @@ use sandkeeper_adapters_observability::capture::Capture;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus};
 use sandkeeper_ports::inprocess::InMemorySessionRepository;
 use sandkeeper_ports::testkit::FakeRuntime;
-use sandkeeper_ports::{ContainerSpec, RuntimeError, SaveError, SessionRepository, StoreError};
+use sandkeeper_ports::{
+    ContainerSpec, Report, RuntimeError, SaveError, SessionRepository, StoreError,
+};
 use sandkeeper_usecase::{CreateResult, CreateSandboxCommand, CreateSandboxError};
 use support::*;
 use tokio::time::timeout;
@@ -45,7 +47,7 @@ fn assert_span_error(
     span: &sandkeeper_adapters_observability::capture::CapturedSpan,
     error: &CreateSandboxError,
 ) {
-    assert_eq!(span.error(), Some(&text(error)), "{span:?}");
+    assert_eq!(span.error(), Some(&text(Report(error))), "{span:?}");
     assert_eq!(span.field("error.type"), Some(&text(error.kind())), "{span:?}");
     assert_eq!(span.field("otel.status_code"), Some(&text("ERROR")), "{span:?}");
 }
@@ -226,7 +228,7 @@ async fn create_sandbox_save_failure_stops_untracked_container() {
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
 
-    assert!(error.to_string().contains("save_failed"), "{error}");
+    assert!(Report(&error).to_string().contains("save_failed"), "{error}");
     assert_eq!(runtime.create_calls().len(), 1);
     assert_eq!(runtime.stop_calls(), vec![container_of(SESSION_NEW_ID)]);
     assert_eq!(repository.get_running_by_chat(CHAT_ID).await.unwrap(), None);
@@ -277,7 +279,7 @@ async fn create_sandbox_replace_save_failure_records_stage_safe_trace_ids() {
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
 
-    assert!(error.to_string().contains("save_failed"), "{error}");
+    assert!(Report(&error).to_string().contains("save_failed"), "{error}");
     assert_eq!(
         runtime.stop_calls(),
         vec![container("container-old"), container_of(SESSION_NEW_ID)]

@@ -6,10 +6,14 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sandkeeper_ports::{RuntimeError, SaveError, StoreError};
+use sandkeeper_ports::{Report, RuntimeError, SaveError, StoreError};
 use serde::Serialize;
 
 use super::body::shorten;
+
+/// What an operator does about a missing sandbox image.
+pub(crate) const IMAGE_ADVICE: &str =
+    "build it with `cargo xtask image` (or `docker build`), or choose another with --image";
 
 /// The most characters of a message; a longer one (which only input quoted outside backticks
 /// could make) is cut.
@@ -127,8 +131,8 @@ impl ApiError {
     }
 
     /// 500: logs the cause and answers with a generic message.
-    pub(crate) fn internal(cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error.message = %cause, "request_failed");
+    pub(crate) fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error.message = %Report(cause), "request_failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -141,7 +145,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(_) => {
-                tracing::warn!(error.message = %error, "store_unavailable");
+                tracing::warn!(error.message = %Report(&error), "store_unavailable");
                 Self::unavailable(
                     "store_unavailable",
                     "the session store is unavailable; retry shortly",
@@ -167,13 +171,17 @@ impl From<RuntimeError> for ApiError {
     fn from(error: RuntimeError) -> Self {
         match &error {
             RuntimeError::Unavailable(_) | RuntimeError::Timeout { .. } => {
-                tracing::warn!(error.message = %error, "docker_unavailable");
-                Self::unavailable("docker_unavailable", format!("{error}; retry shortly"))
+                tracing::warn!(error.message = %Report(&error), "docker_unavailable");
+                Self::unavailable(
+                    "docker_unavailable",
+                    format!("{}; retry shortly", Report(&error)),
+                )
             }
-            // The operator's fix is named in the message (build the image or set --image).
+            // The operator's fix is named in the message.
             RuntimeError::ImageMissing { .. } => {
-                tracing::error!(error.message = %error, "image_missing");
-                Self::unavailable("image_missing", error.to_string())
+                let message = format!("{error}; {IMAGE_ADVICE}");
+                tracing::error!(error.message = %message, "image_missing");
+                Self::unavailable("image_missing", message)
             }
             RuntimeError::NotManaged { .. } | RuntimeError::Failed(_) => Self::internal(&error),
         }

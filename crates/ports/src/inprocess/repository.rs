@@ -159,10 +159,9 @@ impl SessionRepository for InMemorySessionRepository {
                         && other.session_id != session_id
                 });
             if conflict {
-                return Err(StoreError::Failed(format!(
-                    "chat {} already has another running session",
-                    changed.chat_id
-                )));
+                return Err(StoreError::Failed(
+                    format!("chat {} already has another running session", changed.chat_id).into(),
+                ));
             }
             sessions.insert(session_id, changed);
             Ok(true)
