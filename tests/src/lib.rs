@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 pub use reqwest::StatusCode;
 use serde_json::Value;
 
+mod sandbox;
+pub use sandbox::{assert_error, chat};
+
 /// The label every container of an instance carries.
 pub const INSTANCE_LABEL: &str = "io.sandkeeper.instance";
 

@@ -6,11 +6,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandkeeper_tests::{DockerProxy, StatusCode, TestEnv, container_label, docker, eventually};
-
-fn chat() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use sandkeeper_tests::{
+    DockerProxy, StatusCode, TestEnv, chat, container_label, docker, eventually,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {

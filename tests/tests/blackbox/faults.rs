@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::Method;
-use sandkeeper_tests::{DockerProxy, Server, StatusCode, TestEnv, docker, eventually};
+use sandkeeper_tests::{
+    DockerProxy, Server, StatusCode, TestEnv, assert_error, chat, docker, eventually,
+};
 use serde_json::Value;
 use sqlx::Connection;
 
@@ -32,10 +34,6 @@ const DOCKER_FAILS_WITHIN: Duration = Duration::from_secs(5);
 const STORE_FAILS_WITHIN: Duration = Duration::from_secs(9);
 /// How long recovery may take once a dependency is back.
 const RECOVERY_WITHIN: Duration = Duration::from_secs(15);
-
-fn chat() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 /// The sessions `GET /v1/sandboxes` lists, by session id, as (chat id, container id, status).
 async fn sessions(server: &Server) -> BTreeMap<String, (String, String, String)> {
@@ -74,12 +72,6 @@ fn metric_series(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
-}
-
-fn assert_error(body: &Value, code: &str, message_part: &str) {
-    assert_eq!(body["error"]["code"], code, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(message_part), "`{message_part}` not in the message of {body}");
 }
 
 async fn put_timed(server: &Server, chat_id: &str) -> (StatusCode, Value, Duration) {

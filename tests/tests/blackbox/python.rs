@@ -23,11 +23,7 @@ print("python", sys.version_info.major, file=sys.stderr)
 "#;
 
 async fn exec(server: &Server, chat_id: &str, body: Value) -> Value {
-    let request = server
-        .request(Method::POST, &format!("/v1/chats/{chat_id}/sandbox/exec"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    let (status, answer) = server.send(request).await;
+    let (status, answer) = server.exec(chat_id, body.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}: {answer}");
     answer
 }
