@@ -221,6 +221,11 @@ impl TestEnv {
         Self::with_image(&sandbox_image())
     }
 
+    /// The environment of a test that needs Docker: `None` where [`docker`] says the test skips.
+    pub fn for_docker(test: &str) -> Option<Self> {
+        docker(test).map(|_| Self::new())
+    }
+
     /// An environment whose servers run sandboxes of `image` (`--image`).
     pub fn with_image(image: &str) -> Self {
         let instance_id = format!("bb-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);

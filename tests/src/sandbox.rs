@@ -26,6 +26,13 @@ impl Server {
         body
     }
 
+    /// A fresh chat with a sandbox just created for it; its chat id.
+    pub async fn new_sandbox(&self) -> String {
+        let chat_id = chat();
+        self.created(&chat_id).await;
+        chat_id
+    }
+
     /// `POST /v1/chats/{chat_id}/sandbox/exec` with a JSON body.
     pub async fn exec(&self, chat_id: &str, body: Value) -> (StatusCode, Value) {
         let request = self

@@ -12,10 +12,10 @@ use sandkeeper_tests::{
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
-    if docker("get_or_create_reuses_replaces_after_ttl_and_deletes").is_none() {
+    let Some(env) = TestEnv::for_docker("get_or_create_reuses_replaces_after_ttl_and_deletes")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     // A cleanup interval far beyond the test, so that the replace is done by the PUT.
     // The TTL outlasts the first create and the reuse on a loaded machine.
     let server = env.serve(&["--ttl", "5s", "--cleanup-interval", "1h"]).await;
@@ -66,10 +66,9 @@ async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cleanup_loop_removes_expired_sandboxes() {
-    if docker("the_cleanup_loop_removes_expired_sandboxes").is_none() {
+    let Some(env) = TestEnv::for_docker("the_cleanup_loop_removes_expired_sandboxes") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     // The TTL leaves room for four creates on a loaded machine before the first one expires.
     let server = env.serve(&["--ttl", "8s", "--cleanup-interval", "1s"]).await;
     for _ in 0..3 {
@@ -96,10 +95,10 @@ async fn the_cleanup_loop_removes_expired_sandboxes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_parallel_puts_for_one_chat_make_one_container() {
-    if docker("twenty_parallel_puts_for_one_chat_make_one_container").is_none() {
+    let Some(env) = TestEnv::for_docker("twenty_parallel_puts_for_one_chat_make_one_container")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = Arc::new(env.serve(&[]).await);
     let chat_id = chat();
     let calls = (0..20).map(|_| {
@@ -130,10 +129,10 @@ async fn futures_join<T: Send + 'static>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
-    if docker("sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox").is_none() {
+    let Some(env) = TestEnv::for_docker("sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let mut first = env.serve(&[]).await;
     let chat_id = chat();
     let (status, created) = first.put_sandbox(&chat_id).await;
@@ -155,10 +154,9 @@ async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_carry_the_sandbox_names() {
-    if docker("metrics_carry_the_sandbox_names").is_none() {
+    let Some(env) = TestEnv::for_docker("metrics_carry_the_sandbox_names") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
     let chat_id = chat();
     assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::CREATED);
@@ -178,10 +176,9 @@ async fn metrics_carry_the_sandbox_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capacity_is_enforced_with_429() {
-    if docker("capacity_is_enforced_with_429").is_none() {
+    let Some(env) = TestEnv::for_docker("capacity_is_enforced_with_429") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--max-sandboxes", "1"]).await;
     let first = chat();
     assert_eq!(server.put_sandbox(&first).await.0, StatusCode::CREATED);
@@ -244,10 +241,9 @@ async fn a_sweep_repairs_a_crashed_sandbox_and_reaps_orphans() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_and_maintain_commands_print_their_reports() {
-    if docker("cleanup_and_maintain_commands_print_their_reports").is_none() {
+    let Some(env) = TestEnv::for_docker("cleanup_and_maintain_commands_print_their_reports") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let mut server = env.serve(&["--ttl", "1s", "--cleanup-interval", "1h"]).await;
     let (status, created) = server.put_sandbox(&chat()).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");

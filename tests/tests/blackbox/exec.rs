@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sandkeeper_tests::{Server, StatusCode, TestEnv, assert_error, chat, docker, eventually};
+use sandkeeper_tests::{Server, StatusCode, TestEnv, assert_error, chat, eventually};
 use serde_json::{Value, json};
 
 mod scripts;
@@ -47,10 +47,11 @@ async fn processes_matching(server: &Server, chat_id: &str, needle: &str) -> Vec
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
-    if docker("exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
     let chat_id = chat();
 
@@ -113,13 +114,12 @@ async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_kills_the_command_and_everything_it_started() {
-    if docker("a_timeout_kills_the_command_and_everything_it_started").is_none() {
+    let Some(env) = TestEnv::for_docker("a_timeout_kills_the_command_and_everything_it_started")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     let started = Instant::now();
     let (status, answer) = server.exec(&chat_id,
@@ -146,13 +146,11 @@ async fn a_timeout_kills_the_command_and_everything_it_started() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_beyond_the_limit_is_truncated() {
-    if docker("output_beyond_the_limit_is_truncated").is_none() {
+    let Some(env) = TestEnv::for_docker("output_beyond_the_limit_is_truncated") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--exec-output-limit", "1k"]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     let answer = server
         .shell(
@@ -172,10 +170,11 @@ async fn output_beyond_the_limit_is_truncated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
-    if docker("operations_beyond_the_bound_per_sandbox_are_refused_with_429").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("operations_beyond_the_bound_per_sandbox_are_refused_with_429")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = Arc::new(env.serve(&["--exec-concurrency", "2"]).await);
     let busy_chat = chat();
     let other_chat = chat();
@@ -225,10 +224,10 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_move_in_and_out_and_stay_inside_the_workspace() {
-    if docker("files_move_in_and_out_and_stay_inside_the_workspace").is_none() {
+    let Some(env) = TestEnv::for_docker("files_move_in_and_out_and_stay_inside_the_workspace")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--file-size-limit", "4k"]).await;
     let chat_id = chat();
 
@@ -307,10 +306,11 @@ async fn files_move_in_and_out_and_stay_inside_the_workspace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
-    if docker("keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let limits = ["--ttl", "4s", "--max-ttl", "10s", "--max-lifetime", "10s"];
     let server = env.serve(&[&limits[..], &["--cleanup-interval", "1h"]].concat()).await;
     let chat_id = chat();
@@ -363,10 +363,11 @@ async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
 /// for the first create.)
 #[tokio::test(flavor = "multi_thread")]
 async fn in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle() {
-    if docker("in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server =
         env.serve(&["--ttl", "5s", "--ttl-mode", "sliding", "--cleanup-interval", "1s"]).await;
     let chat_id = chat();
@@ -399,10 +400,10 @@ async fn in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle() {
 /// `--ttl 3s` in the default fixed mode: use does not matter, the sandbox expires on schedule.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule() {
-    if docker("in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule").is_none() {
+    let Some(env) = TestEnv::for_docker("in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--ttl", "3s", "--cleanup-interval", "1s"]).await;
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;
@@ -449,14 +450,14 @@ async fn in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule() {
 /// 409 `sandbox_gone` at once, long before the command's own timeout.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409() {
-    if docker("an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     // The TTL leaves a loaded machine time to start the exec before the sandbox expires.
     let server = env.serve(&["--ttl", "6s", "--cleanup-interval", "1s"]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
     let started = Instant::now();
     let (status, body) = server
         .exec(

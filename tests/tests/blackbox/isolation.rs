@@ -22,10 +22,11 @@ fn inspect(container_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
-    if docker("each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
     let (first, second) = (chat(), chat());
     let sandbox = server.created(&first).await;
@@ -66,10 +67,9 @@ async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sandbox_uid_range_is_a_setting() {
-    if docker("the_sandbox_uid_range_is_a_setting").is_none() {
+    let Some(env) = TestEnv::for_docker("the_sandbox_uid_range_is_a_setting") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     // Above the default range, so that sandboxes of other tests never hold these two.
     let server =
         env.serve_with_env(&[], &[("SANDKEEPER_SANDBOX_UID_RANGE", "2000000-2000001")]).await;
@@ -189,10 +189,11 @@ async fn a_sandbox_that_uses_up_its_inotify_instances_leaves_other_sandboxes_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere() {
-    if docker("the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;

@@ -13,13 +13,12 @@ use super::processes_matching;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeouts_of_one_and_two_milliseconds_answer_timed_out() {
-    if docker("timeouts_of_one_and_two_milliseconds_answer_timed_out").is_none() {
+    let Some(env) = TestEnv::for_docker("timeouts_of_one_and_two_milliseconds_answer_timed_out")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     for round in 0..4 {
         for timeout_ms in [1, 2] {
@@ -37,13 +36,13 @@ async fn timeouts_of_one_and_two_milliseconds_answer_timed_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_whose_name_holds_a_newline_is_killed_at_the_timeout() {
-    if docker("a_process_whose_name_holds_a_newline_is_killed_at_the_timeout").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("a_process_whose_name_holds_a_newline_is_killed_at_the_timeout")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     // A child that leaves the command's session and renames itself with a newline and a fake
     // end of name, and a grandchild under it: only the parent links tie them to the command.
@@ -59,13 +58,11 @@ sleep 302 & echo started; wait"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_features_work_on_the_images_shell() {
-    if docker("exec_features_work_on_the_images_shell").is_none() {
+    let Some(env) = TestEnv::for_docker("exec_features_work_on_the_images_shell") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--exec-output-limit", "1k"]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     let (status, answer) = server
         .exec(&chat_id, json!({"command": ["printf", "%s|", "a b", "$HOME", "*", "--", "-n"]}))
@@ -119,13 +116,13 @@ async fn shell_answer(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
-    if docker("planted_links_and_fifos_never_redirect_or_hold_up_an_upload").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("planted_links_and_fifos_never_redirect_or_hold_up_an_upload")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     // Links at the predictable names a temporary file named after its pid would get
     // (`.sandkeeper-upload.<pid>`) for the next 250 pids the sandbox hands out after this
@@ -154,13 +151,13 @@ async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn special_files_modes_and_dangling_links_get_their_own_answers() {
-    if docker("special_files_modes_and_dangling_links_get_their_own_answers").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("special_files_modes_and_dangling_links_get_their_own_answers")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
     server
         .shell(
             &chat_id,
@@ -214,13 +211,12 @@ async fn special_files_modes_and_dangling_links_get_their_own_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_upload_removes_the_directories_it_created() {
-    if docker("a_failed_upload_removes_the_directories_it_created").is_none() {
+    let Some(env) = TestEnv::for_docker("a_failed_upload_removes_the_directories_it_created")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     // Fill the workspace: the directories can still be made, the file cannot be written.
     server.shell(&chat_id, "mkdir kept; cat /dev/zero > fill 2>/dev/null; true").await;
@@ -233,10 +229,11 @@ async fn a_failed_upload_removes_the_directories_it_created() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_racing_a_delete_answer_their_result_or_sandbox_gone() {
-    if docker("calls_racing_a_delete_answer_their_result_or_sandbox_gone").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("calls_racing_a_delete_answer_their_result_or_sandbox_gone")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = std::sync::Arc::new(env.serve(&[]).await);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for round in 0..12u64 {
@@ -290,8 +287,7 @@ async fn a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_ser
     }
     let env = TestEnv::new();
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    server.created(&chat_id).await;
+    let chat_id = server.new_sandbox().await;
     let (status, body) = server.upload(&chat_id, "kept.txt", b"kept").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
