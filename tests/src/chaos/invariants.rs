@@ -73,13 +73,8 @@ fn running_rows_have_running_containers(
 
 /// (c) never two running sessions for one chat.
 fn one_running_session_per_chat(rows: &[Row]) -> Vec<String> {
-    let mut running_per_chat: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for row in rows.iter().filter(|row| row.status == "running") {
-        running_per_chat.entry(&row.chat_id).or_default().push(&row.session_id);
-    }
-    running_per_chat
-        .iter()
-        .filter(|(_, sessions)| sessions.len() > 1)
+    let running = rows.iter().filter(|row| row.status == "running");
+    more_than_one_per_chat(running.map(|row| (row.chat_id.as_str(), row.session_id.as_str())))
         .map(|(chat, sessions)| {
             format!("(c) chat {chat} has {} running sessions: {sessions:?}", sessions.len())
         })
@@ -88,15 +83,21 @@ fn one_running_session_per_chat(rows: &[Row]) -> Vec<String> {
 
 /// (c) never two running containers for one chat.
 fn one_running_container_per_chat(containers: &[DockerContainer]) -> Vec<String> {
-    let mut containers_per_chat: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for container in containers.iter().filter(|c| c.state == "running") {
-        containers_per_chat.entry(&container.chat).or_default().push(&container.id);
-    }
-    containers_per_chat
-        .iter()
-        .filter(|(_, ids)| ids.len() > 1)
+    let running = containers.iter().filter(|c| c.state == "running");
+    more_than_one_per_chat(running.map(|c| (c.chat.as_str(), c.id.as_str())))
         .map(|(chat, ids)| format!("(c) chat {chat} has {} running containers: {ids:?}", ids.len()))
         .collect()
+}
+
+/// The chats with more than one of the `(chat, id)` pairs, in chat order, with their ids.
+fn more_than_one_per_chat<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> impl Iterator<Item = (&'a str, Vec<&'a str>)> {
+    let mut per_chat: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (chat, id) in pairs {
+        per_chat.entry(chat).or_default().push(id);
+    }
+    per_chat.into_iter().filter(|(_, ids)| ids.len() > 1)
 }
 
 /// The faults planted after the kill were repaired: the orphan is gone and was counted, and a

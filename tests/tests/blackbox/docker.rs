@@ -21,8 +21,7 @@ async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
     let server = env.serve(&["--ttl", "5s", "--cleanup-interval", "1h"]).await;
     let chat_id = chat();
 
-    let (status, created) = server.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = server.created(&chat_id).await;
     assert_eq!(created["result"], "created");
     assert_eq!(created["chat_id"], chat_id.as_str());
     assert_eq!(created["status"], "running");
@@ -47,8 +46,7 @@ async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
     assert_eq!(got["session_id"], created["session_id"]);
 
     tokio::time::sleep(Duration::from_millis(5200)).await;
-    let (status, replaced) = server.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{replaced}");
+    let replaced = server.created(&chat_id).await;
     assert_eq!(replaced["result"], "replaced");
     assert_ne!(replaced["session_id"], created["session_id"]);
     let new_container = replaced["container_id"].as_str().unwrap().to_owned();
@@ -135,8 +133,7 @@ async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
     };
     let mut first = env.serve(&[]).await;
     let chat_id = chat();
-    let (status, created) = first.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = first.created(&chat_id).await;
 
     let exit = first.terminate();
     assert!(exit.success(), "SIGTERM must exit 0, got {exit}:\n{}", first.logs());
@@ -245,8 +242,7 @@ async fn cleanup_and_maintain_commands_print_their_reports() {
         return;
     };
     let mut server = env.serve(&["--ttl", "1s", "--cleanup-interval", "1h"]).await;
-    let (status, created) = server.put_sandbox(&chat()).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = server.created(&chat()).await;
     assert!(server.terminate().success());
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -269,11 +265,7 @@ async fn cleanup_and_maintain_commands_print_their_reports() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_recovers_by_itself_when_docker_comes_back() {
     let test = "the_server_recovers_by_itself_when_docker_comes_back";
-    if docker(test).is_none() {
-        return;
-    }
-    let Some(engine) = DockerProxy::engine_socket() else {
-        println!("skipped {test}: DOCKER_HOST is not a unix socket");
+    let Some(engine) = DockerProxy::engine_for(test) else {
         return;
     };
     let env = TestEnv::new();
@@ -292,19 +284,14 @@ async fn the_server_recovers_by_itself_when_docker_comes_back() {
     })
     .await;
     assert!(ready.is_some(), "readyz did not recover:\n{}", server.logs());
-    let (status, body) = server.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.created(&chat_id).await;
     assert_eq!(env.containers(true).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_request_finish() {
     let test = "sigterm_lets_an_in_flight_request_finish";
-    if docker(test).is_none() {
-        return;
-    }
-    let Some(engine) = DockerProxy::engine_socket() else {
-        println!("skipped {test}: DOCKER_HOST is not a unix socket");
+    let Some(engine) = DockerProxy::engine_for(test) else {
         return;
     };
     let env = TestEnv::new();

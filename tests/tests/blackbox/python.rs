@@ -37,8 +37,7 @@ async fn a_python_script_uploaded_runs_writes_a_file_and_a_venv_works() {
     let env = TestEnv::with_image(IMAGE);
     let server = env.serve(&[]).await;
     let chat_id = uuid::Uuid::new_v4().to_string();
-    let (status, sandbox) = server.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{sandbox}");
+    let sandbox = server.created(&chat_id).await;
     let container = sandbox["container_id"].as_str().expect("a container id");
     let inspect = std::process::Command::new("docker")
         .args(["inspect", "--format", "{{.Config.Image}}", container])
