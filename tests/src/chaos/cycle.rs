@@ -5,24 +5,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::faults::{Foreign, plant_dead_container, plant_orphan};
-use super::invariants::{self, HandedOut};
+use super::faults::{plant_dead_container, plant_orphan};
+use super::invariants;
 use super::load::Load;
-use super::observe::{DockerContainer, Row, containers_of_instance, read_rows};
+use super::observe::{containers_of_instance, read_rows};
 use super::plan::duration_arg;
-use super::recovery::SweepTotals;
 use super::report::{CycleReport, Recovery, Tally, Timings};
-use super::{ChaosConfig, SeededRng};
-use crate::{Server, TestEnv};
-
-/// Everything a cycle needs from the run.
-pub(super) struct Cycle<'a> {
-    pub(super) config: &'a ChaosConfig,
-    pub(super) env: &'a TestEnv,
-    pub(super) image: &'a str,
-    pub(super) chats: &'a [String],
-    pub(super) foreign: &'a Foreign,
-}
+use super::{Cycle, DockerContainer, HandedOut, Row, SeededRng, SweepTotals};
+use crate::Server;
 
 /// What the load of a cycle saw before and as the server was killed.
 struct Killed {

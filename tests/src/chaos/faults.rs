@@ -3,8 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use super::observe::{DockerContainer, Row};
-use super::{CHAT_LABEL, MANAGED_LABEL, SESSION_LABEL, SeededRng, docker};
+use super::{CHAT_LABEL, DockerContainer, MANAGED_LABEL, Row, SESSION_LABEL, SeededRng, docker};
 use crate::INSTANCE_LABEL;
 
 /// Kills the container of one running session, as if it had crashed while sandkeeper was

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::docker;
-use super::observe::{DockerContainer, Row};
+use super::{DockerContainer, HandedOut, Row};
 use crate::Server;
 
 /// The invariants (a), (b) and (c) over the store's rows and the engine's containers.
@@ -127,15 +127,6 @@ pub(super) fn planted_faults_repaired(
         );
     }
     violations
-}
-
-/// A container a client was given in a 200/201 answer to PUT.
-#[derive(Debug, Clone)]
-pub(super) struct HandedOut {
-    pub(super) container_id: String,
-    pub(super) session_id: String,
-    pub(super) chat_id: String,
-    pub(super) session_created_at: DateTime<Utc>,
 }
 
 /// `orphan_container_removed` events of a JSON log: when and which.

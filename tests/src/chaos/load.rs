@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::invariants::HandedOut;
-use super::{SeededRng, Tally};
+use super::{HandedOut, SeededRng, Tally};
 use crate::Server;
 
 /// The parallel requests of one cycle.

@@ -42,7 +42,8 @@
 //! step), `load` (the parallel requests), `faults` (what is planted, and the foreign containers
 //! that must stay untouched), `recovery` (the sweeps through the API or `sandkeeper maintain`),
 //! `observe` (the store's rows and the engine's containers, read directly), `invariants` (the
-//! checks, one function per rule) and `report` (what a cycle and the run print and return).
+//! checks, one function per rule) and `report` (what a cycle and the run print and return);
+//! this module runs the cycles and holds the records the others share.
 
 mod cycle;
 mod faults;
@@ -56,17 +57,71 @@ mod report;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use crate::{TestEnv, sandbox_image};
 
 pub use plan::{ChaosConfig, SeededRng, fresh_seed, seed_from_env};
 pub use report::{ChaosSummary, CycleReport, Recovery, Tally, Timings};
 
-use cycle::Cycle;
 use faults::Foreign;
 
 const MANAGED_LABEL: &str = "io.sandkeeper.managed";
 const SESSION_LABEL: &str = "io.sandkeeper.session";
 const CHAT_LABEL: &str = "io.sandkeeper.chat";
+
+// The records the modules share. Their fields are private to this module and so readable in
+// every module of the chaos driver, and nowhere else.
+
+/// A session row, as the store holds it.
+#[derive(Debug, Clone)]
+struct Row {
+    session_id: String,
+    chat_id: String,
+    container_id: String,
+    status: String,
+}
+
+/// A container as Docker describes it.
+#[derive(Debug, Clone)]
+struct DockerContainer {
+    id: String,
+    /// `created`, `running`, `exited`, ...
+    state: String,
+    created: DateTime<Utc>,
+    managed: String,
+    session: String,
+    chat: String,
+}
+
+/// A container a client was given in a 200/201 answer to PUT.
+#[derive(Debug, Clone)]
+struct HandedOut {
+    container_id: String,
+    session_id: String,
+    chat_id: String,
+    session_created_at: DateTime<Utc>,
+}
+
+/// The sweeps of one recovery, added up.
+#[derive(Debug, Default)]
+struct SweepTotals {
+    sweeps: usize,
+    time: Duration,
+    orphans_reaped: u64,
+    reconciled: u64,
+    removed: u64,
+    errors: u64,
+}
+
+/// Everything a cycle needs from the run.
+struct Cycle<'a> {
+    config: &'a ChaosConfig,
+    env: &'a TestEnv,
+    image: &'a str,
+    chats: &'a [String],
+    foreign: &'a Foreign,
+}
 
 /// Runs the cycles. Needs a Docker engine with the sandbox image (see [`crate::docker`]).
 /// Returns what was checked, or the first violation, described.

@@ -6,17 +6,8 @@ use std::process::Command;
 
 use chrono::{DateTime, Utc};
 
-use super::{CHAT_LABEL, MANAGED_LABEL, SESSION_LABEL, docker};
+use super::{CHAT_LABEL, DockerContainer, MANAGED_LABEL, Row, SESSION_LABEL, docker};
 use crate::INSTANCE_LABEL;
-
-/// A session row, as the store holds it.
-#[derive(Debug, Clone)]
-pub(super) struct Row {
-    pub(super) session_id: String,
-    pub(super) chat_id: String,
-    pub(super) container_id: String,
-    pub(super) status: String,
-}
 
 /// Reads every session straight from the SQLite file, read-only: the store's truth, whatever
 /// the API says.
@@ -43,18 +34,6 @@ pub(super) async fn read_rows(db: &Path) -> Result<Vec<Row>, String> {
             status,
         })
         .collect())
-}
-
-/// A container as Docker describes it.
-#[derive(Debug, Clone)]
-pub(super) struct DockerContainer {
-    pub(super) id: String,
-    /// `created`, `running`, `exited`, ...
-    pub(super) state: String,
-    pub(super) created: DateTime<Utc>,
-    pub(super) managed: String,
-    pub(super) session: String,
-    pub(super) chat: String,
 }
 
 /// Every container (in any state) that carries this instance's label.

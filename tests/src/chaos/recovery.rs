@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::cycle::Cycle;
 use super::observe::containers_of_instance;
 use super::plan::duration_arg;
 use super::report::Timings;
+use super::{Cycle, SweepTotals};
 use crate::{Server, metric};
 
 /// How many sweeps a recovery may need when the first ones are cut short by the sweep's time
@@ -20,17 +20,6 @@ const MAX_RECOVERY_SWEEPS: usize = 5;
 const STARTUP_PASS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Added to the orphan grace before the recovery sweep, for the engine's and our clock reads.
 const GRACE_MARGIN: Duration = Duration::from_millis(300);
-
-/// The sweeps of one recovery, added up.
-#[derive(Debug, Default)]
-pub(super) struct SweepTotals {
-    pub(super) sweeps: usize,
-    pub(super) time: Duration,
-    pub(super) orphans_reaped: u64,
-    pub(super) reconciled: u64,
-    pub(super) removed: u64,
-    pub(super) errors: u64,
-}
 
 impl SweepTotals {
     /// Counts one sweep that took `took`.
