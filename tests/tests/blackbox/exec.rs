@@ -76,10 +76,12 @@ async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["stdout"], "from stdin\n");
 
-    let (_, answer) = server.exec(&chat_id,
-        json!({"command": ["sh", "-c", "echo \"$GREETING, $WHO\""], "env": {"GREETING": "hello", "WHO": "chat"}}),
-    )
-    .await;
+    let (_, answer) = server
+        .exec(
+            &chat_id,
+            json!({"command": ["sh", "-c", "echo \"$GREETING, $WHO\""], "env": {"GREETING": "hello", "WHO": "chat"}}),
+        )
+        .await;
     assert_eq!(answer["stdout"], "hello, chat\n", "{answer}");
 
     server.shell(&chat_id, "mkdir -p project/src").await;
@@ -122,13 +124,15 @@ async fn a_timeout_kills_the_command_and_everything_it_started() {
     let chat_id = server.new_sandbox().await;
 
     let started = Instant::now();
-    let (status, answer) = server.exec(&chat_id,
-        json!({
-            "command": ["sh", "-c", "echo started; sleep 101 & sleep 102 & (sleep 103; echo late) & wait"],
-            "timeout_ms": 1000
-        }),
-    )
-    .await;
+    let (status, answer) = server
+        .exec(
+            &chat_id,
+            json!({
+                "command": ["sh", "-c", "echo started; sleep 101 & sleep 102 & (sleep 103; echo late) & wait"],
+                "timeout_ms": 1000
+            }),
+        )
+        .await;
     let took = started.elapsed();
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["timed_out"], true, "{answer}");

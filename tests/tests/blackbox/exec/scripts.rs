@@ -81,10 +81,12 @@ async fn exec_features_work_on_the_images_shell() {
     assert_eq!(answer["exit_code"], 126, "{answer}");
     assert!(answer["stderr"].as_str().unwrap().contains("/no/such/dir"), "{answer}");
 
-    server.shell(&chat_id,
-        "mkdir -p './-dash dir' && printf '#!/bin/sh\\necho ran\\n' > ./-tool && chmod +x ./-tool",
-    )
-    .await;
+    server
+        .shell(
+            &chat_id,
+            "mkdir -p './-dash dir' && printf '#!/bin/sh\\necho ran\\n' > ./-tool && chmod +x ./-tool",
+        )
+        .await;
     let (_, answer) =
         server.exec(&chat_id, json!({"command": ["pwd"], "workdir": "-dash dir"})).await;
     assert_eq!(answer["stdout"], "/workspace/-dash dir\n", "{answer}");
@@ -95,10 +97,12 @@ async fn exec_features_work_on_the_images_shell() {
     let (status, answer) = server.exec(&chat_id, json!({"command": ["./-tool"]})).await;
     assert_eq!((status, answer["stdout"].clone()), (StatusCode::OK, json!("ran\n")), "{answer}");
 
-    let (_, answer) = server.exec(&chat_id,
-        json!({"command": ["sh", "-c", "cat; echo \"$A-$B\"; exit 7"], "stdin": "in\n", "env": {"A": "1", "B": "two words"}}),
-    )
-    .await;
+    let (_, answer) = server
+        .exec(
+            &chat_id,
+            json!({"command": ["sh", "-c", "cat; echo \"$A-$B\"; exit 7"], "stdin": "in\n", "env": {"A": "1", "B": "two words"}}),
+        )
+        .await;
     assert_eq!(answer["stdout"], "in\n1-two words\n", "{answer}");
     assert_eq!(answer["exit_code"], 7);
     let (_, answer) = shell_answer(&server, &chat_id, "head -c 5000 /dev/zero | tr '\\0' a").await;
@@ -128,13 +132,15 @@ async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
     // (`.sandkeeper-upload.<pid>`) for the next 250 pids the sandbox hands out after this
     // command (each `ln` takes one pid; one `mkfifo` makes every FIFO), in the workspace and in
     // a subdirectory; FIFOs in another.
-    server.shell(&chat_id,
-        "mkdir -p sub fifos && base=$$ && n=250 && i=1 && set -- && \
-         while [ $i -le $n ]; do p=$((base + 2 * n + i)); \
-         ln -s /tmp/escaped.$p .sandkeeper-upload.$p; ln -s /tmp/escaped.$p sub/.sandkeeper-upload.$p; \
-         set -- \"$@\" fifos/.sandkeeper-upload.$p; i=$((i + 1)); done; mkfifo \"$@\"",
-    )
-    .await;
+    server
+        .shell(
+            &chat_id,
+            "mkdir -p sub fifos && base=$$ && n=250 && i=1 && set -- && \
+             while [ $i -le $n ]; do p=$((base + 2 * n + i)); \
+             ln -s /tmp/escaped.$p .sandkeeper-upload.$p; ln -s /tmp/escaped.$p sub/.sandkeeper-upload.$p; \
+             set -- \"$@\" fifos/.sandkeeper-upload.$p; i=$((i + 1)); done; mkfifo \"$@\"",
+        )
+        .await;
     for path in ["target.txt", "sub/target.txt", "fifos/target.txt", "sub/new/target.txt"] {
         let started = Instant::now();
         let (status, body) = server.upload(&chat_id, path, b"payload").await;
