@@ -94,18 +94,17 @@ async fn cold_create(server: &Server, raw: &Docker) -> Result<(Row, Vec<String>)
     }
 
     let ratio = report::paired_ratio(&report::seconds(&api), &report::seconds(&direct));
-    let row = Row {
-        name: "cold create: API PUT (201) vs raw bollard create+start (same image, same config)"
-            .to_owned(),
-        figure: format!("{ratio:.3}x"),
-        goal: format!("<= {CREATE_GOAL:.2}x"),
-        met: Verdict::of(ratio <= CREATE_GOAL),
-        detail: format!(
+    let row = Row::ratio_at_most(
+        "cold create: API PUT (201) vs raw bollard create+start (same image, same config)",
+        ratio,
+        3,
+        CREATE_GOAL,
+        format!(
             "median of {ROUNDS} interleaved paired ratios; API {}; raw {}",
             Summary::of(&api),
             Summary::of(&direct)
         ),
-    };
+    );
     Ok((row, kept))
 }
 

@@ -17,7 +17,7 @@ use reqwest::Method;
 use sandkeeper_usecase::{DEFAULT_CLEANUP_BATCH_LIMIT, DEFAULT_CLEANUP_CONCURRENCY};
 
 use crate::docker::{self, force_remove};
-use crate::report::{self, Row, Verdict};
+use crate::report::{self, Row};
 use crate::server::Server;
 
 const SANDBOXES: usize = 500;
@@ -65,15 +65,15 @@ async fn measure(server: &Server, raw: &Docker) -> Result<Row, String> {
     let ratio = report::paired_ratio(&sides.api, &sides.raw);
     let per_second =
         |seconds: &[f64]| -> Vec<f64> { seconds.iter().map(|s| SANDBOXES as f64 / s).collect() };
-    Ok(Row {
-        name: format!(
+    Ok(Row::ratio_at_most(
+        format!(
             "cleanup of {SANDBOXES} expired sandboxes (API) vs force-removing {SANDBOXES} \
              containers directly"
         ),
-        figure: format!("{ratio:.2}x"),
-        goal: format!("<= {GOAL:.2}x"),
-        met: Verdict::of(ratio <= GOAL),
-        detail: format!(
+        ratio,
+        2,
+        GOAL,
+        format!(
             "median of {ROUNDS} paired ratios (rounds alternate which side goes first, each side \
              alone on the engine); both sides {DEFAULT_CLEANUP_CONCURRENCY} at a time (the \
              cleanup pass's default concurrency; its batch limit is \
@@ -85,7 +85,7 @@ async fn measure(server: &Server, raw: &Docker) -> Result<Row, String> {
             report::spread(&per_second(&sides.raw), 0, "/s"),
             crate::report::Summary::of(&sides.raw_each),
         ),
-    })
+    ))
 }
 
 /// The configuration the server sends, from one sandbox it creates (and then deletes).

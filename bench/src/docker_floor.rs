@@ -16,7 +16,7 @@ use sandkeeper_domain::{ChatId, SessionId};
 use sandkeeper_ports::{ContainerSpec, SandboxRuntime};
 
 use crate::docker::{self, force_remove, raw_create, remove_instance};
-use crate::report::{Row, Summary, Verdict};
+use crate::report::{self, Row, Summary};
 
 const SAMPLES: usize = 40;
 const CREATE_GOAL: f64 = 1.05;
@@ -131,24 +131,16 @@ async fn adapter_body(
 /// back, so a slow phase of the machine weighs on both sides of the same ratio.
 fn ratio_row(name: &str, pairs: &Pairs, goal: f64) -> Row {
     let (adapter, raw) = (Summary::of(&pairs.adapter), Summary::of(&pairs.raw));
-    let mut ratios: Vec<f64> = pairs
-        .adapter
-        .iter()
-        .zip(&pairs.raw)
-        .map(|(adapter, raw)| adapter.as_secs_f64() / raw.as_secs_f64())
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    let mid = ratios.len() / 2;
     let ratio =
-        if ratios.len() % 2 == 1 { ratios[mid] } else { (ratios[mid - 1] + ratios[mid]) / 2.0 };
-    Row {
-        name: name.to_owned(),
-        figure: format!("{ratio:.2}x"),
-        goal: format!("<= {goal:.2}x"),
-        met: Verdict::of(ratio <= goal),
-        detail: format!(
+        report::paired_ratio(&report::seconds(&pairs.adapter), &report::seconds(&pairs.raw));
+    Row::ratio_at_most(
+        name,
+        ratio,
+        2,
+        goal,
+        format!(
             "median of {} interleaved paired ratios; adapter {adapter}; raw {raw}",
             pairs.adapter.len()
         ),
-    }
+    )
 }

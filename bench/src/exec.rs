@@ -140,20 +140,19 @@ impl Sandbox<'_> {
             }
         }
         let ratio = report::paired_ratio(&report::seconds(&api), &report::seconds(&direct));
-        Ok(Row {
-            name: "exec round trip: API POST .../exec vs raw bollard exec (same command, same \
-                   sandbox)"
-                .to_owned(),
-            figure: format!("{ratio:.2}x"),
-            goal: format!("<= {EXEC_GOAL:.2}x"),
-            met: Verdict::of(ratio <= EXEC_GOAL),
-            detail: format!(
+        Ok(Row::ratio_at_most(
+            "exec round trip: API POST .../exec vs raw bollard exec (same command, same \
+             sandbox)",
+            ratio,
+            2,
+            EXEC_GOAL,
+            format!(
                 "median of {EXEC_ROUNDS} interleaved paired ratios of `{}`; API {}; raw {}",
                 COMMAND.join(" "),
                 Summary::of(&api),
                 Summary::of(&direct)
             ),
-        })
+        ))
     }
 
     /// One exec through the API; fails unless it ran and printed what it should.

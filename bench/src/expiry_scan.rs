@@ -11,7 +11,7 @@ use sandkeeper_adapters_sql::{SqlStore, StoreOptions};
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use uuid::Uuid;
 
-use crate::report::{Row, Summary, Verdict};
+use crate::report::{Row, Summary};
 
 /// The scan's limit in production: the maintenance sweep's default rows per phase.
 const SCAN_LIMIT: usize = 250;
@@ -101,17 +101,17 @@ async fn measure(backend: &str, small: &SqlStore, large: &SqlStore) -> Result<Ro
     }
     let (small_summary, large_summary) = (Summary::of(&small_times), Summary::of(&large_times));
     let ratio = ratio(large_summary.median, small_summary.median);
-    Ok(Row {
-        name: format!("expiry scan, 100k vs 1k rows ({backend})"),
-        figure: format!("{ratio:.2}x"),
-        goal: format!("<= {GOAL:.2}x"),
-        met: Verdict::of(ratio <= GOAL),
-        detail: format!(
+    Ok(Row::ratio_at_most(
+        format!("expiry scan, 100k vs 1k rows ({backend})"),
+        ratio,
+        2,
+        GOAL,
+        format!(
             "list_expired(now, {SCAN_LIMIT}) with {EXPIRED} expired rows in each store, \
              {SAMPLES} samples each, medians compared; 1k: {small_summary}; \
              100k: {large_summary}; both filled in {fill:.1?}"
         ),
-    })
+    ))
 }
 
 fn ratio(numerator: Duration, denominator: Duration) -> f64 {

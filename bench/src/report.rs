@@ -18,6 +18,23 @@ pub(crate) struct Row {
 }
 
 impl Row {
+    /// A row whose figure is a ratio, shown with `decimals` digits, that must be at most `goal`.
+    pub(crate) fn ratio_at_most(
+        name: impl Into<String>,
+        ratio: f64,
+        decimals: usize,
+        goal: f64,
+        detail: String,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            figure: format!("{ratio:.decimals$}x"),
+            goal: format!("<= {goal:.2}x"),
+            met: Verdict::of(ratio <= goal),
+            detail,
+        }
+    }
+
     pub(crate) fn failed(name: &str, error: &str) -> Self {
         Self {
             name: name.to_owned(),
@@ -219,6 +236,16 @@ fn format_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratio_row_shows_the_figure_and_the_goal_and_judges_at_most() {
+        let row = Row::ratio_at_most("create", 1.23456, 3, 1.5, "detail".to_owned());
+        assert_eq!((row.figure.as_str(), row.goal.as_str()), ("1.235x", "<= 1.50x"));
+        assert_eq!(row.met, Verdict::Met);
+        assert_eq!(Row::ratio_at_most("create", 1.5, 2, 1.5, String::new()).met, Verdict::Met);
+        let missed = Row::ratio_at_most("exec", 2.004, 2, 2.0, String::new());
+        assert_eq!((missed.figure.as_str(), missed.met), ("2.00x", Verdict::Missed));
+    }
 
     fn info() -> RunInfo {
         RunInfo {

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 pub use reqwest::StatusCode;
 use serde_json::Value;
 
+mod sandbox;
+pub use sandbox::{assert_error, chat};
+
 /// The label every container of an instance carries.
 pub const INSTANCE_LABEL: &str = "io.sandkeeper.instance";
 
@@ -78,14 +81,20 @@ pub fn docker_with_image(test: &str, image: &str, build: &str) -> bool {
     if image_present(image) {
         return true;
     }
-    let reason =
-        format!("the image `{image}` is not on the Docker engine: build it with `{build}`");
+    skip_without_docker(
+        test,
+        &format!("the image `{image}` is not on the Docker engine: build it with `{build}`"),
+    );
+    false
+}
+
+/// Says that `test` skipped for `reason`, or panics when `SANDKEEPER_REQUIRE_DOCKER=1`.
+fn skip_without_docker(test: &str, reason: &str) {
     assert!(
         !required("SANDKEEPER_REQUIRE_DOCKER"),
         "{test}: SANDKEEPER_REQUIRE_DOCKER=1 but {reason}"
     );
     println!("skipped {test}: {reason}");
-    false
 }
 
 /// Whether an engine answers; without one, says that `test` skipped (or panics when
@@ -98,11 +107,7 @@ fn engine_answers(test: &str) -> bool {
         .status()
         .is_ok_and(|status| status.success());
     if !answers {
-        assert!(
-            !required("SANDKEEPER_REQUIRE_DOCKER"),
-            "{test}: SANDKEEPER_REQUIRE_DOCKER=1 but no Docker engine answers `docker version`"
-        );
-        println!("skipped {test}: no Docker engine answers `docker version`");
+        skip_without_docker(test, "no Docker engine answers `docker version`");
     }
     answers
 }
@@ -162,6 +167,14 @@ impl TempDatabase {
         Self { admin_url: admin_url.to_owned(), name, url }
     }
 
+    /// The database of a test that needs PostgreSQL and Docker: `None` where [`postgres_url`]
+    /// or [`docker`] says the test skips.
+    pub async fn for_docker_test(test: &str) -> Option<Self> {
+        let admin_url = postgres_url(test)?;
+        docker(test)?;
+        Some(Self::create(&admin_url).await)
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -216,6 +229,11 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new() -> Self {
         Self::with_image(&sandbox_image())
+    }
+
+    /// The environment of a test that needs Docker: `None` where [`docker`] says the test skips.
+    pub fn for_docker(test: &str) -> Option<Self> {
+        docker(test).map(|_| Self::new())
     }
 
     /// An environment whose servers run sandboxes of `image` (`--image`).
@@ -526,6 +544,17 @@ impl DockerProxy {
             Ok(host) if !host.is_empty() => host.strip_prefix("unix://").map(PathBuf::from),
             _ => Some(PathBuf::from("/var/run/docker.sock")),
         }
+    }
+
+    /// The engine's socket for a test that proxies it: `None` where [`docker`] says the test
+    /// skips, or (printing so) when `DOCKER_HOST` is not a Unix socket.
+    pub fn engine_for(test: &str) -> Option<PathBuf> {
+        docker(test)?;
+        let engine = Self::engine_socket();
+        if engine.is_none() {
+            println!("skipped {test}: DOCKER_HOST is not a unix socket");
+        }
+        engine
     }
 
     /// Listens on `socket` and forwards every connection to `engine`.

@@ -4,16 +4,10 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use sandkeeper_tests::{StatusCode, TestEnv};
+use sandkeeper_tests::{StatusCode, TestEnv, assert_error};
 
 const CHAT: &str = "3f0c1d7e-5b6a-4c8d-9e0f-112233445566";
 const TOKEN: &str = "blackbox-token-5f1e9a7c";
-
-fn assert_error(body: &serde_json::Value, code: &str, message_part: &str) {
-    assert_eq!(body["error"]["code"], code, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(message_part), "`{message_part}` not in {body}");
-}
 
 #[tokio::test]
 async fn bearer_auth_guards_everything_but_healthz_and_the_token_is_never_logged() {

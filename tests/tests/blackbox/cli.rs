@@ -17,6 +17,21 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs `sandkeeper <subcommand> <args>` with `vars`, which must exit 2 with `message` in its
+/// standard error.
+fn assert_refused(
+    env: &TestEnv,
+    subcommand: &str,
+    args: &[&str],
+    vars: &[(&str, &str)],
+    message: &str,
+) {
+    let output = run(env, subcommand, args, vars);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr(&output);
+    assert!(stderr.contains(message), "{stderr}");
+}
+
 #[test]
 fn help_explains_every_command_and_setting() {
     let top = std::process::Command::new(binary()).arg("--help").output().unwrap();
@@ -73,22 +88,20 @@ fn help_explains_every_command_and_setting() {
 #[test]
 fn a_bad_ttl_exits_2_naming_the_setting_and_the_value() {
     let env = TestEnv::new();
-    let output = run(&env, "serve", &["--ttl", "abc"], &[]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("--ttl: `abc` is not a duration like 30s or 5m"),
-        "{}",
-        stderr(&output)
+    assert_refused(
+        &env,
+        "serve",
+        &["--ttl", "abc"],
+        &[],
+        "--ttl: `abc` is not a duration like 30s or 5m",
     );
 
-    let output = run(&env, "serve", &[], &[("SANDKEEPER_TTL", "ten minutes")]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains(
-            "--ttl: `ten minutes` is not a duration like 30s or 5m (set by SANDKEEPER_TTL)"
-        ),
-        "{}",
-        stderr(&output)
+    assert_refused(
+        &env,
+        "serve",
+        &[],
+        &[("SANDKEEPER_TTL", "ten minutes")],
+        "--ttl: `ten minutes` is not a duration like 30s or 5m (set by SANDKEEPER_TTL)",
     );
     assert!(!env.data_dir().join("sandkeeper.db").exists(), "a bad configuration touches nothing");
 }
@@ -97,21 +110,25 @@ fn a_bad_ttl_exits_2_naming_the_setting_and_the_value() {
 fn a_flag_wins_over_its_variable() {
     let env = TestEnv::new();
     // The variable alone would be refused as malformed; the flag's value is the one checked.
-    let output = run(&env, "serve", &["--ttl", "2h"], &[("SANDKEEPER_TTL", "abc")]);
-    assert_eq!(output.status.code(), Some(2));
-    let message = stderr(&output);
-    assert!(message.contains("--ttl: `2h` is longer than --max-ttl `1h`"), "{message}");
+    let vars = [("SANDKEEPER_TTL", "abc")];
+    assert_refused(
+        &env,
+        "serve",
+        &["--ttl", "2h"],
+        &vars,
+        "--ttl: `2h` is longer than --max-ttl `1h`",
+    );
 }
 
 #[test]
 fn without_a_token_a_public_address_is_refused() {
     let env = TestEnv::new();
-    let output = run(&env, "serve", &["--listen", "0.0.0.0:0"], &[]);
-    assert_eq!(output.status.code(), Some(2));
-    let message = stderr(&output);
-    assert!(
-        message.contains("--listen: refusing to listen on `0.0.0.0:0` without an API token"),
-        "{message}"
+    assert_refused(
+        &env,
+        "serve",
+        &["--listen", "0.0.0.0:0"],
+        &[],
+        "--listen: refusing to listen on `0.0.0.0:0` without an API token",
     );
 }
 
@@ -141,12 +158,12 @@ fn migrate_creates_the_data_dir_and_the_database() {
 #[test]
 fn a_bad_database_url_is_named() {
     let env = TestEnv::new();
-    let output = run(&env, "migrate", &["--database-url", "mysql://root@db/x"], &[]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("`mysql://root@db/x` is not a database URL"),
-        "{}",
-        stderr(&output)
+    assert_refused(
+        &env,
+        "migrate",
+        &["--database-url", "mysql://root@db/x"],
+        &[],
+        "`mysql://root@db/x` is not a database URL",
     );
 }
 

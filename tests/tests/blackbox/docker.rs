@@ -6,25 +6,22 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandkeeper_tests::{DockerProxy, StatusCode, TestEnv, container_label, docker, eventually};
-
-fn chat() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use sandkeeper_tests::{
+    DockerProxy, StatusCode, TestEnv, chat, container_label, docker, eventually,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
-    if docker("get_or_create_reuses_replaces_after_ttl_and_deletes").is_none() {
+    let Some(env) = TestEnv::for_docker("get_or_create_reuses_replaces_after_ttl_and_deletes")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     // A cleanup interval far beyond the test, so that the replace is done by the PUT.
     // The TTL outlasts the first create and the reuse on a loaded machine.
     let server = env.serve(&["--ttl", "5s", "--cleanup-interval", "1h"]).await;
     let chat_id = chat();
 
-    let (status, created) = server.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = server.created(&chat_id).await;
     assert_eq!(created["result"], "created");
     assert_eq!(created["chat_id"], chat_id.as_str());
     assert_eq!(created["status"], "running");
@@ -49,8 +46,7 @@ async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
     assert_eq!(got["session_id"], created["session_id"]);
 
     tokio::time::sleep(Duration::from_millis(5200)).await;
-    let (status, replaced) = server.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{replaced}");
+    let replaced = server.created(&chat_id).await;
     assert_eq!(replaced["result"], "replaced");
     assert_ne!(replaced["session_id"], created["session_id"]);
     let new_container = replaced["container_id"].as_str().unwrap().to_owned();
@@ -68,10 +64,9 @@ async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cleanup_loop_removes_expired_sandboxes() {
-    if docker("the_cleanup_loop_removes_expired_sandboxes").is_none() {
+    let Some(env) = TestEnv::for_docker("the_cleanup_loop_removes_expired_sandboxes") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     // The TTL leaves room for four creates on a loaded machine before the first one expires.
     let server = env.serve(&["--ttl", "8s", "--cleanup-interval", "1s"]).await;
     for _ in 0..3 {
@@ -98,10 +93,10 @@ async fn the_cleanup_loop_removes_expired_sandboxes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_parallel_puts_for_one_chat_make_one_container() {
-    if docker("twenty_parallel_puts_for_one_chat_make_one_container").is_none() {
+    let Some(env) = TestEnv::for_docker("twenty_parallel_puts_for_one_chat_make_one_container")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = Arc::new(env.serve(&[]).await);
     let chat_id = chat();
     let calls = (0..20).map(|_| {
@@ -132,14 +127,13 @@ async fn futures_join<T: Send + 'static>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
-    if docker("sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox").is_none() {
+    let Some(env) = TestEnv::for_docker("sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let mut first = env.serve(&[]).await;
     let chat_id = chat();
-    let (status, created) = first.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = first.created(&chat_id).await;
 
     let exit = first.terminate();
     assert!(exit.success(), "SIGTERM must exit 0, got {exit}:\n{}", first.logs());
@@ -157,10 +151,9 @@ async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_carry_the_sandbox_names() {
-    if docker("metrics_carry_the_sandbox_names").is_none() {
+    let Some(env) = TestEnv::for_docker("metrics_carry_the_sandbox_names") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
     let chat_id = chat();
     assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::CREATED);
@@ -180,10 +173,9 @@ async fn metrics_carry_the_sandbox_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capacity_is_enforced_with_429() {
-    if docker("capacity_is_enforced_with_429").is_none() {
+    let Some(env) = TestEnv::for_docker("capacity_is_enforced_with_429") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--max-sandboxes", "1"]).await;
     let first = chat();
     assert_eq!(server.put_sandbox(&first).await.0, StatusCode::CREATED);
@@ -246,13 +238,11 @@ async fn a_sweep_repairs_a_crashed_sandbox_and_reaps_orphans() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_and_maintain_commands_print_their_reports() {
-    if docker("cleanup_and_maintain_commands_print_their_reports").is_none() {
+    let Some(env) = TestEnv::for_docker("cleanup_and_maintain_commands_print_their_reports") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let mut server = env.serve(&["--ttl", "1s", "--cleanup-interval", "1h"]).await;
-    let (status, created) = server.put_sandbox(&chat()).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = server.created(&chat()).await;
     assert!(server.terminate().success());
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -275,11 +265,7 @@ async fn cleanup_and_maintain_commands_print_their_reports() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_recovers_by_itself_when_docker_comes_back() {
     let test = "the_server_recovers_by_itself_when_docker_comes_back";
-    if docker(test).is_none() {
-        return;
-    }
-    let Some(engine) = DockerProxy::engine_socket() else {
-        println!("skipped {test}: DOCKER_HOST is not a unix socket");
+    let Some(engine) = DockerProxy::engine_for(test) else {
         return;
     };
     let env = TestEnv::new();
@@ -298,19 +284,14 @@ async fn the_server_recovers_by_itself_when_docker_comes_back() {
     })
     .await;
     assert!(ready.is_some(), "readyz did not recover:\n{}", server.logs());
-    let (status, body) = server.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.created(&chat_id).await;
     assert_eq!(env.containers(true).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_request_finish() {
     let test = "sigterm_lets_an_in_flight_request_finish";
-    if docker(test).is_none() {
-        return;
-    }
-    let Some(engine) = DockerProxy::engine_socket() else {
-        println!("skipped {test}: DOCKER_HOST is not a unix socket");
+    let Some(engine) = DockerProxy::engine_for(test) else {
         return;
     };
     let env = TestEnv::new();

@@ -6,73 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use sandkeeper_tests::{Server, StatusCode, TestEnv, docker, eventually};
+use sandkeeper_tests::{Server, StatusCode, TestEnv, assert_error, chat, eventually};
 use serde_json::{Value, json};
 
 mod scripts;
-
-fn chat() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-fn assert_error(body: &Value, code: &str, message_part: &str) {
-    assert_eq!(body["error"]["code"], code, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(message_part), "`{message_part}` not in {body}");
-}
-
-async fn exec(server: &Server, chat_id: &str, body: Value) -> (StatusCode, Value) {
-    let request = server
-        .request(Method::POST, &format!("/v1/chats/{chat_id}/sandbox/exec"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    server.send(request).await
-}
-
-/// Runs `script` with `sh -c` and expects it to run (200); returns the answer.
-async fn shell(server: &Server, chat_id: &str, script: &str) -> Value {
-    let (status, body) = exec(server, chat_id, json!({"command": ["sh", "-c", script]})).await;
-    assert_eq!(status, StatusCode::OK, "{script}: {body}");
-    body
-}
-
-async fn upload(server: &Server, chat_id: &str, path: &str, bytes: &[u8]) -> (StatusCode, Value) {
-    let request = server
-        .request(Method::PUT, &format!("/v1/chats/{chat_id}/sandbox/files/{path}"))
-        .body(bytes.to_vec());
-    server.send(request).await
-}
-
-/// Status, content type and bytes of a download.
-async fn download(server: &Server, chat_id: &str, path: &str) -> (StatusCode, String, Vec<u8>) {
-    let response = server
-        .request(Method::GET, &format!("/v1/chats/{chat_id}/sandbox/files/{path}"))
-        .send()
-        .await
-        .expect("the server answers");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|value| value.to_str().unwrap_or_default().to_owned())
-        .unwrap_or_default();
-    (status, content_type, response.bytes().await.expect("a body").to_vec())
-}
-
-async fn keep_alive(server: &Server, chat_id: &str, body: &str) -> (StatusCode, Value) {
-    let request = server
-        .request(Method::POST, &format!("/v1/chats/{chat_id}/sandbox/keepalive"))
-        .header("content-type", "application/json")
-        .body(body.to_owned());
-    server.send(request).await
-}
-
-async fn created(server: &Server, chat_id: &str) -> Value {
-    let (status, body) = server.put_sandbox(chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
-}
 
 /// Milliseconds since the Unix epoch of an RFC 3339 UTC time as the API writes it
 /// (`2026-04-02T12:05:00.000Z`).
@@ -97,7 +34,7 @@ fn epoch_ms(value: &Value) -> i64 {
 /// Lines of `ps` in the sandbox that mention `needle`, zombies (dead, waiting for init) left
 /// out.
 async fn processes_matching(server: &Server, chat_id: &str, needle: &str) -> Vec<String> {
-    let listing = shell(server, chat_id, "ps -e -o pid,stat,args").await;
+    let listing = server.shell(chat_id, "ps -e -o pid,stat,args").await;
     listing["stdout"]
         .as_str()
         .unwrap_or_default()
@@ -110,19 +47,20 @@ async fn processes_matching(server: &Server, chat_id: &str, needle: &str) -> Vec
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
-    if docker("exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
     let chat_id = chat();
 
-    let (status, body) = exec(&server, &chat_id, json!({"command": ["echo", "hi"]})).await;
+    let (status, body) = server.exec(&chat_id, json!({"command": ["echo", "hi"]})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_error(&body, "sandbox_not_found", &format!("PUT /v1/chats/{chat_id}/sandbox"));
 
-    let sandbox = created(&server, &chat_id).await;
-    let answer = shell(&server, &chat_id, "echo hello; echo oops >&2; exit 3").await;
+    let sandbox = server.created(&chat_id).await;
+    let answer = server.shell(&chat_id, "echo hello; echo oops >&2; exit 3").await;
     assert_eq!(answer["exit_code"], 3);
     assert_eq!(answer["stdout"], "hello\n");
     assert_eq!(answer["stderr"], "oops\n");
@@ -134,29 +72,29 @@ async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
     assert!(answer["duration_ms"].as_u64().is_some(), "{answer}");
 
     let (status, answer) =
-        exec(&server, &chat_id, json!({"command": ["cat"], "stdin": "from stdin\n"})).await;
+        server.exec(&chat_id, json!({"command": ["cat"], "stdin": "from stdin\n"})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["stdout"], "from stdin\n");
 
-    let (_, answer) = exec(
-        &server,
-        &chat_id,
-        json!({"command": ["sh", "-c", "echo \"$GREETING, $WHO\""], "env": {"GREETING": "hello", "WHO": "chat"}}),
-    )
-    .await;
+    let (_, answer) = server
+        .exec(
+            &chat_id,
+            json!({"command": ["sh", "-c", "echo \"$GREETING, $WHO\""], "env": {"GREETING": "hello", "WHO": "chat"}}),
+        )
+        .await;
     assert_eq!(answer["stdout"], "hello, chat\n", "{answer}");
 
-    shell(&server, &chat_id, "mkdir -p project/src").await;
+    server.shell(&chat_id, "mkdir -p project/src").await;
     let (_, answer) =
-        exec(&server, &chat_id, json!({"command": ["pwd"], "workdir": "project/src"})).await;
+        server.exec(&chat_id, json!({"command": ["pwd"], "workdir": "project/src"})).await;
     assert_eq!(answer["stdout"], "/workspace/project/src\n", "{answer}");
-    let (_, answer) = exec(&server, &chat_id, json!({"command": ["pwd"]})).await;
+    let (_, answer) = server.exec(&chat_id, json!({"command": ["pwd"]})).await;
     assert_eq!(answer["stdout"], "/workspace\n", "the default workdir");
 
     // Output that is not UTF-8 is answered with U+FFFD in place of the bad bytes.
-    let answer = shell(&server, &chat_id, "printf 'caf\\303\\251 \\377\\n'").await;
+    let answer = server.shell(&chat_id, "printf 'caf\\303\\251 \\377\\n'").await;
     assert_eq!(answer["stdout"], "café \u{fffd}\n");
-    let (_, answer) = exec(&server, &chat_id, json!({"command": ["no-such-program"]})).await;
+    let (_, answer) = server.exec(&chat_id, json!({"command": ["no-such-program"]})).await;
     assert_eq!(answer["exit_code"], 127, "{answer}");
 
     for (body, code, part) in [
@@ -167,7 +105,7 @@ async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
         (json!({"command": ["ls"], "timeout_ms": 600_001}), "invalid_timeout", "600000"),
         (json!({"command": ["ls"], "shell": true}), "invalid_body", "unknown field `shell`"),
     ] {
-        let (status, answer) = exec(&server, &chat_id, body.clone()).await;
+        let (status, answer) = server.exec(&chat_id, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
         assert_error(&answer, code, part);
     }
@@ -178,24 +116,23 @@ async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_kills_the_command_and_everything_it_started() {
-    if docker("a_timeout_kills_the_command_and_everything_it_started").is_none() {
+    let Some(env) = TestEnv::for_docker("a_timeout_kills_the_command_and_everything_it_started")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     let started = Instant::now();
-    let (status, answer) = exec(
-        &server,
-        &chat_id,
-        json!({
-            "command": ["sh", "-c", "echo started; sleep 101 & sleep 102 & (sleep 103; echo late) & wait"],
-            "timeout_ms": 1000
-        }),
-    )
-    .await;
+    let (status, answer) = server
+        .exec(
+            &chat_id,
+            json!({
+                "command": ["sh", "-c", "echo started; sleep 101 & sleep 102 & (sleep 103; echo late) & wait"],
+                "timeout_ms": 1000
+            }),
+        )
+        .await;
     let took = started.elapsed();
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["timed_out"], true, "{answer}");
@@ -206,49 +143,48 @@ async fn a_timeout_kills_the_command_and_everything_it_started() {
 
     let left = processes_matching(&server, &chat_id, "sleep 10").await;
     assert!(left.is_empty(), "processes of the timed-out command are left: {left:?}");
-    let answer = shell(&server, &chat_id, "echo still usable").await;
+    let answer = server.shell(&chat_id, "echo still usable").await;
     assert_eq!(answer["stdout"], "still usable\n");
     assert!(server.metrics().await.contains("sandbox_exec_total{result=\"timeout\"} 1"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_beyond_the_limit_is_truncated() {
-    if docker("output_beyond_the_limit_is_truncated").is_none() {
+    let Some(env) = TestEnv::for_docker("output_beyond_the_limit_is_truncated") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--exec-output-limit", "1k"]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
-    let answer = shell(
-        &server,
-        &chat_id,
-        "head -c 5000 /dev/zero | tr '\\0' a; head -c 3000 /dev/zero | tr '\\0' e >&2; exit 4",
-    )
-    .await;
+    let answer = server
+        .shell(
+            &chat_id,
+            "head -c 5000 /dev/zero | tr '\\0' a; head -c 3000 /dev/zero | tr '\\0' e >&2; exit 4",
+        )
+        .await;
     assert_eq!(answer["truncated"], true, "{answer}");
     assert_eq!(answer["stdout"], "a".repeat(1024));
     assert_eq!(answer["stderr"], "e".repeat(1024));
     assert_eq!(answer["exit_code"], 4, "the command ran to its end");
 
-    let answer = shell(&server, &chat_id, "head -c 1024 /dev/zero | tr '\\0' b").await;
+    let answer = server.shell(&chat_id, "head -c 1024 /dev/zero | tr '\\0' b").await;
     assert_eq!(answer["truncated"], false, "exactly the limit is not truncated");
     assert_eq!(answer["stdout"].as_str().unwrap().len(), 1024);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
-    if docker("operations_beyond_the_bound_per_sandbox_are_refused_with_429").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("operations_beyond_the_bound_per_sandbox_are_refused_with_429")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = Arc::new(env.serve(&["--exec-concurrency", "2"]).await);
     let busy_chat = chat();
     let other_chat = chat();
-    let busy = created(&server, &busy_chat).await;
+    let busy = server.created(&busy_chat).await;
     let container = busy["container_id"].as_str().unwrap().to_owned();
-    created(&server, &other_chat).await;
+    server.created(&other_chat).await;
 
     let holders: Vec<_> = (0..2)
         .map(|n| {
@@ -258,7 +194,7 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
                 // `exec`: a shell that does not replace itself with its last command (dash)
                 // would be listed as a third `... sleep 7`.
                 let script = format!("touch /tmp/holding-{n}; exec sleep 7");
-                exec(&server, &chat_id, json!({"command": ["sh", "-c", script]})).await
+                server.exec(&chat_id, json!({"command": ["sh", "-c", script]})).await
             })
         })
         .collect();
@@ -270,12 +206,12 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
     })
     .await;
     assert!(both_running.is_some(), "the two holding commands did not start");
-    let (status, body) = exec(&server, &busy_chat, json!({"command": ["true"]})).await;
+    let (status, body) = server.exec(&busy_chat, json!({"command": ["true"]})).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_error(&body, "sandbox_busy", "2 operations are already running");
-    let (status, body) = upload(&server, &busy_chat, "x.txt", b"x").await;
+    let (status, body) = server.upload(&busy_chat, "x.txt", b"x").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "a transfer counts too: {body}");
-    let answer = shell(&server, &other_chat, "echo other sandbox").await;
+    let answer = server.shell(&other_chat, "echo other sandbox").await;
     assert_eq!(answer["stdout"], "other sandbox\n", "other sandboxes are not affected");
 
     for holder in holders {
@@ -283,7 +219,7 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["exit_code"], 0, "{answer}");
     }
-    let answer = shell(&server, &busy_chat, "ls /tmp").await;
+    let answer = server.shell(&busy_chat, "ls /tmp").await;
     assert_eq!(
         answer["stdout"], "holding-0\nholding-1\n",
         "both held a slot; the refused ran nothing"
@@ -292,42 +228,41 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_move_in_and_out_and_stay_inside_the_workspace() {
-    if docker("files_move_in_and_out_and_stay_inside_the_workspace").is_none() {
+    let Some(env) = TestEnv::for_docker("files_move_in_and_out_and_stay_inside_the_workspace")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--file-size-limit", "4k"]).await;
     let chat_id = chat();
 
-    let (status, body) = upload(&server, &chat_id, "a.txt", b"x").await;
+    let (status, body) = server.upload(&chat_id, "a.txt", b"x").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_error(&body, "sandbox_not_found", "PUT /v1/chats/");
-    let sandbox = created(&server, &chat_id).await;
+    let sandbox = server.created(&chat_id).await;
 
     // Every byte value, four times, into directories that do not exist yet.
     let bytes: Vec<u8> = (0..4).flat_map(|_| 0..=255u8).collect();
-    let (status, body) = upload(&server, &chat_id, "data/deep/er/blob.bin", &bytes).await;
+    let (status, body) = server.upload(&chat_id, "data/deep/er/blob.bin", &bytes).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
         json!({"path": "data/deep/er/blob.bin", "size": 1024, "session_id": sandbox["session_id"]})
     );
     let (status, content_type, downloaded) =
-        download(&server, &chat_id, "data/deep/er/blob.bin").await;
+        server.download(&chat_id, "data/deep/er/blob.bin").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(content_type, "application/octet-stream");
     assert_eq!(downloaded, bytes, "the bytes come back as they went in");
     let answer =
-        shell(&server, &chat_id, "wc -c < data/deep/er/blob.bin; md5sum data/deep/er/blob.bin")
-            .await;
+        server.shell(&chat_id, "wc -c < data/deep/er/blob.bin; md5sum data/deep/er/blob.bin").await;
     let md5 = "b2ea9f7fcea831a4a63b213f41a8855b";
     assert_eq!(answer["stdout"], format!("1024\n{md5}  data/deep/er/blob.bin\n"), "{answer}");
 
     // A file the sandbox wrote comes out; an upload replaces a file whole.
-    shell(&server, &chat_id, "echo 'made inside' > 'out put.txt'").await;
-    assert_eq!(download(&server, &chat_id, "out%20put.txt").await.2, b"made inside\n");
-    assert_eq!(upload(&server, &chat_id, "out%20put.txt", b"new").await.0, StatusCode::OK);
-    assert_eq!(download(&server, &chat_id, "out%20put.txt").await.2, b"new");
+    server.shell(&chat_id, "echo 'made inside' > 'out put.txt'").await;
+    assert_eq!(server.download(&chat_id, "out%20put.txt").await.2, b"made inside\n");
+    assert_eq!(server.upload(&chat_id, "out%20put.txt", b"new").await.0, StatusCode::OK);
+    assert_eq!(server.download(&chat_id, "out%20put.txt").await.2, b"new");
 
     // Paths that would leave /workspace. `..` is percent-encoded with its slashes, because
     // HTTP clients resolve a literal `..` before sending.
@@ -337,60 +272,61 @@ async fn files_move_in_and_out_and_stay_inside_the_workspace() {
         ("%2Fetc%2Fpasswd", "invalid_path"),
         ("data//blob.bin", "invalid_path"),
     ] {
-        let (status, body) = upload(&server, &chat_id, path, b"x").await;
+        let (status, body) = server.upload(&chat_id, path, b"x").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
         assert_eq!(body["error"]["code"], code, "{path}: {body}");
-        let (status, _, body) = download(&server, &chat_id, path).await;
+        let (status, _, body) = server.download(&chat_id, path).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {}", String::from_utf8_lossy(&body));
     }
-    shell(&server, &chat_id, "ln -s /etc/passwd passwd-link; ln -s /tmp tmp-link").await;
-    let (status, _, body) = download(&server, &chat_id, "passwd-link").await;
+    server.shell(&chat_id, "ln -s /etc/passwd passwd-link; ln -s /tmp tmp-link").await;
+    let (status, _, body) = server.download(&chat_id, "passwd-link").await;
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_error(&body, "outside_workspace", "/etc/passwd");
-    let (status, body) = upload(&server, &chat_id, "tmp-link/new/x", b"x").await;
+    let (status, body) = server.upload(&chat_id, "tmp-link/new/x", b"x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_error(&body, "outside_workspace", "outside /workspace");
-    let answer = shell(&server, &chat_id, "ls /tmp").await;
+    let answer = server.shell(&chat_id, "ls /tmp").await;
     assert_eq!(answer["stdout"], "", "nothing was created under /tmp");
 
-    let (status, _, body) = download(&server, &chat_id, "missing.txt").await;
+    let (status, _, body) = server.download(&chat_id, "missing.txt").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error(&serde_json::from_slice(&body).unwrap(), "file_not_found", "missing.txt");
-    let (status, _, body) = download(&server, &chat_id, "data/deep").await;
+    let (status, _, body) = server.download(&chat_id, "data/deep").await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_error(&serde_json::from_slice(&body).unwrap(), "not_a_regular_file", "directory");
 
     // Too large both ways, with nothing written.
-    let (status, body) = upload(&server, &chat_id, "big.bin", &[7u8; 4097]).await;
+    let (status, body) = server.upload(&chat_id, "big.bin", &[7u8; 4097]).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_error(&body, "file_too_large", "4096 bytes");
-    assert_eq!(download(&server, &chat_id, "big.bin").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(upload(&server, &chat_id, "edge.bin", &[7u8; 4096]).await.0, StatusCode::OK);
-    shell(&server, &chat_id, "head -c 5000 /dev/zero > made-big.bin").await;
-    let (status, _, body) = download(&server, &chat_id, "made-big.bin").await;
+    assert_eq!(server.download(&chat_id, "big.bin").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(server.upload(&chat_id, "edge.bin", &[7u8; 4096]).await.0, StatusCode::OK);
+    server.shell(&chat_id, "head -c 5000 /dev/zero > made-big.bin").await;
+    let (status, _, body) = server.download(&chat_id, "made-big.bin").await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_error(&serde_json::from_slice(&body).unwrap(), "file_too_large", "5000 bytes");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
-    if docker("keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let limits = ["--ttl", "4s", "--max-ttl", "10s", "--max-lifetime", "10s"];
     let server = env.serve(&[&limits[..], &["--cleanup-interval", "1h"]].concat()).await;
     let chat_id = chat();
-    let (status, body) = keep_alive(&server, &chat_id, "").await;
+    let (status, body) = server.keep_alive(&chat_id, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_error(&body, "sandbox_not_found", "create one with PUT");
 
-    let sandbox = created(&server, &chat_id).await;
+    let sandbox = server.created(&chat_id).await;
     let created_at = epoch_ms(&sandbox["created_at"]);
     assert_eq!(epoch_ms(&sandbox["expires_at"]) - created_at, 4000);
 
-    let (status, kept) = keep_alive(&server, &chat_id, r#"{"ttl_seconds": 6}"#).await;
+    let (status, kept) = server.keep_alive(&chat_id, r#"{"ttl_seconds": 6}"#).await;
     assert_eq!(status, StatusCode::OK, "{kept}");
     assert_eq!(kept["result"], "extended");
     assert_eq!(kept["session_id"], sandbox["session_id"]);
@@ -401,16 +337,16 @@ async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
     assert_eq!(got["expires_at"], kept["expires_at"], "GET shows the new expiry");
 
     // Asking for the whole --max-ttl from now would pass created_at + --max-lifetime.
-    let (_, capped) = keep_alive(&server, &chat_id, r#"{"ttl_seconds": 10}"#).await;
+    let (_, capped) = server.keep_alive(&chat_id, r#"{"ttl_seconds": 10}"#).await;
     assert_eq!(epoch_ms(&capped["expires_at"]) - created_at, 10_000, "{capped}");
     assert_eq!(capped["result"], "extended");
-    let (_, again) = keep_alive(&server, &chat_id, "").await;
+    let (_, again) = server.keep_alive(&chat_id, "").await;
     assert_eq!(
         (again["result"].clone(), again["expires_at"].clone()),
         (json!("unchanged"), capped["expires_at"].clone())
     );
 
-    let (status, body) = keep_alive(&server, &chat_id, r#"{"ttl_seconds": 11}"#).await;
+    let (status, body) = server.keep_alive(&chat_id, r#"{"ttl_seconds": 11}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&body, "invalid_ttl", "from 1 to 10");
 
@@ -419,7 +355,7 @@ async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
     let (status, _) = server.put_sandbox_with(&short, r#"{"ttl_seconds": 1}"#).await;
     assert_eq!(status, StatusCode::CREATED);
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let (status, body) = keep_alive(&server, &short, "").await;
+    let (status, body) = server.keep_alive(&short, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, _) = server.get(&format!("/v1/chats/{short}/sandbox")).await;
     assert_eq!(status, StatusCode::OK, "it is still listed until the cleanup removes it");
@@ -431,21 +367,22 @@ async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
 /// for the first create.)
 #[tokio::test(flavor = "multi_thread")]
 async fn in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle() {
-    if docker("in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server =
         env.serve(&["--ttl", "5s", "--ttl-mode", "sliding", "--cleanup-interval", "1s"]).await;
     let chat_id = chat();
-    let sandbox = created(&server, &chat_id).await;
+    let sandbox = server.created(&chat_id).await;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(8) {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let answer = shell(&server, &chat_id, "true").await;
+        let answer = server.shell(&chat_id, "true").await;
         assert_eq!(answer["session_id"], sandbox["session_id"], "the same sandbox all along");
     }
-    let answer = shell(&server, &chat_id, "sleep 7; echo done").await;
+    let answer = server.shell(&chat_id, "sleep 7; echo done").await;
     assert_eq!(answer["stdout"], "done\n", "a command longer than the TTL ran to its end");
     let (status, got) = server.get(&format!("/v1/chats/{chat_id}/sandbox")).await;
     assert_eq!(status, StatusCode::OK, "{got}");
@@ -467,18 +404,18 @@ async fn in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle() {
 /// `--ttl 3s` in the default fixed mode: use does not matter, the sandbox expires on schedule.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule() {
-    if docker("in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule").is_none() {
+    let Some(env) = TestEnv::for_docker("in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--ttl", "3s", "--cleanup-interval", "1s"]).await;
     let chat_id = chat();
-    let sandbox = created(&server, &chat_id).await;
+    let sandbox = server.created(&chat_id).await;
     let expires_at = sandbox["expires_at"].clone();
     let started = Instant::now();
     let mut refused = None;
     while started.elapsed() < Duration::from_secs(10) {
-        let (status, body) = exec(&server, &chat_id, json!({"command": ["true"]})).await;
+        let (status, body) = server.exec(&chat_id, json!({"command": ["true"]})).await;
         if status != StatusCode::OK {
             refused = Some((started.elapsed(), status, body));
             break;
@@ -517,21 +454,21 @@ async fn in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule() {
 /// 409 `sandbox_gone` at once, long before the command's own timeout.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409() {
-    if docker("an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     // The TTL leaves a loaded machine time to start the exec before the sandbox expires.
     let server = env.serve(&["--ttl", "6s", "--cleanup-interval", "1s"]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
+    let chat_id = server.new_sandbox().await;
     let started = Instant::now();
-    let (status, body) = exec(
-        &server,
-        &chat_id,
-        json!({"command": ["sh", "-c", "echo working; sleep 30"], "timeout_ms": 25_000}),
-    )
-    .await;
+    let (status, body) = server
+        .exec(
+            &chat_id,
+            json!({"command": ["sh", "-c", "echo working; sleep 30"], "timeout_ms": 25_000}),
+        )
+        .await;
     let took = started.elapsed();
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_error(&body, "sandbox_gone", "get-or-create a sandbox and retry");

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::Method;
-use sandkeeper_tests::{DockerProxy, Server, StatusCode, TestEnv, docker, eventually};
+use sandkeeper_tests::{
+    DockerProxy, Server, StatusCode, TestEnv, assert_error, chat, docker, eventually,
+};
 use serde_json::Value;
 use sqlx::Connection;
 
@@ -32,10 +34,6 @@ const DOCKER_FAILS_WITHIN: Duration = Duration::from_secs(5);
 const STORE_FAILS_WITHIN: Duration = Duration::from_secs(9);
 /// How long recovery may take once a dependency is back.
 const RECOVERY_WITHIN: Duration = Duration::from_secs(15);
-
-fn chat() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 /// The sessions `GET /v1/sandboxes` lists, by session id, as (chat id, container id, status).
 async fn sessions(server: &Server) -> BTreeMap<String, (String, String, String)> {
@@ -76,12 +74,6 @@ fn metric_series(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn assert_error(body: &Value, code: &str, message_part: &str) {
-    assert_eq!(body["error"]["code"], code, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(message_part), "`{message_part}` not in the message of {body}");
-}
-
 async fn put_timed(server: &Server, chat_id: &str) -> (StatusCode, Value, Duration) {
     let started = Instant::now();
     let (status, body) = server.put_sandbox(chat_id).await;
@@ -99,11 +91,7 @@ async fn wait_ready(server: &Server, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_going_away_fails_fast_loses_nothing_and_recovery_needs_no_restart() {
     let test = "docker_going_away_fails_fast_loses_nothing_and_recovery_needs_no_restart";
-    if docker(test).is_none() {
-        return;
-    }
-    let Some(engine) = DockerProxy::engine_socket() else {
-        println!("skipped {test}: DOCKER_HOST is not a unix socket");
+    let Some(engine) = DockerProxy::engine_for(test) else {
         return;
     };
     let env = TestEnv::new();
@@ -195,8 +183,7 @@ async fn docker_going_away_fails_fast_loses_nothing_and_recovery_needs_no_restar
     let pid = server.pid();
     switch.switch_on();
     wait_ready(&server, "after Docker came back").await;
-    let (status, created) = server.put_sandbox(&fresh).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = server.created(&fresh).await;
     let (status, reused) = server.put_sandbox(&kept).await;
     assert_eq!((status, &reused["session_id"]), (StatusCode::OK, &kept_session["session_id"]));
     let expected = sorted(vec![
@@ -240,14 +227,12 @@ impl WriteLock {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_recovers() {
     let test = "a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_recovers";
-    if docker(test).is_none() {
+    let Some(env) = TestEnv::for_docker(test) else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
     let kept = chat();
-    let (status, kept_session) = server.put_sandbox(&kept).await;
-    assert_eq!(status, StatusCode::CREATED, "{kept_session}");
+    let kept_session = server.created(&kept).await;
     let before = sessions(&server).await;
     let containers_before = env.containers(true);
 
@@ -337,10 +322,9 @@ fn chattr(flag: &str, files: &[PathBuf]) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers() {
     let test = "a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers";
-    if docker(test).is_none() {
+    let Some(env) = TestEnv::for_docker(test) else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     if !Immutable::supported_in(env.data_dir()) {
         println!(
             "skipped {test}: `chattr +i` does not refuse writes here (needs root and ext4-like)"
@@ -349,8 +333,7 @@ async fn a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers() {
     }
     let server = env.serve(&[]).await;
     let kept = chat();
-    let (status, kept_session) = server.put_sandbox(&kept).await;
-    assert_eq!(status, StatusCode::CREATED, "{kept_session}");
+    server.created(&kept).await;
     let before = sessions(&server).await;
     let containers_before = env.containers(true);
 
@@ -418,8 +401,7 @@ async fn postgres_stopped_and_restarted_gives_503_then_recovers_without_losing_d
         .await;
     wait_ready(&server, "at start").await;
     let kept = chat();
-    let (status, kept_session) = server.put_sandbox(&kept).await;
-    assert_eq!(status, StatusCode::CREATED, "{kept_session}");
+    let kept_session = server.created(&kept).await;
     let before = sessions(&server).await;
     let containers_before = env.containers(true);
 
@@ -452,8 +434,7 @@ async fn postgres_stopped_and_restarted_gives_503_then_recovers_without_losing_d
     let (status, reused) = server.put_sandbox(&kept).await;
     assert_eq!(status, StatusCode::OK, "{reused}");
     assert_eq!(reused["session_id"], kept_session["session_id"]);
-    let (status, created) = server.put_sandbox(&fresh).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    server.created(&fresh).await;
     assert_eq!(sessions(&server).await.len(), 2);
     assert_eq!(env.containers(true).len(), 2);
     assert_eq!(server.pid(), pid, "the same process served throughout");

@@ -7,42 +7,8 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use sandkeeper_tests::{Server, StatusCode, TestEnv, docker, eventually, metric};
+use sandkeeper_tests::{StatusCode, TestEnv, chat, docker, eventually, metric};
 use serde_json::{Value, json};
-
-fn chat() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-async fn exec(server: &Server, chat_id: &str, body: Value) -> (StatusCode, Value) {
-    let request = server
-        .request(Method::POST, &format!("/v1/chats/{chat_id}/sandbox/exec"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    server.send(request).await
-}
-
-/// Runs `script` with `sh -c`; expects it to run and exit 0; returns its stdout.
-async fn shell(server: &Server, chat_id: &str, script: &str) -> String {
-    let (status, body) = exec(server, chat_id, json!({"command": ["sh", "-c", script]})).await;
-    assert_eq!(status, StatusCode::OK, "{script}: {body}");
-    assert_eq!(body["exit_code"], 0, "{script}: {body}");
-    body["stdout"].as_str().unwrap_or_default().to_owned()
-}
-
-async fn upload(server: &Server, chat_id: &str, path: &str, bytes: &[u8]) {
-    let request = server
-        .request(Method::PUT, &format!("/v1/chats/{chat_id}/sandbox/files/{path}"))
-        .body(bytes.to_vec());
-    let (status, body) = server.send(request).await;
-    assert!(status.is_success(), "upload of {path}: {status} {body}");
-}
-
-async fn created(server: &Server, chat_id: &str) -> Value {
-    let (status, body) = server.put_sandbox(chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
-}
 
 fn inspect(container_id: &str) -> Value {
     let output = std::process::Command::new("docker")
@@ -56,14 +22,15 @@ fn inspect(container_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
-    if docker("each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
     let (first, second) = (chat(), chat());
-    let sandbox = created(&server, &first).await;
-    created(&server, &second).await;
+    let sandbox = server.created(&first).await;
+    server.created(&second).await;
 
     let ids = |text: String| -> (u32, u32, String) {
         let mut lines = text.lines();
@@ -71,8 +38,8 @@ async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
         let (uid, gid) = (number(), number());
         (uid, gid, lines.next().unwrap_or_default().to_owned())
     };
-    let (uid, gid, home) = ids(shell(&server, &first, "id -u; id -g; echo $HOME").await);
-    let (other_uid, _, _) = ids(shell(&server, &second, "id -u; id -g; echo $HOME").await);
+    let (uid, gid, home) = ids(server.shell_stdout(&first, "id -u; id -g; echo $HOME").await);
+    let (other_uid, _, _) = ids(server.shell_stdout(&second, "id -u; id -g; echo $HOME").await);
     assert_eq!(gid, uid);
     assert_eq!(home, "/workspace");
     assert_ne!(uid, other_uid, "two sandboxes share a uid");
@@ -83,13 +50,13 @@ async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
     assert_eq!(inspect(container)["Config"]["Labels"]["io.sandkeeper.uid"], uid.to_string());
 
     // What is uploaded and what its code makes both belong to the sandbox.
-    upload(&server, &first, "dir/uploaded.txt", b"hello").await;
-    let owners = shell(
-        &server,
-        &first,
-        "touch made.txt && stat -c '%u:%g %n' /workspace /workspace/dir/uploaded.txt made.txt",
-    )
-    .await;
+    server.uploaded(&first, "dir/uploaded.txt", b"hello").await;
+    let owners = server
+        .shell_stdout(
+            &first,
+            "touch made.txt && stat -c '%u:%g %n' /workspace /workspace/dir/uploaded.txt made.txt",
+        )
+        .await;
     assert_eq!(
         owners,
         format!(
@@ -100,18 +67,19 @@ async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sandbox_uid_range_is_a_setting() {
-    if docker("the_sandbox_uid_range_is_a_setting").is_none() {
+    let Some(env) = TestEnv::for_docker("the_sandbox_uid_range_is_a_setting") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     // Above the default range, so that sandboxes of other tests never hold these two.
     let server =
         env.serve_with_env(&[], &[("SANDKEEPER_SANDBOX_UID_RANGE", "2000000-2000001")]).await;
     let (first, second) = (chat(), chat());
-    created(&server, &first).await;
-    created(&server, &second).await;
-    let mut uids =
-        vec![shell(&server, &first, "id -u").await, shell(&server, &second, "id -u").await];
+    server.created(&first).await;
+    server.created(&second).await;
+    let mut uids = vec![
+        server.shell_stdout(&first, "id -u").await,
+        server.shell_stdout(&second, "id -u").await,
+    ];
     uids.sort();
     assert_eq!(uids, vec!["2000000\n", "2000001\n"]);
 
@@ -175,10 +143,14 @@ async fn a_sandbox_that_uses_up_its_inotify_instances_leaves_other_sandboxes_the
     let server = env.serve(&[]).await;
     let (greedy, other) = (chat(), chat());
     for chat_id in [&greedy, &other] {
-        created(&server, chat_id).await;
-        upload(&server, chat_id, "hold-inotify", HOLD_INOTIFY_INSTANCE).await;
-        shell(&server, chat_id, "chmod +x hold-inotify").await;
-        assert_eq!(shell(&server, chat_id, TRY_ONE_INSTANCE).await, "143\n", "the program works");
+        server.created(chat_id).await;
+        server.uploaded(chat_id, "hold-inotify", HOLD_INOTIFY_INSTANCE).await;
+        server.shell_stdout(chat_id, "chmod +x hold-inotify").await;
+        assert_eq!(
+            server.shell_stdout(chat_id, TRY_ONE_INSTANCE).await,
+            "143\n",
+            "the program works"
+        );
     }
 
     // One sandbox holds as many instances as its uid may have while the checks run, and says
@@ -196,19 +168,19 @@ async fn a_sandbox_that_uses_up_its_inotify_instances_leaves_other_sandboxes_the
         tokio::spawn(request.send())
     };
     let filled = eventually(Duration::from_secs(20), || async {
-        (shell(&server, &greedy, "test -f filled && echo yes || true").await == "yes\n")
+        (server.shell_stdout(&greedy, "test -f filled && echo yes || true").await == "yes\n")
             .then_some(())
     })
     .await;
     assert!(filled.is_some(), "the first sandbox never started its holders");
     assert_eq!(
-        shell(&server, &greedy, TRY_ONE_INSTANCE).await,
+        server.shell_stdout(&greedy, TRY_ONE_INSTANCE).await,
         "1\n",
         "the first sandbox could still make an inotify instance: it did not use them all up"
     );
 
     assert_eq!(
-        shell(&server, &other, TRY_ONE_INSTANCE).await,
+        server.shell_stdout(&other, TRY_ONE_INSTANCE).await,
         "143\n",
         "the other sandbox could not make an inotify instance while the first held them all"
     );
@@ -217,25 +189,26 @@ async fn a_sandbox_that_uses_up_its_inotify_instances_leaves_other_sandboxes_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere() {
-    if docker("the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
     let chat_id = chat();
-    let sandbox = created(&server, &chat_id).await;
+    let sandbox = server.created(&chat_id).await;
 
     // What the main process prints, the engine reads; the sandbox cannot write there, nor stop
     // the process that keeps its container alive.
     let script = "yes A | head -c 1048576 > /proc/1/fd/1";
-    let (status, wrote) = exec(&server, &chat_id, json!({"command": ["sh", "-c", script]})).await;
+    let (status, wrote) = server.exec(&chat_id, json!({"command": ["sh", "-c", script]})).await;
     assert_eq!(status, StatusCode::OK, "{wrote}");
     assert_ne!(wrote["exit_code"], 0, "{wrote}");
     assert!(wrote["stderr"].as_str().unwrap_or_default().contains("Permission denied"), "{wrote}");
-    let (status, killed) = exec(&server, &chat_id, json!({"command": ["kill", "1"]})).await;
+    let (status, killed) = server.exec(&chat_id, json!({"command": ["kill", "1"]})).await;
     assert_eq!(status, StatusCode::OK, "{killed}");
     assert_ne!(killed["exit_code"], 0, "kill 1 from the sandbox: {killed}");
-    assert_eq!(shell(&server, &chat_id, "echo alive").await, "alive\n");
+    assert_eq!(server.shell_stdout(&chat_id, "echo alive").await, "alive\n");
 
     let found = inspect(sandbox["container_id"].as_str().unwrap());
     assert_eq!(found["HostConfig"]["LogConfig"]["Type"], "none", "{}", found["HostConfig"]);
@@ -254,7 +227,7 @@ async fn a_sandbox_whose_container_died_is_replaced_by_the_next_put_within_momen
     // notices the death.
     let server = env.serve(&["--maintenance-interval", "1h"]).await;
     let chat_id = chat();
-    let sandbox = created(&server, &chat_id).await;
+    let sandbox = server.created(&chat_id).await;
 
     // The container dies without sandkeeper's doing (the sandbox itself cannot stop it).
     let killed = std::process::Command::new("docker")
@@ -271,7 +244,7 @@ async fn a_sandbox_whose_container_died_is_replaced_by_the_next_put_within_momen
     .expect("the dead sandbox was still handed out 10 s after its container died");
     assert_eq!(replaced["result"], "created");
     assert_ne!(replaced["session_id"], sandbox["session_id"]);
-    assert_eq!(shell(&server, &chat_id, "echo alive").await, "alive\n");
+    assert_eq!(server.shell_stdout(&chat_id, "echo alive").await, "alive\n");
     let (_, crashed) = server.get("/v1/sandboxes?status=crashed").await;
     let ids: Vec<&Value> =
         crashed["sandboxes"].as_array().unwrap().iter().map(|s| &s["session_id"]).collect();

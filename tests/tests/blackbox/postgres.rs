@@ -5,18 +5,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sandkeeper_tests::{StatusCode, TempDatabase, TestEnv, docker, postgres_url};
+use sandkeeper_tests::{StatusCode, TempDatabase, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_postgres_share_sessions_and_create_one_container_per_chat() {
     let test = "two_replicas_on_postgres_share_sessions_and_create_one_container_per_chat";
-    let Some(admin_url) = postgres_url(test) else {
+    let Some(database) = TempDatabase::for_docker_test(test).await else {
         return;
     };
-    if docker(test).is_none() {
-        return;
-    }
-    let database = TempDatabase::create(&admin_url).await;
     let env = TestEnv::new();
     let args = ["--database-url", database.url()];
     let first = Arc::new(env.serve(&args).await);
@@ -56,8 +52,7 @@ async fn two_replicas_on_postgres_share_sessions_and_create_one_container_per_ch
     assert!(env.containers(true).is_empty());
 
     // Sessions outlive the processes: a restarted replica reuses what the other created.
-    let (status, created) = first.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = first.created(&chat_id).await;
     drop(first);
     drop(second);
     let third = env.serve(&args).await;

@@ -23,11 +23,7 @@ print("python", sys.version_info.major, file=sys.stderr)
 "#;
 
 async fn exec(server: &Server, chat_id: &str, body: Value) -> Value {
-    let request = server
-        .request(Method::POST, &format!("/v1/chats/{chat_id}/sandbox/exec"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    let (status, answer) = server.send(request).await;
+    let (status, answer) = server.exec(chat_id, body.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}: {answer}");
     answer
 }
@@ -41,8 +37,7 @@ async fn a_python_script_uploaded_runs_writes_a_file_and_a_venv_works() {
     let env = TestEnv::with_image(IMAGE);
     let server = env.serve(&[]).await;
     let chat_id = uuid::Uuid::new_v4().to_string();
-    let (status, sandbox) = server.put_sandbox(&chat_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{sandbox}");
+    let sandbox = server.created(&chat_id).await;
     let container = sandbox["container_id"].as_str().expect("a container id");
     let inspect = std::process::Command::new("docker")
         .args(["inspect", "--format", "{{.Config.Image}}", container])

@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use sandkeeper_tests::{
-    Server, StatusCode, TempDatabase, TestEnv, container_label, docker, eventually, metric,
-    postgres_url,
+    Server, StatusCode, TempDatabase, TestEnv, container_label, eventually, metric,
 };
 
 const REPLICAS: usize = 3;
@@ -23,13 +22,9 @@ const SWEEP_WINDOW: Duration = Duration::from_secs(6);
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_make_one_sandbox_per_chat_survive_a_kill_and_sweep_one_at_a_time() {
     let test = "three_replicas_make_one_sandbox_per_chat_survive_a_kill_and_sweep_one_at_a_time";
-    let Some(admin_url) = postgres_url(test) else {
+    let Some(database) = TempDatabase::for_docker_test(test).await else {
         return;
     };
-    if docker(test).is_none() {
-        return;
-    }
-    let database = TempDatabase::create(&admin_url).await;
     let env = TestEnv::new();
     let interval = format!("{}ms", SWEEP_INTERVAL.as_millis());
     let args = ["--database-url", database.url(), "--maintenance-interval", interval.as_str()];

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use sandkeeper_tests::{StatusCode, TestEnv, docker};
+use sandkeeper_tests::{TestEnv, docker};
 
 const TOKEN: &str = "schemathesis-token";
 /// Examples per operation and phase: enough to reach every rule of the document, small enough
@@ -74,8 +74,7 @@ async fn schemathesis_finds_no_failure_against_the_openapi_document() {
     let env = TestEnv::new();
     let server = env.serve(&["--api-token", TOKEN]).await;
     let live_chat = uuid::Uuid::new_v4().to_string();
-    let (status, body) = server.put_sandbox(&live_chat).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.created(&live_chat).await;
 
     let config_path = env.data_dir().join("schemathesis.toml");
     std::fs::write(&config_path, config(&live_chat)).expect("the config can be written");

@@ -6,29 +6,25 @@
 
 use std::time::{Duration, Instant};
 
-use sandkeeper_tests::{StatusCode, TestEnv, docker};
+use sandkeeper_tests::{StatusCode, TestEnv, assert_error, chat, docker};
 use serde_json::{Value, json};
 
-use super::{assert_error, chat, created, download, exec, processes_matching, shell, upload};
+use super::processes_matching;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeouts_of_one_and_two_milliseconds_answer_timed_out() {
-    if docker("timeouts_of_one_and_two_milliseconds_answer_timed_out").is_none() {
+    let Some(env) = TestEnv::for_docker("timeouts_of_one_and_two_milliseconds_answer_timed_out")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     for round in 0..4 {
         for timeout_ms in [1, 2] {
-            let (status, answer) = exec(
-                &server,
-                &chat_id,
-                json!({"command": ["sleep", "41"], "timeout_ms": timeout_ms}),
-            )
-            .await;
+            let (status, answer) = server
+                .exec(&chat_id, json!({"command": ["sleep", "41"], "timeout_ms": timeout_ms}))
+                .await;
             assert_eq!(status, StatusCode::OK, "round {round}, {timeout_ms} ms: {answer}");
             assert_eq!(answer["timed_out"], true, "round {round}, {timeout_ms} ms: {answer}");
             assert_eq!(answer["exit_code"], Value::Null, "{answer}");
@@ -40,20 +36,20 @@ async fn timeouts_of_one_and_two_milliseconds_answer_timed_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_whose_name_holds_a_newline_is_killed_at_the_timeout() {
-    if docker("a_process_whose_name_holds_a_newline_is_killed_at_the_timeout").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("a_process_whose_name_holds_a_newline_is_killed_at_the_timeout")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     // A child that leaves the command's session and renames itself with a newline and a fake
     // end of name, and a grandchild under it: only the parent links tie them to the command.
     let script = r#"setsid sh -c 'printf "x\n) R 1 1 1" > /proc/self/comm; sleep 301; :' &
 sleep 302 & echo started; wait"#;
     let (status, answer) =
-        exec(&server, &chat_id, json!({"command": ["sh", "-c", script], "timeout_ms": 1500})).await;
+        server.exec(&chat_id, json!({"command": ["sh", "-c", script], "timeout_ms": 1500})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["timed_out"], true, "{answer}");
     let left = processes_matching(&server, &chat_id, "sleep 30").await;
@@ -62,56 +58,51 @@ sleep 302 & echo started; wait"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_features_work_on_the_images_shell() {
-    if docker("exec_features_work_on_the_images_shell").is_none() {
+    let Some(env) = TestEnv::for_docker("exec_features_work_on_the_images_shell") else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&["--exec-output-limit", "1k"]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
-    let (status, answer) = exec(
-        &server,
-        &chat_id,
-        json!({"command": ["printf", "%s|", "a b", "$HOME", "*", "--", "-n"]}),
-    )
-    .await;
+    let (status, answer) = server
+        .exec(&chat_id, json!({"command": ["printf", "%s|", "a b", "$HOME", "*", "--", "-n"]}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["stdout"], "a b|$HOME|*|--|-n|", "arguments arrive as given: {answer}");
     assert_eq!(answer["exit_code"], 0);
 
-    let (_, answer) = exec(&server, &chat_id, json!({"command": ["no-such-program"]})).await;
+    let (_, answer) = server.exec(&chat_id, json!({"command": ["no-such-program"]})).await;
     assert_eq!(answer["exit_code"], 127, "{answer}");
     assert!(answer["stderr"].as_str().unwrap().contains("no-such-program"), "{answer}");
-    let (_, answer) = exec(&server, &chat_id, json!({"command": ["/etc/passwd"]})).await;
+    let (_, answer) = server.exec(&chat_id, json!({"command": ["/etc/passwd"]})).await;
     assert_eq!(answer["exit_code"], 126, "not executable: {answer}");
     let (_, answer) =
-        exec(&server, &chat_id, json!({"command": ["true"], "workdir": "/no/such/dir"})).await;
+        server.exec(&chat_id, json!({"command": ["true"], "workdir": "/no/such/dir"})).await;
     assert_eq!(answer["exit_code"], 126, "{answer}");
     assert!(answer["stderr"].as_str().unwrap().contains("/no/such/dir"), "{answer}");
 
-    shell(
-        &server,
-        &chat_id,
-        "mkdir -p './-dash dir' && printf '#!/bin/sh\\necho ran\\n' > ./-tool && chmod +x ./-tool",
-    )
-    .await;
+    server
+        .shell(
+            &chat_id,
+            "mkdir -p './-dash dir' && printf '#!/bin/sh\\necho ran\\n' > ./-tool && chmod +x ./-tool",
+        )
+        .await;
     let (_, answer) =
-        exec(&server, &chat_id, json!({"command": ["pwd"], "workdir": "-dash dir"})).await;
+        server.exec(&chat_id, json!({"command": ["pwd"], "workdir": "-dash dir"})).await;
     assert_eq!(answer["stdout"], "/workspace/-dash dir\n", "{answer}");
     // A program name that would read as an option is refused, naming it; its path runs it.
-    let (status, answer) = exec(&server, &chat_id, json!({"command": ["-tool"]})).await;
+    let (status, answer) = server.exec(&chat_id, json!({"command": ["-tool"]})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert_error(&answer, "invalid_command", "`-tool`");
-    let (status, answer) = exec(&server, &chat_id, json!({"command": ["./-tool"]})).await;
+    let (status, answer) = server.exec(&chat_id, json!({"command": ["./-tool"]})).await;
     assert_eq!((status, answer["stdout"].clone()), (StatusCode::OK, json!("ran\n")), "{answer}");
 
-    let (_, answer) = exec(
-        &server,
-        &chat_id,
-        json!({"command": ["sh", "-c", "cat; echo \"$A-$B\"; exit 7"], "stdin": "in\n", "env": {"A": "1", "B": "two words"}}),
-    )
-    .await;
+    let (_, answer) = server
+        .exec(
+            &chat_id,
+            json!({"command": ["sh", "-c", "cat; echo \"$A-$B\"; exit 7"], "stdin": "in\n", "env": {"A": "1", "B": "two words"}}),
+        )
+        .await;
     assert_eq!(answer["stdout"], "in\n1-two words\n", "{answer}");
     assert_eq!(answer["exit_code"], 7);
     let (_, answer) = shell_answer(&server, &chat_id, "head -c 5000 /dev/zero | tr '\\0' a").await;
@@ -124,87 +115,84 @@ async fn shell_answer(
     chat_id: &str,
     script: &str,
 ) -> (StatusCode, Value) {
-    exec(server, chat_id, json!({"command": ["sh", "-c", script]})).await
+    server.exec(chat_id, json!({"command": ["sh", "-c", script]})).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
-    if docker("planted_links_and_fifos_never_redirect_or_hold_up_an_upload").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("planted_links_and_fifos_never_redirect_or_hold_up_an_upload")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     // Links at the predictable names a temporary file named after its pid would get
     // (`.sandkeeper-upload.<pid>`) for the next 250 pids the sandbox hands out after this
     // command (each `ln` takes one pid; one `mkfifo` makes every FIFO), in the workspace and in
     // a subdirectory; FIFOs in another.
-    shell(
-        &server,
-        &chat_id,
-        "mkdir -p sub fifos && base=$$ && n=250 && i=1 && set -- && \
-         while [ $i -le $n ]; do p=$((base + 2 * n + i)); \
-         ln -s /tmp/escaped.$p .sandkeeper-upload.$p; ln -s /tmp/escaped.$p sub/.sandkeeper-upload.$p; \
-         set -- \"$@\" fifos/.sandkeeper-upload.$p; i=$((i + 1)); done; mkfifo \"$@\"",
-    )
-    .await;
+    server
+        .shell(
+            &chat_id,
+            "mkdir -p sub fifos && base=$$ && n=250 && i=1 && set -- && \
+             while [ $i -le $n ]; do p=$((base + 2 * n + i)); \
+             ln -s /tmp/escaped.$p .sandkeeper-upload.$p; ln -s /tmp/escaped.$p sub/.sandkeeper-upload.$p; \
+             set -- \"$@\" fifos/.sandkeeper-upload.$p; i=$((i + 1)); done; mkfifo \"$@\"",
+        )
+        .await;
     for path in ["target.txt", "sub/target.txt", "fifos/target.txt", "sub/new/target.txt"] {
         let started = Instant::now();
-        let (status, body) = upload(&server, &chat_id, path, b"payload").await;
+        let (status, body) = server.upload(&chat_id, path, b"payload").await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert!(started.elapsed() < Duration::from_secs(20), "{path} was held up");
-        assert_eq!(download(&server, &chat_id, path).await.2, b"payload", "{path}");
+        assert_eq!(server.download(&chat_id, path).await.2, b"payload", "{path}");
     }
     // Nothing was written outside /workspace, and no temporary file was left behind.
-    let answer = shell(
-        &server,
-        &chat_id,
-        "ls -A /tmp; ls -A . | wc -l; ls -A sub | wc -l; ls -A fifos | wc -l",
-    )
-    .await;
+    let answer = server
+        .shell(&chat_id, "ls -A /tmp; ls -A . | wc -l; ls -A sub | wc -l; ls -A fifos | wc -l")
+        .await;
     assert_eq!(answer["stdout"], "253\n252\n251\n", "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn special_files_modes_and_dangling_links_get_their_own_answers() {
-    if docker("special_files_modes_and_dangling_links_get_their_own_answers").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("special_files_modes_and_dangling_links_get_their_own_answers")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
-    shell(
-        &server,
-        &chat_id,
-        "mkfifo pipe && echo secret > locked && chmod 000 locked && mkdir ro && chmod 555 ro \
+    let chat_id = server.new_sandbox().await;
+    server
+        .shell(
+            &chat_id,
+            "mkfifo pipe && echo secret > locked && chmod 000 locked && mkdir ro && chmod 555 ro \
          && mkdir hidden && echo x > hidden/f && chmod 000 hidden \
          && ln -s nothing dangling && ln -s /nowhere/at/all far",
-    )
-    .await;
+        )
+        .await;
 
     // A FIFO at the path: 409 both ways, without waiting for a writer or a reader.
-    let (status, _, body) = download(&server, &chat_id, "pipe").await;
+    let (status, _, body) = server.download(&chat_id, "pipe").await;
     assert_eq!(status, StatusCode::CONFLICT, "{}", String::from_utf8_lossy(&body));
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_error(&body, "not_a_regular_file", "`pipe` is a fifo");
-    let (status, body) = upload(&server, &chat_id, "pipe", b"x").await;
+    let (status, body) = server.upload(&chat_id, "pipe", b"x").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_error(&body, "not_a_regular_file", "`pipe` is a fifo");
 
     // Modes that forbid the sandbox's user: 403 naming the path.
-    let (status, _, body) = download(&server, &chat_id, "locked").await;
+    let (status, _, body) = server.download(&chat_id, "locked").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&body));
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_error(&body, "permission_denied", "may not access `locked`");
-    let (status, _, body) = download(&server, &chat_id, "hidden/f").await;
+    let (status, _, body) = server.download(&chat_id, "hidden/f").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&body));
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_error(&body, "permission_denied", "may not access `hidden`");
     for path in ["ro/new.txt", "ro/sub/deeper/new.txt"] {
-        let (status, body) = upload(&server, &chat_id, path, b"x").await;
+        let (status, body) = server.upload(&chat_id, path, b"x").await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
         assert_error(&body, "permission_denied", &format!("permission denied for `{path}`"));
         assert_error(&body, "permission_denied", "may not access `ro`");
@@ -212,15 +200,15 @@ async fn special_files_modes_and_dangling_links_get_their_own_answers() {
 
     // A link to nothing: 400 with where it points, and its target is not created.
     for (path, target) in [("dangling", "nothing"), ("far", "/nowhere/at/all")] {
-        let (status, body) = upload(&server, &chat_id, path, b"x").await;
+        let (status, body) = server.upload(&chat_id, path, b"x").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
         assert_error(&body, "outside_workspace", &format!("to `{target}`, which does not exist"));
-        let (status, _, body) = download(&server, &chat_id, path).await;
+        let (status, _, body) = server.download(&chat_id, path).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_error(&body, "outside_workspace", &format!("to `{target}`, which does not exist"));
     }
-    let answer = shell(&server, &chat_id, "chmod 755 hidden; ls -A . ro").await;
+    let answer = server.shell(&chat_id, "chmod 755 hidden; ls -A . ro").await;
     assert_eq!(
         answer["stdout"], ".:\ndangling\nfar\nhidden\nlocked\npipe\nro\n\nro:\n",
         "nothing created: {answer}"
@@ -229,45 +217,45 @@ async fn special_files_modes_and_dangling_links_get_their_own_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_upload_removes_the_directories_it_created() {
-    if docker("a_failed_upload_removes_the_directories_it_created").is_none() {
+    let Some(env) = TestEnv::for_docker("a_failed_upload_removes_the_directories_it_created")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     // Fill the workspace: the directories can still be made, the file cannot be written.
-    shell(&server, &chat_id, "mkdir kept; cat /dev/zero > fill 2>/dev/null; true").await;
-    let (status, body) = upload(&server, &chat_id, "kept/new/deeper/file.bin", &[1u8; 65536]).await;
+    server.shell(&chat_id, "mkdir kept; cat /dev/zero > fill 2>/dev/null; true").await;
+    let (status, body) = server.upload(&chat_id, "kept/new/deeper/file.bin", &[1u8; 65536]).await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
     assert_error(&body, "workspace_full", "kept/new/deeper/file.bin");
-    let answer = shell(&server, &chat_id, "rm fill; ls -A . kept").await;
+    let answer = server.shell(&chat_id, "rm fill; ls -A . kept").await;
     assert_eq!(answer["stdout"], ".:\nkept\n\nkept:\n", "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_racing_a_delete_answer_their_result_or_sandbox_gone() {
-    if docker("calls_racing_a_delete_answer_their_result_or_sandbox_gone").is_none() {
+    let Some(env) =
+        TestEnv::for_docker("calls_racing_a_delete_answer_their_result_or_sandbox_gone")
+    else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = std::sync::Arc::new(env.serve(&[]).await);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for round in 0..12u64 {
         let chat_id = chat();
-        created(&server, &chat_id).await;
+        server.created(&chat_id).await;
         let mut calls = tokio::task::JoinSet::new();
         for call in 0..6u64 {
             let (server, chat_id) = (server.clone(), chat_id.clone());
             calls.spawn(async move {
                 if call % 2 == 0 {
                     let (status, body) =
-                        exec(&server, &chat_id, json!({"command": ["echo", "real output"]})).await;
+                        server.exec(&chat_id, json!({"command": ["echo", "real output"]})).await;
                     let real = body["stdout"] == "real output\n" && body["exit_code"] == 0;
                     ("exec", status, body, real)
                 } else {
-                    let (status, body) = upload(&server, &chat_id, "f.txt", b"bytes").await;
+                    let (status, body) = server.upload(&chat_id, "f.txt", b"bytes").await;
                     let real = body["size"] == 5;
                     ("upload", status, body, real)
                 }
@@ -305,27 +293,26 @@ async fn a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_ser
     }
     let env = TestEnv::new();
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
-    let (status, body) = upload(&server, &chat_id, "kept.txt", b"kept").await;
+    let chat_id = server.new_sandbox().await;
+    let (status, body) = server.upload(&chat_id, "kept.txt", b"kept").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Sleepers in sessions of their own take every process the sandbox may have (its pids
     // limit is 256) and outlive the command that started them.
-    let (status, body) = exec(
-        &server,
-        &chat_id,
-        json!({"command": ["sh", "-c", "i=0; while [ $i -lt 400 ]; do \
+    let (status, body) = server
+        .exec(
+            &chat_id,
+            json!({"command": ["sh", "-c", "i=0; while [ $i -lt 400 ]; do \
             setsid sleep 600 </dev/null >/dev/null 2>&1 & i=$((i + 1)); done; exit 0"]}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     for _ in 0..2 {
-        let (status, body) = upload(&server, &chat_id, "new.txt", b"new").await;
+        let (status, body) = server.upload(&chat_id, "new.txt", b"new").await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_error(&body, "sandbox_at_limit", "limit of processes or memory");
-        let (status, _, bytes) = download(&server, &chat_id, "kept.txt").await;
+        let (status, _, bytes) = server.download(&chat_id, "kept.txt").await;
         assert_eq!(status, StatusCode::CONFLICT);
         let body: Value = serde_json::from_slice(&bytes).expect("a JSON error");
         assert_error(&body, "sandbox_at_limit", "`kept.txt`");

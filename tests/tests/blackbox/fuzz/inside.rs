@@ -97,9 +97,9 @@ pub(crate) fn judge_exec_body(body: Option<&[u8]>) -> Result<ExecBody, Vec<Refus
     }
     let timeout_ms = match fields.get("timeout_ms") {
         None | Some(Value::Null) => Some(None),
-        Some(value) => {
-            super::whole_number(value).filter(|ms| (1..=MAX_EXEC_TIMEOUT_MS).contains(ms)).map(Some)
-        }
+        Some(value) => super::rules::whole_number(value)
+            .filter(|ms| (1..=MAX_EXEC_TIMEOUT_MS).contains(ms))
+            .map(Some),
     };
     if timeout_ms.is_none() {
         refusals.push((400, "invalid_timeout"));
@@ -347,4 +347,116 @@ impl Workspace {
     pub(crate) fn files(&self) -> impl Iterator<Item = (&String, &Vec<u8>)> {
         self.files.iter()
     }
+}
+
+#[test]
+fn the_oracle_judges_exec_bodies_paths_and_workspaces_as_the_api_documents() {
+    let judge = |body: &str| judge_exec_body(Some(body.as_bytes()));
+    let exec = judge(
+        r#"{"command": ["cat"], "stdin": "in", "env": {"FUZZ_V": "1"}, "workdir": "seed",
+            "timeout_ms": 5000, "env": {"FUZZ_V": "2"}}"#,
+    )
+    .unwrap();
+    assert_eq!(exec.command, ["cat"]);
+    assert_eq!(exec.stdin.as_deref(), Some("in"));
+    assert_eq!(exec.env, [("FUZZ_V".to_owned(), "2".to_owned())]);
+    assert_eq!((exec.workdir.as_deref(), exec.timeout_ms), (Some("seed"), Some(5000)));
+    let body = (400, "invalid_body");
+    let command = (400, "invalid_command");
+    for (text, refusals) in [
+        ("", vec![body]),
+        ("[]", vec![body]),
+        (r#"{"cmd": ["true"]}"#, vec![body]),
+        (r#"{"command": ["\ud800"]}"#, vec![body]),
+        ("{}", vec![command]),
+        (r#"{"command": []}"#, vec![command]),
+        (r#"{"command": ["", "x"]}"#, vec![command]),
+        (r#"{"command": ["echo", "a\u0000"]}"#, vec![command]),
+        (r#"{"command": ["true"], "stdin": 5}"#, vec![(400, "invalid_stdin")]),
+        (r#"{"command": ["true"], "env": {"1A": "x"}}"#, vec![(400, "invalid_env")]),
+        (r#"{"command": ["true"], "env": {"A": 1}}"#, vec![(400, "invalid_env")]),
+        (r#"{"command": ["true"], "workdir": "../x"}"#, vec![(400, "invalid_workdir")]),
+        (r#"{"command": ["true"], "workdir": ""}"#, vec![(400, "invalid_workdir")]),
+        (r#"{"command": ["true"], "timeout_ms": 60001}"#, vec![(400, "invalid_timeout")]),
+        (r#"{"command": ["true"], "timeout_ms": 1.5}"#, vec![(400, "invalid_timeout")]),
+        (r#"{"command": ["true"], "timeout_ms": 6.0001e4}"#, vec![(400, "invalid_timeout")]),
+        (r#"{"command": "ls", "timeout_ms": 0}"#, vec![command, (400, "invalid_timeout")]),
+    ] {
+        assert_eq!(judge(text).unwrap_err(), refusals, "{text}");
+    }
+    let stdin = format!(r#"{{"command": ["cat"], "stdin": "{}"}}"#, "x".repeat(STDIN_LIMIT + 1));
+    assert_eq!(judge(&stdin).unwrap_err(), [(413, "stdin_too_large")]);
+    let huge = format!(r#"{{"command": ["true"]}}{}"#, " ".repeat(EXEC_BODY_LIMIT));
+    assert_eq!(judge(&huge).unwrap_err(), [(413, "body_too_large")]);
+    assert!(judge(&huge[..EXEC_BODY_LIMIT]).is_ok());
+    assert!(judge(r#"{"command": ["true"], "workdir": "/../tmp", "timeout_ms": 60000}"#).is_ok());
+    let args = |count: usize| serde_json::json!({"command": vec!["x"; count]}).to_string();
+    assert!(judge(&args(4096)).is_ok());
+    assert_eq!(judge(&args(4097)).unwrap_err(), [command]);
+
+    let long_name = "n".repeat(255);
+    let name = "m".repeat(204);
+    let long_path = [name.as_str(); 5].join("/");
+    assert_eq!(long_path.len(), 1024);
+    for fine in ["a", "a/b.txt", ".hidden", "a..b", "...", "%", "\u{202e}x", &long_name] {
+        assert!(path_allowed(fine), "{fine}");
+    }
+    assert!(path_allowed(&long_path));
+    for bad in ["", "/a", "a/", "a//b", "..", "a/./b", "a\\b", "a\u{0}", "a\u{85}", "a\tb"] {
+        assert!(!path_allowed(bad), "{bad:?}");
+    }
+    assert!(!path_allowed(&format!("{long_name}n")));
+    assert!(!path_allowed(&format!("m{long_path}")));
+    for bytes in [1022, 1024, 1025, 4000] {
+        let path = super::generate::long_path(bytes);
+        assert_eq!(path.len(), bytes);
+        assert!(path.split('/').all(|name| (1..=255).contains(&name.len())), "{path}");
+        assert_eq!(path_allowed(&path), bytes <= 1024);
+    }
+
+    let mut workspace = Workspace::planted();
+    for path in ["escape", "escape/x", "tmplink/x/y"] {
+        assert_eq!(workspace.upload(path), Err((400, "outside_workspace")), "{path}");
+        assert_eq!(workspace.download(path), Err((400, "outside_workspace")), "{path}");
+    }
+    assert_eq!(workspace.upload("inside"), Err((409, "not_a_regular_file")));
+    assert_eq!(workspace.download("seed"), Err((409, "not_a_regular_file")));
+    assert_eq!(workspace.download("inside/hello.txt"), Ok(&b"hello\n"[..]));
+    assert_eq!(workspace.upload("seed/hello.txt/x"), Err((409, "parent_not_a_directory")));
+    assert_eq!(workspace.download("seed/hello.txt/x"), Err((404, "file_not_found")));
+    assert_eq!(workspace.upload("inside/new/file"), Ok("seed/new/file".to_owned()));
+    workspace.write("seed/new/file".into(), b"1".to_vec());
+    assert_eq!(workspace.download("inside/new"), Err((409, "not_a_regular_file")));
+    assert_eq!(
+        workspace.listing(),
+        [
+            "/workspace/escape",
+            "/workspace/inside",
+            "/workspace/seed",
+            "/workspace/seed/hello.txt",
+            "/workspace/seed/new",
+            "/workspace/seed/new/file",
+            "/workspace/tmplink",
+        ]
+    );
+
+    let predict = |text: &str| predict(&judge(text).unwrap(), &workspace);
+    let printed = |stdout: &str| Run {
+        exit_code: Some(0),
+        stdout: stdout.into(),
+        stderr: Some(String::new()),
+        timed_out: false,
+    };
+    assert_eq!(predict(r#"{"command": ["echo", "a", "", "b"]}"#), Some(printed("a  b\n")));
+    assert_eq!(
+        predict(r#"{"command": ["pwd"], "workdir": "seed/new"}"#),
+        Some(printed("/workspace/seed/new\n"))
+    );
+    assert_eq!(predict(r#"{"command": ["pwd"], "workdir": "inside"}"#), None);
+    assert_eq!(predict(r#"{"command": ["true"], "env": {"PATH": "/x"}}"#), None);
+    assert_eq!(predict(r#"{"command": ["true"], "timeout_ms": 10}"#), None);
+    let missing = predict(r#"{"command": ["true"], "workdir": "seed/hello.txt"}"#).unwrap();
+    assert_eq!((missing.exit_code, missing.timed_out), (Some(126), false));
+    let slept = predict(r#"{"command": ["sleep", "5"], "timeout_ms": 200}"#).unwrap();
+    assert_eq!((slept.exit_code, slept.timed_out), (None, true));
 }
