@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::{AppState, router};
-use crate::config::ApiToken;
-use crate::services::{OperationSettings, Ports, Probe, ServiceSettings, Services};
+use crate::config::{ApiToken, ServiceSettings};
+use crate::services::{Ports, Probe, Services};
 
 const CHAT: &str = "11111111-1111-1111-1111-111111111111";
 const OTHER_CHAT: &str = "22222222-2222-2222-2222-222222222222";
@@ -39,7 +39,7 @@ struct Options {
     max_sandboxes: Option<u64>,
     runtime: Option<Arc<dyn SandboxRuntime>>,
     store_down: bool,
-    operations: Option<OperationSettings>,
+    operations: Option<ServiceSettings>,
 }
 
 fn harness(options: Options) -> Harness {
@@ -66,12 +66,8 @@ fn harness(options: Options) -> Harness {
         store_probe,
     };
     let settings = ServiceSettings {
-        ttl: Duration::from_secs(300),
         max_sandboxes: options.max_sandboxes,
-        instance_id: "test".to_owned(),
-        orphan_grace: Duration::from_secs(60),
-        sweep_min_interval: Duration::from_secs(30),
-        operations: options.operations.unwrap_or_default(),
+        ..options.operations.unwrap_or_default()
     };
     let services = Arc::new(Services::new(ports, &settings));
     let metrics = Arc::new(|| "sandbox_create_total{result=\"created\"} 1\n".to_owned());
@@ -525,7 +521,7 @@ async fn every_route_is_documented_and_every_documented_path_is_served() {
 // Inside a sandbox: exec, files, keep-alive and the sliding expiry.
 // ---------------------------------------------------------------------------------------------
 
-fn with_operations(operations: OperationSettings) -> Harness {
+fn with_operations(operations: ServiceSettings) -> Harness {
     harness(Options { operations: Some(operations), ..Options::default() })
 }
 
@@ -654,12 +650,12 @@ async fn bad_exec_requests_name_the_field_and_change_nothing() {
 
 #[tokio::test]
 async fn exec_stdin_and_bodies_beyond_their_limits_are_413() {
-    let operations = OperationSettings {
+    let operations = ServiceSettings {
         exec: sandkeeper_usecase::ExecSettings {
             stdin_limit: 4,
             ..sandkeeper_usecase::ExecSettings::default()
         },
-        ..OperationSettings::default()
+        ..ServiceSettings::default()
     };
     let h = with_operations(operations);
     h.put(CHAT).await;
@@ -675,7 +671,7 @@ async fn exec_stdin_and_bodies_beyond_their_limits_are_413() {
 
 #[tokio::test]
 async fn execs_beyond_the_bound_per_sandbox_are_429_and_a_vanished_sandbox_is_409() {
-    let h = with_operations(OperationSettings { per_sandbox: 1, ..OperationSettings::default() });
+    let h = with_operations(ServiceSettings { per_sandbox: 1, ..ServiceSettings::default() });
     h.put(CHAT).await;
     h.runtime.hold_execs();
     let app = h.app.clone();
@@ -726,9 +722,9 @@ async fn files_go_in_and_out_as_raw_bytes() {
 
 #[tokio::test]
 async fn file_errors_map_to_their_statuses() {
-    let h = with_operations(OperationSettings {
+    let h = with_operations(ServiceSettings {
         files: sandkeeper_usecase::FileSettings { upload_limit: 8, download_limit: 8 },
-        ..OperationSettings::default()
+        ..ServiceSettings::default()
     });
     let (status, body) = h.upload(CHAT, "a.txt", b"x").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
@@ -813,9 +809,12 @@ async fn a_file_route_names_a_bad_chat_id_before_a_bad_path() {
 
 #[tokio::test]
 async fn keepalive_moves_the_expiry_within_max_ttl_and_the_lifetime() {
-    let h = with_operations(OperationSettings {
-        max_lifetime: Duration::from_secs(20 * 60),
-        ..OperationSettings::default()
+    let h = with_operations(ServiceSettings {
+        keep_alive: sandkeeper_usecase::KeepAliveSettings {
+            max_lifetime: Duration::from_secs(20 * 60),
+            ..ServiceSettings::default().keep_alive
+        },
+        ..ServiceSettings::default()
     });
     let (status, body) = h.keep_alive(CHAT, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
@@ -860,9 +859,9 @@ async fn keepalive_moves_the_expiry_within_max_ttl_and_the_lifetime() {
 
 #[tokio::test]
 async fn in_sliding_mode_exec_and_files_push_the_expiry() {
-    let h = with_operations(OperationSettings {
+    let h = with_operations(ServiceSettings {
         ttl_mode: crate::config::TtlMode::Sliding,
-        ..OperationSettings::default()
+        ..ServiceSettings::default()
     });
     h.put(CHAT).await;
     assert_eq!(h.expires_at(CHAT).await, "2026-04-02T12:05:00.000Z");
