@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use sandkeeper_ports::{Cause, StoreError};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Why [`crate::SqlStore::connect`] could not give a store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,14 +28,14 @@ pub(crate) struct ErrorContext {
     /// The URL with its password masked.
     pub(crate) url: String,
     /// The password, to scrub from foreign messages that might echo it.
-    pub(crate) password: Option<String>,
+    pub(crate) password: Option<SecretString>,
     pub(crate) acquire_timeout: Duration,
 }
 
 impl ErrorContext {
     pub(crate) fn scrub(&self, message: String) -> String {
         match &self.password {
-            Some(password) => message.replace(password.as_str(), "***"),
+            Some(password) => message.replace(password.expose_secret(), "***"),
             None => message,
         }
     }

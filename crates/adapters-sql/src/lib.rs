@@ -20,3 +20,4 @@ mod url;
 
 pub use error::ConnectError;
 pub use store::{Backend, SqlStore, StoreOptions};
+pub use url::redact_url;

@@ -20,7 +20,7 @@ use crate::error::{ConnectError, ErrorContext};
 use crate::postgres::{PgLeases, PgSessions};
 use crate::sqlite::{SqliteLeases, SqliteSessions};
 use crate::sqlite_inline::InlineReader;
-use crate::url::{ACCEPTED_URLS, backend_of, mask_password, password_of};
+use crate::url::{ACCEPTED_URLS, backend_of, password_of, redact_url};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -115,7 +115,7 @@ impl SqlStore {
     /// the database answers within `options.acquire_timeout`. Does not migrate: call
     /// [`SqlStore::migrate`].
     pub async fn connect(url: &str, options: StoreOptions) -> Result<SqlStore, ConnectError> {
-        let masked = mask_password(url.trim());
+        let masked = redact_url(url.trim());
         let backend = backend_of(url).map_err(|reason| ConnectError::InvalidUrl {
             url: masked.clone(),
             reason,
@@ -143,7 +143,7 @@ impl SqlStore {
         url: &str,
         options: StoreOptions,
     ) -> Result<SqlStore, ConnectError> {
-        let masked = mask_password(url.trim());
+        let masked = redact_url(url.trim());
         if backend_of(url) != Ok(Backend::Postgres) {
             return Err(ConnectError::InvalidUrl {
                 url: masked,

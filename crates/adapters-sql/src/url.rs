@@ -1,4 +1,9 @@
 //! Database URLs: which backend a URL names, and how to show it without its password.
+//!
+//! [`redact_url`] is the one place where a database URL is made fit to be shown: every message,
+//! log line and `Debug` output of sandkeeper that names a database URL goes through it.
+
+use secrecy::SecretString;
 
 use crate::Backend;
 
@@ -30,7 +35,7 @@ pub(crate) fn backend_of(url: &str) -> Result<Backend, String> {
 
 /// The URL with its password replaced by `***`, both in the user-info part
 /// (`postgres://user:***@host/db`) and in a `password=` query parameter.
-pub(crate) fn mask_password(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let mut masked = mask_userinfo(url);
     if let Some(query_start) = masked.find('?') {
         let (base, query) = masked.split_at(query_start + 1);
@@ -67,17 +72,19 @@ fn mask_userinfo(url: &str) -> String {
 }
 
 /// The password of a URL, if it has one, so that it can be scrubbed from foreign error messages.
-pub(crate) fn password_of(url: &str) -> Option<String> {
+pub(crate) fn password_of(url: &str) -> Option<SecretString> {
     let scheme_end = url.find("://")?;
     let rest = &url[scheme_end + 3..];
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let userinfo = &authority[..authority.rfind('@')?];
     let (_, password) = userinfo.split_once(':')?;
-    (!password.is_empty()).then(|| password.to_owned())
+    (!password.is_empty()).then(|| SecretString::from(password))
 }
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     #[test]
@@ -97,23 +104,25 @@ mod tests {
     #[test]
     fn passwords_are_masked_wherever_they_are() {
         assert_eq!(
-            mask_password("postgres://user:secret@db.example:5432/app"),
+            redact_url("postgres://user:secret@db.example:5432/app"),
             "postgres://user:***@db.example:5432/app"
         );
-        assert_eq!(mask_password("postgres://user:p@ss@host/db"), "postgres://user:***@host/db");
+        assert_eq!(redact_url("postgres://user:p@ss@host/db"), "postgres://user:***@host/db");
         assert_eq!(
-            mask_password("postgres://user@host/db?sslmode=disable&password=secret"),
+            redact_url("postgres://user@host/db?sslmode=disable&password=secret"),
             "postgres://user@host/db?sslmode=disable&password=***"
         );
-        assert_eq!(mask_password("postgres://user@host/db"), "postgres://user@host/db");
-        assert_eq!(mask_password("sqlite://a@b:c/x.db"), "sqlite://a@b:c/x.db");
-        assert_eq!(mask_password("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(redact_url("postgres://user@host/db"), "postgres://user@host/db");
+        assert_eq!(redact_url("sqlite://a@b:c/x.db"), "sqlite://a@b:c/x.db");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
     }
 
     #[test]
     fn the_password_is_found_for_scrubbing() {
-        assert_eq!(password_of("postgres://u:secret@h/db"), Some("secret".to_owned()));
-        assert_eq!(password_of("postgres://u:@h/db"), None);
-        assert_eq!(password_of("postgres://u@h/db"), None);
+        let password = password_of("postgres://u:secret@h/db").expect("a password");
+        assert_eq!(password.expose_secret(), "secret");
+        assert!(!format!("{password:?}").contains("secret"));
+        assert!(password_of("postgres://u:@h/db").is_none());
+        assert!(password_of("postgres://u@h/db").is_none());
     }
 }

@@ -20,8 +20,9 @@ use sandkeeper_domain::Timestamp;
 use sandkeeper_ports::ContainerExit;
 use sandkeeper_ports::Report;
 use sandkeeper_usecase::SweepOutcome;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::services::Services;
 
@@ -46,26 +47,6 @@ const EXIT_WATCH_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 /// Exits read but not yet handed to a task; the runtime waits while it is full.
 const EXIT_QUEUE: usize = 256;
 
-/// Tells the loops to stop.
-#[derive(Debug)]
-pub(crate) struct Shutdown {
-    sender: watch::Sender<bool>,
-}
-
-impl Shutdown {
-    pub(crate) fn new() -> Self {
-        Self { sender: watch::Sender::new(false) }
-    }
-
-    fn subscribe(&self) -> watch::Receiver<bool> {
-        self.sender.subscribe()
-    }
-
-    pub(crate) fn trigger(&self) {
-        self.sender.send_replace(true);
-    }
-}
-
 /// The intervals of the loops.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LoopSettings {
@@ -74,40 +55,35 @@ pub(crate) struct LoopSettings {
 }
 
 /// Starts the loops and the watcher of container exits. The first sweep runs at once (in the
-/// background: readiness never waits for it); the first cleanup after one interval.
+/// background: readiness never waits for it); the first cleanup after one interval. They stop
+/// when `shutdown` is cancelled.
 pub(crate) fn spawn(
     services: Arc<Services>,
     settings: LoopSettings,
-    shutdown: &Shutdown,
+    shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let cleanup = {
         let services = Arc::clone(&services);
-        run_every("cleanup", settings.cleanup_interval, false, shutdown.subscribe(), move || {
+        run_every("cleanup", settings.cleanup_interval, false, shutdown.clone(), move || {
             let services = Arc::clone(&services);
             async move { cleanup_pass(&services).await }
         })
     };
     let sweep = {
         let services = Arc::clone(&services);
-        run_every(
-            "maintenance",
-            settings.maintenance_interval,
-            true,
-            shutdown.subscribe(),
-            move || {
-                let services = Arc::clone(&services);
-                async move { sweep_pass(&services).await }
-            },
-        )
+        run_every("maintenance", settings.maintenance_interval, true, shutdown.clone(), move || {
+            let services = Arc::clone(&services);
+            async move { sweep_pass(&services).await }
+        })
     };
-    let exits = watch_exits(services, shutdown.subscribe());
+    let exits = watch_exits(services, shutdown.clone());
     vec![tokio::spawn(cleanup), tokio::spawn(sweep), tokio::spawn(exits)]
 }
 
 /// Follows the runtime's container exits until shutdown, watching again with a backoff
 /// whenever the runtime goes away. Each exit is recorded by a task of its own, so that one
 /// waiting for its chat's lock holds back no other.
-async fn watch_exits(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
+async fn watch_exits(services: Arc<Services>, shutdown: CancellationToken) {
     let (sender, mut receiver) = mpsc::channel::<ContainerExit>(EXIT_QUEUE);
     let mut since: Option<Timestamp> = None;
     let mut backoff = EXIT_WATCH_FIRST_BACKOFF;
@@ -123,7 +99,7 @@ async fn watch_exits(services: Arc<Services>, mut shutdown: watch::Receiver<bool
                     // The use case logs and counts what it did, failures included.
                     tokio::spawn(async move { let _ = services.record_exit.execute(&exit).await; });
                 }
-                _ = shutdown.wait_for(|stop| *stop) => break None,
+                () = shutdown.cancelled() => break None,
             }
         };
         let Some(result) = ended else { break };
@@ -159,7 +135,7 @@ async fn watch_exits(services: Arc<Services>, mut shutdown: watch::Receiver<bool
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = shutdown.cancelled() => break,
         }
         backoff = (backoff * 2).min(EXIT_WATCH_MAX_BACKOFF);
     }
@@ -216,7 +192,7 @@ async fn run_every<F, Fut>(
     name: &'static str,
     interval: Duration,
     run_at_once: bool,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     mut pass: F,
 ) where
     F: FnMut() -> Fut,
@@ -228,11 +204,11 @@ async fn run_every<F, Fut>(
             let wait = jittered(interval, rand::rng().random_range(-0.1..=0.1));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                () = shutdown.cancelled() => break,
             }
         }
         first = false;
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             break;
         }
         let result = match tokio::time::timeout(PASS_TIMEOUT, pass()).await {
@@ -272,7 +248,8 @@ mod tests {
     use sandkeeper_usecase::{CreateResult, CreateSandboxCommand};
 
     use super::*;
-    use crate::services::{Ports, Probe, ServiceSettings};
+    use crate::config::ServiceSettings;
+    use crate::services::{Ports, Probe};
 
     fn services(runtime: &FakeRuntime) -> (Arc<Services>, Arc<InMemorySessionRepository>) {
         let repository = Arc::new(InMemorySessionRepository::new());
@@ -286,15 +263,7 @@ mod tests {
             clock,
             store_probe,
         };
-        let settings = ServiceSettings {
-            ttl: Duration::from_secs(300),
-            max_sandboxes: None,
-            instance_id: "test".to_owned(),
-            orphan_grace: Duration::from_secs(60),
-            sweep_min_interval: Duration::from_secs(30),
-            operations: Default::default(),
-        };
-        (Arc::new(Services::new(ports, &settings)), repository)
+        (Arc::new(Services::new(ports, &ServiceSettings::default())), repository)
     }
 
     async fn status_becomes(
@@ -316,8 +285,8 @@ mod tests {
     async fn the_watcher_crashes_the_session_of_a_container_that_exits_and_stops_on_shutdown() {
         let runtime = FakeRuntime::new();
         let (services, repository) = services(&runtime);
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn(watch_exits(Arc::clone(&services), shutdown.subscribe()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(watch_exits(Arc::clone(&services), shutdown.clone()));
         runtime.watchers(1).await;
         let chat = ChatId::parse("11111111-1111-1111-1111-111111111111").unwrap();
         let created = services.create.execute(CreateSandboxCommand::new(chat)).await.unwrap();
@@ -328,7 +297,7 @@ mod tests {
         assert_eq!(next.result, CreateResult::Created);
         assert_eq!(runtime.watch_calls(), vec![None], "one watch, never lost");
 
-        shutdown.trigger();
+        shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(1), task).await.unwrap().unwrap();
     }
 
@@ -339,9 +308,9 @@ mod tests {
         let unavailable = RuntimeError::Unavailable("cannot reach the Docker engine".into());
         runtime.fail_watch(unavailable.clone());
         runtime.fail_watch(unavailable);
-        let shutdown = Shutdown::new();
+        let shutdown = CancellationToken::new();
         let started = tokio::time::Instant::now();
-        let task = tokio::spawn(watch_exits(Arc::clone(&services), shutdown.subscribe()));
+        let task = tokio::spawn(watch_exits(Arc::clone(&services), shutdown.clone()));
         runtime.watchers(1).await;
         // 0.5 s, then 1 s.
         assert!(started.elapsed() >= Duration::from_millis(1500), "{:?}", started.elapsed());
@@ -361,7 +330,7 @@ mod tests {
         runtime.watchers(1).await;
         assert_eq!(runtime.watch_calls().len(), 4);
 
-        shutdown.trigger();
+        shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(1), task).await.unwrap().unwrap();
     }
 
@@ -379,13 +348,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_loop_runs_each_interval_survives_failures_and_stops_on_shutdown() {
         let passes = Arc::new(AtomicUsize::new(0));
-        let shutdown = Shutdown::new();
+        let shutdown = CancellationToken::new();
         let counter = Arc::clone(&passes);
         let task = tokio::spawn(run_every(
             "test",
             Duration::from_secs(10),
             true,
-            shutdown.subscribe(),
+            shutdown.clone(),
             move || {
                 let counter = Arc::clone(&counter);
                 async move {
@@ -403,7 +372,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(35)).await;
         let seen = passes.load(Ordering::SeqCst);
         assert!((4..=5).contains(&seen), "about one pass per 10 s after the first: {seen}");
-        shutdown.trigger();
+        shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(1), task).await.unwrap().unwrap();
         let after = passes.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -413,13 +382,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_pass_that_hangs_is_abandoned_and_the_loop_goes_on() {
         let passes = Arc::new(AtomicUsize::new(0));
-        let shutdown = Shutdown::new();
+        let shutdown = CancellationToken::new();
         let counter = Arc::clone(&passes);
         let _task = tokio::spawn(run_every(
             "test",
             Duration::from_secs(1),
             true,
-            shutdown.subscribe(),
+            shutdown.clone(),
             move || {
                 let counter = Arc::clone(&counter);
                 async move {
@@ -432,6 +401,6 @@ mod tests {
         ));
         tokio::time::sleep(PASS_TIMEOUT + Duration::from_secs(3)).await;
         assert!(passes.load(Ordering::SeqCst) >= 2, "the loop went on after the hung pass");
-        shutdown.trigger();
+        shutdown.cancel();
     }
 }

@@ -16,18 +16,15 @@ mod wiring;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use sandkeeper_adapters_observability::{InitError, LogFormat, Telemetry, TelemetryConfig};
 
-use crate::config::{Cli, Command, ConfigError, LogArgs};
+use crate::config::setting::Flag;
+use crate::config::{Cli, Command, ConfigError, Setting};
 use crate::http::views::{CleanupReportView, MaintenanceReportView};
-use crate::services::{ServiceSettings, Services};
+use crate::services::Services;
 use crate::wiring::StartError;
-
-/// The TTL the one-shot commands give the use cases; they never create a sandbox.
-const UNUSED_TTL: Duration = Duration::from_secs(300);
 
 fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|error| exit_on_parse_error(error));
@@ -47,8 +44,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(Failure::Config(error)) => {
-            // Like clap's own errors, with the same exit code.
-            eprintln!("error: {}\n\nFor more information, try '--help'.", with_origin(&error.0));
+            print_config_error(&error);
             ExitCode::from(2)
         }
         Err(Failure::Start(error)) => {
@@ -59,36 +55,40 @@ fn main() -> ExitCode {
 }
 
 /// Prints a command-line error and exits with code 2 (or 0 for `--help` and `--version`).
-/// A bad value is shown with the message of its parser, which names the setting and the value
-/// (`--ttl: `abc` is not a duration like 30s or 5m`), instead of clap's longer wording.
+/// A value refused by one of our parsers is shown with its [`ConfigError`] (which clap keeps
+/// as the cause), naming the setting and the value (`--ttl: `abc` is not a duration like 30s or
+/// 5m`), instead of clap's longer wording.
 fn exit_on_parse_error(error: clap::Error) -> ! {
-    if error.kind() == clap::error::ErrorKind::ValueValidation {
-        if let Some(cause) = std::error::Error::source(&error) {
-            eprintln!(
-                "error: {}\n\nFor more information, try '--help'.",
-                with_origin(&cause.to_string())
-            );
-            std::process::exit(2);
-        }
+    let ours = std::error::Error::source(&error).and_then(|cause| cause.downcast_ref());
+    if let Some(cause) = ours {
+        print_config_error(cause);
+        std::process::exit(2);
     }
     error.exit()
 }
 
-/// A message about `--setting: ...` with, when the value came from the setting's environment
-/// variable rather than the command line, the variable named, since that is where to fix it.
-fn with_origin(message: &str) -> String {
-    let Some(flag) = message.strip_prefix("--").and_then(|rest| rest.split(':').next()) else {
-        return message.to_owned();
+/// Like clap's own errors: the message, with the variable named when the value came from it.
+fn print_config_error(error: &ConfigError) {
+    let origin = match error.setting {
+        Setting::Flag(flag) => set_by(flag, std::env::args(), std::env::var_os(flag.env).is_some()),
+        Setting::Variable(_) => None,
     };
-    let long = format!("--{flag}");
-    let on_command_line =
-        std::env::args().any(|arg| arg == long || arg.starts_with(&format!("{long}=")));
-    let variable = format!("SANDKEEPER_{}", flag.replace('-', "_").to_uppercase());
-    if !on_command_line && std::env::var_os(&variable).is_some() {
-        format!("{message} (set by {variable})")
-    } else {
-        message.to_owned()
-    }
+    let origin = origin.map(|variable| format!(" (set by {variable})")).unwrap_or_default();
+    eprintln!("error: {error}{origin}\n\nFor more information, try '--help'.");
+}
+
+/// The variable that gave `flag` its value: when it is set and the flag is not on the command
+/// line, since that is where to fix it.
+fn set_by(
+    flag: Flag,
+    mut args: impl Iterator<Item = String>,
+    variable_set: bool,
+) -> Option<&'static str> {
+    let long = flag.to_string();
+    let on_command_line = args.any(|arg| {
+        arg == long || arg.strip_prefix(&long).is_some_and(|rest| rest.starts_with('='))
+    });
+    (variable_set && !on_command_line).then_some(flag.env)
 }
 
 pub(crate) enum Failure {
@@ -112,13 +112,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Serve(args) => {
             let config = args.validate()?;
-            let telemetry = init_telemetry(&config.log)?;
+            let telemetry = init_telemetry(config.log_format)?;
             serve::serve(config, telemetry).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
-            init_telemetry(&args.log)?;
-            let store = wiring::open_store(&args.store).await?;
+            init_telemetry(args.log.log_format)?;
+            let store = wiring::open_store(&args.store.config()).await?;
             println!(
                 "{}",
                 serde_json::json!({ "migrated": true, "backend": store.backend().as_str() })
@@ -127,13 +127,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cleanup(args) => {
-            init_telemetry(&args.log)?;
-            let runtime = wiring::docker_runtime(&args.docker)?;
-            let store = wiring::open_store(&args.store).await?;
-            let services = Services::new(
-                wiring::ports(&store, runtime),
-                &one_shot_settings(&args.docker.instance_id, Duration::from_secs(60)),
-            );
+            let config = args.validate()?;
+            init_telemetry(config.log_format)?;
+            let runtime = wiring::docker_runtime(&config.docker)?;
+            let store = wiring::open_store(&config.store).await?;
+            let services = Services::new(wiring::ports(&store, runtime), &config.services);
             let outcome = services.cleanup.execute().await;
             store.close().await;
             let report = outcome.map_err(|error| {
@@ -143,13 +141,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Maintain(args) => {
-            init_telemetry(&args.log)?;
-            let runtime = wiring::docker_runtime(&args.docker)?;
-            let store = wiring::open_store(&args.store).await?;
-            let services = Arc::new(Services::new(
-                wiring::ports(&store, runtime),
-                &one_shot_settings(&args.docker.instance_id, args.sweep.orphan_grace),
-            ));
+            let config = args.validate()?;
+            init_telemetry(config.log_format)?;
+            let runtime = wiring::docker_runtime(&config.docker)?;
+            let store = wiring::open_store(&config.store).await?;
+            let services =
+                Arc::new(Services::new(wiring::ports(&store, runtime), &config.services));
             let outcome = services.sweep_now().await;
             store.close().await;
             let report =
@@ -160,17 +157,6 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
-fn one_shot_settings(instance_id: &str, orphan_grace: Duration) -> ServiceSettings {
-    ServiceSettings {
-        ttl: UNUSED_TTL,
-        max_sandboxes: None,
-        instance_id: instance_id.to_owned(),
-        orphan_grace,
-        sweep_min_interval: Duration::ZERO,
-        operations: services::OperationSettings::default(),
-    }
-}
-
 fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
@@ -178,8 +164,8 @@ fn print_json(value: &impl serde::Serialize) {
     }
 }
 
-fn init_telemetry(args: &LogArgs) -> Result<Telemetry, Failure> {
-    let log_format = match args.log_format {
+fn init_telemetry(format: config::LogFormat) -> Result<Telemetry, Failure> {
+    let log_format = match format {
         config::LogFormat::Text => LogFormat::Human,
         config::LogFormat::Json => LogFormat::Json,
     };
@@ -188,7 +174,34 @@ fn init_telemetry(args: &LogArgs) -> Result<Telemetry, Failure> {
         default_filter: "info".to_owned(),
     })
     .map_err(|error| match error {
-        InitError::InvalidFilter { .. } => Failure::Config(ConfigError(error.to_string())),
+        InitError::InvalidFilter { setting, value, reason } => Failure::Config(ConfigError::new(
+            Setting::Variable(setting),
+            format!(
+                "`{value}` is not a valid log filter ({reason}); use e.g. `info` or \
+                 `warn,sandkeeper=debug`"
+            ),
+        )),
         other => Failure::Start(StartError(other.to_string())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::setting::TTL;
+
+    fn args(list: &[&str]) -> impl Iterator<Item = String> {
+        list.iter().map(|arg| (*arg).to_owned()).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn the_variable_is_named_only_when_it_gave_the_value() {
+        assert_eq!(set_by(TTL, args(&["sandkeeper", "serve"]), true), Some("SANDKEEPER_TTL"));
+        assert_eq!(set_by(TTL, args(&["sandkeeper", "serve"]), false), None);
+        assert_eq!(set_by(TTL, args(&["sandkeeper", "serve", "--ttl", "2h"]), true), None);
+        assert_eq!(set_by(TTL, args(&["sandkeeper", "serve", "--ttl=2h"]), true), None);
+        // Another flag that starts like it is not it.
+        let other = args(&["sandkeeper", "serve", "--ttl-mode", "fixed"]);
+        assert_eq!(set_by(TTL, other, true), Some("SANDKEEPER_TTL"));
+    }
 }

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandkeeper_adapters_observability::Telemetry;
-use sandkeeper_usecase::{ExecSettings, FileSettings};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::Failure;
 use crate::config::ServeConfig;
-use crate::http::server::{self, ConnectionSettings};
-use crate::http::{self, AppState, EdgeSettings};
-use crate::loops::{self, LoopSettings, Shutdown};
-use crate::services::{OperationSettings, ServiceSettings, Services};
+use crate::config::setting::{API_TOKEN, API_TOKEN_FILE, HTTP_MAX_CONNECTIONS, LISTEN};
+use crate::http::server;
+use crate::http::{self, AppState};
+use crate::loops;
+use crate::services::Services;
 use crate::wiring::{self, StartError};
 
 /// How long in-flight requests may take to finish after a shutdown signal. Every request is
@@ -23,42 +23,29 @@ const REQUEST_GRACE: Duration = Duration::from_secs(60);
 /// How long a running background pass may take to finish after a shutdown signal.
 const LOOP_GRACE: Duration = Duration::from_secs(30);
 
-/// The share of `--maintenance-interval` that must pass since the last completed sweep before a
-/// periodic sweep runs again. Below 1 so that the jitter of one replica's own loop (±10%) never
-/// makes it skip its turn, while replicas together still sweep about once per interval.
-const SWEEP_MIN_INTERVAL_SHARE: f64 = 0.75;
-
 pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(), Failure> {
     let runtime = wiring::docker_runtime(&config.docker)?;
     let docker_endpoint = runtime.endpoint().to_owned();
     let store = wiring::open_store(&config.store).await?;
-    let settings = ServiceSettings {
-        ttl: config.ttl,
-        max_sandboxes: config.max_sandboxes,
-        instance_id: config.docker.instance_id.clone(),
-        orphan_grace: config.orphan_grace,
-        sweep_min_interval: config.maintenance_interval.mul_f64(SWEEP_MIN_INTERVAL_SHARE),
-        operations: operation_settings(&config),
-    };
-    let services = Arc::new(Services::new(wiring::ports(&store, runtime), &settings));
+    let services = Arc::new(Services::new(wiring::ports(&store, runtime), &config.services));
     let metrics: Arc<dyn Fn() -> String + Send + Sync> =
         Arc::new(move || telemetry.render_metrics());
     let app = http::router(
-        AppState::new(Arc::clone(&services), metrics, config.max_ttl),
+        AppState::new(Arc::clone(&services), metrics, config.services.keep_alive.max_ttl),
         config.api_token.clone(),
-        edge_settings(&config),
+        config.edge.clone(),
     );
 
     let signal = shutdown_signal()?;
     let listener = TcpListener::bind(config.listen).await.map_err(|error| {
-        StartError(format!("--listen: cannot listen on `{}`: {error}", config.listen))
+        StartError(format!("{LISTEN}: cannot listen on `{}`: {error}", config.listen))
     })?;
     let address = listener
         .local_addr()
-        .map_err(|error| StartError(format!("--listen: cannot read the bound address: {error}")))?;
+        .map_err(|error| StartError(format!("{LISTEN}: cannot read the bound address: {error}")))?;
     if config.api_token.is_none() {
         tracing::warn!(
-            "authentication is off: no --api-token or --api-token-file is set, so sandkeeper \
+            "authentication is off: no {API_TOKEN} or {API_TOKEN_FILE} is set, so sandkeeper \
              listens on a loopback address only"
         );
     }
@@ -66,21 +53,17 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         instance_id = %config.docker.instance_id,
         image = %config.docker.image,
         docker = %docker_endpoint,
-        ttl = %humantime::format_duration(config.ttl),
-        ttl_mode = config.ttl_mode.as_str(),
+        ttl = %humantime::format_duration(config.services.keep_alive.default_ttl),
+        ttl_mode = config.services.ttl_mode.as_str(),
         "sandkeeper started"
     );
     tracing::info!("listening on {address}");
-    let mut connections = ConnectionSettings {
-        header_timeout: config.http.http_header_timeout,
-        idle_timeout: config.http.http_idle_timeout,
-        max_connections: config.http.http_max_connections as usize,
-    };
+    let mut connections = config.connections;
     if let Some((cap, open_files)) = server::cap_for_open_file_limit(connections.max_connections) {
         tracing::warn!(
             open_file_limit = open_files,
             max_connections = cap,
-            "--http-max-connections {} does not fit in the process's open-file limit; using {cap} \
+            "{HTTP_MAX_CONNECTIONS} {} does not fit in the process's open-file limit; using {cap} \
              (raise the limit, e.g. LimitNOFILE= or ulimit -n, to allow more)",
             connections.max_connections
         );
@@ -103,18 +86,10 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         }
     });
 
-    let shutdown = Shutdown::new();
-    let loop_tasks = loops::spawn(
-        Arc::clone(&services),
-        LoopSettings {
-            cleanup_interval: config.cleanup_interval,
-            maintenance_interval: config.maintenance_interval,
-        },
-        &shutdown,
-    );
-
-    let (stop_accepting, stopped) = watch::channel(false);
-    let mut server = tokio::spawn(server::serve(listener, app, connections, stopped));
+    // Cancelled on a signal: the server stops accepting and the loops stop.
+    let shutdown = CancellationToken::new();
+    let loop_tasks = loops::spawn(Arc::clone(&services), config.loops, &shutdown);
+    let mut server = tokio::spawn(server::serve(listener, app, connections, shutdown.clone()));
 
     tokio::select! {
         signal = signal => {
@@ -122,7 +97,7 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         }
         finished = &mut server => {
             // The server only returns on its own if it failed.
-            shutdown.trigger();
+            shutdown.cancel();
             let reason = match finished {
                 Ok(()) => "the HTTP server stopped".to_owned(),
                 Err(error) => format!("the HTTP server task failed: {error}"),
@@ -132,8 +107,7 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         }
     }
 
-    let _ = stop_accepting.send(true);
-    shutdown.trigger();
+    shutdown.cancel();
     match tokio::time::timeout(REQUEST_GRACE, &mut server).await {
         Ok(_) => {}
         Err(_) => {
@@ -152,41 +126,6 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
     store.close().await;
     tracing::info!("sandkeeper stopped; running sandboxes stay and are reused after a restart");
     Ok(())
-}
-
-/// What the router bounds of every request: the body's time and the bytes of all bodies, and
-/// which hosts are served without a token.
-fn edge_settings(config: &ServeConfig) -> EdgeSettings {
-    let bytes = |size: u64| usize::try_from(size).unwrap_or(usize::MAX);
-    let exec_body = bytes(config.exec.exec_stdin_limit).saturating_add(1 << 20);
-    EdgeSettings {
-        body_timeout: config.http.http_body_timeout,
-        body_memory_limit: bytes(config.http.http_body_memory_limit),
-        largest_body: bytes(config.exec.file_size_limit).max(exec_body),
-        allowed_hosts: config.http.allowed_hosts.clone(),
-    }
-}
-
-/// Exec, file and expiry settings from the command line.
-fn operation_settings(config: &ServeConfig) -> OperationSettings {
-    let exec = &config.exec;
-    let bytes = |size: u64| usize::try_from(size).unwrap_or(usize::MAX);
-    OperationSettings {
-        max_ttl: config.max_ttl,
-        max_lifetime: config.max_lifetime,
-        ttl_mode: config.ttl_mode,
-        exec: ExecSettings {
-            default_timeout: exec.exec_timeout,
-            max_timeout: exec.exec_max_timeout,
-            output_limit: bytes(exec.exec_output_limit),
-            stdin_limit: bytes(exec.exec_stdin_limit),
-        },
-        files: FileSettings {
-            upload_limit: exec.file_size_limit,
-            download_limit: exec.file_size_limit,
-        },
-        per_sandbox: exec.exec_concurrency as usize,
-    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now (so that a signal that comes right after start

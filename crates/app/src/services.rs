@@ -10,14 +10,13 @@ use sandkeeper_ports::{
     Clock, LifecycleLocker, MaintenanceLeases, SandboxRuntime, SessionRepository,
 };
 use sandkeeper_usecase::{
-    CleanupExpiredSandboxes, CreateSandbox, DEFAULT_MAX_LIFETIME, DEFAULT_OPERATIONS_PER_SANDBOX,
-    DeleteSandbox, ExecInSandbox, ExecSettings, FileSettings, KeepAlive, KeepAliveSettings,
-    MaintenanceError, MaintenanceReport, MaintenanceSettings, MaintenanceSweep,
-    RecordContainerExit, SandboxFiles, SandboxQueries, SandboxSlots, SweepOutcome,
+    CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecInSandbox, KeepAlive,
+    MaintenanceError, MaintenanceReport, MaintenanceSweep, RecordContainerExit, SandboxFiles,
+    SandboxQueries, SandboxSlots, SweepOutcome,
 };
 use tokio::time::Instant;
 
-use crate::config::TtlMode;
+use crate::config::{ServiceSettings, TtlMode};
 
 /// How long a readiness check may take before its dependency counts as unavailable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,46 +42,6 @@ pub(crate) struct Ports {
 impl std::fmt::Debug for Ports {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ports").finish_non_exhaustive()
-    }
-}
-
-/// The settings the use cases take from the configuration.
-#[derive(Debug, Clone)]
-pub(crate) struct ServiceSettings {
-    pub(crate) ttl: Duration,
-    pub(crate) max_sandboxes: Option<u64>,
-    pub(crate) instance_id: String,
-    pub(crate) orphan_grace: Duration,
-    /// Sweeps of this deployment (all replicas together) run at most this often, unless asked
-    /// for explicitly.
-    pub(crate) sweep_min_interval: Duration,
-    /// Exec, files, keep-alive and the expiry mode.
-    pub(crate) operations: OperationSettings,
-}
-
-/// The settings of what runs inside sandboxes, and of how their expiry moves.
-#[derive(Debug, Clone)]
-pub(crate) struct OperationSettings {
-    /// The longest TTL a keep-alive may ask for (`--max-ttl`).
-    pub(crate) max_ttl: Duration,
-    pub(crate) max_lifetime: Duration,
-    pub(crate) ttl_mode: TtlMode,
-    pub(crate) exec: ExecSettings,
-    pub(crate) files: FileSettings,
-    /// Execs and transfers at once per sandbox.
-    pub(crate) per_sandbox: usize,
-}
-
-impl Default for OperationSettings {
-    fn default() -> Self {
-        Self {
-            max_ttl: Duration::from_secs(3600),
-            max_lifetime: DEFAULT_MAX_LIFETIME,
-            ttl_mode: TtlMode::Fixed,
-            exec: ExecSettings::default(),
-            files: FileSettings::default(),
-            per_sandbox: DEFAULT_OPERATIONS_PER_SANDBOX,
-        }
     }
 }
 
@@ -156,14 +115,14 @@ impl Services {
             Arc::clone(&locker),
             Arc::clone(&runtime),
             Arc::clone(&clock),
-            settings.ttl,
+            settings.keep_alive.default_ttl,
         )
         .with_max_sandboxes(settings.max_sandboxes);
         let delete =
             DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime));
         let queries = SandboxQueries::new(Arc::clone(&repository));
         let (keep_alive, exec, files) =
-            operations(&repository, &locker, &runtime, &clock, settings.ttl, &settings.operations);
+            operations(&repository, &locker, &runtime, &clock, settings);
         let cleanup = CleanupExpiredSandboxes::new(
             Arc::clone(&repository),
             Arc::clone(&locker),
@@ -171,15 +130,12 @@ impl Services {
             Arc::clone(&clock),
         );
         let record_exit = RecordContainerExit::new(Arc::clone(&repository), Arc::clone(&locker));
-        let mut sweep_settings = MaintenanceSettings::new(lease_holder(&settings.instance_id));
-        sweep_settings.orphan_grace = settings.orphan_grace;
-        sweep_settings.min_interval = settings.sweep_min_interval;
         let sweep = MaintenanceSweep::new(
             repository,
             Arc::clone(&runtime),
             leases,
             Arc::clone(&clock),
-            sweep_settings,
+            settings.maintenance.clone(),
         );
         Self {
             create,
@@ -261,18 +217,13 @@ fn operations(
     locker: &Arc<dyn LifecycleLocker>,
     runtime: &Arc<dyn SandboxRuntime>,
     clock: &Arc<dyn Clock>,
-    ttl: Duration,
-    settings: &OperationSettings,
+    settings: &ServiceSettings,
 ) -> (KeepAlive, ExecInSandbox, SandboxFiles) {
     let keep_alive = KeepAlive::new(
         Arc::clone(repository),
         Arc::clone(locker),
         Arc::clone(clock),
-        KeepAliveSettings {
-            default_ttl: ttl,
-            max_ttl: settings.max_ttl,
-            max_lifetime: settings.max_lifetime,
-        },
+        settings.keep_alive,
     );
     let slots = SandboxSlots::new(settings.per_sandbox);
     let mut exec = ExecInSandbox::new(
@@ -294,10 +245,4 @@ fn operations(
         files = files.with_sliding_expiry(keep_alive.clone());
     }
     (keep_alive, exec, files)
-}
-
-/// The lease holder's name: the instance id plus something unique to this process, so that
-/// replicas of one deployment (which share the instance id) never mistake each other's lease.
-fn lease_holder(instance_id: &str) -> String {
-    format!("{instance_id}/{}-{:08x}", std::process::id(), rand::random::<u32>())
 }

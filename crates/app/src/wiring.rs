@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use sandkeeper_adapters_docker::{DockerConfig, DockerRuntime};
-use sandkeeper_adapters_sql::{Backend, SqlStore, StoreOptions};
+use sandkeeper_adapters_sql::{SqlStore, StoreOptions};
 use sandkeeper_ports::inprocess::ProcessLocalLocker;
 use sandkeeper_ports::{LifecycleLocker, SystemClock};
 
-use crate::config::{ConfigError, DatabaseKind, DockerArgs, StoreArgs};
+use crate::config::setting::{DATA_DIR, DATABASE_URL};
+use crate::config::{ConfigError, StoreConfig, docker_error};
 use crate::services::{Ports, Probe};
 
 /// A failure to start that is not a configuration mistake (exit code 1).
@@ -17,57 +18,32 @@ use crate::services::{Ports, Probe};
 pub(crate) struct StartError(pub(crate) String);
 
 /// Connects to the store and migrates it. The data dir is created for the default SQLite file.
-pub(crate) async fn open_store(args: &StoreArgs) -> Result<SqlStore, StartError> {
-    let database = args.database();
-    if args.database_url.is_none() {
-        std::fs::create_dir_all(&args.data_dir).map_err(|error| {
+pub(crate) async fn open_store(config: &StoreConfig) -> Result<SqlStore, StartError> {
+    let url = &config.url;
+    if let Some(dir) = &config.create_dir {
+        std::fs::create_dir_all(dir).map_err(|error| {
             StartError(format!(
-                "cannot create the data dir `{}` (--data-dir): {error}",
-                args.data_dir.display()
+                "cannot create the data dir `{}` ({DATA_DIR}): {error}",
+                dir.display()
             ))
         })?;
     }
-    let store = SqlStore::connect(database.as_str(), StoreOptions::default())
+    let store = SqlStore::connect(url.expose(), StoreOptions::default())
         .await
-        .map_err(|error| StartError(format!("--database-url: {error}")))?;
-    store.migrate().await.map_err(|error| {
-        StartError(format!("migrating the store at `{database}` failed: {error}"))
-    })?;
-    tracing::info!(
-        backend = %store.backend(),
-        database = %database,
-        "store ready"
-    );
-    debug_assert_eq!(
-        store.backend() == Backend::Postgres,
-        database.kind() == DatabaseKind::Postgres
-    );
+        .map_err(|error| StartError(format!("{DATABASE_URL}: {error}")))?;
+    store
+        .migrate()
+        .await
+        .map_err(|error| StartError(format!("migrating the store at `{url}` failed: {error}")))?;
+    tracing::info!(backend = %store.backend(), database = %url, "store ready");
+    debug_assert_eq!(store.backend(), url.backend());
     Ok(store)
 }
 
 /// The Docker runtime. The engine is not contacted yet: sandkeeper starts while it is down.
-pub(crate) fn docker_runtime(args: &DockerArgs) -> Result<DockerRuntime, ConfigError> {
-    let mut config = DockerConfig::new(args.image.clone(), args.instance_id.clone());
-    config.memory_bytes = args.memory_limit;
-    config.cpus = args.cpus;
-    config.pids_limit = args.pids_limit;
-    config.network_mode = args.network.clone();
-    config.runtime = args.runtime.clone();
-    config.uid_range = args.sandbox_uid_range;
-    DockerRuntime::new(config).map_err(|error| {
-        let setting = match error.field {
-            "image" => "--image",
-            "instance_id" => "--instance-id",
-            "memory_bytes" => "--memory-limit",
-            "cpus" => "--cpus",
-            "pids_limit" => "--pids-limit",
-            "network_mode" => "--network",
-            "runtime" => "--runtime",
-            "uid_range" => "--sandbox-uid-range",
-            other => other,
-        };
-        ConfigError(format!("{setting}: `{}` {}", error.value, error.reason))
-    })
+/// The settings were checked by validation; what is left to refuse is `DOCKER_HOST`.
+pub(crate) fn docker_runtime(config: &DockerConfig) -> Result<DockerRuntime, ConfigError> {
+    DockerRuntime::new(config.clone()).map_err(docker_error)
 }
 
 /// The ports over the store and the runtime. The chat lock is the store's own when it has one

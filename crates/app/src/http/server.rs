@@ -29,8 +29,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// The timeouts and the cap of the HTTP edge.
@@ -307,20 +308,20 @@ impl Registry {
     }
 }
 
-/// Serves `router` on `listener` until `stop` turns true, then lets the connections finish
+/// Serves `router` on `listener` until `stop` is cancelled, then lets the connections finish
 /// their requests (idle ones close at once) and returns when the last one has closed.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     settings: ConnectionSettings,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let registry = Arc::new(Registry::default());
     let mut accept_errors_logged = false;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
+            () = stop.cancelled() => break,
         };
         let stream = match accepted {
             Ok((stream, _)) => {
@@ -418,7 +419,7 @@ async fn serve_connection(
     router: Router,
     connection: Arc<Connection>,
     settings: ConnectionSettings,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let service = {
         let connection = Arc::clone(&connection);
@@ -440,7 +441,7 @@ async fn serve_connection(
         .header_read_timeout(None)
         .serve_connection(io, service);
     tokio::pin!(served);
-    let mut stopping = *stop.borrow();
+    let mut stopping = stop.is_cancelled();
     if stopping {
         served.as_mut().graceful_shutdown();
     }
@@ -481,7 +482,7 @@ async fn serve_connection(
                 }
                 connection.evicting.store(false, Ordering::Relaxed);
             }
-            _ = stop.wait_for(|stop| *stop), if !stopping => {
+            () = stop.cancelled(), if !stopping => {
                 stopping = true;
                 served.as_mut().graceful_shutdown();
             }

@@ -75,12 +75,12 @@ async fn bad_exec_requests_name_the_field_and_change_nothing() {
 
 #[tokio::test]
 async fn exec_stdin_and_bodies_beyond_their_limits_are_413() {
-    let operations = OperationSettings {
+    let operations = ServiceSettings {
         exec: sandkeeper_usecase::ExecSettings {
             stdin_limit: 4,
             ..sandkeeper_usecase::ExecSettings::default()
         },
-        ..OperationSettings::default()
+        ..ServiceSettings::default()
     };
     let h = with_operations(operations);
     h.put(CHAT).await;
@@ -96,7 +96,7 @@ async fn exec_stdin_and_bodies_beyond_their_limits_are_413() {
 
 #[tokio::test]
 async fn execs_beyond_the_bound_per_sandbox_are_429_and_a_vanished_sandbox_is_409() {
-    let h = with_operations(OperationSettings { per_sandbox: 1, ..OperationSettings::default() });
+    let h = with_operations(ServiceSettings { per_sandbox: 1, ..ServiceSettings::default() });
     h.put(CHAT).await;
     h.runtime.hold_execs();
     let app = h.app.clone();

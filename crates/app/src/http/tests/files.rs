@@ -24,9 +24,9 @@ async fn files_go_in_and_out_as_raw_bytes() {
 
 #[tokio::test]
 async fn file_errors_map_to_their_statuses() {
-    let h = with_operations(OperationSettings {
+    let h = with_operations(ServiceSettings {
         files: sandkeeper_usecase::FileSettings { upload_limit: 8, download_limit: 8 },
-        ..OperationSettings::default()
+        ..ServiceSettings::default()
     });
     let (status, body) = h.upload(CHAT, "a.txt", b"x").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");

@@ -5,9 +5,12 @@ use super::*;
 
 #[tokio::test]
 async fn keepalive_moves_the_expiry_within_max_ttl_and_the_lifetime() {
-    let h = with_operations(OperationSettings {
-        max_lifetime: Duration::from_secs(20 * 60),
-        ..OperationSettings::default()
+    let h = with_operations(ServiceSettings {
+        keep_alive: sandkeeper_usecase::KeepAliveSettings {
+            max_lifetime: Duration::from_secs(20 * 60),
+            ..ServiceSettings::default().keep_alive
+        },
+        ..ServiceSettings::default()
     });
     let (status, body) = h.keep_alive(CHAT, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
@@ -52,9 +55,9 @@ async fn keepalive_moves_the_expiry_within_max_ttl_and_the_lifetime() {
 
 #[tokio::test]
 async fn in_sliding_mode_exec_and_files_push_the_expiry() {
-    let h = with_operations(OperationSettings {
+    let h = with_operations(ServiceSettings {
         ttl_mode: crate::config::TtlMode::Sliding,
-        ..OperationSettings::default()
+        ..ServiceSettings::default()
     });
     h.put(CHAT).await;
     assert_eq!(h.expires_at(CHAT).await, "2026-04-02T12:05:00.000Z");

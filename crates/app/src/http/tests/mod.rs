@@ -29,8 +29,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::{AppState, router};
-use crate::config::ApiToken;
-use crate::services::{OperationSettings, Ports, Probe, ServiceSettings, Services};
+use crate::config::{ApiToken, ServiceSettings};
+use crate::services::{Ports, Probe, Services};
 
 const CHAT: &str = "11111111-1111-1111-1111-111111111111";
 const OTHER_CHAT: &str = "22222222-2222-2222-2222-222222222222";
@@ -50,7 +50,7 @@ struct Options {
     max_sandboxes: Option<u64>,
     runtime: Option<Arc<dyn SandboxRuntime>>,
     store_down: bool,
-    operations: Option<OperationSettings>,
+    operations: Option<ServiceSettings>,
 }
 
 fn harness(options: Options) -> Harness {
@@ -77,12 +77,8 @@ fn harness(options: Options) -> Harness {
         store_probe,
     };
     let settings = ServiceSettings {
-        ttl: Duration::from_secs(300),
         max_sandboxes: options.max_sandboxes,
-        instance_id: "test".to_owned(),
-        orphan_grace: Duration::from_secs(60),
-        sweep_min_interval: Duration::from_secs(30),
-        operations: options.operations.unwrap_or_default(),
+        ..options.operations.unwrap_or_default()
     };
     let services = Arc::new(Services::new(ports, &settings));
     let metrics = Arc::new(|| "sandbox_create_total{result=\"created\"} 1\n".to_owned());
@@ -136,7 +132,7 @@ fn assert_error(body: &Value, code: &str, message_part: &str) {
     assert!(message.contains(message_part), "`{message_part}` not in {body}");
 }
 
-fn with_operations(operations: OperationSettings) -> Harness {
+fn with_operations(operations: ServiceSettings) -> Harness {
     harness(Options { operations: Some(operations), ..Options::default() })
 }
 
