@@ -8,6 +8,7 @@
 //! label, the `error` field of `sandbox_clean_failed`), the value is the error's `kind()`, a short
 //! stable name such as `runtime_error` or `store_unavailable`, never its free-form message.
 
+mod access;
 mod cleanup;
 mod create;
 mod delete;
@@ -19,6 +20,9 @@ mod maintenance;
 mod queries;
 mod telemetry;
 
+pub use access::{
+    AccessError, DEFAULT_OPERATIONS_PER_SANDBOX, Entered, Operation, SandboxAccess, SandboxSlots,
+};
 pub use cleanup::{
     CleanupError, CleanupExpiredSandboxes, CleanupFailure, CleanupReport,
     DEFAULT_CLEANUP_BATCH_LIMIT, DEFAULT_CLEANUP_CONCURRENCY,
@@ -29,8 +33,8 @@ pub use create::{
 pub use delete::{DeleteSandbox, DeleteSandboxError};
 pub use exec::{
     DEFAULT_EXEC_OUTPUT_LIMIT, DEFAULT_EXEC_STDIN_LIMIT, DEFAULT_EXEC_TIMEOUT,
-    DEFAULT_MAX_EXEC_TIMEOUT, DEFAULT_OPERATIONS_PER_SANDBOX, ExecCommand, ExecInSandbox,
-    ExecInSandboxError, ExecOutcome, ExecSettings, SandboxSlots,
+    DEFAULT_MAX_EXEC_TIMEOUT, ExecCommand, ExecInSandbox, ExecInSandboxError, ExecOutcome,
+    ExecSettings,
 };
 pub use exits::{ExitOutcome, IgnoredExit, RecordContainerExit};
 pub use files::{
