@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sandkeeper_adapters_observability::capture::Capture;
-use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_domain::{SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::inprocess::{InMemorySessionRepository, ProcessLocalLocker};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{Clock, ContainerState, LifecycleLocker, SessionRepository, StoreError};
@@ -205,8 +205,9 @@ async fn a_chat_without_a_sandbox_or_with_an_expired_one_is_not_kept_alive() {
 #[tokio::test]
 async fn a_store_failure_is_returned_and_changes_nothing() {
     let _capture = Capture::install();
-    let repository = Arc::new(FailingReads::default());
-    repository.inner.save(&active()).await.unwrap();
+    let repository = ScriptedRepository::new();
+    repository.save(&active()).await.unwrap();
+    repository.fail_running_by_chat(StoreError::Unavailable("connection refused".into()));
     let usecase = keep_alive(repository.clone(), RecordingLocker::new(), at_now(), settings());
     let error = usecase.execute(KeepAliveCommand::new(CHAT_ID)).await.unwrap_err();
     assert!(
@@ -214,7 +215,7 @@ async fn a_store_failure_is_returned_and_changes_nothing() {
         "{error:?}"
     );
     assert_eq!(error.kind(), "store_unavailable");
-    assert_eq!(repository.inner.get(SESSION_ACTIVE_ID).await.unwrap(), Some(active()));
+    assert_eq!(repository.get(SESSION_ACTIVE_ID).await.unwrap(), Some(active()));
 }
 
 /// The cleanup takes its snapshot of expired sessions, then works through it one chat at a
@@ -447,12 +448,6 @@ struct PausedSnapshot {
     release: Notify,
 }
 
-/// The in-memory repository whose reads of a chat's session fail as if the store were down.
-#[derive(Debug, Default)]
-struct FailingReads {
-    inner: InMemorySessionRepository,
-}
-
 #[async_trait]
 impl sandkeeper_ports::testkit::DelegatingRepository for PausedSnapshot {
     fn inner(&self) -> &dyn SessionRepository {
@@ -468,16 +463,5 @@ impl sandkeeper_ports::testkit::DelegatingRepository for PausedSnapshot {
         self.snapshot_taken.notify_one();
         self.release.notified().await;
         snapshot
-    }
-}
-
-#[async_trait]
-impl sandkeeper_ports::testkit::DelegatingRepository for FailingReads {
-    fn inner(&self) -> &dyn SessionRepository {
-        &self.inner
-    }
-
-    async fn get_running_by_chat(&self, _: ChatId) -> Result<Option<SandboxSession>, StoreError> {
-        Err(StoreError::Unavailable("connection refused (scripted)".into()))
     }
 }

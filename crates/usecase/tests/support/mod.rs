@@ -237,6 +237,7 @@ pub(crate) struct ScriptedRepository {
     expired_snapshot: Mutex<Option<Vec<SandboxSession>>>,
     list_expired_error: Mutex<Option<StoreError>>,
     count_error: Mutex<Option<StoreError>>,
+    running_by_chat_error: Mutex<Option<StoreError>>,
 }
 
 impl ScriptedRepository {
@@ -260,6 +261,11 @@ impl ScriptedRepository {
 
     pub(crate) fn fail_count(&self, error: StoreError) {
         *self.count_error.lock().unwrap() = Some(error);
+    }
+
+    /// Every read of a chat's running session fails with `error`, as if the store were down.
+    pub(crate) fn fail_running_by_chat(&self, error: StoreError) {
+        *self.running_by_chat_error.lock().unwrap() = Some(error);
     }
 }
 
@@ -288,6 +294,16 @@ impl sandkeeper_ports::testkit::DelegatingRepository for ScriptedRepository {
             return Ok(snapshot);
         }
         self.inner.list_expired(now, limit).await
+    }
+
+    async fn get_running_by_chat(
+        &self,
+        chat_id: ChatId,
+    ) -> Result<Option<SandboxSession>, StoreError> {
+        if let Some(error) = self.running_by_chat_error.lock().unwrap().clone() {
+            return Err(error);
+        }
+        self.inner.get_running_by_chat(chat_id).await
     }
 
     async fn count_running(&self) -> Result<u64, StoreError> {
