@@ -1,6 +1,5 @@
 //! Running a command in a chat's sandbox.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use sandkeeper_domain::{ChatId, SandboxSession};
@@ -130,19 +129,10 @@ impl ExecInSandboxError {
 /// Runs a command in a chat's running sandbox (`docs/exec.md`), entered through
 /// [`SandboxAccess`]: no chat lock is taken, so the sandbox may be deleted, replaced or cleaned
 /// up while the command runs; the call then fails with [`AccessError::SandboxGone`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ExecInSandbox {
     access: SandboxAccess,
     settings: ExecSettings,
-}
-
-impl fmt::Debug for ExecInSandbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExecInSandbox")
-            .field("settings", &self.settings)
-            .field("access", &self.access)
-            .finish()
-    }
 }
 
 impl ExecInSandbox {

@@ -1,13 +1,11 @@
 //! Moving files in and out of a chat's sandbox, confined to its `/workspace`.
 
-use std::fmt;
 use std::time::Instant;
 
 use sandkeeper_domain::{ChatId, SandboxSession};
 use sandkeeper_ports::{FileError, PathError, WorkspacePath};
-use tracing::Instrument;
-use tracing::Span;
 use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::access::{AccessError, Entered, Operation, SandboxAccess};
 use crate::telemetry::record_error;
@@ -109,19 +107,10 @@ impl Transfer {
 /// sandbox that lead out of `/workspace` are refused by the runtime. The sandbox is entered
 /// through [`SandboxAccess`], like [`crate::ExecInSandbox`]: no chat lock is taken, and a
 /// transfer takes one of the sandbox's operation slots.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SandboxFiles {
     access: SandboxAccess,
     settings: FileSettings,
-}
-
-impl fmt::Debug for SandboxFiles {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SandboxFiles")
-            .field("settings", &self.settings)
-            .field("access", &self.access)
-            .finish()
-    }
 }
 
 impl SandboxFiles {
