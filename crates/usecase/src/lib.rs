@@ -4,6 +4,10 @@
 //! sqlx, bollard, axum, hyper or an exporter; it emits telemetry through the `tracing` and
 //! `metrics` facades, whose backends `adapters-observability` installs.
 //!
+//! Entering a running sandbox: every use case that works inside one (exec, file transfers, and
+//! any to come) gets in through [`SandboxAccess`] (`access.rs`), which owns the live-session
+//! lookup, the operation slots, the sliding expiry and the one [`AccessError`].
+//!
 //! Error labels: wherever a use case labels a failure (the `error.type` span field and metric
 //! label, the `error` field of `sandbox_clean_failed`), the value is the error's `kind()`, a short
 //! stable name such as `runtime_error` or `store_unavailable`, never its free-form message.
