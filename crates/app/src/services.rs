@@ -11,8 +11,8 @@ use sandkeeper_ports::{
 };
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecInSandbox, KeepAlive,
-    MaintenanceError, MaintenanceReport, MaintenanceSweep, RecordContainerExit, SandboxFiles,
-    SandboxQueries, SandboxSlots, SweepOutcome,
+    MaintenanceError, MaintenanceReport, MaintenanceSweep, RecordContainerExit, SandboxAccess,
+    SandboxFiles, SandboxQueries, SandboxSlots, SweepOutcome,
 };
 use tokio::time::Instant;
 
@@ -210,8 +210,9 @@ impl Services {
     }
 }
 
-/// Keep-alive, exec and file transfers. Exec and transfers share one bound per sandbox; in
-/// sliding mode both keep their sandbox alive while they run.
+/// Keep-alive, exec and file transfers. Exec and transfers enter sandboxes through one
+/// `SandboxAccess`, so they share one bound per sandbox; in sliding mode both keep their sandbox
+/// alive while they run.
 fn operations(
     repository: &Arc<dyn SessionRepository>,
     locker: &Arc<dyn LifecycleLocker>,
@@ -225,24 +226,16 @@ fn operations(
         Arc::clone(clock),
         settings.keep_alive,
     );
-    let slots = SandboxSlots::new(settings.per_sandbox);
-    let mut exec = ExecInSandbox::new(
+    let mut access = SandboxAccess::new(
         Arc::clone(repository),
         Arc::clone(runtime),
         Arc::clone(clock),
-        slots.clone(),
-        settings.exec,
-    );
-    let mut files = SandboxFiles::new(
-        Arc::clone(repository),
-        Arc::clone(runtime),
-        Arc::clone(clock),
-        slots,
-        settings.files,
+        SandboxSlots::new(settings.per_sandbox),
     );
     if settings.ttl_mode == TtlMode::Sliding {
-        exec = exec.with_sliding_expiry(keep_alive.clone());
-        files = files.with_sliding_expiry(keep_alive.clone());
+        access = access.with_sliding_expiry(keep_alive.clone());
     }
+    let exec = ExecInSandbox::new(access.clone(), settings.exec);
+    let files = SandboxFiles::new(access, settings.files);
     (keep_alive, exec, files)
 }

@@ -1,21 +1,13 @@
-//! Running a command in a chat's sandbox, and the per-sandbox bound on concurrent operations
-//! that exec and file transfers share.
+//! Running a command in a chat's sandbox.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use sandkeeper_domain::{ChatId, SandboxSession, SessionId};
-use sandkeeper_ports::{
-    Clock, ExecError, ExecOutput, ExecRequest, RuntimeError, SandboxRuntime, SessionRepository,
-    StoreError, WORKSPACE_DIR, WorkspacePath,
-};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::field::{Empty, display};
+use sandkeeper_domain::{ChatId, SandboxSession};
+use sandkeeper_ports::{ExecError, ExecOutput, ExecRequest, WORKSPACE_DIR, WorkspacePath};
+use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::keepalive::KeepAlive;
+use crate::access::{AccessError, Operation, SandboxAccess};
 use crate::telemetry::record_error;
 
 /// Counter `sandbox.exec.total{result=ok|timeout|error}`. `ok` means the command ran to its
@@ -32,8 +24,6 @@ pub const DEFAULT_MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_EXEC_OUTPUT_LIMIT: usize = 1024 * 1024;
 /// The most bytes of stdin a command may be given.
 pub const DEFAULT_EXEC_STDIN_LIMIT: usize = 16 * 1024 * 1024;
-/// How many execs and file transfers may run at once in one sandbox.
-pub const DEFAULT_OPERATIONS_PER_SANDBOX: usize = 8;
 
 /// The most arguments a command may have, and their total size: far above what people type,
 /// well below the kernel's limit on a process's arguments.
@@ -115,27 +105,10 @@ pub enum ExecInSandboxError {
     /// More stdin than the deployment accepts (nothing was touched).
     #[error("stdin of {size} bytes is larger than the limit of {limit} bytes")]
     StdinTooLarge { size: usize, limit: usize },
-    /// The chat has no running sandbox, or only an expired one (which is as good as gone: the
-    /// next cleanup removes it, the next get-or-create replaces it).
-    #[error("chat {chat_id} has no running sandbox; create one first (get-or-create), then retry")]
-    NoSandbox { chat_id: ChatId },
-    /// As many execs and file transfers as allowed are already running in this sandbox.
-    #[error(
-        "the sandbox of chat {chat_id} is busy: {limit} operations are already running in it; \
-         retry when one has finished"
-    )]
-    Busy { chat_id: ChatId, limit: usize },
-    /// The sandbox went away before or while the command ran: it was deleted, replaced after
-    /// it expired, removed by the cleanup, or its container stopped. Its output is lost.
-    #[error(
-        "the sandbox of chat {chat_id} (session {session_id}) stopped running before the command \
-         finished; it was deleted, replaced or cleaned up; get-or-create a sandbox and retry"
-    )]
-    SandboxGone { chat_id: ChatId, session_id: SessionId },
+    /// No running sandbox, a busy one, one that went away under the command (its output is
+    /// lost), or the store or the runtime failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Access(#[from] AccessError),
 }
 
 impl ExecInSandboxError {
@@ -144,11 +117,7 @@ impl ExecInSandboxError {
         match self {
             Self::Invalid { .. } => "invalid_request",
             Self::StdinTooLarge { .. } => "stdin_too_large",
-            Self::NoSandbox { .. } => "no_sandbox",
-            Self::Busy { .. } => "busy",
-            Self::SandboxGone { .. } => "sandbox_gone",
-            Self::Store(error) => error.kind(),
-            Self::Runtime(error) => error.kind(),
+            Self::Access(error) => error.kind(),
         }
     }
 
@@ -157,50 +126,20 @@ impl ExecInSandboxError {
     }
 }
 
-/// Runs a command in a chat's running sandbox (`docs/exec.md`).
-///
-/// The chat's lifecycle lock is not taken: it would serialise the chat's commands and hold up
-/// get-or-create for as long as a command runs. So the sandbox may be deleted, replaced or
-/// cleaned up while the command runs; the call then fails with
-/// [`ExecInSandboxError::SandboxGone`].
-#[derive(Clone)]
+/// Runs a command in a chat's running sandbox (`docs/exec.md`), entered through
+/// [`SandboxAccess`]: no chat lock is taken, so the sandbox may be deleted, replaced or cleaned
+/// up while the command runs; the call then fails with [`AccessError::SandboxGone`].
+#[derive(Debug, Clone)]
 pub struct ExecInSandbox {
-    repository: Arc<dyn SessionRepository>,
-    runtime: Arc<dyn SandboxRuntime>,
-    clock: Arc<dyn Clock>,
-    slots: SandboxSlots,
+    access: SandboxAccess,
     settings: ExecSettings,
-    sliding_expiry: Option<KeepAlive>,
-}
-
-impl fmt::Debug for ExecInSandbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExecInSandbox")
-            .field("settings", &self.settings)
-            .field("slots", &self.slots)
-            .field("sliding_expiry", &self.sliding_expiry.is_some())
-            .finish_non_exhaustive()
-    }
 }
 
 impl ExecInSandbox {
-    /// `slots` bounds the concurrent operations per sandbox; give [`crate::SandboxFiles`] the
-    /// same one so that transfers count too.
-    pub fn new(
-        repository: Arc<dyn SessionRepository>,
-        runtime: Arc<dyn SandboxRuntime>,
-        clock: Arc<dyn Clock>,
-        slots: SandboxSlots,
-        settings: ExecSettings,
-    ) -> Self {
-        Self { repository, runtime, clock, slots, settings, sliding_expiry: None }
-    }
-
-    /// Sliding expiry: a command counts as activity, and its sandbox is kept alive while it
-    /// runs (see [`KeepAlive::while_active`]). Without this the expiry stays where it is.
-    pub fn with_sliding_expiry(mut self, keep_alive: KeepAlive) -> Self {
-        self.sliding_expiry = Some(keep_alive);
-        self
+    /// Give [`crate::SandboxFiles`] the same `access` so that commands and transfers share the
+    /// bound per sandbox (and the sliding expiry).
+    pub fn new(access: SandboxAccess, settings: ExecSettings) -> Self {
+        Self { access, settings }
     }
 
     pub fn settings(&self) -> &ExecSettings {
@@ -245,27 +184,13 @@ impl ExecInSandbox {
     ) -> Result<ExecOutcome, ExecInSandboxError> {
         let chat_id = command.chat_id;
         let request = self.request(command)?;
-        let session = live_session(self.repository.as_ref(), self.clock.as_ref(), chat_id)
-            .await?
-            .ok_or(ExecInSandboxError::NoSandbox { chat_id })?;
-        span.record("session.id", display(session.session_id));
-        span.record("container.id", display(&session.container_id));
-        let _slot = self
-            .slots
-            .try_acquire(session.session_id)
-            .ok_or(ExecInSandboxError::Busy { chat_id, limit: self.slots.per_sandbox() })?;
-
-        let exec = self.runtime.exec(&session.container_id, &request);
-        let output = match &self.sliding_expiry {
-            Some(keep_alive) => keep_alive.while_active(&session, exec).await,
-            None => exec.await,
-        };
-        let output = output.map_err(|error| match error {
-            ExecError::ContainerNotRunning { .. } => {
-                ExecInSandboxError::SandboxGone { chat_id, session_id: session.session_id }
-            }
-            ExecError::Runtime(error) => ExecInSandboxError::Runtime(error),
+        let entered = self.access.enter(chat_id, Operation::Exec).await?;
+        let exec = self.access.runtime().exec(&entered.session().container_id, &request);
+        let output = entered.run(exec).await.map_err(|error| match error {
+            ExecError::ContainerNotRunning { .. } => entered.gone(),
+            ExecError::Runtime(error) => AccessError::Runtime(error),
         })?;
+        let session = entered.into_session();
         if let Some(code) = output.exit_code {
             span.record("exec.exit_code", code);
         }
@@ -413,128 +338,9 @@ fn resolve_workdir(workdir: &str) -> Result<String, ExecInSandboxError> {
     }
 }
 
-/// The chat's running session if it has not expired. An expired session is treated as gone:
-/// it is about to be removed by the cleanup or replaced by get-or-create.
-pub(crate) async fn live_session(
-    repository: &dyn SessionRepository,
-    clock: &dyn Clock,
-    chat_id: ChatId,
-) -> Result<Option<SandboxSession>, StoreError> {
-    let now = clock.now();
-    Ok(repository.get_running_by_chat(chat_id).await?.filter(|session| !session.is_expired(now)))
-}
-
-/// A bound on the operations (execs and file transfers) running at once in each sandbox,
-/// shared by the use cases that run them. Beyond it they are refused at once, not queued: a
-/// caller whose sandbox is busy hears so and can retry.
-///
-/// It counts per process: with several replicas, each allows this many. A sandbox's entry
-/// lives only while an operation in it runs, so the table never grows with the number of
-/// sandboxes that ever existed.
-#[derive(Clone)]
-pub struct SandboxSlots {
-    inner: Arc<SlotTable>,
-}
-
-struct SlotTable {
-    per_sandbox: usize,
-    sandboxes: Mutex<HashMap<SessionId, Arc<Semaphore>>>,
-}
-
-impl fmt::Debug for SandboxSlots {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SandboxSlots")
-            .field("per_sandbox", &self.inner.per_sandbox)
-            .field("busy_sandboxes", &self.busy_sandboxes())
-            .finish()
-    }
-}
-
-impl Default for SandboxSlots {
-    fn default() -> Self {
-        Self::new(DEFAULT_OPERATIONS_PER_SANDBOX)
-    }
-}
-
-impl SandboxSlots {
-    /// `per_sandbox` operations at once in each sandbox (at least one).
-    pub fn new(per_sandbox: usize) -> Self {
-        let per_sandbox = per_sandbox.max(1);
-        Self { inner: Arc::new(SlotTable { per_sandbox, sandboxes: Mutex::new(HashMap::new()) }) }
-    }
-
-    pub fn per_sandbox(&self) -> usize {
-        self.inner.per_sandbox
-    }
-
-    /// How many sandboxes have an operation running now.
-    pub fn busy_sandboxes(&self) -> usize {
-        self.table().len()
-    }
-
-    /// A slot in the sandbox of `session_id`, or `None` when all are taken.
-    pub(crate) fn try_acquire(&self, session_id: SessionId) -> Option<Slot> {
-        let mut table = self.table();
-        let semaphore = table
-            .entry(session_id)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.inner.per_sandbox)));
-        let permit = Arc::clone(semaphore).try_acquire_owned().ok()?;
-        Some(Slot { slots: self.clone(), session_id, permit: Some(permit) })
-    }
-
-    /// The table is never held across an await, and a panic while holding it cannot leave
-    /// it inconsistent (every change is one map operation).
-    fn table(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Semaphore>>> {
-        self.inner.sandboxes.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// One running operation's place in its sandbox; given back on drop.
-pub(crate) struct Slot {
-    slots: SandboxSlots,
-    session_id: SessionId,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        drop(self.permit.take());
-        let mut table = self.slots.table();
-        // Every permit holds a reference to the semaphore, and permits are only taken under
-        // the table's lock; so when the table's is the only reference left, nothing runs in
-        // this sandbox and nobody is about to.
-        if table.get(&self.session_id).is_some_and(|semaphore| Arc::strong_count(semaphore) == 1) {
-            table.remove(&self.session_id);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_are_bounded_per_sandbox_and_forgotten_when_unused() {
-        let slots = SandboxSlots::new(2);
-        let (a, b) = (SessionId::new_v4(), SessionId::new_v4());
-        let first = slots.try_acquire(a).unwrap();
-        let second = slots.try_acquire(a).unwrap();
-        assert!(slots.try_acquire(a).is_none(), "a third in the same sandbox is refused");
-        let other = slots.try_acquire(b).unwrap();
-        assert_eq!(slots.busy_sandboxes(), 2);
-
-        drop(first);
-        let third = slots.try_acquire(a).expect("a freed slot is reusable");
-        drop((second, third, other));
-        assert_eq!(slots.busy_sandboxes(), 0, "no entry outlives its operations");
-    }
-
-    #[test]
-    fn a_bound_of_zero_still_lets_one_operation_run() {
-        let slots = SandboxSlots::new(0);
-        assert_eq!(slots.per_sandbox(), 1);
-        assert!(slots.try_acquire(SessionId::new_v4()).is_some());
-    }
 
     #[test]
     fn a_relative_workdir_is_under_the_workspace_and_an_escape_is_refused() {

@@ -1,19 +1,13 @@
 //! Moving files in and out of a chat's sandbox, confined to its `/workspace`.
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Instant;
 
-use sandkeeper_domain::{ChatId, SandboxSession, SessionId};
-use sandkeeper_ports::{
-    Clock, FileError, PathError, RuntimeError, SandboxRuntime, SessionRepository, StoreError,
-    WorkspacePath,
-};
-use tracing::field::{Empty, display};
+use sandkeeper_domain::{ChatId, SandboxSession};
+use sandkeeper_ports::{FileError, PathError, WorkspacePath};
+use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::exec::{SandboxSlots, live_session};
-use crate::keepalive::KeepAlive;
+use crate::access::{AccessError, Entered, Operation, SandboxAccess};
 use crate::telemetry::record_error;
 
 /// Counter `sandbox.file.total{operation=upload|download, result=ok|error}`.
@@ -63,33 +57,17 @@ pub enum SandboxFilesError {
     /// The path breaks the confinement rule (nothing was touched).
     #[error(transparent)]
     InvalidPath(#[from] PathError),
-    /// The chat has no running sandbox, or only an expired one.
-    #[error("chat {chat_id} has no running sandbox; create one first (get-or-create), then retry")]
-    NoSandbox { chat_id: ChatId },
-    /// As many execs and file transfers as allowed are already running in this sandbox.
-    #[error(
-        "the sandbox of chat {chat_id} is busy: {limit} operations are already running in it; \
-         retry when one has finished"
-    )]
-    Busy { chat_id: ChatId, limit: usize },
-    /// The sandbox went away before or during the transfer.
-    #[error(
-        "the sandbox of chat {chat_id} (session {session_id}) stopped running before the \
-         transfer finished; it was deleted, replaced or cleaned up; get-or-create a sandbox and \
-         retry"
-    )]
-    SandboxGone { chat_id: ChatId, session_id: SessionId },
     /// What the sandbox's file system said: not found, too large, not a regular file, outside
     /// the workspace through a link, a file where a directory is needed, workspace full. An
     /// upload over the limit is refused here as `TooLarge` before anything is touched.
     /// Never `FileError::ContainerNotRunning` or `FileError::Runtime`: those become
-    /// [`Self::SandboxGone`] and [`Self::Runtime`].
+    /// [`AccessError::SandboxGone`] and [`AccessError::Runtime`].
     #[error(transparent)]
     File(FileError),
+    /// No running sandbox, a busy one, one that went away before or during the transfer, or
+    /// the store or the runtime failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Access(#[from] AccessError),
 }
 
 impl SandboxFilesError {
@@ -97,73 +75,49 @@ impl SandboxFilesError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::InvalidPath(_) => "invalid_path",
-            Self::NoSandbox { .. } => "no_sandbox",
-            Self::Busy { .. } => "busy",
-            Self::SandboxGone { .. } => "sandbox_gone",
             Self::File(error) => error.kind(),
-            Self::Store(error) => error.kind(),
-            Self::Runtime(error) => error.kind(),
+            Self::Access(error) => error.kind(),
         }
     }
 }
 
+/// The two transfers, each with a span of its own.
 #[derive(Debug, Clone, Copy)]
-enum Operation {
+enum Transfer {
     Upload,
     Download,
 }
 
-impl Operation {
-    fn as_str(self) -> &'static str {
+impl Transfer {
+    const fn operation(self) -> Operation {
         match self {
-            Self::Upload => "upload",
-            Self::Download => "download",
+            Self::Upload => Operation::Upload,
+            Self::Download => Operation::Download,
         }
+    }
+
+    const fn as_str(self) -> &'static str {
+        self.operation().as_str()
     }
 }
 
 /// Uploads and downloads files of a chat's running sandbox, paths relative to `/workspace`.
 ///
 /// The path rule ([`WorkspacePath::parse`]) is checked first; symbolic links inside the
-/// sandbox that lead out of `/workspace` are refused by the runtime. Like
-/// [`crate::ExecInSandbox`], no chat lock is taken, and a transfer takes one of the sandbox's
-/// operation slots.
-#[derive(Clone)]
+/// sandbox that lead out of `/workspace` are refused by the runtime. The sandbox is entered
+/// through [`SandboxAccess`], like [`crate::ExecInSandbox`]: no chat lock is taken, and a
+/// transfer takes one of the sandbox's operation slots.
+#[derive(Debug, Clone)]
 pub struct SandboxFiles {
-    repository: Arc<dyn SessionRepository>,
-    runtime: Arc<dyn SandboxRuntime>,
-    clock: Arc<dyn Clock>,
-    slots: SandboxSlots,
+    access: SandboxAccess,
     settings: FileSettings,
-    sliding_expiry: Option<KeepAlive>,
-}
-
-impl fmt::Debug for SandboxFiles {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SandboxFiles")
-            .field("settings", &self.settings)
-            .field("slots", &self.slots)
-            .field("sliding_expiry", &self.sliding_expiry.is_some())
-            .finish_non_exhaustive()
-    }
 }
 
 impl SandboxFiles {
-    pub fn new(
-        repository: Arc<dyn SessionRepository>,
-        runtime: Arc<dyn SandboxRuntime>,
-        clock: Arc<dyn Clock>,
-        slots: SandboxSlots,
-        settings: FileSettings,
-    ) -> Self {
-        Self { repository, runtime, clock, slots, settings, sliding_expiry: None }
-    }
-
-    /// Sliding expiry: a transfer counts as activity, and its sandbox is kept alive while it
-    /// runs (see [`KeepAlive::while_active`]). Without this the expiry stays where it is.
-    pub fn with_sliding_expiry(mut self, keep_alive: KeepAlive) -> Self {
-        self.sliding_expiry = Some(keep_alive);
-        self
+    /// Give [`crate::ExecInSandbox`] the same `access` so that transfers and commands share the
+    /// bound per sandbox (and the sliding expiry).
+    pub fn new(access: SandboxAccess, settings: FileSettings) -> Self {
+        Self { access, settings }
     }
 
     pub fn settings(&self) -> &FileSettings {
@@ -178,7 +132,7 @@ impl SandboxFiles {
         path: &str,
         bytes: &[u8],
     ) -> Result<UploadedFile, SandboxFilesError> {
-        let span = file_span(Operation::Upload, chat_id, path);
+        let span = file_span(Transfer::Upload, chat_id, path);
         let started = Instant::now();
         let outcome = async {
             let path = WorkspacePath::parse(path)?;
@@ -188,15 +142,15 @@ impl SandboxFiles {
                 let limit = self.settings.upload_limit;
                 return Err(SandboxFilesError::File(FileError::TooLarge { path, size, limit }));
             }
-            let session = self.session(chat_id, &span).await?;
-            let _slot = self.slot(chat_id, &session)?;
-            let upload = self.runtime.upload(&session.container_id, &path, bytes);
-            self.while_active(&session, upload).await.map_err(|error| gone(error, &session))?;
-            Ok(UploadedFile { session, path, size })
+            let entered = self.access.enter(chat_id, Operation::Upload).await?;
+            let upload =
+                self.access.runtime().upload(&entered.session().container_id, &path, bytes);
+            entered.run(upload).await.map_err(|error| failed(error, &entered))?;
+            Ok(UploadedFile { session: entered.into_session(), path, size })
         }
         .instrument(span.clone())
         .await;
-        finish(&span, Operation::Upload, started, &outcome, |file| file.size);
+        finish(&span, Transfer::Upload, started, &outcome, |file| file.size);
         outcome
     }
 
@@ -206,67 +160,30 @@ impl SandboxFiles {
         chat_id: ChatId,
         path: &str,
     ) -> Result<DownloadedFile, SandboxFilesError> {
-        let span = file_span(Operation::Download, chat_id, path);
+        let span = file_span(Transfer::Download, chat_id, path);
         let started = Instant::now();
         let outcome = async {
             let path = WorkspacePath::parse(path)?;
-            let session = self.session(chat_id, &span).await?;
-            let _slot = self.slot(chat_id, &session)?;
+            let entered = self.access.enter(chat_id, Operation::Download).await?;
+            let container = &entered.session().container_id;
             let download =
-                self.runtime.download(&session.container_id, &path, self.settings.download_limit);
-            let bytes = self
-                .while_active(&session, download)
-                .await
-                .map_err(|error| gone(error, &session))?;
+                self.access.runtime().download(container, &path, self.settings.download_limit);
+            let bytes = entered.run(download).await.map_err(|error| failed(error, &entered))?;
             span.record("file.size", bytes.len() as u64);
-            Ok(DownloadedFile { session, path, bytes })
+            Ok(DownloadedFile { session: entered.into_session(), path, bytes })
         }
         .instrument(span.clone())
         .await;
-        finish(&span, Operation::Download, started, &outcome, |file| file.bytes.len() as u64);
+        finish(&span, Transfer::Download, started, &outcome, |file| file.bytes.len() as u64);
         outcome
-    }
-
-    async fn while_active<F: std::future::Future>(
-        &self,
-        session: &SandboxSession,
-        transfer: F,
-    ) -> F::Output {
-        match &self.sliding_expiry {
-            Some(keep_alive) => keep_alive.while_active(session, transfer).await,
-            None => transfer.await,
-        }
-    }
-
-    async fn session(
-        &self,
-        chat_id: ChatId,
-        span: &Span,
-    ) -> Result<SandboxSession, SandboxFilesError> {
-        let session = live_session(self.repository.as_ref(), self.clock.as_ref(), chat_id)
-            .await?
-            .ok_or(SandboxFilesError::NoSandbox { chat_id })?;
-        span.record("session.id", display(session.session_id));
-        span.record("container.id", display(&session.container_id));
-        Ok(session)
-    }
-
-    fn slot(
-        &self,
-        chat_id: ChatId,
-        session: &SandboxSession,
-    ) -> Result<crate::exec::Slot, SandboxFilesError> {
-        self.slots
-            .try_acquire(session.session_id)
-            .ok_or(SandboxFilesError::Busy { chat_id, limit: self.slots.per_sandbox() })
     }
 }
 
-fn file_span(operation: Operation, chat_id: ChatId, path: &str) -> Span {
+fn file_span(transfer: Transfer, chat_id: ChatId, path: &str) -> Span {
     // The path as given (it may be invalid), escaped so that it stays on one line.
     let shown = path.escape_debug().to_string();
-    match operation {
-        Operation::Upload => tracing::info_span!(
+    match transfer {
+        Transfer::Upload => tracing::info_span!(
             "usecase.upload_file",
             chat.id = %chat_id,
             file.path = %shown,
@@ -278,7 +195,7 @@ fn file_span(operation: Operation, chat_id: ChatId, path: &str) -> Span {
             "error.type" = Empty,
             otel.status_code = Empty,
         ),
-        Operation::Download => tracing::info_span!(
+        Transfer::Download => tracing::info_span!(
             "usecase.download_file",
             chat.id = %chat_id,
             file.path = %shown,
@@ -293,28 +210,26 @@ fn file_span(operation: Operation, chat_id: ChatId, path: &str) -> Span {
     }
 }
 
-/// The runtime's "container not running" is the sandbox going away under the transfer.
-fn gone(error: FileError, session: &SandboxSession) -> SandboxFilesError {
+/// The runtime's "container not running" is the sandbox going away under the transfer; the
+/// rest is what the sandbox's file system said.
+fn failed(error: FileError, entered: &Entered) -> SandboxFilesError {
     match error {
-        FileError::ContainerNotRunning { .. } => SandboxFilesError::SandboxGone {
-            chat_id: session.chat_id,
-            session_id: session.session_id,
-        },
-        FileError::Runtime(error) => SandboxFilesError::Runtime(error),
+        FileError::ContainerNotRunning { .. } => entered.gone().into(),
+        FileError::Runtime(error) => AccessError::Runtime(error).into(),
         other => SandboxFilesError::File(other),
     }
 }
 
 fn finish<T>(
     span: &Span,
-    operation: Operation,
+    transfer: Transfer,
     started: Instant,
     outcome: &Result<T, SandboxFilesError>,
     size: impl Fn(&T) -> u64,
 ) {
     let result = match outcome {
         Ok(done) => {
-            metrics::histogram!(FILE_BYTES, "operation" => operation.as_str())
+            metrics::histogram!(FILE_BYTES, "operation" => transfer.as_str())
                 .record(size(done) as f64);
             "ok"
         }
@@ -324,8 +239,8 @@ fn finish<T>(
         }
     };
     span.record("sandbox.result", result);
-    metrics::counter!(FILE_TOTAL, "operation" => operation.as_str(), "result" => result)
+    metrics::counter!(FILE_TOTAL, "operation" => transfer.as_str(), "result" => result)
         .increment(1);
-    metrics::histogram!(FILE_DURATION, "operation" => operation.as_str(), "result" => result)
+    metrics::histogram!(FILE_DURATION, "operation" => transfer.as_str(), "result" => result)
         .record(started.elapsed().as_secs_f64());
 }

@@ -13,6 +13,7 @@ use sandkeeper_ports::{Clock, LifecycleLocker, SessionRepository, StoreError};
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
+use crate::access::{AccessError, live_session};
 use crate::telemetry::record_error;
 
 /// Counter `sandbox.keepalive.total{trigger=request|activity, result=extended|unchanged|
@@ -98,13 +99,17 @@ pub enum KeepAliveError {
         seconds(*.max)
     )]
     InvalidTtl { ttl: Duration, max: Duration },
-    /// The chat has no running sandbox, or only an expired one: an expired sandbox is as good
-    /// as gone (the next cleanup removes it, the next get-or-create replaces it) and is not
-    /// brought back.
-    #[error("chat {chat_id} has no running sandbox; create one first (get-or-create), then retry")]
-    NoSandbox { chat_id: ChatId },
+    /// [`AccessError::NoSandbox`]: the chat has no running sandbox, or only an expired one,
+    /// which is not brought back; or [`AccessError::Store`]. A keep-alive takes no operation
+    /// slot and runs nothing in the sandbox, so it is never `Busy`, `SandboxGone` or `Runtime`.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Access(#[from] AccessError),
+}
+
+impl From<StoreError> for KeepAliveError {
+    fn from(error: StoreError) -> Self {
+        Self::Access(error.into())
+    }
 }
 
 impl KeepAliveError {
@@ -112,8 +117,7 @@ impl KeepAliveError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::InvalidTtl { .. } => "invalid_ttl",
-            Self::NoSandbox { .. } => "no_sandbox",
-            Self::Store(error) => error.kind(),
+            Self::Access(error) => error.kind(),
         }
     }
 }
@@ -152,7 +156,8 @@ impl Trigger {
 /// removed.
 ///
 /// The same operation serves the sliding expiry: [`Self::while_active`] pushes the expiry of a
-/// sandbox while an exec or a file transfer runs in it (see `docs/exec.md`).
+/// sandbox while an operation runs in it; [`crate::SandboxAccess::with_sliding_expiry`] does
+/// that for every operation that enters a sandbox (see `docs/exec.md`).
 #[derive(Clone)]
 pub struct KeepAlive {
     repository: Arc<dyn SessionRepository>,
@@ -213,7 +218,7 @@ impl KeepAlive {
         .await
     }
 
-    /// Runs `operation` (an exec or a transfer in `session`'s sandbox) while keeping the sandbox
+    /// Runs `operation` (an exec, a transfer... in `session`'s sandbox) while keeping the sandbox
     /// alive: its expiry is pushed when the operation starts, every third of the TTL while it
     /// runs (so that a command longer than the TTL is not removed under itself), and when it
     /// ends. A push that fails is logged and does not fail the operation.
@@ -238,11 +243,12 @@ impl KeepAlive {
         output
     }
 
-    async fn push(&self, session: &SandboxSession) {
+    /// One push of the sliding expiry; a failure is logged, not returned.
+    pub(crate) async fn push(&self, session: &SandboxSession) {
         match self.record_activity(session).await {
             Ok(_) => {}
             // Deleted, replaced or expired meanwhile: the operation will tell its own story.
-            Err(KeepAliveError::NoSandbox { .. }) => {}
+            Err(KeepAliveError::Access(AccessError::NoSandbox { .. })) => {}
             Err(error) => tracing::warn!(
                 chat_id = %session.chat_id,
                 session_id = %session.session_id,
@@ -291,7 +297,7 @@ impl KeepAlive {
                 }
                 outcome.result.as_str()
             }
-            Err(error @ KeepAliveError::NoSandbox { .. }) => {
+            Err(error @ KeepAliveError::Access(AccessError::NoSandbox { .. })) => {
                 // For the sliding expiry a sandbox that went away is no error of the push.
                 if trigger == Trigger::Request {
                     record_error(&span, error, error.kind());
@@ -323,13 +329,10 @@ impl KeepAlive {
         let ttl = TimeDelta::from_std(ttl).map_err(|_| invalid)?;
         let _lock = self.locker.lock(chat_id).await?;
         let now = self.clock.now();
-        let current = self
-            .repository
-            .get_running_by_chat(chat_id)
+        let current = live_session(self.repository.as_ref(), chat_id, now)
             .await?
-            .filter(|session| !session.is_expired(now))
             .filter(|session| only_session.is_none_or(|id| id == session.session_id))
-            .ok_or(KeepAliveError::NoSandbox { chat_id })?;
+            .ok_or(AccessError::NoSandbox { chat_id })?;
         span.record("session.id", display(current.session_id));
         span.record("container.id", display(&current.container_id));
 
@@ -363,7 +366,7 @@ impl KeepAlive {
                     lifetime_ends_at,
                 })
             }
-            _ => Err(KeepAliveError::NoSandbox { chat_id }),
+            _ => Err(AccessError::NoSandbox { chat_id }.into()),
         }
     }
 }

@@ -4,10 +4,15 @@
 //! sqlx, bollard, axum, hyper or an exporter; it emits telemetry through the `tracing` and
 //! `metrics` facades, whose backends `adapters-observability` installs.
 //!
+//! Entering a running sandbox: every use case that works inside one (exec, file transfers, and
+//! any to come) gets in through [`SandboxAccess`] (`access.rs`), which owns the live-session
+//! lookup, the operation slots, the sliding expiry and the one [`AccessError`].
+//!
 //! Error labels: wherever a use case labels a failure (the `error.type` span field and metric
 //! label, the `error` field of `sandbox_clean_failed`), the value is the error's `kind()`, a short
 //! stable name such as `runtime_error` or `store_unavailable`, never its free-form message.
 
+mod access;
 mod cleanup;
 mod create;
 mod delete;
@@ -19,6 +24,9 @@ mod maintenance;
 mod queries;
 mod telemetry;
 
+pub use access::{
+    AccessError, DEFAULT_OPERATIONS_PER_SANDBOX, Entered, Operation, SandboxAccess, SandboxSlots,
+};
 pub use cleanup::{
     CleanupError, CleanupExpiredSandboxes, CleanupFailure, CleanupReport,
     DEFAULT_CLEANUP_BATCH_LIMIT, DEFAULT_CLEANUP_CONCURRENCY,
@@ -29,8 +37,8 @@ pub use create::{
 pub use delete::{DeleteSandbox, DeleteSandboxError};
 pub use exec::{
     DEFAULT_EXEC_OUTPUT_LIMIT, DEFAULT_EXEC_STDIN_LIMIT, DEFAULT_EXEC_TIMEOUT,
-    DEFAULT_MAX_EXEC_TIMEOUT, DEFAULT_OPERATIONS_PER_SANDBOX, ExecCommand, ExecInSandbox,
-    ExecInSandboxError, ExecOutcome, ExecSettings, SandboxSlots,
+    DEFAULT_MAX_EXEC_TIMEOUT, ExecCommand, ExecInSandbox, ExecInSandboxError, ExecOutcome,
+    ExecSettings,
 };
 pub use exits::{ExitOutcome, IgnoredExit, RecordContainerExit};
 pub use files::{

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use sandkeeper_adapters_observability::capture::{Capture, FieldValue};
 use sandkeeper_domain::SandboxSession;
-use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
+use sandkeeper_ports::testkit::FakeRuntime;
 use sandkeeper_ports::{
     ContainerState, ExecError, ExecOutput, ExecRequest, RuntimeError, SessionRepository,
 };
 use sandkeeper_usecase::{
-    ExecCommand, ExecInSandbox, ExecInSandboxError, ExecSettings, SandboxSlots,
+    AccessError, ExecCommand, ExecInSandbox, ExecInSandboxError, ExecSettings, Operation,
+    SandboxSlots,
 };
 use support::*;
 
@@ -24,26 +25,8 @@ use tracing::Level;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn active() -> SandboxSession {
-    running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now() - minutes(1), now() + minutes(4))
-}
-
 fn other_chat() -> SandboxSession {
     running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other", now(), now() + minutes(5))
-}
-
-/// A fake runtime in which the containers of `sessions` run.
-fn runtime_with(sessions: &[&SandboxSession]) -> FakeRuntime {
-    let runtime = FakeRuntime::new();
-    for session in sessions {
-        runtime.insert_container(
-            session.container_id.clone(),
-            ContainerState::Running,
-            Some(session.session_id),
-            session.created_at,
-        );
-    }
-    runtime
 }
 
 fn exec_in_sandbox(
@@ -52,16 +35,17 @@ fn exec_in_sandbox(
     slots: SandboxSlots,
 ) -> ExecInSandbox {
     ExecInSandbox::new(
-        repository,
-        Arc::new(runtime.clone()),
-        Arc::new(ManualClock::new(now())),
-        slots,
+        sandbox_access(repository, runtime, at_now(), slots),
         ExecSettings::default(),
     )
 }
 
-fn command(parts: &[&str]) -> ExecCommand {
-    ExecCommand::new(CHAT_ID, parts.iter().map(|part| (*part).to_owned()).collect())
+fn gone() -> ExecInSandboxError {
+    ExecInSandboxError::Access(AccessError::SandboxGone {
+        chat_id: CHAT_ID,
+        session_id: SESSION_ACTIVE_ID,
+        operation: Operation::Exec,
+    })
 }
 
 fn output(exit_code: Option<i64>, stdout: &str, timed_out: bool) -> ExecOutput {
@@ -147,13 +131,7 @@ async fn stdin_env_workdir_and_timeout_reach_the_runtime() {
 async fn a_chat_without_a_sandbox_or_with_an_expired_one_has_no_sandbox() {
     let capture = Capture::install();
     // Expired exactly now: the boundary is inclusive.
-    let expired = running(
-        SESSION_EXPIRED_ID,
-        EXPIRED_CHAT_ID,
-        "container-expired",
-        now() - minutes(5),
-        now(),
-    );
+    let expired = expired_now();
     let repository = repository_with(&[&expired]).await;
     let runtime = runtime_with(&[&expired]);
     let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
@@ -161,7 +139,7 @@ async fn a_chat_without_a_sandbox_or_with_an_expired_one_has_no_sandbox() {
     for chat_id in [CHAT_ID, EXPIRED_CHAT_ID] {
         let error =
             usecase.execute(ExecCommand::new(chat_id, vec!["true".into()])).await.unwrap_err();
-        assert_eq!(error, ExecInSandboxError::NoSandbox { chat_id });
+        assert_eq!(error, ExecInSandboxError::Access(AccessError::NoSandbox { chat_id }));
         assert!(error.to_string().contains("create one first"), "{error}");
     }
     assert_eq!(runtime.calls(), vec![], "the runtime was not asked");
@@ -183,18 +161,12 @@ async fn beyond_the_bound_an_exec_in_the_same_sandbox_is_busy_and_others_are_not
     let usecase = exec_in_sandbox(repository, &runtime, slots.clone());
     runtime.hold_execs();
 
-    let first = tokio::spawn({
-        let usecase = usecase.clone();
-        async move { usecase.execute(command(&["sleep", "1"])).await }
-    });
-    let second = tokio::spawn({
-        let usecase = usecase.clone();
-        async move { usecase.execute(command(&["sleep", "2"])).await }
-    });
+    let first = spawn_exec(&usecase, command(&["sleep", "1"]));
+    let second = spawn_exec(&usecase, command(&["sleep", "2"]));
     tokio::time::timeout(WAIT, runtime.execs_held(2)).await.expect("two execs started");
 
     let error = usecase.execute(command(&["sleep", "3"])).await.unwrap_err();
-    assert_eq!(error, ExecInSandboxError::Busy { chat_id: CHAT_ID, limit: 2 });
+    assert_eq!(error, ExecInSandboxError::Access(AccessError::Busy { chat_id: CHAT_ID, limit: 2 }));
     assert!(error.to_string().contains("busy"), "{error}");
     assert_eq!(runtime.exec_calls().len(), 2, "the third never reached the runtime");
     capture.find_span(
@@ -204,10 +176,7 @@ async fn beyond_the_bound_an_exec_in_the_same_sandbox_is_busy_and_others_are_not
     );
 
     // Another chat's sandbox has slots of its own.
-    let other = tokio::spawn({
-        let usecase = usecase.clone();
-        async move { usecase.execute(ExecCommand::new(CLEAN_CHAT_ID, vec!["true".into()])).await }
-    });
+    let other = spawn_exec(&usecase, ExecCommand::new(CLEAN_CHAT_ID, vec!["true".into()]));
     tokio::time::timeout(WAIT, runtime.execs_held(3)).await.expect("the other chat's exec started");
 
     runtime.release_execs(3);
@@ -260,10 +229,8 @@ async fn a_sandbox_that_goes_away_under_the_command_is_reported_as_gone() {
     // Deleted between the lookup and the exec: the runtime finds no container.
     runtime.set_state(&container("container-active"), ContainerState::Missing);
     let error = usecase.execute(command(&["true"])).await.unwrap_err();
-    assert_eq!(
-        error,
-        ExecInSandboxError::SandboxGone { chat_id: CHAT_ID, session_id: SESSION_ACTIVE_ID }
-    );
+    assert_eq!(error, gone());
+    assert!(error.to_string().contains("before the command finished"), "{error}");
     capture.find_span(
         "usecase.exec_in_sandbox",
         &[("chat.id", text(CHAT_ID))],
@@ -280,7 +247,8 @@ async fn runtime_failures_are_returned_as_such() {
     let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
 
     let error = usecase.execute(command(&["true"])).await.unwrap_err();
-    assert_eq!(error, ExecInSandboxError::Runtime(RuntimeError::Unavailable("down".into())));
+    let down = AccessError::Runtime(RuntimeError::Unavailable("down".into()));
+    assert_eq!(error, ExecInSandboxError::Access(down));
     assert_eq!(error.kind(), "runtime_unavailable");
 }
 
@@ -343,13 +311,8 @@ async fn settings_bound_the_output_and_the_timeouts() {
         output_limit: 4096,
         stdin_limit: 3,
     };
-    let usecase = ExecInSandbox::new(
-        repository,
-        Arc::new(runtime.clone()),
-        Arc::new(ManualClock::new(now())),
-        SandboxSlots::default(),
-        settings,
-    );
+    let access = sandbox_access(repository, &runtime, at_now(), SandboxSlots::default());
+    let usecase = ExecInSandbox::new(access, settings);
     assert_eq!(usecase.settings(), &settings);
 
     usecase.execute(command(&["true"])).await.unwrap();
@@ -378,19 +341,12 @@ async fn a_command_in_flight_when_its_sandbox_expires_and_is_cleaned_up_reports_
     let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with(&[&active()]);
-    let clock = Arc::new(ManualClock::new(now()));
-    let usecase = ExecInSandbox::new(
-        repository.clone(),
-        Arc::new(runtime.clone()),
-        clock.clone(),
-        SandboxSlots::default(),
-        ExecSettings::default(),
-    );
+    let clock = at_now();
+    let access =
+        sandbox_access(repository.clone(), &runtime, clock.clone(), SandboxSlots::default());
+    let usecase = ExecInSandbox::new(access, ExecSettings::default());
     runtime.hold_execs();
-    let in_flight = tokio::spawn({
-        let usecase = usecase.clone();
-        async move { usecase.execute(command(&["sleep", "600"])).await }
-    });
+    let in_flight = spawn_exec(&usecase, command(&["sleep", "600"]));
     tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
 
     clock.advance(minutes(5));
@@ -405,13 +361,11 @@ async fn a_command_in_flight_when_its_sandbox_expires_and_is_cleaned_up_reports_
 
     runtime.release_execs(1);
     let error = in_flight.await.unwrap().unwrap_err();
-    assert_eq!(
-        error,
-        ExecInSandboxError::SandboxGone { chat_id: CHAT_ID, session_id: SESSION_ACTIVE_ID }
-    );
+    assert_eq!(error, gone());
+    assert!(error.to_string().contains("before the command finished"), "{error}");
     // A new command is told to create a sandbox first.
     assert_eq!(
         usecase.execute(command(&["true"])).await,
-        Err(ExecInSandboxError::NoSandbox { chat_id: CHAT_ID })
+        Err(ExecInSandboxError::Access(AccessError::NoSandbox { chat_id: CHAT_ID }))
     );
 }

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandkeeper_adapters_observability::capture::{Capture, FieldValue};
-use sandkeeper_domain::SandboxSession;
-use sandkeeper_ports::testkit::{FakeRuntime, ManualClock, RuntimeCall};
+use sandkeeper_ports::testkit::{FakeRuntime, RuntimeCall};
 use sandkeeper_ports::{
     ContainerState, FileError, PathRule, RuntimeError, SessionRepository, WorkspacePath,
 };
 use sandkeeper_usecase::{
-    ExecCommand, ExecInSandbox, ExecSettings, FileSettings, SandboxFiles, SandboxFilesError,
-    SandboxSlots,
+    AccessError, ExecInSandbox, ExecSettings, FileSettings, Operation, SandboxFiles,
+    SandboxFilesError, SandboxSlots,
 };
 use support::*;
 
@@ -22,25 +21,8 @@ use support::*;
 // caches per call site whether anyone listens, and a test without a capture running beside one
 // with a capture can make that cache say "no one" for the latter.
 
-fn active() -> SandboxSession {
-    running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now() - minutes(1), now() + minutes(4))
-}
-
 fn path(path: &str) -> WorkspacePath {
     WorkspacePath::parse(path).unwrap()
-}
-
-fn runtime_with(sessions: &[&SandboxSession]) -> FakeRuntime {
-    let runtime = FakeRuntime::new();
-    for session in sessions {
-        runtime.insert_container(
-            session.container_id.clone(),
-            ContainerState::Running,
-            Some(session.session_id),
-            session.created_at,
-        );
-    }
-    runtime
 }
 
 fn sandbox_files(
@@ -49,10 +31,7 @@ fn sandbox_files(
     settings: FileSettings,
 ) -> SandboxFiles {
     SandboxFiles::new(
-        repository,
-        Arc::new(runtime.clone()),
-        Arc::new(ManualClock::new(now())),
-        SandboxSlots::default(),
+        sandbox_access(repository, runtime, at_now(), SandboxSlots::default()),
         settings,
     )
 }
@@ -213,42 +192,36 @@ async fn what_the_sandbox_says_about_a_path_is_passed_on() {
     runtime.fail_file(path("any"), unavailable);
     assert_eq!(
         files.download(CHAT_ID, "any").await,
-        Err(SandboxFilesError::Runtime(RuntimeError::Unavailable("down".into())))
+        Err(SandboxFilesError::Access(AccessError::Runtime(RuntimeError::Unavailable(
+            "down".into()
+        ))))
     );
 }
 
 #[tokio::test]
 async fn no_sandbox_an_expired_one_and_one_that_went_away_are_told_apart() {
     let _capture = Capture::install();
-    let expired = running(
-        SESSION_EXPIRED_ID,
-        EXPIRED_CHAT_ID,
-        "container-expired",
-        now() - minutes(6),
-        now() - minutes(1),
-    );
+    let expired = expired_now();
     let repository = repository_with(&[&active(), &expired]).await;
     let runtime = runtime_with(&[&active(), &expired]);
     let files = sandbox_files(repository, &runtime, FileSettings::default());
 
     for chat_id in [CLEAN_CHAT_ID, EXPIRED_CHAT_ID] {
-        assert_eq!(
-            files.upload(chat_id, "a", b"x").await,
-            Err(SandboxFilesError::NoSandbox { chat_id })
-        );
-        assert_eq!(
-            files.download(chat_id, "a").await,
-            Err(SandboxFilesError::NoSandbox { chat_id })
-        );
+        let no_sandbox = SandboxFilesError::Access(AccessError::NoSandbox { chat_id });
+        assert_eq!(files.upload(chat_id, "a", b"x").await.unwrap_err(), no_sandbox);
+        assert_eq!(files.download(chat_id, "a").await.unwrap_err(), no_sandbox);
     }
     assert_eq!(runtime.calls(), vec![]);
 
     runtime.set_state(&container("container-active"), ContainerState::Exited);
     let error = files.download(CHAT_ID, "a").await.unwrap_err();
-    assert_eq!(
-        error,
-        SandboxFilesError::SandboxGone { chat_id: CHAT_ID, session_id: SESSION_ACTIVE_ID }
-    );
+    let gone = AccessError::SandboxGone {
+        chat_id: CHAT_ID,
+        session_id: SESSION_ACTIVE_ID,
+        operation: Operation::Download,
+    };
+    assert_eq!(error, SandboxFilesError::Access(gone));
+    assert!(error.to_string().contains("before the transfer finished"), "{error}");
     assert!(error.to_string().contains("get-or-create"), "{error}");
 }
 
@@ -258,30 +231,16 @@ async fn transfers_and_execs_share_the_sandboxs_bound() {
     let repository = repository_with(&[&active()]).await;
     let runtime = runtime_with(&[&active()]);
     let slots = SandboxSlots::new(1);
-    let clock = Arc::new(ManualClock::new(now()));
-    let exec = ExecInSandbox::new(
-        repository.clone(),
-        Arc::new(runtime.clone()),
-        clock.clone(),
-        slots.clone(),
-        ExecSettings::default(),
-    );
-    let files = SandboxFiles::new(
-        repository,
-        Arc::new(runtime.clone()),
-        clock,
-        slots.clone(),
-        FileSettings::default(),
-    );
+    let access = sandbox_access(repository, &runtime, at_now(), slots.clone());
+    let exec = ExecInSandbox::new(access.clone(), ExecSettings::default());
+    let files = SandboxFiles::new(access, FileSettings::default());
     runtime.hold_execs();
-    let running = tokio::spawn(async move {
-        exec.execute(ExecCommand::new(CHAT_ID, vec!["sleep".into(), "1".into()])).await
-    });
+    let running = tokio::spawn(async move { exec.execute(command(&["sleep", "1"])).await });
     tokio::time::timeout(Duration::from_secs(5), runtime.execs_held(1)).await.unwrap();
 
     assert_eq!(
         files.upload(CHAT_ID, "a", b"x").await,
-        Err(SandboxFilesError::Busy { chat_id: CHAT_ID, limit: 1 })
+        Err(SandboxFilesError::Access(AccessError::Busy { chat_id: CHAT_ID, limit: 1 }))
     );
     runtime.release_execs(1);
     running.await.unwrap().unwrap();

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sandkeeper_adapters_observability::capture::Capture;
-use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_domain::{SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::inprocess::{InMemorySessionRepository, ProcessLocalLocker};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{Clock, ContainerState, LifecycleLocker, SessionRepository, StoreError};
 use sandkeeper_usecase::{
-    CleanupExpiredSandboxes, ExecCommand, ExecInSandbox, ExecSettings, FileSettings, KeepAlive,
-    KeepAliveCommand, KeepAliveError, KeepAliveResult, KeepAliveSettings, SandboxFiles,
-    SandboxSlots,
+    AccessError, CleanupExpiredSandboxes, ExecInSandbox, ExecSettings, FileSettings, KeepAlive,
+    KeepAliveCommand, KeepAliveError, KeepAliveResult, KeepAliveSettings, SandboxAccess,
+    SandboxFiles, SandboxSlots,
 };
 use support::*;
 
@@ -34,11 +34,6 @@ fn settings() -> KeepAliveSettings {
     }
 }
 
-/// A running sandbox of [`CHAT_ID`] created a minute ago, expiring in four.
-fn active() -> SandboxSession {
-    running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now() - minutes(1), now() + minutes(4))
-}
-
 fn keep_alive(
     repository: Arc<dyn SessionRepository>,
     locker: Arc<dyn LifecycleLocker>,
@@ -46,10 +41,6 @@ fn keep_alive(
     settings: KeepAliveSettings,
 ) -> KeepAlive {
     KeepAlive::new(repository, locker, clock, settings)
-}
-
-fn at_now() -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(now()))
 }
 
 async fn stored(repository: &InMemorySessionRepository, id: SessionId) -> SandboxSession {
@@ -187,19 +178,13 @@ async fn a_bad_ttl_is_refused_before_anything_is_touched() {
 async fn a_chat_without_a_sandbox_or_with_an_expired_one_is_not_kept_alive() {
     let capture = Capture::install();
     // Expired exactly now (the boundary counts as expired) and not cleaned up yet.
-    let expired = running(
-        SESSION_EXPIRED_ID,
-        EXPIRED_CHAT_ID,
-        "container-expired",
-        now() - minutes(5),
-        now(),
-    );
+    let expired = expired_now();
     let repository = repository_with(&[&expired]).await;
     let usecase = keep_alive(repository.clone(), RecordingLocker::new(), at_now(), settings());
 
     for chat_id in [CHAT_ID, EXPIRED_CHAT_ID] {
         let error = usecase.execute(KeepAliveCommand::new(chat_id)).await.unwrap_err();
-        assert_eq!(error, KeepAliveError::NoSandbox { chat_id });
+        assert_eq!(error, KeepAliveError::Access(AccessError::NoSandbox { chat_id }));
         assert!(error.to_string().contains("create one first"), "{error}");
     }
     assert_eq!(stored(&repository, SESSION_EXPIRED_ID).await, expired, "not revived");
@@ -220,13 +205,17 @@ async fn a_chat_without_a_sandbox_or_with_an_expired_one_is_not_kept_alive() {
 #[tokio::test]
 async fn a_store_failure_is_returned_and_changes_nothing() {
     let _capture = Capture::install();
-    let repository = Arc::new(FailingReads::default());
-    repository.inner.save(&active()).await.unwrap();
+    let repository = ScriptedRepository::new();
+    repository.save(&active()).await.unwrap();
+    repository.fail_running_by_chat(StoreError::Unavailable("connection refused".into()));
     let usecase = keep_alive(repository.clone(), RecordingLocker::new(), at_now(), settings());
     let error = usecase.execute(KeepAliveCommand::new(CHAT_ID)).await.unwrap_err();
-    assert!(matches!(error, KeepAliveError::Store(StoreError::Unavailable(_))), "{error:?}");
+    assert!(
+        matches!(error, KeepAliveError::Access(AccessError::Store(StoreError::Unavailable(_)))),
+        "{error:?}"
+    );
     assert_eq!(error.kind(), "store_unavailable");
-    assert_eq!(repository.inner.get(SESSION_ACTIVE_ID).await.unwrap(), Some(active()));
+    assert_eq!(repository.get(SESSION_ACTIVE_ID).await.unwrap(), Some(active()));
 }
 
 /// The cleanup takes its snapshot of expired sessions, then works through it one chat at a
@@ -278,21 +267,25 @@ async fn a_sandbox_kept_alive_after_the_cleanups_snapshot_is_not_removed() {
 
 // ---- sliding expiry ----
 
-/// A runtime in which the container of [`active`] runs.
-fn runtime_with_active() -> FakeRuntime {
-    let runtime = FakeRuntime::new();
-    let session = active();
-    runtime.insert_container(
-        session.container_id,
-        ContainerState::Running,
-        Some(session.session_id),
-        session.created_at,
-    );
-    runtime
-}
-
 fn sliding_settings(ttl: Duration) -> KeepAliveSettings {
     KeepAliveSettings { default_ttl: ttl, ..settings() }
+}
+
+/// The way into the sandboxes of `repository` and `runtime` in sliding mode, with `ttl`.
+fn sliding_access(
+    repository: Arc<dyn SessionRepository>,
+    runtime: &FakeRuntime,
+    clock: Arc<ManualClock>,
+    ttl: Duration,
+) -> SandboxAccess {
+    let keep_alive = keep_alive(
+        Arc::clone(&repository),
+        Arc::new(ProcessLocalLocker::new()),
+        clock.clone(),
+        sliding_settings(ttl),
+    );
+    sandbox_access(repository, runtime, clock, SandboxSlots::default())
+        .with_sliding_expiry(keep_alive)
 }
 
 fn sliding_exec(
@@ -301,39 +294,19 @@ fn sliding_exec(
     clock: Arc<ManualClock>,
     ttl: Duration,
 ) -> ExecInSandbox {
-    let keep_alive = keep_alive(
-        Arc::clone(&repository),
-        Arc::new(ProcessLocalLocker::new()),
-        clock.clone(),
-        sliding_settings(ttl),
-    );
-    ExecInSandbox::new(
-        repository,
-        Arc::new(runtime.clone()),
-        clock,
-        SandboxSlots::default(),
-        ExecSettings::default(),
-    )
-    .with_sliding_expiry(keep_alive)
-}
-
-fn command(parts: &[&str]) -> ExecCommand {
-    ExecCommand::new(CHAT_ID, parts.iter().map(|part| (*part).to_owned()).collect())
+    ExecInSandbox::new(sliding_access(repository, runtime, clock, ttl), ExecSettings::default())
 }
 
 #[tokio::test]
 async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_ends() {
     let capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with_active();
+    let runtime = runtime_with(&[&active()]);
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
 
     runtime.hold_execs();
-    let in_flight = tokio::spawn({
-        let usecase = usecase.clone();
-        async move { usecase.execute(command(&["sleep", "1"])).await }
-    });
+    let in_flight = spawn_exec(&usecase, command(&["sleep", "1"]));
     tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
     assert_eq!(
         stored(&repository, SESSION_ACTIVE_ID).await.expires_at,
@@ -363,14 +336,9 @@ async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_en
 async fn in_fixed_mode_an_exec_leaves_the_expiry_alone() {
     let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with_active();
-    let usecase = ExecInSandbox::new(
-        repository.clone(),
-        Arc::new(runtime.clone()),
-        at_now(),
-        SandboxSlots::default(),
-        ExecSettings::default(),
-    );
+    let runtime = runtime_with(&[&active()]);
+    let access = sandbox_access(repository.clone(), &runtime, at_now(), SandboxSlots::default());
+    let usecase = ExecInSandbox::new(access, ExecSettings::default());
     usecase.execute(command(&["true"])).await.unwrap();
     assert_eq!(stored(&repository, SESSION_ACTIVE_ID).await, active());
 }
@@ -383,15 +351,12 @@ async fn in_sliding_mode_a_command_longer_than_the_ttl_keeps_its_sandbox_alive()
     let ttl = Duration::from_secs(3);
     let session = SandboxSession { expires_at: now() + seconds(3), ..active() };
     let repository = repository_with(&[&session]).await;
-    let runtime = runtime_with_active();
+    let runtime = runtime_with(&[&active()]);
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), ttl);
 
     runtime.hold_execs();
-    let in_flight = tokio::spawn({
-        let usecase = usecase.clone();
-        async move { usecase.execute(command(&["sleep", "600"])).await }
-    });
+    let in_flight = spawn_exec(&usecase, command(&["sleep", "600"]));
     tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
     // Two seconds of the sandbox's clock pass while the command runs; the heartbeat (every
     // second with a TTL of 3 s) pushes the expiry to 2 s + 3 s.
@@ -423,15 +388,12 @@ async fn in_sliding_mode_a_command_longer_than_the_ttl_keeps_its_sandbox_alive()
 async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it() {
     let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with_active();
+    let runtime = runtime_with(&[&active()]);
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
 
     runtime.hold_execs();
-    let in_flight = tokio::spawn({
-        let usecase = usecase.clone();
-        async move { usecase.execute(command(&["sleep", "600"])).await }
-    });
+    let in_flight = spawn_exec(&usecase, command(&["sleep", "600"]));
     tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
     // The sandbox is deleted and the chat gets a new one while the command runs.
     repository.delete(SESSION_ACTIVE_ID).await.unwrap();
@@ -456,22 +418,10 @@ async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it
 async fn in_sliding_mode_file_transfers_push_the_expiry() {
     let _capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with_active();
+    let runtime = runtime_with(&[&active()]);
     let clock = at_now();
-    let keep_alive = keep_alive(
-        repository.clone(),
-        Arc::new(ProcessLocalLocker::new()),
-        clock.clone(),
-        settings(),
-    );
-    let files = SandboxFiles::new(
-        repository.clone(),
-        Arc::new(runtime.clone()),
-        clock.clone(),
-        SandboxSlots::default(),
-        FileSettings::default(),
-    )
-    .with_sliding_expiry(keep_alive);
+    let access = sliding_access(repository.clone(), &runtime, clock.clone(), TTL);
+    let files = SandboxFiles::new(access, FileSettings::default());
 
     clock.advance(minutes(2));
     files.upload(CHAT_ID, "notes/a.txt", b"hello").await.unwrap();
@@ -498,12 +448,6 @@ struct PausedSnapshot {
     release: Notify,
 }
 
-/// The in-memory repository whose reads of a chat's session fail as if the store were down.
-#[derive(Debug, Default)]
-struct FailingReads {
-    inner: InMemorySessionRepository,
-}
-
 #[async_trait]
 impl sandkeeper_ports::testkit::DelegatingRepository for PausedSnapshot {
     fn inner(&self) -> &dyn SessionRepository {
@@ -519,16 +463,5 @@ impl sandkeeper_ports::testkit::DelegatingRepository for PausedSnapshot {
         self.snapshot_taken.notify_one();
         self.release.notified().await;
         snapshot
-    }
-}
-
-#[async_trait]
-impl sandkeeper_ports::testkit::DelegatingRepository for FailingReads {
-    fn inner(&self) -> &dyn SessionRepository {
-        &self.inner
-    }
-
-    async fn get_running_by_chat(&self, _: ChatId) -> Result<Option<SandboxSession>, StoreError> {
-        Err(StoreError::Unavailable("connection refused (scripted)".into()))
     }
 }

@@ -7,6 +7,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sandkeeper_ports::{Report, RuntimeError, SaveError, StoreError};
+use sandkeeper_usecase::AccessError;
 use serde::Serialize;
 
 use super::body::shorten;
@@ -184,6 +185,30 @@ impl From<RuntimeError> for ApiError {
                 Self::unavailable("image_missing", message)
             }
             RuntimeError::NotManaged { .. } | RuntimeError::Failed(_) => Self::internal(&error),
+        }
+    }
+}
+
+/// The answers every route that works inside a sandbox shares.
+impl From<AccessError> for ApiError {
+    fn from(error: AccessError) -> Self {
+        match error {
+            // Says how to get one.
+            AccessError::NoSandbox { chat_id } => Self::not_found(
+                "sandbox_not_found",
+                format!(
+                    "chat {chat_id} has no running sandbox (none was created, it was deleted, or \
+                     it expired); create one with PUT /v1/chats/{chat_id}/sandbox, then retry"
+                ),
+            ),
+            // Its slots for operations are all taken.
+            AccessError::Busy { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "sandbox_busy", error.to_string())
+            }
+            // It went away (deleted, replaced, cleaned up) while the request ran in it.
+            AccessError::SandboxGone { .. } => Self::conflict("sandbox_gone", error.to_string()),
+            AccessError::Store(error) => error.into(),
+            AccessError::Runtime(error) => error.into(),
         }
     }
 }

@@ -1,5 +1,4 @@
 //! `POST /v1/chats/{chat_id}/sandbox/exec`: run a command in the chat's sandbox and wait for it.
-//! Also the answers every route that works inside a sandbox shares (no sandbox, busy, gone).
 
 use std::time::Duration;
 
@@ -242,33 +241,8 @@ fn exec_error(error: ExecInSandboxError) -> ApiError {
                 "{error} (the server's --exec-stdin-limit); upload the input as a file instead"
             ),
         ),
-        ExecInSandboxError::NoSandbox { chat_id } => no_running_sandbox(chat_id),
-        ExecInSandboxError::Busy { .. } => busy(error.to_string()),
-        ExecInSandboxError::SandboxGone { .. } => gone(error.to_string()),
-        ExecInSandboxError::Store(error) => error.into(),
-        ExecInSandboxError::Runtime(error) => error.into(),
+        ExecInSandboxError::Access(error) => error.into(),
     }
-}
-
-/// 404 for a chat without a running, unexpired sandbox, saying how to get one.
-pub(super) fn no_running_sandbox(chat_id: ChatId) -> ApiError {
-    ApiError::not_found(
-        "sandbox_not_found",
-        format!(
-            "chat {chat_id} has no running sandbox (none was created, it was deleted, or it \
-             expired); create one with PUT /v1/chats/{chat_id}/sandbox, then retry"
-        ),
-    )
-}
-
-/// 429: the sandbox's slots for execs and transfers are all taken.
-pub(super) fn busy(message: String) -> ApiError {
-    ApiError::with_status(StatusCode::TOO_MANY_REQUESTS, "sandbox_busy", message)
-}
-
-/// 409: the sandbox went away (deleted, replaced, cleaned up) while the request ran in it.
-pub(super) fn gone(message: String) -> ApiError {
-    ApiError::conflict("sandbox_gone", message)
 }
 
 #[cfg(test)]

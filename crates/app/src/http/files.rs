@@ -8,13 +8,13 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
+use percent_encoding::percent_decode_str;
 use sandkeeper_domain::ChatId;
 use sandkeeper_ports::{FileError, WorkspacePath};
-use sandkeeper_usecase::SandboxFilesError;
+use sandkeeper_usecase::{AccessError, SandboxFilesError};
 use serde::{Deserialize, Serialize};
 
 use super::body::shorten;
-use super::exec::{busy, gone, no_running_sandbox};
 use super::{ApiError, AppState, parse_chat_id};
 
 const ROUTE: &str = "/v1/chats/{chat_id}/sandbox/files/{*path}";
@@ -67,7 +67,8 @@ fn chat_id_in(uri: &Uri) -> Result<ChatId, ApiError> {
         .strip_prefix("/v1/chats/")
         .and_then(|rest| rest.split('/').next())
         .unwrap_or_default();
-    let text = String::from_utf8(percent_decode(raw)).map_err(|_| {
+    // `%` and two hex digits is a byte, as the router decodes it; any other `%` stays.
+    let text = percent_decode_str(raw).decode_utf8().map_err(|_| {
         ApiError::bad_request(
             "invalid_chat_id",
             format!(
@@ -79,26 +80,6 @@ fn chat_id_in(uri: &Uri) -> Result<ChatId, ApiError> {
     })?;
     ChatId::parse(&text)
         .map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))
-}
-
-/// Decodes `%` and two hex digits into a byte, as the router does; any other `%` stays.
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let hex = |byte: u8| char::from(byte).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    out
 }
 
 /// The answer to an upload.
@@ -121,7 +102,7 @@ async fn upload(
     // is answered without holding its bytes (the rest of it is drained, not kept).
     WorkspacePath::parse(&path).map_err(|error| files_error(error.into()))?;
     if state.services.queries.running_for_chat(chat_id).await?.is_none() {
-        return Err(no_running_sandbox(chat_id));
+        return Err(AccessError::NoSandbox { chat_id }.into());
     }
     let limit = state.services.files.settings().upload_limit;
     let body =
@@ -177,12 +158,8 @@ fn files_error(error: SandboxFilesError) -> ApiError {
         SandboxFilesError::InvalidPath(_) => {
             ApiError::bad_request("invalid_path", error.to_string())
         }
-        SandboxFilesError::NoSandbox { chat_id } => no_running_sandbox(chat_id),
-        SandboxFilesError::Busy { .. } => busy(error.to_string()),
-        SandboxFilesError::SandboxGone { .. } => gone(error.to_string()),
         SandboxFilesError::File(error) => file_error(error),
-        SandboxFilesError::Store(error) => error.into(),
-        SandboxFilesError::Runtime(error) => error.into(),
+        SandboxFilesError::Access(error) => error.into(),
     }
 }
 
@@ -212,9 +189,49 @@ fn file_error(error: FileError) -> ApiError {
         FileError::WorkspaceFull { .. } => {
             ApiError::with_status(StatusCode::INSUFFICIENT_STORAGE, "workspace_full", message)
         }
-        FileError::ContainerNotRunning { .. } => gone(format!(
-            "{message}; get-or-create a sandbox (PUT /v1/chats/{{chat_id}}/sandbox) and retry"
-        )),
+        FileError::ContainerNotRunning { .. } => ApiError::conflict(
+            "sandbox_gone",
+            format!(
+                "{message}; get-or-create a sandbox (PUT /v1/chats/{{chat_id}}/sandbox) and retry"
+            ),
+        ),
         FileError::Runtime(error) => error.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(path: &str) -> Uri {
+        path.parse().unwrap()
+    }
+
+    #[test]
+    fn the_chat_id_of_the_uri_is_percent_decoded() {
+        let chat_id = chat_id_in(&uri(
+            "/v1/chats/%31%31111111-1111-1111-1111-111111111111/sandbox/files/%ff",
+        ))
+        .unwrap();
+        assert_eq!(chat_id.to_string(), "11111111-1111-1111-1111-111111111111");
+    }
+
+    #[test]
+    fn a_chat_id_that_is_not_utf8_once_decoded_is_named_as_such() {
+        for raw in ["%ff%fe", "a%c3"] {
+            let error = chat_id_in(&uri(&format!("/v1/chats/{raw}/sandbox/files/x"))).unwrap_err();
+            assert_eq!(
+                (error.status(), error.code()),
+                (StatusCode::BAD_REQUEST, "invalid_chat_id")
+            );
+            assert!(error.message().contains(&format!("`{raw}` is not UTF-8")), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_percent_without_two_hex_digits_stays_and_fails_as_a_uuid() {
+        let error = chat_id_in(&uri("/v1/chats/%zz1/sandbox/files/x")).unwrap_err();
+        assert_eq!(error.code(), "invalid_chat_id");
+        assert!(error.message().contains("%zz1"), "{error:?}");
     }
 }

@@ -10,7 +10,6 @@ use chrono::SecondsFormat;
 use sandkeeper_usecase::{KeepAliveCommand, KeepAliveError, KeepAliveOutcome};
 use serde::Serialize;
 
-use super::exec::no_running_sandbox;
 use super::views::SessionView;
 use super::{ApiError, AppState, body, parse_chat_id};
 
@@ -53,7 +52,6 @@ async fn keep_alive(
         Err(error @ KeepAliveError::InvalidTtl { .. }) => {
             Err(ApiError::bad_request("invalid_ttl", error.to_string()))
         }
-        Err(KeepAliveError::NoSandbox { chat_id }) => Err(no_running_sandbox(chat_id)),
-        Err(KeepAliveError::Store(error)) => Err(error.into()),
+        Err(KeepAliveError::Access(error)) => Err(error.into()),
     }
 }

@@ -14,9 +14,15 @@ use sandkeeper_adapters_observability::capture::{Capture, FieldValue};
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::inprocess::{InMemorySessionRepository, ProcessLocalLocker};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
-use sandkeeper_ports::{ChatLockGuard, LifecycleLocker, SaveError, SessionRepository, StoreError};
-use sandkeeper_usecase::{CleanupExpiredSandboxes, CreateSandbox};
+use sandkeeper_ports::{
+    ChatLockGuard, ContainerState, LifecycleLocker, SaveError, SessionRepository, StoreError,
+};
+use sandkeeper_usecase::{
+    CleanupExpiredSandboxes, CreateSandbox, ExecCommand, ExecInSandbox, ExecInSandboxError,
+    ExecOutcome, SandboxAccess, SandboxSlots,
+};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tracing::Level;
 use uuid::Uuid;
 
@@ -95,6 +101,60 @@ pub(crate) async fn repository_with(
         repository.save(session).await.unwrap();
     }
     repository
+}
+
+/// A running sandbox of [`CHAT_ID`] created a minute ago, expiring in four.
+pub(crate) fn active() -> SandboxSession {
+    running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now() - minutes(1), now() + minutes(4))
+}
+
+/// A running sandbox of [`EXPIRED_CHAT_ID`] that expires exactly now (the boundary counts as
+/// expired) and was not cleaned up yet.
+pub(crate) fn expired_now() -> SandboxSession {
+    running(SESSION_EXPIRED_ID, EXPIRED_CHAT_ID, "container-expired", now() - minutes(5), now())
+}
+
+/// A clock that stands at [`now`] until a test moves it.
+pub(crate) fn at_now() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(now()))
+}
+
+/// A fake runtime in which the containers of `sessions` run.
+pub(crate) fn runtime_with(sessions: &[&SandboxSession]) -> FakeRuntime {
+    let runtime = FakeRuntime::new();
+    for session in sessions {
+        runtime.insert_container(
+            session.container_id.clone(),
+            ContainerState::Running,
+            Some(session.session_id),
+            session.created_at,
+        );
+    }
+    runtime
+}
+
+/// The way into the sandboxes of `repository` and `runtime`, in fixed mode (no sliding expiry).
+pub(crate) fn sandbox_access(
+    repository: Arc<dyn SessionRepository>,
+    runtime: &FakeRuntime,
+    clock: Arc<ManualClock>,
+    slots: SandboxSlots,
+) -> SandboxAccess {
+    SandboxAccess::new(repository, Arc::new(runtime.clone()), clock, slots)
+}
+
+/// A command of [`CHAT_ID`] with the defaults.
+pub(crate) fn command(parts: &[&str]) -> ExecCommand {
+    ExecCommand::new(CHAT_ID, parts.iter().map(|part| (*part).to_owned()).collect())
+}
+
+/// Runs `command` in a task of its own (to be held by the fake runtime, and awaited later).
+pub(crate) fn spawn_exec(
+    usecase: &ExecInSandbox,
+    command: ExecCommand,
+) -> JoinHandle<Result<ExecOutcome, ExecInSandboxError>> {
+    let usecase = usecase.clone();
+    tokio::spawn(async move { usecase.execute(command).await })
 }
 
 /// `CreateSandbox` with the clock at [`now`] and a TTL of 5 minutes.
@@ -177,6 +237,7 @@ pub(crate) struct ScriptedRepository {
     expired_snapshot: Mutex<Option<Vec<SandboxSession>>>,
     list_expired_error: Mutex<Option<StoreError>>,
     count_error: Mutex<Option<StoreError>>,
+    running_by_chat_error: Mutex<Option<StoreError>>,
 }
 
 impl ScriptedRepository {
@@ -200,6 +261,11 @@ impl ScriptedRepository {
 
     pub(crate) fn fail_count(&self, error: StoreError) {
         *self.count_error.lock().unwrap() = Some(error);
+    }
+
+    /// Every read of a chat's running session fails with `error`, as if the store were down.
+    pub(crate) fn fail_running_by_chat(&self, error: StoreError) {
+        *self.running_by_chat_error.lock().unwrap() = Some(error);
     }
 }
 
@@ -228,6 +294,16 @@ impl sandkeeper_ports::testkit::DelegatingRepository for ScriptedRepository {
             return Ok(snapshot);
         }
         self.inner.list_expired(now, limit).await
+    }
+
+    async fn get_running_by_chat(
+        &self,
+        chat_id: ChatId,
+    ) -> Result<Option<SandboxSession>, StoreError> {
+        if let Some(error) = self.running_by_chat_error.lock().unwrap().clone() {
+            return Err(error);
+        }
+        self.inner.get_running_by_chat(chat_id).await
     }
 
     async fn count_running(&self) -> Result<u64, StoreError> {
