@@ -2,14 +2,16 @@
 //! what both the commands of [`crate::exec`] and the transfers of [`crate::files`] run on.
 //!
 //! Docker has no API to kill an exec. So every command runs under a tiny shell wrapper that
-//! first writes its own PID, fixed-width, to stderr (the adapter strips it), then changes to
-//! the working directory and `exec`s the command. runc starts every exec'd process as the
-//! leader of a new session and process group, so that PID is also the session id and the
-//! process group id of the command and of everything it starts. When the timeout expires, a
-//! second exec kills (SIGKILL) every process in that session or process group, and every
-//! descendant of one (which catches children that moved to a session of their own while their
-//! parent lived), and repeats until a scan of `/proc` finds none left. Only then does the
-//! adapter answer `timed_out`; if that cannot be confirmed it answers an error. A timeout that
+//! first writes its own PID, fixed-width, to stderr (the adapter strips it), then marks the
+//! command's environment with a random token of its own (`SANDKEEPER_EXEC_ID`), changes to
+//! the working directory and `exec`s the command. runc starts every exec'd process as the leader of
+//! a new session and process group, so that PID is also the session id and the process group id
+//! of the command and of everything it starts, and every process it starts inherits the mark.
+//! When the timeout expires, a second exec kills (SIGKILL) every process in that session or
+//! process group, every process whose environment carries the mark (which catches processes
+//! that started a session of their own and were orphaned to PID 1: double-forked daemons), and
+//! every descendant of one, and repeats until a scan of `/proc` finds none left. Only then does
+//! the adapter answer `timed_out`; if that cannot be confirmed it answers an error. A timeout that
 //! expires before the wrapper's header arrived still answers `timed_out`: the output is read on
 //! until the header comes (and the kill proceeds) or the output ends.
 //!
@@ -19,6 +21,7 @@
 //! exec: that is [`ExecError::ContainerNotRunning`], never the runtime's complaint as output.
 //! See `docs/exec.md`.
 
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -51,43 +54,62 @@ const DIAGNOSTIC_LIMIT: usize = 4096;
 
 /// `$0` of the wrapper, which shell error messages start with.
 const WRAPPER_NAME: &str = "sandkeeper-exec";
-/// The wrapper: `$1` is the working directory, the rest is the command. The PID header is
-/// written before anything else can write to stderr, and `exec` keeps the command in the
-/// wrapper's process, so the PID stays that of the session leader.
+/// The environment variable that marks every process of one command (the wrapper and the
+/// killer spell it out): the wrapper sets it to a token drawn for that command, and every
+/// process the command starts inherits it, whatever session or process group it moves to. A
+/// process can only shed it by `exec`ing with an environment without it.
+#[cfg(test)]
+const EXEC_MARK: &str = "SANDKEEPER_EXEC_ID";
+/// The wrapper: `$1` is the command's mark (`SANDKEEPER_EXEC_ID`), `$2` the working directory,
+/// the rest is the command. The PID header is written before anything else can write to stderr,
+/// and `exec` keeps the command in the wrapper's process, so the PID stays that of the session
+/// leader.
 ///
 /// Only POSIX sh is used, and only what dash, bash and busybox ash all accept: `exec` takes no
 /// `--` in dash (it would run a program named `--`), while bash and ash read a program named
 /// like `-n` as an option of `exec`. So a program name that begins with `-` is refused here
 /// (exit 127, as for a program that cannot be found); the API refuses it before this.
 const WRAPPER: &str = r#"printf '%010d\n' "$$" >&2
-cd -- "$1" 2>/dev/null || { printf 'sandkeeper: cannot enter the working directory %s\n' "$1" >&2; exit 126; }
-shift
+SANDKEEPER_EXEC_ID=$1
+export SANDKEEPER_EXEC_ID
+cd -- "$2" 2>/dev/null || { printf 'sandkeeper: cannot enter the working directory %s\n' "$2" >&2; exit 126; }
+shift 2
 case $1 in -*) printf 'sandkeeper: cannot run a program whose name begins with "-": %s\n' "$1" >&2; exit 127 ;; esac
 exec "$@""#;
 /// Ten digits and a newline.
 const PID_HEADER_LEN: usize = 11;
 
-/// `$1` is the PID of a timed-out command's session leader. First stops (SIGSTOP) its process
-/// group in one system call, so that nothing in it can fork, exit or orphan a child while the
-/// killer looks, and a fork bomb stops competing for the CPU. Then kills (SIGKILL) the group,
-/// every process whose session or process group is that PID, and every descendant of one of
-/// them, and scans again, until none is left (exit 0) or 50 rounds have passed (exit 1). A PID
-/// cannot be reused while a live process still has it as its session or group id, so nothing
-/// outside the command is ever matched by id.
+/// `$1` is the PID of a timed-out command's session leader, `$2` the command's mark
+/// (`SANDKEEPER_EXEC_ID`). First stops (SIGSTOP) its process group in one system call, so that
+/// nothing in it can fork, exit or orphan a child while the killer looks, and a fork bomb stops
+/// competing for the CPU. Then kills (SIGKILL) the group, every process whose session or
+/// process group is that PID, every process whose environment carries the mark, and every
+/// descendant of one of them, and scans again, until none is left (exit 0) or 50 rounds have
+/// passed (exit 1). A PID cannot be reused while a live process still has it as its session or
+/// group id, and the mark is drawn at random for each command, so nothing outside the command
+/// is ever matched: not PID 1, and not the processes of another command running beside it as
+/// the same user. The environment of a process of another user (PID 1, the keeper) cannot be
+/// read, and is not looked at.
 ///
 /// Only shell builtins run in the loop except `sleep` between later rounds, and the shell never
 /// forks (no subshell, command substitution, pipe or here-document, which dash and ash feed
 /// through a forked writer once it outgrows a pipe), so it works in a sandbox at its pids limit
 /// once the killer itself has started. `/proc/PID/stat` is read whole: the process name in it
 /// may hold newlines and `) `, so the fields are taken after the last `) `, which the kernel
-/// writes right after the name. `kill -KILL -PGID` is the one spelling of a group kill that
-/// dash, bash and ash all accept (dash refuses `kill -s KILL -PGID`, ash `kill -s KILL -- -PGID`).
+/// writes right after the name. `/proc/PID/environ` is read the same way; dash, bash and ash
+/// all drop the NUL bytes between its variables, so the mark is looked for in the variables
+/// run together (the token is of fixed length, so another token never matches it). `kill
+/// -KILL -PGID` is the one spelling of a group kill that dash, bash and ash all accept (dash
+/// refuses `kill -s KILL -PGID`, ash `kill -s KILL -- -PGID`).
 const KILLER: &str = r#"target=$1
+mark=$2
 case $target in ''|*[!0-9]*|0|1) exit 2 ;; esac
+case $mark in ''|*[!0-9a-f]*) exit 2 ;; esac
 kill -STOP "-$target" 2>/dev/null
 round=0
 while :; do
   table=
+  marked=' '
   for entry in /proc/[0-9]*; do
     line=
     part=
@@ -102,6 +124,13 @@ while :; do
     set -- ${line##*') '}
     [ "$1" = Z ] && continue
     table="$table $pid $2 $3 $4"
+    [ "$3" = "$target" ] || [ "$4" = "$target" ] || [ "$pid" = 1 ] || [ "$pid" = "$$" ] && continue
+    line=
+    part=
+    while IFS= read -r part; do
+      line=$line$part
+    done 2>/dev/null < "$entry/environ"
+    case $line$part in *"SANDKEEPER_EXEC_ID=$mark"*) marked="$marked$pid " ;; esac
   done
   doomed=' '
   grew=1
@@ -114,7 +143,7 @@ while :; do
       [ "$pid" = 1 ] && continue
       case $doomed in *" $pid "*) continue ;; esac
       if [ "$session" != "$target" ] && [ "$group" != "$target" ]; then
-        case $doomed in *" $parent "*) ;; *) continue ;; esac
+        case $marked$doomed in *" $pid "*|*" $parent "*) ;; *) continue ;; esac
       fi
       doomed="$doomed$pid "
       grew=1
@@ -126,6 +155,15 @@ while :; do
   [ "$round" -lt 50 ] || exit 1
   [ "$round" -lt 3 ] || sleep 0.1 2>/dev/null
 done"#;
+
+/// A token for one command's mark (`SANDKEEPER_EXEC_ID`): 128 bits in hex, drawn from the
+/// process's random hash keys (seeded by the operating system, different for every draw), so
+/// that no two commands, in this process or another replica, share one.
+fn exec_mark() -> String {
+    let keys = (RandomState::new(), RandomState::new());
+    let now = std::time::SystemTime::now();
+    format!("{:016x}{:016x}", keys.0.hash_one(now), keys.1.hash_one(now))
+}
 
 /// One command to run, already validated by the caller.
 pub(crate) struct Command<'a> {
@@ -261,11 +299,13 @@ impl Sandbox<'_> {
     /// Runs `command` in the container under the wrapper, bounded as described in the module
     /// documentation.
     pub(crate) async fn run(&self, command: Command<'_>) -> Result<Outcome, ExecError> {
+        let mark = exec_mark();
         let mut cmd = vec![
             "/bin/sh".to_owned(),
             "-c".to_owned(),
             WRAPPER.to_owned(),
             WRAPPER_NAME.to_owned(),
+            mark.clone(),
             command.workdir.to_owned(),
         ];
         cmd.extend(command.argv.iter().cloned());
@@ -320,7 +360,7 @@ impl Sandbox<'_> {
                 let duration = started.elapsed();
                 let mut sinks =
                     Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
-                self.end_timed_out(&mut output, &mut sinks, command.timeout).await?;
+                self.end_timed_out(&mut output, &mut sinks, command.timeout, &mark).await?;
                 header.finish(&mut stderr);
                 let started = header.pid().is_some();
                 Ok(Outcome { started, exit_code: None, stdout, stderr, timed_out: true, duration })
@@ -339,6 +379,7 @@ impl Sandbox<'_> {
         output: &mut Output,
         sinks: &mut Sinks<'_>,
         timeout: Duration,
+        mark: &str,
     ) -> Result<(), ExecError> {
         if matches!(sinks.header, PidHeader::Pending(_)) {
             let until = tokio::time::Instant::now() + KILL_TIMEOUT;
@@ -385,7 +426,7 @@ impl Sandbox<'_> {
         let drain_until = tokio::time::Instant::now() + KILL_TIMEOUT + DRAIN_GRACE;
         let nothing = std::future::pending::<()>();
         let drain = pump(output, nothing, drain_until, sinks, Until::End);
-        let kill = self.kill_session(pid);
+        let kill = self.kill_session(pid, mark);
         tokio::pin!(drain, kill);
         let mut drained = false;
         let killed = loop {
@@ -522,12 +563,12 @@ impl Sandbox<'_> {
 
     /// Kills the session of a timed-out command (see [`KILLER`]), retrying until the killer
     /// confirms that nothing of it is left or [`KILL_TIMEOUT`] runs out.
-    async fn kill_session(&self, pid: u32) -> Result<(), ExecError> {
+    async fn kill_session(&self, pid: u32, mark: &str) -> Result<(), ExecError> {
         let started = Instant::now();
         let mut last_failure = Cause::message("the killer did not run");
         while started.elapsed() < KILL_TIMEOUT {
             let remaining = KILL_TIMEOUT.saturating_sub(started.elapsed());
-            match tokio::time::timeout(remaining, self.kill_once(pid)).await {
+            match tokio::time::timeout(remaining, self.kill_once(pid, mark)).await {
                 Ok(Ok(None)) => return Ok(()),
                 Ok(Ok(Some(failure))) => last_failure = Cause::message(failure),
                 Ok(Err(ExecError::ContainerNotRunning { container_id })) => {
@@ -555,13 +596,14 @@ impl Sandbox<'_> {
     }
 
     /// One run of the killer: `None` when it confirmed that nothing is left, else why not.
-    async fn kill_once(&self, pid: u32) -> Result<Option<String>, ExecError> {
+    async fn kill_once(&self, pid: u32, mark: &str) -> Result<Option<String>, ExecError> {
         let cmd = vec![
             "/bin/sh".to_owned(),
             "-c".to_owned(),
             KILLER.to_owned(),
             "sandkeeper-kill".to_owned(),
             pid.to_string(),
+            mark.to_owned(),
         ];
         let (exec_id, mut output, _input) =
             self.client.bounded("exec_start", self.attach(cmd, Vec::new(), None)).await??;
@@ -646,6 +688,18 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_command_gets_a_mark_of_its_own_that_the_killer_accepts() {
+        let marks: std::collections::HashSet<String> = (0..1000).map(|_| exec_mark()).collect();
+        assert_eq!(marks.len(), 1000);
+        for mark in marks {
+            assert_eq!(mark.len(), 32, "{mark}");
+            assert!(mark.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')), "{mark}");
+        }
+        assert!(WRAPPER.contains(&format!("\n{EXEC_MARK}=$1\nexport {EXEC_MARK}\n")));
+        assert!(KILLER.contains(&format!("\"{EXEC_MARK}=$mark\"")));
+    }
 
     #[test]
     fn a_sink_keeps_the_first_bytes_and_counts_all() {
