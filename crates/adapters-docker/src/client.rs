@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use sandkeeper_ports::{Cause, ExecError, FileError, RuntimeError};
+use sandkeeper_ports::{Cause, ExecError, FileError, Report, RuntimeError};
 use tokio::sync::Mutex;
 
 /// The latency histogram of every engine call, labelled `operation`
@@ -64,7 +64,7 @@ impl Client {
         metrics::histogram!(DURATION_METRIC, "operation" => operation)
             .record(started.elapsed().as_secs_f64());
         if let Err(error) = &result {
-            tracing::debug!(operation, error = %error, "Docker call failed");
+            tracing::debug!(operation, error = %Report(&error), "Docker call failed");
             if matches!(error, RuntimeError::Unavailable(_)) {
                 self.forget().await;
             }
@@ -255,7 +255,6 @@ pub(crate) fn is_conflict(error: &BollardError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use sandkeeper_ports::Report;
 
     use super::*;
 

@@ -17,7 +17,7 @@ use sandkeeper_domain::Timestamp;
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
     Cause, ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest,
-    FileError, ManagedContainer, RuntimeError, SandboxRuntime, WorkspacePath,
+    FileError, ManagedContainer, Report, RuntimeError, SandboxRuntime, WorkspacePath,
 };
 
 use crate::client::{Client, is_conflict, is_not_found};
@@ -107,7 +107,7 @@ impl SandboxRuntime for DockerRuntime {
                 if let Err(error) =
                     inner.client.call("stop", |docker| inner.remove(docker, &name)).await
                 {
-                    tracing::warn!(container = %name, error = %error,
+                    tracing::warn!(container = %name, error = %Report(&error),
                         "could not remove the container of a timed-out create");
                 }
             });
@@ -488,7 +488,7 @@ impl Inner {
     /// Best effort after a failed start; the maintenance sweep reaps what this misses.
     async fn discard(&self, docker: &Docker, id: &str) {
         if let Err(error) = self.force_remove(docker, id).await {
-            tracing::warn!(container = %id, error = %error,
+            tracing::warn!(container = %id, error = %Report(&error),
                 "could not remove a container that failed to start");
         }
     }
