@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::EventMessage;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig,
+    HostConfigLogConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
@@ -230,15 +231,8 @@ impl SandboxRuntime for DockerRuntime {
         path: &WorkspacePath,
         bytes: &[u8],
     ) -> Result<(), FileError> {
-        let inner = &self.inner;
-        inner
-            .client
-            .long_call("upload", runs_for(inner.config.call_timeout), |docker| async move {
-                let sandbox =
-                    inner.sandbox(&docker, container_id).await.map_err(files::from_exec)?;
-                files::upload(&sandbox, path, bytes).await
-            })
-            .await
+        let transfer = async |sandbox: &Sandbox<'_>| files::upload(sandbox, path, bytes).await;
+        self.inner.transfer("upload", container_id, transfer).await
     }
 
     async fn download(
@@ -247,15 +241,8 @@ impl SandboxRuntime for DockerRuntime {
         path: &WorkspacePath,
         limit: u64,
     ) -> Result<Vec<u8>, FileError> {
-        let inner = &self.inner;
-        inner
-            .client
-            .long_call("download", runs_for(inner.config.call_timeout), |docker| async move {
-                let sandbox =
-                    inner.sandbox(&docker, container_id).await.map_err(files::from_exec)?;
-                files::download(&sandbox, path, limit).await
-            })
-            .await
+        let transfer = async |sandbox: &Sandbox<'_>| files::download(sandbox, path, limit).await;
+        self.inner.transfer("download", container_id, transfer).await
     }
 }
 
@@ -311,6 +298,23 @@ impl Inner {
         self.command_uids.lock().unwrap_or_else(|p| p.into_inner()).remove(container);
     }
 
+    /// Runs a file transfer in the container's sandbox, bounded like a command whose timeout
+    /// is the call timeout.
+    async fn transfer<T>(
+        &self,
+        operation: &'static str,
+        container: &ContainerId,
+        run: impl AsyncFnOnce(&Sandbox<'_>) -> Result<T, FileError>,
+    ) -> Result<T, FileError> {
+        let runs_for = runs_for(self.config.call_timeout);
+        self.client
+            .long_call(operation, runs_for, |docker| async move {
+                let sandbox = self.sandbox(&docker, container).await.map_err(files::from_exec)?;
+                run(&sandbox).await
+            })
+            .await
+    }
+
     /// The container as its commands see it, with the user they run as.
     async fn sandbox<'a>(
         &'a self,
@@ -362,13 +366,7 @@ impl Inner {
     /// picked at random so that replicas creating at the same moment rarely pick the same one.
     /// Held until the returned reservation is dropped, by then the container carries its label.
     async fn reserve_uid(&self, docker: &Docker) -> Result<UidReservation<'_>, RuntimeError> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")])]);
-        let options =
-            ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let listed = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|error| self.client.translate(error))?;
+        let listed = self.list(docker, vec![format!("{LABEL_MANAGED}=true")]).await?;
         let used: HashSet<u32> = listed
             .iter()
             .filter_map(|summary| summary.labels.as_ref()?.get(LABEL_UID)?.parse().ok())
@@ -493,30 +491,30 @@ impl Inner {
         }
     }
 
-    async fn list_managed(&self, docker: Docker) -> Result<Vec<ManagedContainer>, RuntimeError> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_INSTANCE}={}", self.config.instance_id),
-            ],
-        )]);
+    /// Every container on the engine, running or not, that carries all of `labels`.
+    async fn list(
+        &self,
+        docker: &Docker,
+        labels: Vec<String>,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let filters = HashMap::from([("label".to_owned(), labels)]);
         let options =
             ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let summaries = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|error| self.client.translate(error))?;
+        docker.list_containers(Some(options)).await.map_err(|error| self.client.translate(error))
+    }
+
+    async fn list_managed(&self, docker: Docker) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let labels = vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_INSTANCE}={}", self.config.instance_id),
+        ];
+        let summaries = self.list(&docker, labels).await?;
         let listed_at = Utc::now();
         Ok(summaries
             .into_iter()
             .filter_map(|summary| {
                 let container_id = ContainerId::new(summary.id?).ok()?;
-                let session_id = summary
-                    .labels
-                    .as_ref()
-                    .and_then(|labels| labels.get(LABEL_SESSION))
-                    .and_then(|session| SessionId::parse(session).ok());
+                let session_id = session_of(summary.labels.as_ref());
                 // The engine lists creation times in whole seconds, cut down. Taken as they are,
                 // a container would look up to a second older than it is, and the orphan grace
                 // would shrink by as much (to nothing at the 1 s minimum: a sandbox between its
@@ -635,12 +633,13 @@ enum Existing {
 fn exit_of(event: EventMessage) -> Option<ContainerExit> {
     let actor = event.actor?;
     let container_id = ContainerId::new(actor.id?).ok()?;
-    let session_id = actor
-        .attributes
-        .as_ref()
-        .and_then(|attributes| attributes.get(LABEL_SESSION))
-        .and_then(|session| SessionId::parse(session).ok());
+    let session_id = session_of(actor.attributes.as_ref());
     Some(ContainerExit { container_id, session_id })
+}
+
+/// The session a container's labels (or an event's attributes, which carry them) name.
+fn session_of(labels: Option<&HashMap<String, String>>) -> Option<SessionId> {
+    SessionId::parse(labels?.get(LABEL_SESSION)?).ok()
 }
 
 fn mentions_image(error: &bollard::errors::Error) -> bool {
