@@ -1,12 +1,21 @@
-//! The one place that holds a bollard client: connected lazily, version negotiated on first use,
-//! forgotten when the engine goes away so that the next call starts afresh.
+//! The one owner of the engine client and of the bounds on every call to it: the bollard
+//! client, connected lazily, its API version negotiated on first use and forgotten when the
+//! engine goes away so that the next call starts afresh; the call timeout, the latency metric,
+//! and the translation of bollard's errors into [`RuntimeError`] (bollard's error kept as the
+//! cause). Everything else in this crate talks to the engine through here.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use sandkeeper_ports::{Cause, RuntimeError};
+use sandkeeper_ports::{Cause, ExecError, FileError, Report, RuntimeError};
 use tokio::sync::Mutex;
+
+/// The latency histogram of every engine call, labelled `operation`
+/// (`create`, `stop`, `inspect`, `list_managed`, `ping`, and `exec`, `upload`, `download` for
+/// the whole of a command or a transfer).
+pub const DURATION_METRIC: &str = "sandbox.docker.duration.seconds";
 
 /// How long the first `/version` call may take. An engine that does not answer that quickly is
 /// treated as unreachable, not as slow.
@@ -28,11 +37,119 @@ impl Client {
         &self.endpoint
     }
 
+    /// The bound on one engine call.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// Runs one operation: connects if needed, bounds it by the call timeout, records its
+    /// latency, and forgets the connection when the engine turned out to be unreachable.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        run: F,
+    ) -> Result<T, RuntimeError>
+    where
+        F: FnOnce(Docker) -> Fut,
+        Fut: Future<Output = Result<T, RuntimeError>>,
+    {
+        let started = Instant::now();
+        let bounded = tokio::time::timeout(self.call_timeout, async {
+            let docker = self.get().await?;
+            run(docker).await
+        })
+        .await;
+        let result =
+            bounded.unwrap_or(Err(RuntimeError::Timeout { operation, after: self.call_timeout }));
+        metrics::histogram!(DURATION_METRIC, "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            tracing::debug!(operation, error = %Report(&error), "Docker call failed");
+            if matches!(error, RuntimeError::Unavailable(_)) {
+                self.forget().await;
+            }
+        }
+        result
+    }
+
+    /// Runs an operation that may take `runs_for` beyond its engine calls (a command, a
+    /// transfer). Its bound is generous but final: connecting and starting (one call timeout),
+    /// running for `runs_for`, and reading the outcome (another call timeout). Failures are
+    /// translated into `E` through `RuntimeError` like every other call.
+    pub(crate) async fn long_call<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        runs_for: Duration,
+        run: F,
+    ) -> Result<T, E>
+    where
+        F: FnOnce(Docker) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<RuntimeError> + EngineLoss,
+    {
+        let started = Instant::now();
+        let bound = runs_for.saturating_add(self.call_timeout.saturating_mul(2));
+        let bounded = tokio::time::timeout(bound, async {
+            let docker = match tokio::time::timeout(self.call_timeout, self.get()).await {
+                Ok(Ok(docker)) => docker,
+                Ok(Err(error)) => return Err(error.into()),
+                Err(_) => {
+                    let after = self.call_timeout;
+                    return Err(RuntimeError::Timeout { operation, after }.into());
+                }
+            };
+            run(docker).await
+        })
+        .await;
+        metrics::histogram!(DURATION_METRIC, "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+        let result = match bounded {
+            Ok(result) => result,
+            Err(_) => Err(RuntimeError::Timeout { operation, after: bound }.into()),
+        };
+        if let Err(error) = &result {
+            if error.engine_lost() {
+                self.forget().await;
+            }
+        }
+        result
+    }
+
+    /// Bounds one engine call, made inside an operation, by the call timeout.
+    pub(crate) async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = T>,
+    ) -> Result<T, RuntimeError> {
+        let after = self.call_timeout;
+        tokio::time::timeout(after, call)
+            .await
+            .map_err(|_| RuntimeError::Timeout { operation, after })
+    }
+
+    /// A client, connected within the call timeout, for an operation that outlives one call
+    /// (following the engine's events).
+    pub(crate) async fn connected(&self, operation: &'static str) -> Result<Docker, RuntimeError> {
+        match self.bounded(operation, self.get()).await {
+            Ok(Ok(docker)) => Ok(docker),
+            Ok(Err(error)) => Err(self.lost(error).await),
+            Err(timeout) => Err(timeout),
+        }
+    }
+
+    /// Forgets the connection after the engine could not be reached, and returns the error.
+    pub(crate) async fn lost(&self, error: RuntimeError) -> RuntimeError {
+        if matches!(error, RuntimeError::Unavailable(_)) {
+            self.forget().await;
+        }
+        error
+    }
+
     /// A client that has negotiated the API version with the engine, connecting if needed.
     ///
     /// The lock is held while connecting so that a burst of calls after a restart negotiates once;
     /// each caller is still bounded by its own call timeout.
-    pub(crate) async fn get(&self) -> Result<Docker, RuntimeError> {
+    async fn get(&self) -> Result<Docker, RuntimeError> {
         let mut slot = self.docker.lock().await;
         if let Some(docker) = slot.as_ref() {
             return Ok(docker.clone());
@@ -65,7 +182,7 @@ impl Client {
 
     /// Drops the client after the engine could not be reached, so that the next call connects
     /// and negotiates again (the engine may come back as another version).
-    pub(crate) async fn forget(&self) {
+    async fn forget(&self) {
         *self.docker.lock().await = None;
     }
 
@@ -73,12 +190,10 @@ impl Client {
     /// or anything else with the engine's own message. bollard's error stays the cause.
     pub(crate) fn translate(&self, error: BollardError) -> RuntimeError {
         match &error {
-            BollardError::DockerResponseServerError { status_code, message } => {
-                RuntimeError::Failed(Cause::message(format!(
-                    "the Docker engine at {} answered {status_code}: {}",
-                    self.endpoint,
-                    message.trim()
-                )))
+            BollardError::DockerResponseServerError { status_code, .. } => {
+                let context =
+                    format!("the Docker engine at {} answered {status_code}", self.endpoint);
+                RuntimeError::Failed(Cause::new(error).context(context))
             }
             BollardError::RequestTimeoutError => {
                 RuntimeError::Unavailable(Cause::new(error).context(format!(
@@ -99,13 +214,24 @@ impl Client {
 
     fn unavailable(&self, error: BollardError) -> RuntimeError {
         let context = format!("cannot reach the Docker engine at {}", self.endpoint);
-        let cause = match error {
-            BollardError::SocketNotFoundError(path) => {
-                Cause::message(format!("socket {path} does not exist"))
-            }
-            other => Cause::new(other),
-        };
-        RuntimeError::Unavailable(cause.context(context))
+        RuntimeError::Unavailable(Cause::new(error).context(context))
+    }
+}
+
+/// Whether an error says the engine could not be reached, so the connection must be made anew.
+pub(crate) trait EngineLoss {
+    fn engine_lost(&self) -> bool;
+}
+
+impl EngineLoss for ExecError {
+    fn engine_lost(&self) -> bool {
+        matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
+    }
+}
+
+impl EngineLoss for FileError {
+    fn engine_lost(&self) -> bool {
+        matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
     }
 }
 
@@ -129,7 +255,6 @@ pub(crate) fn is_conflict(error: &BollardError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use sandkeeper_ports::Report;
 
     use super::*;
 
@@ -143,22 +268,22 @@ mod tests {
         assert!(matches!(error, RuntimeError::Unavailable(_)), "{error:?}");
         let message = Report(&error).to_string();
         assert!(message.contains("unix:///nowhere.sock"), "{message}");
-        assert!(message.contains("socket /nowhere.sock does not exist"), "{message}");
+        let context = std::error::Error::source(&error).expect("where it failed");
+        let bollard = context.source().expect("bollard's error stays in the chain");
+        assert!(bollard.to_string().contains("/nowhere.sock"), "{bollard}");
     }
 
     #[test]
-    fn an_engine_error_keeps_the_engine_message() {
+    fn an_engine_error_keeps_the_engine_message_under_the_endpoint() {
         let error = client().translate(BollardError::DockerResponseServerError {
             status_code: 500,
-            message: "Unknown runtime specified runsc\n".into(),
+            message: "Unknown runtime specified runsc".into(),
         });
-        assert_eq!(
-            error,
-            RuntimeError::Failed(
-                "the Docker engine at unix:///nowhere.sock answered 500: Unknown runtime specified runsc"
-                    .into()
-            )
-        );
+        assert!(matches!(error, RuntimeError::Failed(_)), "{error:?}");
+        assert_eq!(error.to_string(), "the Docker engine at unix:///nowhere.sock answered 500");
+        let bollard =
+            std::error::Error::source(&error).expect("bollard's error stays in the chain");
+        assert!(bollard.to_string().ends_with("Unknown runtime specified runsc"), "{bollard}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! privileges by construction: it writes as the sandbox's user, so it can never touch what
 //! that user could not, and symbolic links are resolved by the kernel inside the container.
 //!
-//! Each transfer is one POSIX sh script run under the exec wrapper (so it has a timeout that
+//! Each transfer is one POSIX sh script run by [`crate::shell`] under its wrapper (so it has a timeout that
 //! kills it; a transfer that runs out of it is [`FileError::TimedOut`], the sandbox's doing, not
 //! the engine's). The script resolves the path with every existing symbolic link followed
 //! (`readlink -f`), refuses it unless the result stays inside `/workspace`, and reports what
@@ -23,12 +23,9 @@
 //! | 76 | the sandbox's user may not read the file or write the directory (stderr: its path) |
 //! | 77 | the path is a symbolic link to nothing, or a loop (stderr: the link's target) |
 
-use bollard::Docker;
-use sandkeeper_domain::ContainerId;
 use sandkeeper_ports::{ExecError, FileError, RuntimeError, WORKSPACE_DIR, WorkspacePath};
 
-use crate::exec::{Command, Outcome};
-use crate::runtime::Inner;
+use crate::shell::{Command, Outcome, Sandbox};
 
 const NOT_FOUND: i64 = 70;
 const OUTSIDE: i64 = 71;
@@ -127,94 +124,91 @@ written=$(stat -c %s "$tmp") || { tidy; exit 1; }
 mv -f -T "$tmp" "$final" || { tidy; exit 1; }
 "#;
 
-impl Inner {
-    pub(crate) async fn upload(
-        &self,
-        docker: &Docker,
-        container: &ContainerId,
-        path: &WorkspacePath,
-        bytes: &[u8],
-    ) -> Result<(), FileError> {
-        let argv = script(UPLOAD, "sandkeeper-upload", path, bytes.len() as u64);
-        let outcome = self.transfer(docker, container, &argv, Some(bytes), 0).await?;
-        if outcome.timed_out {
-            return Err(self.transfer_timeout(path));
-        }
-        if !outcome.started {
-            return Err(at_limit(path, &outcome));
-        }
-        match outcome.exit_code {
-            Some(0) => Ok(()),
-            Some(INCOMPLETE) => Err(FileError::Runtime(RuntimeError::Failed(format!(
+/// Writes `bytes` to `path` in the sandbox's workspace.
+pub(crate) async fn upload(
+    sandbox: &Sandbox<'_>,
+    path: &WorkspacePath,
+    bytes: &[u8],
+) -> Result<(), FileError> {
+    let argv = script(UPLOAD, "sandkeeper-upload", path, bytes.len() as u64);
+    let outcome = transfer(sandbox, path, &argv, Some(bytes), 0).await?;
+    match outcome.exit_code {
+        Some(0) => Ok(()),
+        Some(INCOMPLETE) => Err(FileError::Runtime(RuntimeError::Failed(
+            format!(
                 "the upload of `{path}` was cut short: {} of {} bytes arrived; the file was not \
                  changed",
                 detail(&outcome),
                 bytes.len()
-            ).into()))),
-            code => Err(file_error(path, code, &outcome, "writing")),
-        }
+            )
+            .into(),
+        ))),
+        code => Err(file_error(path, code, &outcome, "writing")),
     }
+}
 
-    pub(crate) async fn download(
-        &self,
-        docker: &Docker,
-        container: &ContainerId,
-        path: &WorkspacePath,
-        limit: u64,
-    ) -> Result<Vec<u8>, FileError> {
-        let argv = script(DOWNLOAD, "sandkeeper-download", path, limit);
-        let keep = usize::try_from(limit).unwrap_or(usize::MAX);
-        let outcome = self.transfer(docker, container, &argv, None, keep).await?;
-        if outcome.timed_out {
-            return Err(self.transfer_timeout(path));
+/// Reads `path` from the sandbox's workspace, if it is at most `limit` bytes.
+pub(crate) async fn download(
+    sandbox: &Sandbox<'_>,
+    path: &WorkspacePath,
+    limit: u64,
+) -> Result<Vec<u8>, FileError> {
+    let argv = script(DOWNLOAD, "sandkeeper-download", path, limit);
+    let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+    let outcome = transfer(sandbox, path, &argv, None, keep).await?;
+    match outcome.exit_code {
+        // The file grew between the size check and the read.
+        Some(0) if outcome.stdout.truncated() => {
+            Err(FileError::TooLarge { path: path.clone(), size: outcome.stdout.total, limit })
         }
-        if !outcome.started {
-            return Err(at_limit(path, &outcome));
-        }
-        match outcome.exit_code {
-            // The file grew between the size check and the read.
-            Some(0) if outcome.stdout.truncated() => {
-                Err(FileError::TooLarge { path: path.clone(), size: outcome.stdout.total, limit })
-            }
-            Some(0) => Ok(outcome.stdout.kept),
-            Some(TOO_LARGE) => Err(FileError::TooLarge {
-                path: path.clone(),
-                size: detail(&outcome).parse().unwrap_or(limit.saturating_add(1)),
-                limit,
-            }),
-            code => Err(file_error(path, code, &outcome, "reading")),
-        }
+        Some(0) => Ok(outcome.stdout.kept),
+        Some(TOO_LARGE) => Err(FileError::TooLarge {
+            path: path.clone(),
+            size: detail(&outcome).parse().unwrap_or(limit.saturating_add(1)),
+            limit,
+        }),
+        code => Err(file_error(path, code, &outcome, "reading")),
     }
+}
 
-    async fn transfer(
-        &self,
-        docker: &Docker,
-        container: &ContainerId,
-        argv: &[String],
-        stdin: Option<&[u8]>,
-        stdout_limit: usize,
-    ) -> Result<Outcome, FileError> {
-        let command = Command {
-            argv,
-            env: Vec::new(),
-            workdir: WORKSPACE_DIR,
-            stdin,
-            timeout: self.config.call_timeout,
-            stdout_limit,
-            stderr_limit: STDERR_LIMIT,
-        };
-        self.run(docker, container, command).await.map_err(|error| match error {
-            ExecError::ContainerNotRunning { container_id } => {
-                FileError::ContainerNotRunning { container_id }
-            }
-            ExecError::Runtime(error) => FileError::Runtime(error),
-        })
+/// A command's failure as a transfer's: the same container, the same runtime.
+pub(crate) fn from_exec(error: ExecError) -> FileError {
+    match error {
+        ExecError::ContainerNotRunning { container_id } => {
+            FileError::ContainerNotRunning { container_id }
+        }
+        ExecError::Runtime(error) => FileError::Runtime(error),
     }
+}
 
-    /// The script ran out of time: the engine answered, the sandbox held the script up.
-    fn transfer_timeout(&self, path: &WorkspacePath) -> FileError {
-        FileError::TimedOut { path: path.clone(), after: self.config.call_timeout }
+/// Runs a transfer's script, bounded by the call timeout like any engine call, and returns how
+/// it ended once it ran to its end.
+async fn transfer(
+    sandbox: &Sandbox<'_>,
+    path: &WorkspacePath,
+    argv: &[String],
+    stdin: Option<&[u8]>,
+    stdout_limit: usize,
+) -> Result<Outcome, FileError> {
+    let command = Command {
+        argv,
+        env: Vec::new(),
+        workdir: WORKSPACE_DIR,
+        stdin,
+        timeout: sandbox.client.call_timeout(),
+        stdout_limit,
+        stderr_limit: STDERR_LIMIT,
+    };
+    let outcome = sandbox.run(command).await.map_err(from_exec)?;
+    if outcome.timed_out {
+        // The engine answered; the sandbox held the script up.
+        let after = sandbox.client.call_timeout();
+        return Err(FileError::TimedOut { path: path.clone(), after });
     }
+    if !outcome.started {
+        return Err(at_limit(path, &outcome));
+    }
+    Ok(outcome)
 }
 
 /// The transfer's script never ran in a container that still runs (the runtime said why, on

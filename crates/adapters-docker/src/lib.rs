@@ -22,7 +22,9 @@ mod config;
 mod exec;
 mod files;
 mod runtime;
+mod shell;
 
+pub use client::DURATION_METRIC;
 pub use config::{
     ConfigError, DEFAULT_CALL_TIMEOUT, DEFAULT_CPUS, DEFAULT_DOCKER_HOST, DEFAULT_IMAGE,
     DEFAULT_MEMORY_BYTES, DEFAULT_NETWORK_MODE, DEFAULT_PIDS_LIMIT, DEFAULT_TMP_SIZE_BYTES,
@@ -30,6 +32,6 @@ pub use config::{
     MIN_SANDBOX_UID, UidRange,
 };
 pub use runtime::{
-    DURATION_METRIC, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE, LABEL_MANAGED,
-    LABEL_SESSION, LABEL_UID,
+    DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION,
+    LABEL_UID,
 };

@@ -1,14 +1,13 @@
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::EventMessage;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig,
+    HostConfigLogConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
@@ -19,12 +18,13 @@ use sandkeeper_domain::Timestamp;
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
     Cause, ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest,
-    FileError, ManagedContainer, RuntimeError, SandboxRuntime, WorkspacePath,
+    FileError, ManagedContainer, Report, RuntimeError, SandboxRuntime, WorkspacePath,
 };
 
 use crate::client::{Client, is_conflict, is_not_found};
 use crate::config::{ConfigError, DockerConfig, workspace_owner_options};
-use crate::exec::{Command, DRAIN_GRACE, KILL_TIMEOUT, workdir};
+use crate::shell::{Sandbox, runs_for};
+use crate::{exec, files};
 
 /// Marks a container as created by sandkeeper (value `true`).
 pub const LABEL_MANAGED: &str = "io.sandkeeper.managed";
@@ -37,11 +37,6 @@ pub const LABEL_EXPIRES_AT: &str = "io.sandkeeper.expires-at";
 /// The uid (and gid) the sandbox runs as, from [`DockerConfig::uid_range`].
 pub const LABEL_UID: &str = "io.sandkeeper.uid";
 
-/// The latency histogram of every engine call, labelled `operation`
-/// (`create`, `stop`, `inspect`, `list_managed`, `ping`, and `exec`, `upload`, `download` for
-/// the whole of a command or a transfer).
-pub const DURATION_METRIC: &str = "sandbox.docker.duration.seconds";
-
 const WORKSPACE: &str = "/workspace";
 const TMP: &str = "/tmp";
 
@@ -53,10 +48,12 @@ pub struct DockerRuntime {
     inner: Arc<Inner>,
 }
 
+/// The container lifecycle and what it remembers; the engine is reached through [`Client`],
+/// commands and transfers through [`crate::exec`] and [`crate::files`].
 #[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) config: DockerConfig,
-    pub(crate) client: Client,
+struct Inner {
+    config: DockerConfig,
+    client: Client,
     /// The uids of sandboxes this process is creating right now, not yet visible in a listing.
     creating_uids: Mutex<HashSet<u32>>,
     /// The uid each sandbox's commands run as, by container id: recorded at create, read from
@@ -101,15 +98,17 @@ impl DockerRuntime {
 impl SandboxRuntime for DockerRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
         let inner = &self.inner;
-        let result = inner.call("create", |docker| inner.create(docker, spec)).await;
+        let result = inner.client.call("create", |docker| inner.create(docker, spec)).await;
         if let Err(RuntimeError::Timeout { .. }) = result {
             // The engine may finish the create after we gave up; remove it once it answers, so
             // a timed-out create leaves nothing behind (the maintenance sweep is the backstop).
             let inner = Arc::clone(inner);
             let name = Self::container_name(&spec.session_id);
             tokio::spawn(async move {
-                if let Err(error) = inner.call("stop", |docker| inner.remove(docker, &name)).await {
-                    tracing::warn!(container = %name, error = %error,
+                if let Err(error) =
+                    inner.client.call("stop", |docker| inner.remove(docker, &name)).await
+                {
+                    tracing::warn!(container = %name, error = %Report(&error),
                         "could not remove the container of a timed-out create");
                 }
             });
@@ -119,12 +118,13 @@ impl SandboxRuntime for DockerRuntime {
 
     async fn stop(&self, container_id: &ContainerId) -> Result<(), RuntimeError> {
         let inner = &self.inner;
-        inner.call("stop", |docker| inner.remove(docker, container_id.as_str())).await
+        inner.client.call("stop", |docker| inner.remove(docker, container_id.as_str())).await
     }
 
     async fn inspect(&self, container_id: &ContainerId) -> Result<ContainerState, RuntimeError> {
         let inner = &self.inner;
         inner
+            .client
             .call("inspect", |docker| async move {
                 match docker.inspect_container(container_id.as_str(), None).await {
                     Ok(found) => Ok(state_of(&found)),
@@ -137,12 +137,13 @@ impl SandboxRuntime for DockerRuntime {
 
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
         let inner = &self.inner;
-        inner.call("list_managed", |docker| inner.list_managed(docker)).await
+        inner.client.call("list_managed", |docker| inner.list_managed(docker)).await
     }
 
     async fn ping(&self) -> Result<(), RuntimeError> {
         let inner = &self.inner;
         inner
+            .client
             .call("ping", |docker| async move {
                 docker.ping().await.map(drop).map_err(|error| inner.client.translate(error))
             })
@@ -158,15 +159,7 @@ impl SandboxRuntime for DockerRuntime {
         exits: &tokio::sync::mpsc::Sender<ContainerExit>,
     ) -> Result<(), RuntimeError> {
         let inner = &self.inner;
-        let docker = match tokio::time::timeout(inner.config.call_timeout, inner.client.get()).await
-        {
-            Ok(Ok(docker)) => docker,
-            Ok(Err(error)) => return Err(inner.lost(error).await),
-            Err(_) => {
-                let after = inner.config.call_timeout;
-                return Err(RuntimeError::Timeout { operation: "watch_exits", after });
-            }
-        };
+        let docker = inner.client.connected("watch_exits").await?;
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
             ("event".to_owned(), vec!["die".to_owned()]),
@@ -198,10 +191,11 @@ impl SandboxRuntime for DockerRuntime {
                 }
                 Some(Err(error)) => {
                     let error = inner.client.translate(error);
-                    return Err(inner.lost(error).await);
+                    return Err(inner.client.lost(error).await);
                 }
                 None => {
                     return Err(inner
+                        .client
                         .lost(RuntimeError::Unavailable(
                             format!(
                                 "the Docker engine at {} ended its event stream",
@@ -220,36 +214,15 @@ impl SandboxRuntime for DockerRuntime {
         container_id: &ContainerId,
         request: &ExecRequest,
     ) -> Result<ExecOutput, ExecError> {
-        if request.command.first().is_none_or(String::is_empty) {
-            return Err(ExecError::Runtime(RuntimeError::Failed(
-                "the command is empty; name a program to run".to_owned().into(),
-            )));
-        }
+        exec::check(request)?;
         let inner = &self.inner;
-        let env = request.env.iter().map(|(name, value)| format!("{name}={value}")).collect();
-        let command = Command {
-            argv: &request.command,
-            env,
-            workdir: workdir(request.workdir.as_deref()),
-            stdin: request.stdin.as_deref(),
-            timeout: request.timeout,
-            stdout_limit: request.output_limit,
-            stderr_limit: request.output_limit,
-        };
-        let outcome = inner
-            .long_call("exec", request.timeout, |docker| async move {
-                inner.run(&docker, container_id, command).await
+        inner
+            .client
+            .long_call("exec", runs_for(request.timeout), |docker| async move {
+                let sandbox = inner.sandbox(&docker, container_id).await?;
+                exec::exec(&sandbox, request).await
             })
-            .await?;
-        let truncated = outcome.stdout.truncated() || outcome.stderr.truncated();
-        Ok(ExecOutput {
-            exit_code: outcome.exit_code,
-            stdout: outcome.stdout.kept,
-            stderr: outcome.stderr.kept,
-            timed_out: outcome.timed_out,
-            truncated,
-            duration: outcome.duration,
-        })
+            .await
     }
 
     async fn upload(
@@ -258,12 +231,8 @@ impl SandboxRuntime for DockerRuntime {
         path: &WorkspacePath,
         bytes: &[u8],
     ) -> Result<(), FileError> {
-        let inner = &self.inner;
-        inner
-            .long_call("upload", inner.config.call_timeout, |docker| async move {
-                inner.upload(&docker, container_id, path, bytes).await
-            })
-            .await
+        let transfer = async |sandbox: &Sandbox<'_>| files::upload(sandbox, path, bytes).await;
+        self.inner.transfer("upload", container_id, transfer).await
     }
 
     async fn download(
@@ -272,97 +241,12 @@ impl SandboxRuntime for DockerRuntime {
         path: &WorkspacePath,
         limit: u64,
     ) -> Result<Vec<u8>, FileError> {
-        let inner = &self.inner;
-        inner
-            .long_call("download", inner.config.call_timeout, |docker| async move {
-                inner.download(&docker, container_id, path, limit).await
-            })
-            .await
+        let transfer = async |sandbox: &Sandbox<'_>| files::download(sandbox, path, limit).await;
+        self.inner.transfer("download", container_id, transfer).await
     }
 }
 
 impl Inner {
-    /// Runs one operation: connects if needed, bounds it by the call timeout, records its
-    /// latency, and forgets the connection when the engine turned out to be unreachable.
-    async fn call<T, F, Fut>(&self, operation: &'static str, run: F) -> Result<T, RuntimeError>
-    where
-        F: FnOnce(Docker) -> Fut,
-        Fut: Future<Output = Result<T, RuntimeError>>,
-    {
-        let started = Instant::now();
-        let bounded = tokio::time::timeout(self.config.call_timeout, async {
-            let docker = self.client.get().await?;
-            run(docker).await
-        })
-        .await;
-        let result = bounded
-            .unwrap_or(Err(RuntimeError::Timeout { operation, after: self.config.call_timeout }));
-        metrics::histogram!(DURATION_METRIC, "operation" => operation)
-            .record(started.elapsed().as_secs_f64());
-        if let Err(error) = &result {
-            tracing::debug!(operation, error = %error, "Docker call failed");
-            if matches!(error, RuntimeError::Unavailable(_)) {
-                self.client.forget().await;
-            }
-        }
-        result
-    }
-
-    /// Forgets the connection after the engine could not be reached, and returns the error.
-    async fn lost(&self, error: RuntimeError) -> RuntimeError {
-        if matches!(error, RuntimeError::Unavailable(_)) {
-            self.client.forget().await;
-        }
-        error
-    }
-
-    /// Runs a command-like operation that may take `runs_for` beyond its engine calls. Its
-    /// bound is generous but final: connecting and starting (one call timeout), running,
-    /// killing and draining, and reading the exit status (another call timeout). Failures
-    /// are translated into `E` through `RuntimeError` like every other call.
-    async fn long_call<T, E, F, Fut>(
-        &self,
-        operation: &'static str,
-        runs_for: Duration,
-        run: F,
-    ) -> Result<T, E>
-    where
-        F: FnOnce(Docker) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: From<RuntimeError> + EngineLoss,
-    {
-        let started = Instant::now();
-        let bound = runs_for
-            .saturating_add(self.config.call_timeout.saturating_mul(2))
-            .saturating_add(KILL_TIMEOUT)
-            .saturating_add(DRAIN_GRACE);
-        let bounded = tokio::time::timeout(bound, async {
-            let docker =
-                match tokio::time::timeout(self.config.call_timeout, self.client.get()).await {
-                    Ok(Ok(docker)) => docker,
-                    Ok(Err(error)) => return Err(error.into()),
-                    Err(_) => {
-                        let after = self.config.call_timeout;
-                        return Err(RuntimeError::Timeout { operation, after }.into());
-                    }
-                };
-            run(docker).await
-        })
-        .await;
-        metrics::histogram!(DURATION_METRIC, "operation" => operation)
-            .record(started.elapsed().as_secs_f64());
-        let result = match bounded {
-            Ok(result) => result,
-            Err(_) => Err(RuntimeError::Timeout { operation, after: bound }.into()),
-        };
-        if let Err(error) = &result {
-            if error.engine_lost() {
-                self.client.forget().await;
-            }
-        }
-        result
-    }
-
     async fn create(
         &self,
         docker: Docker,
@@ -414,10 +298,37 @@ impl Inner {
         self.command_uids.lock().unwrap_or_else(|p| p.into_inner()).remove(container);
     }
 
+    /// Runs a file transfer in the container's sandbox, bounded like a command whose timeout
+    /// is the call timeout.
+    async fn transfer<T>(
+        &self,
+        operation: &'static str,
+        container: &ContainerId,
+        run: impl AsyncFnOnce(&Sandbox<'_>) -> Result<T, FileError>,
+    ) -> Result<T, FileError> {
+        let runs_for = runs_for(self.config.call_timeout);
+        self.client
+            .long_call(operation, runs_for, |docker| async move {
+                let sandbox = self.sandbox(&docker, container).await.map_err(files::from_exec)?;
+                run(&sandbox).await
+            })
+            .await
+    }
+
+    /// The container as its commands see it, with the user they run as.
+    async fn sandbox<'a>(
+        &'a self,
+        docker: &'a Docker,
+        container: &'a ContainerId,
+    ) -> Result<Sandbox<'a>, ExecError> {
+        let user = self.command_user(docker, container).await?;
+        Ok(Sandbox { client: &self.client, docker, container, user })
+    }
+
     /// The `user` every exec in the container runs as: the sandbox's uid and gid. `None` for a
     /// container without the label (made before sandboxes had uids of their own), whose
     /// commands run as its configured user.
-    pub(crate) async fn command_user(
+    async fn command_user(
         &self,
         docker: &Docker,
         container: &ContainerId,
@@ -455,13 +366,7 @@ impl Inner {
     /// picked at random so that replicas creating at the same moment rarely pick the same one.
     /// Held until the returned reservation is dropped, by then the container carries its label.
     async fn reserve_uid(&self, docker: &Docker) -> Result<UidReservation<'_>, RuntimeError> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")])]);
-        let options =
-            ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let listed = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|error| self.client.translate(error))?;
+        let listed = self.list(docker, vec![format!("{LABEL_MANAGED}=true")]).await?;
         let used: HashSet<u32> = listed
             .iter()
             .filter_map(|summary| summary.labels.as_ref()?.get(LABEL_UID)?.parse().ok())
@@ -484,7 +389,7 @@ impl Inner {
         let uid = probes.chain(walk).find(|&uid| !taken(uid)).ok_or_else(|| {
             RuntimeError::Failed(format!(
                 "every uid of the sandbox uid range {range} is in use by a managed container on \
-                 the engine; widen the range or remove sandboxes"
+                 the engine"
             ).into())
         })?;
         creating.insert(uid);
@@ -531,7 +436,7 @@ impl Inner {
             return Err(RuntimeError::Failed(
                 format!(
                     "a container named {name} ({id}) already exists and is not this instance's \
-                 container for session {}; remove or rename it",
+                 container for session {}",
                     spec.session_id
                 )
                 .into(),
@@ -581,35 +486,35 @@ impl Inner {
     /// Best effort after a failed start; the maintenance sweep reaps what this misses.
     async fn discard(&self, docker: &Docker, id: &str) {
         if let Err(error) = self.force_remove(docker, id).await {
-            tracing::warn!(container = %id, error = %error,
+            tracing::warn!(container = %id, error = %Report(&error),
                 "could not remove a container that failed to start");
         }
     }
 
-    async fn list_managed(&self, docker: Docker) -> Result<Vec<ManagedContainer>, RuntimeError> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_INSTANCE}={}", self.config.instance_id),
-            ],
-        )]);
+    /// Every container on the engine, running or not, that carries all of `labels`.
+    async fn list(
+        &self,
+        docker: &Docker,
+        labels: Vec<String>,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let filters = HashMap::from([("label".to_owned(), labels)]);
         let options =
             ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let summaries = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|error| self.client.translate(error))?;
+        docker.list_containers(Some(options)).await.map_err(|error| self.client.translate(error))
+    }
+
+    async fn list_managed(&self, docker: Docker) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let labels = vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_INSTANCE}={}", self.config.instance_id),
+        ];
+        let summaries = self.list(&docker, labels).await?;
         let listed_at = Utc::now();
         Ok(summaries
             .into_iter()
             .filter_map(|summary| {
                 let container_id = ContainerId::new(summary.id?).ok()?;
-                let session_id = summary
-                    .labels
-                    .as_ref()
-                    .and_then(|labels| labels.get(LABEL_SESSION))
-                    .and_then(|session| SessionId::parse(session).ok());
+                let session_id = session_of(summary.labels.as_ref());
                 // The engine lists creation times in whole seconds, cut down. Taken as they are,
                 // a container would look up to a second older than it is, and the orphan grace
                 // would shrink by as much (to nothing at the 1 s minimum: a sandbox between its
@@ -705,23 +610,6 @@ impl Inner {
     }
 }
 
-/// Whether an error says the engine could not be reached, so the connection must be made anew.
-pub(crate) trait EngineLoss {
-    fn engine_lost(&self) -> bool;
-}
-
-impl EngineLoss for ExecError {
-    fn engine_lost(&self) -> bool {
-        matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
-    }
-}
-
-impl EngineLoss for FileError {
-    fn engine_lost(&self) -> bool {
-        matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
-    }
-}
-
 /// A uid held for a create in flight; released when dropped.
 struct UidReservation<'a>(u32, &'a Mutex<HashSet<u32>>);
 
@@ -745,12 +633,13 @@ enum Existing {
 fn exit_of(event: EventMessage) -> Option<ContainerExit> {
     let actor = event.actor?;
     let container_id = ContainerId::new(actor.id?).ok()?;
-    let session_id = actor
-        .attributes
-        .as_ref()
-        .and_then(|attributes| attributes.get(LABEL_SESSION))
-        .and_then(|session| SessionId::parse(session).ok());
+    let session_id = session_of(actor.attributes.as_ref());
     Some(ContainerExit { container_id, session_id })
+}
+
+/// The session a container's labels (or an event's attributes, which carry them) name.
+fn session_of(labels: Option<&HashMap<String, String>>) -> Option<SessionId> {
+    SessionId::parse(labels?.get(LABEL_SESSION)?).ok()
 }
 
 fn mentions_image(error: &bollard::errors::Error) -> bool {

@@ -212,7 +212,9 @@ async fn a_timed_out_fork_bomb_is_killed_and_the_sandbox_recovers() {
     let Some(engine) = Engine::start("a_timed_out_fork_bomb").await else { return };
     let id = engine.runtime.create(&spec()).await.unwrap();
 
-    let mut bomb = shell("bomb() { bomb & bomb & wait; }; bomb");
+    // Every bomb process forks for as long as it lives, and the command itself never ends by
+    // itself (it becomes a sleep once the bomb is lit), so only the timeout can end it.
+    let mut bomb = shell("bomb() { while :; do bomb & done; }; bomb & exec sleep 1000");
     bomb.timeout = Duration::from_secs(2);
     bomb.output_limit = 4096;
     let output = run(&engine.runtime, &id, bomb).await;
@@ -220,6 +222,68 @@ async fn a_timed_out_fork_bomb_is_killed_and_the_sandbox_recovers() {
     assert_eq!(processes_matching(&id, "bomb"), Vec::<String>::new());
     let output = run(&engine.runtime, &id, request(&["echo", "recovered"])).await;
     assert_eq!(text(&output.stdout), "recovered\n");
+}
+
+/// Of the PIDs listed in `file` (one a line), those that still run in the container (a zombie,
+/// dead and waiting to be reaped, does not count), read from `/proc` by another exec.
+fn alive_of(id: &ContainerId, file: &str) -> Vec<String> {
+    let script = format!(
+        "for pid in $(cat {file}); do \
+           [ -r /proc/$pid/stat ] || continue; read -r line < /proc/$pid/stat; \
+           case ${{line##*) }} in Z*) ;; *) echo $pid ;; esac; \
+         done"
+    );
+    let (ok, listing) = exec(id, &script);
+    assert!(ok, "{listing}");
+    listing.split_whitespace().map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn a_timeout_kills_double_forked_escapees_but_not_the_processes_of_a_concurrent_exec() {
+    let Some(engine) = Engine::start("a_timeout_kills_double_forked").await else { return };
+    let id = engine.runtime.create(&spec()).await.unwrap();
+
+    // Another exec in the same sandbox (same uid) double-forks a sleeper of its own and keeps
+    // running: the timeout of the command below must leave both alone.
+    let mut bystander = shell(
+        "setsid sh -c 'sleep 2001 & echo $! > /workspace/bystander.pids'; \
+         echo $$ >> /workspace/bystander.pids; exec sleep 2000",
+    );
+    bystander.timeout = Duration::from_secs(120);
+    let running = {
+        let (runtime, id) = (engine.runtime.clone(), id.clone());
+        tokio::spawn(async move { runtime.exec(&id, &bystander).await })
+    };
+    let mut polls = 0;
+    while alive_of(&id, "/workspace/bystander.pids 2>/dev/null").len() < 2 {
+        polls += 1;
+        assert!(polls < 200, "the concurrent exec never started its sleeper");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Sleepers that start a session of their own and whose parent exits at once: reparented
+    // to the container's init, in a session and process group that are not the command's.
+    let mut escaping = shell(
+        "setsid sh -c 'sleep 1001 & echo $! >> /workspace/escaped.pids'; \
+         setsid sh -c 'setsid sh -c \"sleep 1002 & echo \\$! >> /workspace/escaped.pids\" &'; \
+         while [ \"$(wc -l < /workspace/escaped.pids)\" -lt 2 ]; do :; done; \
+         echo ready; exec sleep 1000",
+    );
+    escaping.timeout = Duration::from_secs(2);
+    let output = run(&engine.runtime, &id, escaping).await;
+    assert!(output.timed_out, "{output:?}");
+    assert_eq!(text(&output.stdout), "ready\n", "{output:?}");
+
+    let (_, written) = exec(&id, "cat /workspace/escaped.pids");
+    assert_eq!(written.lines().count(), 2, "{written}");
+    assert_eq!(alive_of(&id, "/workspace/escaped.pids"), Vec::<String>::new(), "{written}");
+    for needle in ["sleep 1000", "sleep 1001", "sleep 1002"] {
+        assert_eq!(processes_matching(&id, needle), Vec::<String>::new(), "{needle}");
+    }
+    // The other exec and its sleeper still run.
+    assert_eq!(alive_of(&id, "/workspace/bystander.pids").len(), 2);
+    assert!(!running.is_finished(), "the concurrent exec ended: {:?}", running.await);
+    running.abort();
 }
 
 #[tokio::test]

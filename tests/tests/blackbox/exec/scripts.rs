@@ -318,3 +318,35 @@ async fn a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_ser
         assert_error(&body, "sandbox_at_limit", "`kept.txt`");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_kills_what_escaped_with_setsid_and_nothing_of_another_command() {
+    if docker("a_timeout_kills_what_escaped_with_setsid_and_nothing_of_another_command").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let server = env.serve(&[]).await;
+    let chat_id = chat();
+    created(&server, &chat_id).await;
+
+    // Another command leaves a daemon behind (a new session, its parent gone) and returns.
+    let daemon = "setsid sh -c 'sleep 2001 </dev/null >/dev/null 2>&1 &'";
+    let (status, answer) = exec(&server, &chat_id, json!({"command": ["sh", "-c", daemon]})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["exit_code"], 0, "{answer}");
+
+    // The command under test starts daemons the same way, one of them two sessions deep, then
+    // runs past its timeout: they must die with it, the other command's daemon must not.
+    let script = "setsid sh -c 'sleep 1001 </dev/null >/dev/null 2>&1 &'; \
+        setsid sh -c \"setsid sh -c 'sleep 1002 </dev/null >/dev/null 2>&1 &'\"; \
+        echo started; exec sleep 1000";
+    let (status, answer) =
+        exec(&server, &chat_id, json!({"command": ["sh", "-c", script], "timeout_ms": 1500})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["timed_out"], true, "{answer}");
+    assert_eq!(answer["stdout"], "started\n", "{answer}");
+    let left = processes_matching(&server, &chat_id, "sleep 100").await;
+    assert!(left.is_empty(), "processes escaped the timeout kill: {left:?}");
+    let daemon = processes_matching(&server, &chat_id, "sleep 2001").await;
+    assert_eq!(daemon.len(), 1, "another command's daemon was touched: {daemon:?}");
+}
