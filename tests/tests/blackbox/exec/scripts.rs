@@ -321,17 +321,17 @@ async fn a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_ser
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_kills_what_escaped_with_setsid_and_nothing_of_another_command() {
-    if docker("a_timeout_kills_what_escaped_with_setsid_and_nothing_of_another_command").is_none() {
+    let Some(env) = TestEnv::for_docker(
+        "a_timeout_kills_what_escaped_with_setsid_and_nothing_of_another_command",
+    ) else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let server = env.serve(&[]).await;
-    let chat_id = chat();
-    created(&server, &chat_id).await;
+    let chat_id = server.new_sandbox().await;
 
     // Another command leaves a daemon behind (a new session, its parent gone) and returns.
     let daemon = "setsid sh -c 'sleep 2001 </dev/null >/dev/null 2>&1 &'";
-    let (status, answer) = exec(&server, &chat_id, json!({"command": ["sh", "-c", daemon]})).await;
+    let (status, answer) = server.exec(&chat_id, json!({"command": ["sh", "-c", daemon]})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["exit_code"], 0, "{answer}");
 
@@ -341,7 +341,7 @@ async fn a_timeout_kills_what_escaped_with_setsid_and_nothing_of_another_command
         setsid sh -c \"setsid sh -c 'sleep 1002 </dev/null >/dev/null 2>&1 &'\"; \
         echo started; exec sleep 1000";
     let (status, answer) =
-        exec(&server, &chat_id, json!({"command": ["sh", "-c", script], "timeout_ms": 1500})).await;
+        server.exec(&chat_id, json!({"command": ["sh", "-c", script], "timeout_ms": 1500})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["timed_out"], true, "{answer}");
     assert_eq!(answer["stdout"], "started\n", "{answer}");
