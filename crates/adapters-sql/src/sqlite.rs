@@ -140,6 +140,119 @@ pub(crate) struct SqliteDialect {
     /// only the pool's one connection can see.
     pub(crate) reader: Option<Arc<InlineReader>>,
     pub(crate) ctx: Arc<ErrorContext>,
+    /// Whether the file takes writes, as the last write found; `None` for a store opened
+    /// read-only on purpose (`mode=ro`).
+    pub(crate) writes: Option<WriteHealth>,
+}
+
+/// What the store knows of its own writes: whether the last one went through, and when a
+/// write was last tried, so that readiness can say "refuses writes" without writing on every
+/// probe.
+///
+/// Every write through the pool records its outcome: refused (the file, its directory or its
+/// disk does not take writes, or no connection could be had) or taken (also a write that broke a
+/// constraint: the file took the attempt). [`WriteHealth::check`] writes a probe row only when
+/// no write has been tried for `probe_interval` (nor probed), so that a file that went
+/// read-only while idle is found, and one that is writable again is seen within an interval.
+pub(crate) struct WriteHealth {
+    probe_interval: Duration,
+    state: std::sync::Mutex<WriteState>,
+}
+
+#[derive(Default)]
+struct WriteState {
+    /// Why the last write was refused; `None` after one that went through.
+    refused: Option<String>,
+    /// When a write (or a probe) last started.
+    last_try: Option<std::time::Instant>,
+}
+
+impl WriteHealth {
+    pub(crate) fn new(probe_interval: Duration) -> Self {
+        Self { probe_interval, state: std::sync::Mutex::default() }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record<T>(&self, outcome: &Result<T, sqlx::Error>) {
+        let refused = match outcome {
+            Err(error) if refuses_writes(error) => Some(error.to_string()),
+            _ => None,
+        };
+        let mut state = self.state();
+        state.refused = refused;
+        state.last_try.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Whether a probe is due, claiming it: at most one per `probe_interval`.
+    fn claim_probe(&self) -> bool {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        let due = state.last_try.is_none_or(|at| now.duration_since(at) >= self.probe_interval);
+        if due {
+            state.last_try = Some(now);
+        }
+        due
+    }
+
+    fn refused(&self) -> Option<String> {
+        self.state().refused.clone()
+    }
+}
+
+/// Whether a failed write means the file does not take writes now (rather than that the write
+/// itself was wrong): no connection within the timeout, an I/O failure, or SQLite's BUSY,
+/// LOCKED, READONLY, IOERR, FULL or CANTOPEN.
+fn refuses_writes(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)),
+        _ => false,
+    }
+}
+
+impl SqliteDialect {
+    /// Whether the store serves: it answers a read, and takes writes as far as the last write
+    /// (or a probe, when none was tried for a while) found.
+    pub(crate) async fn check(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(|e| self.ctx.store_error(e))?;
+        let Some(health) = &self.writes else {
+            return Ok(());
+        };
+        if health.claim_probe() {
+            let probe = Statement::new(format!(
+                "INSERT INTO store_write_probe (id, written_at) VALUES (1, {now}) \
+                 ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+                now = Self::NOW
+            ));
+            // The outcome is recorded like any write's; a refusal is reported below.
+            let _ = self.execute(vec![probe]).await;
+        }
+        match health.refused() {
+            None => Ok(()),
+            Some(why) => Err(StoreError::Unavailable(
+                format!("the database at `{}` refuses writes: {why}", self.ctx.url).into(),
+            )),
+        }
+    }
+
+    async fn write(&self, statements: &[Statement]) -> Result<u64, sqlx::Error> {
+        if let [statement] = statements {
+            return Ok(query(statement).execute(&self.pool).await?.rows_affected());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for statement in statements {
+            changed = query(statement).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
 }
 
 #[async_trait]
@@ -176,16 +289,14 @@ impl Dialect for SqliteDialect {
     }
 
     async fn execute(&self, statements: Vec<Statement>) -> Result<u64, sqlx::Error> {
-        if let [statement] = statements.as_slice() {
-            return Ok(query(statement).execute(&self.pool).await?.rows_affected());
+        if let Some(health) = &self.writes {
+            health.state().last_try = Some(std::time::Instant::now());
         }
-        let mut tx = self.pool.begin().await?;
-        let mut changed = 0;
-        for statement in &statements {
-            changed = query(statement).execute(&mut *tx).await?.rows_affected();
+        let outcome = self.write(&statements).await;
+        if let Some(health) = &self.writes {
+            health.record(&outcome);
         }
-        tx.commit().await?;
-        Ok(changed)
+        outcome
     }
 
     fn running_by_chat_inline(
@@ -204,6 +315,7 @@ pub(crate) async fn connect(
     max_connections: u32,
     acquire_timeout: Duration,
     busy_timeout: Duration,
+    write_probe_interval: Duration,
     ctx: Arc<ErrorContext>,
 ) -> Result<SqliteDialect, ConnectError> {
     let invalid = |reason: String| ConnectError::InvalidUrl {
@@ -215,6 +327,7 @@ pub(crate) async fn connect(
         .map_err(|error| invalid(ctx.scrub(error.to_string())))?;
     let query = url.split_once('?').map_or("", |(_, query)| query);
     let in_memory = url.contains(":memory:") || query.split('&').any(|p| p == "mode=memory");
+    let read_only = query.split('&').any(|pair| pair == "mode=ro");
     if !query.split('&').any(|pair| pair.starts_with("mode=")) {
         connect = connect.create_if_missing(true);
     }
@@ -234,7 +347,7 @@ pub(crate) async fn connect(
         connect =
             connect.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
         pool = pool.max_connections(max_connections.max(1));
-        if !query.split('&').any(|pair| pair == "mode=ro") {
+        if !read_only {
             pool = pool.after_connect(move |connection, _| {
                 Box::pin(refuse_read_only(connection, busy_timeout))
             });
@@ -252,7 +365,8 @@ pub(crate) async fn connect(
         }
         ConnectError::Unreachable { url: ctx.url.clone(), reason }
     })?;
-    Ok(SqliteDialect { pool, reader, ctx })
+    let writes = (!read_only).then(|| WriteHealth::new(write_probe_interval));
+    Ok(SqliteDialect { pool, reader, ctx, writes })
 }
 
 #[cfg(test)]

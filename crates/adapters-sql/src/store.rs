@@ -58,6 +58,10 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// SQLite: how long a write waits for another connection's write lock.
     pub sqlite_busy_timeout: Duration,
+    /// SQLite: [`SqlStore::ping`] reports a file that refused the last write as unavailable; when
+    /// no write was tried for this long, a ping writes a probe row to find out (at most one
+    /// probe per interval).
+    pub sqlite_write_probe_interval: Duration,
     /// PostgreSQL: the schema the tables live in, created by [`SqlStore::migrate`] if missing.
     /// `None` uses the server's `search_path` (normally `public`). Letters, digits and `_` only.
     pub postgres_schema: Option<String>,
@@ -70,6 +74,7 @@ impl Default for StoreOptions {
             max_lock_connections: 32,
             acquire_timeout: Duration::from_secs(5),
             sqlite_busy_timeout: Duration::from_secs(5),
+            sqlite_write_probe_interval: Duration::from_secs(5),
             postgres_schema: None,
         }
     }
@@ -140,6 +145,7 @@ impl SqlStore {
                     options.max_connections,
                     options.acquire_timeout,
                     options.sqlite_busy_timeout,
+                    options.sqlite_write_probe_interval,
                     ctx.clone(),
                 )
                 .await?;
@@ -233,15 +239,18 @@ impl SqlStore {
         result.map_err(|error| migrate_error(ctx, error))
     }
 
-    /// Checks that the database answers.
+    /// Checks that the database answers and, on SQLite, that it takes writes: `Unavailable`
+    /// while the last write (or write probe) was refused. See
+    /// [`StoreOptions::sqlite_write_probe_interval`].
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let result = match &self.inner.pools {
-            Pools::Sqlite(db) => sqlx::query("SELECT 1").execute(&db.pool).await.map(|_| ()),
-            Pools::Postgres { db, .. } => {
-                sqlx::query("SELECT 1").execute(&db.pool).await.map(|_| ())
-            }
-        };
-        result.map_err(|error| self.inner.ctx.store_error(error))
+        match &self.inner.pools {
+            Pools::Sqlite(db) => db.check().await,
+            Pools::Postgres { db, .. } => sqlx::query("SELECT 1")
+                .execute(&db.pool)
+                .await
+                .map(|_| ())
+                .map_err(|error| self.inner.ctx.store_error(error)),
+        }
     }
 
     pub fn backend(&self) -> Backend {

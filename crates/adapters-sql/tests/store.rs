@@ -242,6 +242,54 @@ async fn a_sqlite_store_opens_at_once_beside_a_writer_and_its_writes_wait_then_f
     second.sessions().save(&session(1, 1, SandboxStatus::Running)).await.unwrap();
 }
 
+fn refusing(probe_interval: Duration) -> StoreOptions {
+    StoreOptions {
+        sqlite_busy_timeout: Duration::from_millis(200),
+        acquire_timeout: Duration::from_millis(500),
+        sqlite_write_probe_interval: probe_interval,
+        ..StoreOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_store_whose_last_write_was_refused_fails_its_ping_until_a_write_goes_through() {
+    // No probe is due for an hour: only real writes tell the ping about the file.
+    let fixture = SqliteFixture::with_options(refusing(Duration::from_secs(3600))).await;
+    let sessions = fixture.store.sessions();
+    sessions.save(&session(1, 1, SandboxStatus::Running)).await.unwrap();
+    fixture.store.ping().await.unwrap();
+    let Some(read_only) = fixture.refuse_writes() else {
+        return;
+    };
+
+    let error = sessions.save(&session(2, 2, SandboxStatus::Running)).await.unwrap_err();
+    assert!(matches!(error, SaveError::Store(StoreError::Unavailable(_))), "{error:?}");
+    let error = fixture.store.ping().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(Report(&error).to_string().contains("refuses writes"), "{}", Report(&error));
+    assert_eq!(sessions.count_running().await.unwrap(), 1, "reads go on");
+
+    drop(read_only);
+    sessions.save(&session(2, 2, SandboxStatus::Running)).await.unwrap();
+    fixture.store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sqlite_file_that_stops_taking_writes_while_idle_is_found_by_the_ping_and_so_is_its_return()
+ {
+    let fixture = SqliteFixture::with_options(refusing(Duration::ZERO)).await;
+    fixture.store.ping().await.unwrap();
+    let Some(read_only) = fixture.refuse_writes() else {
+        return;
+    };
+    let error = fixture.store.ping().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+
+    drop(read_only);
+    fixture.store.ping().await.unwrap();
+    assert_eq!(fixture.store.sessions().count_running().await.unwrap(), 0);
+}
+
 /// `EXPLAIN QUERY PLAN` of a statement, one line per step.
 async fn sqlite_plan(fixture: &SqliteFixture, sql: &str) -> String {
     let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
