@@ -63,6 +63,10 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// The first row's columns read as booleans, `None` without a row.
     async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error>;
 
+    /// The first row's columns read as text (NULL as `None`), `None` without a row.
+    async fn texts(&self, statement: Statement)
+    -> Result<Option<Vec<Option<String>>>, sqlx::Error>;
+
     /// The first column of the one row a statement returns, as an integer.
     async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error>;
 

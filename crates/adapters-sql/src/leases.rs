@@ -4,6 +4,7 @@
 //! disagree still agree on who holds a lease; on SQLite, one host, it is that host's clock.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sandkeeper_ports::{LeaseRequest, MaintenanceLeases, StoreError};
@@ -84,6 +85,24 @@ impl<D: Dialect> MaintenanceLeases for SqlLeases<D> {
         self.changed(take).await
     }
 
+    async fn renew(
+        &self,
+        name: &str,
+        holder: &str,
+        duration: Duration,
+    ) -> Result<bool, StoreError> {
+        self.changed(
+            Self::by_holder(
+                "UPDATE maintenance_leases SET lease_expires_at = {now} + $3 \
+                 WHERE name = $1 AND holder = $2 AND lease_expires_at > {now}",
+                name,
+                holder,
+            )
+            .bind(Value::Span(duration)),
+        )
+        .await
+    }
+
     async fn complete(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.changed(Self::by_holder(
             "UPDATE maintenance_leases \
@@ -105,5 +124,30 @@ impl<D: Dialect> MaintenanceLeases for SqlLeases<D> {
         ))
         .await
         .map(drop)
+    }
+
+    async fn load_state(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .db
+            .texts(
+                Statement::new("SELECT state FROM maintenance_leases WHERE name = $1")
+                    .bind(Value::Text(name.to_owned())),
+            )
+            .await
+            .map_err(|error| self.store_error(error))?;
+        Ok(row.and_then(|columns| columns.into_iter().next().flatten()))
+    }
+
+    async fn save_state(&self, name: &str, holder: &str, state: &str) -> Result<bool, StoreError> {
+        self.changed(
+            Self::by_holder(
+                "UPDATE maintenance_leases SET state = $3 \
+                 WHERE name = $1 AND holder = $2 AND lease_expires_at > {now}",
+                name,
+                holder,
+            )
+            .bind(Value::Text(state.to_owned())),
+        )
+        .await
     }
 }

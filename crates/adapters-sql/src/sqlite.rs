@@ -284,6 +284,19 @@ impl Dialect for SqliteDialect {
             .map(Some)
     }
 
+    async fn texts(
+        &self,
+        statement: Statement,
+    ) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
+        let Some(row) = query(&statement).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        (0..row.len())
+            .map(|n| row.try_get::<Option<String>, _>(n))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
     async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error> {
         query(&statement).fetch_one(&self.pool).await?.try_get::<i64, _>(0)
     }
