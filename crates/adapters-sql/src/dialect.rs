@@ -54,6 +54,11 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// The database's current instant, in the type of the timestamp columns, for SQL text.
     const NOW: &'static str;
 
+    /// A statement that, run first in a transaction, makes every other transaction that runs
+    /// it wait until this one ends: what makes a count and a save one step for every writer.
+    /// `None` where writes already run one at a time (SQLite).
+    const WRITERS_LOCK: Option<&'static str>;
+
     /// Where the store is, for error messages.
     fn ctx(&self) -> &ErrorContext;
 

@@ -66,6 +66,11 @@ pub(crate) struct PgDialect {
 impl Dialect for PgDialect {
     const NOW: &'static str = "now()";
 
+    /// A transaction-level advisory lock, released at commit or rollback. The two-key form
+    /// lives apart from the one-key chat locks of `advisory.rs`; the keys spell "sandkeeper
+    /// capacity" (0x73616e64 = "sand"), and must stay the same across versions.
+    const WRITERS_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(1935765092, 1)");
+
     fn ctx(&self) -> &ErrorContext {
         &self.ctx
     }

@@ -142,6 +142,34 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
         }
     }
 
+    async fn save_within(
+        &self,
+        session: &SandboxSession,
+        max_running: u64,
+    ) -> Result<bool, SaveError> {
+        // One statement counts and inserts; under the writers' lock (PostgreSQL) no other
+        // replica's count runs between them, and a statement that starts after the lock was
+        // granted sees every row committed before.
+        let mut insert = upsert(std::slice::from_ref(session));
+        insert.sql = insert.sql.replacen(
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            "SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM sandbox_sessions \
+             WHERE status = 'running' AND session_id <> $1) < $7",
+            1,
+        );
+        insert.values.push(Value::Int(i64::try_from(max_running).unwrap_or(i64::MAX)));
+        let mut statements: Vec<Statement> =
+            D::WRITERS_LOCK.map(Statement::new).into_iter().collect();
+        statements.push(insert);
+        match self.db.execute(statements).await {
+            Ok(saved) => Ok(saved == 1),
+            Err(error) if is_running_per_chat_violation(&error) => {
+                Err(SaveError::Conflict { chat_id: session.chat_id })
+            }
+            Err(error) => Err(SaveError::Store(self.store_error(error))),
+        }
+    }
+
     async fn list_expired(
         &self,
         now: Timestamp,

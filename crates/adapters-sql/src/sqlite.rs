@@ -261,6 +261,9 @@ impl Dialect for SqliteDialect {
     /// millisecond), the same instant for every use within one statement.
     const NOW: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 
+    /// One writer at a time, whatever the process: a single statement is already one step.
+    const WRITERS_LOCK: Option<&'static str> = None;
+
     fn ctx(&self) -> &ErrorContext {
         &self.ctx
     }

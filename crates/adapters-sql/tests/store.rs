@@ -3,12 +3,13 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, TimeZone, Utc};
 use sandkeeper_adapters_sql::{Backend, ConnectError, SqlStore, StoreOptions};
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId};
-use sandkeeper_ports::{Report, SaveError, StoreError};
+use sandkeeper_ports::{Report, SaveError, SessionRepository, StoreError};
 use sqlx::Row;
 use support::{PostgresFixture, SqliteFixture, postgres_url, raw_postgres};
 
@@ -288,6 +289,45 @@ async fn a_sqlite_file_that_stops_taking_writes_while_idle_is_found_by_the_ping_
     drop(read_only);
     fixture.store.ping().await.unwrap();
     assert_eq!(fixture.store.sessions().count_running().await.unwrap(), 0);
+}
+
+/// Two replicas each try to save 20 running sessions (of chats of their own) at once under a
+/// limit of 5: exactly 5 are admitted across both.
+async fn race_at_the_limit(a: Arc<dyn SessionRepository>, b: Arc<dyn SessionRepository>) {
+    const LIMIT: u64 = 5;
+    let saves: Vec<_> = (1..=40u128)
+        .map(|n| {
+            let repo = if n % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+            tokio::spawn(async move {
+                repo.save_within(&session(n, n, SandboxStatus::Running), LIMIT).await
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for save in saves {
+        if save.await.unwrap().unwrap() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, LIMIT, "admitted across both replicas");
+    assert_eq!(a.count_running().await.unwrap(), LIMIT);
+    assert_eq!(b.count_running().await.unwrap(), LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_racing_creates_at_the_capacity_limit_never_go_past_it() {
+    let Some(url) = postgres_url().await else { return };
+    let fixture = PostgresFixture::new(&url).await;
+    let replica = fixture.replica(fast()).await;
+    race_at_the_limit(fixture.store.sessions(), replica.sessions()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_stores_racing_creates_at_the_capacity_limit_never_go_past_it() {
+    let fixture = SqliteFixture::new().await;
+    let url = format!("sqlite://{}", fixture.path.display());
+    let second = SqlStore::connect(&url, StoreOptions::default()).await.unwrap();
+    race_at_the_limit(fixture.store.sessions(), second.sessions()).await;
 }
 
 /// `EXPLAIN QUERY PLAN` of a statement, one line per step.
