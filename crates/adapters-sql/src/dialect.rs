@@ -88,3 +88,13 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         None
     }
 }
+
+/// Every column of `row` (the first row of a statement, if any) read as `T`.
+pub(crate) fn columns<R, T>(row: Option<R>) -> Result<Option<Vec<T>>, sqlx::Error>
+where
+    R: sqlx::Row,
+    T: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    row.map(|row| (0..row.len()).map(|n| row.try_get::<T, _>(n)).collect()).transpose()
+}

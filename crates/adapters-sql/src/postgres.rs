@@ -18,7 +18,7 @@ use sqlx::query::Query;
 use sqlx::{ConnectOptions, Connection, PgPool, Postgres, Row};
 
 use crate::advisory::PgAdvisoryLocker;
-use crate::dialect::{Dialect, Statement, Value};
+use crate::dialect::{Dialect, Statement, Value, columns};
 use crate::error::{ConnectError, ErrorContext};
 use crate::rows::{RawSession, duration_micros};
 
@@ -84,23 +84,14 @@ impl Dialect for PgDialect {
     }
 
     async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error> {
-        let Some(row) = query(&statement).fetch_optional(&self.pool).await? else {
-            return Ok(None);
-        };
-        (0..row.len()).map(|n| row.try_get::<bool, _>(n)).collect::<Result<_, _>>().map(Some)
+        columns(query(&statement).fetch_optional(&self.pool).await?)
     }
 
     async fn texts(
         &self,
         statement: Statement,
     ) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
-        let Some(row) = query(&statement).fetch_optional(&self.pool).await? else {
-            return Ok(None);
-        };
-        (0..row.len())
-            .map(|n| row.try_get::<Option<String>, _>(n))
-            .collect::<Result<_, _>>()
-            .map(Some)
+        columns(query(&statement).fetch_optional(&self.pool).await?)
     }
 
     async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error> {

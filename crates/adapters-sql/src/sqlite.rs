@@ -20,7 +20,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use crate::dialect::{Dialect, Statement, Value};
+use crate::dialect::{Dialect, Statement, Value, columns};
 use crate::error::{ConnectError, ErrorContext, is_sqlite_busy};
 use crate::rows::{RawSession, duration_micros};
 use crate::sqlite_inline::{InlineReader, SessionRow};
@@ -277,12 +277,11 @@ impl Dialect for SqliteDialect {
     }
 
     async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error> {
-        let Some(row) = query(&statement).fetch_optional(&self.pool).await? else {
-            return Ok(None);
-        };
+        let row = query(&statement).fetch_optional(&self.pool).await?;
         // An expression's column has no declared type: read the integer SQLite gives.
+        let Some(row) = row else { return Ok(None) };
         (0..row.len())
-            .map(|n| row.try_get_unchecked::<i64, _>(n).map(|v| v != 0))
+            .map(|n| Ok(row.try_get_unchecked::<i64, _>(n)? != 0))
             .collect::<Result<_, _>>()
             .map(Some)
     }
@@ -291,13 +290,7 @@ impl Dialect for SqliteDialect {
         &self,
         statement: Statement,
     ) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
-        let Some(row) = query(&statement).fetch_optional(&self.pool).await? else {
-            return Ok(None);
-        };
-        (0..row.len())
-            .map(|n| row.try_get::<Option<String>, _>(n))
-            .collect::<Result<_, _>>()
-            .map(Some)
+        columns(query(&statement).fetch_optional(&self.pool).await?)
     }
 
     async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error> {
