@@ -329,6 +329,7 @@ impl MaintenanceSweep {
                 settings.holder,
                 self.passes.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
             ),
+            // Read before asking: the lease runs from the store's now, which is no earlier.
             renewed_at: Mutex::new(self.clock.now()),
             lost: AtomicBool::new(false),
         };
@@ -344,7 +345,6 @@ impl MaintenanceSweep {
         if !won {
             return Ok(SweepOutcome::Skipped);
         }
-        *pass.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = self.clock.now();
 
         self.load_positions().await;
         let mut result = self.sweep(&pass).await;
