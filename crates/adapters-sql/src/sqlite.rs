@@ -145,6 +145,10 @@ pub(crate) struct SqliteDialect {
     pub(crate) writes: Option<WriteHealth>,
 }
 
+/// How long a write probe may wait for the write lock before it counts as refused: well within
+/// a readiness check's own timeout.
+const PROBE_PATIENCE: Duration = Duration::from_secs(1);
+
 /// What the store knows of its own writes: whether the last one went through, and when a
 /// write was last tried, so that readiness can say "refuses writes" without writing on every
 /// probe.
@@ -197,6 +201,10 @@ impl WriteHealth {
         due
     }
 
+    fn refuse(&self, why: String) {
+        self.state().refused = Some(why);
+    }
+
     fn refused(&self) -> Option<String> {
         self.state().refused.clone()
     }
@@ -230,8 +238,14 @@ impl SqliteDialect {
                  ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
                 now = Self::NOW
             ));
-            // The outcome is recorded like any write's; a refusal is reported below.
-            let _ = self.execute(vec![probe]).await;
+            // The outcome is recorded like any write's; a refusal is reported below. A probe
+            // that waits (another process holds the write lock) is given up on before a caller's
+            // own timeout could drop it unrecorded, and counts as refused.
+            let probed = tokio::time::timeout(PROBE_PATIENCE, self.execute(vec![probe])).await;
+            if probed.is_err() {
+                health
+                    .refuse(format!("a probe write did not go through within {PROBE_PATIENCE:?}"));
+            }
         }
         match health.refused() {
             None => Ok(()),

@@ -291,6 +291,25 @@ async fn a_sqlite_file_that_stops_taking_writes_while_idle_is_found_by_the_ping_
     assert_eq!(fixture.store.sessions().count_running().await.unwrap(), 0);
 }
 
+#[tokio::test]
+async fn a_write_probe_that_waits_for_another_writer_counts_as_refused_until_it_goes_through() {
+    let fixture = SqliteFixture::with_options(StoreOptions {
+        sqlite_write_probe_interval: Duration::ZERO,
+        ..fast()
+    })
+    .await;
+    fixture.store.ping().await.unwrap();
+    let mut writer = fixture.raw().await;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+
+    let error = fixture.store.ping().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(Report(&error).to_string().contains("did not go through"), "{}", Report(&error));
+
+    sqlx::query("ROLLBACK").execute(&mut writer).await.unwrap();
+    fixture.store.ping().await.unwrap();
+}
+
 /// Two replicas each try to save 20 running sessions (of chats of their own) at once under a
 /// limit of 5: exactly 5 are admitted across both.
 async fn race_at_the_limit(a: Arc<dyn SessionRepository>, b: Arc<dyn SessionRepository>) {
