@@ -1,6 +1,6 @@
 //! The seam between the SQL written once for both backends and what differs between them.
 //!
-//! The repositories ([`crate::sessions`], [`crate::leases`]) write their SQL once, with `$n`
+//! The repositories (`sessions.rs`, `leases.rs`) write their SQL once, with `$n`
 //! parameters (both SQLite and PostgreSQL read them) and [`Dialect::NOW`] for the database's
 //! clock, and pass their parameters as backend-neutral [`Value`]s. A [`Dialect`] runs such a
 //! [`Statement`] on its own pool: it encodes the values in its column types (UUID text and
@@ -62,7 +62,7 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// Where the store is, for error messages.
     fn ctx(&self) -> &ErrorContext;
 
-    /// The sessions a `SELECT` of [`crate::rows::SESSION_COLUMNS`] returns, in order.
+    /// The sessions a `SELECT` of `SESSION_COLUMNS` returns, in order.
     async fn sessions(&self, statement: Statement) -> Result<Vec<SandboxSession>, StoreError>;
 
     /// The first row's columns read as booleans, `None` without a row.
