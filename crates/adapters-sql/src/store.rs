@@ -285,7 +285,7 @@ impl SqlStore {
     }
 
     /// The cross-replica chat lock on PostgreSQL (advisory locks). `None` on SQLite, which
-    /// serves one process: use [`ProcessLocalLocker`] there. Every call returns the same locker.
+    /// serves one process: use [`ProcessLocalLocker`](sandkeeper_ports::inprocess::ProcessLocalLocker) there. Every call returns the same locker.
     pub fn locker(&self) -> Option<Arc<dyn LifecycleLocker>> {
         match &self.inner.pools {
             Pools::Sqlite(_) => None,
