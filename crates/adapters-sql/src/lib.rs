@@ -10,9 +10,12 @@
 //! into the ports' errors here, and passwords never reach an error message.
 
 mod advisory;
+mod dialect;
 mod error;
+mod leases;
 mod postgres;
 mod rows;
+mod sessions;
 mod sqlite;
 mod sqlite_inline;
 mod store;

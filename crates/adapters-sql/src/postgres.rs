@@ -1,24 +1,26 @@
-//! The PostgreSQL store: sessions and leases shared by several replicas.
+//! The PostgreSQL dialect: sessions and leases shared by several replicas.
 //!
-//! Ids are `uuid`, timestamps `timestamptz`. Leases are judged by the database's clock
-//! (`now()`), never by the replicas' clocks, so that replicas whose clocks disagree still agree
-//! on who holds a lease.
+//! Ids are `uuid`, timestamps `timestamptz`, lengths of time `interval`. Leases are judged by
+//! the database's clock (`now()`), never by the replicas' clocks, so that replicas whose clocks
+//! disagree still agree on who holds a lease.
 
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
-use sandkeeper_ports::{
-    Cause, LeaseRequest, MaintenanceLeases, SaveError, SessionRepository, StoreError,
-};
-use sqlx::postgres::PgRow;
+use sandkeeper_domain::SandboxSession;
+use sandkeeper_ports::inprocess::ProcessLocalLocker;
+use sandkeeper_ports::{Cause, StoreError};
 use sqlx::postgres::types::PgInterval;
-use sqlx::{PgPool, Row};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres, Row};
 
-use crate::error::{ErrorContext, is_running_per_chat_violation};
-use crate::rows::{
-    RawSession, SESSION_COLUMNS, distinct_statuses, duration_micros, list_by_status_sql, sql_limit,
-};
+use crate::advisory::PgAdvisoryLocker;
+use crate::dialect::{Dialect, Statement, Value, columns};
+use crate::error::{ConnectError, ErrorContext};
+use crate::rows::{RawSession, duration_micros};
 
 fn session_from_row(row: &PgRow) -> Result<SandboxSession, StoreError> {
     let unreadable = |error: sqlx::Error| {
@@ -35,295 +37,164 @@ fn session_from_row(row: &PgRow) -> Result<SandboxSession, StoreError> {
     .into_session()
 }
 
-fn sessions_from_rows(rows: &[PgRow]) -> Result<Vec<SandboxSession>, StoreError> {
-    rows.iter().map(session_from_row).collect()
+fn bind<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    value: Value,
+) -> Query<'q, Postgres, PgArguments> {
+    match value {
+        Value::Id(uuid) => query.bind(uuid),
+        Value::Time(at) => query.bind(at),
+        Value::Span(span) => {
+            query.bind(PgInterval { months: 0, days: 0, microseconds: duration_micros(span) })
+        }
+        Value::Text(text) => query.bind(text),
+        Value::Int(int) => query.bind(int),
+    }
 }
 
-fn interval(duration: std::time::Duration) -> PgInterval {
-    PgInterval { months: 0, days: 0, microseconds: duration_micros(duration) }
+fn query(statement: &Statement) -> Query<'_, Postgres, PgArguments> {
+    statement.values.iter().cloned().fold(sqlx::query(&statement.sql), bind)
 }
 
-const UPSERT_TAIL: &str = " ON CONFLICT (session_id) DO UPDATE SET \
-     chat_id = excluded.chat_id, container_id = excluded.container_id, status = excluded.status, \
-     created_at = excluded.created_at, expires_at = excluded.expires_at";
-
-pub(crate) struct PgSessions {
+/// The PostgreSQL store's query pool.
+pub(crate) struct PgDialect {
     pub(crate) pool: PgPool,
     pub(crate) ctx: Arc<ErrorContext>,
 }
 
-impl PgSessions {
-    /// Saves many sessions in one transaction, with multi-row inserts.
-    pub(crate) async fn save_many(&self, sessions: &[SandboxSession]) -> Result<(), SaveError> {
-        let store = |error| SaveError::Store(self.ctx.store_error(error));
-        let mut tx = self.pool.begin().await.map_err(store)?;
-        // 6 parameters a row; PostgreSQL allows 65535 parameters in a statement.
-        for chunk in sessions.chunks(1000) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-                "INSERT INTO sandbox_sessions \
-                 (session_id, chat_id, container_id, status, created_at, expires_at) ",
-            );
-            insert.push_values(chunk, |mut row, session| {
-                row.push_bind(*session.session_id.as_uuid())
-                    .push_bind(*session.chat_id.as_uuid())
-                    .push_bind(session.container_id.as_str().to_owned())
-                    .push_bind(session.status.as_str())
-                    .push_bind(session.created_at)
-                    .push_bind(session.expires_at);
-            });
-            insert.push(UPSERT_TAIL);
-            if let Err(error) = insert.build().execute(&mut *tx).await {
-                if is_running_per_chat_violation(&error) {
-                    drop(tx);
-                    return Err(crate::store::conflict_in_batch(self, sessions).await);
-                }
-                return Err(store(error));
-            }
-        }
-        tx.commit().await.map_err(store)
-    }
-}
-
 #[async_trait]
-impl SessionRepository for PgSessions {
-    async fn get_running_by_chat(
-        &self,
-        chat_id: ChatId,
-    ) -> Result<Option<SandboxSession>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sandbox_sessions \
-             WHERE chat_id = $1 AND status = 'running'"
-        ))
-        .bind(chat_id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        row.as_ref().map(session_from_row).transpose()
+impl Dialect for PgDialect {
+    const NOW: &'static str = "now()";
+
+    /// A transaction-level advisory lock, released at commit or rollback. The two-key form
+    /// lives apart from the one-key chat locks of `advisory.rs`; the keys spell "sandkeeper
+    /// capacity" (0x73616e64 = "sand"), and must stay the same across versions.
+    const WRITERS_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(1935765092, 1)");
+
+    fn ctx(&self) -> &ErrorContext {
+        &self.ctx
     }
 
-    async fn get(&self, session_id: SessionId) -> Result<Option<SandboxSession>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sandbox_sessions WHERE session_id = $1"
-        ))
-        .bind(session_id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        row.as_ref().map(session_from_row).transpose()
-    }
-
-    async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
-        let result = sqlx::query(&format!(
-            "INSERT INTO sandbox_sessions \
-             (session_id, chat_id, container_id, status, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6){UPSERT_TAIL}"
-        ))
-        .bind(session.session_id.as_uuid())
-        .bind(session.chat_id.as_uuid())
-        .bind(session.container_id.as_str())
-        .bind(session.status.as_str())
-        .bind(session.created_at)
-        .bind(session.expires_at)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if is_running_per_chat_violation(&error) => {
-                Err(SaveError::Conflict { chat_id: session.chat_id })
-            }
-            Err(error) => Err(SaveError::Store(self.ctx.store_error(error))),
-        }
-    }
-
-    async fn list_expired(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<SandboxSession>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sandbox_sessions \
-             WHERE status = 'running' AND expires_at <= $1 \
-             ORDER BY expires_at, session_id LIMIT $2"
-        ))
-        .bind(now)
-        .bind(sql_limit(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        sessions_from_rows(&rows)
-    }
-
-    async fn list_after(
-        &self,
-        statuses: &[SandboxStatus],
-        after: Option<(Timestamp, SessionId)>,
-        limit: usize,
-    ) -> Result<Vec<SandboxSession>, StoreError> {
-        let statuses = distinct_statuses(statuses);
-        if statuses.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let sql = list_by_status_sql(&statuses, '$', after.is_some());
-        let mut query = sqlx::query(&sql).bind(sql_limit(limit));
-        if let Some((created_at, session_id)) = after {
-            query = query.bind(created_at).bind(*session_id.as_uuid());
-        }
-        let rows =
-            query.fetch_all(&self.pool).await.map_err(|error| self.ctx.store_error(error))?;
-        sessions_from_rows(&rows)
-    }
-
-    async fn count_running(&self) -> Result<u64, StoreError> {
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_sessions WHERE status = 'running'")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|error| self.ctx.store_error(error))?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
-    async fn delete(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sandbox_sessions WHERE session_id = $1")
-            .bind(session_id.as_uuid())
-            .execute(&self.pool)
+    async fn sessions(&self, statement: Statement) -> Result<Vec<SandboxSession>, StoreError> {
+        let rows = query(&statement)
+            .fetch_all(&self.pool)
             .await
             .map_err(|error| self.ctx.store_error(error))?;
-        Ok(done.rows_affected() == 1)
+        rows.iter().map(session_from_row).collect()
     }
 
-    async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM sandbox_sessions \
-             WHERE session_id = $1 AND status IN ('stopped', 'crashed')",
-        )
-        .bind(session_id.as_uuid())
-        .execute(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        Ok(done.rows_affected() == 1)
+    async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error> {
+        columns(query(&statement).fetch_optional(&self.pool).await?)
     }
 
-    async fn extend_expiry(
+    async fn texts(
         &self,
-        session_id: SessionId,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sandbox_sessions SET expires_at = $2 \
-             WHERE session_id = $1 AND status = 'running' AND expires_at < $2",
-        )
-        .bind(session_id.as_uuid())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        Ok(done.rows_affected() == 1)
+        statement: Statement,
+    ) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
+        columns(query(&statement).fetch_optional(&self.pool).await?)
     }
 
-    async fn transition(
-        &self,
-        session_id: SessionId,
-        from: SandboxStatus,
-        to: SandboxStatus,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sandbox_sessions SET status = $3 WHERE session_id = $1 AND status = $2",
-        )
-        .bind(session_id.as_uuid())
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .execute(&self.pool)
-        .await;
-        match done {
-            Ok(done) => Ok(done.rows_affected() == 1),
-            Err(error) if is_running_per_chat_violation(&error) => {
-                Err(StoreError::Failed(format!(
-                    "session {session_id} cannot become running: its chat already has another running session"
-                ).into()))
-            }
-            Err(error) => Err(self.ctx.store_error(error)),
+    async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error> {
+        query(&statement).fetch_one(&self.pool).await?.try_get::<i64, _>(0)
+    }
+
+    async fn execute(&self, statements: Vec<Statement>) -> Result<u64, sqlx::Error> {
+        if let [statement] = statements.as_slice() {
+            return Ok(query(statement).execute(&self.pool).await?.rows_affected());
         }
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for statement in &statements {
+            changed = query(statement).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 }
 
-pub(crate) struct PgLeases {
-    pub(crate) pool: PgPool,
-    pub(crate) ctx: Arc<ErrorContext>,
+/// How [`connect`] sizes its pools.
+pub(crate) struct PgPools {
+    pub(crate) max_connections: u32,
+    pub(crate) max_lock_connections: u32,
+    pub(crate) acquire_timeout: Duration,
+    /// The schema the tables live in, set as the connections' `search_path`.
+    pub(crate) schema: Option<String>,
 }
 
-#[async_trait]
-impl MaintenanceLeases for PgLeases {
-    async fn try_acquire(&self, request: &LeaseRequest<'_>) -> Result<bool, StoreError> {
-        let failed = |error| self.ctx.store_error(error);
-        // Read first: while the lease is held or was completed recently, nobody writes.
-        let gate: Option<(bool, bool)> = sqlx::query_as(
-            "SELECT lease_expires_at > now(), \
-             coalesce(last_completed_at > now() - $2, false) \
-             FROM maintenance_leases WHERE name = $1",
-        )
-        .bind(request.name)
-        .bind(interval(request.min_interval))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(failed)?;
-        match gate {
-            Some((held, recently_done)) => {
-                if held || recently_done {
-                    return Ok(false);
-                }
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO maintenance_leases (name, holder, lease_expires_at, last_completed_at) \
-                     VALUES ($1, NULL, now(), NULL) ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(request.name)
-                .execute(&self.pool)
-                .await
-                .map_err(failed)?;
-            }
+/// Opens the query pool and the chat lock's pool of a `postgres://` URL, after one direct
+/// connection has shown that the server answers.
+pub(crate) async fn connect(
+    url: &str,
+    pools: &PgPools,
+    ctx: Arc<ErrorContext>,
+) -> Result<(PgDialect, PgAdvisoryLocker), ConnectError> {
+    let mut connect =
+        PgConnectOptions::from_str(url).map_err(|error| ConnectError::InvalidUrl {
+            url: ctx.url.clone(),
+            reason: ctx.scrub(error.to_string()),
+            accepted: crate::url::ACCEPTED_URLS,
+        })?;
+    if connect.get_application_name().is_none() {
+        connect = connect.application_name("sandkeeper");
+    }
+    if let Some(schema) = &pools.schema {
+        if !is_plain_identifier(schema) {
+            return Err(ConnectError::InvalidOptions {
+                url: ctx.url.clone(),
+                reason: format!(
+                    "postgres_schema `{schema}` must be 1 to 63 lower-case letters, digits or `_`, \
+                     not starting with a digit"
+                ),
+            });
         }
-        // Under READ COMMITTED a concurrent winner's update is waited for and the condition
-        // re-checked against its row, so exactly one of many racing updates changes the row.
-        let won = sqlx::query(
-            "UPDATE maintenance_leases SET holder = $2, lease_expires_at = now() + $3 \
-             WHERE name = $1 AND lease_expires_at <= now() \
-             AND (last_completed_at IS NULL OR last_completed_at <= now() - $4)",
-        )
-        .bind(request.name)
-        .bind(request.holder)
-        .bind(interval(request.duration))
-        .bind(interval(request.min_interval))
-        .execute(&self.pool)
-        .await
-        .map_err(failed)?;
-        Ok(won.rows_affected() == 1)
+        connect = connect.options([("search_path", schema.as_str())]);
     }
+    // One direct connection first: the pool would retry a refused connection until its timeout
+    // and then report only "timed out", while this reports why (refused, unknown database,
+    // authentication failed).
+    match tokio::time::timeout(pools.acquire_timeout, connect.connect()).await {
+        Err(_) => {
+            return Err(ConnectError::Unreachable {
+                url: ctx.url.clone(),
+                reason: format!(
+                    "no answer within {:?}; is the server running and reachable?",
+                    pools.acquire_timeout
+                ),
+            });
+        }
+        Ok(Err(error)) => {
+            return Err(ConnectError::Unreachable {
+                url: ctx.url.clone(),
+                reason: ctx.scrub(error.to_string()),
+            });
+        }
+        Ok(Ok(probe)) => {
+            let _ = probe.close().await;
+        }
+    }
+    let queries = PgPoolOptions::new()
+        .max_connections(pools.max_connections.max(1))
+        .acquire_timeout(pools.acquire_timeout)
+        .connect_lazy_with(connect.clone());
+    // min_connections stays 0: a lock's connection may be detached and dropped outside a
+    // runtime, where a pool refilling itself could not spawn its task.
+    let locks = PgPoolOptions::new()
+        .max_connections(pools.max_lock_connections.max(1))
+        .min_connections(0)
+        .acquire_timeout(pools.acquire_timeout)
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .connect_lazy_with(connect);
+    let locker = PgAdvisoryLocker {
+        locks,
+        control: queries.clone(),
+        local: ProcessLocalLocker::new(),
+        ctx: Arc::clone(&ctx),
+    };
+    Ok((PgDialect { pool: queries, ctx }, locker))
+}
 
-    async fn complete(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE maintenance_leases \
-             SET holder = NULL, lease_expires_at = now(), last_completed_at = now() \
-             WHERE name = $1 AND holder = $2",
-        )
-        .bind(name)
-        .bind(holder)
-        .execute(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        Ok(())
-    }
-
-    async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE maintenance_leases SET holder = NULL, lease_expires_at = now() \
-             WHERE name = $1 AND holder = $2",
-        )
-        .bind(name)
-        .bind(holder)
-        .execute(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        Ok(())
-    }
+fn is_plain_identifier(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
 }

@@ -66,17 +66,13 @@ pub(crate) fn distinct_statuses(statuses: &[SandboxStatus]) -> Vec<SandboxStatus
 /// `SELECT ... WHERE status IN (...) ORDER BY created_at, session_id LIMIT n`, written as one
 /// ordered, limited branch per status so that each branch is a range scan of that status's
 /// partial `(created_at, session_id)` index and the merge sorts at most `n` rows per status.
-/// Parameters are numbered after `sigil` (`$` on PostgreSQL, `?` on SQLite); the limit is the
-/// first. With `after`, each branch starts strictly after the position `(created_at,
+/// The limit is the first parameter. With `after`, each branch starts strictly after the position `(created_at,
 /// session_id)` given by the second and third parameters: a row-value comparison, which both
 /// databases turn into the start of the index range instead of a filter over it.
-pub(crate) fn list_by_status_sql(statuses: &[SandboxStatus], sigil: char, after: bool) -> String {
-    let limit = format!("{sigil}1");
-    let position = if after {
-        format!(" AND (created_at, session_id) > ({sigil}2, {sigil}3)")
-    } else {
-        String::new()
-    };
+pub(crate) fn list_by_status_sql(statuses: &[SandboxStatus], after: bool) -> String {
+    let limit = "$1";
+    let position =
+        if after { " AND (created_at, session_id) > ($2, $3)".to_owned() } else { String::new() };
     let branches: Vec<String> = statuses
         .iter()
         .enumerate()

@@ -1,25 +1,28 @@
-//! The SQLite store: sessions and leases in one file (or in memory).
+//! The SQLite dialect: sessions and leases in one file (or in memory), one host.
 //!
 //! Timestamps are INTEGER microseconds since the Unix epoch (UTC); ids are lower-case hyphenated
-//! UUID text. Every write is a single statement in autocommit mode, so that SQLite takes the
-//! write lock when the statement starts and waits for it with the busy timeout, instead of
-//! failing an upgrade from a read transaction.
+//! UUID text. A single write statement runs in autocommit mode, so that SQLite takes the write
+//! lock when the statement starts and waits for it with the busy timeout, instead of failing an
+//! upgrade from a read transaction.
 
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
-use sandkeeper_ports::{
-    Cause, LeaseRequest, MaintenanceLeases, SaveError, SessionRepository, StoreError,
+use sandkeeper_domain::{ChatId, SandboxSession, Timestamp};
+use sandkeeper_ports::{Cause, StoreError};
+use sqlx::query::Query;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use crate::error::{ErrorContext, is_running_per_chat_violation, is_sqlite_busy};
-use crate::rows::{
-    RawSession, SESSION_COLUMNS, distinct_statuses, duration_micros, list_by_status_sql, sql_limit,
-};
+use crate::dialect::{Dialect, Statement, Value, columns};
+use crate::error::{ConnectError, ErrorContext, is_sqlite_busy};
+use crate::rows::{RawSession, duration_micros};
 use crate::sqlite_inline::{InlineReader, SessionRow};
 
 /// Refuses a connection that cannot write.
@@ -34,7 +37,7 @@ use crate::sqlite_inline::{InlineReader, SessionRow};
 /// mode it succeeds on a read-only connection). It never waits for another writer: a database
 /// that is busy is a database that is writable. A file without the schema yet (a first start)
 /// has nothing to prove; its migrations write first.
-pub(crate) async fn refuse_read_only(
+async fn refuse_read_only(
     connection: &mut sqlx::SqliteConnection,
     busy_timeout: std::time::Duration,
 ) -> Result<(), sqlx::Error> {
@@ -60,7 +63,7 @@ pub(crate) async fn refuse_read_only(
     checked
 }
 
-pub(crate) fn to_micros(at: Timestamp) -> i64 {
+fn to_micros(at: Timestamp) -> i64 {
     at.timestamp_micros()
 }
 
@@ -113,317 +116,280 @@ impl SessionRow {
     }
 }
 
-fn sessions_from_rows(rows: &[SqliteRow]) -> Result<Vec<SandboxSession>, StoreError> {
-    rows.iter().map(session_from_row).collect()
+fn bind<'q>(
+    query: Query<'q, Sqlite, SqliteArguments<'q>>,
+    value: Value,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    match value {
+        Value::Id(uuid) => query.bind(id_text(&uuid)),
+        Value::Time(at) => query.bind(to_micros(at)),
+        Value::Span(span) => query.bind(duration_micros(span)),
+        Value::Text(text) => query.bind(text),
+        Value::Int(int) => query.bind(int),
+    }
 }
 
-const UPSERT: &str = "INSERT INTO sandbox_sessions \
-     (session_id, chat_id, container_id, status, created_at, expires_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-     ON CONFLICT (session_id) DO UPDATE SET \
-     chat_id = excluded.chat_id, container_id = excluded.container_id, status = excluded.status, \
-     created_at = excluded.created_at, expires_at = excluded.expires_at";
+fn query(statement: &Statement) -> Query<'_, Sqlite, SqliteArguments<'_>> {
+    statement.values.iter().cloned().fold(sqlx::query(&statement.sql), bind)
+}
 
-pub(crate) struct SqliteSessions {
+/// The SQLite store's pool, and its inline reader of the chat lookup.
+pub(crate) struct SqliteDialect {
     pub(crate) pool: SqlitePool,
     /// Reads the chat lookup on the calling thread; `None` for an in-memory database, which
     /// only the pool's one connection can see.
     pub(crate) reader: Option<Arc<InlineReader>>,
     pub(crate) ctx: Arc<ErrorContext>,
+    /// Whether the file takes writes, as the last write found; `None` for a store opened
+    /// read-only on purpose (`mode=ro`).
+    pub(crate) writes: Option<WriteHealth>,
 }
 
-impl SqliteSessions {
-    /// Saves many sessions in one transaction, with multi-row inserts.
-    pub(crate) async fn save_many(&self, sessions: &[SandboxSession]) -> Result<(), SaveError> {
-        let store = |error| SaveError::Store(self.ctx.store_error(error));
-        let mut tx = self.pool.begin().await.map_err(store)?;
-        // 6 parameters a row; SQLite allows 32766 parameters in a statement.
-        for chunk in sessions.chunks(1000) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO sandbox_sessions \
-                 (session_id, chat_id, container_id, status, created_at, expires_at) ",
-            );
-            insert.push_values(chunk, |mut row, session| {
-                row.push_bind(id_text(session.session_id.as_uuid()))
-                    .push_bind(id_text(session.chat_id.as_uuid()))
-                    .push_bind(session.container_id.as_str().to_owned())
-                    .push_bind(session.status.as_str())
-                    .push_bind(to_micros(session.created_at))
-                    .push_bind(to_micros(session.expires_at));
-            });
-            insert.push(
-                " ON CONFLICT (session_id) DO UPDATE SET \
-                 chat_id = excluded.chat_id, container_id = excluded.container_id, \
-                 status = excluded.status, created_at = excluded.created_at, \
-                 expires_at = excluded.expires_at",
-            );
-            if let Err(error) = insert.build().execute(&mut *tx).await {
-                if is_running_per_chat_violation(&error) {
-                    drop(tx);
-                    return Err(crate::store::conflict_in_batch(self, sessions).await);
-                }
-                return Err(store(error));
+/// How long a write probe may wait for the write lock before it counts as refused: well within
+/// a readiness check's own timeout.
+const PROBE_PATIENCE: Duration = Duration::from_secs(1);
+
+/// What the store knows of its own writes: whether the last one went through, and when a
+/// write was last tried, so that readiness can say "refuses writes" without writing on every
+/// probe.
+///
+/// Every write through the pool records its outcome: refused (the file, its directory or its
+/// disk does not take writes, or no connection could be had) or taken (also a write that broke a
+/// constraint: the file took the attempt). [`WriteHealth::check`] writes a probe row only when
+/// no write has been tried for `probe_interval` (nor probed), so that a file that went
+/// read-only while idle is found, and one that is writable again is seen within an interval.
+pub(crate) struct WriteHealth {
+    probe_interval: Duration,
+    state: std::sync::Mutex<WriteState>,
+}
+
+#[derive(Default)]
+struct WriteState {
+    /// Why the last write was refused; `None` after one that went through.
+    refused: Option<String>,
+    /// When a write (or a probe) last started.
+    last_try: Option<std::time::Instant>,
+}
+
+impl WriteHealth {
+    pub(crate) fn new(probe_interval: Duration) -> Self {
+        Self { probe_interval, state: std::sync::Mutex::default() }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record<T>(&self, outcome: &Result<T, sqlx::Error>) {
+        let refused = match outcome {
+            Err(error) if refuses_writes(error) => Some(error.to_string()),
+            _ => None,
+        };
+        let mut state = self.state();
+        state.refused = refused;
+        state.last_try.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Whether a probe is due, claiming it: at most one per `probe_interval`.
+    fn claim_probe(&self) -> bool {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        let due = state.last_try.is_none_or(|at| now.duration_since(at) >= self.probe_interval);
+        if due {
+            state.last_try = Some(now);
+        }
+        due
+    }
+
+    fn refuse(&self, why: String) {
+        self.state().refused = Some(why);
+    }
+
+    fn refused(&self) -> Option<String> {
+        self.state().refused.clone()
+    }
+}
+
+/// Whether a failed write means the file does not take writes now (rather than that the write
+/// itself was wrong): no connection within the timeout, an I/O failure, or SQLite's BUSY,
+/// LOCKED, READONLY, IOERR, FULL or CANTOPEN.
+fn refuses_writes(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)),
+        _ => false,
+    }
+}
+
+impl SqliteDialect {
+    /// Whether the store serves: it answers a read, and takes writes as far as the last write
+    /// (or a probe, when none was tried for a while) found.
+    pub(crate) async fn check(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(|e| self.ctx.store_error(e))?;
+        let Some(health) = &self.writes else {
+            return Ok(());
+        };
+        if health.claim_probe() {
+            let probe = Statement::new(format!(
+                "INSERT INTO store_write_probe (id, written_at) VALUES (1, {now}) \
+                 ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+                now = Self::NOW
+            ));
+            // The outcome is recorded like any write's; a refusal is reported below. A probe
+            // that waits (another process holds the write lock) is given up on before a caller's
+            // own timeout could drop it unrecorded, and counts as refused.
+            let probed = tokio::time::timeout(PROBE_PATIENCE, self.execute(vec![probe])).await;
+            if probed.is_err() {
+                health
+                    .refuse(format!("a probe write did not go through within {PROBE_PATIENCE:?}"));
             }
         }
-        tx.commit().await.map_err(store)
+        match health.refused() {
+            None => Ok(()),
+            Some(why) => Err(StoreError::Unavailable(
+                format!("the database at `{}` refuses writes: {why}", self.ctx.url).into(),
+            )),
+        }
+    }
+
+    async fn write(&self, statements: &[Statement]) -> Result<u64, sqlx::Error> {
+        if let [statement] = statements {
+            return Ok(query(statement).execute(&self.pool).await?.rows_affected());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for statement in statements {
+            changed = query(statement).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 }
 
 #[async_trait]
-impl SessionRepository for SqliteSessions {
-    async fn get_running_by_chat(
-        &self,
-        chat_id: ChatId,
-    ) -> Result<Option<SandboxSession>, StoreError> {
-        let chat = id_text(chat_id.as_uuid());
-        if let Some(found) = self.reader.as_ref().and_then(|reader| reader.running_by_chat(&chat)) {
-            return found.map(SessionRow::into_session).transpose();
-        }
-        let row = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sandbox_sessions \
-             WHERE chat_id = ?1 AND status = 'running'"
-        ))
-        .bind(chat)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        row.as_ref().map(session_from_row).transpose()
+impl Dialect for SqliteDialect {
+    /// Microseconds since the epoch by the host's clock (`julianday` counts days, to the
+    /// millisecond), the same instant for every use within one statement.
+    const NOW: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+
+    /// One writer at a time, whatever the process: a single statement is already one step.
+    const WRITERS_LOCK: Option<&'static str> = None;
+
+    fn ctx(&self) -> &ErrorContext {
+        &self.ctx
     }
 
-    async fn get(&self, session_id: SessionId) -> Result<Option<SandboxSession>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sandbox_sessions WHERE session_id = ?1"
-        ))
-        .bind(id_text(session_id.as_uuid()))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        row.as_ref().map(session_from_row).transpose()
-    }
-
-    async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
-        let result = sqlx::query(UPSERT)
-            .bind(id_text(session.session_id.as_uuid()))
-            .bind(id_text(session.chat_id.as_uuid()))
-            .bind(session.container_id.as_str())
-            .bind(session.status.as_str())
-            .bind(to_micros(session.created_at))
-            .bind(to_micros(session.expires_at))
-            .execute(&self.pool)
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if is_running_per_chat_violation(&error) => {
-                Err(SaveError::Conflict { chat_id: session.chat_id })
-            }
-            Err(error) => Err(SaveError::Store(self.ctx.store_error(error))),
-        }
-    }
-
-    async fn list_expired(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<SandboxSession>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sandbox_sessions \
-             WHERE status = 'running' AND expires_at <= ?1 \
-             ORDER BY expires_at, session_id LIMIT ?2"
-        ))
-        .bind(to_micros(now))
-        .bind(sql_limit(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        sessions_from_rows(&rows)
-    }
-
-    async fn list_after(
-        &self,
-        statuses: &[SandboxStatus],
-        after: Option<(Timestamp, SessionId)>,
-        limit: usize,
-    ) -> Result<Vec<SandboxSession>, StoreError> {
-        let statuses = distinct_statuses(statuses);
-        if statuses.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let sql = list_by_status_sql(&statuses, '?', after.is_some());
-        let mut query = sqlx::query(&sql).bind(sql_limit(limit));
-        if let Some((created_at, session_id)) = after {
-            query = query.bind(to_micros(created_at)).bind(id_text(session_id.as_uuid()));
-        }
-        let rows =
-            query.fetch_all(&self.pool).await.map_err(|error| self.ctx.store_error(error))?;
-        sessions_from_rows(&rows)
-    }
-
-    async fn count_running(&self) -> Result<u64, StoreError> {
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_sessions WHERE status = 'running'")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|error| self.ctx.store_error(error))?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
-    async fn delete(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sandbox_sessions WHERE session_id = ?1")
-            .bind(id_text(session_id.as_uuid()))
-            .execute(&self.pool)
+    async fn sessions(&self, statement: Statement) -> Result<Vec<SandboxSession>, StoreError> {
+        let rows = query(&statement)
+            .fetch_all(&self.pool)
             .await
             .map_err(|error| self.ctx.store_error(error))?;
-        Ok(done.rows_affected() == 1)
+        rows.iter().map(session_from_row).collect()
     }
 
-    async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM sandbox_sessions \
-             WHERE session_id = ?1 AND status IN ('stopped', 'crashed')",
-        )
-        .bind(id_text(session_id.as_uuid()))
-        .execute(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        Ok(done.rows_affected() == 1)
+    async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error> {
+        let row = query(&statement).fetch_optional(&self.pool).await?;
+        // An expression's column has no declared type: read the integer SQLite gives.
+        let Some(row) = row else { return Ok(None) };
+        (0..row.len())
+            .map(|n| Ok(row.try_get_unchecked::<i64, _>(n)? != 0))
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
-    async fn extend_expiry(
+    async fn texts(
         &self,
-        session_id: SessionId,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sandbox_sessions SET expires_at = ?2 \
-             WHERE session_id = ?1 AND status = 'running' AND expires_at < ?2",
-        )
-        .bind(id_text(session_id.as_uuid()))
-        .bind(to_micros(expires_at))
-        .execute(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        Ok(done.rows_affected() == 1)
+        statement: Statement,
+    ) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
+        columns(query(&statement).fetch_optional(&self.pool).await?)
     }
 
-    async fn transition(
+    async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error> {
+        query(&statement).fetch_one(&self.pool).await?.try_get::<i64, _>(0)
+    }
+
+    async fn execute(&self, statements: Vec<Statement>) -> Result<u64, sqlx::Error> {
+        if let Some(health) = &self.writes {
+            health.state().last_try = Some(std::time::Instant::now());
+        }
+        let outcome = self.write(&statements).await;
+        if let Some(health) = &self.writes {
+            health.record(&outcome);
+        }
+        outcome
+    }
+
+    fn running_by_chat_inline(
         &self,
-        session_id: SessionId,
-        from: SandboxStatus,
-        to: SandboxStatus,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sandbox_sessions SET status = ?3 WHERE session_id = ?1 AND status = ?2",
-        )
-        .bind(id_text(session_id.as_uuid()))
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .execute(&self.pool)
-        .await;
-        match done {
-            Ok(done) => Ok(done.rows_affected() == 1),
-            Err(error) if is_running_per_chat_violation(&error) => {
-                Err(StoreError::Failed(format!(
-                    "session {session_id} cannot become running: its chat already has another running session"
-                ).into()))
-            }
-            Err(error) => Err(self.ctx.store_error(error)),
+        chat_id: ChatId,
+    ) -> Option<Result<Option<SandboxSession>, StoreError>> {
+        let found = self.reader.as_ref()?.running_by_chat(&id_text(chat_id.as_uuid()))?;
+        Some(found.map(SessionRow::into_session).transpose())
+    }
+}
+
+/// Opens the pool of `sqlite://PATH` (created if missing unless the URL says `mode=...`; WAL,
+/// busy timeout and foreign keys on) or of an in-memory database.
+pub(crate) async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    busy_timeout: Duration,
+    write_probe_interval: Duration,
+    ctx: Arc<ErrorContext>,
+) -> Result<SqliteDialect, ConnectError> {
+    let invalid = |reason: String| ConnectError::InvalidUrl {
+        url: ctx.url.clone(),
+        reason,
+        accepted: crate::url::ACCEPTED_URLS,
+    };
+    let mut connect = SqliteConnectOptions::from_str(url)
+        .map_err(|error| invalid(ctx.scrub(error.to_string())))?;
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let in_memory = url.contains(":memory:") || query.split('&').any(|p| p == "mode=memory");
+    let read_only = query.split('&').any(|pair| pair == "mode=ro");
+    if !query.split('&').any(|pair| pair.starts_with("mode=")) {
+        connect = connect.create_if_missing(true);
+    }
+    connect = connect.busy_timeout(busy_timeout).foreign_keys(true);
+    // A connection to a local file does not go stale, so it is not pinged when taken from the
+    // pool: each ping is a round trip to the connection's worker thread, as costly as a short
+    // query itself.
+    let mut pool =
+        SqlitePoolOptions::new().acquire_timeout(acquire_timeout).test_before_acquire(false);
+    if in_memory {
+        // Each connection to an in-memory database that closes for good loses it; and a shared
+        // cache locks whole tables without waiting for the busy timeout. One connection, kept.
+        pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+    } else {
+        // WAL lets readers run beside the one writer; NORMAL sync is durable against a crash of
+        // the process (not of the machine's power), at a fraction of FULL's cost.
+        connect =
+            connect.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
+        pool = pool.max_connections(max_connections.max(1));
+        if !read_only {
+            pool = pool.after_connect(move |connection, _| {
+                Box::pin(refuse_read_only(connection, busy_timeout))
+            });
         }
     }
-}
-
-/// Leases judged by this process's clock: SQLite serves one host, so there is no other clock
-/// to disagree with.
-pub(crate) struct SqliteLeases {
-    pub(crate) pool: SqlitePool,
-    pub(crate) ctx: Arc<ErrorContext>,
-}
-
-impl SqliteLeases {
-    fn now() -> i64 {
-        to_micros(chrono::Utc::now())
-    }
-}
-
-#[async_trait]
-impl MaintenanceLeases for SqliteLeases {
-    async fn try_acquire(&self, request: &LeaseRequest<'_>) -> Result<bool, StoreError> {
-        let failed = |error| self.ctx.store_error(error);
-        // One reading of the clock for all three statements, so that they judge the same instant.
-        let now = Self::now();
-        let recent_cutoff = now.saturating_sub(duration_micros(request.min_interval));
-        let existing: Option<(i64, Option<i64>)> = sqlx::query_as(
-            "SELECT lease_expires_at, last_completed_at FROM maintenance_leases WHERE name = ?1",
-        )
-        .bind(request.name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(failed)?;
-        match existing {
-            Some((lease_expires_at, last_completed_at)) => {
-                let held = lease_expires_at > now;
-                let recently_done = last_completed_at.is_some_and(|done| done > recent_cutoff);
-                if held || recently_done {
-                    return Ok(false);
-                }
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO maintenance_leases (name, holder, lease_expires_at, last_completed_at) \
-                     VALUES (?1, NULL, ?2, NULL) ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(request.name)
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(failed)?;
-            }
+    let reader = (!in_memory).then(|| Arc::new(InlineReader::new(connect.get_filename())));
+    let file = connect.get_filename().display().to_string();
+    let pool = pool.connect_with(connect).await.map_err(|error| {
+        let mut reason = ctx.scrub(error.to_string());
+        if !in_memory {
+            reason.push_str(&format!(
+                " (file `{file}`: does its directory exist and is it writable? \
+                 Add ?mode=rwc to create a missing file)"
+            ));
         }
-        let won = sqlx::query(
-            "UPDATE maintenance_leases SET holder = ?2, lease_expires_at = ?3 \
-             WHERE name = ?1 AND lease_expires_at <= ?4 \
-             AND (last_completed_at IS NULL OR last_completed_at <= ?5)",
-        )
-        .bind(request.name)
-        .bind(request.holder)
-        .bind(now.saturating_add(duration_micros(request.duration)))
-        .bind(now)
-        .bind(recent_cutoff)
-        .execute(&self.pool)
-        .await
-        .map_err(failed)?;
-        Ok(won.rows_affected() == 1)
-    }
-
-    async fn complete(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let now = Self::now();
-        sqlx::query(
-            "UPDATE maintenance_leases \
-             SET holder = NULL, lease_expires_at = ?3, last_completed_at = ?3 \
-             WHERE name = ?1 AND holder = ?2",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        Ok(())
-    }
-
-    async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let now = Self::now();
-        sqlx::query(
-            "UPDATE maintenance_leases SET holder = NULL, lease_expires_at = ?3 \
-             WHERE name = ?1 AND holder = ?2",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(|error| self.ctx.store_error(error))?;
-        Ok(())
-    }
+        ConnectError::Unreachable { url: ctx.url.clone(), reason }
+    })?;
+    let writes = (!read_only).then(|| WriteHealth::new(write_probe_interval));
+    Ok(SqliteDialect { pool, reader, ctx, writes })
 }
 
 #[cfg(test)]
@@ -443,7 +409,7 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        let sql = list_by_status_sql(&distinct_statuses(statuses), '?', after);
+        let sql = list_by_status_sql(&distinct_statuses(statuses), after);
         let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
             .bind(250_i64)
             .bind(0_i64)

@@ -1,25 +1,21 @@
 //! [`SqlStore`]: the one entry point of this crate.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandkeeper_domain::{SandboxSession, SandboxStatus};
-use sandkeeper_ports::inprocess::ProcessLocalLocker;
+use sandkeeper_domain::SandboxSession;
 use sandkeeper_ports::{
     LifecycleLocker, MaintenanceLeases, Report, SaveError, SessionRepository, StoreError,
 };
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, PgPool, SqlitePool};
 
 use crate::advisory::PgAdvisoryLocker;
 use crate::error::{ConnectError, ErrorContext};
-use crate::postgres::{PgLeases, PgSessions};
-use crate::sqlite::{SqliteLeases, SqliteSessions};
-use crate::sqlite_inline::InlineReader;
+use crate::leases::SqlLeases;
+use crate::postgres::{PgDialect, PgPools};
+use crate::sessions::SqlSessions;
+use crate::sqlite::SqliteDialect;
 use crate::url::{ACCEPTED_URLS, backend_of, password_of, redact_url};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -62,6 +58,10 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// SQLite: how long a write waits for another connection's write lock.
     pub sqlite_busy_timeout: Duration,
+    /// SQLite: [`SqlStore::ping`] reports a file that refused the last write as unavailable; when
+    /// no write was tried for this long, a ping writes a probe row to find out (at most one
+    /// probe per interval).
+    pub sqlite_write_probe_interval: Duration,
     /// PostgreSQL: the schema the tables live in, created by [`SqlStore::migrate`] if missing.
     /// `None` uses the server's `search_path` (normally `public`). Letters, digits and `_` only.
     pub postgres_schema: Option<String>,
@@ -74,6 +74,7 @@ impl Default for StoreOptions {
             max_lock_connections: 32,
             acquire_timeout: Duration::from_secs(5),
             sqlite_busy_timeout: Duration::from_secs(5),
+            sqlite_write_probe_interval: Duration::from_secs(5),
             postgres_schema: None,
         }
     }
@@ -95,8 +96,8 @@ struct Inner {
 }
 
 enum Pools {
-    Sqlite { pool: SqlitePool, reader: Option<Arc<InlineReader>> },
-    Postgres { queries: PgPool, locker: Arc<PgAdvisoryLocker> },
+    Sqlite(Arc<SqliteDialect>),
+    Postgres { db: Arc<PgDialect>, locker: Arc<PgAdvisoryLocker> },
 }
 
 impl fmt::Debug for SqlStore {
@@ -130,10 +131,39 @@ impl SqlStore {
         let url = url.trim();
         let scheme_len = url.find(':').unwrap_or(0);
         let url = format!("{}{}", url[..scheme_len].to_ascii_lowercase(), &url[scheme_len..]);
-        match backend {
-            Backend::Sqlite => connect_sqlite(&url, &options, ctx).await,
-            Backend::Postgres => connect_postgres(&url, &options, ctx).await,
-        }
+        let (pools, schema) = match backend {
+            Backend::Sqlite => {
+                if options.postgres_schema.is_some() {
+                    return Err(ConnectError::InvalidOptions {
+                        url: ctx.url.clone(),
+                        reason: "postgres_schema is for PostgreSQL; leave it unset for SQLite"
+                            .to_owned(),
+                    });
+                }
+                let db = crate::sqlite::connect(
+                    &url,
+                    options.max_connections,
+                    options.acquire_timeout,
+                    options.sqlite_busy_timeout,
+                    options.sqlite_write_probe_interval,
+                    ctx.clone(),
+                )
+                .await?;
+                (Pools::Sqlite(Arc::new(db)), None)
+            }
+            Backend::Postgres => {
+                let pools = PgPools {
+                    max_connections: options.max_connections,
+                    max_lock_connections: options.max_lock_connections,
+                    acquire_timeout: options.acquire_timeout,
+                    schema: options.postgres_schema.clone(),
+                };
+                let (db, locker) = crate::postgres::connect(&url, &pools, ctx.clone()).await?;
+                let pools = Pools::Postgres { db: Arc::new(db), locker: Arc::new(locker) };
+                (pools, options.postgres_schema)
+            }
+        };
+        Ok(SqlStore { inner: Arc::new(Inner { ctx, pools, schema, scratch: false }) })
     }
 
     /// Connects to PostgreSQL at `url` on a new schema of its own (`sandkeeper_scratch_<uuid>`),
@@ -179,13 +209,12 @@ impl SqlStore {
     }
 
     async fn drop_schema_now(&self) -> Result<(), StoreError> {
-        let (Pools::Postgres { queries, .. }, Some(schema)) =
-            (&self.inner.pools, &self.inner.schema)
+        let (Pools::Postgres { db, .. }, Some(schema)) = (&self.inner.pools, &self.inner.schema)
         else {
             return Ok(());
         };
         sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .execute(queries)
+            .execute(&db.pool)
             .await
             .map(|_| ())
             .map_err(|error| self.inner.ctx.store_error(error))
@@ -196,34 +225,37 @@ impl SqlStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let ctx = &self.inner.ctx;
         let result = match &self.inner.pools {
-            Pools::Sqlite { pool, .. } => SQLITE_MIGRATIONS.run(pool).await,
-            Pools::Postgres { queries, .. } => {
+            Pools::Sqlite(db) => SQLITE_MIGRATIONS.run(&db.pool).await,
+            Pools::Postgres { db, .. } => {
                 if let Some(schema) = &self.inner.schema {
                     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                        .execute(queries)
+                        .execute(&db.pool)
                         .await
                         .map_err(|error| ctx.store_error(error))?;
                 }
-                POSTGRES_MIGRATIONS.run(queries).await
+                POSTGRES_MIGRATIONS.run(&db.pool).await
             }
         };
         result.map_err(|error| migrate_error(ctx, error))
     }
 
-    /// Checks that the database answers.
+    /// Checks that the database answers and, on SQLite, that it takes writes: `Unavailable`
+    /// while the last write (or write probe) was refused. See
+    /// [`StoreOptions::sqlite_write_probe_interval`].
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let result = match &self.inner.pools {
-            Pools::Sqlite { pool, .. } => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
-            Pools::Postgres { queries, .. } => {
-                sqlx::query("SELECT 1").execute(queries).await.map(|_| ())
-            }
-        };
-        result.map_err(|error| self.inner.ctx.store_error(error))
+        match &self.inner.pools {
+            Pools::Sqlite(db) => db.check().await,
+            Pools::Postgres { db, .. } => sqlx::query("SELECT 1")
+                .execute(&db.pool)
+                .await
+                .map(|_| ())
+                .map_err(|error| self.inner.ctx.store_error(error)),
+        }
     }
 
     pub fn backend(&self) -> Backend {
         match self.inner.pools {
-            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Sqlite(_) => Backend::Sqlite,
             Pools::Postgres { .. } => Backend::Postgres,
         }
     }
@@ -239,28 +271,24 @@ impl SqlStore {
     }
 
     pub fn sessions(&self) -> Arc<dyn SessionRepository> {
-        let ctx = Arc::clone(&self.inner.ctx);
         match &self.inner.pools {
-            Pools::Sqlite { pool, reader } => {
-                Arc::new(SqliteSessions { pool: pool.clone(), reader: reader.clone(), ctx })
-            }
-            Pools::Postgres { queries, .. } => Arc::new(PgSessions { pool: queries.clone(), ctx }),
+            Pools::Sqlite(db) => Arc::new(SqlSessions::new(Arc::clone(db))),
+            Pools::Postgres { db, .. } => Arc::new(SqlSessions::new(Arc::clone(db))),
         }
     }
 
     pub fn leases(&self) -> Arc<dyn MaintenanceLeases> {
-        let ctx = Arc::clone(&self.inner.ctx);
         match &self.inner.pools {
-            Pools::Sqlite { pool, .. } => Arc::new(SqliteLeases { pool: pool.clone(), ctx }),
-            Pools::Postgres { queries, .. } => Arc::new(PgLeases { pool: queries.clone(), ctx }),
+            Pools::Sqlite(db) => Arc::new(SqlLeases::new(Arc::clone(db))),
+            Pools::Postgres { db, .. } => Arc::new(SqlLeases::new(Arc::clone(db))),
         }
     }
 
     /// The cross-replica chat lock on PostgreSQL (advisory locks). `None` on SQLite, which
-    /// serves one process: use [`ProcessLocalLocker`] there. Every call returns the same locker.
+    /// serves one process: use [`ProcessLocalLocker`](sandkeeper_ports::inprocess::ProcessLocalLocker) there. Every call returns the same locker.
     pub fn locker(&self) -> Option<Arc<dyn LifecycleLocker>> {
         match &self.inner.pools {
-            Pools::Sqlite { .. } => None,
+            Pools::Sqlite(_) => None,
             Pools::Postgres { locker, .. } => Some(Arc::clone(locker) as Arc<dyn LifecycleLocker>),
         }
     }
@@ -268,14 +296,10 @@ impl SqlStore {
     /// Saves many sessions in one transaction (all or none), with the same rules as
     /// [`SessionRepository::save`]: for imports, and to fill a store fast.
     pub async fn save_many(&self, sessions: &[SandboxSession]) -> Result<(), SaveError> {
-        let ctx = Arc::clone(&self.inner.ctx);
         match &self.inner.pools {
-            Pools::Sqlite { pool, .. } => {
-                let reader = None;
-                SqliteSessions { pool: pool.clone(), reader, ctx }.save_many(sessions).await
-            }
-            Pools::Postgres { queries, .. } => {
-                PgSessions { pool: queries.clone(), ctx }.save_many(sessions).await
+            Pools::Sqlite(db) => SqlSessions::new(Arc::clone(db)).save_many(sessions).await,
+            Pools::Postgres { db, .. } => {
+                SqlSessions::new(Arc::clone(db)).save_many(sessions).await
             }
         }
     }
@@ -283,196 +307,18 @@ impl SqlStore {
     /// Closes every connection. Later calls fail with `StoreError::Unavailable`.
     pub async fn close(&self) {
         match &self.inner.pools {
-            Pools::Sqlite { pool, reader } => {
-                if let Some(reader) = reader {
+            Pools::Sqlite(db) => {
+                if let Some(reader) = &db.reader {
                     reader.close();
                 }
-                pool.close().await;
+                db.pool.close().await;
             }
-            Pools::Postgres { queries, locker } => {
+            Pools::Postgres { db, locker } => {
                 locker.locks.close().await;
-                queries.close().await;
+                db.pool.close().await;
             }
         }
     }
-}
-
-/// Which chat made a batch conflict: a running session whose chat already has another running
-/// session, in the store or earlier in the batch.
-pub(crate) async fn conflict_in_batch(
-    repository: &dyn SessionRepository,
-    sessions: &[SandboxSession],
-) -> SaveError {
-    let running = || sessions.iter().filter(|s| s.status == SandboxStatus::Running);
-    for (n, session) in running().enumerate() {
-        let twice_in_batch = running().take(n).any(|earlier| {
-            earlier.chat_id == session.chat_id && earlier.session_id != session.session_id
-        });
-        let in_store = match repository.get_running_by_chat(session.chat_id).await {
-            Ok(found) => found.is_some_and(|other| other.session_id != session.session_id),
-            Err(error) => return SaveError::Store(error),
-        };
-        if twice_in_batch || in_store {
-            return SaveError::Conflict { chat_id: session.chat_id };
-        }
-    }
-    SaveError::Store(StoreError::Failed(
-        "a batch of sessions conflicted with a running session saved concurrently"
-            .to_owned()
-            .into(),
-    ))
-}
-
-async fn connect_sqlite(
-    url: &str,
-    options: &StoreOptions,
-    ctx: Arc<ErrorContext>,
-) -> Result<SqlStore, ConnectError> {
-    let invalid = |reason: String| ConnectError::InvalidUrl {
-        url: ctx.url.clone(),
-        reason,
-        accepted: ACCEPTED_URLS,
-    };
-    if options.postgres_schema.is_some() {
-        return Err(ConnectError::InvalidOptions {
-            url: ctx.url.clone(),
-            reason: "postgres_schema is for PostgreSQL; leave it unset for SQLite".to_owned(),
-        });
-    }
-    let mut connect = SqliteConnectOptions::from_str(url)
-        .map_err(|error| invalid(ctx.scrub(error.to_string())))?;
-    let query = url.split_once('?').map_or("", |(_, query)| query);
-    let in_memory = url.contains(":memory:") || query.split('&').any(|p| p == "mode=memory");
-    if !query.split('&').any(|pair| pair.starts_with("mode=")) {
-        connect = connect.create_if_missing(true);
-    }
-    connect = connect.busy_timeout(options.sqlite_busy_timeout).foreign_keys(true);
-    // A connection to a local file does not go stale, so it is not pinged when taken from the
-    // pool: each ping is a round trip to the connection's worker thread, as costly as a short
-    // query itself.
-    let mut pool = SqlitePoolOptions::new()
-        .acquire_timeout(options.acquire_timeout)
-        .test_before_acquire(false);
-    if in_memory {
-        // Each connection to an in-memory database that closes for good loses it; and a shared
-        // cache locks whole tables without waiting for the busy timeout. One connection, kept.
-        pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
-    } else {
-        // WAL lets readers run beside the one writer; NORMAL sync is durable against a crash of
-        // the process (not of the machine's power), at a fraction of FULL's cost.
-        connect =
-            connect.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
-        pool = pool.max_connections(options.max_connections.max(1));
-        if !query.split('&').any(|pair| pair == "mode=ro") {
-            let busy_timeout = options.sqlite_busy_timeout;
-            pool = pool.after_connect(move |connection, _| {
-                Box::pin(crate::sqlite::refuse_read_only(connection, busy_timeout))
-            });
-        }
-    }
-    let reader = (!in_memory).then(|| Arc::new(InlineReader::new(connect.get_filename())));
-    let file = connect.get_filename().display().to_string();
-    let pool = pool.connect_with(connect).await.map_err(|error| {
-        let mut reason = ctx.scrub(error.to_string());
-        if !in_memory {
-            reason.push_str(&format!(
-                " (file `{file}`: does its directory exist and is it writable? \
-                 Add ?mode=rwc to create a missing file)"
-            ));
-        }
-        ConnectError::Unreachable { url: ctx.url.clone(), reason }
-    })?;
-    Ok(SqlStore {
-        inner: Arc::new(Inner {
-            ctx,
-            pools: Pools::Sqlite { pool, reader },
-            schema: None,
-            scratch: false,
-        }),
-    })
-}
-
-async fn connect_postgres(
-    url: &str,
-    options: &StoreOptions,
-    ctx: Arc<ErrorContext>,
-) -> Result<SqlStore, ConnectError> {
-    let mut connect =
-        PgConnectOptions::from_str(url).map_err(|error| ConnectError::InvalidUrl {
-            url: ctx.url.clone(),
-            reason: ctx.scrub(error.to_string()),
-            accepted: ACCEPTED_URLS,
-        })?;
-    if connect.get_application_name().is_none() {
-        connect = connect.application_name("sandkeeper");
-    }
-    if let Some(schema) = &options.postgres_schema {
-        if !is_plain_identifier(schema) {
-            return Err(ConnectError::InvalidOptions {
-                url: ctx.url.clone(),
-                reason: format!(
-                    "postgres_schema `{schema}` must be 1 to 63 lower-case letters, digits or `_`, \
-                     not starting with a digit"
-                ),
-            });
-        }
-        connect = connect.options([("search_path", schema.as_str())]);
-    }
-    // One direct connection first: the pool would retry a refused connection until its timeout
-    // and then report only "timed out", while this reports why (refused, unknown database,
-    // authentication failed).
-    match tokio::time::timeout(options.acquire_timeout, connect.connect()).await {
-        Err(_) => {
-            return Err(ConnectError::Unreachable {
-                url: ctx.url.clone(),
-                reason: format!(
-                    "no answer within {:?}; is the server running and reachable?",
-                    options.acquire_timeout
-                ),
-            });
-        }
-        Ok(Err(error)) => {
-            return Err(ConnectError::Unreachable {
-                url: ctx.url.clone(),
-                reason: ctx.scrub(error.to_string()),
-            });
-        }
-        Ok(Ok(probe)) => {
-            let _ = probe.close().await;
-        }
-    }
-    let queries = PgPoolOptions::new()
-        .max_connections(options.max_connections.max(1))
-        .acquire_timeout(options.acquire_timeout)
-        .connect_lazy_with(connect.clone());
-    // min_connections stays 0: a lock's connection may be detached and dropped outside a
-    // runtime, where a pool refilling itself could not spawn its task.
-    let locks = PgPoolOptions::new()
-        .max_connections(options.max_lock_connections.max(1))
-        .min_connections(0)
-        .acquire_timeout(options.acquire_timeout)
-        .idle_timeout(Some(Duration::from_secs(60)))
-        .connect_lazy_with(connect);
-    let locker = Arc::new(PgAdvisoryLocker {
-        locks,
-        control: queries.clone(),
-        local: ProcessLocalLocker::new(),
-        ctx: Arc::clone(&ctx),
-    });
-    Ok(SqlStore {
-        inner: Arc::new(Inner {
-            ctx,
-            pools: Pools::Postgres { queries, locker },
-            schema: options.postgres_schema.clone(),
-            scratch: false,
-        }),
-    })
-}
-
-fn is_plain_identifier(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit()
 }
 
 fn migrate_error(ctx: &ErrorContext, error: MigrateError) -> StoreError {

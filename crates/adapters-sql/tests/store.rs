@@ -3,12 +3,13 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, TimeZone, Utc};
 use sandkeeper_adapters_sql::{Backend, ConnectError, SqlStore, StoreOptions};
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId};
-use sandkeeper_ports::{Report, SaveError, StoreError};
+use sandkeeper_ports::{Report, SaveError, SessionRepository, StoreError};
 use sqlx::Row;
 use support::{PostgresFixture, SqliteFixture, postgres_url, raw_postgres};
 
@@ -240,6 +241,112 @@ async fn a_sqlite_store_opens_at_once_beside_a_writer_and_its_writes_wait_then_f
     assert!(matches!(error, SaveError::Store(StoreError::Unavailable(_))), "{error:?}");
     sqlx::query("ROLLBACK").execute(&mut writer).await.unwrap();
     second.sessions().save(&session(1, 1, SandboxStatus::Running)).await.unwrap();
+}
+
+fn refusing(probe_interval: Duration) -> StoreOptions {
+    StoreOptions {
+        sqlite_busy_timeout: Duration::from_millis(200),
+        acquire_timeout: Duration::from_millis(500),
+        sqlite_write_probe_interval: probe_interval,
+        ..StoreOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_store_whose_last_write_was_refused_fails_its_ping_until_a_write_goes_through() {
+    // No probe is due for an hour: only real writes tell the ping about the file.
+    let fixture = SqliteFixture::with_options(refusing(Duration::from_secs(3600))).await;
+    let sessions = fixture.store.sessions();
+    sessions.save(&session(1, 1, SandboxStatus::Running)).await.unwrap();
+    fixture.store.ping().await.unwrap();
+    let Some(read_only) = fixture.refuse_writes() else {
+        return;
+    };
+
+    let error = sessions.save(&session(2, 2, SandboxStatus::Running)).await.unwrap_err();
+    assert!(matches!(error, SaveError::Store(StoreError::Unavailable(_))), "{error:?}");
+    let error = fixture.store.ping().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(Report(&error).to_string().contains("refuses writes"), "{}", Report(&error));
+    assert_eq!(sessions.count_running().await.unwrap(), 1, "reads go on");
+
+    drop(read_only);
+    sessions.save(&session(2, 2, SandboxStatus::Running)).await.unwrap();
+    fixture.store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sqlite_file_that_stops_taking_writes_while_idle_is_found_by_the_ping_and_so_is_its_return()
+ {
+    let fixture = SqliteFixture::with_options(refusing(Duration::ZERO)).await;
+    fixture.store.ping().await.unwrap();
+    let Some(read_only) = fixture.refuse_writes() else {
+        return;
+    };
+    let error = fixture.store.ping().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+
+    drop(read_only);
+    fixture.store.ping().await.unwrap();
+    assert_eq!(fixture.store.sessions().count_running().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_write_probe_that_waits_for_another_writer_counts_as_refused_until_it_goes_through() {
+    let fixture = SqliteFixture::with_options(StoreOptions {
+        sqlite_write_probe_interval: Duration::ZERO,
+        ..fast()
+    })
+    .await;
+    fixture.store.ping().await.unwrap();
+    let mut writer = fixture.raw().await;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+
+    let error = fixture.store.ping().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(Report(&error).to_string().contains("did not go through"), "{}", Report(&error));
+
+    sqlx::query("ROLLBACK").execute(&mut writer).await.unwrap();
+    fixture.store.ping().await.unwrap();
+}
+
+/// Two replicas each try to save 20 running sessions (of chats of their own) at once under a
+/// limit of 5: exactly 5 are admitted across both.
+async fn race_at_the_limit(a: Arc<dyn SessionRepository>, b: Arc<dyn SessionRepository>) {
+    const LIMIT: u64 = 5;
+    let saves: Vec<_> = (1..=40u128)
+        .map(|n| {
+            let repo = if n % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+            tokio::spawn(async move {
+                repo.save_within(&session(n, n, SandboxStatus::Running), LIMIT).await
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for save in saves {
+        if save.await.unwrap().unwrap() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, LIMIT, "admitted across both replicas");
+    assert_eq!(a.count_running().await.unwrap(), LIMIT);
+    assert_eq!(b.count_running().await.unwrap(), LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_racing_creates_at_the_capacity_limit_never_go_past_it() {
+    let Some(url) = postgres_url().await else { return };
+    let fixture = PostgresFixture::new(&url).await;
+    let replica = fixture.replica(fast()).await;
+    race_at_the_limit(fixture.store.sessions(), replica.sessions()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_stores_racing_creates_at_the_capacity_limit_never_go_past_it() {
+    let fixture = SqliteFixture::new().await;
+    let url = format!("sqlite://{}", fixture.path.display());
+    let second = SqlStore::connect(&url, StoreOptions::default()).await.unwrap();
+    race_at_the_limit(fixture.store.sessions(), second.sessions()).await;
 }
 
 /// `EXPLAIN QUERY PLAN` of a statement, one line per step.

@@ -27,6 +27,14 @@ pub struct LeaseRequest<'a> {
 pub trait MaintenanceLeases: Send + Sync {
     async fn try_acquire(&self, request: &LeaseRequest<'_>) -> Result<bool, StoreError>;
 
+    /// Keeps a lease that `holder` still holds: moves its expiry to `duration` from now, only if
+    /// `holder` holds it and it has not expired. Returns whether it did; `false` means the lease
+    /// was lost (it ran out, and another may hold it now) and the holder must stop the work it
+    /// guards. A holder that names each acquisition uniquely (a token) is fenced: an expired
+    /// acquisition can never be renewed, even if nobody took the lease meanwhile.
+    async fn renew(&self, name: &str, holder: &str, duration: Duration)
+    -> Result<bool, StoreError>;
+
     /// Records a successful run: clears the holder, sets `last_completed_at = now` and frees the
     /// lease. Does nothing if `holder` no longer holds it.
     async fn complete(&self, name: &str, holder: &str) -> Result<(), StoreError>;
@@ -34,4 +42,13 @@ pub trait MaintenanceLeases: Send + Sync {
     /// Frees the lease without recording completion (the run failed), so another may retry.
     /// Does nothing if `holder` no longer holds it.
     async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The state the lease's holders keep between runs (e.g. where the next run resumes),
+    /// whoever saved it: `None` until one is saved. It survives restarts and is shared by every
+    /// replica of the store.
+    async fn load_state(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Replaces the lease's state, only while `holder` holds the lease (unexpired). Returns
+    /// whether it did; `false` (nothing written) once the lease is lost.
+    async fn save_state(&self, name: &str, holder: &str, state: &str) -> Result<bool, StoreError>;
 }

@@ -24,6 +24,28 @@ pub trait SessionRepository: Send + Sync {
     /// another session with a different id is already `Running` for the same chat.
     async fn save(&self, session: &SandboxSession) -> Result<(), SaveError>;
 
+    /// Saves the session like [`SessionRepository::save`], but only while fewer than
+    /// `max_running` sessions other than this one are `Running`. Returns whether it saved;
+    /// `Ok(false)` (and nothing changed) at the limit.
+    ///
+    /// The count and the save are one step for every writer of the store (other replicas
+    /// included), so that racing saves never go past the limit together. This default counts
+    /// and then saves, exact only with one writer at a time: a store that several may write
+    /// must override it.
+    async fn save_within(
+        &self,
+        session: &SandboxSession,
+        max_running: u64,
+    ) -> Result<bool, SaveError> {
+        let others = self.count_running().await?;
+        let itself = self.get(session.session_id).await?;
+        let counted = itself.is_some_and(|s| s.status == SandboxStatus::Running);
+        if others.saturating_sub(u64::from(counted)) >= max_running {
+            return Ok(false);
+        }
+        self.save(session).await.map(|()| true)
+    }
+
     /// `Running` sessions with `expires_at <= now`, ordered by `expires_at` then `session_id`,
     /// at most `limit` of them.
     async fn list_expired(

@@ -265,6 +265,8 @@ impl CreateSandbox {
         expires_at: Timestamp,
         span: &Span,
     ) -> Result<SandboxSession, CreateSandboxError> {
+        // Refuses early, before a container is made, when the limit is plainly reached; the
+        // save makes the limit exact.
         if let Some(limit) = self.max_sandboxes {
             if self.repository.count_running().await? >= limit {
                 return Err(CreateSandboxError::CapacityReached { limit });
@@ -340,7 +342,22 @@ impl CreateSandbox {
             created_at: spec.created_at,
             expires_at: spec.expires_at,
         };
-        if let Err(error) = self.repository.save(&session).await {
+        // A fresh sandbox counts against the limit in the same step as its save, so that
+        // creates racing on several replicas never go past it together; a replacement takes
+        // the place of the session it replaces.
+        let limit = match stage {
+            Stage::Fresh => self.max_sandboxes,
+            Stage::Replacement => None,
+        };
+        let saved = match limit {
+            Some(limit) => match self.repository.save_within(&session, limit).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(CreateSandboxError::CapacityReached { limit }),
+                Err(error) => Err(error.into()),
+            },
+            None => self.repository.save(&session).await.map_err(CreateSandboxError::from),
+        };
+        if let Err(error) = saved {
             // Nothing may run without a row. If this stop fails too, the container keeps its
             // managed labels and the maintenance sweep reaps it as an orphan.
             if let Err(stop_error) = self.runtime.stop(&session.container_id).await {
@@ -352,7 +369,7 @@ impl CreateSandbox {
                     "sandbox_untracked_stop_failed"
                 );
             }
-            return Err(error.into());
+            return Err(error);
         }
         tracing::info!(
             chat_id = %session.chat_id,

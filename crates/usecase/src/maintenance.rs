@@ -9,12 +9,23 @@
 //!    period, are force-removed.
 //!
 //! Every phase is bounded in rows and the whole pass in time; each phase resumes after the last
-//! row (or container) the previous pass of this process handled, so that what lies beyond one
-//! pass's bound is still reached. Nothing is ever deleted on the strength of a failed read: an
-//! unreachable runtime or store leaves rows and containers alone.
+//! row (or container) the previous pass handled, so that what lies beyond one pass's bound is
+//! still reached. Those positions are kept with the lease in the store, so that a restarted
+//! process, or another replica, goes on where the last pass stopped. Nothing is ever deleted on
+//! the strength of a failed read: an unreachable runtime or store leaves rows and containers
+//! alone.
+//!
+//! The lease is short and renewed while the pass works, so that a sweeper that dies (SIGKILL)
+//! frees it within [`MaintenanceSettings::lease_duration`]. Each acquisition has a token of its
+//! own (the holder plus a pass number), and before each step that changes something (marking a
+//! session crashed, removing a container) the pass makes sure that its token still holds the
+//! lease, renewing it when a third of its duration has passed: once the lease is lost (it ran
+//! out, and another sweeper may hold it), the pass stops at once, so that two passes never
+//! overlap.
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +51,8 @@ pub struct MaintenanceSettings {
     pub lease_name: String,
     /// Who holds the lease while sweeping: unique per process (e.g. instance id plus a suffix).
     pub holder: String,
-    /// How long a won lease is held unless completed or released earlier. Default 10 s.
+    /// How long a won lease is held unless completed, released or renewed. The pass renews it
+    /// while it works; a sweeper that dies frees it within this. Default 3 s.
     pub lease_duration: Duration,
     /// A non-forced sweep is skipped when the last successful one is more recent. Default 30 s.
     pub min_interval: Duration,
@@ -62,7 +74,7 @@ impl MaintenanceSettings {
         Self {
             lease_name: DEFAULT_MAINTENANCE_LEASE_NAME.to_owned(),
             holder: holder.into(),
-            lease_duration: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(3),
             min_interval: Duration::from_secs(30),
             max_rows_per_phase: 250,
             max_duration: Duration::from_millis(250),
@@ -155,6 +167,18 @@ pub struct MaintenanceSweep {
     terminal_cursor: Mutex<Option<SessionKey>>,
     /// The last container the orphan phase examined, so that the next pass continues after it.
     orphan_cursor: Mutex<Option<ContainerKey>>,
+    /// Numbers the passes of this sweep, for the lease tokens.
+    passes: AtomicU64,
+}
+
+/// One pass's hold on the lease.
+struct Pass {
+    /// The lease's holder for this pass: the settings' holder and a pass number.
+    token: String,
+    /// When the lease was last won or renewed, by the sweep's clock.
+    renewed_at: Mutex<Timestamp>,
+    /// Set once the lease is lost: no step starts after that.
+    lost: AtomicBool,
 }
 
 /// Sessions are listed in this order: oldest first, the order of
@@ -219,6 +243,8 @@ impl MaintenanceSweep {
         clock: Arc<dyn Clock>,
         settings: MaintenanceSettings,
     ) -> Self {
+        // Tokens differ from those of an earlier process with the same holder.
+        let first_pass = clock.now().timestamp_micros().unsigned_abs();
         Self {
             repository,
             runtime,
@@ -228,6 +254,7 @@ impl MaintenanceSweep {
             running_cursor: Mutex::default(),
             terminal_cursor: Mutex::default(),
             orphan_cursor: Mutex::default(),
+            passes: AtomicU64::new(first_pass),
         }
     }
 
@@ -296,28 +323,47 @@ impl MaintenanceSweep {
 
     async fn run_gated(&self, force: bool) -> Result<SweepOutcome, MaintenanceError> {
         let settings = &self.settings;
+        let pass = Pass {
+            token: format!(
+                "{}#{}",
+                settings.holder,
+                self.passes.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+            ),
+            // Read before asking: the lease runs from the store's now, which is no earlier.
+            renewed_at: Mutex::new(self.clock.now()),
+            lost: AtomicBool::new(false),
+        };
         let request = LeaseRequest {
             name: &settings.lease_name,
-            holder: &settings.holder,
+            holder: &pass.token,
             duration: settings.lease_duration,
             min_interval: if force { Duration::ZERO } else { settings.min_interval },
         };
-        let won = self.leases.try_acquire(&request).await.map_err(|error| {
-            MaintenanceError::Lease { lease: settings.lease_name.clone(), error }
-        })?;
+        let lease_error =
+            |error| MaintenanceError::Lease { lease: settings.lease_name.clone(), error };
+        let won = self.leases.try_acquire(&request).await.map_err(lease_error)?;
         if !won {
             return Ok(SweepOutcome::Skipped);
         }
 
-        let result = self.sweep().await;
+        self.load_positions().await;
+        let mut result = self.sweep(&pass).await;
+        if result.is_ok() && pass.lost.load(Ordering::SeqCst) {
+            result = Err(lease_error(StoreError::Failed(
+                format!(
+                    "the pass lost the lease `{}` (it ran out) and stopped before its next step",
+                    settings.lease_name
+                )
+                .into(),
+            )));
+        }
         refresh_active_count(self.repository.as_ref()).await;
         match result {
             Ok(report) => {
+                self.save_positions(&pass).await;
                 // The pass did its work; if recording that fails, the lease simply expires and
                 // the next pass comes a little earlier than the minimum interval.
-                if let Err(error) =
-                    self.leases.complete(&settings.lease_name, &settings.holder).await
-                {
+                if let Err(error) = self.leases.complete(&settings.lease_name, &pass.token).await {
                     tracing::warn!(
                         error = error.kind(),
                         error.message = %Report(&error),
@@ -327,9 +373,7 @@ impl MaintenanceSweep {
                 Ok(SweepOutcome::Completed(report))
             }
             Err(error) => {
-                if let Err(release) =
-                    self.leases.release(&settings.lease_name, &settings.holder).await
-                {
+                if let Err(release) = self.leases.release(&settings.lease_name, &pass.token).await {
                     tracing::warn!(
                         error = release.kind(),
                         error.message = %release,
@@ -341,20 +385,95 @@ impl MaintenanceSweep {
         }
     }
 
+    /// Whether the pass still holds its lease, renewing it once a third of its duration has
+    /// passed since it was won or last renewed. A lease that could not be renewed (lost, or the
+    /// store failed) counts as lost for good: the pass starts no step after that.
+    async fn hold(&self, pass: &Pass) -> bool {
+        if pass.lost.load(Ordering::SeqCst) {
+            return false;
+        }
+        let now = self.clock.now();
+        let renewed_at = *pass.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+        if now < add(renewed_at, self.settings.lease_duration / 3) {
+            return true;
+        }
+        let settings = &self.settings;
+        match self.leases.renew(&settings.lease_name, &pass.token, settings.lease_duration).await {
+            Ok(true) => {
+                let mut renewed_at = pass.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+                *renewed_at = (*renewed_at).max(now);
+                true
+            }
+            Ok(false) => {
+                pass.lost.store(true, Ordering::SeqCst);
+                tracing::warn!(lease = %settings.lease_name, "maintenance_lease_lost");
+                false
+            }
+            Err(error) => {
+                pass.lost.store(true, Ordering::SeqCst);
+                tracing::warn!(
+                    lease = %settings.lease_name,
+                    error = error.kind(),
+                    error.message = %Report(&error),
+                    "maintenance_lease_renew_failed"
+                );
+                false
+            }
+        }
+    }
+
+    /// Takes the positions the last pass (of any process) saved with the lease, if any; keeps
+    /// this process's own when the store has none or cannot be read.
+    async fn load_positions(&self) {
+        match self.leases.load_state(&self.settings.lease_name).await {
+            Ok(Some(state)) => {
+                let positions = Positions::decode(&state);
+                write(&self.running_cursor, positions.running);
+                write(&self.terminal_cursor, positions.terminal);
+                write(&self.orphan_cursor, positions.orphan);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
+                error = error.kind(),
+                error.message = %Report(&error),
+                "maintenance_positions_load_failed"
+            ),
+        }
+    }
+
+    /// Saves where the next pass resumes with the lease, while this pass still holds it.
+    async fn save_positions(&self, pass: &Pass) {
+        let positions = Positions {
+            running: read(&self.running_cursor),
+            terminal: read(&self.terminal_cursor),
+            orphan: read(&self.orphan_cursor),
+        };
+        let state = positions.encode();
+        match self.leases.save_state(&self.settings.lease_name, &pass.token, &state).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("maintenance_positions_not_saved_lease_lost"),
+            Err(error) => tracing::warn!(
+                error = error.kind(),
+                error.message = %Report(&error),
+                "maintenance_positions_save_failed"
+            ),
+        }
+    }
+
     /// One pass of the three phases, without the lease.
-    async fn sweep(&self) -> Result<MaintenanceReport, MaintenanceError> {
+    async fn sweep(&self, pass: &Pass) -> Result<MaintenanceReport, MaintenanceError> {
         let started_at = self.clock.now();
         let deadline = add(started_at, self.settings.max_duration);
         let mut report = MaintenanceReport::default();
 
-        let crashed = self.reconcile(deadline, &mut report).await?;
+        let crashed = self.reconcile(pass, deadline, &mut report).await?;
         if !report.timed_out && self.clock.now() < deadline {
-            self.cleanup_terminal_sessions(deadline, &crashed, &mut report).await?;
+            self.cleanup_terminal_sessions(pass, deadline, &crashed, &mut report).await?;
         } else {
             report.timed_out = true;
         }
         if !report.timed_out && self.clock.now() < deadline {
-            self.remove_orphans(started_at, deadline, &mut report).await;
+            self.remove_orphans(pass, started_at, deadline, &mut report).await;
         } else {
             report.timed_out = true;
         }
@@ -364,6 +483,7 @@ impl MaintenanceSweep {
     /// Phase 1. Returns the sessions it turned `Crashed`.
     async fn reconcile(
         &self,
+        pass: &Pass,
         deadline: Timestamp,
         report: &mut MaintenanceReport,
     ) -> Result<HashSet<SessionId>, MaintenanceError> {
@@ -373,7 +493,8 @@ impl MaintenanceSweep {
             .await
             .map_err(|error| MaintenanceError::Store { phase: "running", error })?;
 
-        let results = self.bounded(running.iter().map(|s| self.reconcile_one(s)), deadline).await;
+        let results =
+            self.bounded(pass, running.iter().map(|s| self.reconcile_one(pass, s)), deadline).await;
         // An inspect that failed counts as handled: that row waits for the next round instead
         // of holding back the rows behind it.
         let handled = results.iter().take_while(|result| result.is_some()).count();
@@ -393,7 +514,7 @@ impl MaintenanceSweep {
         Ok(crashed)
     }
 
-    async fn reconcile_one(&self, session: &SandboxSession) -> Reconciled {
+    async fn reconcile_one(&self, pass: &Pass, session: &SandboxSession) -> Reconciled {
         // A row is saved only after its container exists, so `Missing` really means gone. An
         // error (Docker unreachable, timeout) says nothing about the container: leave the row.
         let state = match self.runtime.inspect(&session.container_id).await {
@@ -410,6 +531,10 @@ impl MaintenanceSweep {
                 return Reconciled::Failed;
             }
         };
+        // The inspect may have taken long: is the lease still ours?
+        if !self.hold(pass).await {
+            return Reconciled::Unchanged;
+        }
         match mark_crashed(self.repository.as_ref(), session, state, DetectedBy::Maintenance).await
         {
             Ok(true) => Reconciled::Crashed,
@@ -431,6 +556,7 @@ impl MaintenanceSweep {
     /// visible (row and exited container) for at least one sweep interval.
     async fn cleanup_terminal_sessions(
         &self,
+        pass: &Pass,
         deadline: Timestamp,
         crashed_now: &HashSet<SessionId>,
         report: &mut MaintenanceReport,
@@ -449,7 +575,8 @@ impl MaintenanceSweep {
             .take(limit)
             .collect();
 
-        let results = self.bounded(ids.iter().map(|&id| self.cleanup_terminal(id)), deadline).await;
+        let cleanups = ids.iter().map(|&id| self.cleanup_terminal_in(Some(pass), id));
+        let results = self.bounded(pass, cleanups, deadline).await;
         // The cursor passes over the rows this pass crashed (left for a later round) as well as
         // those it cleaned or failed to clean: a container that cannot be removed must not
         // hold back the rows behind it.
@@ -503,11 +630,26 @@ impl MaintenanceSweep {
         &self,
         session_id: SessionId,
     ) -> Result<CleanupOutcome, StoreError> {
+        self.cleanup_terminal_in(None, session_id).await
+    }
+
+    /// [`MaintenanceSweep::cleanup_terminal`], within a pass when there is one: the container is
+    /// removed only while the pass holds its lease (else the row is left for a later pass).
+    async fn cleanup_terminal_in(
+        &self,
+        pass: Option<&Pass>,
+        session_id: SessionId,
+    ) -> Result<CleanupOutcome, StoreError> {
         let Some(session) = self.repository.get(session_id).await? else {
             return Ok(CleanupOutcome::AlreadyGone);
         };
         if !session.status.is_terminal() {
             return Ok(CleanupOutcome::SkippedActive);
+        }
+        if let Some(pass) = pass
+            && !self.hold(pass).await
+        {
+            return Ok(CleanupOutcome::AlreadyClaimed);
         }
         if let Err(error) = self.runtime.stop(&session.container_id).await {
             tracing::warn!(
@@ -537,6 +679,7 @@ impl MaintenanceSweep {
     /// succeeded: a failing store must never look like a store without rows.
     async fn remove_orphans(
         &self,
+        pass: &Pass,
         started_at: Timestamp,
         deadline: Timestamp,
         report: &mut MaintenanceReport,
@@ -568,7 +711,8 @@ impl MaintenanceSweep {
         }
         candidates.truncate(self.settings.max_rows_per_phase);
 
-        let lookups = self.bounded(candidates.iter().map(|c| self.has_row(c)), deadline).await;
+        let lookups =
+            self.bounded(pass, candidates.iter().map(|c| self.has_row(c)), deadline).await;
         let mut orphans: Vec<ContainerId> = Vec::new();
         for (container, lookup) in candidates.iter().zip(&lookups) {
             match lookup {
@@ -587,7 +731,8 @@ impl MaintenanceSweep {
             }
         }
 
-        let removals = self.bounded(orphans.iter().map(|id| self.runtime.stop(id)), deadline).await;
+        let removals =
+            self.bounded(pass, orphans.iter().map(|id| self.runtime.stop(id)), deadline).await;
         let mut not_started: HashSet<&ContainerId> = HashSet::new();
         for (container_id, removal) in orphans.iter().zip(removals) {
             match removal {
@@ -634,22 +779,22 @@ impl MaintenanceSweep {
     }
 
     /// Runs the tasks with at most `concurrency` at a time and returns their results in order.
-    /// A task whose turn comes at or after the deadline is not started: its result is `None`.
-    /// Runs `tasks` at most `concurrency` at a time, results in order; a task not started by
-    /// the deadline yields `None`.
+    /// A task whose turn comes at or after the deadline, or once the pass no longer holds its
+    /// lease, is not started: its result is `None`.
     ///
     /// The tasks are boxed as `dyn Future + Send`: buffering closure-made futures otherwise
     /// defeats the compiler's proof that the sweep's future is `Send`, and the app must be able
     /// to spawn it.
     async fn bounded<'a, T: Send + 'a>(
         &'a self,
+        pass: &'a Pass,
         tasks: impl Iterator<Item = impl Future<Output = T> + Send + 'a>,
         deadline: Timestamp,
     ) -> Vec<Option<T>> {
         let gated: Vec<Task<'a, Option<T>>> = tasks
             .map(|task| {
                 Box::pin(async move {
-                    if self.clock.now() >= deadline {
+                    if self.clock.now() >= deadline || !self.hold(pass).await {
                         return None;
                     }
                     Some(task.await)
@@ -657,6 +802,55 @@ impl MaintenanceSweep {
             })
             .collect();
         stream::iter(gated).buffered(self.settings.concurrency.max(1)).collect().await
+    }
+}
+
+/// Where each phase resumes, as kept with the lease: one line per phase, `-` for "from the
+/// oldest", else the instant in microseconds and the id. Anything unreadable starts that phase
+/// from the oldest.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Positions {
+    running: Option<SessionKey>,
+    terminal: Option<SessionKey>,
+    orphan: Option<ContainerKey>,
+}
+
+impl Positions {
+    fn encode(&self) -> String {
+        let line = |phase: &str, at: Option<(Timestamp, String)>| match at {
+            Some((at, id)) => format!("{phase} {} {id}\n", at.timestamp_micros()),
+            None => format!("{phase} -\n"),
+        };
+        let session = |key: Option<SessionKey>| key.map(|(at, id)| (at, id.to_string()));
+        let container = |key: Option<ContainerKey>| key.map(|(at, id)| (at, id.to_string()));
+        [
+            line("running", session(self.running)),
+            line("terminal", session(self.terminal)),
+            line("orphan", container(self.orphan.clone())),
+        ]
+        .concat()
+    }
+
+    fn decode(state: &str) -> Self {
+        let mut positions = Self::default();
+        for line in state.lines() {
+            let mut fields = line.splitn(3, ' ');
+            let (Some(phase), Some(micros), Some(id)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let Some(at) = micros.parse().ok().and_then(Timestamp::from_timestamp_micros) else {
+                continue;
+            };
+            match phase {
+                "running" => positions.running = SessionId::parse(id).ok().map(|id| (at, id)),
+                "terminal" => positions.terminal = SessionId::parse(id).ok().map(|id| (at, id)),
+                "orphan" => positions.orphan = ContainerId::new(id).ok().map(|id| (at, id)),
+                _ => {}
+            }
+        }
+        positions
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sandkeeper_adapters_observability::capture::Capture;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus};
 use sandkeeper_ports::inprocess::InMemorySessionRepository;
-use sandkeeper_ports::testkit::FakeRuntime;
+use sandkeeper_ports::testkit::{FakeRuntime, RuntimeCall};
 use sandkeeper_ports::{
     ContainerSpec, Report, RuntimeError, SaveError, SessionRepository, StoreError,
 };
@@ -374,6 +374,47 @@ async fn create_sandbox_refuses_a_new_sandbox_at_capacity_before_touching_the_ru
     let span = capture.find_span("usecase.create_sandbox", &[("chat.id", text(CHAT_ID))], &[]);
     assert!(!span.has_field("session.id"), "no id was chosen: {span:?}");
     assert_eq!(span.field("error.type"), Some(&text("capacity_reached")));
+}
+
+/// A store whose count is already stale when it answers: another replica's create saves its
+/// row right after this one counted.
+struct CountedBeforeAnotherReplicaSaved(InMemorySessionRepository);
+
+#[async_trait::async_trait]
+impl sandkeeper_ports::testkit::DelegatingRepository for CountedBeforeAnotherReplicaSaved {
+    fn inner(&self) -> &dyn SessionRepository {
+        &self.0
+    }
+
+    async fn count_running(&self) -> Result<u64, sandkeeper_ports::StoreError> {
+        Ok(self.0.count_running().await?.saturating_sub(1))
+    }
+}
+
+#[tokio::test]
+async fn create_sandbox_at_capacity_is_refused_even_when_another_replica_saved_after_the_count() {
+    let _capture = Capture::install();
+    let other =
+        running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active", now(), now() + minutes(5));
+    let inner = InMemorySessionRepository::new();
+    inner.save(&other).await.unwrap();
+    let repository = Arc::new(CountedBeforeAnotherReplicaSaved(inner));
+    let runtime = FakeRuntime::new();
+    let usecase = create_sandbox(repository.clone(), RecordingLocker::new(), &runtime)
+        .with_max_sandboxes(Some(1))
+        .with_session_id_generator(|| SESSION_NEW_ID);
+
+    let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
+
+    assert_eq!(error, CreateSandboxError::CapacityReached { limit: 1 });
+    assert_eq!(repository.0.count_running().await.unwrap(), 1, "still one running");
+    assert_eq!(repository.get_running_by_chat(CHAT_ID).await.unwrap(), None);
+    let made = runtime.calls().iter().find_map(|call| match call {
+        RuntimeCall::Create(spec) => Some(spec.session_id),
+        _ => None,
+    });
+    assert_eq!(made, Some(SESSION_NEW_ID), "the container was made before the save");
+    assert!(runtime.container_ids().is_empty(), "the refused create left a container behind");
 }
 
 #[tokio::test]

@@ -581,3 +581,98 @@ async fn a_sweep_can_run_in_a_spawned_task() {
 
     assert!(matches!(outcome, SweepOutcome::Completed(report) if report.reconciled == 1));
 }
+
+// ---- positions kept in the store, a short lease renewed and fenced ----
+
+#[tokio::test]
+async fn a_restarted_sweeper_resumes_where_the_last_pass_stopped() {
+    let h = Harness::new();
+    for n in 1..=4 {
+        h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
+    }
+    h.add_session(5, SandboxStatus::Running, ContainerState::Exited).await;
+    let before_restart = h.sweep_with(|s| s.max_rows_per_phase = 2);
+    let calls = h.runtime.fake.calls().len();
+    completed(&before_restart, true).await;
+    assert_eq!(inspected_since(&h, calls), [container_id(1), container_id(2)]);
+    drop(before_restart);
+
+    // A new process (or another replica): it has only what the store kept.
+    let after_restart = h.sweep_with(|s| {
+        s.max_rows_per_phase = 2;
+        s.holder = "instance-b:1".to_owned();
+    });
+    let calls = h.runtime.fake.calls().len();
+    completed(&after_restart, true).await;
+    assert_eq!(inspected_since(&h, calls), [container_id(3), container_id(4)], "no rereading");
+    let calls = h.runtime.fake.calls().len();
+    assert_eq!(completed(&after_restart, true).await.reconciled, 1);
+    assert_eq!(inspected_since(&h, calls), [container_id(5)]);
+    assert_eq!(h.status(5).await, Some(SandboxStatus::Crashed));
+}
+
+#[tokio::test]
+async fn the_lease_of_a_sweeper_that_died_mid_pass_is_taken_over_within_a_few_seconds() {
+    let h = Harness::new();
+    h.add_session(1, SandboxStatus::Running, ContainerState::Exited).await;
+    let sweep = h.sweep();
+    // A sweeper of another replica won the lease with the same settings, then was killed.
+    let dead = LeaseRequest {
+        name: &sweep.settings().lease_name,
+        holder: "instance-b:1#1",
+        duration: sweep.settings().lease_duration,
+        min_interval: sweep.settings().min_interval,
+    };
+    assert!(h.leases.try_acquire(&dead).await.unwrap());
+    assert_eq!(sweep.run(true).await.unwrap(), SweepOutcome::Skipped, "held by the dead one");
+
+    h.clock.advance(TimeDelta::seconds(5));
+    assert_eq!(completed(&sweep, true).await.reconciled, 1, "taken over");
+    assert_eq!(h.status(1).await, Some(SandboxStatus::Crashed));
+}
+
+#[tokio::test]
+async fn a_pass_that_outlives_its_lease_stops_before_its_next_change() {
+    let h = Harness::new();
+    h.add_session(1, SandboxStatus::Running, ContainerState::Exited).await;
+    h.add_session(2, SandboxStatus::Stopped, ContainerState::Exited).await;
+    let sweep = h.sweep_with(|s| {
+        s.lease_duration = Duration::from_secs(3);
+        s.max_duration = Duration::from_secs(600);
+        s.concurrency = 1;
+    });
+    // The inspect hangs past the lease: another sweeper may hold it by the time it answers.
+    h.runtime.advance_clock_per_inspect(TimeDelta::seconds(4));
+    let takeover = LeaseRequest {
+        name: &sweep.settings().lease_name,
+        holder: "instance-b:1#1",
+        duration: Duration::from_secs(3),
+        min_interval: Duration::ZERO,
+    };
+
+    let error = sweep.run(true).await.unwrap_err();
+    assert!(matches!(error, MaintenanceError::Lease { .. }), "{error:?}");
+    assert_eq!(h.status(1).await, Some(SandboxStatus::Running), "not marked without the lease");
+    assert_eq!(h.status(2).await, Some(SandboxStatus::Stopped), "not removed without the lease");
+    assert!(h.has_container(&container_id(2)));
+    assert!(h.leases.try_acquire(&takeover).await.unwrap(), "the lease is free for another");
+}
+
+#[tokio::test]
+async fn a_live_sweeper_renews_its_lease_so_a_long_pass_keeps_it() {
+    let h = Harness::new();
+    for n in 1..=4 {
+        h.add_session(n, SandboxStatus::Running, ContainerState::Exited).await;
+    }
+    let sweep = h.sweep_with(|s| {
+        s.lease_duration = Duration::from_secs(3);
+        s.max_duration = Duration::from_secs(600);
+        s.concurrency = 1;
+    });
+    // Four inspects of 2 s each: the pass lasts 8 s, well past one lease.
+    h.runtime.advance_clock_per_inspect(TimeDelta::seconds(2));
+    assert_eq!(completed(&sweep, true).await.reconciled, 4);
+    for n in 1..=4 {
+        assert_eq!(h.status(n).await, Some(SandboxStatus::Crashed));
+    }
+}

@@ -12,5 +12,6 @@ mod hardening;
 mod isolation;
 mod postgres;
 mod python;
+mod readiness;
 mod replicas;
 mod schemathesis;

@@ -26,14 +26,34 @@ pub(crate) struct SqliteFixture {
 
 impl SqliteFixture {
     pub(crate) async fn new() -> Self {
+        Self::with_options(StoreOptions::default()).await
+    }
+
+    pub(crate) async fn with_options(options: StoreOptions) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("sandkeeper.db");
-        let store =
-            SqlStore::connect(&format!("sqlite://{}", path.display()), StoreOptions::default())
-                .await
-                .expect("SQLite store");
+        let store = SqlStore::connect(&format!("sqlite://{}", path.display()), options)
+            .await
+            .expect("SQLite store");
         store.migrate().await.expect("SQLite migrations");
         Self { store, path, _dir: dir }
+    }
+
+    /// Makes the database and its write-ahead log immutable (`chattr +i`, which refuses writes
+    /// even to root) until the guard drops; `None` (after saying why) where that cannot be done.
+    pub(crate) fn refuse_writes(&self) -> Option<Immutable> {
+        let files = vec![self.path.clone(), self.path.with_extension("db-wal")];
+        if !chattr("+i", &files) {
+            chattr("-i", &files);
+            eprintln!("skipped: `chattr +i` does not work here (it needs root and ext4-like)");
+            return None;
+        }
+        if std::fs::OpenOptions::new().append(true).open(&self.path).is_ok() {
+            chattr("-i", &files);
+            eprintln!("skipped: `chattr +i` does not refuse writes here");
+            return None;
+        }
+        Some(Immutable(files))
     }
 
     /// A second connection to the same file, for what the ports cannot do (aging a lease,
@@ -230,4 +250,24 @@ pub(crate) async fn postgres_locker() -> Subject<dyn LifecycleLocker> {
     let fixture = postgres_fixture().await;
     let locker = fixture.store.locker().expect("PostgreSQL has a locker");
     Subject::keeping(locker, fixture)
+}
+
+/// Files made immutable by [`SqliteFixture::refuse_writes`], writable again when dropped (also
+/// when a test fails).
+pub(crate) struct Immutable(Vec<std::path::PathBuf>);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        chattr("-i", &self.0);
+    }
+}
+
+fn chattr(flag: &str, files: &[std::path::PathBuf]) -> bool {
+    std::process::Command::new("chattr")
+        .arg(flag)
+        .args(files)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }

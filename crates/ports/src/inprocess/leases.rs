@@ -18,6 +18,7 @@ struct Lease {
     holder: Option<String>,
     lease_expires_at: Timestamp,
     last_completed_at: Option<Timestamp>,
+    state: Option<String>,
 }
 
 impl std::fmt::Debug for InMemoryLeases {
@@ -60,6 +61,7 @@ impl MaintenanceLeases for InMemoryLeases {
                 holder: None,
                 lease_expires_at: now,
                 last_completed_at: None,
+                state: None,
             });
             let held = lease.lease_expires_at > now;
             let recently_done = lease.last_completed_at.is_some_and(|done| done > recent_cutoff);
@@ -69,6 +71,24 @@ impl MaintenanceLeases for InMemoryLeases {
             lease.holder = Some(request.holder.to_owned());
             lease.lease_expires_at = plus(now, request.duration);
             true
+        }))
+    }
+
+    async fn renew(
+        &self,
+        name: &str,
+        holder: &str,
+        duration: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        Ok(self.with(|leases| match leases.get_mut(name) {
+            Some(lease)
+                if lease.holder.as_deref() == Some(holder) && lease.lease_expires_at > now =>
+            {
+                lease.lease_expires_at = plus(now, duration);
+                true
+            }
+            _ => false,
         }))
     }
 
@@ -97,5 +117,22 @@ impl MaintenanceLeases for InMemoryLeases {
             }
         });
         Ok(())
+    }
+
+    async fn load_state(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.with(|leases| leases.get(name).and_then(|lease| lease.state.clone())))
+    }
+
+    async fn save_state(&self, name: &str, holder: &str, state: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        Ok(self.with(|leases| match leases.get_mut(name) {
+            Some(lease)
+                if lease.holder.as_deref() == Some(holder) && lease.lease_expires_at > now =>
+            {
+                lease.state = Some(state.to_owned());
+                true
+            }
+            _ => false,
+        }))
     }
 }

@@ -24,6 +24,24 @@ impl InMemorySessionRepository {
         f(&mut sessions)
     }
 
+    /// Inserts or replaces the session unless a running one would be the chat's second.
+    fn save_in(
+        sessions: &mut HashMap<SessionId, SandboxSession>,
+        session: &SandboxSession,
+    ) -> Result<(), SaveError> {
+        let conflict = session.status == SandboxStatus::Running
+            && sessions.values().any(|other| {
+                other.chat_id == session.chat_id
+                    && other.status == SandboxStatus::Running
+                    && other.session_id != session.session_id
+            });
+        if conflict {
+            return Err(SaveError::Conflict { chat_id: session.chat_id });
+        }
+        sessions.insert(session.session_id, session.clone());
+        Ok(())
+    }
+
     fn sorted(
         sessions: &HashMap<SessionId, SandboxSession>,
         keep: impl Fn(&SandboxSession) -> bool,
@@ -56,18 +74,25 @@ impl SessionRepository for InMemorySessionRepository {
     }
 
     async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
+        self.with(|sessions| Self::save_in(sessions, session))
+    }
+
+    async fn save_within(
+        &self,
+        session: &SandboxSession,
+        max_running: u64,
+    ) -> Result<bool, SaveError> {
         self.with(|sessions| {
-            let conflict = session.status == SandboxStatus::Running
-                && sessions.values().any(|other| {
-                    other.chat_id == session.chat_id
-                        && other.status == SandboxStatus::Running
-                        && other.session_id != session.session_id
-                });
-            if conflict {
-                return Err(SaveError::Conflict { chat_id: session.chat_id });
+            let others = sessions
+                .values()
+                .filter(|s| {
+                    s.status == SandboxStatus::Running && s.session_id != session.session_id
+                })
+                .count();
+            if u64::try_from(others).unwrap_or(u64::MAX) >= max_running {
+                return Ok(false);
             }
-            sessions.insert(session.session_id, session.clone());
-            Ok(())
+            Self::save_in(sessions, session).map(|()| true)
         })
     }
 

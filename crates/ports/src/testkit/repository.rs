@@ -31,6 +31,14 @@ pub trait DelegatingRepository: Send + Sync {
         self.inner().save(session).await
     }
 
+    async fn save_within(
+        &self,
+        session: &SandboxSession,
+        max_running: u64,
+    ) -> Result<bool, SaveError> {
+        self.inner().save_within(session, max_running).await
+    }
+
     async fn list_expired(
         &self,
         now: Timestamp,
@@ -93,6 +101,14 @@ impl<T: DelegatingRepository> SessionRepository for T {
 
     async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
         DelegatingRepository::save(self, session).await
+    }
+
+    async fn save_within(
+        &self,
+        session: &SandboxSession,
+        max_running: u64,
+    ) -> Result<bool, SaveError> {
+        DelegatingRepository::save_within(self, session, max_running).await
     }
 
     async fn list_expired(

@@ -31,6 +31,9 @@ macro_rules! maintenance_leases_contract {
                 leases_with_different_names_are_independent,
                 very_long_durations_are_accepted,
                 concurrent_acquires_have_exactly_one_winner,
+                renewing_keeps_the_lease_for_its_live_holder_only,
+                an_expired_holder_cannot_renew_even_if_nobody_took_the_lease,
+                state_outlives_its_holders_and_only_the_holder_writes_it,
             ]
         );
     };
@@ -220,6 +223,58 @@ pub async fn concurrent_acquires_have_exactly_one_winner(factory: impl AsyncFn()
             subject.aging.age(&name, DURATION + Duration::from_secs(1)).await;
         }
     }
+}
+
+pub async fn renewing_keeps_the_lease_for_its_live_holder_only(
+    factory: impl AsyncFn() -> LeaseSubject,
+) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    subject.aging.age(NAME, DURATION - Duration::from_secs(10)).await;
+    assert!(!leases.renew(NAME, "replica-b", DURATION).await.unwrap(), "b does not hold it");
+    assert!(leases.renew(NAME, "replica-a", DURATION).await.unwrap());
+    // Without the renewal, 20 s more would have let b in.
+    subject.aging.age(NAME, Duration::from_secs(20)).await;
+    assert!(!leases.try_acquire(&request(NAME, "replica-b")).await.unwrap(), "renewed");
+    assert!(leases.renew(NAME, "replica-a", DURATION).await.unwrap(), "renewed again");
+}
+
+pub async fn an_expired_holder_cannot_renew_even_if_nobody_took_the_lease(
+    factory: impl AsyncFn() -> LeaseSubject,
+) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    subject.aging.age(NAME, DURATION + Duration::from_secs(1)).await;
+    assert!(!leases.renew(NAME, "replica-a", DURATION).await.unwrap(), "expired: lost");
+    assert!(leases.try_acquire(&request(NAME, "replica-b")).await.unwrap(), "free for others");
+    assert!(!leases.renew(NAME, "replica-a", DURATION).await.unwrap(), "b holds it");
+    assert!(leases.renew(NAME, "replica-b", DURATION).await.unwrap());
+}
+
+pub async fn state_outlives_its_holders_and_only_the_holder_writes_it(
+    factory: impl AsyncFn() -> LeaseSubject,
+) {
+    let subject = factory().await;
+    let leases = subject.leases.port();
+    assert_eq!(leases.load_state(NAME).await.unwrap(), None, "nothing saved yet");
+    assert!(!leases.save_state(NAME, "replica-a", "early").await.unwrap(), "not held");
+    assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
+    assert!(leases.save_state(NAME, "replica-a", "after row 7").await.unwrap());
+    assert!(!leases.save_state(NAME, "replica-b", "stolen").await.unwrap(), "b does not hold it");
+    leases.complete(NAME, "replica-a").await.unwrap();
+    assert_eq!(leases.load_state(NAME).await.unwrap().as_deref(), Some("after row 7"));
+    assert!(!leases.save_state(NAME, "replica-a", "late").await.unwrap(), "completed: not held");
+
+    let eager = with_min_interval(NAME, "replica-b", Duration::ZERO);
+    assert!(leases.try_acquire(&eager).await.unwrap());
+    assert_eq!(leases.load_state(NAME).await.unwrap().as_deref(), Some("after row 7"));
+    assert!(leases.save_state(NAME, "replica-b", "after row 9").await.unwrap());
+    subject.aging.age(NAME, DURATION + Duration::from_secs(1)).await;
+    assert!(!leases.save_state(NAME, "replica-b", "expired").await.unwrap(), "lease ran out");
+    assert_eq!(leases.load_state(NAME).await.unwrap().as_deref(), Some("after row 9"));
+    assert_eq!(leases.load_state("another lease").await.unwrap(), None);
 }
 
 /// Runs the futures concurrently, each on its own task, and returns their outputs in order.

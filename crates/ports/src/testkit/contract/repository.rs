@@ -53,6 +53,8 @@ macro_rules! session_repository_contract {
                 extend_expiry_never_touches_a_stopped_crashed_or_missing_session,
                 an_extended_session_leaves_the_expiry_scan,
                 concurrent_extensions_of_one_session_keep_the_latest_expiry,
+                save_within_saves_below_the_limit_and_changes_nothing_at_it,
+                concurrent_saves_within_a_limit_never_go_past_it,
             ]
         );
     };
@@ -718,4 +720,50 @@ pub async fn concurrent_extensions_of_one_session_keep_the_latest_expiry(
         let stored = repo.get(running.session_id).await.unwrap().unwrap();
         assert_eq!(stored.expires_at, latest, "round {round}: the later expiry wins");
     }
+}
+
+pub async fn save_within_saves_below_the_limit_and_changes_nothing_at_it(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    let stopped = session(9, 9, SandboxStatus::Stopped, 0, 300);
+    save_all(repo, &[stopped]).await;
+    assert!(repo.save_within(&session(1, 1, SandboxStatus::Running, 0, 300), 2).await.unwrap());
+    assert!(repo.save_within(&session(2, 2, SandboxStatus::Running, 0, 300), 2).await.unwrap());
+    let third = session(3, 3, SandboxStatus::Running, 0, 300);
+    assert!(!repo.save_within(&third, 2).await.unwrap(), "two running: the limit");
+    assert_eq!(repo.get(third.session_id).await.unwrap(), None, "nothing saved");
+    assert_eq!(repo.count_running().await.unwrap(), 2);
+    // A session already running does not count against itself when saved again.
+    let again = session(2, 2, SandboxStatus::Running, 0, 600);
+    assert!(repo.save_within(&again, 2).await.unwrap());
+    assert_eq!(repo.get(again.session_id).await.unwrap(), Some(again));
+    // The chat rule still holds.
+    let second_of_chat_1 = session(4, 1, SandboxStatus::Running, 0, 300);
+    let error = repo.save_within(&second_of_chat_1, 10).await.unwrap_err();
+    assert!(matches!(error, SaveError::Conflict { .. }), "{error:?}");
+    assert!(!repo.save_within(&third, 0).await.unwrap(), "a limit of zero admits none");
+}
+
+pub async fn concurrent_saves_within_a_limit_never_go_past_it(
+    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+) {
+    let subject = factory().await;
+    let repo = subject.port();
+    const LIMIT: u64 = 5;
+    let saves = (1..=20u128).map(|n| {
+        let repo = Arc::clone(repo);
+        tokio::spawn(async move {
+            repo.save_within(&session(n, n, SandboxStatus::Running, 0, 300), LIMIT).await
+        })
+    });
+    let mut saved = 0;
+    for save in saves.collect::<Vec<_>>() {
+        if save.await.expect("a saving task panicked").expect("no store error") {
+            saved += 1;
+        }
+    }
+    assert_eq!(saved, LIMIT, "exactly the limit was admitted");
+    assert_eq!(repo.count_running().await.unwrap(), LIMIT);
 }

@@ -1,0 +1,100 @@
+//! The seam between the SQL written once for both backends and what differs between them.
+//!
+//! The repositories (`sessions.rs`, `leases.rs`) write their SQL once, with `$n`
+//! parameters (both SQLite and PostgreSQL read them) and [`Dialect::NOW`] for the database's
+//! clock, and pass their parameters as backend-neutral [`Value`]s. A [`Dialect`] runs such a
+//! [`Statement`] on its own pool: it encodes the values in its column types (UUID text and
+//! integer microseconds on SQLite, `uuid`, `timestamptz` and `interval` on PostgreSQL), decodes
+//! its rows and keeps sqlx's errors as they are, for the caller to judge.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sandkeeper_domain::{ChatId, SandboxSession, Timestamp};
+use sandkeeper_ports::StoreError;
+use uuid::Uuid;
+
+use crate::error::ErrorContext;
+
+/// A parameter of a [`Statement`], in the domain's terms; each dialect encodes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    /// A session or chat id.
+    Id(Uuid),
+    /// An instant, stored as the timestamp columns store it.
+    Time(Timestamp),
+    /// A length of time, to add to or subtract from an instant in SQL.
+    Span(Duration),
+    Text(String),
+    Int(i64),
+}
+
+/// One SQL statement with its parameters, `$1` being the first of `values`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Statement {
+    pub(crate) sql: String,
+    pub(crate) values: Vec<Value>,
+}
+
+impl Statement {
+    pub(crate) fn new(sql: impl Into<String>) -> Self {
+        Self { sql: sql.into(), values: Vec::new() }
+    }
+
+    pub(crate) fn bind(mut self, value: Value) -> Self {
+        self.values.push(value);
+        self
+    }
+}
+
+/// What one backend does differently: encoding, decoding, its clock in SQL, and running a
+/// statement on its pool.
+#[async_trait]
+pub(crate) trait Dialect: Send + Sync + 'static {
+    /// The database's current instant, in the type of the timestamp columns, for SQL text.
+    const NOW: &'static str;
+
+    /// A statement that, run first in a transaction, makes every other transaction that runs
+    /// it wait until this one ends: what makes a count and a save one step for every writer.
+    /// `None` where writes already run one at a time (SQLite).
+    const WRITERS_LOCK: Option<&'static str>;
+
+    /// Where the store is, for error messages.
+    fn ctx(&self) -> &ErrorContext;
+
+    /// The sessions a `SELECT` of `SESSION_COLUMNS` returns, in order.
+    async fn sessions(&self, statement: Statement) -> Result<Vec<SandboxSession>, StoreError>;
+
+    /// The first row's columns read as booleans, `None` without a row.
+    async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error>;
+
+    /// The first row's columns read as text (NULL as `None`), `None` without a row.
+    async fn texts(&self, statement: Statement)
+    -> Result<Option<Vec<Option<String>>>, sqlx::Error>;
+
+    /// The first column of the one row a statement returns, as an integer.
+    async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error>;
+
+    /// Runs the statements in order in one transaction (a single statement runs on its own,
+    /// in autocommit mode) and returns how many rows the last one changed.
+    async fn execute(&self, statements: Vec<Statement>) -> Result<u64, sqlx::Error>;
+
+    /// The chat's running session read without the pool, when the backend can answer so at
+    /// once; `None` sends the caller to the pool.
+    fn running_by_chat_inline(
+        &self,
+        _chat_id: ChatId,
+    ) -> Option<Result<Option<SandboxSession>, StoreError>> {
+        None
+    }
+}
+
+/// Every column of `row` (the first row of a statement, if any) read as `T`.
+pub(crate) fn columns<R, T>(row: Option<R>) -> Result<Option<Vec<T>>, sqlx::Error>
+where
+    R: sqlx::Row,
+    T: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    row.map(|row| (0..row.len()).map(|n| row.try_get::<T, _>(n)).collect()).transpose()
+}
