@@ -39,7 +39,10 @@ TOOL_SPEC: dict[str, Any] = {
     },
 }
 
-PROGRAMS: dict[Language, tuple[str, str]] = {"python": ("python3", "main.py"), "sh": ("sh", "main.sh")}
+PROGRAMS: dict[Language, tuple[str, str]] = {
+    "python": ("python3", "main.py"),
+    "sh": ("sh", "main.sh"),
+}
 OUTPUT_LIMIT = 8000
 """Characters of output handed back to the model; a model's context is precious."""
 
@@ -84,9 +87,11 @@ def run_code(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run code from stdin in a chat's sandbox.")
-    parser.add_argument("--url", default=os.environ.get("SANDKEEPER_URL", "http://127.0.0.1:8080"))
+    parser.add_argument(
+        "--url", default=os.environ.get("SANDKEEPER_URL", "http://127.0.0.1:8080")
+    )
     parser.add_argument("--token", default=os.environ.get("SANDKEEPER_TOKEN"))
-    parser.add_argument("--chat", default=str(uuid.uuid4()), help="the chat id (default: a new one)")
+    parser.add_argument("--chat", default=str(uuid.uuid4()), help="default: a new chat")
     parser.add_argument("--language", choices=["python", "sh"], default="python")
     arguments = parser.parse_args()
     language: Language = "sh" if arguments.language == "sh" else "python"

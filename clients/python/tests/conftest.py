@@ -72,7 +72,8 @@ class Server:
     def containers(self) -> list[str]:
         """The ids of every container of this server's instance, running or not."""
         done = subprocess.run(
-            ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label={INSTANCE_LABEL}={self.instance_id}"],
+            ["docker", "ps", "-aq", "--no-trunc"]
+            + ["--filter", f"label={INSTANCE_LABEL}={self.instance_id}"],
             capture_output=True,
             text=True,
             check=False,

@@ -73,8 +73,8 @@ class AsyncSandkeeper:
 
 
 class AsyncSandbox:
-    """One chat's sandbox, from `AsyncSandkeeper.sandbox`. Every method is one HTTP call; an error
-    answer raises a `SandkeeperError` subclass (``NotFound`` when the chat has no running
+    """One chat's sandbox, from `AsyncSandkeeper.sandbox`. Every method is one HTTP call; an
+    error answer raises a `SandkeeperError` subclass (``NotFound`` when the chat has no running
     sandbox: call `ensure` first)."""
 
     def __init__(self, client: AsyncSandkeeper, chat_id: str | UUID) -> None:
