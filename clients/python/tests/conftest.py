@@ -31,8 +31,10 @@ LISTENING = re.compile(r"listening on ([^\s\",]+)")
 
 
 def binary() -> Path:
-    path = Path(os.environ.get("SANDKEEPER_BIN", "target/debug/sandkeeper"))
-    return path if path.is_absolute() else REPOSITORY / path
+    """``$SANDKEEPER_BIN`` (relative to the working directory), else the repository's
+    ``target/debug/sandkeeper``."""
+    given = os.environ.get("SANDKEEPER_BIN")
+    return Path(given).resolve() if given else REPOSITORY / "target" / "debug" / "sandkeeper"
 
 
 def docker_ok(*args: str) -> bool:

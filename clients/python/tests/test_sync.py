@@ -115,6 +115,18 @@ def test_a_command_past_its_timeout_is_reported_timed_out(sandbox: Sandbox) -> N
     assert sandbox.exec(["true"]).ok
 
 
+def test_an_exec_may_take_its_own_timeout_beyond_the_clients(
+    server: Server, chat_id: str
+) -> None:
+    with Sandkeeper(server.url, timeout=1) as client:
+        sandbox = client.sandbox(chat_id)
+        sandbox.ensure()
+        # The command outlasts the client's timeout of 1 s, but not its own.
+        result = sandbox.exec(["sh", "-c", "sleep 2; echo done"], timeout=20)
+        assert result.ok and result.stdout == "done\n"
+        sandbox.delete()
+
+
 def test_a_missing_program_exits_127(sandbox: Sandbox) -> None:
     assert sandbox.exec(["no-such-program"]).exit_code == 127
 
