@@ -5,6 +5,7 @@
 
 mod deps;
 mod image;
+mod pyclient;
 mod schemathesis;
 
 use std::env;
@@ -24,7 +25,9 @@ tasks:
            SANDKEEPER_REQUIRE_SCHEMATHESIS=1 a test that cannot have them fails instead of
            skipping. With Docker it builds every image below and, after the full run on the
            default image, runs the black-box exec, file and timeout tests again on the bash and
-           python images.
+           python images. Then the Python client: its pinned tools installed from PyPI into
+           target/pyclient-venv, its wheel built, mypy --strict, and its pytest suite against
+           the built binary (clients/python/README.md).
   lint     rustfmt check, clippy with warnings denied, the crate dependency rule, and cargo-deny
            (bans, licenses, sources) when it is installed
   image    build sandbox images without a registry (add --force to rebuild):
@@ -184,6 +187,10 @@ fn test(extra: &[String]) -> Result<(), String> {
         if let Err(error) = pass {
             failed.push(format!("on image {}: {error}", image.tag()));
         }
+    }
+    eprintln!("xtask test: the Python client (clients/python) against the built binary");
+    if let Err(error) = pyclient::check(&root()) {
+        failed.push(format!("the Python client: {error}"));
     }
     if failed.is_empty() { Ok(()) } else { Err(failed.join("\n")) }
 }
