@@ -300,8 +300,7 @@ fn sliding_exec(
 #[tokio::test]
 async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_ends() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
 
@@ -335,8 +334,7 @@ async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_en
 #[tokio::test]
 async fn in_fixed_mode_an_exec_leaves_the_expiry_alone() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let access = sandbox_access(repository.clone(), &runtime, at_now(), SandboxSlots::default());
     let usecase = ExecInSandbox::new(access, ExecSettings::default());
     usecase.execute(command(&["true"])).await.unwrap();
@@ -387,8 +385,7 @@ async fn in_sliding_mode_a_command_longer_than_the_ttl_keeps_its_sandbox_alive()
 #[tokio::test]
 async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
 
@@ -417,8 +414,7 @@ async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it
 #[tokio::test]
 async fn in_sliding_mode_file_transfers_push_the_expiry() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let clock = at_now();
     let access = sliding_access(repository.clone(), &runtime, clock.clone(), TTL);
     let files = SandboxFiles::new(access, FileSettings::default());

@@ -119,6 +119,11 @@ pub(crate) fn at_now() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(now()))
 }
 
+/// The store and the runtime of [`CHAT_ID`] with its [`active`] sandbox running.
+pub(crate) async fn active_sandbox() -> (Arc<InMemorySessionRepository>, FakeRuntime) {
+    (repository_with(&[&active()]).await, runtime_with(&[&active()]))
+}
+
 /// A fake runtime in which the containers of `sessions` run.
 pub(crate) fn runtime_with(sessions: &[&SandboxSession]) -> FakeRuntime {
     let runtime = FakeRuntime::new();
