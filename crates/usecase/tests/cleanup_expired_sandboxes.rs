@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sandkeeper_adapters_observability::capture::{Capture, CapturedSpan};
-use sandkeeper_domain::{ContainerId, SandboxSession};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{
     ContainerSpec, ContainerState, ManagedContainer, Report, RuntimeError, SandboxRuntime,
@@ -53,18 +53,23 @@ fn session_span(capture: &Capture, session: &SandboxSession, result: &str) -> Ca
     )
 }
 
+/// A sandbox of `chat_id` created ten minutes ago that expired a second ago.
+fn expired_a_second_ago(chat_id: ChatId) -> SandboxSession {
+    running(
+        SESSION_EXPIRED_ID,
+        chat_id,
+        "container-expired",
+        now() - minutes(10),
+        now() - seconds(1),
+    )
+}
+
 // --- the seed's tests ---
 
 #[tokio::test]
 async fn cleanup_expired_sandboxes_stops_and_deletes_only_expired_sessions() {
     let capture = Capture::install();
-    let expired = running(
-        SESSION_EXPIRED_ID,
-        EXPIRED_CHAT_ID,
-        "container-expired",
-        now() - minutes(10),
-        now() - seconds(1),
-    );
+    let expired = expired_a_second_ago(EXPIRED_CHAT_ID);
     let boundary = running(
         SESSION_BOUNDARY_ID,
         BOUNDARY_CHAT_ID,
@@ -107,13 +112,7 @@ async fn cleanup_expired_sandboxes_stops_and_deletes_only_expired_sessions() {
 #[tokio::test]
 async fn cleanup_expired_sandboxes_records_observability_on_cleaned_session() {
     let capture = Capture::install();
-    let expired = running(
-        SESSION_EXPIRED_ID,
-        EXPIRED_CHAT_ID,
-        "container-expired",
-        now() - minutes(10),
-        now() - seconds(1),
-    );
+    let expired = expired_a_second_ago(EXPIRED_CHAT_ID);
     let repository = repository_with(&[&expired]).await;
     let usecase =
         cleanup_expired_sandboxes(repository, RecordingLocker::new(), &FakeRuntime::new());
@@ -133,13 +132,7 @@ async fn cleanup_expired_sandboxes_records_observability_on_cleaned_session() {
 #[tokio::test]
 async fn cleanup_expired_sandboxes_skips_replaced_session_from_stale_snapshot() {
     let capture = Capture::install();
-    let expired_snapshot = running(
-        SESSION_EXPIRED_ID,
-        CHAT_ID,
-        "container-expired",
-        now() - minutes(10),
-        now() - seconds(1),
-    );
+    let expired_snapshot = expired_a_second_ago(CHAT_ID);
     let replacement = running(
         SESSION_REPLACEMENT_ID,
         CHAT_ID,
