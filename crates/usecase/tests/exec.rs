@@ -338,9 +338,7 @@ async fn a_command_in_flight_when_its_sandbox_expires_and_is_cleaned_up_reports_
     let access =
         sandbox_access(repository.clone(), &runtime, clock.clone(), SandboxSlots::default());
     let usecase = ExecInSandbox::new(access, ExecSettings::default());
-    runtime.hold_execs();
-    let in_flight = spawn_exec(&usecase, command(&["sleep", "600"]));
-    tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
+    let in_flight = exec_in_flight(&usecase, &runtime, command(&["sleep", "600"])).await;
 
     clock.advance(minutes(5));
     let cleanup = sandkeeper_usecase::CleanupExpiredSandboxes::new(

@@ -162,6 +162,19 @@ pub(crate) fn spawn_exec(
     tokio::spawn(async move { usecase.execute(command).await })
 }
 
+/// Starts `command` with the runtime holding every exec, and returns once the runtime holds it
+/// (the first exec held): it stays in flight until the runtime releases it.
+pub(crate) async fn exec_in_flight(
+    usecase: &ExecInSandbox,
+    runtime: &FakeRuntime,
+    command: ExecCommand,
+) -> JoinHandle<Result<ExecOutcome, ExecInSandboxError>> {
+    runtime.hold_execs();
+    let in_flight = spawn_exec(usecase, command);
+    tokio::time::timeout(Duration::from_secs(5), runtime.execs_held(1)).await.unwrap();
+    in_flight
+}
+
 /// `CreateSandbox` with the clock at [`now`] and a TTL of 5 minutes.
 pub(crate) fn create_sandbox(
     repository: Arc<dyn SessionRepository>,
