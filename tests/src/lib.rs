@@ -236,6 +236,16 @@ impl TestEnv {
         docker(test).map(|_| Self::new())
     }
 
+    /// How most tests of a running sandbox start: the environment (`None` where [`docker`] says
+    /// the test skips), a server with the default settings, and a chat whose sandbox runs. Keep
+    /// the environment bound to the end of the test: dropping it checks for leftover containers.
+    pub async fn docker_sandbox(test: &str) -> Option<(Self, Server, String)> {
+        let env = Self::for_docker(test)?;
+        let server = env.serve(&[]).await;
+        let chat_id = server.new_sandbox().await;
+        Some((env, server, chat_id))
+    }
+
     /// An environment whose servers run sandboxes of `image` (`--image`).
     pub fn with_image(image: &str) -> Self {
         let instance_id = format!("bb-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);

@@ -9,7 +9,7 @@ use sandkeeper_ports::{
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::telemetry::{record_error, refresh_active_count};
+use crate::telemetry::{record_error, refresh_active_count, usecase_span};
 
 /// Counter `sandbox.cleanup.total{result=cleaned}`: one per removed sandbox.
 const CLEANUP_TOTAL: &str = "sandbox.cleanup.total";
@@ -124,15 +124,11 @@ impl CleanupExpiredSandboxes {
     /// One pass. Fails only when the snapshot cannot be read; failures of single sessions are
     /// in the report.
     pub async fn execute(&self) -> Result<CleanupReport, CleanupError> {
-        let span = tracing::info_span!(
+        let span = usecase_span!(
             "usecase.cleanup_expired_sandboxes",
             sandbox.expired_count = Empty,
             sandbox.cleaned_count = Empty,
             sandbox.error_count = Empty,
-            sandbox.result = Empty,
-            error = Empty,
-            "error.type" = Empty,
-            otel.status_code = Empty,
         );
         let outcome = self.clean_expired(&span).instrument(span.clone()).await;
         match &outcome {
@@ -177,16 +173,12 @@ impl CleanupExpiredSandboxes {
         now: Timestamp,
         parent: &Span,
     ) -> SessionOutcome {
-        let span = tracing::info_span!(
+        let span = usecase_span!(
             parent: parent,
             "usecase.cleanup_expired_sandbox",
             chat.id = %snapshot.chat_id,
             session.id = %snapshot.session_id,
             container.id = %snapshot.container_id,
-            sandbox.result = Empty,
-            error = Empty,
-            "error.type" = Empty,
-            otel.status_code = Empty,
         );
         let outcome = async {
             match self.remove_if_still_expired(&snapshot, now).await {

@@ -8,7 +8,7 @@ use sandkeeper_ports::{
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
-use crate::telemetry::{record_error, refresh_active_count};
+use crate::telemetry::{record_error, refresh_active_count, usecase_span};
 
 /// Counter `sandbox.delete.total{result=deleted|not_found|error}`.
 const DELETE_TOTAL: &str = "sandbox.delete.total";
@@ -62,15 +62,11 @@ impl DeleteSandbox {
         &self,
         chat_id: ChatId,
     ) -> Result<Option<SandboxSession>, DeleteSandboxError> {
-        let span = tracing::info_span!(
+        let span = usecase_span!(
             "usecase.delete_sandbox",
             chat.id = %chat_id,
             session.id = Empty,
             container.id = Empty,
-            sandbox.result = Empty,
-            error = Empty,
-            "error.type" = Empty,
-            otel.status_code = Empty,
         );
         let outcome = self.delete(chat_id, &span).instrument(span.clone()).await;
         let result = match &outcome {

@@ -8,7 +8,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::access::{AccessError, Operation, SandboxAccess};
-use crate::telemetry::record_error;
+use crate::telemetry::{record_error, usecase_span};
 
 /// Counter `sandbox.exec.total{result=ok|timeout|error}`. `ok` means the command ran to its
 /// end, whatever its exit code; `error` covers every refusal and failure.
@@ -147,18 +147,14 @@ impl ExecInSandbox {
     }
 
     pub async fn execute(&self, command: ExecCommand) -> Result<ExecOutcome, ExecInSandboxError> {
-        let span = tracing::info_span!(
+        let span = usecase_span!(
             "usecase.exec_in_sandbox",
             chat.id = %command.chat_id,
             session.id = Empty,
             container.id = Empty,
-            sandbox.result = Empty,
             exec.exit_code = Empty,
             exec.timed_out = Empty,
             exec.truncated = Empty,
-            error = Empty,
-            "error.type" = Empty,
-            otel.status_code = Empty,
         );
         let started = Instant::now();
         let outcome = self.run(command, &span).instrument(span.clone()).await;

@@ -16,7 +16,7 @@ use sandkeeper_ports::{
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
-use crate::telemetry::{record_error, refresh_active_count};
+use crate::telemetry::{record_error, refresh_active_count, usecase_span};
 
 /// Counter `sandbox.crashed.total{detected_by=exit_event|maintenance}`: running sessions turned
 /// `Crashed` because their container was no longer running, by the path that noticed.
@@ -126,15 +126,11 @@ impl RecordContainerExit {
     /// Looks the exit up in the store and marks its session crashed if it was still running
     /// on that container. A store failure changes nothing (the maintenance sweep catches up).
     pub async fn execute(&self, exit: &ContainerExit) -> Result<ExitOutcome, StoreError> {
-        let span = tracing::info_span!(
+        let span = usecase_span!(
             "usecase.record_container_exit",
             container.id = %exit.container_id,
             session.id = Empty,
             chat.id = Empty,
-            sandbox.result = Empty,
-            error = Empty,
-            "error.type" = Empty,
-            otel.status_code = Empty,
         );
         let outcome = self.record(exit, &span).instrument(span.clone()).await;
         let result = match &outcome {

@@ -8,7 +8,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::access::{AccessError, Entered, Operation, SandboxAccess};
-use crate::telemetry::record_error;
+use crate::telemetry::{record_error, usecase_span};
 
 /// Counter `sandbox.file.total{operation=upload|download, result=ok|error}`.
 const FILE_TOTAL: &str = "sandbox.file.total";
@@ -182,31 +182,22 @@ impl SandboxFiles {
 fn file_span(transfer: Transfer, chat_id: ChatId, path: &str) -> Span {
     // The path as given (it may be invalid), escaped so that it stays on one line.
     let shown = path.escape_debug().to_string();
+    // Both transfers carry the same fields; only the span name (a constant) differs.
+    macro_rules! transfer_span {
+        ($name:literal) => {
+            usecase_span!(
+                $name,
+                chat.id = %chat_id,
+                file.path = %shown,
+                file.size = Empty,
+                session.id = Empty,
+                container.id = Empty,
+            )
+        };
+    }
     match transfer {
-        Transfer::Upload => tracing::info_span!(
-            "usecase.upload_file",
-            chat.id = %chat_id,
-            file.path = %shown,
-            file.size = Empty,
-            session.id = Empty,
-            container.id = Empty,
-            sandbox.result = Empty,
-            error = Empty,
-            "error.type" = Empty,
-            otel.status_code = Empty,
-        ),
-        Transfer::Download => tracing::info_span!(
-            "usecase.download_file",
-            chat.id = %chat_id,
-            file.path = %shown,
-            file.size = Empty,
-            session.id = Empty,
-            container.id = Empty,
-            sandbox.result = Empty,
-            error = Empty,
-            "error.type" = Empty,
-            otel.status_code = Empty,
-        ),
+        Transfer::Upload => transfer_span!("usecase.upload_file"),
+        Transfer::Download => transfer_span!("usecase.download_file"),
     }
 }
 

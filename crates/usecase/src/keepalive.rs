@@ -14,7 +14,7 @@ use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
 use crate::access::{AccessError, live_session};
-use crate::telemetry::record_error;
+use crate::telemetry::{record_error, usecase_span};
 
 /// Counter `sandbox.keepalive.total{trigger=request|activity, result=extended|unchanged|
 /// not_found|error}`.
@@ -265,7 +265,7 @@ impl KeepAlive {
         ttl: Duration,
         trigger: Trigger,
     ) -> Result<KeepAliveOutcome, KeepAliveError> {
-        let span = tracing::info_span!(
+        let span = usecase_span!(
             "usecase.keep_alive",
             chat.id = %chat_id,
             sandbox.trigger = trigger.as_str(),
@@ -274,10 +274,6 @@ impl KeepAlive {
             container.id = Empty,
             sandbox.expires_at = Empty,
             sandbox.lifetime_ends_at = Empty,
-            sandbox.result = Empty,
-            error = Empty,
-            "error.type" = Empty,
-            otel.status_code = Empty,
         );
         let outcome =
             self.extend_locked(chat_id, only_session, ttl, &span).instrument(span.clone()).await;

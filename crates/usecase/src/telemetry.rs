@@ -8,6 +8,31 @@ use tracing::field::display;
 /// Gauge: how many sessions the store holds as running.
 pub(crate) const ACTIVE_COUNT: &str = "sandbox.active.count";
 
+/// An `INFO` span of a use case: `name`, the caller's fields, and the fields every use case
+/// records when it ends, declared `Empty`: `sandbox.result` and those [`record_error`] fills in
+/// (`error`, `error.type`, `otel.status_code`). `parent: span,` may come first, as in
+/// [`tracing::info_span!`].
+macro_rules! usecase_span {
+    (parent: $parent:expr, $($rest:tt)*) => {
+        $crate::telemetry::usecase_span!(@span [parent: $parent,] $($rest)*)
+    };
+    (@span [$($parent:tt)*] $name:expr $(, $($fields:tt)*)?) => {
+        ::tracing::info_span!(
+            $($parent)*
+            $name,
+            sandbox.result = ::tracing::field::Empty,
+            error = ::tracing::field::Empty,
+            "error.type" = ::tracing::field::Empty,
+            otel.status_code = ::tracing::field::Empty,
+            $($($fields)*)?
+        )
+    };
+    ($($rest:tt)*) => {
+        $crate::telemetry::usecase_span!(@span [] $($rest)*)
+    };
+}
+pub(crate) use usecase_span;
+
 /// Records a failure on `span` the way every use case does: the message with its causes, its
 /// stable kind and the OpenTelemetry error status. The span must declare `error`, `error.type` and
 /// `otel.status_code` (as `Empty`).

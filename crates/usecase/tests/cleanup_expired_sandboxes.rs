@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sandkeeper_adapters_observability::capture::Capture;
-use sandkeeper_domain::{ContainerId, SandboxSession};
+use sandkeeper_adapters_observability::capture::{Capture, CapturedSpan};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{
     ContainerSpec, ContainerState, ManagedContainer, Report, RuntimeError, SandboxRuntime,
@@ -20,18 +20,56 @@ use sandkeeper_usecase::{CleanupError, CleanupExpiredSandboxes, CleanupFailure};
 use support::*;
 use tracing::Level;
 
+/// The span of a whole pass, found by the counts and the result it recorded.
+fn pass_span(
+    capture: &Capture,
+    expired: u64,
+    cleaned: u64,
+    errors: u64,
+    result: &str,
+) -> CapturedSpan {
+    capture.find_span(
+        "usecase.cleanup_expired_sandboxes",
+        &[],
+        &[
+            ("sandbox.expired_count", expired.into()),
+            ("sandbox.cleaned_count", cleaned.into()),
+            ("sandbox.error_count", errors.into()),
+            ("sandbox.result", text(result)),
+        ],
+    )
+}
+
+/// The span of one session's removal, found by the session's ids and the result it recorded.
+fn session_span(capture: &Capture, session: &SandboxSession, result: &str) -> CapturedSpan {
+    capture.find_span(
+        "usecase.cleanup_expired_sandbox",
+        &[
+            ("chat.id", text(session.chat_id)),
+            ("session.id", text(session.session_id)),
+            ("container.id", text(&session.container_id)),
+        ],
+        &[("sandbox.result", text(result))],
+    )
+}
+
+/// A sandbox of `chat_id` created ten minutes ago that expired a second ago.
+fn expired_a_second_ago(chat_id: ChatId) -> SandboxSession {
+    running(
+        SESSION_EXPIRED_ID,
+        chat_id,
+        "container-expired",
+        now() - minutes(10),
+        now() - seconds(1),
+    )
+}
+
 // --- the seed's tests ---
 
 #[tokio::test]
 async fn cleanup_expired_sandboxes_stops_and_deletes_only_expired_sessions() {
     let capture = Capture::install();
-    let expired = running(
-        SESSION_EXPIRED_ID,
-        EXPIRED_CHAT_ID,
-        "container-expired",
-        now() - minutes(10),
-        now() - seconds(1),
-    );
+    let expired = expired_a_second_ago(EXPIRED_CHAT_ID);
     let boundary = running(
         SESSION_BOUNDARY_ID,
         BOUNDARY_CHAT_ID,
@@ -74,42 +112,19 @@ async fn cleanup_expired_sandboxes_stops_and_deletes_only_expired_sessions() {
 #[tokio::test]
 async fn cleanup_expired_sandboxes_records_observability_on_cleaned_session() {
     let capture = Capture::install();
-    let expired = running(
-        SESSION_EXPIRED_ID,
-        EXPIRED_CHAT_ID,
-        "container-expired",
-        now() - minutes(10),
-        now() - seconds(1),
-    );
+    let expired = expired_a_second_ago(EXPIRED_CHAT_ID);
     let repository = repository_with(&[&expired]).await;
     let usecase =
         cleanup_expired_sandboxes(repository, RecordingLocker::new(), &FakeRuntime::new());
 
     let report = usecase.execute().await.unwrap();
 
-    assert_eq!(report.cleaned, vec![expired]);
+    assert_eq!(report.cleaned, vec![expired.clone()]);
     capture.assert_counter_incremented("sandbox.cleanup.total", 1, &[("result", "cleaned")]);
     assert_eq!(last_active_count(&capture), 0.0);
-    let root = capture.find_span(
-        "usecase.cleanup_expired_sandboxes",
-        &[],
-        &[
-            ("sandbox.expired_count", 1_u64.into()),
-            ("sandbox.cleaned_count", 1_u64.into()),
-            ("sandbox.error_count", 0_u64.into()),
-            ("sandbox.result", text("completed")),
-        ],
-    );
+    let root = pass_span(&capture, 1, 1, 0, "completed");
     assert_eq!(root.error(), None);
-    let cleaned = capture.find_span(
-        "usecase.cleanup_expired_sandbox",
-        &[
-            ("chat.id", text(EXPIRED_CHAT_ID)),
-            ("session.id", text(SESSION_EXPIRED_ID)),
-            ("container.id", text("container-expired")),
-        ],
-        &[("sandbox.result", text("cleaned"))],
-    );
+    let cleaned = session_span(&capture, &expired, "cleaned");
     assert_eq!(cleaned.error(), None);
     assert_eq!(cleaned.parent, Some(root.index));
 }
@@ -117,13 +132,7 @@ async fn cleanup_expired_sandboxes_records_observability_on_cleaned_session() {
 #[tokio::test]
 async fn cleanup_expired_sandboxes_skips_replaced_session_from_stale_snapshot() {
     let capture = Capture::install();
-    let expired_snapshot = running(
-        SESSION_EXPIRED_ID,
-        CHAT_ID,
-        "container-expired",
-        now() - minutes(10),
-        now() - seconds(1),
-    );
+    let expired_snapshot = expired_a_second_ago(CHAT_ID);
     let replacement = running(
         SESSION_REPLACEMENT_ID,
         CHAT_ID,
@@ -200,38 +209,13 @@ async fn cleanup_expired_sandboxes_continues_after_stop_failure() {
     );
     capture.assert_counter_incremented("sandbox.cleanup.total", 1, &[("result", "cleaned")]);
     assert_eq!(last_active_count(&capture), 1.0);
-    let root = capture.find_span(
-        "usecase.cleanup_expired_sandboxes",
-        &[],
-        &[
-            ("sandbox.expired_count", 2_u64.into()),
-            ("sandbox.cleaned_count", 1_u64.into()),
-            ("sandbox.error_count", 1_u64.into()),
-            ("sandbox.result", text("completed_with_errors")),
-        ],
-    );
+    let root = pass_span(&capture, 2, 1, 1, "completed_with_errors");
     assert_eq!(root.error(), None);
-    let failed_span = capture.find_span(
-        "usecase.cleanup_expired_sandbox",
-        &[
-            ("chat.id", text(FAIL_CHAT_ID)),
-            ("session.id", text(SESSION_FAIL_ID)),
-            ("container.id", text("container-fail")),
-        ],
-        &[("sandbox.result", text("error"))],
-    );
+    let failed_span = session_span(&capture, &failing, "error");
     assert_eq!(failed_span.error(), Some(&text("stop_failed")));
     assert_eq!(failed_span.field("error.type"), Some(&text("runtime_error")));
     assert_eq!(failed_span.field("otel.status_code"), Some(&text("ERROR")));
-    let cleaned_span = capture.find_span(
-        "usecase.cleanup_expired_sandbox",
-        &[
-            ("chat.id", text(CLEAN_CHAT_ID)),
-            ("session.id", text(SESSION_CLEAN_ID)),
-            ("container.id", text("container-clean")),
-        ],
-        &[("sandbox.result", text("cleaned"))],
-    );
+    let cleaned_span = session_span(&capture, &cleaned, "cleaned");
     assert_eq!(cleaned_span.error(), None);
 }
 

@@ -104,8 +104,7 @@ async fn exec_runs_the_command_in_the_chats_running_sandbox_with_the_defaults() 
 #[tokio::test]
 async fn stdin_env_workdir_and_timeout_reach_the_runtime() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
 
     let mut full = command(&["cat"]);
@@ -192,8 +191,7 @@ async fn beyond_the_bound_an_exec_in_the_same_sandbox_is_busy_and_others_are_not
 #[tokio::test]
 async fn a_timed_out_command_is_counted_as_timeout_and_logged() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     runtime.push_exec_result(Ok(output(None, "partial", true)));
     let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
 
@@ -222,8 +220,7 @@ async fn a_timed_out_command_is_counted_as_timeout_and_logged() {
 #[tokio::test]
 async fn a_sandbox_that_goes_away_under_the_command_is_reported_as_gone() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
 
     // Deleted between the lookup and the exec: the runtime finds no container.
@@ -241,8 +238,7 @@ async fn a_sandbox_that_goes_away_under_the_command_is_reported_as_gone() {
 #[tokio::test]
 async fn runtime_failures_are_returned_as_such() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     runtime.push_exec_result(Err(ExecError::Runtime(RuntimeError::Unavailable("down".into()))));
     let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
 
@@ -255,8 +251,7 @@ async fn runtime_failures_are_returned_as_such() {
 #[tokio::test]
 async fn bad_requests_are_refused_before_anything_is_touched() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let usecase = exec_in_sandbox(repository, &runtime, SandboxSlots::default());
 
     let with = |change: fn(&mut ExecCommand)| {
@@ -303,8 +298,7 @@ async fn bad_requests_are_refused_before_anything_is_touched() {
 #[tokio::test]
 async fn settings_bound_the_output_and_the_timeouts() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let settings = ExecSettings {
         default_timeout: Duration::from_secs(5),
         max_timeout: Duration::from_secs(7),
@@ -339,15 +333,12 @@ async fn settings_bound_the_output_and_the_timeouts() {
 #[tokio::test]
 async fn a_command_in_flight_when_its_sandbox_expires_and_is_cleaned_up_reports_it_gone() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let clock = at_now();
     let access =
         sandbox_access(repository.clone(), &runtime, clock.clone(), SandboxSlots::default());
     let usecase = ExecInSandbox::new(access, ExecSettings::default());
-    runtime.hold_execs();
-    let in_flight = spawn_exec(&usecase, command(&["sleep", "600"]));
-    tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
+    let in_flight = exec_in_flight(&usecase, &runtime, command(&["sleep", "600"])).await;
 
     clock.advance(minutes(5));
     let cleanup = sandkeeper_usecase::CleanupExpiredSandboxes::new(

@@ -37,8 +37,7 @@ fn sandbox_files(
 }
 
 async fn setup() -> (FakeRuntime, SandboxFiles) {
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let files = sandbox_files(repository, &runtime, FileSettings::default());
     (runtime, files)
 }
@@ -138,8 +137,7 @@ async fn a_file_goes_into_the_chats_sandbox_and_comes_back() {
 #[tokio::test]
 async fn size_limits_refuse_large_uploads_at_once_and_bound_downloads() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let files =
         sandbox_files(repository, &runtime, FileSettings { upload_limit: 4, download_limit: 6 });
 
@@ -228,8 +226,7 @@ async fn no_sandbox_an_expired_one_and_one_that_went_away_are_told_apart() {
 #[tokio::test]
 async fn transfers_and_execs_share_the_sandboxs_bound() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let slots = SandboxSlots::new(1);
     let access = sandbox_access(repository, &runtime, at_now(), slots.clone());
     let exec = ExecInSandbox::new(access.clone(), ExecSettings::default());

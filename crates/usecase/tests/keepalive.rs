@@ -300,14 +300,11 @@ fn sliding_exec(
 #[tokio::test]
 async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_ends() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
 
-    runtime.hold_execs();
-    let in_flight = spawn_exec(&usecase, command(&["sleep", "1"]));
-    tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
+    let in_flight = exec_in_flight(&usecase, &runtime, command(&["sleep", "1"])).await;
     assert_eq!(
         stored(&repository, SESSION_ACTIVE_ID).await.expires_at,
         now() + minutes(5),
@@ -335,8 +332,7 @@ async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_en
 #[tokio::test]
 async fn in_fixed_mode_an_exec_leaves_the_expiry_alone() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let access = sandbox_access(repository.clone(), &runtime, at_now(), SandboxSlots::default());
     let usecase = ExecInSandbox::new(access, ExecSettings::default());
     usecase.execute(command(&["true"])).await.unwrap();
@@ -355,9 +351,7 @@ async fn in_sliding_mode_a_command_longer_than_the_ttl_keeps_its_sandbox_alive()
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), ttl);
 
-    runtime.hold_execs();
-    let in_flight = spawn_exec(&usecase, command(&["sleep", "600"]));
-    tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
+    let in_flight = exec_in_flight(&usecase, &runtime, command(&["sleep", "600"])).await;
     // Two seconds of the sandbox's clock pass while the command runs; the heartbeat (every
     // second with a TTL of 3 s) pushes the expiry to 2 s + 3 s.
     clock.advance(seconds(2));
@@ -387,14 +381,11 @@ async fn in_sliding_mode_a_command_longer_than_the_ttl_keeps_its_sandbox_alive()
 #[tokio::test]
 async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
 
-    runtime.hold_execs();
-    let in_flight = spawn_exec(&usecase, command(&["sleep", "600"]));
-    tokio::time::timeout(WAIT, runtime.execs_held(1)).await.unwrap();
+    let in_flight = exec_in_flight(&usecase, &runtime, command(&["sleep", "600"])).await;
     // The sandbox is deleted and the chat gets a new one while the command runs.
     repository.delete(SESSION_ACTIVE_ID).await.unwrap();
     runtime.set_state(&active().container_id, ContainerState::Missing);
@@ -417,8 +408,7 @@ async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it
 #[tokio::test]
 async fn in_sliding_mode_file_transfers_push_the_expiry() {
     let _capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = runtime_with(&[&active()]);
+    let (repository, runtime) = active_sandbox().await;
     let clock = at_now();
     let access = sliding_access(repository.clone(), &runtime, clock.clone(), TTL);
     let files = SandboxFiles::new(access, FileSettings::default());

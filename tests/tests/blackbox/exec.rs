@@ -116,12 +116,11 @@ async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_kills_the_command_and_everything_it_started() {
-    let Some(env) = TestEnv::for_docker("a_timeout_kills_the_command_and_everything_it_started")
+    let Some((_env, server, chat_id)) =
+        TestEnv::docker_sandbox("a_timeout_kills_the_command_and_everything_it_started").await
     else {
         return;
     };
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
 
     let started = Instant::now();
     let (status, answer) = server

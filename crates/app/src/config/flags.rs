@@ -52,7 +52,7 @@ pub(crate) enum Command {
     /// Remove expired sandboxes once (up to 1000), print the report as JSON on stdout, exit.
     ///
     /// Exits 1 if some could not be removed (they stay, and the next pass retries them).
-    Cleanup(CleanupArgs),
+    Cleanup(OneShotArgs),
     /// Run one maintenance sweep now (reconcile crashed sandboxes, remove stopped and crashed
     /// ones, reap orphaned containers), print the report as JSON on stdout, then exit.
     ///
@@ -354,9 +354,9 @@ pub(crate) struct MigrateArgs {
     pub(crate) log: LogArgs,
 }
 
-/// `sandkeeper cleanup`
+/// What a one-shot command (`cleanup`, `maintain`) works on: the Docker engine and the store.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct CleanupArgs {
+pub(crate) struct OneShotArgs {
     #[command(flatten)]
     pub(crate) docker: DockerArgs,
     #[command(flatten)]
@@ -371,11 +371,7 @@ pub(crate) struct MaintainArgs {
     #[command(flatten)]
     pub(crate) sweep: SweepArgs,
     #[command(flatten)]
-    pub(crate) docker: DockerArgs,
-    #[command(flatten)]
-    pub(crate) store: StoreArgs,
-    #[command(flatten)]
-    pub(crate) log: LogArgs,
+    pub(crate) one_shot: OneShotArgs,
 }
 
 /// The command line of a test: `sandkeeper <args>`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sandkeeper_adapters_docker::DockerConfig;
 use sandkeeper_usecase::{ExecSettings, FileSettings, KeepAliveSettings};
 
-use super::flags::{CleanupArgs, DockerArgs, LogArgs, MaintainArgs, ServeArgs, StoreArgs};
+use super::flags::{DockerArgs, MaintainArgs, OneShotArgs, ServeArgs, StoreArgs};
 use super::secrets::{ApiToken, DatabaseUrl};
 use super::setting::*;
 use super::settings::{OneShotConfig, ServeConfig, ServiceSettings, StoreConfig};
@@ -132,37 +132,27 @@ impl ServeArgs {
     }
 }
 
-impl CleanupArgs {
+impl OneShotArgs {
+    /// The settings of `sandkeeper cleanup`, the base of those of `maintain`: the use cases'
+    /// defaults, and a sweep that runs whenever asked, however recent the last one.
     pub(crate) fn validate(self) -> Result<OneShotConfig, ConfigError> {
-        one_shot(&self.docker, &self.store, &self.log, None)
+        let mut services = ServiceSettings::defaults(&self.docker.instance_id);
+        services.maintenance.min_interval = Duration::ZERO;
+        Ok(OneShotConfig {
+            services,
+            docker: self.docker.config()?,
+            store: self.store.config(),
+            log_format: self.log.log_format,
+        })
     }
 }
 
 impl MaintainArgs {
     pub(crate) fn validate(self) -> Result<OneShotConfig, ConfigError> {
-        one_shot(&self.docker, &self.store, &self.log, Some(self.sweep.orphan_grace))
+        let mut config = self.one_shot.validate()?;
+        config.services.maintenance.orphan_grace = self.sweep.orphan_grace;
+        Ok(config)
     }
-}
-
-/// The settings of a command that runs one pass and exits: the use cases' defaults, and a
-/// sweep that runs whenever asked, however recent the last one.
-fn one_shot(
-    docker: &DockerArgs,
-    store: &StoreArgs,
-    log: &LogArgs,
-    orphan_grace: Option<Duration>,
-) -> Result<OneShotConfig, ConfigError> {
-    let mut services = ServiceSettings::defaults(&docker.instance_id);
-    services.maintenance.min_interval = Duration::ZERO;
-    if let Some(grace) = orphan_grace {
-        services.maintenance.orphan_grace = grace;
-    }
-    Ok(OneShotConfig {
-        services,
-        docker: docker.config()?,
-        store: store.config(),
-        log_format: log.log_format,
-    })
 }
 
 impl StoreArgs {

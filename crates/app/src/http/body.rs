@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use super::AppState;
 use super::error::ApiError;
 
 /// The largest request body accepted; a larger one is answered with 413.
@@ -27,6 +29,16 @@ struct CreateSandboxBody {
 pub(crate) struct CreateSandboxRequest {
     /// The TTL of a sandbox this request creates; `None` means the configured `--ttl`.
     pub(crate) ttl: Option<Duration>,
+}
+
+/// The body of `PUT .../sandbox` (and of the keep-alive), read as [`create_sandbox_request`]
+/// does, with the server's `--max-ttl`.
+impl FromRequest<AppState> for CreateSandboxRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        create_sandbox_request(Bytes::from_request(request, state).await, state.max_ttl)
+    }
 }
 
 /// Reads the body of a `PUT`: empty is fine, malformed JSON or unknown fields are a 400, a

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::body::{shorten, whole_number};
-use super::{ApiError, AppState, parse_chat_id};
+use super::{ApiError, AppState, ChatPath};
 
 /// Room in an exec body beyond its stdin: the command, the environment and JSON's own syntax.
 const BODY_OVERHEAD: usize = 1024 * 1024;
@@ -38,10 +38,9 @@ fn body_limit(stdin_limit: usize) -> usize {
 
 async fn exec(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    ChatPath(chat_id): ChatPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let chat_id = parse_chat_id(path)?;
     let settings = state.services.exec.settings();
     let command =
         exec_command(chat_id, body, body_limit(settings.stdin_limit), settings.max_timeout)?;

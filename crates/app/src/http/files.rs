@@ -15,7 +15,7 @@ use sandkeeper_usecase::{AccessError, SandboxFilesError};
 use serde::{Deserialize, Serialize};
 
 use super::body::shorten;
-use super::{ApiError, AppState, parse_chat_id};
+use super::{ApiError, AppState, ChatPath};
 
 const ROUTE: &str = "/v1/chats/{chat_id}/sandbox/files/{*path}";
 
@@ -142,8 +142,8 @@ async fn download(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], file.bytes).into_response())
 }
 
-async fn no_path(path: Result<Path<String>, PathRejection>) -> ApiError {
-    match parse_chat_id(path) {
+async fn no_path(chat: Result<ChatPath, ApiError>) -> ApiError {
+    match chat {
         Err(error) => error,
         Ok(_) => ApiError::bad_request(
             "invalid_path",

@@ -1,17 +1,16 @@
 //! `POST /v1/chats/{chat_id}/sandbox/keepalive`: keep the chat's sandbox alive for longer.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::SecondsFormat;
 use sandkeeper_usecase::{KeepAliveCommand, KeepAliveError, KeepAliveOutcome};
 use serde::Serialize;
 
+use super::body::CreateSandboxRequest;
 use super::views::SessionView;
-use super::{ApiError, AppState, body, parse_chat_id};
+use super::{ApiError, AppState, ChatPath};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/v1/chats/{chat_id}/sandbox/keepalive", post(keep_alive))
@@ -40,11 +39,9 @@ impl KeepAliveView {
 /// The body is the one of `PUT .../sandbox`: none, or `{"ttl_seconds": N}` up to `--max-ttl`.
 async fn keep_alive(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    ChatPath(chat_id): ChatPath,
+    request: CreateSandboxRequest,
 ) -> Result<Response, ApiError> {
-    let chat_id = parse_chat_id(path)?;
-    let request = body::create_sandbox_request(body, state.max_ttl)?;
     let command = KeepAliveCommand { chat_id, ttl: request.ttl };
     match state.services.keep_alive.execute(command).await {
         Ok(outcome) => Ok(axum::Json(KeepAliveView::new(&outcome)).into_response()),

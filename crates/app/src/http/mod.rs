@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -94,23 +94,32 @@ pub(crate) fn router(state: AppState, token: Option<ApiToken>, edge: EdgeSetting
         .with_state(state)
 }
 
-fn parse_chat_id(path: Result<Path<String>, PathRejection>) -> Result<ChatId, ApiError> {
-    let Path(raw) = path.map_err(|rejection| {
-        ApiError::bad_request(
-            "invalid_chat_id",
-            format!("the chat id in the path could not be read: {}", rejection.body_text()),
-        )
-    })?;
-    ChatId::parse(&raw).map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))
+/// The `{chat_id}` of a chat route, parsed. An unreadable or invalid one is answered 400
+/// `invalid_chat_id` before anything else of the request is looked at.
+struct ChatPath(ChatId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ChatPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(|rejection| {
+                ApiError::bad_request(
+                    "invalid_chat_id",
+                    format!("the chat id in the path could not be read: {}", rejection.body_text()),
+                )
+            })?;
+        ChatId::parse(&raw)
+            .map(Self)
+            .map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))
+    }
 }
 
 async fn put_sandbox(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    ChatPath(chat_id): ChatPath,
+    request: body::CreateSandboxRequest,
 ) -> Result<Response, ApiError> {
-    let chat_id = parse_chat_id(path)?;
-    let request = body::create_sandbox_request(body, state.max_ttl)?;
     let outcome = state
         .services
         .create
@@ -142,9 +151,8 @@ fn create_error(error: CreateSandboxError) -> ApiError {
 
 async fn get_sandbox(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    ChatPath(chat_id): ChatPath,
 ) -> Result<Response, ApiError> {
-    let chat_id = parse_chat_id(path)?;
     match state.services.queries.running_for_chat(chat_id).await? {
         Some(session) => Ok(axum::Json(SessionView::new(&session, None)).into_response()),
         None => Err(no_sandbox(chat_id)),
@@ -157,9 +165,8 @@ fn no_sandbox(chat_id: ChatId) -> ApiError {
 
 async fn delete_sandbox(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    ChatPath(chat_id): ChatPath,
 ) -> Result<Response, ApiError> {
-    let chat_id = parse_chat_id(path)?;
     match state.services.delete.execute(chat_id).await {
         Ok(Some(_)) => Ok(StatusCode::NO_CONTENT.into_response()),
         Ok(None) => Err(no_sandbox(chat_id)),

@@ -119,6 +119,11 @@ pub(crate) fn at_now() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(now()))
 }
 
+/// The store and the runtime of [`CHAT_ID`] with its [`active`] sandbox running.
+pub(crate) async fn active_sandbox() -> (Arc<InMemorySessionRepository>, FakeRuntime) {
+    (repository_with(&[&active()]).await, runtime_with(&[&active()]))
+}
+
 /// A fake runtime in which the containers of `sessions` run.
 pub(crate) fn runtime_with(sessions: &[&SandboxSession]) -> FakeRuntime {
     let runtime = FakeRuntime::new();
@@ -155,6 +160,19 @@ pub(crate) fn spawn_exec(
 ) -> JoinHandle<Result<ExecOutcome, ExecInSandboxError>> {
     let usecase = usecase.clone();
     tokio::spawn(async move { usecase.execute(command).await })
+}
+
+/// Starts `command` with the runtime holding every exec, and returns once the runtime holds it
+/// (the first exec held): it stays in flight until the runtime releases it.
+pub(crate) async fn exec_in_flight(
+    usecase: &ExecInSandbox,
+    runtime: &FakeRuntime,
+    command: ExecCommand,
+) -> JoinHandle<Result<ExecOutcome, ExecInSandboxError>> {
+    runtime.hold_execs();
+    let in_flight = spawn_exec(usecase, command);
+    tokio::time::timeout(Duration::from_secs(5), runtime.execs_held(1)).await.unwrap();
+    in_flight
 }
 
 /// `CreateSandbox` with the clock at [`now`] and a TTL of 5 minutes.

@@ -13,12 +13,11 @@ use super::processes_matching;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeouts_of_one_and_two_milliseconds_answer_timed_out() {
-    let Some(env) = TestEnv::for_docker("timeouts_of_one_and_two_milliseconds_answer_timed_out")
+    let Some((_env, server, chat_id)) =
+        TestEnv::docker_sandbox("timeouts_of_one_and_two_milliseconds_answer_timed_out").await
     else {
         return;
     };
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
 
     for round in 0..4 {
         for timeout_ms in [1, 2] {
@@ -36,13 +35,12 @@ async fn timeouts_of_one_and_two_milliseconds_answer_timed_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_whose_name_holds_a_newline_is_killed_at_the_timeout() {
-    let Some(env) =
-        TestEnv::for_docker("a_process_whose_name_holds_a_newline_is_killed_at_the_timeout")
+    let Some((_env, server, chat_id)) =
+        TestEnv::docker_sandbox("a_process_whose_name_holds_a_newline_is_killed_at_the_timeout")
+            .await
     else {
         return;
     };
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
 
     // A child that leaves the command's session and renames itself with a newline and a fake
     // end of name, and a grandchild under it: only the parent links tie them to the command.
@@ -120,13 +118,12 @@ async fn shell_answer(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
-    let Some(env) =
-        TestEnv::for_docker("planted_links_and_fifos_never_redirect_or_hold_up_an_upload")
+    let Some((_env, server, chat_id)) =
+        TestEnv::docker_sandbox("planted_links_and_fifos_never_redirect_or_hold_up_an_upload")
+            .await
     else {
         return;
     };
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
 
     // Links at the predictable names a temporary file named after its pid would get
     // (`.sandkeeper-upload.<pid>`) for the next 250 pids the sandbox hands out after this
@@ -157,13 +154,12 @@ async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn special_files_modes_and_dangling_links_get_their_own_answers() {
-    let Some(env) =
-        TestEnv::for_docker("special_files_modes_and_dangling_links_get_their_own_answers")
+    let Some((_env, server, chat_id)) =
+        TestEnv::docker_sandbox("special_files_modes_and_dangling_links_get_their_own_answers")
+            .await
     else {
         return;
     };
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
     server
         .shell(
             &chat_id,
@@ -217,12 +213,11 @@ async fn special_files_modes_and_dangling_links_get_their_own_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_upload_removes_the_directories_it_created() {
-    let Some(env) = TestEnv::for_docker("a_failed_upload_removes_the_directories_it_created")
+    let Some((_env, server, chat_id)) =
+        TestEnv::docker_sandbox("a_failed_upload_removes_the_directories_it_created").await
     else {
         return;
     };
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
 
     // Fill the workspace: the directories can still be made, the file cannot be written.
     server.shell(&chat_id, "mkdir kept; cat /dev/zero > fill 2>/dev/null; true").await;
