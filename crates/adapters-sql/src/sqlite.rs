@@ -228,7 +228,20 @@ impl SqliteDialect {
     /// Whether the store serves: it answers a read, and takes writes as far as the last write
     /// (or a probe, when none was tried for a while) found.
     pub(crate) async fn check(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(|e| self.ctx.store_error(e))?;
+        if let Err(error) = sqlx::query("SELECT 1").execute(&self.pool).await {
+            // A file that refuses writes may not open new connections either; say what the
+            // writes found, with the read's own failure under it.
+            let refused = self.writes.as_ref().and_then(WriteHealth::refused);
+            return Err(match (refused, self.ctx.store_error(error)) {
+                (Some(why), StoreError::Unavailable(cause) | StoreError::Failed(cause)) => {
+                    StoreError::Unavailable(cause.context(format!(
+                        "the database at `{}` refuses writes ({why}) and answers no read",
+                        self.ctx.url
+                    )))
+                }
+                (None, error) => error,
+            });
+        }
         let Some(health) = &self.writes else {
             return Ok(());
         };
