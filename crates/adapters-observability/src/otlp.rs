@@ -299,6 +299,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn spans_that_find_the_queue_full_are_dropped_and_counted() {
+        use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // A queue of one span that nobody drains: an exporter stuck on a dead collector.
+        let (queue, mut waiting) = mpsc::channel(1);
+        let provider =
+            SdkTracerProvider::builder().with_span_processor(QueueProcessor { queue }).build();
+        let tracer = provider.tracer("test");
+        metrics::with_local_recorder(&recorder, || {
+            for name in ["first", "second", "third"] {
+                tracer.start(name).end();
+            }
+        });
+        assert_eq!(waiting.try_recv().unwrap().name, "first", "the first span was queued");
+        let text = handle.render();
+        assert!(text.contains("otlp_spans_dropped_total{reason=\"queue_full\"} 2"), "{text}");
+    }
+
     #[derive(Debug, Clone, Default)]
     struct Recorded(Arc<Mutex<Vec<SpanData>>>);
 
