@@ -219,19 +219,43 @@ fn trace_filter() -> FilterFn {
 }
 
 /// The log output, filtered by `filter`, and the trace exporter's layer when a `tracer` is
-/// given, with its own filter: each sees only what it wants, and a span that neither wants is
-/// never built.
+/// given. Without a tracer, `filter` is the whole subscriber's, as it was before traces existed:
+/// what it refuses is never built. With one, each layer has its own filter (the exporter takes
+/// the `debug` request span that the logs at `info` leave out).
 fn log_subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
     ansi: bool,
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
-) -> impl Subscriber + Send + Sync + for<'span> tracing_subscriber::registry::LookupSpan<'span>
+) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let output: Box<dyn Layer<Registry> + Send + Sync> = match format {
+    match tracer {
+        None => Box::new(Registry::default().with(filter).with(log_output(format, writer, ansi))),
+        Some(tracer) => {
+            let traces = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(trace_filter());
+            Box::new(
+                Registry::default()
+                    .with(log_output(format, writer, ansi).with_filter(filter))
+                    .with(traces),
+            )
+        }
+    }
+}
+
+fn log_output<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
         LogFormat::Human => {
             tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi).boxed()
         }
@@ -242,16 +266,7 @@ where
             .with_span_list(false)
             .with_writer(writer)
             .boxed(),
-    };
-    let traces = tracer.map(|tracer| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_filter(trace_filter())
-    });
-    Registry::default().with(output.with_filter(filter)).with(traces)
+    }
 }
 
 fn prometheus_builder() -> Result<PrometheusBuilder, InitError> {
@@ -310,6 +325,55 @@ mod tests {
         assert_eq!(event["level"], "INFO");
         assert_eq!(event["span"]["name"], "usecase.create_sandbox");
         assert_eq!(event["span"]["chat.id"], "chat-1");
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Exported(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Exported {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn with_traces_the_logs_keep_their_filter_and_the_exporter_takes_sandkeepers_spans() {
+        let exported = Exported::default();
+        let traces = Traces::with_exporter(exported.clone());
+        let buffer = SharedBuffer::default();
+        let writer = buffer.clone();
+        let filter = log_filter(None, "info").unwrap();
+        let subscriber = log_subscriber(
+            LogFormat::Json,
+            filter,
+            move || writer.clone(),
+            false,
+            Some(traces.tracer()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::debug_span!(target: "sandkeeper::http", "http.request");
+            request.in_scope(|| {
+                tracing::info_span!(target: "sandkeeper_usecase", "usecase.create_sandbox")
+                    .in_scope(|| tracing::info!(target: "sandkeeper_usecase", "sandbox_created"));
+                tracing::info_span!(target: "hyper_util::client", "dependency").in_scope(|| {});
+            });
+        });
+        assert!(traces.flush(Duration::from_secs(30)).await);
+        let output = buffer.text();
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.len(), 1, "{output}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+        assert_eq!(event["span"]["name"], "usecase.create_sandbox", "the debug span is not logged");
+        let spans = exported.0.lock().unwrap();
+        let mut names: Vec<&str> = spans.iter().map(|span| span.name.as_ref()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["http.request", "usecase.create_sandbox"]);
+        let create = spans.iter().find(|span| span.name == "usecase.create_sandbox").unwrap();
+        assert_eq!(create.events.len(), 1, "the event inside it is a span event");
     }
 
     #[test]
