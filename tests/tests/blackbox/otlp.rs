@@ -3,6 +3,7 @@
 //! caller's trace when the request carries a W3C `traceparent` header.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use sandkeeper_tests::{StatusCode, TestEnv, chat};
+use sandkeeper_tests::{StatusCode, TestEnv, chat, eventually, metric};
 
 const CALLER_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -70,6 +71,10 @@ async fn a_requests_spans_reach_the_collector_in_the_callers_trace() {
     assert!(status.is_success(), "{status} {body}");
     let (status, body) = server.delete_sandbox(&chat_id).await;
     assert!(status.is_success(), "{status} {body}");
+    // Nothing was dropped, and the counter is there to be watched.
+    let metrics = server.metrics().await;
+    let dropped = metric(&metrics, "otlp_spans_dropped_total{reason=\"queue_full\"}");
+    assert_eq!(dropped, Some(0.0), "{metrics}");
     // A graceful stop flushes the spans still queued before the process exits.
     let exit = server.terminate();
     assert!(exit.success(), "{exit:?}\n{}", server.logs());
@@ -139,4 +144,30 @@ fn a_bad_collector_url_exits_2_naming_the_flag() {
         assert!(stderr.contains("--otlp-endpoint: `"), "{stderr}");
         assert!(stderr.contains("is not a collector URL"), "{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_collector_down_requests_succeed_and_the_lost_spans_are_counted() {
+    let test = "with_the_collector_down_requests_succeed_and_the_lost_spans_are_counted";
+    let Some(env) = TestEnv::for_docker(test) else { return };
+    // A port that was free a moment ago and that nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let endpoint = format!("http://{}", closed.local_addr().expect("the bound address"));
+    drop(closed);
+    let mut server = env.serve(&["--otlp-endpoint", &endpoint]).await;
+
+    let chat_id = chat();
+    let (status, body) = server.put_sandbox(&chat_id).await;
+    assert!(status.is_success(), "{status} {body}");
+    let (status, body) = server.delete_sandbox(&chat_id).await;
+    assert!(status.is_success(), "{status} {body}");
+    let lost = eventually(Duration::from_secs(30), || async {
+        let metrics = server.metrics().await;
+        metric(&metrics, "otlp_spans_dropped_total{reason=\"export_failed\"}")
+            .filter(|lost| *lost > 0.0)
+    })
+    .await;
+    assert!(lost.is_some(), "no lost span counted:\n{}", server.metrics().await);
+    let exit = server.terminate();
+    assert!(exit.success(), "{exit:?}\n{}", server.logs());
 }
