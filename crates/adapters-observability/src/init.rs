@@ -8,10 +8,13 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Subscriber;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry};
+
+use crate::otlp::{ExporterError, OtlpEndpoint, SPANS_DROPPED_METRIC, Traces};
 
 /// Buckets (in seconds) of every histogram whose name ends in `seconds`: from a fast reuse
 /// (milliseconds) to a slow container start (tens of seconds).
@@ -77,11 +80,17 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// The log filter used when `RUST_LOG` is unset or empty, in `RUST_LOG` syntax.
     pub default_filter: String,
+    /// Where to export traces (OTLP over HTTP); `None` exports none.
+    pub otlp_endpoint: Option<OtlpEndpoint>,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Human, default_filter: "info".to_owned() }
+        Self {
+            log_format: LogFormat::Human,
+            default_filter: "info".to_owned(),
+            otlp_endpoint: None,
+        }
     }
 }
 
@@ -96,6 +105,8 @@ pub enum InitError {
     SubscriberAlreadySet,
     #[error("the Prometheus metrics recorder could not be installed: {0}")]
     MetricsRecorder(String),
+    #[error(transparent)]
+    TraceExporter(#[from] ExporterError),
     #[error("the metrics upkeep thread could not be started: {0}")]
     UpkeepThread(#[source] std::io::Error),
 }
@@ -104,6 +115,7 @@ pub enum InitError {
 #[derive(Clone)]
 pub struct Telemetry {
     prometheus: PrometheusHandle,
+    traces: Option<Traces>,
 }
 
 impl fmt::Debug for Telemetry {
@@ -118,11 +130,21 @@ impl Telemetry {
     pub fn render_metrics(&self) -> String {
         self.prometheus.render()
     }
+
+    /// Exports the spans still queued, waiting at most `timeout`; `false` if they were not all
+    /// out in time. Call it at shutdown. Without a trace exporter it returns `true` at once.
+    pub async fn flush_traces(&self, timeout: Duration) -> bool {
+        match &self.traces {
+            Some(traces) => traces.flush(timeout).await,
+            None => true,
+        }
+    }
 }
 
-/// Installs the process-wide log subscriber and the Prometheus metrics recorder.
+/// Installs the process-wide log subscriber and the Prometheus metrics recorder, and the trace
+/// exporter when `config.otlp_endpoint` is set.
 ///
-/// Call it once, at start. The log filter comes from `RUST_LOG`, else from
+/// Call it once, at start, inside the Tokio runtime (the trace exporter runs on it). The log filter comes from `RUST_LOG`, else from
 /// `config.default_filter`. No HTTP listener is started: the app serves
 /// [`Telemetry::render_metrics`] on its own `/metrics` route.
 pub fn init(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
@@ -137,7 +159,9 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
         .lossy(false)
         .thread_name("sandkeeper-log")
         .finish(BufWriter::new(std::io::stderr()));
-    log_subscriber(config.log_format, filter, writer, ansi)
+    let traces = config.otlp_endpoint.as_ref().map(Traces::start).transpose()?;
+    let tracer = traces.as_ref().map(Traces::tracer);
+    log_subscriber(config.log_format, filter, writer, ansi, tracer)
         .try_init()
         .map_err(|_| InitError::SubscriberAlreadySet)?;
     *LOG_WRITER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(guard);
@@ -155,7 +179,13 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
             }
         })
         .map_err(InitError::UpkeepThread)?;
-    Ok(Telemetry { prometheus })
+    if traces.is_some() {
+        // Shown at 0 from the start, so that an alert on it has a series to watch.
+        for reason in ["queue_full", "export_failed"] {
+            metrics::counter!(SPANS_DROPPED_METRIC, "reason" => reason).increment(0);
+        }
+    }
+    Ok(Telemetry { prometheus, traces })
 }
 
 /// Writes out every log line still queued and stops the log writer. Call it last, just before
@@ -177,18 +207,55 @@ fn log_filter(rust_log: Option<String>, default_filter: &str) -> Result<EnvFilte
     })
 }
 
-type FilteredRegistry = Layered<EnvFilter, Registry>;
+/// What the trace exporter receives: sandkeeper's own spans down to debug (the request's span is
+/// at debug, so that logs at info do not pay for it) and its events at info and above (they
+/// become the span's events). Never a dependency's: the exporter's own HTTP client would trace
+/// its exports.
+fn trace_filter() -> FilterFn {
+    filter_fn(|metadata| {
+        let level = if metadata.is_span() { tracing::Level::DEBUG } else { tracing::Level::INFO };
+        metadata.target().starts_with("sandkeeper") && *metadata.level() <= level
+    })
+}
 
+/// The log output, filtered by `filter`, and the trace exporter's layer when a `tracer` is
+/// given. Without a tracer, `filter` is the whole subscriber's, as it was before traces existed:
+/// what it refuses is never built. With one, each layer has its own filter (the exporter takes
+/// the `debug` request span that the logs at `info` leave out).
 fn log_subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
     ansi: bool,
-) -> impl Subscriber + Send + Sync + for<'span> tracing_subscriber::registry::LookupSpan<'span>
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let output: Box<dyn Layer<FilteredRegistry> + Send + Sync> = match format {
+    match tracer {
+        None => Box::new(Registry::default().with(filter).with(log_output(format, writer, ansi))),
+        Some(tracer) => {
+            let traces = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(trace_filter());
+            Box::new(
+                Registry::default()
+                    .with(log_output(format, writer, ansi).with_filter(filter))
+                    .with(traces),
+            )
+        }
+    }
+}
+
+fn log_output<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
         LogFormat::Human => {
             tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi).boxed()
         }
@@ -199,8 +266,7 @@ where
             .with_span_list(false)
             .with_writer(writer)
             .boxed(),
-    };
-    Registry::default().with(filter).with(output)
+    }
 }
 
 fn prometheus_builder() -> Result<PrometheusBuilder, InitError> {
@@ -239,7 +305,7 @@ mod tests {
         let buffer = SharedBuffer::default();
         let writer = buffer.clone();
         let filter = log_filter(None, "info").unwrap();
-        let subscriber = log_subscriber(format, filter, move || writer.clone(), false);
+        let subscriber = log_subscriber(format, filter, move || writer.clone(), false, None);
         tracing::subscriber::with_default(subscriber, emit);
         buffer.text()
     }
@@ -259,6 +325,55 @@ mod tests {
         assert_eq!(event["level"], "INFO");
         assert_eq!(event["span"]["name"], "usecase.create_sandbox");
         assert_eq!(event["span"]["chat.id"], "chat-1");
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Exported(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Exported {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn with_traces_the_logs_keep_their_filter_and_the_exporter_takes_sandkeepers_spans() {
+        let exported = Exported::default();
+        let traces = Traces::with_exporter(exported.clone());
+        let buffer = SharedBuffer::default();
+        let writer = buffer.clone();
+        let filter = log_filter(None, "info").unwrap();
+        let subscriber = log_subscriber(
+            LogFormat::Json,
+            filter,
+            move || writer.clone(),
+            false,
+            Some(traces.tracer()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::debug_span!(target: "sandkeeper::http", "http.request");
+            request.in_scope(|| {
+                tracing::info_span!(target: "sandkeeper_usecase", "usecase.create_sandbox")
+                    .in_scope(|| tracing::info!(target: "sandkeeper_usecase", "sandbox_created"));
+                tracing::info_span!(target: "hyper_util::client", "dependency").in_scope(|| {});
+            });
+        });
+        assert!(traces.flush(Duration::from_secs(30)).await);
+        let output = buffer.text();
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.len(), 1, "{output}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+        assert_eq!(event["span"]["name"], "usecase.create_sandbox", "the debug span is not logged");
+        let spans = exported.0.lock().unwrap();
+        let mut names: Vec<&str> = spans.iter().map(|span| span.name.as_ref()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["http.request", "usecase.create_sandbox"]);
+        let create = spans.iter().find(|span| span.name == "usecase.create_sandbox").unwrap();
+        assert_eq!(create.events.len(), 1, "the event inside it is a span event");
     }
 
     #[test]
@@ -293,7 +408,7 @@ mod tests {
     #[test]
     fn prometheus_renders_dotted_names_with_underscores() {
         let recorder = prometheus_builder().unwrap().build_recorder();
-        let telemetry = Telemetry { prometheus: recorder.handle() };
+        let telemetry = Telemetry { prometheus: recorder.handle(), traces: None };
         metrics::with_local_recorder(&recorder, || {
             metrics::counter!("sandbox.create.total", "result" => "created").increment(2);
             metrics::gauge!("sandbox.active.count").set(3.0);

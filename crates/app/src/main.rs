@@ -18,7 +18,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use sandkeeper_adapters_observability::{InitError, LogFormat, Telemetry, TelemetryConfig};
+use sandkeeper_adapters_observability::{
+    InitError, LogFormat, OtlpEndpoint, Telemetry, TelemetryConfig,
+};
 
 use crate::config::setting::Flag;
 use crate::config::{Cli, Command, ConfigError, Setting};
@@ -112,12 +114,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Serve(args) => {
             let config = args.validate()?;
-            let telemetry = init_telemetry(config.log_format)?;
+            let telemetry = init_telemetry(config.log_format, config.otlp_endpoint.clone())?;
             serve::serve(config, telemetry).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
-            init_telemetry(args.log.log_format)?;
+            init_telemetry(args.log.log_format, None)?;
             let store = wiring::open_store(&args.store.config()).await?;
             println!(
                 "{}",
@@ -128,7 +130,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Cleanup(args) => {
             let config = args.validate()?;
-            init_telemetry(config.log_format)?;
+            init_telemetry(config.log_format, None)?;
             let runtime = wiring::docker_runtime(&config.docker)?;
             let store = wiring::open_store(&config.store).await?;
             let services = Services::new(wiring::ports(&store, runtime), &config.services);
@@ -142,7 +144,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Maintain(args) => {
             let config = args.validate()?;
-            init_telemetry(config.log_format)?;
+            init_telemetry(config.log_format, None)?;
             let runtime = wiring::docker_runtime(&config.docker)?;
             let store = wiring::open_store(&config.store).await?;
             let services =
@@ -164,7 +166,10 @@ fn print_json(value: &impl serde::Serialize) {
     }
 }
 
-fn init_telemetry(format: config::LogFormat) -> Result<Telemetry, Failure> {
+fn init_telemetry(
+    format: config::LogFormat,
+    otlp_endpoint: Option<OtlpEndpoint>,
+) -> Result<Telemetry, Failure> {
     let log_format = match format {
         config::LogFormat::Text => LogFormat::Human,
         config::LogFormat::Json => LogFormat::Json,
@@ -172,6 +177,7 @@ fn init_telemetry(format: config::LogFormat) -> Result<Telemetry, Failure> {
     sandkeeper_adapters_observability::init(&TelemetryConfig {
         log_format,
         default_filter: "info".to_owned(),
+        otlp_endpoint,
     })
     .map_err(|error| match error {
         InitError::InvalidFilter { setting, value, reason } => Failure::Config(ConfigError::new(

@@ -22,12 +22,15 @@ use crate::wiring::{self, StartError};
 const REQUEST_GRACE: Duration = Duration::from_secs(60);
 /// How long a running background pass may take to finish after a shutdown signal.
 const LOOP_GRACE: Duration = Duration::from_secs(30);
+/// How long the spans still queued may take to reach the trace collector at shutdown.
+const TRACE_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(), Failure> {
     let runtime = wiring::docker_runtime(&config.docker)?;
     let docker_endpoint = runtime.endpoint().to_owned();
     let store = wiring::open_store(&config.store).await?;
     let services = Arc::new(Services::new(wiring::ports(&store, runtime), &config.services));
+    let traces = telemetry.clone();
     let metrics: Arc<dyn Fn() -> String + Send + Sync> =
         Arc::new(move || telemetry.render_metrics());
     let app = http::router(
@@ -124,6 +127,12 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
         }
     }
     store.close().await;
+    if !traces.flush_traces(TRACE_FLUSH_GRACE).await {
+        tracing::warn!(
+            grace = %humantime::format_duration(TRACE_FLUSH_GRACE),
+            "the trace collector did not take the last spans in time; they are dropped"
+        );
+    }
     tracing::info!("sandkeeper stopped; running sandboxes stay and are reused after a restart");
     Ok(())
 }

@@ -10,6 +10,7 @@ mod faults;
 mod fuzz;
 mod hardening;
 mod isolation;
+mod otlp;
 mod postgres;
 mod python;
 mod readiness;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sandkeeper_adapters_docker::UidRange;
+use sandkeeper_adapters_observability::OtlpEndpoint;
 
 use super::secrets::{ApiToken, DatabaseUrl};
 use super::setting::*;
@@ -237,6 +238,13 @@ pub(crate) struct ServeArgs {
     /// all together sweep about once per interval (never twice within three quarters of it).
     #[arg(long = MAINTENANCE_INTERVAL.long, env = MAINTENANCE_INTERVAL.env, value_name = "DURATION", default_value = "30s", value_parser = values::duration_at_least(MAINTENANCE_INTERVAL, Duration::from_millis(100)), help_heading = "Maintenance")]
     pub(crate) maintenance_interval: Duration,
+
+    /// Export traces to this OpenTelemetry collector, OTLP over HTTP/protobuf: the base URL,
+    /// like `http://127.0.0.1:4318` (spans are posted to `<URL>/v1/traces`; plain HTTP only).
+    /// OTEL_EXPORTER_OTLP_ENDPOINT sets it too when neither this flag nor its variable is set.
+    /// Default: no traces are exported.
+    #[arg(long = OTLP_ENDPOINT.long, env = OTLP_ENDPOINT.env, value_name = "URL", value_parser = values::otlp_endpoint, help_heading = "Observability")]
+    pub(crate) otlp_endpoint: Option<OtlpEndpoint>,
 
     #[command(flatten)]
     pub(crate) http: HttpArgs,

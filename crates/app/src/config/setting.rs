@@ -86,6 +86,7 @@ settings! {
     MEMORY_LIMIT = "memory-limit", "SANDKEEPER_MEMORY_LIMIT";
     NETWORK = "network", "SANDKEEPER_NETWORK";
     ORPHAN_GRACE = "orphan-grace", "SANDKEEPER_ORPHAN_GRACE";
+    OTLP_ENDPOINT = "otlp-endpoint", "SANDKEEPER_OTLP_ENDPOINT";
     PIDS_LIMIT = "pids-limit", "SANDKEEPER_PIDS_LIMIT";
     RUNTIME = "runtime", "SANDKEEPER_RUNTIME";
     SANDBOX_UID_RANGE = "sandbox-uid-range", "SANDKEEPER_SANDBOX_UID_RANGE";

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sandkeeper_adapters_docker::DockerConfig;
+use sandkeeper_adapters_observability::OtlpEndpoint;
 use sandkeeper_usecase::{
     DEFAULT_MAX_LIFETIME, DEFAULT_OPERATIONS_PER_SANDBOX, ExecSettings, FileSettings,
     KeepAliveSettings, MaintenanceSettings,
@@ -30,6 +31,8 @@ pub(crate) struct ServeConfig {
     pub(crate) docker: DockerConfig,
     pub(crate) store: StoreConfig,
     pub(crate) log_format: LogFormat,
+    /// Where traces are exported; `None` exports none.
+    pub(crate) otlp_endpoint: Option<OtlpEndpoint>,
 }
 
 /// The validated settings of `cleanup` and `maintain`, which run one pass and exit.

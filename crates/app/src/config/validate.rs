@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sandkeeper_adapters_docker::DockerConfig;
+use sandkeeper_adapters_observability::OtlpEndpoint;
 use sandkeeper_usecase::{ExecSettings, FileSettings, KeepAliveSettings};
 
 use super::flags::{DockerArgs, MaintainArgs, OneShotArgs, ServeArgs, StoreArgs};
@@ -128,8 +129,33 @@ impl ServeArgs {
             docker: self.docker.config()?,
             store: self.store.config(),
             log_format: self.log.log_format,
+            otlp_endpoint: otlp_endpoint_or_otel(
+                self.otlp_endpoint,
+                std::env::var(OTEL_ENDPOINT_VARIABLE).ok(),
+            )?,
         })
     }
+}
+
+/// OpenTelemetry's own variable for the collector's base URL, read when neither
+/// `--otlp-endpoint` nor its variable is set.
+const OTEL_ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// `--otlp-endpoint`, else the standard variable (an empty one is unset). A bad value of the
+/// variable is an error of the flag it stands for, saying where it came from.
+fn otlp_endpoint_or_otel(
+    flag: Option<OtlpEndpoint>,
+    otel: Option<String>,
+) -> Result<Option<OtlpEndpoint>, ConfigError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    let Some(value) = otel.filter(|value| !value.trim().is_empty()) else {
+        return Ok(None);
+    };
+    OtlpEndpoint::parse(&value).map(Some).map_err(|error| {
+        ConfigError::new(OTLP_ENDPOINT, format!("{error} (set by {OTEL_ENDPOINT_VARIABLE})"))
+    })
 }
 
 impl OneShotArgs {
@@ -219,6 +245,36 @@ fn bytes(size: u64) -> usize {
 mod tests {
     use super::*;
     use crate::config::flags::{Command, parse, serve};
+
+    #[test]
+    fn the_otlp_endpoint_comes_from_the_flag_else_from_the_standard_variable() {
+        let config = serve(&["--otlp-endpoint", "http://127.0.0.1:4318/"]).validate().unwrap();
+        let endpoint = config.otlp_endpoint.unwrap();
+        assert_eq!(endpoint.traces_url(), "http://127.0.0.1:4318/v1/traces");
+        let other = Some("http://other:4318".to_owned());
+        let chosen = otlp_endpoint_or_otel(Some(endpoint.clone()), other.clone()).unwrap();
+        assert_eq!(chosen, Some(endpoint), "the flag wins");
+        let chosen = otlp_endpoint_or_otel(None, other).unwrap().unwrap();
+        assert_eq!(chosen.traces_url(), "http://other:4318/v1/traces");
+        assert_eq!(otlp_endpoint_or_otel(None, Some(" ".to_owned())), Ok(None));
+        assert_eq!(otlp_endpoint_or_otel(None, None), Ok(None));
+        let error = otlp_endpoint_or_otel(None, Some("grpc://x".to_owned())).unwrap_err();
+        assert_eq!(error.setting, Setting::Flag(OTLP_ENDPOINT));
+        assert!(error.message.ends_with("(set by OTEL_EXPORTER_OTLP_ENDPOINT)"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_otlp_endpoint_is_refused_naming_the_flag() {
+        let error = super::super::values::otlp_endpoint("https://collector:4318").unwrap_err();
+        assert_eq!(error.setting, Setting::Flag(OTLP_ENDPOINT));
+        assert!(
+            error.to_string().starts_with(
+                "--otlp-endpoint: `https://collector:4318` is not a collector URL like \
+                 http://127.0.0.1:4318"
+            ),
+            "{error}"
+        );
+    }
 
     #[test]
     fn the_defaults_make_the_settings_of_every_part() {

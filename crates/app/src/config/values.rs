@@ -5,11 +5,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sandkeeper_adapters_docker::UidRange;
+use sandkeeper_adapters_observability::OtlpEndpoint;
 
 use super::secrets::{ApiToken, DatabaseUrl};
 use super::setting::{
-    ALLOWED_HOSTS, ConfigError, DATABASE_URL, Flag, INSTANCE_ID, LISTEN, SANDBOX_UID_RANGE,
+    ALLOWED_HOSTS, ConfigError, DATABASE_URL, Flag, INSTANCE_ID, LISTEN, OTLP_ENDPOINT,
+    SANDBOX_UID_RANGE,
 };
+
+/// The base URL of an OpenTelemetry collector (`--otlp-endpoint`).
+pub(crate) fn otlp_endpoint(value: &str) -> Result<OtlpEndpoint, ConfigError> {
+    OtlpEndpoint::parse(value).map_err(|error| ConfigError::new(OTLP_ENDPOINT, error.to_string()))
+}
 
 /// Parses a human duration (`3s`, `10m`, `1h 30m`), naming the setting and the value on failure.
 pub(crate) fn parse_duration(setting: Flag, value: &str) -> Result<Duration, ConfigError> {

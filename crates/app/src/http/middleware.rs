@@ -18,7 +18,8 @@ use crate::config::ApiToken;
 const OPEN_PATH: &str = "/healthz";
 
 /// One span per request (method, route, status, latency) and the HTTP metrics. Headers are never
-/// recorded: the `Authorization` header carries the token.
+/// recorded (the `Authorization` header carries the token); `traceparent` and `tracestate` only
+/// give the span its parent.
 pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     // The route template, not the path: chat ids would make the label set unbounded.
@@ -31,6 +32,15 @@ pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
     // it) and its line cost a reuse about a fifth of its throughput (docs/benchmarks.md).
     let span =
         tracing::debug_span!("http.request", http.request.method = %method, http.route = %route);
+    // A caller's W3C trace context makes this span, and so every span beneath it, part of the
+    // caller's trace (only when traces are exported).
+    let headers = request.headers();
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    sandkeeper_adapters_observability::set_remote_parent(
+        &span,
+        header("traceparent"),
+        header("tracestate"),
+    );
     let started = Instant::now();
     let response = next.run(request).instrument(span).await;
     let elapsed = started.elapsed();
