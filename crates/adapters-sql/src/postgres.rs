@@ -165,7 +165,7 @@ pub(crate) async fn connect(
         Ok(Err(error)) => {
             return Err(ConnectError::Unreachable {
                 url: ctx.url.clone(),
-                reason: ctx.scrub(error.to_string()),
+                reason: ctx.connect_reason(&error),
             });
         }
         Ok(Ok(probe)) => {
