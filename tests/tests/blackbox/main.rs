@@ -15,3 +15,4 @@ mod python;
 mod readiness;
 mod replicas;
 mod schemathesis;
+mod tls;
