@@ -240,12 +240,20 @@ impl Client {
     }
 
     fn unavailable(&self, error: BollardError) -> RuntimeError {
+        let endpoint = &self.endpoint;
         let context = match &self.tls {
-            Some(tls) => tls_failure(&self.endpoint, tls, &error),
-            None => None,
+            Some(tls) => tls_failure(endpoint, tls, &error).unwrap_or_else(|| {
+                // The engine may also refuse our certificate by closing the connection before
+                // its alert reaches us: the files stay named.
+                format!(
+                    "cannot reach the Docker engine at {endpoint} over TLS (CA {}, client \
+                     certificate {})",
+                    tls.ca.display(),
+                    tls.cert.display()
+                )
+            }),
+            None => format!("cannot reach the Docker engine at {endpoint}"),
         };
-        let context = context
-            .unwrap_or_else(|| format!("cannot reach the Docker engine at {}", self.endpoint));
         RuntimeError::Unavailable(Cause::new(error).context(context))
     }
 }
@@ -347,6 +355,24 @@ mod tests {
         let bollard =
             std::error::Error::source(&error).expect("bollard's error stays in the chain");
         assert!(bollard.to_string().ends_with("Unknown runtime specified runsc"), "{bollard}");
+    }
+
+    #[test]
+    fn an_engine_over_tls_that_cannot_be_reached_names_the_tls_files() {
+        let tls = TlsFiles {
+            ca: "/certs/ca.pem".into(),
+            cert: "/certs/cert.pem".into(),
+            key: "/certs/key.pem".into(),
+        };
+        let endpoint = Endpoint { host: "tcp://127.0.0.1:2376".to_owned(), tls: Some(tls) };
+        let client = Client::new(endpoint, Duration::from_secs(5));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let error = client.translate(BollardError::IOError { err: reset });
+        assert!(matches!(error, RuntimeError::Unavailable(_)), "{error:?}");
+        let message = Report(&error).to_string();
+        assert!(message.contains("tcp://127.0.0.1:2376 over TLS"), "{message}");
+        assert!(message.contains("/certs/ca.pem") && message.contains("/certs/cert.pem"));
+        assert!(message.ends_with("connection reset"), "the cause stays: {message}");
     }
 
     #[test]
