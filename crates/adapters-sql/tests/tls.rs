@@ -138,6 +138,20 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
         assert!(message.contains(&format!(":{PORT}/postgres")), "names the database: {message}");
     }
 
+    // A CA file that is not there is named, before any connection is tried.
+    let missing = server.ca("absent.pem");
+    let url = server.url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={missing}"));
+    match SqlStore::connect(&url, options()).await {
+        Err(error @ ConnectError::InvalidUrl { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("sslrootcert `{missing}` cannot be read")),
+                "{message}"
+            );
+        }
+        other => panic!("a missing sslrootcert gave {:?}", other.map(|_| "a store")),
+    }
+
     // require encrypts without verifying: the test CA is in no trust store, yet it connects.
     let url = server.url("127.0.0.1", "sslmode=require");
     let store = SqlStore::connect(&url, options()).await.expect("require connects unverified");
