@@ -138,7 +138,7 @@ pub(crate) async fn connect(
     // reported as a bare "No such file or directory": check them first, by name.
     if !matches!(connect.get_ssl_mode(), PgSslMode::Disable) {
         for (parameter, path) in tls_files(url) {
-            if let Err(error) = std::fs::File::open(&path) {
+            if let Err(error) = std::fs::File::open(path) {
                 return Err(ConnectError::InvalidUrl {
                     url: ctx.url.clone(),
                     reason: format!("its {parameter} `{path}` cannot be read: {error}"),
