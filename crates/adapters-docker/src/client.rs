@@ -7,10 +7,12 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use bollard::errors::Error as BollardError;
+use bollard::{API_DEFAULT_VERSION, Docker};
 use sandkeeper_ports::{Cause, ExecError, FileError, Report, RuntimeError};
 use tokio::sync::Mutex;
+
+use crate::config::{Endpoint, TlsFiles};
 
 /// The latency histogram of every engine call, labelled `operation`
 /// (`create`, `stop`, `inspect`, `list_managed`, `ping`, and `exec`, `upload`, `download` for
@@ -23,14 +25,16 @@ pub(crate) const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct Client {
     endpoint: String,
+    tls: Option<TlsFiles>,
     call_timeout: Duration,
     docker: Mutex<Option<Docker>>,
 }
 
 impl Client {
     /// Nothing is contacted here: sandkeeper starts while the engine is down.
-    pub(crate) fn new(endpoint: String, call_timeout: Duration) -> Self {
-        Self { endpoint, call_timeout, docker: Mutex::new(None) }
+    pub(crate) fn new(endpoint: Endpoint, call_timeout: Duration) -> Self {
+        let Endpoint { host: endpoint, tls } = endpoint;
+        Self { endpoint, tls, call_timeout, docker: Mutex::new(None) }
     }
 
     pub(crate) fn endpoint(&self) -> &str {
@@ -156,7 +160,8 @@ impl Client {
         }
         // bollard checks that a unix socket exists when the client is built, so building it
         // must wait until the engine is there.
-        let docker = Docker::connect_with_host(&self.endpoint)
+        let docker = self
+            .build()
             .map_err(|error| self.unavailable(error))?
             // bollard's own limit stays above ours so that ours, which names the operation,
             // is the one that fires.
@@ -178,6 +183,28 @@ impl Client {
         );
         *slot = Some(negotiated.clone());
         Ok(negotiated)
+    }
+
+    /// The bollard client for the endpoint. TLS is ours to decide (the configuration's files),
+    /// never bollard's own reading of `DOCKER_TLS_VERIFY`: a plain `tcp://` engine is reached
+    /// over plain HTTP.
+    fn build(&self) -> Result<Docker, BollardError> {
+        // bollard's own limit; `get` replaces it with one just above the call timeout.
+        let seconds = self.call_timeout.as_secs() + 1;
+        match &self.tls {
+            Some(tls) => Docker::connect_with_ssl(
+                &self.endpoint,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                seconds,
+                API_DEFAULT_VERSION,
+            ),
+            None if self.endpoint.starts_with("tcp://") || self.endpoint.starts_with("http://") => {
+                Docker::connect_with_http(&self.endpoint, seconds, API_DEFAULT_VERSION)
+            }
+            None => Docker::connect_with_host(&self.endpoint),
+        }
     }
 
     /// Drops the client after the engine could not be reached, so that the next call connects
@@ -213,8 +240,51 @@ impl Client {
     }
 
     fn unavailable(&self, error: BollardError) -> RuntimeError {
-        let context = format!("cannot reach the Docker engine at {}", self.endpoint);
+        let endpoint = &self.endpoint;
+        let context = match &self.tls {
+            Some(tls) => tls_failure(endpoint, tls, &error).unwrap_or_else(|| {
+                // The engine may also refuse our certificate by closing the connection before
+                // its alert reaches us: the files stay named.
+                format!(
+                    "cannot reach the Docker engine at {endpoint} over TLS (CA {}, client \
+                     certificate {})",
+                    tls.ca.display(),
+                    tls.cert.display()
+                )
+            }),
+            None => format!("cannot reach the Docker engine at {endpoint}"),
+        };
         RuntimeError::Unavailable(Cause::new(error).context(context))
+    }
+}
+
+/// What a failed TLS handshake means, when the error is one: rustls's refusal of the engine's
+/// certificate ("invalid peer certificate: UnknownIssuer"), or the engine's refusal of ours (a
+/// fatal alert it sent, e.g. "BadCertificate"). Each names the file to look at.
+fn tls_failure(endpoint: &str, tls: &TlsFiles, error: &BollardError) -> Option<String> {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let text = text.to_ascii_lowercase();
+    if text.contains("peer certificate") {
+        Some(format!(
+            "the TLS handshake with the Docker engine at {endpoint} failed: the engine's \
+             certificate was not trusted ({} must hold the CA that signed it)",
+            tls.ca.display()
+        ))
+    } else if text.contains("fatal alert") {
+        Some(format!(
+            "the TLS handshake with the Docker engine at {endpoint} failed: the engine refused \
+             sandkeeper's client certificate ({} and {} must be signed by a CA the engine \
+             trusts, its --tlscacert)",
+            tls.cert.display(),
+            tls.key.display()
+        ))
+    } else {
+        None
     }
 }
 
@@ -259,7 +329,8 @@ mod tests {
     use super::*;
 
     fn client() -> Client {
-        Client::new("unix:///nowhere.sock".to_owned(), Duration::from_secs(5))
+        let endpoint = Endpoint { host: "unix:///nowhere.sock".to_owned(), tls: None };
+        Client::new(endpoint, Duration::from_secs(5))
     }
 
     #[test]
@@ -284,6 +355,24 @@ mod tests {
         let bollard =
             std::error::Error::source(&error).expect("bollard's error stays in the chain");
         assert!(bollard.to_string().ends_with("Unknown runtime specified runsc"), "{bollard}");
+    }
+
+    #[test]
+    fn an_engine_over_tls_that_cannot_be_reached_names_the_tls_files() {
+        let tls = TlsFiles {
+            ca: "/certs/ca.pem".into(),
+            cert: "/certs/cert.pem".into(),
+            key: "/certs/key.pem".into(),
+        };
+        let endpoint = Endpoint { host: "tcp://127.0.0.1:2376".to_owned(), tls: Some(tls) };
+        let client = Client::new(endpoint, Duration::from_secs(5));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let error = client.translate(BollardError::IOError { err: reset });
+        assert!(matches!(error, RuntimeError::Unavailable(_)), "{error:?}");
+        let message = Report(&error).to_string();
+        assert!(message.contains("tcp://127.0.0.1:2376 over TLS"), "{message}");
+        assert!(message.contains("/certs/ca.pem") && message.contains("/certs/cert.pem"));
+        assert!(message.ends_with("connection reset"), "the cause stays: {message}");
     }
 
     #[test]

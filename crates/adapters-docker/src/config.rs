@@ -1,3 +1,4 @@
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The image `cargo xtask image` builds: static busybox on `scratch`.
@@ -54,6 +55,11 @@ pub struct DockerConfig {
     /// The engine's address (`unix:///path`, `tcp://host:port` or `http://host:port`). `None`
     /// means what the docker CLI uses: `DOCKER_HOST`, else the local socket.
     pub docker_host: Option<String>,
+    /// TLS to a `tcp://` engine: the directory of the docker CLI's TLS files, `ca.pem` (the CA
+    /// that signed the engine's certificate), `cert.pem` and `key.pem` (sandkeeper's client
+    /// certificate and key). `None` means what the docker CLI does: TLS when
+    /// `DOCKER_TLS_VERIFY` is set, with the files of `DOCKER_CERT_PATH` (else `~/.docker`).
+    pub docker_cert_path: Option<PathBuf>,
     /// Memory limit; swap is not allowed beyond it.
     pub memory_bytes: u64,
     /// CPU limit in CPUs (1.5 = one and a half cores).
@@ -95,6 +101,7 @@ impl DockerConfig {
             command: Some(vec!["sleep".to_owned(), "infinity".to_owned()]),
             instance_id: instance_id.into(),
             docker_host: None,
+            docker_cert_path: None,
             memory_bytes: DEFAULT_MEMORY_BYTES,
             cpus: DEFAULT_CPUS,
             pids_limit: DEFAULT_PIDS_LIMIT,
@@ -195,7 +202,7 @@ impl DockerConfig {
     }
 
     /// The engine address this configuration leads to, the way the docker CLI finds it.
-    pub(crate) fn resolve_docker_host(&self) -> Result<String, ConfigError> {
+    fn resolve_host(&self) -> Result<String, ConfigError> {
         if let Some(host) = &self.docker_host {
             return Ok(host.clone());
         }
@@ -207,6 +214,88 @@ impl DockerConfig {
             _ => Ok(DEFAULT_DOCKER_HOST.to_owned()),
         }
     }
+
+    /// The engine's address and, for a `tcp://` engine, the TLS files to reach it with, the
+    /// way the docker CLI finds them: [`DockerConfig::docker_cert_path`], else
+    /// `DOCKER_TLS_VERIFY` (any value but empty) with `DOCKER_CERT_PATH` (else `~/.docker`).
+    /// The files must be there and readable, so that a wrong path stops the start.
+    pub(crate) fn resolve_docker_host(&self) -> Result<Endpoint, ConfigError> {
+        let host = self.resolve_host()?;
+        let over_tcp = host.starts_with("tcp://");
+        let (field, dir) = match &self.docker_cert_path {
+            Some(dir) if !over_tcp => {
+                return Err(ConfigError::new(
+                    "docker_cert_path",
+                    dir.display(),
+                    format!("TLS needs a `tcp://host:port` engine, not `{host}`"),
+                ));
+            }
+            Some(dir) => ("docker_cert_path", dir.clone()),
+            None if over_tcp && env_set("DOCKER_TLS_VERIFY") => {
+                let dir = match std::env::var_os("DOCKER_CERT_PATH") {
+                    Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+                    _ => match std::env::var_os("HOME") {
+                        Some(home) if !home.is_empty() => PathBuf::from(home).join(".docker"),
+                        _ => {
+                            return Err(ConfigError::new(
+                                "DOCKER_CERT_PATH",
+                                "",
+                                "must name the directory of ca.pem, cert.pem and key.pem \
+                                 (DOCKER_TLS_VERIFY is set, and there is no HOME for ~/.docker)",
+                            ));
+                        }
+                    },
+                };
+                ("DOCKER_CERT_PATH", dir)
+            }
+            None => return Ok(Endpoint { host, tls: None }),
+        };
+        let tls = TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        for file in [&tls.ca, &tls.cert, &tls.key] {
+            if let Err(error) = readable(file) {
+                return Err(ConfigError::new(
+                    field,
+                    dir.display(),
+                    format!(
+                        "must hold the TLS files ca.pem, cert.pem and key.pem: `{}`: {error}",
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        Ok(Endpoint { host, tls: Some(tls) })
+    }
+}
+
+/// Where the engine is, and how to talk TLS to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    pub(crate) host: String,
+    pub(crate) tls: Option<TlsFiles>,
+}
+
+/// The docker CLI's TLS files: the CA that signs the engine's certificate, and the client's own
+/// certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|value| !value.is_empty())
+}
+
+fn readable(file: &Path) -> std::io::Result<()> {
+    if std::fs::metadata(file)?.is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    std::fs::File::open(file).map(drop)
 }
 
 /// A setting of [`DockerConfig`] (or `DOCKER_HOST`) that cannot be used.
@@ -262,7 +351,8 @@ fn check_docker_host(field: &'static str, host: &str) -> Result<(), ConfigError>
             field,
             host,
             "must be `unix:///path/to/docker.sock`, `tcp://host:port` or `http://host:port` \
-             (TLS and ssh are not supported)",
+             (for TLS: `tcp://` with DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH; ssh is not \
+             supported)",
         ));
     }
     Ok(())
@@ -427,7 +517,38 @@ mod tests {
     #[test]
     fn an_explicit_docker_host_wins_over_the_environment() {
         let config = DockerConfig { docker_host: Some("unix:///run/other.sock".into()), ..valid() };
-        assert_eq!(config.resolve_docker_host().unwrap(), "unix:///run/other.sock");
+        let endpoint = config.resolve_docker_host().unwrap();
+        assert_eq!(endpoint.host, "unix:///run/other.sock");
+        assert_eq!(endpoint.tls, None, "a unix socket is never TLS");
+    }
+
+    #[test]
+    fn a_cert_path_gives_tls_to_a_tcp_engine_and_must_hold_the_three_files() {
+        let dir = std::env::temp_dir().join(format!("sandkeeper-certs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = |host: &str| DockerConfig {
+            docker_host: Some(host.into()),
+            docker_cert_path: Some(dir.clone()),
+            ..valid()
+        };
+        for file in ["ca.pem", "cert.pem"] {
+            std::fs::write(dir.join(file), "x").unwrap();
+        }
+        let error = tls("tcp://127.0.0.1:2376").resolve_docker_host().unwrap_err();
+        assert_eq!(error.field, "docker_cert_path");
+        assert!(error.reason.contains("ca.pem, cert.pem and key.pem"), "{error}");
+        assert!(error.reason.contains("key.pem`"), "names the missing file: {error}");
+
+        std::fs::write(dir.join("key.pem"), "x").unwrap();
+        let endpoint = tls("tcp://127.0.0.1:2376").resolve_docker_host().unwrap();
+        assert_eq!(endpoint.host, "tcp://127.0.0.1:2376");
+        let files = endpoint.tls.expect("TLS files");
+        assert_eq!((files.ca, files.key), (dir.join("ca.pem"), dir.join("key.pem")));
+
+        let error = tls("unix:///var/run/docker.sock").resolve_docker_host().unwrap_err();
+        assert_eq!(error.field, "docker_cert_path");
+        assert!(error.reason.contains("needs a `tcp://host:port` engine"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -49,6 +49,26 @@ impl ErrorContext {
         }
     }
 
+    /// Why a first connection failed, in words an operator can act on. A failed TLS handshake
+    /// says first whether the server's certificate was not trusted, and which URL parameters
+    /// decide that (`sslmode`, `sslrootcert`); sqlx's own words follow.
+    pub(crate) fn connect_reason(&self, error: &sqlx::Error) -> String {
+        let detail = self.scrub(chain_text(error));
+        // rustls's refusal of the server's certificate reaches sqlx as an I/O error of the
+        // handshake, with rustls's words: "invalid peer certificate: UnknownIssuer".
+        let untrusted = detail.to_ascii_lowercase().contains("peer certificate");
+        match error {
+            sqlx::Error::Tls(_) | sqlx::Error::Io(_) if untrusted => format!(
+                "the server's TLS certificate was not trusted (the URL's `sslrootcert` names the \
+                 CA that signs it, and `sslmode=verify-full` also checks the host name): {detail}"
+            ),
+            sqlx::Error::Tls(_) => format!(
+                "the TLS connection failed (see the URL's `sslmode` and `sslrootcert`): {detail}"
+            ),
+            _ => detail,
+        }
+    }
+
     /// A store error for a failed sqlx call: connection-level failures are `Unavailable`,
     /// everything else is `Failed`; sqlx's error is the cause.
     pub(crate) fn store_error(&self, error: sqlx::Error) -> StoreError {
@@ -77,6 +97,20 @@ impl ErrorContext {
             _ => StoreError::Failed(self.cause(error)),
         }
     }
+}
+
+/// An error and its sources, joined by `: ` (each only when it adds to the one before).
+fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Database errors that mean "not reachable or not serving now", as opposed to a failed statement.

@@ -13,7 +13,7 @@ use sandkeeper_domain::SandboxSession;
 use sandkeeper_ports::inprocess::ProcessLocalLocker;
 use sandkeeper_ports::{Cause, StoreError};
 use sqlx::postgres::types::PgInterval;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::query::Query;
 use sqlx::{ConnectOptions, Connection, PgPool, Postgres, Row};
 
@@ -134,6 +134,19 @@ pub(crate) async fn connect(
             reason: ctx.scrub(error.to_string()),
             accepted: crate::url::ACCEPTED_URLS,
         })?;
+    // The TLS files are read only in the middle of a handshake, where a missing one would be
+    // reported as a bare "No such file or directory": check them first, by name.
+    if !matches!(connect.get_ssl_mode(), PgSslMode::Disable) {
+        for (parameter, path) in tls_files(url) {
+            if let Err(error) = std::fs::File::open(path) {
+                return Err(ConnectError::InvalidUrl {
+                    url: ctx.url.clone(),
+                    reason: format!("its {parameter} `{path}` cannot be read: {error}"),
+                    accepted: crate::url::ACCEPTED_URLS,
+                });
+            }
+        }
+    }
     if connect.get_application_name().is_none() {
         connect = connect.application_name("sandkeeper");
     }
@@ -165,7 +178,7 @@ pub(crate) async fn connect(
         Ok(Err(error)) => {
             return Err(ConnectError::Unreachable {
                 url: ctx.url.clone(),
-                reason: ctx.scrub(error.to_string()),
+                reason: ctx.connect_reason(&error),
             });
         }
         Ok(Ok(probe)) => {
@@ -191,6 +204,24 @@ pub(crate) async fn connect(
         ctx: Arc::clone(&ctx),
     };
     Ok((PgDialect { pool: queries, ctx }, locker))
+}
+
+/// The files a URL's `sslrootcert`, `sslcert` and `sslkey` name (those written plainly; a
+/// percent-encoded path is left to sqlx).
+fn tls_files(url: &str) -> Vec<(&str, &str)> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(key, path)| {
+            ["sslrootcert", "sslcert", "sslkey"].contains(key)
+                && !path.is_empty()
+                && !path.contains('%')
+        })
+        .collect()
 }
 
 fn is_plain_identifier(name: &str) -> bool {

@@ -10,7 +10,8 @@ use crate::Backend;
 /// What `connect` accepts, for error messages.
 pub(crate) const ACCEPTED_URLS: &str = "sqlite://PATH (add ?mode=rwc to create the file; \
      a relative PATH is relative to the working directory, sqlite:///abs/path is absolute), \
-     sqlite::memory:, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE";
+     sqlite::memory:, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE \
+     (add ?sslmode=verify-full&sslrootcert=CA.pem for TLS)";
 
 /// The backend a URL names, from its scheme.
 pub(crate) fn backend_of(url: &str) -> Result<Backend, String> {

@@ -16,3 +16,4 @@ mod python;
 mod readiness;
 mod replicas;
 mod schemathesis;
+mod tls;

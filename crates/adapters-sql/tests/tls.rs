@@ -1,0 +1,168 @@
+//! PostgreSQL over TLS: the URL's `sslmode` and `sslrootcert` decide whether the connection is
+//! encrypted and whose certificate is trusted, with rustls (no OpenSSL in sandkeeper).
+//!
+//! The test starts a PostgreSQL server of its own with `ssl=on` (`.ci/postgres.sh` with
+//! `PGTLS=1`, port 55472) and a throwaway CA made by `openssl` at test time. Without the
+//! PostgreSQL binaries or `openssl` it says it skipped; with `SANDKEEPER_REQUIRE_POSTGRES=1` it
+//! fails instead.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sandkeeper_adapters_sql::{ConnectError, SqlStore, StoreOptions};
+use sqlx::{Connection, Row};
+use tempfile::TempDir;
+
+const PORT: u16 = 55472;
+
+/// A PostgreSQL server that serves TLS with a certificate of the test CA, stopped (and its files
+/// removed) when dropped, also when the test fails.
+struct TlsPostgres {
+    dir: TempDir,
+}
+
+impl TlsPostgres {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres.sh")
+    }
+
+    /// `None` (after saying why) where the server cannot be had, unless it is required.
+    fn start() -> Option<Self> {
+        let required = std::env::var(support::REQUIRE_POSTGRES).is_ok_and(|value| value == "1");
+        let found = |probe: &str| {
+            Command::new("sh").args(["-c", probe]).output().is_ok_and(|out| out.status.success())
+        };
+        let missing = if !found("command -v initdb || ls /usr/lib/postgresql/*/bin/initdb") {
+            Some("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        } else if !found("command -v openssl") {
+            Some("the openssl command is not installed")
+        } else if !found("id postgres && [ \"$(id -u)\" = 0 ]") {
+            Some("starting PostgreSQL needs root and a `postgres` account")
+        } else {
+            None
+        };
+        if let Some(why) = missing {
+            assert!(!required, "{}=1 but {why}", support::REQUIRE_POSTGRES);
+            eprintln!("skipped: PostgreSQL TLS test: {why}");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let server = Self { dir };
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .args(["start", &server.dir.path().display().to_string()])
+            .env("PGTLS", "1")
+            .env("PGPORT", PORT.to_string())
+            .output()
+            .expect("run .ci/postgres.sh");
+        assert!(
+            out.status.success(),
+            "the TLS PostgreSQL server did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(server)
+    }
+
+    fn ca(&self, name: &str) -> String {
+        self.dir.path().join("tls").join(name).display().to_string()
+    }
+
+    fn url(&self, host: &str, query: &str) -> String {
+        format!("postgres://postgres@{host}:{PORT}/postgres?{query}")
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Self::script())
+            .args(["stop", &self.dir.path().display().to_string()])
+            .output();
+    }
+}
+
+fn options() -> StoreOptions {
+    StoreOptions { acquire_timeout: Duration::from_secs(10), ..StoreOptions::default() }
+}
+
+/// Whether the server sees the test's own connection on this URL as encrypted.
+async fn encrypted(url: &str) -> bool {
+    let mut connection = sqlx::PgConnection::connect(url).await.expect("a raw connection");
+    let row = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut connection)
+        .await
+        .expect("pg_stat_ssl");
+    let ssl: bool = row.get(0);
+    connection.close().await.ok();
+    ssl
+}
+
+async fn refused(url: &str) -> String {
+    match SqlStore::connect(url, options()).await {
+        Ok(_) => panic!("{url} connected although the certificate is not to be trusted"),
+        Err(error) => {
+            assert!(matches!(error, ConnectError::Unreachable { .. }), "{error:?}");
+            error.to_string()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
+    let Some(server) = TlsPostgres::start() else {
+        return;
+    };
+    let ca = server.ca("ca.pem");
+    let other_ca = server.ca("other-ca.pem");
+
+    // verify-full with the CA that signed the server's certificate: the store works, encrypted.
+    for host in ["127.0.0.1", "localhost"] {
+        let url = server.url(host, &format!("sslmode=verify-full&sslrootcert={ca}"));
+        let store = SqlStore::connect(&url, options()).await.expect("verify-full with the CA");
+        store.migrate().await.expect("migrations over TLS");
+        store.ping().await.expect("a store call over TLS");
+        assert_eq!(store.sessions().count_running().await.expect("count over TLS"), 0);
+        store.close().await;
+        assert!(encrypted(&url).await, "{url} is not encrypted");
+    }
+
+    // A CA that did not sign it: refused, saying the certificate was not trusted.
+    for mode in ["verify-full", "verify-ca"] {
+        let url = server.url("127.0.0.1", &format!("sslmode={mode}&sslrootcert={other_ca}"));
+        let message = refused(&url).await;
+        assert!(message.contains("certificate was not trusted"), "{mode}: {message}");
+        assert!(message.contains("sslrootcert"), "{mode}: {message}");
+        assert!(message.contains(&format!(":{PORT}/postgres")), "names the database: {message}");
+    }
+
+    // A CA file that is not there is named, before any connection is tried.
+    let missing = server.ca("absent.pem");
+    let url = server.url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={missing}"));
+    match SqlStore::connect(&url, options()).await {
+        Err(error @ ConnectError::InvalidUrl { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("sslrootcert `{missing}` cannot be read")),
+                "{message}"
+            );
+        }
+        other => panic!("a missing sslrootcert gave {:?}", other.map(|_| "a store")),
+    }
+
+    // require encrypts without verifying: the test CA is in no trust store, yet it connects.
+    let url = server.url("127.0.0.1", "sslmode=require");
+    let store = SqlStore::connect(&url, options()).await.expect("require connects unverified");
+    store.ping().await.expect("a store call with sslmode=require");
+    store.close().await;
+    assert!(encrypted(&url).await, "sslmode=require is not encrypted");
+
+    // disable talks in the clear.
+    let url = server.url("127.0.0.1", "sslmode=disable");
+    let store = SqlStore::connect(&url, options()).await.expect("disable connects");
+    store.ping().await.expect("a store call with sslmode=disable");
+    store.close().await;
+    assert!(!encrypted(&url).await, "sslmode=disable is encrypted");
+}
