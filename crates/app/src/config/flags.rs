@@ -23,7 +23,9 @@ removes whatever is expired, dead or orphaned.";
 const AFTER_HELP: &str = "\
 Every setting is a flag and an environment variable (SANDKEEPER_<NAME>); the flag wins.
 Durations are written like 3s, 10m, 1h 30m. Run `sandkeeper <command> --help` for a command's settings.
-Docker is reached like the docker CLI does: DOCKER_HOST, else /var/run/docker.sock.
+Docker is reached like the docker CLI does: DOCKER_HOST, else /var/run/docker.sock; a tcp://
+engine over TLS with DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem).
+PostgreSQL over TLS: sslmode and sslrootcert in the database URL.
 RUST_LOG filters the logs (default `info`).
 Exit codes: 0 success, 1 a failure while running, 2 a bad setting (the message names it).";
 
@@ -44,7 +46,7 @@ pub(crate) enum Command {
     /// comes back. On SIGINT or SIGTERM it stops accepting connections, lets in-flight requests
     /// finish, stops the loops and exits 0; running sandboxes stay and are reused after a
     /// restart. Docker is reached like the docker CLI does (DOCKER_HOST, else
-    /// /var/run/docker.sock).
+    /// /var/run/docker.sock; TLS with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH).
     #[command(after_help = "The API is described in docs/api.md and docs/openapi.yaml.")]
     // Boxed: its settings outweigh every other command's by far.
     Serve(Box<ServeArgs>),
