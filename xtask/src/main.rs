@@ -7,6 +7,7 @@ mod deps;
 mod image;
 mod pyclient;
 mod schemathesis;
+mod venv;
 
 use std::env;
 use std::path::{Path, PathBuf};

@@ -70,19 +70,7 @@ fn ensure_venv(venv: &Path, requirements: &Path) -> Result<PathBuf, String> {
         return Ok(python);
     }
     eprintln!("xtask: installing the Python client's tools into {}", venv.display());
-    let created = Command::new("python3").args(["-m", "venv", "--clear"]).arg(venv).status();
-    match created {
-        Ok(status) if status.success() => {}
-        Ok(status) => {
-            return Err(format!(
-                "`python3 -m venv {}` failed ({status}); install Debian's `python3-venv`",
-                venv.display()
-            ));
-        }
-        Err(error) => {
-            return Err(format!("cannot run python3 ({error}); install Debian's `python3-venv`"));
-        }
-    }
+    crate::venv::create(venv)?;
     run_checked(
         Command::new(&python)
             .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])

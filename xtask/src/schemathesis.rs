@@ -16,20 +16,8 @@ pub(crate) fn ensure(target: &Path) -> Result<PathBuf, String> {
         return Ok(binary);
     }
     eprintln!("xtask: installing schemathesis {VERSION} into {}", venv.display());
-    let created = Command::new("python3").arg("-m").arg("venv").arg("--clear").arg(&venv).status();
-    match created {
-        Ok(status) if status.success() => {}
-        Ok(status) => {
-            return Err(format!(
-                "`python3 -m venv {}` failed ({status}); install Debian's `python3-venv`",
-                venv.display()
-            ));
-        }
-        Err(error) => {
-            return Err(format!("cannot run python3 ({error}); install Debian's `python3-venv`"));
-        }
-    }
-    let pip = venv.join("bin").join("pip");
+    let bin = crate::venv::create(&venv)?;
+    let pip = bin.join("pip");
     let status = Command::new(&pip)
         .args(["install", "--quiet", "--disable-pip-version-check"])
         .arg(format!("schemathesis=={VERSION}"))
