@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 pub use reqwest::StatusCode;
 use serde_json::Value;
 
+mod immutable;
 mod sandbox;
+pub use immutable::Immutable;
 pub use sandbox::{assert_error, chat};
 
 /// The label every container of an instance carries.

@@ -12,14 +12,13 @@ mod cluster;
 mod docker_switch;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::Method;
 use sandkeeper_tests::{
-    DockerProxy, Server, StatusCode, TestEnv, assert_error, chat, docker, eventually,
+    DockerProxy, Immutable, Server, StatusCode, TestEnv, assert_error, chat, docker, eventually,
 };
 use serde_json::Value;
 use sqlx::Connection;
@@ -279,68 +278,22 @@ async fn a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_rec
     assert_eq!(after.keys().collect::<Vec<_>>(), vec![created["session_id"].as_str().unwrap()]);
 }
 
-/// Files made immutable (`chattr +i`), which refuses writes even to root, until dropped.
-struct Immutable(Vec<PathBuf>);
-
-impl Immutable {
-    /// Whether `chattr +i` works in `dir` (it needs root and a filesystem that supports it).
-    fn supported_in(dir: &Path) -> bool {
-        let probe = dir.join("chattr-probe");
-        if std::fs::write(&probe, b"x").is_err() {
-            return false;
-        }
-        let set = chattr("+i", std::slice::from_ref(&probe));
-        let refused = set && std::fs::write(&probe, b"y").is_err();
-        chattr("-i", std::slice::from_ref(&probe));
-        let _ = std::fs::remove_file(&probe);
-        refused
-    }
-
-    fn set(files: Vec<PathBuf>) -> Self {
-        assert!(chattr("+i", &files), "chattr +i {files:?} failed");
-        Self(files)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        // Also on a failed test: an immutable file could not be removed with the data dir.
-        chattr("-i", &self.0);
-    }
-}
-
-fn chattr(flag: &str, files: &[PathBuf]) -> bool {
-    Command::new("chattr")
-        .arg(flag)
-        .args(files)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers() {
     let test = "a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers";
     let Some(env) = TestEnv::for_docker(test) else {
         return;
     };
-    if !Immutable::supported_in(env.data_dir()) {
-        println!(
-            "skipped {test}: `chattr +i` does not refuse writes here (needs root and ext4-like)"
-        );
-        return;
-    }
     let server = env.serve(&[]).await;
     let kept = chat();
     server.created(&kept).await;
     let before = sessions(&server).await;
     let containers_before = env.containers(true);
 
-    // The database and its write-ahead log, where every write of WAL mode lands first.
-    let database = env.data_dir().join("sandkeeper.db");
-    let files = vec![database.clone(), database.with_extension("db-wal")];
-    let read_only = Immutable::set(files);
+    let Some(read_only) = Immutable::database_in(env.data_dir()) else {
+        println!("skipped {test}: `chattr +i` does not refuse writes here (needs root, ext4-like)");
+        return;
+    };
 
     for _ in 0..3 {
         let (status, body, took) = put_timed(&server, &chat()).await;

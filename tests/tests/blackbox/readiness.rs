@@ -6,47 +6,12 @@
 //! Needs Docker (the server's readiness asks it too) and `chattr +i` (root, an ext4-like
 //! filesystem); skips, saying so, without them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sandkeeper_tests::{StatusCode, TestEnv, docker, eventually};
+use sandkeeper_tests::{Immutable, StatusCode, TestEnv, docker, eventually};
 
 /// The store probes writes at most once per 5 s when none was tried; room to spare.
 const READY_AGAIN_WITHIN: Duration = Duration::from_secs(15);
-
-/// Files made immutable (`chattr +i`, which refuses writes even to root) until dropped.
-struct Immutable(Vec<PathBuf>);
-
-impl Immutable {
-    fn set(files: Vec<PathBuf>) -> Option<Self> {
-        let guard = Self(files);
-        let refused = chattr("+i", &guard.0)
-            && std::fs::OpenOptions::new().append(true).open(&guard.0[0]).is_err();
-        refused.then_some(guard)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        chattr("-i", &self.0);
-    }
-}
-
-fn chattr(flag: &str, files: &[PathBuf]) -> bool {
-    Command::new("chattr")
-        .arg(flag)
-        .args(files)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-fn database_files(data_dir: &Path) -> Vec<PathBuf> {
-    let database = data_dir.join("sandkeeper.db");
-    vec![database.clone(), database.with_extension("db-wal")]
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_is_503_while_the_sqlite_file_refuses_writes_and_200_once_it_takes_them_again() {
@@ -62,7 +27,7 @@ async fn readyz_is_503_while_the_sqlite_file_refuses_writes_and_200_once_it_take
     let (status, created) = server.put_sandbox(&uuid::Uuid::new_v4().to_string()).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
 
-    let Some(read_only) = Immutable::set(database_files(env.data_dir())) else {
+    let Some(read_only) = Immutable::database_in(env.data_dir()) else {
         println!("skipped {test}: `chattr +i` does not refuse writes here (needs root, ext4-like)");
         return;
     };
