@@ -25,6 +25,7 @@ fn allowed(package: &str) -> Option<&'static [&'static str]> {
         "sandkeeper-usecase" => &["sandkeeper-domain", "sandkeeper-ports"],
         "sandkeeper-adapters-sql"
         | "sandkeeper-adapters-docker"
+        | "sandkeeper-adapters-fs"
         | "sandkeeper-adapters-observability" => &["sandkeeper-domain", "sandkeeper-ports"],
         _ => return None, // app, tests, bench: may know every crate
     })

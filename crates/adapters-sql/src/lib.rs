@@ -20,6 +20,7 @@ mod sqlite;
 mod sqlite_inline;
 mod store;
 mod url;
+mod workspaces;
 
 pub use error::ConnectError;
 pub use store::{Backend, SqlStore, StoreOptions};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sandkeeper_domain::SandboxSession;
 use sandkeeper_ports::{
     LifecycleLocker, MaintenanceLeases, Report, SaveError, SessionRepository, StoreError,
+    WorkspaceStore,
 };
 use sqlx::migrate::{MigrateError, Migrator};
 
@@ -290,6 +291,17 @@ impl SqlStore {
         match &self.inner.pools {
             Pools::Sqlite(_) => None,
             Pools::Postgres { locker, .. } => Some(Arc::clone(locker) as Arc<dyn LifecycleLocker>),
+        }
+    }
+
+    /// The workspace archives on PostgreSQL, in bounded chunks (`--workspace-store database`).
+    /// `None` on SQLite, which keeps archives in a directory instead.
+    pub fn workspaces(&self) -> Option<Arc<dyn WorkspaceStore>> {
+        match &self.inner.pools {
+            Pools::Sqlite(_) => None,
+            Pools::Postgres { db, .. } => {
+                Some(Arc::new(crate::workspaces::PgWorkspaces::new(Arc::clone(db))))
+            }
         }
     }
 

@@ -24,3 +24,10 @@ mod postgres_advisory_locker {
         when = crate::support::postgres_url().await.is_some()
     );
 }
+
+mod postgres_workspaces {
+    sandkeeper_ports::workspace_store_contract!(
+        crate::support::postgres_workspaces,
+        when = crate::support::postgres_url().await.is_some()
+    );
+}

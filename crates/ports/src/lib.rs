@@ -5,6 +5,7 @@
 //! Adapters implement these traits and translate their own errors into the ones here,
 //! so that use cases never see a foreign error type.
 
+mod archive;
 mod cause;
 mod clock;
 mod errors;
@@ -13,10 +14,13 @@ mod leases;
 mod locker;
 mod repository;
 mod runtime;
+pub mod tar;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod workspace;
+mod workspace_store;
 
+pub use archive::{ArchiveFile, ArchiveSummary, InvalidArchive, check_archive, check_archive_file};
 pub use cause::{Cause, Report};
 pub use clock::{Clock, SystemClock};
 pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};
@@ -28,3 +32,4 @@ pub use runtime::{
     SandboxRuntime,
 };
 pub use workspace::{PathError, PathRule, WORKSPACE_DIR, WorkspacePath};
+pub use workspace_store::{ArchiveError, WorkspaceMeta, WorkspaceStore};

@@ -3,7 +3,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, ContainerId, SessionId, Timestamp};
 
-use crate::{ExecError, FileError, RuntimeError, WorkspacePath};
+use std::path::Path;
+
+use crate::{ArchiveError, ArchiveFile, ExecError, FileError, RuntimeError, WorkspacePath};
 
 /// What the runtime needs to create a session's container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +200,47 @@ pub trait SandboxRuntime: Send + Sync {
         let _ = (container_id, path, limit);
         Err(FileError::Runtime(RuntimeError::Failed(
             "file download is not supported by this runtime".into(),
+        )))
+    }
+
+    /// Archives the container's `/workspace` as a tar, made inside the sandbox as its user,
+    /// into a new temporary file in `scratch` (see [`ArchiveFile`]).
+    ///
+    /// MUST return [`ArchiveError::TooLarge`] (and keep nothing) when the archive exceeds
+    /// `limit` bytes, and [`ArchiveError::ContainerNotRunning`] when the container is missing
+    /// or stopped. The archive is complete when this returns `Ok`.
+    ///
+    /// The default implementation fails with `RuntimeError::Failed("workspace archives are
+    /// not supported by this runtime".into())`.
+    async fn archive_workspace(
+        &self,
+        container_id: &ContainerId,
+        limit: u64,
+        scratch: &Path,
+    ) -> Result<ArchiveFile, ArchiveError> {
+        let _ = (container_id, limit, scratch);
+        Err(ArchiveError::Runtime(RuntimeError::Failed(
+            "workspace archives are not supported by this runtime".into(),
+        )))
+    }
+
+    /// Replaces the content of the container's `/workspace` with `archive`, extracted inside
+    /// the sandbox as its user, never on the host.
+    ///
+    /// MUST check the archive with [`crate::check_archive`] first and return
+    /// [`ArchiveError::Invalid`] without touching the workspace when it is refused. Returns
+    /// [`ArchiveError::WorkspaceFull`] when it does not fit, and
+    /// [`ArchiveError::ContainerNotRunning`] as for `archive_workspace`.
+    ///
+    /// The default implementation fails like `archive_workspace`'s.
+    async fn restore_workspace(
+        &self,
+        container_id: &ContainerId,
+        archive: &ArchiveFile,
+    ) -> Result<(), ArchiveError> {
+        let _ = (container_id, archive);
+        Err(ArchiveError::Runtime(RuntimeError::Failed(
+            "workspace archives are not supported by this runtime".into(),
         )))
     }
 }

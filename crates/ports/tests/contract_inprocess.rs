@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
-use sandkeeper_ports::inprocess::{InMemoryLeases, InMemorySessionRepository, ProcessLocalLocker};
+use sandkeeper_ports::inprocess::{
+    InMemoryLeases, InMemorySessionRepository, InMemoryWorkspaceStore, ProcessLocalLocker,
+};
 use sandkeeper_ports::testkit::ManualClock;
 use sandkeeper_ports::testkit::contract::{LeaseAging, LeaseSubject, Subject};
-use sandkeeper_ports::{LifecycleLocker, MaintenanceLeases, SessionRepository};
+use sandkeeper_ports::{LifecycleLocker, MaintenanceLeases, SessionRepository, WorkspaceStore};
 
 /// In memory, a lease ages when the clock that judges it moves forward.
 struct AdvanceClock(Arc<ManualClock>);
@@ -46,4 +48,12 @@ mod in_memory_leases {
 
 mod process_local_locker {
     sandkeeper_ports::lifecycle_locker_contract!(super::locker);
+}
+
+async fn workspaces() -> Subject<dyn WorkspaceStore> {
+    Subject::new(Arc::new(InMemoryWorkspaceStore::new()))
+}
+
+mod in_memory_workspaces {
+    sandkeeper_ports::workspace_store_contract!(super::workspaces);
 }

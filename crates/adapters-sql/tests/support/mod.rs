@@ -271,3 +271,9 @@ fn chattr(flag: &str, files: &[std::path::PathBuf]) -> bool {
         .status()
         .is_ok_and(|status| status.success())
 }
+
+pub(crate) async fn postgres_workspaces() -> Subject<dyn sandkeeper_ports::WorkspaceStore> {
+    let fixture = postgres_fixture().await;
+    let store = fixture.store.workspaces().expect("PostgreSQL has a workspace store");
+    Subject::keeping(store, fixture)
+}

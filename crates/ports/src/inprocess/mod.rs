@@ -5,7 +5,9 @@
 mod leases;
 mod locker;
 mod repository;
+mod workspaces;
 
 pub use leases::InMemoryLeases;
 pub use locker::ProcessLocalLocker;
 pub use repository::InMemorySessionRepository;
+pub use workspaces::InMemoryWorkspaceStore;

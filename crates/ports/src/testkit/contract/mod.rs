@@ -33,6 +33,7 @@ use crate::MaintenanceLeases;
 pub mod leases;
 pub mod locker;
 pub mod repository;
+pub mod workspaces;
 
 /// A fresh implementation of a port for one case, with whatever must live as long as the case
 /// (a temporary directory, a scratch schema); that is dropped when the case ends, also when it
