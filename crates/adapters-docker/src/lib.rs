@@ -17,6 +17,7 @@
 //!
 //! [`SandboxRuntime`]: sandkeeper_ports::SandboxRuntime
 
+mod archive;
 mod client;
 mod config;
 mod exec;

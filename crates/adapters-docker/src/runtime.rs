@@ -1,5 +1,6 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -17,14 +18,15 @@ use futures::StreamExt;
 use sandkeeper_domain::Timestamp;
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
-    Cause, ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest,
-    FileError, ManagedContainer, Report, RuntimeError, SandboxRuntime, WorkspacePath,
+    ArchiveError, ArchiveFile, Cause, ContainerExit, ContainerSpec, ContainerState, ExecError,
+    ExecOutput, ExecRequest, FileError, ManagedContainer, Report, RuntimeError, SandboxRuntime,
+    WorkspacePath,
 };
 
 use crate::client::{Client, is_conflict, is_not_found};
 use crate::config::{ConfigError, DockerConfig, workspace_owner_options};
 use crate::shell::{Sandbox, runs_for};
-use crate::{exec, files};
+use crate::{archive, exec, files};
 
 /// Marks a container as created by sandkeeper (value `true`).
 pub const LABEL_MANAGED: &str = "io.sandkeeper.managed";
@@ -244,6 +246,25 @@ impl SandboxRuntime for DockerRuntime {
         let transfer = async |sandbox: &Sandbox<'_>| files::download(sandbox, path, limit).await;
         self.inner.transfer("download", container_id, transfer).await
     }
+
+    async fn archive_workspace(
+        &self,
+        container_id: &ContainerId,
+        limit: u64,
+        scratch: &Path,
+    ) -> Result<ArchiveFile, ArchiveError> {
+        let run = async |sandbox: &Sandbox<'_>| archive::archive(sandbox, limit, scratch).await;
+        self.inner.archive_call("workspace_archive", container_id, run).await
+    }
+
+    async fn restore_workspace(
+        &self,
+        container_id: &ContainerId,
+        file: &ArchiveFile,
+    ) -> Result<(), ArchiveError> {
+        let run = async |sandbox: &Sandbox<'_>| archive::restore(sandbox, file).await;
+        self.inner.archive_call("workspace_restore", container_id, run).await
+    }
 }
 
 impl Inner {
@@ -310,6 +331,28 @@ impl Inner {
         self.client
             .long_call(operation, runs_for, |docker| async move {
                 let sandbox = self.sandbox(&docker, container).await.map_err(files::from_exec)?;
+                run(&sandbox).await
+            })
+            .await
+    }
+
+    /// Archives or restores a workspace in the container's sandbox, bounded by
+    /// [`archive::ARCHIVE_TIMEOUT`].
+    async fn archive_call<T>(
+        &self,
+        operation: &'static str,
+        container: &ContainerId,
+        run: impl AsyncFnOnce(&Sandbox<'_>) -> Result<T, ArchiveError>,
+    ) -> Result<T, ArchiveError> {
+        self.client
+            .long_call(operation, runs_for(archive::ARCHIVE_TIMEOUT), |docker| async move {
+                let sandbox =
+                    self.sandbox(&docker, container).await.map_err(|error| match error {
+                        ExecError::ContainerNotRunning { container_id } => {
+                            ArchiveError::ContainerNotRunning { container_id }
+                        }
+                        ExecError::Runtime(error) => ArchiveError::Runtime(error),
+                    })?;
                 run(&sandbox).await
             })
             .await

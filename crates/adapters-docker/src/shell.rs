@@ -189,6 +189,38 @@ pub(crate) struct Outcome {
     pub(crate) duration: Duration,
 }
 
+/// Where a streamed command's stdout goes instead of a [`Sink`]: a file, up to `limit` bytes;
+/// beyond it the rest is read and discarded, and `over` is set.
+#[derive(Debug)]
+pub(crate) struct Spill {
+    pub(crate) file: tokio::fs::File,
+    pub(crate) limit: u64,
+    /// Every byte seen, written or not.
+    pub(crate) total: u64,
+    pub(crate) over: bool,
+    /// The first write that failed; what follows is discarded.
+    pub(crate) error: Option<std::io::Error>,
+}
+
+impl Spill {
+    pub(crate) fn new(file: tokio::fs::File, limit: u64) -> Self {
+        Self { file, limit, total: 0, over: false, error: None }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        if self.total > self.limit {
+            self.over = true;
+        }
+        if self.over || self.error.is_some() {
+            return;
+        }
+        if let Err(error) = self.file.write_all(bytes).await {
+            self.error = Some(error);
+        }
+    }
+}
+
 /// Keeps the first `limit` bytes of a stream and counts the rest.
 #[derive(Debug, Default)]
 pub(crate) struct Sink {
@@ -299,6 +331,18 @@ impl Sandbox<'_> {
     /// Runs `command` in the container under the wrapper, bounded as described in the module
     /// documentation.
     pub(crate) async fn run(&self, command: Command<'_>) -> Result<Outcome, ExecError> {
+        self.run_streaming(command, None, None).await
+    }
+
+    /// [`Sandbox::run`], with stdin read from `stdin_file` (when `command.stdin` is `None`)
+    /// and stdout written to `spill` instead of the outcome's sink: for transfers too large to
+    /// hold in memory.
+    pub(crate) async fn run_streaming(
+        &self,
+        command: Command<'_>,
+        stdin_file: Option<tokio::fs::File>,
+        mut spill: Option<&mut Spill>,
+    ) -> Result<Outcome, ExecError> {
         let mark = exec_mark();
         let mut cmd = vec![
             "/bin/sh".to_owned(),
@@ -311,7 +355,10 @@ impl Sandbox<'_> {
         cmd.extend(command.argv.iter().cloned());
         let (exec_id, mut output, mut input) = self
             .client
-            .bounded("exec_start", self.attach(cmd, command.env, command.stdin))
+            .bounded(
+                "exec_start",
+                self.attach(cmd, command.env, command.stdin.is_some() || stdin_file.is_some()),
+            )
             .await??;
 
         let started = Instant::now();
@@ -321,14 +368,22 @@ impl Sandbox<'_> {
         let deadline = tokio::time::Instant::now() + command.timeout;
         let end = {
             let feed = async {
+                // A command that exits without reading all of it breaks the pipe; that
+                // is its business, not an error of the exec.
                 if let Some(bytes) = command.stdin {
-                    // A command that exits without reading all of it breaks the pipe; that
-                    // is its business, not an error of the exec.
                     let _ = input.write_all(bytes).await;
+                    let _ = input.shutdown().await;
+                } else if let Some(mut file) = stdin_file {
+                    let _ = tokio::io::copy(&mut file, &mut input).await;
                     let _ = input.shutdown().await;
                 }
             };
-            let mut sinks = Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
+            let mut sinks = Sinks {
+                stdout: &mut stdout,
+                stderr: &mut stderr,
+                header: &mut header,
+                spill: spill.as_deref_mut(),
+            };
             pump(&mut output, feed, deadline, &mut sinks, Until::End).await
         };
 
@@ -359,7 +414,7 @@ impl Sandbox<'_> {
             End::TimedOut | End::HeaderSettled => {
                 let duration = started.elapsed();
                 let mut sinks =
-                    Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
+                    Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header, spill };
                 self.end_timed_out(&mut output, &mut sinks, command.timeout, &mark).await?;
                 header.finish(&mut stderr);
                 let started = header.pid().is_some();
@@ -456,12 +511,12 @@ impl Sandbox<'_> {
         &self,
         cmd: Vec<String>,
         env: Vec<String>,
-        stdin: Option<&[u8]>,
+        stdin: bool,
     ) -> Result<(String, Output, Input), ExecError> {
         let user = self.user.clone();
         let config = ExecConfig {
             user,
-            attach_stdin: Some(stdin.is_some()),
+            attach_stdin: Some(stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             tty: Some(false),
@@ -606,13 +661,14 @@ impl Sandbox<'_> {
             mark.to_owned(),
         ];
         let (exec_id, mut output, _input) =
-            self.client.bounded("exec_start", self.attach(cmd, Vec::new(), None)).await??;
+            self.client.bounded("exec_start", self.attach(cmd, Vec::new(), false)).await??;
         let mut stdout = Sink::new(DIAGNOSTIC_LIMIT);
         let mut stderr = Sink::new(DIAGNOSTIC_LIMIT);
         let mut header = PidHeader::Absent;
         let deadline = tokio::time::Instant::now() + KILL_TIMEOUT;
         let nothing = std::future::pending::<()>();
-        let mut sinks = Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
+        let mut sinks =
+            Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header, spill: None };
         match pump(&mut output, nothing, deadline, &mut sinks, Until::End).await {
             End::Finished => {}
             End::TimedOut | End::HeaderSettled => {
@@ -635,6 +691,8 @@ struct Sinks<'a> {
     stdout: &'a mut Sink,
     stderr: &'a mut Sink,
     header: &'a mut PidHeader,
+    /// When set, stdout goes here instead of `stdout`.
+    spill: Option<&'a mut Spill>,
 }
 
 /// What [`pump`] waits for, besides its deadline.
@@ -670,7 +728,10 @@ async fn pump(
             () = &mut timer => return End::TimedOut,
             frame = output.next() => match frame {
                 Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                    sinks.stdout.push(&message);
+                    match sinks.spill.as_deref_mut() {
+                        Some(spill) => spill.write(&message).await,
+                        None => sinks.stdout.push(&message),
+                    }
                 }
                 Some(Ok(LogOutput::StdErr { message })) => {
                     let rest = sinks.header.feed(&message, sinks.stderr);

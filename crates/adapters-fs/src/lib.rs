@@ -23,6 +23,9 @@ use tokio::sync::Mutex;
 const HEADER: usize = 512;
 const MAGIC: &str = "sandkeeper-workspace 1";
 const SUFFIX: &str = ".workspace";
+/// A temporary file this old was left by a crash (a younger one may be another process's put
+/// in progress: a one-shot command beside the server).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The directory store of workspace archives.
 #[derive(Debug)]
@@ -35,20 +38,13 @@ pub struct DirWorkspaceStore {
 
 impl DirWorkspaceStore {
     /// Opens (and creates, if missing) the directory `dir`, and removes the temporary files a
-    /// crash may have left in it.
+    /// crash left in it more than an hour ago.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let dir = dir.into();
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|error| failed(error, format!("creating `{}` failed", dir.display())))?;
-        let mut entries = tokio::fs::read_dir(&dir)
-            .await
-            .map_err(|error| failed(error, format!("reading `{}` failed", dir.display())))?;
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            if entry.file_name().to_string_lossy().starts_with(".put-") {
-                let _ = tokio::fs::remove_file(entry.path()).await;
-            }
-        }
+        sandkeeper_ports::remove_stale_temporaries(&dir, STALE_TEMPORARY);
         Ok(Self { dir, writes: Mutex::new(()) })
     }
 

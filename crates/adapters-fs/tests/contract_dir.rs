@@ -31,8 +31,18 @@ async fn a_crash_leftover_is_removed_and_the_archive_in_place_is_kept() {
     store.put(&meta, file).await.unwrap();
     let leftover = dir.path().join(format!(".put-{chat}-dead"));
     std::fs::write(&leftover, b"half an archive").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&leftover)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let in_progress = dir.path().join(format!(".put-{chat}-another-process"));
+    std::fs::write(&in_progress, b"being written").unwrap();
     let store = DirWorkspaceStore::open(dir.path()).await.unwrap();
-    assert!(!leftover.exists(), "a half-written archive is removed at start");
+    assert!(!leftover.exists(), "a half-written archive left by a crash is removed at start");
+    assert!(in_progress.exists(), "a young one may be another process's put in progress");
     let (_, archive) = store.get(chat, dir.path()).await.unwrap().unwrap();
     assert_eq!(archive.read_all().await.unwrap(), b"abc");
 }

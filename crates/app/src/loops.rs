@@ -76,8 +76,21 @@ pub(crate) fn spawn(
             async move { sweep_pass(&services).await }
         })
     };
+    let checkpoints = services.checkpoint_interval.map(|interval| {
+        let services = Arc::clone(&services);
+        tokio::spawn(run_every("checkpoint", interval, false, shutdown.clone(), move || {
+            let services = Arc::clone(&services);
+            async move {
+                let Some(workspaces) = &services.workspaces else { return Pass::Skipped };
+                let report = workspaces.checkpoint().await;
+                if report.failed > 0 { Pass::Failed } else { Pass::Ok }
+            }
+        }))
+    });
     let exits = watch_exits(services, shutdown.clone());
-    vec![tokio::spawn(cleanup), tokio::spawn(sweep), tokio::spawn(exits)]
+    let mut tasks = vec![tokio::spawn(cleanup), tokio::spawn(sweep), tokio::spawn(exits)];
+    tasks.extend(checkpoints);
+    tasks
 }
 
 /// Follows the runtime's container exits until shutdown, watching again with a backoff
@@ -262,6 +275,7 @@ mod tests {
             runtime: Arc::new(runtime.clone()),
             clock,
             store_probe,
+            workspaces: None,
         };
         (Arc::new(Services::new(ports, &ServiceSettings::default())), repository)
     }

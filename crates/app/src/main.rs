@@ -133,7 +133,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             init_telemetry(config.log_format, None)?;
             let runtime = wiring::docker_runtime(&config.docker)?;
             let store = wiring::open_store(&config.store).await?;
-            let services = Services::new(wiring::ports(&store, runtime), &config.services);
+            let services = Services::new(
+                wiring::ports(&store, runtime, &config.services).await?,
+                &config.services,
+            );
             let outcome = services.cleanup.execute().await;
             store.close().await;
             let report = outcome.map_err(|error| {
@@ -147,8 +150,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             init_telemetry(config.log_format, None)?;
             let runtime = wiring::docker_runtime(&config.docker)?;
             let store = wiring::open_store(&config.store).await?;
-            let services =
-                Arc::new(Services::new(wiring::ports(&store, runtime), &config.services));
+            let services = Arc::new(Services::new(
+                wiring::ports(&store, runtime, &config.services).await?,
+                &config.services,
+            ));
             let outcome = services.sweep_now().await;
             store.close().await;
             let report =

@@ -29,7 +29,10 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
     let runtime = wiring::docker_runtime(&config.docker)?;
     let docker_endpoint = runtime.endpoint().to_owned();
     let store = wiring::open_store(&config.store).await?;
-    let services = Arc::new(Services::new(wiring::ports(&store, runtime), &config.services));
+    let services = Arc::new(Services::new(
+        wiring::ports(&store, runtime, &config.services).await?,
+        &config.services,
+    ));
     let traces = telemetry.clone();
     let metrics: Arc<dyn Fn() -> String + Send + Sync> =
         Arc::new(move || telemetry.render_metrics());

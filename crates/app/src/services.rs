@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandkeeper_ports::{
-    Clock, LifecycleLocker, MaintenanceLeases, SandboxRuntime, SessionRepository,
+    Clock, LifecycleLocker, MaintenanceLeases, SandboxRuntime, SessionRepository, WorkspaceStore,
 };
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecInSandbox, KeepAlive,
     MaintenanceError, MaintenanceReport, MaintenanceSweep, RecordContainerExit, SandboxAccess,
-    SandboxFiles, SandboxQueries, SandboxSlots, SweepOutcome,
+    SandboxFiles, SandboxQueries, SandboxSlots, SweepOutcome, Workspaces,
 };
 use tokio::time::Instant;
 
@@ -37,6 +37,8 @@ pub(crate) struct Ports {
     pub(crate) clock: Arc<dyn Clock>,
     /// Whether the store answers (its own ping, cheaper than a query).
     pub(crate) store_probe: Probe,
+    /// Where workspace archives are kept; `None`: nowhere (`--workspace-store off`).
+    pub(crate) workspaces: Option<Arc<dyn WorkspaceStore>>,
 }
 
 impl std::fmt::Debug for Ports {
@@ -56,6 +58,10 @@ pub(crate) struct Services {
     pub(crate) exec: ExecInSandbox,
     pub(crate) files: SandboxFiles,
     pub(crate) record_exit: RecordContainerExit,
+    /// Durable workspaces, when a store keeps them.
+    pub(crate) workspaces: Option<Workspaces>,
+    /// How often changed workspaces are checkpointed; `None`: never.
+    pub(crate) checkpoint_interval: Option<Duration>,
     runtime: Arc<dyn SandboxRuntime>,
     clock: Arc<dyn Clock>,
     store_probe: Probe,
@@ -109,7 +115,20 @@ impl std::fmt::Display for SweepError {
 
 impl Services {
     pub(crate) fn new(ports: Ports, settings: &ServiceSettings) -> Self {
-        let Ports { repository, leases, locker, runtime, clock, store_probe } = ports;
+        let Ports { repository, leases, locker, runtime, clock, store_probe, workspaces } = ports;
+        let config = settings.workspaces.as_ref();
+        let workspaces = workspaces.zip(config).map(|(store, config)| {
+            Workspaces::new(
+                store,
+                Arc::clone(&runtime),
+                Arc::clone(&repository),
+                Arc::clone(&locker),
+                Arc::clone(&clock),
+                config.settings.clone(),
+            )
+        });
+        let checkpoint_interval =
+            workspaces.as_ref().and(config).and_then(|config| config.checkpoint_interval);
         let create = CreateSandbox::new(
             Arc::clone(&repository),
             Arc::clone(&locker),
@@ -117,18 +136,21 @@ impl Services {
             Arc::clone(&clock),
             settings.keep_alive.default_ttl,
         )
-        .with_max_sandboxes(settings.max_sandboxes);
+        .with_max_sandboxes(settings.max_sandboxes)
+        .with_workspaces(workspaces.clone());
         let delete =
-            DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime));
+            DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime))
+                .with_workspaces(workspaces.clone());
         let queries = SandboxQueries::new(Arc::clone(&repository));
         let (keep_alive, exec, files) =
-            operations(&repository, &locker, &runtime, &clock, settings);
+            operations(&repository, &locker, &runtime, &clock, settings, workspaces.as_ref());
         let cleanup = CleanupExpiredSandboxes::new(
             Arc::clone(&repository),
             Arc::clone(&locker),
             Arc::clone(&runtime),
             Arc::clone(&clock),
-        );
+        )
+        .with_workspaces(workspaces.clone());
         let record_exit = RecordContainerExit::new(Arc::clone(&repository), Arc::clone(&locker));
         let sweep = MaintenanceSweep::new(
             repository,
@@ -136,7 +158,8 @@ impl Services {
             leases,
             Arc::clone(&clock),
             settings.maintenance.clone(),
-        );
+        )
+        .with_workspaces(workspaces.clone());
         Self {
             create,
             delete,
@@ -147,6 +170,8 @@ impl Services {
             exec,
             files,
             record_exit,
+            workspaces,
+            checkpoint_interval,
             runtime,
             clock,
             store_probe,
@@ -219,6 +244,7 @@ fn operations(
     runtime: &Arc<dyn SandboxRuntime>,
     clock: &Arc<dyn Clock>,
     settings: &ServiceSettings,
+    workspaces: Option<&Workspaces>,
 ) -> (KeepAlive, ExecInSandbox, SandboxFiles) {
     let keep_alive = KeepAlive::new(
         Arc::clone(repository),
@@ -234,6 +260,9 @@ fn operations(
     );
     if settings.ttl_mode == TtlMode::Sliding {
         access = access.with_sliding_expiry(keep_alive.clone());
+    }
+    if let Some(workspaces) = workspaces {
+        access = access.with_workspace_changes(workspaces.changes().clone());
     }
     let exec = ExecInSandbox::new(access.clone(), settings.exec);
     let files = SandboxFiles::new(access, settings.files);

@@ -8,8 +8,13 @@ use sandkeeper_adapters_sql::{SqlStore, StoreOptions};
 use sandkeeper_ports::inprocess::ProcessLocalLocker;
 use sandkeeper_ports::{LifecycleLocker, SystemClock};
 
-use crate::config::setting::{DATA_DIR, DATABASE_URL};
-use crate::config::{ConfigError, StoreConfig, docker_error};
+use sandkeeper_adapters_fs::DirWorkspaceStore;
+use sandkeeper_ports::WorkspaceStore;
+
+use crate::config::setting::{DATA_DIR, DATABASE_URL, WORKSPACE_DIR, WORKSPACE_STORE};
+use crate::config::{
+    ConfigError, ServiceSettings, StoreConfig, WorkspaceBackend, WorkspaceConfig, docker_error,
+};
 use crate::services::{Ports, Probe};
 
 /// A failure to start that is not a configuration mistake (exit code 1).
@@ -49,7 +54,11 @@ pub(crate) fn docker_runtime(config: &DockerConfig) -> Result<DockerRuntime, Con
 /// The ports over the store and the runtime. The chat lock is the store's own when it has one
 /// (a PostgreSQL advisory lock, shared by every replica), else a lock in this process (SQLite
 /// serves one replica).
-pub(crate) fn ports(store: &SqlStore, runtime: DockerRuntime) -> Ports {
+pub(crate) async fn ports(
+    store: &SqlStore,
+    runtime: DockerRuntime,
+    settings: &ServiceSettings,
+) -> Result<Ports, StartError> {
     let locker: Arc<dyn LifecycleLocker> =
         store.locker().unwrap_or_else(|| Arc::new(ProcessLocalLocker::new()));
     let probe_store = store.clone();
@@ -59,12 +68,50 @@ pub(crate) fn ports(store: &SqlStore, runtime: DockerRuntime) -> Ports {
             store.ping().await.map_err(|error| sandkeeper_ports::Report(&error).to_string())
         })
     });
-    Ports {
+    Ok(Ports {
         repository: store.sessions(),
         leases: store.leases(),
         locker,
         runtime: Arc::new(runtime),
         clock: Arc::new(SystemClock),
         store_probe,
-    }
+        workspaces: workspace_store(store, settings.workspaces.as_ref()).await?,
+    })
+}
+
+/// A temporary archive file this old was left by a process that crashed (another process, a
+/// one-shot command, may share the directory and still be using its younger ones).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The workspace store the settings chose (validation made sure that `database` is on
+/// PostgreSQL), with its scratch directory emptied of what a crash left there.
+async fn workspace_store(
+    store: &SqlStore,
+    config: Option<&WorkspaceConfig>,
+) -> Result<Option<Arc<dyn WorkspaceStore>>, StartError> {
+    let Some(config) = config else { return Ok(None) };
+    let scratch = &config.settings.scratch_dir;
+    sandkeeper_ports::remove_stale_temporaries(scratch, STALE_TEMPORARY);
+    std::fs::create_dir_all(scratch).map_err(|error| {
+        StartError(format!(
+            "cannot create `{}` for workspace archives in transit ({WORKSPACE_DIR}): {error}",
+            scratch.display()
+        ))
+    })?;
+    let workspaces: Arc<dyn WorkspaceStore> = match &config.backend {
+        WorkspaceBackend::Dir(dir) => {
+            Arc::new(DirWorkspaceStore::open(dir).await.map_err(|error| {
+                StartError(format!(
+                    "{WORKSPACE_DIR}: the workspace directory `{}` cannot be used: {}",
+                    dir.display(),
+                    sandkeeper_ports::Report(&error)
+                ))
+            })?)
+        }
+        WorkspaceBackend::Database => store.workspaces().ok_or_else(|| {
+            StartError(format!("{WORKSPACE_STORE}: `database` needs a PostgreSQL store"))
+        })?,
+    };
+    tracing::info!(store = ?config.backend, "workspace store ready");
+    Ok(Some(workspaces))
 }

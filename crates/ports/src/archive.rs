@@ -66,7 +66,16 @@ pub fn check_archive<R: Read + Seek>(archive: &mut R) -> Result<ArchiveSummary, 
                     "the archive ends without its end-of-archive marker: it was cut short",
                 ));
             }
-            Err(error) => return Err(InvalidArchive::new(format!("reading it failed: {error}"))),
+            Err(_) if index == 0 => {
+                return Err(InvalidArchive::new(
+                    "the body is not a tar archive (it is shorter than one 512-byte header)",
+                ));
+            }
+            Err(_) => {
+                return Err(InvalidArchive::new(format!(
+                    "the archive is cut short after entry {index}"
+                )));
+            }
         }
         if header.iter().all(|byte| *byte == 0) {
             if index == 0 {
@@ -416,6 +425,27 @@ impl Drop for ArchiveFile {
     fn drop(&mut self) {
         if self.remove && !self.path.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes the temporary files (`.archive-*.tmp`, `.put-*`) in `dir` last modified more than
+/// `age` ago: what a crashed process left behind. Younger ones may be in use by another process
+/// sharing the directory.
+pub fn remove_stale_temporaries(dir: &Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let temporary =
+            (name.starts_with(".archive-") && name.ends_with(".tmp")) || name.starts_with(".put-");
+        let stale = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|elapsed| elapsed > age);
+        if temporary && stale {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

@@ -20,7 +20,10 @@ pub mod testkit;
 mod workspace;
 mod workspace_store;
 
-pub use archive::{ArchiveFile, ArchiveSummary, InvalidArchive, check_archive, check_archive_file};
+pub use archive::{
+    ArchiveFile, ArchiveSummary, InvalidArchive, check_archive, check_archive_file,
+    remove_stale_temporaries,
+};
 pub use cause::{Cause, Report};
 pub use clock::{Clock, SystemClock};
 pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};

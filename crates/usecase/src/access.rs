@@ -34,6 +34,7 @@ use tracing::Span;
 use tracing::field::display;
 
 use crate::keepalive::KeepAlive;
+use crate::workspace::WorkspaceChanges;
 
 /// How many operations (execs, file transfers...) may run at once in one sandbox.
 pub const DEFAULT_OPERATIONS_PER_SANDBOX: usize = 8;
@@ -130,6 +131,7 @@ pub struct SandboxAccess {
     clock: Arc<dyn Clock>,
     slots: SandboxSlots,
     sliding_expiry: Option<KeepAlive>,
+    workspace_changes: Option<WorkspaceChanges>,
 }
 
 impl fmt::Debug for SandboxAccess {
@@ -149,7 +151,14 @@ impl SandboxAccess {
         clock: Arc<dyn Clock>,
         slots: SandboxSlots,
     ) -> Self {
-        Self { repository, runtime, clock, slots, sliding_expiry: None }
+        Self { repository, runtime, clock, slots, sliding_expiry: None, workspace_changes: None }
+    }
+
+    /// Durable workspaces: every command and upload marks its sandbox changed (when it starts
+    /// and when it ends), for the next checkpoint.
+    pub fn with_workspace_changes(mut self, changes: WorkspaceChanges) -> Self {
+        self.workspace_changes = Some(changes);
+        self
     }
 
     /// Sliding expiry: every operation counts as activity, and its sandbox is kept alive while
@@ -188,7 +197,18 @@ impl SandboxAccess {
             .slots
             .try_acquire(session.session_id)
             .ok_or(AccessError::Busy { chat_id, limit: self.slots.per_sandbox() })?;
-        Ok(Entered { session, operation, sliding_expiry: self.sliding_expiry.clone(), _slot: slot })
+        let changes = match operation {
+            Operation::Exec | Operation::Upload => self.workspace_changes.clone(),
+            Operation::Download => None,
+        }
+        .map(|changes| ChangeMark::new(changes, &session));
+        Ok(Entered {
+            session,
+            operation,
+            sliding_expiry: self.sliding_expiry.clone(),
+            _slot: slot,
+            _changes: changes,
+        })
     }
 }
 
@@ -199,6 +219,27 @@ pub struct Entered {
     operation: Operation,
     sliding_expiry: Option<KeepAlive>,
     _slot: Slot,
+    _changes: Option<ChangeMark>,
+}
+
+/// Marks a sandbox's workspace changed when an operation that may change it starts, and again
+/// when it ends (so that a checkpoint taken while it ran is not the last).
+struct ChangeMark {
+    changes: WorkspaceChanges,
+    session: SandboxSession,
+}
+
+impl ChangeMark {
+    fn new(changes: WorkspaceChanges, session: &SandboxSession) -> Self {
+        changes.mark(session);
+        Self { changes, session: session.clone() }
+    }
+}
+
+impl Drop for ChangeMark {
+    fn drop(&mut self) {
+        self.changes.mark(&self.session);
+    }
 }
 
 impl fmt::Debug for Entered {

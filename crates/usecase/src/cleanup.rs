@@ -10,6 +10,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::telemetry::{record_error, refresh_active_count, usecase_span};
+use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
 
 /// Counter `sandbox.cleanup.total{result=cleaned}`: one per removed sandbox.
 const CLEANUP_TOTAL: &str = "sandbox.cleanup.total";
@@ -28,6 +29,9 @@ pub enum CleanupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The workspace could not be saved; the sandbox is kept for the next pass.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
 }
 
 impl CleanupError {
@@ -37,6 +41,7 @@ impl CleanupError {
         match self {
             Self::Store(error) => error.kind(),
             Self::Runtime(error) => error.kind(),
+            Self::Workspace(error) => error.kind(),
         }
     }
 }
@@ -80,6 +85,7 @@ pub struct CleanupExpiredSandboxes {
     clock: Arc<dyn Clock>,
     batch_limit: usize,
     concurrency: usize,
+    workspaces: Option<Workspaces>,
 }
 
 impl fmt::Debug for CleanupExpiredSandboxes {
@@ -106,7 +112,15 @@ impl CleanupExpiredSandboxes {
             clock,
             batch_limit: DEFAULT_CLEANUP_BATCH_LIMIT,
             concurrency: DEFAULT_CLEANUP_CONCURRENCY,
+            workspaces: None,
         }
+    }
+
+    /// Durable workspaces: each expired sandbox's workspace is saved before its container is
+    /// removed; one that cannot be saved is kept for the next pass.
+    pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
+        self.workspaces = workspaces;
+        self
     }
 
     /// At most this many sessions per pass (at least 1).
@@ -179,6 +193,7 @@ impl CleanupExpiredSandboxes {
             chat.id = %snapshot.chat_id,
             session.id = %snapshot.session_id,
             container.id = %snapshot.container_id,
+            workspace.result = Empty,
         );
         let outcome = async {
             match self.remove_if_still_expired(&snapshot, now).await {
@@ -236,6 +251,9 @@ impl CleanupExpiredSandboxes {
         else {
             return Ok(None);
         };
+        if let Some(workspaces) = &self.workspaces {
+            workspaces.save_before_removal(&current, SaveReason::Expiry).await?;
+        }
         self.runtime.stop(&current.container_id).await?;
         self.repository.delete(current.session_id).await?;
         Ok(Some(current))

@@ -12,6 +12,7 @@ use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
 use crate::telemetry::{record_error, refresh_active_count};
+use crate::workspace::{SaveReason, WorkspaceError, WorkspaceRestore, Workspaces};
 
 /// Counter `sandbox.create.total{result=created|reused|replaced|error}`.
 const CREATE_TOTAL: &str = "sandbox.create.total";
@@ -67,6 +68,9 @@ impl fmt::Display for CreateResult {
 pub struct CreateOutcome {
     pub session: SandboxSession,
     pub result: CreateResult,
+    /// What was restored into a new sandbox; `None` for a reused one, or without a
+    /// workspace store.
+    pub workspace: Option<WorkspaceRestore>,
 }
 
 /// Why [`CreateSandbox`] failed. The message is the underlying error's own.
@@ -91,6 +95,11 @@ pub enum CreateSandboxError {
     /// The requested TTL puts the expiry beyond what timestamps can hold.
     #[error("ttl of {ttl:?} is too long: the sandbox's expiry cannot be represented")]
     TtlOutOfRange { ttl: Duration },
+    /// The expired sandbox's workspace could not be saved (it is kept, and the cleanup
+    /// retries), or the chat's archive could not be restored into the new sandbox (which was
+    /// removed again; the archive is kept).
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
 }
 
 impl From<SaveError> for CreateSandboxError {
@@ -112,9 +121,13 @@ impl CreateSandboxError {
             Self::Runtime(error) => error.kind(),
             Self::CapacityReached { .. } => "capacity_reached",
             Self::TtlOutOfRange { .. } => "invalid_ttl",
+            Self::Workspace(error) => error.kind(),
         }
     }
 }
+
+/// A new sandbox's session, and what was restored into it.
+type Launched = (SandboxSession, Option<WorkspaceRestore>);
 
 type SessionIdGenerator = Arc<dyn Fn() -> SessionId + Send + Sync>;
 
@@ -132,6 +145,7 @@ pub struct CreateSandbox {
     default_ttl: Duration,
     max_sandboxes: Option<u64>,
     new_session_id: SessionIdGenerator,
+    workspaces: Option<Workspaces>,
 }
 
 impl fmt::Debug for CreateSandbox {
@@ -169,7 +183,15 @@ impl CreateSandbox {
             default_ttl,
             max_sandboxes: None,
             new_session_id: Arc::new(SessionId::new_v4),
+            workspaces: None,
         }
+    }
+
+    /// Durable workspaces: an expired sandbox's workspace is saved before it is replaced, and
+    /// a new sandbox gets the chat's archive restored before it is handed out.
+    pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
+        self.workspaces = workspaces;
+        self
     }
 
     /// Refuse to create a sandbox for a chat without one while `max` or more are running.
@@ -205,6 +227,7 @@ impl CreateSandbox {
             error = Empty,
             "error.type" = Empty,
             otel.status_code = Empty,
+            workspace.result = Empty,
         );
         let started = Instant::now();
         let outcome = self.get_or_create(command, &span).instrument(span.clone()).await;
@@ -245,15 +268,20 @@ impl CreateSandbox {
                     container_id = %current.container_id,
                     "sandbox_reused"
                 );
-                Ok(CreateOutcome { session: current, result: CreateResult::Reused })
+                Ok(CreateOutcome {
+                    session: current,
+                    result: CreateResult::Reused,
+                    workspace: None,
+                })
             }
             Some(expired) => {
-                let session = self.replace(expired, now, expires_at, span).await?;
-                Ok(CreateOutcome { session, result: CreateResult::Replaced })
+                let (session, workspace) = self.replace(expired, now, expires_at, span).await?;
+                Ok(CreateOutcome { session, result: CreateResult::Replaced, workspace })
             }
             None => {
-                let session = self.create_fresh(command.chat_id, now, expires_at, span).await?;
-                Ok(CreateOutcome { session, result: CreateResult::Created })
+                let (session, workspace) =
+                    self.create_fresh(command.chat_id, now, expires_at, span).await?;
+                Ok(CreateOutcome { session, result: CreateResult::Created, workspace })
             }
         }
     }
@@ -264,7 +292,7 @@ impl CreateSandbox {
         now: Timestamp,
         expires_at: Timestamp,
         span: &Span,
-    ) -> Result<SandboxSession, CreateSandboxError> {
+    ) -> Result<Launched, CreateSandboxError> {
         // Refuses early, before a container is made, when the limit is plainly reached; the
         // save makes the limit exact.
         if let Some(limit) = self.max_sandboxes {
@@ -284,13 +312,16 @@ impl CreateSandbox {
         now: Timestamp,
         expires_at: Timestamp,
         span: &Span,
-    ) -> Result<SandboxSession, CreateSandboxError> {
+    ) -> Result<Launched, CreateSandboxError> {
         let session_id = (self.new_session_id)();
         span.record("sandbox.previous_session.id", display(expired.session_id));
         span.record("sandbox.previous_container.id", display(&expired.container_id));
         span.record("sandbox.new_session.id", display(session_id));
 
-        // A failed stop keeps the old row, so the cleanup retries the container later.
+        // A failed save or stop keeps the old row, so the cleanup retries the container later.
+        if let Some(workspaces) = &self.workspaces {
+            workspaces.save_before_removal(&expired, SaveReason::Replacement).await?;
+        }
         self.runtime.stop(&expired.container_id).await?;
         self.repository.delete(expired.session_id).await?;
         tracing::info!(
@@ -302,10 +333,10 @@ impl CreateSandbox {
 
         let spec =
             ContainerSpec { session_id, chat_id: expired.chat_id, created_at: now, expires_at };
-        let session = self.launch(spec, Stage::Replacement, span).await?;
+        let (session, workspace) = self.launch(spec, Stage::Replacement, span).await?;
         span.record("session.id", display(session.session_id));
         span.record("container.id", display(&session.container_id));
-        Ok(session)
+        Ok((session, workspace))
     }
 
     /// Creates the container and saves its session, then refreshes the active gauge whatever
@@ -315,7 +346,7 @@ impl CreateSandbox {
         spec: ContainerSpec,
         stage: Stage,
         span: &Span,
-    ) -> Result<SandboxSession, CreateSandboxError> {
+    ) -> Result<Launched, CreateSandboxError> {
         let launched = self.create_and_save(spec, stage, span).await;
         refresh_active_count(self.repository.as_ref()).await;
         launched
@@ -326,7 +357,7 @@ impl CreateSandbox {
         spec: ContainerSpec,
         stage: Stage,
         span: &Span,
-    ) -> Result<SandboxSession, CreateSandboxError> {
+    ) -> Result<Launched, CreateSandboxError> {
         let container_id = self.runtime.create(&spec).await?;
         let field = match stage {
             Stage::Fresh => "container.id",
@@ -341,6 +372,18 @@ impl CreateSandbox {
             status: SandboxStatus::Running,
             created_at: spec.created_at,
             expires_at: spec.expires_at,
+        };
+        // The chat's archive goes in before anyone can see the sandbox; a sandbox whose restore
+        // failed is removed, never handed out empty.
+        let workspace = match &self.workspaces {
+            Some(workspaces) => match workspaces.restore(&session).await {
+                Ok(restore) => Some(restore),
+                Err(error) => {
+                    self.stop_untracked(&session).await;
+                    return Err(error.into());
+                }
+            },
+            None => None,
         };
         // A fresh sandbox counts against the limit in the same step as its save, so that
         // creates racing on several replicas never go past it together; a replacement takes
@@ -358,17 +401,7 @@ impl CreateSandbox {
             None => self.repository.save(&session).await.map_err(CreateSandboxError::from),
         };
         if let Err(error) = saved {
-            // Nothing may run without a row. If this stop fails too, the container keeps its
-            // managed labels and the maintenance sweep reaps it as an orphan.
-            if let Err(stop_error) = self.runtime.stop(&session.container_id).await {
-                tracing::warn!(
-                    chat_id = %session.chat_id,
-                    session_id = %session.session_id,
-                    container_id = %session.container_id,
-                    error = %Report(&stop_error),
-                    "sandbox_untracked_stop_failed"
-                );
-            }
+            self.stop_untracked(&session).await;
             return Err(error);
         }
         tracing::info!(
@@ -377,6 +410,21 @@ impl CreateSandbox {
             container_id = %session.container_id,
             "sandbox_created"
         );
-        Ok(session)
+        Ok((session, workspace))
+    }
+
+    /// Stops a container that has no row. Nothing may run without a row: if this stop fails
+    /// too, the container keeps its managed labels and the maintenance sweep reaps it as an
+    /// orphan.
+    async fn stop_untracked(&self, session: &SandboxSession) {
+        if let Err(stop_error) = self.runtime.stop(&session.container_id).await {
+            tracing::warn!(
+                chat_id = %session.chat_id,
+                session_id = %session.session_id,
+                container_id = %session.container_id,
+                error = %Report(&stop_error),
+                "sandbox_untracked_stop_failed"
+            );
+        }
     }
 }

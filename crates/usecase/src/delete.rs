@@ -9,6 +9,7 @@ use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
 use crate::telemetry::{record_error, refresh_active_count, usecase_span};
+use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
 
 /// Counter `sandbox.delete.total{result=deleted|not_found|error}`.
 const DELETE_TOTAL: &str = "sandbox.delete.total";
@@ -22,6 +23,9 @@ pub enum DeleteSandboxError {
     /// finish the job.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The workspace could not be saved; the sandbox is kept so that a retry can save it.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
 }
 
 impl DeleteSandboxError {
@@ -30,6 +34,7 @@ impl DeleteSandboxError {
         match self {
             Self::Store(error) => error.kind(),
             Self::Runtime(error) => error.kind(),
+            Self::Workspace(error) => error.kind(),
         }
     }
 }
@@ -40,6 +45,7 @@ pub struct DeleteSandbox {
     repository: Arc<dyn SessionRepository>,
     locker: Arc<dyn LifecycleLocker>,
     runtime: Arc<dyn SandboxRuntime>,
+    workspaces: Option<Workspaces>,
 }
 
 impl fmt::Debug for DeleteSandbox {
@@ -54,7 +60,13 @@ impl DeleteSandbox {
         locker: Arc<dyn LifecycleLocker>,
         runtime: Arc<dyn SandboxRuntime>,
     ) -> Self {
-        Self { repository, locker, runtime }
+        Self { repository, locker, runtime, workspaces: None }
+    }
+
+    /// Durable workspaces: the sandbox's workspace is saved before its container is removed.
+    pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
+        self.workspaces = workspaces;
+        self
     }
 
     /// The deleted session, or `None` when the chat had no running sandbox.
@@ -67,6 +79,7 @@ impl DeleteSandbox {
             chat.id = %chat_id,
             session.id = Empty,
             container.id = Empty,
+            workspace.result = Empty,
         );
         let outcome = self.delete(chat_id, &span).instrument(span.clone()).await;
         let result = match &outcome {
@@ -93,6 +106,9 @@ impl DeleteSandbox {
         };
         span.record("session.id", display(session.session_id));
         span.record("container.id", display(&session.container_id));
+        if let Some(workspaces) = &self.workspaces {
+            workspaces.save_before_removal(&session, SaveReason::Delete).await?;
+        }
         self.runtime.stop(&session.container_id).await?;
         self.repository.delete(session.session_id).await?;
         refresh_active_count(self.repository.as_ref()).await;

@@ -23,6 +23,7 @@ mod keepalive;
 mod maintenance;
 mod queries;
 mod telemetry;
+mod workspace;
 
 pub use access::{
     AccessError, DEFAULT_OPERATIONS_PER_SANDBOX, Entered, Operation, SandboxAccess, SandboxSlots,
@@ -54,3 +55,8 @@ pub use maintenance::{
     MaintenanceSettings, MaintenanceSweep, SweepOutcome,
 };
 pub use queries::SandboxQueries;
+pub use workspace::{
+    CheckpointReport, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_WORKSPACE_RETENTION,
+    DEFAULT_WORKSPACE_SIZE, REAP_BATCH, SaveReason, WorkspaceChanges, WorkspaceError,
+    WorkspaceRestore, WorkspaceSettings, Workspaces,
+};

@@ -38,6 +38,8 @@ use sandkeeper_ports::{
 };
 use tracing::Instrument;
 
+use crate::workspace::{SaveReason, Workspaces};
+
 use crate::exits::{DetectedBy, mark_crashed};
 use crate::telemetry::{record_error, refresh_active_count};
 
@@ -169,6 +171,7 @@ pub struct MaintenanceSweep {
     orphan_cursor: Mutex<Option<ContainerKey>>,
     /// Numbers the passes of this sweep, for the lease tokens.
     passes: AtomicU64,
+    workspaces: Option<Workspaces>,
 }
 
 /// One pass's hold on the lease.
@@ -255,7 +258,16 @@ impl MaintenanceSweep {
             terminal_cursor: Mutex::default(),
             orphan_cursor: Mutex::default(),
             passes: AtomicU64::new(first_pass),
+            workspaces: None,
         }
+    }
+
+    /// Durable workspaces: a terminal session's workspace is saved before its container is
+    /// removed while the container can still be read, and each pass ends by deleting the
+    /// archives past their retention.
+    pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
+        self.workspaces = workspaces;
+        self
     }
 
     pub fn settings(&self) -> &MaintenanceSettings {
@@ -477,6 +489,21 @@ impl MaintenanceSweep {
         } else {
             report.timed_out = true;
         }
+        if let Some(workspaces) = &self.workspaces
+            && !report.timed_out
+            && self.hold(pass).await
+        {
+            // Retention: the store deletes in bounded batches; what is left waits for the next
+            // pass.
+            if let Err(error) = workspaces.reap().await {
+                report.errors += 1;
+                tracing::warn!(
+                    error = error.kind(),
+                    error.message = %Report(&error),
+                    "maintenance_workspace_reap_failed"
+                );
+            }
+        }
         Ok(report)
     }
 
@@ -650,6 +677,12 @@ impl MaintenanceSweep {
             && !self.hold(pass).await
         {
             return Ok(CleanupOutcome::AlreadyClaimed);
+        }
+        if let Some(workspaces) = &self.workspaces
+            && workspaces.save_before_removal(&session, SaveReason::Sweep).await.is_err()
+        {
+            // Logged by the save; the row stays for a later pass.
+            return Ok(CleanupOutcome::RuntimeError);
         }
         if let Err(error) = self.runtime.stop(&session.container_id).await {
             tracing::warn!(

@@ -4,6 +4,7 @@
 //! Single values are checked while parsing by the parsers of [`super::values`]; checks that
 //! involve several settings run in [`super::validate`].
 
+use super::workspace::WorkspaceArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -259,6 +260,8 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) store: StoreArgs,
     #[command(flatten)]
+    pub(crate) workspace: WorkspaceArgs,
+    #[command(flatten)]
     pub(crate) log: LogArgs,
 }
 
@@ -371,6 +374,8 @@ pub(crate) struct OneShotArgs {
     pub(crate) docker: DockerArgs,
     #[command(flatten)]
     pub(crate) store: StoreArgs,
+    #[command(flatten)]
+    pub(crate) workspace: WorkspaceArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
 }

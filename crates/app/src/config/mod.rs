@@ -13,9 +13,11 @@ pub(crate) mod setting;
 mod settings;
 mod validate;
 mod values;
+mod workspace;
 
 pub(crate) use flags::{Cli, Command, LogFormat, TtlMode};
 pub(crate) use secrets::ApiToken;
 pub(crate) use setting::{ConfigError, Setting};
 pub(crate) use settings::{ServeConfig, ServiceSettings, StoreConfig};
 pub(crate) use validate::docker_error;
+pub(crate) use workspace::{WorkspaceBackend, WorkspaceConfig};

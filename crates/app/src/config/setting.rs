@@ -92,6 +92,11 @@ settings! {
     SANDBOX_UID_RANGE = "sandbox-uid-range", "SANDKEEPER_SANDBOX_UID_RANGE";
     TTL = "ttl", "SANDKEEPER_TTL";
     TTL_MODE = "ttl-mode", "SANDKEEPER_TTL_MODE";
+    WORKSPACE_CHECKPOINT_INTERVAL = "workspace-checkpoint-interval", "SANDKEEPER_WORKSPACE_CHECKPOINT_INTERVAL";
+    WORKSPACE_DIR = "workspace-dir", "SANDKEEPER_WORKSPACE_DIR";
+    WORKSPACE_RETENTION = "workspace-retention", "SANDKEEPER_WORKSPACE_RETENTION";
+    WORKSPACE_SIZE = "workspace-size", "SANDKEEPER_WORKSPACE_SIZE";
+    WORKSPACE_STORE = "workspace-store", "SANDKEEPER_WORKSPACE_STORE";
 }
 
 /// A setting whose value is wrong: alone (found while parsing, where clap carries it as the

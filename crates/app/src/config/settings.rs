@@ -2,6 +2,7 @@
 //! with, in the types of that part (the use cases', the HTTP edge's, the Docker adapter's), so
 //! that the wiring hands them over as they are.
 
+use super::workspace::WorkspaceConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +67,8 @@ pub(crate) struct ServiceSettings {
     /// Execs and transfers at once per sandbox.
     pub(crate) per_sandbox: usize,
     pub(crate) maintenance: MaintenanceSettings,
+    /// Durable workspaces; `None` when `--workspace-store off`.
+    pub(crate) workspaces: Option<WorkspaceConfig>,
 }
 
 impl ServiceSettings {
@@ -84,6 +87,7 @@ impl ServiceSettings {
             files: FileSettings::default(),
             per_sandbox: DEFAULT_OPERATIONS_PER_SANDBOX,
             maintenance: MaintenanceSettings::new(lease_holder(instance_id)),
+            workspaces: None,
         }
     }
 }

@@ -105,6 +105,8 @@ impl ServeArgs {
         services.maintenance.orphan_grace = self.sweep.orphan_grace;
         services.maintenance.min_interval =
             self.maintenance_interval.mul_f64(SWEEP_MIN_INTERVAL_SHARE);
+        let mut docker = self.docker.config()?;
+        services.workspaces = self.workspace.config(&self.store, &mut docker)?;
 
         let http = self.http;
         Ok(ServeConfig {
@@ -126,7 +128,7 @@ impl ServeArgs {
                 idle_timeout: http.http_idle_timeout,
                 max_connections: http.http_max_connections as usize,
             },
-            docker: self.docker.config()?,
+            docker,
             store: self.store.config(),
             log_format: self.log.log_format,
             otlp_endpoint: otlp_endpoint_or_otel(
@@ -164,9 +166,11 @@ impl OneShotArgs {
     pub(crate) fn validate(self) -> Result<OneShotConfig, ConfigError> {
         let mut services = ServiceSettings::defaults(&self.docker.instance_id);
         services.maintenance.min_interval = Duration::ZERO;
+        let mut docker = self.docker.config()?;
+        services.workspaces = self.workspace.config(&self.store, &mut docker)?;
         Ok(OneShotConfig {
             services,
-            docker: self.docker.config()?,
+            docker,
             store: self.store.config(),
             log_format: self.log.log_format,
         })

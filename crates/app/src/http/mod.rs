@@ -10,6 +10,7 @@ mod keepalive;
 mod middleware;
 pub(crate) mod server;
 pub(crate) mod views;
+mod workspace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,8 +72,10 @@ pub(crate) fn router(state: AppState, token: Option<ApiToken>, edge: EdgeSetting
     let edge = Arc::new(edge::Edge::new(edge, token.is_some()));
     let token = token.map(Arc::new);
     // Routes of their own modules, with their own body limits (a command's stdin, a file).
-    let inside_sandboxes =
-        exec::routes(&state).merge(files::routes(&state)).merge(keepalive::routes());
+    let inside_sandboxes = exec::routes(&state)
+        .merge(files::routes(&state))
+        .merge(keepalive::routes())
+        .merge(workspace::routes());
     Router::new()
         .route(
             "/v1/chats/{chat_id}/sandbox",
@@ -130,8 +133,9 @@ async fn put_sandbox(
         CreateResult::Reused => StatusCode::OK,
         CreateResult::Created | CreateResult::Replaced => StatusCode::CREATED,
     };
-    Ok((status, axum::Json(SessionView::new(&outcome.session, Some(outcome.result))))
-        .into_response())
+    let view = SessionView::new(&outcome.session, Some(outcome.result))
+        .with_workspace(outcome.workspace.map(workspace::RestoreView::from));
+    Ok((status, axum::Json(view)).into_response())
 }
 
 fn create_error(error: CreateSandboxError) -> ApiError {
@@ -146,6 +150,7 @@ fn create_error(error: CreateSandboxError) -> ApiError {
         CreateSandboxError::TtlOutOfRange { .. } => {
             ApiError::bad_request("invalid_ttl", error.to_string())
         }
+        CreateSandboxError::Workspace(error) => error.into(),
     }
 }
 
@@ -172,6 +177,7 @@ async fn delete_sandbox(
         Ok(None) => Err(no_sandbox(chat_id)),
         Err(DeleteSandboxError::Store(error)) => Err(error.into()),
         Err(DeleteSandboxError::Runtime(error)) => Err(error.into()),
+        Err(DeleteSandboxError::Workspace(error)) => Err(error.into()),
     }
 }
 
@@ -222,6 +228,7 @@ async fn run_cleanup(State(state): State<AppState>) -> Result<Response, ApiError
         Ok(report) => Ok(axum::Json(CleanupReportView::new(&report)).into_response()),
         Err(CleanupError::Store(error)) => Err(error.into()),
         Err(CleanupError::Runtime(error)) => Err(error.into()),
+        Err(CleanupError::Workspace(error)) => Err(error.into()),
     }
 }
 

@@ -23,6 +23,9 @@ pub(crate) struct SessionView {
     expires_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'static str>,
+    /// What was restored into a sandbox the call created (with a workspace store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workspace: Option<super::workspace::RestoreView>,
 }
 
 impl SessionView {
@@ -35,7 +38,16 @@ impl SessionView {
             created_at: rfc3339(session.created_at),
             expires_at: rfc3339(session.expires_at),
             result: result.map(CreateResult::as_str),
+            workspace: None,
         }
+    }
+
+    pub(crate) fn with_workspace(
+        mut self,
+        workspace: Option<super::workspace::RestoreView>,
+    ) -> Self {
+        self.workspace = workspace;
+        self
     }
 }
 

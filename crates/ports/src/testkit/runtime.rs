@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -6,9 +7,11 @@ use async_trait::async_trait;
 use sandkeeper_domain::{ContainerId, SessionId, Timestamp};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::tar::{Entry, files, tar};
 use crate::{
-    ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest, FileError,
-    ManagedContainer, RuntimeError, SandboxRuntime, WorkspacePath,
+    ArchiveError, ArchiveFile, Cause, ContainerExit, ContainerSpec, ContainerState, ExecError,
+    ExecOutput, ExecRequest, FileError, ManagedContainer, RuntimeError, SandboxRuntime,
+    WorkspacePath, check_archive_file,
 };
 
 /// One call the fake runtime received, in order.
@@ -22,6 +25,8 @@ pub enum RuntimeCall {
     Upload(ContainerId, WorkspacePath, Vec<u8>),
     Download(ContainerId, WorkspacePath, u64),
     WatchExits(Option<Timestamp>),
+    ArchiveWorkspace(ContainerId),
+    RestoreWorkspace(ContainerId),
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +48,8 @@ struct State {
     file_errors: HashMap<WorkspacePath, FileError>,
     watchers: Vec<tokio::sync::mpsc::Sender<ContainerExit>>,
     watch_errors: VecDeque<RuntimeError>,
+    archive_errors: VecDeque<ArchiveError>,
+    restore_errors: VecDeque<ArchiveError>,
 }
 
 /// A container runtime in memory that records every call.
@@ -61,6 +68,11 @@ struct State {
 /// `watch_exits` fails with the errors queued by [`Self::fail_watch`], one per call, and
 /// otherwise listens until its receiver is closed; [`Self::exit`] stops a container and reports
 /// it to every watcher, [`Self::report_exit`] only reports.
+///
+/// `archive_workspace` is a tar of the container's files (those put or uploaded) and
+/// `restore_workspace` checks the archive with [`crate::check_archive`] and replaces them with
+/// its regular files; failures can be queued with [`Self::fail_archive`] and
+/// [`Self::fail_restore`].
 #[derive(Debug, Clone, Default)]
 pub struct FakeRuntime {
     state: Arc<Mutex<State>>,
@@ -306,6 +318,27 @@ impl FakeRuntime {
         }
     }
 
+    /// The next `archive_workspace` calls fail with these errors, one per call.
+    pub fn fail_archive(&self, error: ArchiveError) {
+        self.state().archive_errors.push_back(error);
+    }
+
+    /// The next `restore_workspace` calls fail with these errors, one per call (after the
+    /// archive was checked, and without touching the workspace).
+    pub fn fail_restore(&self, error: ArchiveError) {
+        self.state().restore_errors.push_back(error);
+    }
+
+    /// The files in the container's workspace, by path.
+    pub fn workspace(&self, container_id: &ContainerId) -> BTreeMap<String, Vec<u8>> {
+        self.state()
+            .files
+            .iter()
+            .filter(|((container, _), _)| container == container_id)
+            .map(|((_, path), bytes)| (path.as_str().to_owned(), bytes.clone()))
+            .collect()
+    }
+
     fn is_running(state: &State, container_id: &ContainerId) -> bool {
         state
             .containers
@@ -479,5 +512,68 @@ impl SandboxRuntime for FakeRuntime {
             return Err(FileError::TooLarge { path: path.clone(), size, limit });
         }
         Ok(bytes.clone())
+    }
+
+    /// A tar of the container's files (those put or uploaded), bounded by `limit`.
+    async fn archive_workspace(
+        &self,
+        container_id: &ContainerId,
+        limit: u64,
+        scratch: &Path,
+    ) -> Result<ArchiveFile, ArchiveError> {
+        let bytes = {
+            let mut state = self.state();
+            state.calls.push(RuntimeCall::ArchiveWorkspace(container_id.clone()));
+            if !Self::is_running(&state, container_id) {
+                return Err(ArchiveError::ContainerNotRunning {
+                    container_id: container_id.clone(),
+                });
+            }
+            if let Some(error) = state.archive_errors.pop_front() {
+                return Err(error);
+            }
+            let entries: Vec<Entry> = state
+                .files
+                .iter()
+                .filter(|((container, _), _)| container == container_id)
+                .map(|((_, path), bytes)| Entry::file(path.as_str(), bytes))
+                .collect();
+            tar(&entries)
+        };
+        if bytes.len() as u64 > limit {
+            return Err(ArchiveError::TooLarge { limit });
+        }
+        ArchiveFile::from_bytes(scratch, &bytes)
+            .await
+            .map_err(|error| ArchiveError::Local(Cause::new(error)))
+    }
+
+    /// Checks the archive, then replaces the container's files with its regular files.
+    async fn restore_workspace(
+        &self,
+        container_id: &ContainerId,
+        archive: &ArchiveFile,
+    ) -> Result<(), ArchiveError> {
+        self.state().calls.push(RuntimeCall::RestoreWorkspace(container_id.clone()));
+        check_archive_file(archive.path()).await?;
+        let bytes =
+            archive.read_all().await.map_err(|error| ArchiveError::Local(Cause::new(error)))?;
+        let mut state = self.state();
+        if !Self::is_running(&state, container_id) {
+            return Err(ArchiveError::ContainerNotRunning { container_id: container_id.clone() });
+        }
+        if let Some(error) = state.restore_errors.pop_front() {
+            return Err(error);
+        }
+        let restored = files(&bytes).ok_or_else(|| ArchiveError::Tar {
+            said: "the fake runtime cannot read this archive".to_owned(),
+        })?;
+        state.files.retain(|(container, _), _| container != container_id);
+        for (path, data) in restored {
+            let path = WorkspacePath::parse(&path)
+                .map_err(|error| ArchiveError::Tar { said: error.to_string() })?;
+            state.files.insert((container_id.clone(), path), data);
+        }
+        Ok(())
     }
 }

@@ -75,6 +75,7 @@ fn harness(options: Options) -> Harness {
         runtime: options.runtime.unwrap_or_else(|| Arc::new(runtime.clone())),
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
         store_probe,
+        workspaces: None,
     };
     let settings = ServiceSettings {
         max_sandboxes: options.max_sandboxes,
