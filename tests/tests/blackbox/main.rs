@@ -17,3 +17,4 @@ mod readiness;
 mod replicas;
 mod schemathesis;
 mod tls;
+mod workspaces;
