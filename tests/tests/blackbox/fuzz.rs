@@ -422,6 +422,7 @@ fn apply(
         Effect::Creates(chat, _) => {
             let mut session: Value = serde_json::from_slice(&response.body).unwrap();
             session.as_object_mut().unwrap().remove("result");
+            session.as_object_mut().unwrap().remove("workspace");
             created.push(session["container_id"].as_str().unwrap().to_owned());
             model.chats.insert(chat, Live { session, workspace: Workspace::default() });
             generator.add_known_chat(chat);

@@ -135,6 +135,8 @@ enum Route {
     Exec,
     Files,
     KeepAlive,
+    /// The workspace archive: its body is bytes, like a file's.
+    Archive,
     Other,
 }
 
@@ -238,6 +240,8 @@ pub(crate) const SANDBOX_ROUTE: &str = "/v1/chats/{chat_id}/sandbox";
 pub(crate) const EXEC_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/exec";
 pub(crate) const FILES_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/files/{path}";
 pub(crate) const KEEPALIVE_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/keepalive";
+pub(crate) const WORKSPACE_ROUTE: &str = "/v1/chats/{chat_id}/workspace";
+pub(crate) const ARCHIVE_ROUTE: &str = "/v1/chats/{chat_id}/workspace/archive";
 pub(crate) const ROUTES: &[&str] = &[
     "/v1/sandboxes",
     "/v1/maintenance/cleanup",
@@ -420,7 +424,15 @@ impl Generator {
             76..82 => {
                 (Route::Other, (*ROUTES[3..].choose(&mut self.rng).unwrap()).into(), &["GET"])
             }
-            82..90 => (Route::Other, (*NOT_ROUTES.choose(&mut self.rng).unwrap()).into(), &["GET"]),
+            82..86 => (Route::Other, (*NOT_ROUTES.choose(&mut self.rng).unwrap()).into(), &["GET"]),
+            86..88 => {
+                let chat = self.chat_segment(0.45);
+                (Route::Other, format!("/v1/chats/{chat}/workspace"), &["GET", "DELETE"])
+            }
+            88..90 => {
+                let chat = self.chat_segment(0.45);
+                (Route::Archive, format!("/v1/chats/{chat}/workspace/archive"), &["GET", "PUT"])
+            }
             _ => (Route::Other, self.random_path(), &["GET"]),
         };
         let method = if self.rng.random_bool(0.75) {
@@ -435,7 +447,9 @@ impl Generator {
         };
         let body = match (route, method.as_str()) {
             (Route::Exec, "POST") => self.rng.random_bool(0.92).then(|| self.exec_body()),
-            (Route::Files, "PUT") => self.rng.random_bool(0.9).then(|| self.file_body()),
+            (Route::Files | Route::Archive, "PUT") => {
+                self.rng.random_bool(0.9).then(|| self.file_body())
+            }
             (Route::KeepAlive, "POST") | (_, "PUT" | "Put") => {
                 self.rng.random_bool(0.7).then(|| self.put_body())
             }

@@ -71,6 +71,12 @@ impl Expected {
         Self { status, code: Some(code), or: refusals, effect: Effect::None }
     }
 
+    /// Allows a success with `status` too, besides the refusals.
+    pub(crate) fn or_ok(mut self, status: u16) -> Self {
+        self.or.push((status, ""));
+        self
+    }
+
     pub(crate) fn with(self, effect: Effect) -> Self {
         Self { effect, ..self }
     }
@@ -130,6 +136,12 @@ pub(crate) fn expect(case: &Case, model: &Model) -> Expected {
         }
         Route::Files(segment, file) => on_chat(case, segment, &["GET", "HEAD", "PUT"], |chat| {
             expect_file(case, chat, file, model)
+        }),
+        Route::Workspace(segment) => on_chat(case, segment, &["GET", "HEAD", "DELETE"], |chat| {
+            expect_workspace(case, chat, model)
+        }),
+        Route::Archive(segment) => on_chat(case, segment, &["GET", "HEAD", "PUT"], |chat| {
+            expect_archive(case, chat, model)
         }),
         Route::Fixed(fixed) => expect_fixed(case, fixed, model),
         Route::Unknown => Expected::error(404, "not_found"),
@@ -255,6 +267,27 @@ fn expect_download(chat: Uuid, path: &str, workspace: &Workspace) -> Expected {
     }
 }
 
+/// `/v1/chats/{chat_id}/workspace`: the stored archive's metadata, or its removal. Whether a
+/// chat's archive is stored depends on checkpoints and expiries the model does not follow, so
+/// both answers are allowed for every chat.
+fn expect_workspace(case: &Case, _chat: Uuid, _model: &Model) -> Expected {
+    let found = if case.method == "DELETE" { 204 } else { 200 };
+    Expected::refused(vec![(404, "no_workspace")]).or_ok(found)
+}
+
+/// `/v1/chats/{chat_id}/workspace/archive`: a download archives the running sandbox (or serves
+/// the stored archive); an upload is checked as a tar first, which no generated body is.
+fn expect_archive(case: &Case, chat: Uuid, model: &Model) -> Expected {
+    if case.method == "PUT" {
+        return Expected::error(400, "invalid_archive");
+    }
+    if model.chats.contains_key(&chat) {
+        Expected::ok(200)
+    } else {
+        Expected::refused(vec![(404, "no_workspace")]).or_ok(200)
+    }
+}
+
 /// The routes without a chat: the list, the maintenance calls, metrics and the probes.
 fn expect_fixed(case: &Case, fixed: &str, model: &Model) -> Expected {
     let method = case.method.as_str();
@@ -279,6 +312,8 @@ pub(crate) fn reads_body(case: &Case) -> bool {
         Route::Sandbox(_) => method == "PUT",
         Route::Exec(_) | Route::KeepAlive(_) => method == "POST",
         Route::Files(_, file) => method == "PUT" && file.is_some_and(|file| !file.is_empty()),
+        Route::Archive(_) => method == "PUT",
+        Route::Workspace(_) => false,
         Route::Fixed(_) | Route::Unknown => false,
     };
     let authorized = case.path == "/healthz" || authorized(case.authorization.as_deref());

@@ -6,7 +6,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::generate::{
-    BODY_LIMIT, EXEC_ROUTE, FILES_ROUTE, KEEPALIVE_ROUTE, ROUTES, SANDBOX_ROUTE,
+    ARCHIVE_ROUTE, BODY_LIMIT, EXEC_ROUTE, FILES_ROUTE, KEEPALIVE_ROUTE, ROUTES, SANDBOX_ROUTE,
+    WORKSPACE_ROUTE,
 };
 use super::inside::Refusal;
 use super::oracle::Expected;
@@ -20,6 +21,10 @@ pub(crate) enum Route<'a> {
     KeepAlive(&'a str),
     /// The chat id, and what follows `/files`: `None` for nothing, `Some("")` for a lone `/`.
     Files(&'a str, Option<&'a str>),
+    /// `/v1/chats/{chat_id}/workspace`.
+    Workspace(&'a str),
+    /// `/v1/chats/{chat_id}/workspace/archive`.
+    Archive(&'a str),
     Fixed(&'static str),
     Unknown,
 }
@@ -33,6 +38,8 @@ pub(crate) fn route(path: &str) -> Route<'_> {
             "sandbox/exec" => Route::Exec(chat),
             "sandbox/keepalive" => Route::KeepAlive(chat),
             "sandbox/files" => Route::Files(chat, None),
+            "workspace" => Route::Workspace(chat),
+            "workspace/archive" => Route::Archive(chat),
             _ => match tail.strip_prefix("sandbox/files/") {
                 Some(file) => Route::Files(chat, Some(file)),
                 None => Route::Unknown,
@@ -52,6 +59,8 @@ pub(crate) fn route_of(path: &str) -> &'static str {
         Route::Exec(_) => EXEC_ROUTE,
         Route::KeepAlive(_) => KEEPALIVE_ROUTE,
         Route::Files(..) => FILES_ROUTE,
+        Route::Workspace(_) => WORKSPACE_ROUTE,
+        Route::Archive(_) => ARCHIVE_ROUTE,
         Route::Fixed(known) => known,
         Route::Unknown => "(no such route)",
     }
@@ -211,6 +220,8 @@ mod tests {
         assert_eq!(route("/v1/chats/x/sandbox"), Route::Sandbox("x"));
         assert_eq!(route("/v1/chats//sandbox/exec"), Route::Exec(""));
         assert_eq!(route("/v1/chats/x/sandbox/keepalive"), Route::KeepAlive("x"));
+        assert_eq!(route("/v1/chats/x/workspace"), Route::Workspace("x"));
+        assert_eq!(route("/v1/chats/x/workspace/archive"), Route::Archive("x"));
         assert_eq!(route("/v1/chats/x/sandbox/files"), Route::Files("x", None));
         assert_eq!(route("/v1/chats/x/sandbox/files/"), Route::Files("x", Some("")));
         assert_eq!(route("/v1/chats/x/sandbox/files//a/"), Route::Files("x", Some("/a/")));

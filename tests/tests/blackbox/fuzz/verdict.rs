@@ -49,6 +49,8 @@ pub(crate) fn check(
             check_exec(&json(response)?, &model.chats[chat], run.as_ref())
         }
         Route::Files(..) => file_answer(&expected.effect, response, model),
+        // A stored archive's metadata, its removal, or an archive (not followed by the model).
+        Route::Workspace(_) | Route::Archive(_) => Ok(()),
         Route::KeepAlive(_) => {
             let Effect::KeepAlive(chat, ttl) = &expected.effect else {
                 return Err("a keep-alive succeeded where it should not".into());
@@ -158,6 +160,14 @@ fn session_answer(
     };
     if result.as_ref().and_then(Value::as_str) != expected_result {
         return Err(format!("result {result:?} where {expected_result:?}: {session}"));
+    }
+    // A new sandbox says what was restored into it: nothing, for the fuzzer's fresh chats
+    // (no generated archive is ever accepted); a reuse or a read says nothing of it.
+    let workspace = session.as_object_mut().and_then(|fields| fields.remove("workspace"));
+    let expected_workspace = (expected_result == Some("created"))
+        .then(|| serde_json::json!({"restored": false, "size_bytes": 0, "saved_at": null}));
+    if workspace != expected_workspace {
+        return Err(format!("workspace {workspace:?} where {expected_workspace:?}: {session}"));
     }
     // A reuse or a read shows the session as it is, expiry included.
     if let Some(live) = model.chats.get(&chat) {
