@@ -233,6 +233,8 @@ impl Cycle<'_> {
             violations.push(violation);
         }
         violations
+            .extend(invariants::workspace_archives_whole(&self.env.data_dir().join("workspaces")));
+        violations
     }
 
     /// Stops the restarted server, which must exit cleanly on SIGTERM.

@@ -20,6 +20,40 @@ pub(super) fn invariants(rows: &[Row], containers: &[DockerContainer]) -> Vec<St
     violations
 }
 
+/// (g) every workspace archive the directory store holds (`<data-dir>/workspaces`, the default
+/// store on SQLite) is whole: its header's size is the file's, and its tar is complete and
+/// extractable. A kill during a save must leave the previous archive or the new one, never a
+/// part of one or a mix: what a restore would extract is always the last complete archive or a
+/// later one.
+pub(super) fn workspace_archives_whole(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut violations = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".workspace") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(entry.path()) else { continue };
+        let header = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+        let size = header
+            .lines()
+            .find_map(|line| line.strip_prefix("size="))
+            .and_then(|size| size.parse::<usize>().ok());
+        let Some(size) = size.filter(|size| bytes.len() == 512 + size) else {
+            violations.push(format!(
+                "(g) workspace archive {name} is {} bytes, its header says otherwise: {header:?}",
+                bytes.len()
+            ));
+            continue;
+        };
+        let tar = &bytes[512..512 + size];
+        if let Err(refused) = sandkeeper_ports::check_archive(&mut std::io::Cursor::new(tar)) {
+            violations.push(format!("(g) workspace archive {name} is not whole: {refused}"));
+        }
+    }
+    violations
+}
+
 /// (a) every container has a row, and (b) a running container's row is `running`.
 fn containers_match_rows(rows: &[Row], containers: &[DockerContainer]) -> Vec<String> {
     let row_of: HashMap<&str, &Row> =

@@ -30,7 +30,9 @@
 //! - (e) no container a client was handed (a 200/201 reply to PUT) was reaped as an orphan
 //!   while its session was alive;
 //! - (f) before the kill, every request got one of the answers its route promises (no 5xx, no
-//!   dropped connection).
+//!   dropped connection);
+//! - (g) every workspace archive stored (saved when a sandbox was deleted, cleaned up or
+//!   replaced) is whole: the last complete archive or a later one, never a part or a mix.
 //!
 //! Every cycle prints what it checked with counts. A violation ends the run with a message that
 //! names the seed, the cycle, the invariant and the container or row, and the servers' logs are
