@@ -118,3 +118,66 @@ impl WorkspaceArgs {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::flags::serve;
+    use super::*;
+
+    #[test]
+    fn by_default_a_single_replica_keeps_archives_in_the_data_dir() {
+        let config = serve(&["--data-dir", "/srv/sk"]).validate().unwrap();
+        let workspaces = config.services.workspaces.unwrap();
+        assert_eq!(workspaces.backend, WorkspaceBackend::Dir("/srv/sk/workspaces".into()));
+        assert_eq!(workspaces.settings.scratch_dir, Path::new("/srv/sk/workspaces/.scratch"));
+        assert_eq!(workspaces.settings.size_limit, 256 << 20);
+        assert_eq!(workspaces.settings.retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(workspaces.checkpoint_interval, Some(Duration::from_secs(60)));
+        assert_eq!(config.docker.workspace_size_bytes, 256 << 20, "also the tmpfs size");
+    }
+
+    #[test]
+    fn on_postgresql_auto_keeps_archives_in_the_database() {
+        let url = "postgres://sk@db/sk";
+        let config = serve(&["--database-url", url]).validate().unwrap();
+        assert_eq!(config.services.workspaces.unwrap().backend, WorkspaceBackend::Database);
+        let config = serve(&["--database-url", url, "--workspace-store", "dir"]).validate();
+        assert!(matches!(
+            config.unwrap().services.workspaces.unwrap().backend,
+            WorkspaceBackend::Dir(_)
+        ));
+    }
+
+    #[test]
+    fn the_database_store_on_sqlite_is_refused_naming_the_setting() {
+        let error = serve(&["--workspace-store", "database"]).validate().unwrap_err();
+        assert_eq!(error.setting, Setting::Flag(WORKSPACE_STORE));
+        assert!(error.message.contains("PostgreSQL"), "{error}");
+        assert!(error.message.contains("`dir`"), "says what to use instead: {error}");
+    }
+
+    #[test]
+    fn off_keeps_nothing_and_zero_turns_checkpoints_off() {
+        assert_eq!(
+            serve(&["--workspace-store", "off"]).validate().unwrap().services.workspaces,
+            None
+        );
+        let config = serve(&[
+            "--workspace-checkpoint-interval",
+            "0",
+            "--workspace-size",
+            "64m",
+            "--workspace-dir",
+            "/elsewhere",
+        ])
+        .validate()
+        .unwrap();
+        let workspaces = config.services.workspaces.unwrap();
+        assert_eq!(workspaces.checkpoint_interval, None);
+        assert_eq!(workspaces.settings.size_limit, 64 << 20);
+        assert_eq!(workspaces.backend, WorkspaceBackend::Dir("/elsewhere".into()));
+        assert_eq!(config.docker.workspace_size_bytes, 64 << 20);
+    }
+}
