@@ -74,6 +74,35 @@ pub(crate) async fn run() -> Result<Vec<Row>, String> {
 async fn run_on(image: &str, suffix: &str) -> Result<Vec<Row>, String> {
     crate::server::measure_on(image, SERVER_ARGS, async |server, raw| {
         let chat = uuid::Uuid::new_v4().to_string();
+        let sandbox = Sandbox::create(server, raw, chat).await?;
+        let mut rows = vec![sandbox.exec_round_trip().await?];
+        rows.extend(sandbox.file_transfer().await?);
+        for row in &mut rows {
+            row.name.push_str(suffix);
+        }
+        Ok(rows)
+    })
+    .await
+}
+
+/// One sandbox, reached through the API and directly.
+pub(crate) struct Sandbox<'a> {
+    server: &'a Server,
+    raw: &'a Docker,
+    chat: String,
+    container: String,
+    /// `uid:gid` of the sandbox's commands.
+    user: String,
+}
+
+impl<'a> Sandbox<'a> {
+    /// Creates the chat's sandbox through the API (`201`), and finds the user its commands run
+    /// as, for the raw side.
+    pub(crate) async fn create(
+        server: &'a Server,
+        raw: &'a Docker,
+        chat: String,
+    ) -> Result<Sandbox<'a>, String> {
         let path = format!("/v1/chats/{chat}/sandbox");
         let created = server.expect(Method::PUT, &path, None, 201).await?;
         let container = created["container_id"]
@@ -90,28 +119,9 @@ async fn run_on(image: &str, suffix: &str) -> Result<Vec<Row>, String> {
             .and_then(|labels| labels.get("io.sandkeeper.uid").cloned())
             .ok_or_else(|| format!("container {container} has no io.sandkeeper.uid label"))?;
         let user = format!("{uid}:{uid}");
-        let sandbox = Sandbox { server, raw, chat, container, user };
-        let mut rows = vec![sandbox.exec_round_trip().await?];
-        rows.extend(sandbox.file_transfer().await?);
-        for row in &mut rows {
-            row.name.push_str(suffix);
-        }
-        Ok(rows)
-    })
-    .await
-}
+        Ok(Sandbox { server, raw, chat, container, user })
+    }
 
-/// One sandbox, reached through the API and directly.
-struct Sandbox<'a> {
-    server: &'a Server,
-    raw: &'a Docker,
-    chat: String,
-    container: String,
-    /// `uid:gid` of the sandbox's commands.
-    user: String,
-}
-
-impl Sandbox<'_> {
     async fn exec_round_trip(&self) -> Result<Row, String> {
         let body = serde_json::json!({ "command": COMMAND }).to_string();
         let url = self.server.url(&format!("/v1/chats/{}/sandbox/exec", self.chat));
@@ -169,7 +179,11 @@ impl Sandbox<'_> {
     }
 
     /// Runs `argv` in the container with bollard alone: its stdout once its exit code is 0.
-    async fn raw_exec(&self, argv: Vec<String>, stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    pub(crate) async fn raw_exec(
+        &self,
+        argv: Vec<String>,
+        stdin: Option<&[u8]>,
+    ) -> Result<Vec<u8>, String> {
         let config = ExecConfig {
             user: Some(self.user.clone()),
             attach_stdin: Some(stdin.is_some()),
@@ -329,7 +343,7 @@ async fn json_answer(
 }
 
 /// Bytes that do not compress, the same in every run.
-fn blob(size: usize) -> Bytes {
+pub(crate) fn blob(size: usize) -> Bytes {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..size)
         .map(|_| {

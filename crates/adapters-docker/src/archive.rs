@@ -125,7 +125,7 @@ pub(crate) async fn archive(
         return Err(ArchiveError::Tar { said: said(&outcome) });
     }
     spill.file.flush().await.map_err(local)?;
-    spill.file.sync_all().await.map_err(local)?;
+    spill.file.get_mut().sync_all().await.map_err(local)?;
     archive.set_size(spill.total);
     Ok(archive)
 }

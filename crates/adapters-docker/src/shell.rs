@@ -189,11 +189,15 @@ pub(crate) struct Outcome {
     pub(crate) duration: Duration,
 }
 
+/// The buffer of a streamed transfer's file, each way.
+const SPILL_BUFFER: usize = 1 << 20;
+
 /// Where a streamed command's stdout goes instead of a [`Sink`]: a file, up to `limit` bytes;
 /// beyond it the rest is read and discarded, and `over` is set.
 #[derive(Debug)]
 pub(crate) struct Spill {
-    pub(crate) file: tokio::fs::File,
+    /// Buffered: each write to a `tokio::fs::File` is a trip to the blocking pool.
+    pub(crate) file: tokio::io::BufWriter<tokio::fs::File>,
     pub(crate) limit: u64,
     /// Every byte seen, written or not.
     pub(crate) total: u64,
@@ -204,6 +208,7 @@ pub(crate) struct Spill {
 
 impl Spill {
     pub(crate) fn new(file: tokio::fs::File, limit: u64) -> Self {
+        let file = tokio::io::BufWriter::with_capacity(SPILL_BUFFER, file);
         Self { file, limit, total: 0, over: false, error: None }
     }
 
@@ -373,8 +378,9 @@ impl Sandbox<'_> {
                 if let Some(bytes) = command.stdin {
                     let _ = input.write_all(bytes).await;
                     let _ = input.shutdown().await;
-                } else if let Some(mut file) = stdin_file {
-                    let _ = tokio::io::copy(&mut file, &mut input).await;
+                } else if let Some(file) = stdin_file {
+                    let mut file = tokio::io::BufReader::with_capacity(SPILL_BUFFER, file);
+                    let _ = tokio::io::copy_buf(&mut file, &mut input).await;
                     let _ = input.shutdown().await;
                 }
             };

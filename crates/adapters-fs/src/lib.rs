@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sandkeeper_domain::{ChatId, SessionId, Timestamp};
 use sandkeeper_ports::{ArchiveFile, Cause, StoreError, WorkspaceMeta, WorkspaceStore};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::io::Seek;
+
+use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
 const HEADER: usize = 512;
@@ -151,28 +153,25 @@ impl WorkspaceStore for DirWorkspaceStore {
         let meta = WorkspaceMeta { size_bytes: archive.size(), ..meta.clone() };
         let token = format!("{:x}", uuid_like());
         let temporary = self.dir.join(format!(".put-{}-{token}", meta.chat_id));
-        let written = async {
-            let mut file =
-                tokio::fs::OpenOptions::new().write(true).create_new(true).open(&temporary).await?;
-            file.write_all(&encode(&meta)).await?;
-            let mut source = archive.open().await?;
-            let copied = tokio::io::copy(&mut source, &mut file).await?;
+        let source = archive.path().to_owned();
+        let header = encode(&meta);
+        let target = temporary.clone();
+        let written = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::options().write(true).create_new(true).open(&target)?;
+            file.write_all(&header)?;
+            let copied = io::copy(&mut std::fs::File::open(&source)?, &mut file)?;
             if copied != meta.size_bytes {
                 return Err(io::Error::other(format!(
                     "the archive changed while it was stored: {copied} bytes instead of {}",
                     meta.size_bytes
                 )));
             }
-            file.flush().await?;
-            let file = file.into_std().await;
-            tokio::task::spawn_blocking(move || {
-                file.set_modified(system_time(meta.saved_at))?;
-                file.sync_all()
-            })
-            .await
-            .map_err(io::Error::other)?
-        }
-        .await;
+            file.set_modified(system_time(meta.saved_at))?;
+            file.sync_all()
+        })
+        .await
+        .unwrap_or_else(|error| Err(io::Error::other(error)));
         if let Err(error) = written {
             let _ = tokio::fs::remove_file(&temporary).await;
             return Err(failed(error, format!("writing `{}`", temporary.display())));
@@ -204,11 +203,15 @@ impl WorkspaceStore for DirWorkspaceStore {
         let scratch_failed = |error| {
             failed(error, format!("copying `{}` to `{}`", path.display(), scratch.display()))
         };
-        let (mut archive, mut copy) =
-            ArchiveFile::create_in(scratch).await.map_err(scratch_failed)?;
-        file.seek(io::SeekFrom::Start(HEADER as u64)).await.map_err(scratch_failed)?;
-        let copied = tokio::io::copy(&mut file, &mut copy).await.map_err(scratch_failed)?;
-        copy.flush().await.map_err(scratch_failed)?;
+        let (mut archive, copy) = ArchiveFile::create_in(scratch).await.map_err(scratch_failed)?;
+        let (mut from, mut into) = (file.into_std().await, copy.into_std().await);
+        let copied = tokio::task::spawn_blocking(move || {
+            from.seek(io::SeekFrom::Start(HEADER as u64))?;
+            io::copy(&mut from, &mut into)
+        })
+        .await
+        .unwrap_or_else(|error| Err(io::Error::other(error)))
+        .map_err(scratch_failed)?;
         archive.set_size(copied);
         Ok(Some((meta, archive)))
     }

@@ -20,6 +20,10 @@ use tokio_util::io::ReaderStream;
 
 use super::{ApiError, AppState, ChatPath};
 
+/// The buffer of an archive's file as it is streamed to or from a client: each read or write
+/// of a `tokio::fs::File` is a trip to the blocking pool.
+const TRANSFER_BUFFER: usize = 1 << 20;
+
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/v1/chats/{chat_id}/workspace", get(get_meta).delete(delete)).route(
         "/v1/chats/{chat_id}/workspace/archive",
@@ -100,7 +104,7 @@ async fn download(
     let file = archive.open().await.map_err(|error| ApiError::internal(&error))?;
     // The open file is read to its end even though the temporary name is removed now.
     drop(archive);
-    let body = Body::from_stream(ReaderStream::new(file));
+    let body = Body::from_stream(ReaderStream::with_capacity(file, TRANSFER_BUFFER));
     Ok((
         [(header::CONTENT_TYPE, "application/x-tar"), (header::CONTENT_LENGTH, &size.to_string())],
         body,
@@ -133,7 +137,8 @@ async fn upload(
     if declared.is_some_and(|declared| declared > limit) {
         return Err(too_large());
     }
-    let (mut archive, mut file) = workspaces.scratch_file().await?;
+    let (mut archive, file) = workspaces.scratch_file().await?;
+    let mut file = tokio::io::BufWriter::with_capacity(TRANSFER_BUFFER, file);
     let mut body = request.into_body();
     let mut received: u64 = 0;
     while let Some(frame) = body.frame().await {
