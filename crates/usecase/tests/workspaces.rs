@@ -2,131 +2,17 @@
 //! create, kept when saving or restoring fails, checkpointed when changed, reaped by retention,
 //! and the archive routes' use cases.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod workspace_support;
 
-use chrono::{TimeDelta, TimeZone, Utc};
-use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
-use sandkeeper_ports::inprocess::{
-    InMemorySessionRepository, InMemoryWorkspaceStore, ProcessLocalLocker,
-};
+use chrono::TimeDelta;
 use sandkeeper_ports::tar::{Entry, tar};
-use sandkeeper_ports::testkit::{FakeRuntime, ManualClock, RuntimeCall};
-use sandkeeper_ports::{
-    ArchiveError, ArchiveFile, Cause, RuntimeError, SessionRepository, WorkspaceMeta,
-    WorkspacePath, WorkspaceStore,
-};
+use sandkeeper_ports::testkit::{FakeRuntime, RuntimeCall};
+use sandkeeper_ports::{ArchiveError, ArchiveFile, SessionRepository};
 use sandkeeper_usecase::{
-    CleanupExpiredSandboxes, CreateResult, CreateSandbox, CreateSandboxCommand, CreateSandboxError,
-    DeleteSandbox, DeleteSandboxError, Operation, SandboxAccess, SandboxSlots, WorkspaceError,
-    WorkspaceRestore, WorkspaceSettings, Workspaces,
+    CreateResult, CreateSandboxCommand, CreateSandboxError, DeleteSandboxError, Operation,
+    SandboxAccess, SandboxSlots, WorkspaceError, WorkspaceRestore,
 };
-
-const TTL: Duration = Duration::from_secs(300);
-
-fn chat() -> ChatId {
-    ChatId::from_uuid(*SessionId::new_v4().as_uuid())
-}
-
-fn start() -> Timestamp {
-    Utc.with_ymd_and_hms(2026, 4, 2, 12, 0, 0).unwrap()
-}
-
-fn path(path: &str) -> WorkspacePath {
-    WorkspacePath::parse(path).unwrap()
-}
-
-struct Harness {
-    runtime: Arc<FakeRuntime>,
-    repository: Arc<InMemorySessionRepository>,
-    store: Arc<InMemoryWorkspaceStore>,
-    clock: Arc<ManualClock>,
-    workspaces: Workspaces,
-    create: CreateSandbox,
-    delete: DeleteSandbox,
-    cleanup: CleanupExpiredSandboxes,
-    scratch: tempfile::TempDir,
-}
-
-impl Harness {
-    fn new() -> Self {
-        let runtime = Arc::new(FakeRuntime::new());
-        let repository = Arc::new(InMemorySessionRepository::new());
-        let store = Arc::new(InMemoryWorkspaceStore::new());
-        let clock = Arc::new(ManualClock::new(start()));
-        let locker = Arc::new(ProcessLocalLocker::new());
-        let scratch = tempfile::tempdir().unwrap();
-        let settings = WorkspaceSettings {
-            size_limit: 1024 * 1024,
-            scratch_dir: scratch.path().to_owned(),
-            retention: Duration::from_secs(7 * 24 * 3600),
-        };
-        let workspaces = Workspaces::new(
-            store.clone(),
-            runtime.clone(),
-            repository.clone(),
-            locker.clone(),
-            clock.clone(),
-            settings,
-        );
-        let some = Some(workspaces.clone());
-        let create = CreateSandbox::new(
-            repository.clone(),
-            locker.clone(),
-            runtime.clone(),
-            clock.clone(),
-            TTL,
-        )
-        .with_workspaces(some.clone());
-        let delete = DeleteSandbox::new(repository.clone(), locker.clone(), runtime.clone())
-            .with_workspaces(some.clone());
-        let cleanup = CleanupExpiredSandboxes::new(
-            repository.clone(),
-            locker,
-            runtime.clone(),
-            clock.clone(),
-        )
-        .with_workspaces(some);
-        Self { runtime, repository, store, clock, workspaces, create, delete, cleanup, scratch }
-    }
-
-    async fn create(&self, chat_id: ChatId) -> (SandboxSession, Option<WorkspaceRestore>) {
-        let outcome = self.create.execute(CreateSandboxCommand::new(chat_id)).await.unwrap();
-        (outcome.session, outcome.workspace)
-    }
-
-    fn write(&self, session: &SandboxSession, name: &str, bytes: &[u8]) {
-        self.runtime.put_file(session.container_id.clone(), path(name), bytes.to_vec());
-    }
-
-    fn files(&self, session: &SandboxSession) -> Vec<(String, Vec<u8>)> {
-        self.runtime.workspace(&session.container_id).into_iter().collect()
-    }
-
-    async fn stored(&self, chat_id: ChatId) -> Option<WorkspaceMeta> {
-        self.store.meta(chat_id).await.unwrap()
-    }
-
-    async fn put_stored(&self, chat_id: ChatId, bytes: &[u8]) -> WorkspaceMeta {
-        let meta = WorkspaceMeta {
-            chat_id,
-            size_bytes: bytes.len() as u64,
-            saved_at: start(),
-            session_id: None,
-        };
-        let file = ArchiveFile::from_bytes(self.scratch.path(), bytes).await.unwrap();
-        self.store.put(&meta, file).await.unwrap();
-        meta
-    }
-
-    fn scratch_is_empty(&self) -> bool {
-        std::fs::read_dir(self.scratch.path()).map(|dir| dir.count() == 0).unwrap_or(true)
-    }
-}
-
-fn unavailable() -> ArchiveError {
-    ArchiveError::Runtime(RuntimeError::Unavailable(Cause::message("engine down")))
-}
+use workspace_support::*;
 
 #[tokio::test]
 async fn a_deleted_sandboxs_files_are_there_again_when_the_chat_comes_back() {
