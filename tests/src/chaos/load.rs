@@ -88,16 +88,19 @@ struct Worker {
 }
 
 impl Worker {
-    /// PUTs (65%), DELETEs (10%) and GETs for one chat. A fifth of the PUTs ask for a TTL of 1 to
+    /// PUTs (65%), DELETEs (10%), commands that write a file into the workspace (10%, so that
+    /// the archives saved on removals hold something) and GETs for one chat. A fifth of the PUTs ask for a TTL of 1 to
     /// 3 s (more expiry, replaces and cleanups), a tenth for a minute (sessions that outlive the
     /// cycle, to be reused after the restart or found dead after the kill).
     async fn chat(mut self, chat: String) -> WorkerResult {
         let mut result = WorkerResult::default();
         let path = format!("/v1/chats/{chat}/sandbox");
+        let exec_path = format!("{path}/exec");
         while !self.stop.load(Ordering::SeqCst) {
             let (method, body, expected) = self.draw_chat_request();
             let is_put = method == reqwest::Method::PUT;
-            if let Some(answer) = self.call(method, &path, body, expected, &mut result).await {
+            let path = if method == reqwest::Method::POST { &exec_path } else { &path };
+            if let Some(answer) = self.call(method, path, body, expected, &mut result).await {
                 if is_put {
                     if let Some(given) = handout_of(&answer) {
                         result.handed_out.push(given);
@@ -122,6 +125,12 @@ impl Worker {
             (reqwest::Method::PUT, body, &[200, 201])
         } else if roll < 75 {
             (reqwest::Method::DELETE, None, &[204, 404])
+        } else if roll < 85 {
+            let size = 1 + self.rng.below(200_000);
+            let script = format!("head -c {size} /dev/zero > work-{}.bin", self.rng.below(4));
+            let body = serde_json::json!({ "command": ["sh", "-c", script] }).to_string();
+            // No sandbox (404), gone under the command (409), or busy (429) are fine.
+            (reqwest::Method::POST, Some(body), &[200, 404, 409, 429])
         } else {
             (reqwest::Method::GET, None, &[200, 404])
         }
