@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::SecondsFormat;
 use http_body_util::BodyExt;
-use sandkeeper_ports::{ArchiveError, Report, WorkspaceMeta};
+use sandkeeper_ports::{ArchiveError, Report, RuntimeError, WorkspaceMeta};
 use sandkeeper_usecase::{WorkspaceError, WorkspaceRestore, Workspaces};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -192,6 +192,14 @@ impl From<WorkspaceError> for ApiError {
                     ),
                 )
             }
+            // Docker is down: the answer every route gives then, whatever it was doing.
+            WorkspaceError::Archive {
+                error:
+                    ArchiveError::Runtime(
+                        error @ (RuntimeError::Unavailable(_) | RuntimeError::Timeout { .. }),
+                    ),
+                ..
+            } => error.into(),
             WorkspaceError::Archive { .. } => {
                 tracing::warn!(error.message = %message, "workspace_archive_failed");
                 ApiError::unavailable(
