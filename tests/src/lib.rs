@@ -128,6 +128,12 @@ pub fn sandbox_image() -> String {
     std::env::var("SANDKEEPER_TEST_IMAGE").unwrap_or_else(|_| "sandkeeper/sandbox:latest".into())
 }
 
+/// The OCI runtime the tests' sandboxes run under: `SANDKEEPER_TEST_RUNTIME` (`runsc` for
+/// gVisor; the engine of `DOCKER_HOST` must have it registered), else the engine's default.
+pub fn sandbox_runtime() -> Option<String> {
+    std::env::var("SANDKEEPER_TEST_RUNTIME").ok().filter(|runtime| !runtime.is_empty())
+}
+
 /// The PostgreSQL server of `DATABASE_URL`, if set. Without it the test prints that it skipped
 /// and gets `None`, unless `SANDKEEPER_REQUIRE_POSTGRES=1`, when it panics.
 pub fn postgres_url(test: &str) -> Option<String> {
@@ -278,6 +284,9 @@ impl TestEnv {
         command.arg(subcommand).arg("--data-dir").arg(self.data_dir());
         if subcommand != "migrate" {
             command.args(["--instance-id", &self.instance_id, "--image", &self.image]);
+            if let Some(runtime) = sandbox_runtime() {
+                command.args(["--runtime", &runtime]);
+            }
         }
         command
     }

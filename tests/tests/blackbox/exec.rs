@@ -197,9 +197,13 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
             })
         })
         .collect();
-    // Both slots are taken once both holders sleep; the engine shows it without taking a slot.
+    // Both slots are taken once both holders sleep; `docker exec` shows it without taking a
+    // slot (`docker top` would not: under gVisor it lists the sandbox's host processes).
     let both_running = eventually(Duration::from_secs(20), || async {
-        let top = std::process::Command::new("docker").args(["top", &container]).output().ok()?;
+        let top = std::process::Command::new("docker")
+            .args(["exec", &container, "ps", "-e", "-o", "args"])
+            .output()
+            .ok()?;
         let listing = String::from_utf8_lossy(&top.stdout).into_owned();
         (listing.lines().filter(|line| line.ends_with("sleep 7")).count() == 2).then_some(())
     })
