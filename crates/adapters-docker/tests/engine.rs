@@ -240,44 +240,36 @@ async fn a_create_refuses_to_adopt_a_foreign_container_with_the_same_name() {
 
 #[tokio::test]
 async fn a_container_that_cannot_start_is_removed_and_the_error_says_why() {
-    let Some(engine) = Engine::start_with("a_container_that_cannot_start", |config| DockerConfig {
-        // Created fine, refused at start: the image has no such program.
-        // (Without docker-init, which would start and then fail to run it.)
-        command: Some(vec!["nosuchprogram".to_owned()]),
-        init: false,
-        ..config
+    let Some((engine, error)) = refused_create("a_container_that_cannot_start", |config| {
+        DockerConfig {
+            // Created fine, refused at start: the image has no such program.
+            // (Without docker-init, which would start and then fail to run it.)
+            command: Some(vec!["nosuchprogram".to_owned()]),
+            init: false,
+            ..config
+        }
     })
     .await
     else {
         return;
     };
-    let error = engine.runtime.create(&spec()).await.unwrap_err();
     assert!(
         matches!(&error, RuntimeError::Failed(message) if report(message).contains("could not start") && report(message).contains("nosuchprogram")),
         "{error:?}"
     );
-    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
     let filter = format!("label={LABEL_INSTANCE}={}", engine.instance);
     assert_eq!(docker(&["ps", "-aq", "--filter", &filter]), "");
 }
 
 #[tokio::test]
 async fn a_missing_image_is_reported_as_such() {
-    let Some(engine) = Engine::start_with("a_missing_image", |config| DockerConfig {
-        image: "sandkeeper/no-such-image:never".to_owned(),
-        ..config
-    })
-    .await
-    else {
+    let image = "sandkeeper/no-such-image:never";
+    let configure = |config| DockerConfig { image: image.to_owned(), ..config };
+    let Some((_engine, error)) = refused_create("a_missing_image", configure).await else {
         return;
     };
-    let error = engine.runtime.create(&spec()).await.unwrap_err();
-    assert_eq!(
-        error,
-        RuntimeError::ImageMissing { image: "sandkeeper/no-such-image:never".into() }
-    );
-    assert!(error.to_string().contains("sandkeeper/no-such-image:never"), "{error}");
-    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
+    assert_eq!(error, RuntimeError::ImageMissing { image: image.into() });
+    assert!(error.to_string().contains(image), "{error}");
 }
 
 #[tokio::test]
@@ -408,20 +400,16 @@ async fn the_runtime_recovers_by_itself_when_the_engine_appears() {
 
 #[tokio::test]
 async fn a_network_that_does_not_exist_is_named_in_the_error_and_nothing_is_left() {
-    let Some(engine) = Engine::start_with("a_network_that_does_not_exist", |config| DockerConfig {
-        network_mode: "sandkeeper-no-such-network".to_owned(),
-        ..config
-    })
-    .await
+    let network = "sandkeeper-no-such-network";
+    let configure = |config| DockerConfig { network_mode: network.to_owned(), ..config };
+    let Some((_engine, error)) = refused_create("a_network_that_does_not_exist", configure).await
     else {
         return;
     };
-    let error = engine.runtime.create(&spec()).await.unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::Failed(message) if report(message).contains("sandkeeper-no-such-network")),
+        matches!(&error, RuntimeError::Failed(message) if report(message).contains(network)),
         "{error:?}"
     );
-    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
 }
 
 #[tokio::test]
@@ -517,6 +505,18 @@ async fn two_sandboxes_run_as_different_uids_and_cannot_reach_their_main_process
 }
 
 /// A cause with the whole chain under it, as the edges show it.
+/// Creates a sandbox on an engine with `configure`d settings: the create must fail and leave
+/// no container of the instance behind. The engine and the error (`None` where the test skips).
+async fn refused_create(
+    test: &str,
+    configure: impl FnOnce(DockerConfig) -> DockerConfig,
+) -> Option<(Engine, RuntimeError)> {
+    let engine = Engine::start_with(test, configure).await?;
+    let error = engine.runtime.create(&spec()).await.unwrap_err();
+    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![], "after {error:?}");
+    Some((engine, error))
+}
+
 fn report(cause: &sandkeeper_ports::Cause) -> String {
     sandkeeper_ports::Report(cause).to_string()
 }
