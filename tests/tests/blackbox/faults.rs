@@ -89,8 +89,7 @@ async fn wait_ready(server: &Server, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_going_away_fails_fast_loses_nothing_and_recovery_needs_no_restart() {
-    let test = "docker_going_away_fails_fast_loses_nothing_and_recovery_needs_no_restart";
-    let Some(engine) = DockerProxy::engine_for(test) else {
+    let Some(engine) = DockerProxy::engine_for_test() else {
         return;
     };
     let env = TestEnv::new();
@@ -225,11 +224,9 @@ impl WriteLock {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_recovers() {
-    let test = "a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_recovers";
-    let Some(env) = TestEnv::for_docker(test) else {
+    let Some((env, server)) = TestEnv::docker_server(&[]).await else {
         return;
     };
-    let server = env.serve(&[]).await;
     let kept = chat();
     let kept_session = server.created(&kept).await;
     let before = sessions(&server).await;
@@ -281,10 +278,9 @@ async fn a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_rec
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers() {
     let test = "a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers";
-    let Some(env) = TestEnv::for_docker(test) else {
+    let Some((env, server)) = TestEnv::docker_server(&[]).await else {
         return;
     };
-    let server = env.serve(&[]).await;
     let kept = chat();
     server.created(&kept).await;
     let before = sessions(&server).await;
