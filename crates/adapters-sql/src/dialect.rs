@@ -62,6 +62,11 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// Where the store is, for error messages.
     fn ctx(&self) -> &ErrorContext;
 
+    /// A failure of sqlx as the port's error, naming the store.
+    fn store_error(&self, error: sqlx::Error) -> StoreError {
+        self.ctx().store_error(error)
+    }
+
     /// The sessions a `SELECT` of `SESSION_COLUMNS` returns, in order.
     async fn sessions(&self, statement: Statement) -> Result<Vec<SandboxSession>, StoreError>;
 
