@@ -8,8 +8,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use sandkeeper_adapters_sql::{ConnectError, SqlStore, StoreOptions};
@@ -25,39 +25,19 @@ struct TlsPostgres {
 }
 
 impl TlsPostgres {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres.sh")
-    }
-
     /// `None` (after saying why) where the server cannot be had, unless it is required.
     fn start() -> Option<Self> {
         let required = std::env::var(support::REQUIRE_POSTGRES).is_ok_and(|value| value == "1");
-        let found = |probe: &str| {
-            Command::new("sh").args(["-c", probe]).output().is_ok_and(|out| out.status.success())
-        };
-        let missing = if !found("command -v initdb || ls /usr/lib/postgresql/*/bin/initdb") {
-            Some("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        } else if !found("command -v openssl") {
-            Some("the openssl command is not installed")
-        } else if !found("id postgres && [ \"$(id -u)\" = 0 ]") {
-            Some("starting PostgreSQL needs root and a `postgres` account")
-        } else {
-            None
-        };
-        if let Some(why) = missing {
-            assert!(!required, "{}=1 but {why}", support::REQUIRE_POSTGRES);
-            eprintln!("skipped: PostgreSQL TLS test: {why}");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let check = script("check", &dir);
+        if !check.status.success() {
+            let why = String::from_utf8_lossy(&check.stderr);
+            assert!(!required, "{}=1 but {}", support::REQUIRE_POSTGRES, why.trim());
+            eprintln!("skipped: PostgreSQL TLS test: {}", why.trim());
             return None;
         }
-        let dir = tempfile::tempdir().expect("a temporary directory");
         let server = Self { dir };
-        let out = Command::new("bash")
-            .arg(Self::script())
-            .args(["start", &server.dir.path().display().to_string()])
-            .env("PGTLS", "1")
-            .env("PGPORT", PORT.to_string())
-            .output()
-            .expect("run .ci/postgres.sh");
+        let out = script("start", &server.dir);
         assert!(
             out.status.success(),
             "the TLS PostgreSQL server did not start: {}",
@@ -77,11 +57,19 @@ impl TlsPostgres {
 
 impl Drop for TlsPostgres {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .args(["stop", &self.dir.path().display().to_string()])
-            .output();
+        script("stop", &self.dir);
     }
+}
+
+/// `.ci/postgres.sh <command> <dir>` for the TLS server on [`PORT`].
+fn script(command: &str, dir: &TempDir) -> Output {
+    Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres.sh"))
+        .args([command, &dir.path().display().to_string()])
+        .env("PGTLS", "1")
+        .env("PGPORT", PORT.to_string())
+        .output()
+        .expect("run .ci/postgres.sh")
 }
 
 fn options() -> StoreOptions {

@@ -5,7 +5,7 @@
 //! throwaway CA made by `openssl`. Without the PostgreSQL binaries or `openssl` the test says it
 //! skipped; with `SANDKEEPER_REQUIRE_POSTGRES=1` it fails instead.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use sandkeeper_tests::TestEnv;
@@ -19,37 +19,18 @@ struct TlsPostgres {
 }
 
 impl TlsPostgres {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres.sh")
-    }
-
     fn start(test: &str) -> Option<Self> {
         let required = std::env::var("SANDKEEPER_REQUIRE_POSTGRES").is_ok_and(|value| value == "1");
-        let found = |probe: &str| {
-            Command::new("sh").args(["-c", probe]).output().is_ok_and(|out| out.status.success())
-        };
-        let missing = if !found("command -v initdb || ls /usr/lib/postgresql/*/bin/initdb") {
-            Some("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        } else if !found("command -v openssl") {
-            Some("the openssl command is not installed")
-        } else if !found("id postgres && [ \"$(id -u)\" = 0 ]") {
-            Some("starting PostgreSQL needs root and a `postgres` account")
-        } else {
-            None
-        };
-        if let Some(why) = missing {
-            assert!(!required, "{test}: SANDKEEPER_REQUIRE_POSTGRES=1 but {why}");
-            println!("skipped {test}: {why}");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let check = script("check", &dir);
+        if !check.status.success() {
+            let why = String::from_utf8_lossy(&check.stderr);
+            assert!(!required, "{test}: SANDKEEPER_REQUIRE_POSTGRES=1 but {}", why.trim());
+            println!("skipped {test}: {}", why.trim());
             return None;
         }
-        let server = Self { dir: tempfile::tempdir().expect("a temporary directory") };
-        let out = Command::new("bash")
-            .arg(Self::script())
-            .args(["start", &server.dir.path().display().to_string()])
-            .env("PGTLS", "1")
-            .env("PGPORT", PORT.to_string())
-            .output()
-            .expect("run .ci/postgres.sh");
+        let server = Self { dir };
+        let out = script("start", &server.dir);
         assert!(
             out.status.success(),
             "the TLS PostgreSQL server did not start: {}",
@@ -69,11 +50,19 @@ impl TlsPostgres {
 
 impl Drop for TlsPostgres {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .args(["stop", &self.dir.path().display().to_string()])
-            .output();
+        script("stop", &self.dir);
     }
+}
+
+/// `.ci/postgres.sh <command> <dir>` for the TLS server on [`PORT`].
+fn script(command: &str, dir: &TempDir) -> Output {
+    Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres.sh"))
+        .args([command, &dir.path().display().to_string()])
+        .env("PGTLS", "1")
+        .env("PGPORT", PORT.to_string())
+        .output()
+        .expect("run .ci/postgres.sh")
 }
 
 fn run(env: &TestEnv, subcommand: &str, args: &[&str]) -> Output {
