@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use common::*;
 use sandkeeper_adapters_docker::{
-    DEFAULT_UID_RANGE, DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT,
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION, LABEL_UID,
+    DEFAULT_UID_RANGE, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE,
+    LABEL_MANAGED, LABEL_SESSION, LABEL_UID,
 };
 use sandkeeper_domain::ContainerId;
 use sandkeeper_ports::{ContainerSpec, ContainerState, RuntimeError, SandboxRuntime};
@@ -80,8 +80,7 @@ async fn create_starts_a_named_labelled_container_with_every_hardening_applied()
 
 #[tokio::test]
 async fn inside_the_sandbox_the_user_is_unprivileged_offline_and_writes_only_tmp_and_workspace() {
-    let Some(engine) = Engine::start("inside_the_sandbox").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((_engine, id)) = Engine::with_sandbox("inside_the_sandbox").await else { return };
 
     let (_, ids) = exec(&id, "id -u; id -g");
     let ids: Vec<u32> = ids.lines().map(|id| id.parse().unwrap()).collect();
@@ -122,8 +121,9 @@ async fn inside_the_sandbox_the_user_is_unprivileged_offline_and_writes_only_tmp
 
 #[tokio::test]
 async fn stop_removes_the_container_and_succeeds_when_it_is_already_gone() {
-    let Some(engine) = Engine::start("stop_removes_the_container").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("stop_removes_the_container").await else {
+        return;
+    };
 
     let started = Instant::now();
     engine.runtime.stop(&id).await.unwrap();
@@ -158,8 +158,7 @@ async fn stop_refuses_containers_without_this_instances_labels_and_leaves_them_r
 
 #[tokio::test]
 async fn inspect_says_exited_for_a_killed_container_and_missing_for_a_removed_one() {
-    let Some(engine) = Engine::start("inspect_says_exited").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("inspect_says_exited").await else { return };
 
     docker(&["kill", id.as_str()]);
     assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Exited);
@@ -334,42 +333,12 @@ async fn an_unreachable_engine_is_unavailable_fast_and_named() {
 /// Needs no engine: every call is timed, failed ones too.
 #[test]
 fn every_call_records_its_duration_by_operation() {
-    let recorder = metrics_util::debugging::DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let config = DockerConfig {
-            docker_host: Some("unix:///nonexistent.sock".to_owned()),
-            ..DockerConfig::new(image::IMAGE, "test-metrics")
-        };
-        let runtime = DockerRuntime::new(config).unwrap();
+    let counts = durations_recorded(|runtime| async move {
         let id = ContainerId::new("sandkeeper-x").unwrap();
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
-            async {
-                let _ = runtime.ping().await;
-                let _ = runtime.inspect(&id).await;
-                let _ = runtime.inspect(&id).await;
-            },
-        );
+        let _ = runtime.ping().await;
+        let _ = runtime.inspect(&id).await;
+        let _ = runtime.inspect(&id).await;
     });
-    let mut counts: Vec<(String, usize)> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, ..)| key.key().name() == DURATION_METRIC)
-        .map(|(key, _, _, value)| {
-            let operation = key
-                .key()
-                .labels()
-                .find(|label| label.key() == "operation")
-                .map(|label| label.value().to_owned())
-                .unwrap_or_default();
-            let metrics_util::debugging::DebugValue::Histogram(samples) = value else {
-                panic!("{DURATION_METRIC} is not a histogram")
-            };
-            (operation, samples.len())
-        })
-        .collect();
-    counts.sort();
     assert_eq!(counts, vec![("inspect".to_owned(), 2), ("ping".to_owned(), 1)]);
 }
 
