@@ -20,8 +20,10 @@ use serde_json::Value;
 
 mod immutable;
 mod sandbox;
+mod tls_postgres;
 pub use immutable::Immutable;
 pub use sandbox::{assert_error, chat};
+pub use tls_postgres::TlsPostgres;
 
 /// The label every container of an instance carries.
 pub const INSTANCE_LABEL: &str = "io.sandkeeper.instance";

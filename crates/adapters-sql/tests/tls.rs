@@ -6,71 +6,18 @@
 //! PostgreSQL binaries or `openssl` it says it skipped; with `SANDKEEPER_REQUIRE_POSTGRES=1` it
 //! fails instead.
 
-mod support;
+// The TLS server of the black-box harness, without depending on it.
+#[path = "../../../tests/src/tls_postgres.rs"]
+#[allow(unreachable_pub)]
+mod tls_postgres;
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use sandkeeper_adapters_sql::{ConnectError, SqlStore, StoreOptions};
 use sqlx::{Connection, Row};
-use tempfile::TempDir;
+use tls_postgres::TlsPostgres;
 
 const PORT: u16 = 55472;
-
-/// A PostgreSQL server that serves TLS with a certificate of the test CA, stopped (and its files
-/// removed) when dropped, also when the test fails.
-struct TlsPostgres {
-    dir: TempDir,
-}
-
-impl TlsPostgres {
-    /// `None` (after saying why) where the server cannot be had, unless it is required.
-    fn start() -> Option<Self> {
-        let required = std::env::var(support::REQUIRE_POSTGRES).is_ok_and(|value| value == "1");
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let check = script("check", &dir);
-        if !check.status.success() {
-            let why = String::from_utf8_lossy(&check.stderr);
-            assert!(!required, "{}=1 but {}", support::REQUIRE_POSTGRES, why.trim());
-            eprintln!("skipped: PostgreSQL TLS test: {}", why.trim());
-            return None;
-        }
-        let server = Self { dir };
-        let out = script("start", &server.dir);
-        assert!(
-            out.status.success(),
-            "the TLS PostgreSQL server did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(server)
-    }
-
-    fn ca(&self, name: &str) -> String {
-        self.dir.path().join("tls").join(name).display().to_string()
-    }
-
-    fn url(&self, host: &str, query: &str) -> String {
-        format!("postgres://postgres@{host}:{PORT}/postgres?{query}")
-    }
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        script("stop", &self.dir);
-    }
-}
-
-/// `.ci/postgres.sh <command> <dir>` for the TLS server on [`PORT`].
-fn script(command: &str, dir: &TempDir) -> Output {
-    Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres.sh"))
-        .args([command, &dir.path().display().to_string()])
-        .env("PGTLS", "1")
-        .env("PGPORT", PORT.to_string())
-        .output()
-        .expect("run .ci/postgres.sh")
-}
 
 fn options() -> StoreOptions {
     StoreOptions { acquire_timeout: Duration::from_secs(10), ..StoreOptions::default() }
@@ -100,7 +47,9 @@ async fn refused(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
-    let Some(server) = TlsPostgres::start() else {
+    let Some(server) =
+        TlsPostgres::start("sslmode_and_sslrootcert_decide_encryption_and_trust", PORT)
+    else {
         return;
     };
     let ca = server.ca("ca.pem");
