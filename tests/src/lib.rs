@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 pub use reqwest::StatusCode;
 use serde_json::Value;
 
+mod cluster;
 mod immutable;
 mod sandbox;
-mod tls_postgres;
+pub use cluster::PrivateCluster;
 pub use immutable::Immutable;
 pub use sandbox::{assert_error, chat};
-pub use tls_postgres::TlsPostgres;
 
 /// The label every container of an instance carries.
 pub const INSTANCE_LABEL: &str = "io.sandkeeper.instance";

@@ -6,16 +6,16 @@
 //! PostgreSQL binaries or `openssl` it says it skipped; with `SANDKEEPER_REQUIRE_POSTGRES=1` it
 //! fails instead.
 
-// The TLS server of the black-box harness, without depending on it.
-#[path = "../../../tests/src/tls_postgres.rs"]
-#[allow(unreachable_pub)]
-mod tls_postgres;
+// The black-box harness's private cluster, without depending on the harness.
+#[path = "../../../tests/src/cluster.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod cluster;
 
 use std::time::Duration;
 
+use cluster::PrivateCluster;
 use sandkeeper_adapters_sql::{ConnectError, SqlStore, StoreOptions};
 use sqlx::{Connection, Row};
-use tls_postgres::TlsPostgres;
 
 const PORT: u16 = 55472;
 
@@ -48,7 +48,7 @@ async fn refused(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
     let Some(server) =
-        TlsPostgres::start("sslmode_and_sslrootcert_decide_encryption_and_trust", PORT)
+        PrivateCluster::start_tls("sslmode_and_sslrootcert_decide_encryption_and_trust", PORT)
     else {
         return;
     };
@@ -57,7 +57,7 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
 
     // verify-full with the CA that signed the server's certificate: the store works, encrypted.
     for host in ["127.0.0.1", "localhost"] {
-        let url = server.url(host, &format!("sslmode=verify-full&sslrootcert={ca}"));
+        let url = server.url_with(host, &format!("sslmode=verify-full&sslrootcert={ca}"));
         let store = SqlStore::connect(&url, options()).await.expect("verify-full with the CA");
         store.migrate().await.expect("migrations over TLS");
         store.ping().await.expect("a store call over TLS");
@@ -68,7 +68,7 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
 
     // A CA that did not sign it: refused, saying the certificate was not trusted.
     for mode in ["verify-full", "verify-ca"] {
-        let url = server.url("127.0.0.1", &format!("sslmode={mode}&sslrootcert={other_ca}"));
+        let url = server.url_with("127.0.0.1", &format!("sslmode={mode}&sslrootcert={other_ca}"));
         let message = refused(&url).await;
         assert!(message.contains("certificate was not trusted"), "{mode}: {message}");
         assert!(message.contains("sslrootcert"), "{mode}: {message}");
@@ -77,7 +77,7 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
 
     // A CA file that is not there is named, before any connection is tried.
     let missing = server.ca("absent.pem");
-    let url = server.url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={missing}"));
+    let url = server.url_with("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={missing}"));
     match SqlStore::connect(&url, options()).await {
         Err(error @ ConnectError::InvalidUrl { .. }) => {
             let message = error.to_string();
@@ -90,14 +90,14 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
     }
 
     // require encrypts without verifying: the test CA is in no trust store, yet it connects.
-    let url = server.url("127.0.0.1", "sslmode=require");
+    let url = server.url_with("127.0.0.1", "sslmode=require");
     let store = SqlStore::connect(&url, options()).await.expect("require connects unverified");
     store.ping().await.expect("a store call with sslmode=require");
     store.close().await;
     assert!(encrypted(&url).await, "sslmode=require is not encrypted");
 
     // disable talks in the clear.
-    let url = server.url("127.0.0.1", "sslmode=disable");
+    let url = server.url_with("127.0.0.1", "sslmode=disable");
     let store = SqlStore::connect(&url, options()).await.expect("disable connects");
     store.ping().await.expect("a store call with sslmode=disable");
     store.close().await;

@@ -8,7 +8,6 @@
 //! it), skips when this machine cannot make one and fails instead under
 //! SANDKEEPER_REQUIRE_POSTGRES=1.
 
-mod cluster;
 mod docker_switch;
 
 use std::collections::BTreeMap;
@@ -18,12 +17,12 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use reqwest::Method;
 use sandkeeper_tests::{
-    DockerProxy, Immutable, Server, StatusCode, TestEnv, assert_error, chat, docker, eventually,
+    DockerProxy, Immutable, PrivateCluster, Server, StatusCode, TestEnv, assert_error, chat,
+    docker, eventually,
 };
 use serde_json::Value;
 use sqlx::Connection;
 
-use cluster::PrivateCluster;
 use docker_switch::DockerSwitch;
 
 /// The longest a request may take to fail when Docker is gone: it must not wait for anything.

@@ -7,13 +7,13 @@
 
 use std::process::{Output, Stdio};
 
-use sandkeeper_tests::{TestEnv, TlsPostgres, test_name};
+use sandkeeper_tests::{PrivateCluster, TestEnv, test_name};
 
 const PORT: u16 = 55473;
 
 /// The URL of `server` that trusts only the CA file `ca` (`verify-full`).
-fn url(server: &TlsPostgres, ca: &str) -> String {
-    server.url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={}", server.ca(ca)))
+fn url(server: &PrivateCluster, ca: &str) -> String {
+    server.url_with("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={}", server.ca(ca)))
 }
 
 fn run(env: &TestEnv, subcommand: &str, args: &[&str]) -> Output {
@@ -24,7 +24,7 @@ fn run(env: &TestEnv, subcommand: &str, args: &[&str]) -> Output {
 
 #[test]
 fn a_database_certificate_from_an_untrusted_ca_stops_the_start() {
-    let Some(server) = TlsPostgres::start(&test_name(), PORT) else {
+    let Some(server) = PrivateCluster::start_tls(&test_name(), PORT) else {
         return;
     };
     let env = TestEnv::new();
