@@ -68,8 +68,8 @@ async fn put_archive(server: &Server, chat_id: &str, body: Vec<u8>) -> (StatusCo
 
 #[tokio::test]
 async fn a_file_is_there_again_after_the_sandbox_expired_and_the_chat_came_back() {
-    let Some(env) = TestEnv::for_docker("workspace_after_expiry") else { return };
-    let server = env.serve(&["--ttl", "2s", "--cleanup-interval", "300ms"]).await;
+    let args = ["--ttl", "2s", "--cleanup-interval", "300ms"];
+    let Some((_env, server)) = TestEnv::docker_server(&args).await else { return };
     let chat_id = chat();
     let first = server.created(&chat_id).await;
     assert_eq!(first["workspace"]["restored"], false, "{first}");
@@ -86,8 +86,8 @@ async fn a_file_is_there_again_after_the_sandbox_expired_and_the_chat_came_back(
 
 #[tokio::test]
 async fn a_file_is_there_again_after_docker_rm_f_and_a_checkpoint() {
-    let Some(env) = TestEnv::for_docker("workspace_after_rm") else { return };
-    let server = env.serve(&["--workspace-checkpoint-interval", "1s"]).await;
+    let args = ["--workspace-checkpoint-interval", "1s"];
+    let Some((_env, server)) = TestEnv::docker_server(&args).await else { return };
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;
     server.shell(&chat_id, WRITE).await;
@@ -101,7 +101,7 @@ async fn a_file_is_there_again_after_docker_rm_f_and_a_checkpoint() {
 
 #[tokio::test]
 async fn a_file_is_there_again_after_a_kill_9_of_the_server_and_a_restart() {
-    let Some(env) = TestEnv::for_docker("workspace_after_kill") else { return };
+    let Some(env) = TestEnv::for_docker() else { return };
     // Frequent sweeps: the restarted server finds the missing container soon.
     let args = ["--workspace-checkpoint-interval", "1s", "--maintenance-interval", "1s"];
     let mut server = env.serve(&args).await;
@@ -121,8 +121,8 @@ async fn a_file_is_there_again_after_a_kill_9_of_the_server_and_a_restart() {
 
 #[tokio::test]
 async fn bad_archives_and_oversized_bodies_are_refused_and_change_nothing() {
-    let Some(env) = TestEnv::for_docker("workspace_refusals") else { return };
-    let server = env.serve(&["--workspace-size", "1m"]).await;
+    let args = ["--workspace-size", "1m"];
+    let Some((_env, server)) = TestEnv::docker_server(&args).await else { return };
     let chat_id = chat();
     server.created(&chat_id).await;
     server.shell(&chat_id, WRITE).await;
@@ -174,8 +174,7 @@ async fn bad_archives_and_oversized_bodies_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_postgresql_a_replica_restores_the_workspace_another_saved() {
-    let test = "on_postgresql_a_replica_restores_the_workspace_another_saved";
-    let Some(database) = TempDatabase::for_docker_test(test).await else { return };
+    let Some(database) = TempDatabase::for_docker_test().await else { return };
     let env = TestEnv::new();
     let args = ["--database-url", database.url()];
     let (one, two) = (env.serve(&args).await, env.serve(&args).await);

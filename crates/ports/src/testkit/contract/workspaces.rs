@@ -12,27 +12,19 @@ use crate::{ArchiveFile, WorkspaceMeta, WorkspaceStore};
 /// One `#[tokio::test]` per case of this suite; see [`crate::session_repository_contract`].
 #[macro_export]
 macro_rules! workspace_store_contract {
-    ($factory:expr) => {
-        $crate::workspace_store_contract!($factory, when = true);
-    };
-    ($factory:expr, when = $available:expr) => {
-        $crate::__contract_tests!(
-            workspaces,
-            $factory,
-            $available,
-            [
-                a_stored_archive_comes_back_whole_with_its_metadata,
-                a_chat_without_an_archive_has_none,
-                a_new_archive_replaces_the_previous_one,
-                archives_of_different_chats_are_independent,
-                delete_removes_the_archive_and_says_whether_there_was_one,
-                a_large_archive_comes_back_byte_for_byte,
-                a_reader_never_sees_a_mix_of_two_archives,
-                stale_archives_are_deleted_in_bounded_batches,
-                a_restore_or_a_save_keeps_an_archive_from_retention,
-                an_archive_without_a_session_is_stored_too,
-            ]
-        );
+    ($($subject:tt)*) => {
+        $crate::__contract_tests!(workspaces, [
+            a_stored_archive_comes_back_whole_with_its_metadata,
+            a_chat_without_an_archive_has_none,
+            a_new_archive_replaces_the_previous_one,
+            archives_of_different_chats_are_independent,
+            delete_removes_the_archive_and_says_whether_there_was_one,
+            a_large_archive_comes_back_byte_for_byte,
+            a_reader_never_sees_a_mix_of_two_archives,
+            stale_archives_are_deleted_in_bounded_batches,
+            a_restore_or_a_save_keeps_an_archive_from_retention,
+            an_archive_without_a_session_is_stored_too,
+        ], $($subject)*);
     };
 }
 
@@ -98,9 +90,8 @@ async fn get(
 }
 
 pub async fn a_stored_archive_comes_back_whole_with_its_metadata(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
+    subject: &Subject<dyn WorkspaceStore>,
 ) {
-    let subject = factory().await;
     let store = subject.port();
     let scratch = Scratch::new();
     let chat = new_chat();
@@ -111,10 +102,7 @@ pub async fn a_stored_archive_comes_back_whole_with_its_metadata(
     assert_eq!(store.meta(chat).await.unwrap(), Some(saved));
 }
 
-pub async fn a_chat_without_an_archive_has_none(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
-) {
-    let subject = factory().await;
+pub async fn a_chat_without_an_archive_has_none(subject: &Subject<dyn WorkspaceStore>) {
     let store = subject.port();
     let scratch = Scratch::new();
     let chat = new_chat();
@@ -125,10 +113,7 @@ pub async fn a_chat_without_an_archive_has_none(
     assert_eq!(store.meta(chat).await.unwrap(), None, "marking nothing creates nothing");
 }
 
-pub async fn a_new_archive_replaces_the_previous_one(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
-) {
-    let subject = factory().await;
+pub async fn a_new_archive_replaces_the_previous_one(subject: &Subject<dyn WorkspaceStore>) {
     let store = subject.port();
     let scratch = Scratch::new();
     let chat = new_chat();
@@ -138,10 +123,7 @@ pub async fn a_new_archive_replaces_the_previous_one(
     assert_eq!(get(store, &scratch, chat).await, Some((second, bytes(1000, 2))));
 }
 
-pub async fn archives_of_different_chats_are_independent(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
-) {
-    let subject = factory().await;
+pub async fn archives_of_different_chats_are_independent(subject: &Subject<dyn WorkspaceStore>) {
     let store = subject.port();
     let scratch = Scratch::new();
     let (one, two) = (new_chat(), new_chat());
@@ -154,9 +136,8 @@ pub async fn archives_of_different_chats_are_independent(
 }
 
 pub async fn delete_removes_the_archive_and_says_whether_there_was_one(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
+    subject: &Subject<dyn WorkspaceStore>,
 ) {
-    let subject = factory().await;
     let store = subject.port();
     let scratch = Scratch::new();
     let chat = new_chat();
@@ -167,10 +148,7 @@ pub async fn delete_removes_the_archive_and_says_whether_there_was_one(
     assert_eq!(store.meta(chat).await.unwrap(), None);
 }
 
-pub async fn a_large_archive_comes_back_byte_for_byte(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
-) {
-    let subject = factory().await;
+pub async fn a_large_archive_comes_back_byte_for_byte(subject: &Subject<dyn WorkspaceStore>) {
     let store = subject.port();
     let scratch = Scratch::new();
     let chat = new_chat();
@@ -180,10 +158,7 @@ pub async fn a_large_archive_comes_back_byte_for_byte(
     assert!(back == data, "the archive came back changed ({} bytes)", back.len());
 }
 
-pub async fn a_reader_never_sees_a_mix_of_two_archives(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
-) {
-    let subject = factory().await;
+pub async fn a_reader_never_sees_a_mix_of_two_archives(subject: &Subject<dyn WorkspaceStore>) {
     let store = subject.port();
     let scratch = Scratch::new();
     let chat = new_chat();
@@ -208,10 +183,7 @@ pub async fn a_reader_never_sees_a_mix_of_two_archives(
     writer.await.unwrap();
 }
 
-pub async fn stale_archives_are_deleted_in_bounded_batches(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
-) {
-    let subject = factory().await;
+pub async fn stale_archives_are_deleted_in_bounded_batches(subject: &Subject<dyn WorkspaceStore>) {
     let store = subject.port();
     let scratch = Scratch::new();
     let old: Vec<ChatId> = (0..3).map(|_| new_chat()).collect();
@@ -238,9 +210,8 @@ pub async fn stale_archives_are_deleted_in_bounded_batches(
 }
 
 pub async fn a_restore_or_a_save_keeps_an_archive_from_retention(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
+    subject: &Subject<dyn WorkspaceStore>,
 ) {
-    let subject = factory().await;
     let store = subject.port();
     let scratch = Scratch::new();
     let (restored, saved_again) = (new_chat(), new_chat());
@@ -258,10 +229,7 @@ pub async fn a_restore_or_a_save_keeps_an_archive_from_retention(
     assert_eq!(deleted, both);
 }
 
-pub async fn an_archive_without_a_session_is_stored_too(
-    factory: impl AsyncFn() -> Subject<dyn WorkspaceStore>,
-) {
-    let subject = factory().await;
+pub async fn an_archive_without_a_session_is_stored_too(subject: &Subject<dyn WorkspaceStore>) {
     let store = subject.port();
     let scratch = Scratch::new();
     let chat = new_chat();
