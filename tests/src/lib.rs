@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub use reqwest::StatusCode;
 use serde_json::Value;
 
+pub mod events;
 mod immutable;
 mod sandbox;
 pub use immutable::Immutable;

@@ -18,7 +18,7 @@ use sandkeeper_domain::Timestamp;
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
     Cause, ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest,
-    FileError, ManagedContainer, Report, RuntimeError, SandboxRuntime, WorkspacePath,
+    FileError, ManagedContainer, OutputSender, Report, RuntimeError, SandboxRuntime, WorkspacePath,
 };
 
 use crate::client::{Client, is_conflict, is_not_found};
@@ -214,15 +214,7 @@ impl SandboxRuntime for DockerRuntime {
         container_id: &ContainerId,
         request: &ExecRequest,
     ) -> Result<ExecOutput, ExecError> {
-        exec::check(request)?;
-        let inner = &self.inner;
-        inner
-            .client
-            .long_call("exec", runs_for(request.timeout), |docker| async move {
-                let sandbox = inner.sandbox(&docker, container_id).await?;
-                exec::exec(&sandbox, request).await
-            })
-            .await
+        self.inner.exec(container_id, request, None).await
     }
 
     async fn upload(
@@ -244,9 +236,35 @@ impl SandboxRuntime for DockerRuntime {
         let transfer = async |sandbox: &Sandbox<'_>| files::download(sandbox, path, limit).await;
         self.inner.transfer("download", container_id, transfer).await
     }
+
+    async fn exec_streamed(
+        &self,
+        container_id: &ContainerId,
+        request: &ExecRequest,
+        output: &OutputSender,
+    ) -> Result<ExecOutput, ExecError> {
+        self.inner.exec(container_id, request, Some(output)).await
+    }
 }
 
 impl Inner {
+    /// The one way a caller's command runs: its output kept for the answer, or sent to
+    /// `forward` as it is read.
+    async fn exec(
+        &self,
+        container_id: &ContainerId,
+        request: &ExecRequest,
+        forward: Option<&OutputSender>,
+    ) -> Result<ExecOutput, ExecError> {
+        exec::check(request)?;
+        self.client
+            .long_call("exec", runs_for(request.timeout), |docker| async move {
+                let sandbox = self.sandbox(&docker, container_id).await?;
+                exec::exec(&sandbox, request, forward).await
+            })
+            .await
+    }
+
     async fn create(
         &self,
         docker: Docker,

@@ -31,7 +31,9 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use futures::{Stream, StreamExt};
 use sandkeeper_domain::ContainerId;
-use sandkeeper_ports::{Cause, ExecError, Report, RuntimeError};
+use sandkeeper_ports::{
+    Cause, ExecError, OutputChunk, OutputSender, OutputStream, Report, RuntimeError,
+};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::client::{Client, is_conflict, is_not_found};
@@ -174,6 +176,9 @@ pub(crate) struct Command<'a> {
     pub(crate) timeout: Duration,
     pub(crate) stdout_limit: usize,
     pub(crate) stderr_limit: usize,
+    /// Where the output goes as it is read, instead of being kept; the command is killed as
+    /// on a timeout when nobody receives it any more.
+    pub(crate) forward: Option<&'a OutputSender>,
 }
 
 /// How a command ended.
@@ -189,28 +194,48 @@ pub(crate) struct Outcome {
     pub(crate) duration: Duration,
 }
 
-/// Keeps the first `limit` bytes of a stream and counts the rest.
+/// Keeps the first `limit` bytes of a stream (or sends them on, when forwarding) and counts
+/// the rest.
 #[derive(Debug, Default)]
 pub(crate) struct Sink {
     pub(crate) kept: Vec<u8>,
     limit: usize,
-    /// Every byte seen, kept or not.
+    /// Bytes kept or sent on.
+    accepted: usize,
+    /// Every byte seen, accepted or not.
     pub(crate) total: u64,
+    forward: Option<(OutputStream, OutputSender)>,
 }
 
 impl Sink {
     fn new(limit: usize) -> Self {
-        Self { kept: Vec::new(), limit, total: 0 }
+        Self { kept: Vec::new(), limit, accepted: 0, total: 0, forward: None }
+    }
+
+    /// A sink that sends what it accepts to `forward` instead of keeping it.
+    fn forwarding(limit: usize, stream: OutputStream, forward: Option<&OutputSender>) -> Self {
+        Self { forward: forward.map(|sender| (stream, sender.clone())), ..Self::new(limit) }
     }
 
     fn push(&mut self, bytes: &[u8]) {
         self.total += bytes.len() as u64;
-        let room = self.limit.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let room = self.limit.saturating_sub(self.accepted);
+        let accepted = &bytes[..bytes.len().min(room)];
+        if accepted.is_empty() {
+            return;
+        }
+        self.accepted += accepted.len();
+        match &self.forward {
+            // A receiver that went away is noticed by `pump`, which ends the command.
+            Some((stream, sender)) => {
+                let _ = sender.send(OutputChunk { stream: *stream, bytes: accepted.to_vec() });
+            }
+            None => self.kept.extend_from_slice(accepted),
+        }
     }
 
     pub(crate) fn truncated(&self) -> bool {
-        self.total > self.kept.len() as u64
+        self.total > self.accepted as u64
     }
 }
 
@@ -276,6 +301,8 @@ enum End {
     TimedOut,
     /// With [`Until::Header`]: the wrapper's header was read, or what came instead.
     HeaderSettled,
+    /// Nobody receives the forwarded output any more.
+    Abandoned,
     Broken(BollardError),
 }
 
@@ -315,8 +342,10 @@ impl Sandbox<'_> {
             .await??;
 
         let started = Instant::now();
-        let mut stdout = Sink::new(command.stdout_limit);
-        let mut stderr = Sink::new(command.stderr_limit);
+        let mut stdout =
+            Sink::forwarding(command.stdout_limit, OutputStream::Stdout, command.forward);
+        let mut stderr =
+            Sink::forwarding(command.stderr_limit, OutputStream::Stderr, command.forward);
         let mut header = PidHeader::Pending(Vec::with_capacity(PID_HEADER_LEN));
         let deadline = tokio::time::Instant::now() + command.timeout;
         let end = {
@@ -329,7 +358,7 @@ impl Sandbox<'_> {
                 }
             };
             let mut sinks = Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
-            pump(&mut output, feed, deadline, &mut sinks, Until::End).await
+            pump(&mut output, feed, deadline, &mut sinks, Until::End, command.forward).await
         };
 
         match end {
@@ -356,7 +385,11 @@ impl Sandbox<'_> {
                 })
             }
             End::Broken(error) => Err(self.engine_failure(error).await),
-            End::TimedOut | End::HeaderSettled => {
+            End::TimedOut | End::HeaderSettled | End::Abandoned => {
+                if matches!(end, End::Abandoned) {
+                    tracing::info!(container = %self.container,
+                        "nobody receives a streamed command's output any more; killing it");
+                }
                 let duration = started.elapsed();
                 let mut sinks =
                     Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
@@ -384,7 +417,7 @@ impl Sandbox<'_> {
         if matches!(sinks.header, PidHeader::Pending(_)) {
             let until = tokio::time::Instant::now() + KILL_TIMEOUT;
             let nothing = std::future::pending::<()>();
-            match pump(output, nothing, until, sinks, Until::Header).await {
+            match pump(output, nothing, until, sinks, Until::Header, None).await {
                 End::HeaderSettled => {}
                 End::Finished => {
                     sinks.header.finish(sinks.stderr);
@@ -393,7 +426,7 @@ impl Sandbox<'_> {
                 End::Broken(error) => {
                     return Err(self.engine_failure(error).await);
                 }
-                End::TimedOut => {
+                End::TimedOut | End::Abandoned => {
                     if !self.is_running().await? {
                         return Err(ExecError::ContainerNotRunning {
                             container_id: self.container.clone(),
@@ -416,7 +449,7 @@ impl Sandbox<'_> {
             // output ends on its own.
             let until = tokio::time::Instant::now() + DRAIN_GRACE;
             let nothing = std::future::pending::<()>();
-            return match pump(output, nothing, until, sinks, Until::End).await {
+            return match pump(output, nothing, until, sinks, Until::End, None).await {
                 End::Broken(error) => Err(self.engine_failure(error).await),
                 _ => self.ended_without_wrapper(sinks).await,
             };
@@ -425,7 +458,7 @@ impl Sandbox<'_> {
         // pipe does not finish the exec, and holds up the killer's.
         let drain_until = tokio::time::Instant::now() + KILL_TIMEOUT + DRAIN_GRACE;
         let nothing = std::future::pending::<()>();
-        let drain = pump(output, nothing, drain_until, sinks, Until::End);
+        let drain = pump(output, nothing, drain_until, sinks, Until::End, None);
         let kill = self.kill_session(pid, mark);
         tokio::pin!(drain, kill);
         let mut drained = false;
@@ -613,9 +646,9 @@ impl Sandbox<'_> {
         let deadline = tokio::time::Instant::now() + KILL_TIMEOUT;
         let nothing = std::future::pending::<()>();
         let mut sinks = Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header };
-        match pump(&mut output, nothing, deadline, &mut sinks, Until::End).await {
+        match pump(&mut output, nothing, deadline, &mut sinks, Until::End, None).await {
             End::Finished => {}
-            End::TimedOut | End::HeaderSettled => {
+            End::TimedOut | End::HeaderSettled | End::Abandoned => {
                 return Ok(Some("the killer itself did not finish".to_owned()));
             }
             End::Broken(error) => return Err(self.engine_failure(error).await),
@@ -648,17 +681,25 @@ enum Until {
 
 /// Reads output frames into the sinks until the output ends, it breaks, `deadline`, or (with
 /// [`Until::Header`]) the header is settled; meanwhile drives `feed` (which writes stdin)
-/// until it is done.
+/// until it is done. With `abandon`, also stops when nobody receives from it any more.
 async fn pump(
     output: &mut Output,
     feed: impl Future<Output = ()>,
     deadline: tokio::time::Instant,
     sinks: &mut Sinks<'_>,
     until: Until,
+    abandon: Option<&OutputSender>,
 ) -> End {
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     tokio::pin!(feed);
+    let abandoned = async {
+        match abandon {
+            Some(sender) => sender.closed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(abandoned);
     let mut feeding = true;
     loop {
         if until == Until::Header && !matches!(sinks.header, PidHeader::Pending(_)) {
@@ -668,6 +709,7 @@ async fn pump(
         tokio::select! {
             biased;
             () = &mut timer => return End::TimedOut,
+            () = &mut abandoned => return End::Abandoned,
             frame = output.next() => match frame {
                 Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
                     sinks.stdout.push(&message);

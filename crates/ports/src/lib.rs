@@ -25,6 +25,6 @@ pub use locker::{ChatLockGuard, LifecycleLocker};
 pub use repository::SessionRepository;
 pub use runtime::{
     ContainerExit, ContainerSpec, ContainerState, ExecOutput, ExecRequest, ManagedContainer,
-    SandboxRuntime,
+    OutputChunk, OutputSender, OutputStream, SandboxRuntime,
 };
 pub use workspace::{PathError, PathRule, WORKSPACE_DIR, WorkspacePath};

@@ -200,7 +200,67 @@ pub trait SandboxRuntime: Send + Sync {
             "file download is not supported by this runtime".into(),
         )))
     }
+
+    /// Runs a command like [`Self::exec`], and sends its output to `output` as it is produced,
+    /// each piece in the order it was read, at most `request.output_limit` bytes of each stream
+    /// in all (the same bytes [`Self::exec`] would return). The returned [`ExecOutput`] then
+    /// holds no output bytes: they were sent.
+    ///
+    /// - Everything [`Self::exec`] MUST do, it MUST do here too.
+    /// - MUST kill the command and every process it started, as on a timeout, when nobody
+    ///   receives the output any more (the receiver of `output` was dropped), and then answer
+    ///   as for a timeout.
+    ///
+    /// The default implementation, for runtimes that cannot stream, runs [`Self::exec`] and
+    /// sends its whole output when it has ended.
+    async fn exec_streamed(
+        &self,
+        container_id: &ContainerId,
+        request: &ExecRequest,
+        output: &OutputSender,
+    ) -> Result<ExecOutput, ExecError> {
+        let mut result = self.exec(container_id, request).await?;
+        for (stream, bytes) in [
+            (OutputStream::Stdout, std::mem::take(&mut result.stdout)),
+            (OutputStream::Stderr, std::mem::take(&mut result.stderr)),
+        ] {
+            if !bytes.is_empty() {
+                let _ = output.send(OutputChunk { stream, bytes });
+            }
+        }
+        Ok(result)
+    }
 }
+
+/// Which of a command's output streams a piece of output comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    /// `stdout` or `stderr`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// A piece of a command's output, as the runtime read it (it may end in the middle of a
+/// UTF-8 character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub stream: OutputStream,
+    pub bytes: Vec<u8>,
+}
+
+/// Where [`SandboxRuntime::exec_streamed`] sends output. Unbounded: what it carries is bounded
+/// by the request's `output_limit` per stream, and the command is never held up by a slow
+/// reader.
+pub type OutputSender = tokio::sync::mpsc::UnboundedSender<OutputChunk>;
 
 #[cfg(test)]
 mod tests {

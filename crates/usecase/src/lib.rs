@@ -38,7 +38,7 @@ pub use delete::{DeleteSandbox, DeleteSandboxError};
 pub use exec::{
     DEFAULT_EXEC_OUTPUT_LIMIT, DEFAULT_EXEC_STDIN_LIMIT, DEFAULT_EXEC_TIMEOUT,
     DEFAULT_MAX_EXEC_TIMEOUT, ExecCommand, ExecInSandbox, ExecInSandboxError, ExecOutcome,
-    ExecSettings,
+    ExecSettings, PreparedExec,
 };
 pub use exits::{ExitOutcome, IgnoredExit, RecordContainerExit};
 pub use files::{

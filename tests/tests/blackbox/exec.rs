@@ -33,7 +33,11 @@ fn epoch_ms(value: &Value) -> i64 {
 
 /// Lines of `ps` in the sandbox that mention `needle`, zombies (dead, waiting for init) left
 /// out.
-async fn processes_matching(server: &Server, chat_id: &str, needle: &str) -> Vec<String> {
+pub(crate) async fn processes_matching(
+    server: &Server,
+    chat_id: &str,
+    needle: &str,
+) -> Vec<String> {
     let listing = server.shell(chat_id, "ps -e -o pid,stat,args").await;
     listing["stdout"]
         .as_str()

@@ -16,4 +16,5 @@ mod python;
 mod readiness;
 mod replicas;
 mod schemathesis;
+mod streams;
 mod tls;

@@ -9,6 +9,7 @@ mod files;
 mod keepalive;
 mod middleware;
 pub(crate) mod server;
+mod stream;
 pub(crate) mod views;
 
 use std::sync::Arc;
