@@ -152,6 +152,64 @@ impl Server {
     }
 }
 
+impl Server {
+    /// `POST /v1/chats/{chat_id}/sandbox/processes` with an exec body, which must start it
+    /// (201); the process.
+    pub async fn start_process(&self, chat_id: &str, body: Value) -> Value {
+        let (status, process) = self.post_process(chat_id, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{process}");
+        process
+    }
+
+    /// `POST /v1/chats/{chat_id}/sandbox/processes` with an exec body: the status and answer.
+    pub async fn post_process(&self, chat_id: &str, body: Value) -> (StatusCode, Value) {
+        let path = format!("/v1/chats/{chat_id}/sandbox/processes");
+        self.send(self.request(Method::POST, &path).body(body.to_string())).await
+    }
+
+    /// `.../processes/{process_id}{rest}` of the chat's sandbox.
+    pub fn process_path(chat_id: &str, process_id: &str, rest: &str) -> String {
+        format!("/v1/chats/{chat_id}/sandbox/processes/{process_id}{rest}")
+    }
+
+    /// `GET .../processes/{process_id}/logs` from the offsets: the status and the answer.
+    pub async fn process_logs(
+        &self,
+        chat_id: &str,
+        process_id: &str,
+        offsets: (u64, u64),
+    ) -> (StatusCode, Value) {
+        let query = format!("/logs?stdout_offset={}&stderr_offset={}", offsets.0, offsets.1);
+        self.get(&Self::process_path(chat_id, process_id, &query)).await
+    }
+
+    /// The process's logs followed as events from the offsets.
+    pub async fn follow_process(
+        &self,
+        chat_id: &str,
+        process_id: &str,
+        offsets: (u64, u64),
+    ) -> Result<Events, (StatusCode, Value)> {
+        let query = format!("/logs?stdout_offset={}&stderr_offset={}", offsets.0, offsets.1);
+        let path = Self::process_path(chat_id, process_id, &query);
+        self.events(self.request(Method::GET, &path).header("accept", "text/event-stream")).await
+    }
+
+    /// Waits (up to `within`) until the process is no longer running; its last state.
+    pub async fn ended_process(&self, chat_id: &str, process_id: &str, within: Duration) -> Value {
+        let path = Self::process_path(chat_id, process_id, "");
+        let started = std::time::Instant::now();
+        loop {
+            let (status, process) = self.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{process}");
+            if process["status"] != "running" || started.elapsed() > within {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bollard::errors::Error as BollardError;
 use bollard::{API_DEFAULT_VERSION, Docker};
-use sandkeeper_ports::{Cause, ExecError, FileError, Report, RuntimeError};
+use sandkeeper_ports::{Cause, ExecError, FileError, ProcessError, Report, RuntimeError};
 use tokio::sync::Mutex;
 
 use crate::config::{Endpoint, TlsFiles};
@@ -300,6 +300,12 @@ impl EngineLoss for ExecError {
 }
 
 impl EngineLoss for FileError {
+    fn engine_lost(&self) -> bool {
+        matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
+    }
+}
+
+impl EngineLoss for ProcessError {
     fn engine_lost(&self) -> bool {
         matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
     }

@@ -21,6 +21,7 @@ mod client;
 mod config;
 mod exec;
 mod files;
+mod processes;
 mod runtime;
 mod shell;
 

@@ -18,13 +18,14 @@ use sandkeeper_domain::Timestamp;
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
     Cause, ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest,
-    FileError, ManagedContainer, OutputSender, Report, RuntimeError, SandboxRuntime, WorkspacePath,
+    FileError, ManagedContainer, OutputSender, ProcessError, ProcessInfo, ProcessLogs, ProcessSpec,
+    Report, RuntimeError, SandboxRuntime, WorkspacePath,
 };
 
-use crate::client::{Client, is_conflict, is_not_found};
+use crate::client::{Client, EngineLoss, is_conflict, is_not_found};
 use crate::config::{ConfigError, DockerConfig, workspace_owner_options};
 use crate::shell::{Sandbox, runs_for};
-use crate::{exec, files};
+use crate::{exec, files, processes};
 
 /// Marks a container as created by sandkeeper (value `true`).
 pub const LABEL_MANAGED: &str = "io.sandkeeper.managed";
@@ -245,6 +246,56 @@ impl SandboxRuntime for DockerRuntime {
     ) -> Result<ExecOutput, ExecError> {
         self.inner.exec(container_id, request, Some(output)).await
     }
+
+    async fn start_process(
+        &self,
+        container_id: &ContainerId,
+        spec: &ProcessSpec,
+    ) -> Result<ProcessInfo, ProcessError> {
+        let start = async |sandbox: &Sandbox<'_>| processes::start(sandbox, spec).await;
+        self.inner.in_sandbox("process_start", container_id, ProcessError::from, start).await
+    }
+
+    async fn list_processes(
+        &self,
+        container_id: &ContainerId,
+    ) -> Result<Vec<ProcessInfo>, ProcessError> {
+        let list = async |sandbox: &Sandbox<'_>| processes::list(sandbox).await;
+        self.inner.in_sandbox("process_list", container_id, ProcessError::from, list).await
+    }
+
+    async fn process_logs(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+        offsets: (u64, u64),
+        limit: usize,
+    ) -> Result<ProcessLogs, ProcessError> {
+        let read = async |sandbox: &Sandbox<'_>| {
+            processes::logs(sandbox, process_id, offsets, limit).await
+        };
+        self.inner.in_sandbox("process_logs", container_id, ProcessError::from, read).await
+    }
+
+    async fn process_stdin(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProcessError> {
+        let write =
+            async |sandbox: &Sandbox<'_>| processes::stdin(sandbox, process_id, bytes).await;
+        self.inner.in_sandbox("process_stdin", container_id, ProcessError::from, write).await
+    }
+
+    async fn kill_process(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+    ) -> Result<(), ProcessError> {
+        let kill = async |sandbox: &Sandbox<'_>| processes::kill(sandbox, process_id).await;
+        self.inner.in_sandbox("process_kill", container_id, ProcessError::from, kill).await
+    }
 }
 
 impl Inner {
@@ -324,10 +375,22 @@ impl Inner {
         container: &ContainerId,
         run: impl AsyncFnOnce(&Sandbox<'_>) -> Result<T, FileError>,
     ) -> Result<T, FileError> {
+        self.in_sandbox(operation, container, files::from_exec, run).await
+    }
+
+    /// Runs `run` in the container, bounded like a transfer; `lift` says what a failure to
+    /// get into the container is in the caller's error.
+    async fn in_sandbox<T, E: From<RuntimeError> + EngineLoss>(
+        &self,
+        operation: &'static str,
+        container: &ContainerId,
+        lift: fn(ExecError) -> E,
+        run: impl AsyncFnOnce(&Sandbox<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let runs_for = runs_for(self.config.call_timeout);
         self.client
             .long_call(operation, runs_for, |docker| async move {
-                let sandbox = self.sandbox(&docker, container).await.map_err(files::from_exec)?;
+                let sandbox = self.sandbox(&docker, container).await.map_err(lift)?;
                 run(&sandbox).await
             })
             .await

@@ -161,7 +161,7 @@ done"#;
 /// A token for one command's mark (`SANDKEEPER_EXEC_ID`): 128 bits in hex, drawn from the
 /// process's random hash keys (seeded by the operating system, different for every draw), so
 /// that no two commands, in this process or another replica, share one.
-fn exec_mark() -> String {
+pub(crate) fn exec_mark() -> String {
     let keys = (RandomState::new(), RandomState::new());
     let now = std::time::SystemTime::now();
     format!("{:016x}{:016x}", keys.0.hash_one(now), keys.1.hash_one(now))
@@ -596,7 +596,7 @@ impl Sandbox<'_> {
 
     /// Kills the session of a timed-out command (see [`KILLER`]), retrying until the killer
     /// confirms that nothing of it is left or [`KILL_TIMEOUT`] runs out.
-    async fn kill_session(&self, pid: u32, mark: &str) -> Result<(), ExecError> {
+    pub(crate) async fn kill_session(&self, pid: u32, mark: &str) -> Result<(), ExecError> {
         let started = Instant::now();
         let mut last_failure = Cause::message("the killer did not run");
         while started.elapsed() < KILL_TIMEOUT {

@@ -12,7 +12,7 @@ use sandkeeper_ports::{
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecInSandbox, KeepAlive,
     MaintenanceError, MaintenanceReport, MaintenanceSweep, RecordContainerExit, SandboxAccess,
-    SandboxFiles, SandboxQueries, SandboxSlots, SweepOutcome,
+    SandboxFiles, SandboxProcesses, SandboxQueries, SandboxSlots, SweepOutcome,
 };
 use tokio::time::Instant;
 
@@ -55,6 +55,7 @@ pub(crate) struct Services {
     pub(crate) keep_alive: KeepAlive,
     pub(crate) exec: ExecInSandbox,
     pub(crate) files: SandboxFiles,
+    pub(crate) processes: SandboxProcesses,
     pub(crate) record_exit: RecordContainerExit,
     runtime: Arc<dyn SandboxRuntime>,
     clock: Arc<dyn Clock>,
@@ -121,7 +122,7 @@ impl Services {
         let delete =
             DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime));
         let queries = SandboxQueries::new(Arc::clone(&repository));
-        let (keep_alive, exec, files) =
+        let (keep_alive, exec, files, processes) =
             operations(&repository, &locker, &runtime, &clock, settings);
         let cleanup = CleanupExpiredSandboxes::new(
             Arc::clone(&repository),
@@ -146,6 +147,7 @@ impl Services {
             keep_alive,
             exec,
             files,
+            processes,
             record_exit,
             runtime,
             clock,
@@ -219,7 +221,7 @@ fn operations(
     runtime: &Arc<dyn SandboxRuntime>,
     clock: &Arc<dyn Clock>,
     settings: &ServiceSettings,
-) -> (KeepAlive, ExecInSandbox, SandboxFiles) {
+) -> (KeepAlive, ExecInSandbox, SandboxFiles, SandboxProcesses) {
     let keep_alive = KeepAlive::new(
         Arc::clone(repository),
         Arc::clone(locker),
@@ -236,6 +238,7 @@ fn operations(
         access = access.with_sliding_expiry(keep_alive.clone());
     }
     let exec = ExecInSandbox::new(access.clone(), settings.exec);
-    let files = SandboxFiles::new(access, settings.files);
-    (keep_alive, exec, files)
+    let files = SandboxFiles::new(access.clone(), settings.files);
+    let processes = SandboxProcesses::new(access, settings.processes);
+    (keep_alive, exec, files, processes)
 }

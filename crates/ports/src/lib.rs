@@ -11,6 +11,7 @@ mod errors;
 pub mod inprocess;
 mod leases;
 mod locker;
+pub mod processes;
 mod repository;
 mod runtime;
 #[cfg(feature = "testkit")]
@@ -22,6 +23,7 @@ pub use clock::{Clock, SystemClock};
 pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};
 pub use leases::{LeaseRequest, MaintenanceLeases};
 pub use locker::{ChatLockGuard, LifecycleLocker};
+pub use processes::{LogSlice, ProcessError, ProcessInfo, ProcessLogs, ProcessSpec, ProcessState};
 pub use repository::SessionRepository;
 pub use runtime::{
     ContainerExit, ContainerSpec, ContainerState, ExecOutput, ExecRequest, ManagedContainer,

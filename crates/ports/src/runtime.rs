@@ -3,6 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, ContainerId, SessionId, Timestamp};
 
+use crate::processes::{ProcessError, ProcessInfo, ProcessLogs, ProcessSpec};
 use crate::{ExecError, FileError, RuntimeError, WorkspacePath};
 
 /// What the runtime needs to create a session's container.
@@ -229,6 +230,68 @@ pub trait SandboxRuntime: Send + Sync {
             }
         }
         Ok(result)
+    }
+
+    /// Starts a background process (see [`crate::processes`]) as the container's user and
+    /// answers once it has started; it then runs on without the caller.
+    ///
+    /// - MUST keep its output and status in the container, so that they can be read back by a
+    ///   later call, also of another process of sandkeeper.
+    /// - MUST keep at most `spec.log_limit` bytes of each output stream, dropping the oldest.
+    /// - MUST refuse with [`ProcessError::TooMany`] when `spec.max_processes` already run.
+    /// - MUST return [`ProcessError::ContainerNotRunning`] when the container is not running.
+    async fn start_process(
+        &self,
+        container_id: &ContainerId,
+        spec: &ProcessSpec,
+    ) -> Result<ProcessInfo, ProcessError> {
+        let _ = (container_id, spec);
+        Err(crate::processes::unsupported())
+    }
+
+    /// Every background process the container keeps, running or ended, oldest first.
+    async fn list_processes(
+        &self,
+        container_id: &ContainerId,
+    ) -> Result<Vec<ProcessInfo>, ProcessError> {
+        let _ = container_id;
+        Err(crate::processes::unsupported())
+    }
+
+    /// The state of a process and up to `limit` bytes of each output stream from the given
+    /// offsets (an offset before what is still kept reads from the first byte kept; one past
+    /// the end reads nothing). [`ProcessError::NotFound`] for an unknown process.
+    async fn process_logs(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+        offsets: (u64, u64),
+        limit: usize,
+    ) -> Result<ProcessLogs, ProcessError> {
+        let _ = (container_id, process_id, offsets, limit);
+        Err(crate::processes::unsupported())
+    }
+
+    /// Writes `bytes` to the process's standard input; empty `bytes` close it.
+    async fn process_stdin(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProcessError> {
+        let _ = (container_id, process_id, bytes);
+        Err(crate::processes::unsupported())
+    }
+
+    /// Kills the process and every process it started; answers once they are gone. A process
+    /// that has ended already is no error (what it left running is killed).
+    async fn kill_process(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+    ) -> Result<(), ProcessError> {
+        let _ = (container_id, process_id);
+        Err(crate::processes::unsupported())
     }
 }
 

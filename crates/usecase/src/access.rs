@@ -48,6 +48,8 @@ pub enum Operation {
     Upload,
     /// A file read from the workspace ([`crate::SandboxFiles::download`]).
     Download,
+    /// A call about background processes ([`crate::SandboxProcesses`]).
+    Process,
 }
 
 impl Operation {
@@ -57,6 +59,7 @@ impl Operation {
             Self::Exec => "exec",
             Self::Upload => "upload",
             Self::Download => "download",
+            Self::Process => "process",
         }
     }
 
@@ -65,6 +68,7 @@ impl Operation {
         match self {
             Self::Exec => "the command",
             Self::Upload | Self::Download => "the transfer",
+            Self::Process => "the call about its processes",
         }
     }
 }
@@ -166,6 +170,11 @@ impl SandboxAccess {
 
     pub fn slots(&self) -> &SandboxSlots {
         &self.slots
+    }
+
+    /// The time now, by the clock sessions are judged by.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// Enters the chat's running sandbox for `operation`: reads its live session (a missing or

@@ -202,14 +202,7 @@ impl ExecInSandbox {
                 ),
             ));
         }
-        if let Some(stdin) = &command.stdin {
-            if stdin.len() > self.settings.stdin_limit {
-                return Err(ExecInSandboxError::StdinTooLarge {
-                    size: stdin.len(),
-                    limit: self.settings.stdin_limit,
-                });
-            }
-        }
+        check_stdin(command.stdin.as_deref(), self.settings.stdin_limit)?;
         Ok(ExecRequest {
             command: command.command,
             stdin: command.stdin,
@@ -307,7 +300,17 @@ fn finish(span: &Span, started: Instant, outcome: Result<&ExecOutput, &ExecInSan
     metrics::histogram!(EXEC_DURATION, "result" => result).record(started.elapsed().as_secs_f64());
 }
 
-fn check_command(command: &[String]) -> Result<(), ExecInSandboxError> {
+/// Refuses more stdin than `limit` bytes.
+pub(crate) fn check_stdin(stdin: Option<&[u8]>, limit: usize) -> Result<(), ExecInSandboxError> {
+    match stdin {
+        Some(stdin) if stdin.len() > limit => {
+            Err(ExecInSandboxError::StdinTooLarge { size: stdin.len(), limit })
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn check_command(command: &[String]) -> Result<(), ExecInSandboxError> {
     let invalid = |reason: String| Err(ExecInSandboxError::invalid("command", reason));
     match command.first() {
         None => return invalid("is empty; give the program and its arguments".into()),
@@ -350,7 +353,7 @@ fn check_command(command: &[String]) -> Result<(), ExecInSandboxError> {
     Ok(())
 }
 
-fn check_env(env: &[(String, String)]) -> Result<(), ExecInSandboxError> {
+pub(crate) fn check_env(env: &[(String, String)]) -> Result<(), ExecInSandboxError> {
     let invalid = |reason: String| Err(ExecInSandboxError::invalid("env", reason));
     if env.len() > MAX_ENV_VARS {
         return invalid(format!("has {} variables, more than {MAX_ENV_VARS}", env.len()));
@@ -380,7 +383,7 @@ fn check_env(env: &[(String, String)]) -> Result<(), ExecInSandboxError> {
 }
 
 /// An absolute directory as given; a relative one under `/workspace`, by the path rule.
-fn resolve_workdir(workdir: &str) -> Result<String, ExecInSandboxError> {
+pub(crate) fn resolve_workdir(workdir: &str) -> Result<String, ExecInSandboxError> {
     let invalid = |reason: String| Err(ExecInSandboxError::invalid("workdir", reason));
     if workdir.len() > MAX_WORKDIR_LEN {
         return invalid(format!("is longer than {MAX_WORKDIR_LEN} bytes"));

@@ -21,6 +21,7 @@ mod exits;
 mod files;
 mod keepalive;
 mod maintenance;
+mod processes;
 mod queries;
 mod telemetry;
 
@@ -52,5 +53,9 @@ pub use keepalive::{
 pub use maintenance::{
     CleanupOutcome, DEFAULT_MAINTENANCE_LEASE_NAME, MaintenanceError, MaintenanceReport,
     MaintenanceSettings, MaintenanceSweep, SweepOutcome,
+};
+pub use processes::{
+    DEFAULT_MAX_PROCESSES, DEFAULT_PROCESS_LOG_LIMIT, ProcessSettings, SandboxProcesses,
+    SandboxProcessesError, StartedProcess,
 };
 pub use queries::SandboxQueries;

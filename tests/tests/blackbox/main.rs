@@ -12,6 +12,7 @@ mod hardening;
 mod isolation;
 mod otlp;
 mod postgres;
+mod processes;
 mod python;
 mod readiness;
 mod replicas;

@@ -10,7 +10,7 @@ use sandkeeper_adapters_docker::DockerConfig;
 use sandkeeper_adapters_observability::OtlpEndpoint;
 use sandkeeper_usecase::{
     DEFAULT_MAX_LIFETIME, DEFAULT_OPERATIONS_PER_SANDBOX, ExecSettings, FileSettings,
-    KeepAliveSettings, MaintenanceSettings,
+    KeepAliveSettings, MaintenanceSettings, ProcessSettings,
 };
 
 use super::flags::{LogFormat, TtlMode};
@@ -66,6 +66,7 @@ pub(crate) struct ServiceSettings {
     /// Execs and transfers at once per sandbox.
     pub(crate) per_sandbox: usize,
     pub(crate) maintenance: MaintenanceSettings,
+    pub(crate) processes: ProcessSettings,
 }
 
 impl ServiceSettings {
@@ -84,6 +85,7 @@ impl ServiceSettings {
             files: FileSettings::default(),
             per_sandbox: DEFAULT_OPERATIONS_PER_SANDBOX,
             maintenance: MaintenanceSettings::new(lease_holder(instance_id)),
+            processes: ProcessSettings::default(),
         }
     }
 }

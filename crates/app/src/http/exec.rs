@@ -34,7 +34,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
 }
 
 /// The largest exec body: the most stdin plus [`BODY_OVERHEAD`].
-fn body_limit(stdin_limit: usize) -> usize {
+pub(super) fn body_limit(stdin_limit: usize) -> usize {
     stdin_limit.saturating_add(BODY_OVERHEAD)
 }
 
@@ -103,7 +103,7 @@ impl ExecView {
 
 /// Reads an exec body: a JSON object with `command` and optionally `stdin`, `env`, `workdir`,
 /// `timeout_ms`. A bad field is a 400 that names it; nothing is touched before.
-fn exec_command(
+pub(super) fn exec_command(
     chat_id: ChatId,
     body: Result<Bytes, BytesRejection>,
     limit: usize,
@@ -245,7 +245,7 @@ fn timeout_field(
     }
 }
 
-fn exec_error(error: ExecInSandboxError) -> ApiError {
+pub(super) fn exec_error(error: ExecInSandboxError) -> ApiError {
     match error {
         ExecInSandboxError::Invalid { field, .. } => {
             let code = match field {

@@ -1,0 +1,62 @@
+dir=$1 limit=$2 timeout=$3 workdir=$4
+shift 4
+segment=$((limit / 8))
+[ "$segment" -le 1048576 ] || segment=1048576
+[ "$segment" -ge 4096 ] || segment=4096
+block=65536
+[ "$block" -le "$segment" ] || block=$segment
+count=$((segment / block))
+number() {
+  value=${1#"${1%%[!0]*}"}
+  printf '%s' "${value:-0}"
+}
+drop() {
+  while [ "$#" -gt 1 ] && [ "$((offset - $(number "$1")))" -gt "$limit" ]; do
+    rm -f "$stream/$1"
+    shift
+  done
+  kept="$*"
+}
+record() {
+  stream=$1
+  offset=0
+  kept=
+  while :; do
+    name=$(printf '%020d' "$offset")
+    dd of="$stream/$name" bs="$block" count="$count" 2>/dev/null
+    size=$(wc -c < "$stream/$name")
+    if [ "$size" -eq 0 ]; then
+      rm -f "$stream/$name"
+      return
+    fi
+    offset=$((offset + size))
+    drop $kept "$name"
+  done
+}
+record "$dir/out" < "$dir/out.pipe" &
+record "$dir/err" < "$dir/err.pipe" &
+sleep 2147483647 > "$dir/stdin" &
+printf '%s\n' "$!" > "$dir/stdin.holder"
+timer=
+if [ "$timeout" != 0 ]; then
+  {
+    sleep "$timeout"
+    if [ ! -e "$dir/exit" ]; then
+      printf '%s timeout\n' "$(date +%s)" > "$dir/killed.tmp"
+      mv "$dir/killed.tmp" "$dir/killed"
+      kill -KILL 0
+    fi
+  } < /dev/null &
+  timer=$!
+fi
+(
+  cd -- "$workdir" 2>/dev/null || { printf 'sandkeeper: cannot enter the working directory %s\n' "$workdir" >&2; exit 126; }
+  exec "$@"
+) < "$dir/stdin" > "$dir/out.pipe" 2> "$dir/err.pipe" &
+wait "$!"
+code=$?
+[ -z "$timer" ] || kill "$timer" 2>/dev/null
+kill "$(cat "$dir/stdin.holder")" 2>/dev/null
+printf '%s %s\n' "$code" "$(date +%s)" > "$dir/exit.tmp"
+mv "$dir/exit.tmp" "$dir/exit"
+wait
