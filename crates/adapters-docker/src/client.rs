@@ -153,7 +153,7 @@ impl Client {
     ///
     /// The lock is held while connecting so that a burst of calls after a restart negotiates once;
     /// each caller is still bounded by its own call timeout.
-    async fn get(&self) -> Result<Docker, RuntimeError> {
+    pub(crate) async fn get(&self) -> Result<Docker, RuntimeError> {
         let mut slot = self.docker.lock().await;
         if let Some(docker) = slot.as_ref() {
             return Ok(docker.clone());

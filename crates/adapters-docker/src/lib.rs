@@ -24,6 +24,7 @@ mod files;
 mod processes;
 mod runtime;
 mod shell;
+mod terminal;
 
 pub use client::DURATION_METRIC;
 pub use config::{

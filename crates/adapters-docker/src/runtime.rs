@@ -19,13 +19,13 @@ use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
     Cause, ContainerExit, ContainerSpec, ContainerState, ExecError, ExecOutput, ExecRequest,
     FileError, ManagedContainer, OutputSender, ProcessError, ProcessInfo, ProcessLogs, ProcessSpec,
-    Report, RuntimeError, SandboxRuntime, WorkspacePath,
+    Report, RuntimeError, SandboxRuntime, Terminal, WorkspacePath,
 };
 
 use crate::client::{Client, EngineLoss, is_conflict, is_not_found};
 use crate::config::{ConfigError, DockerConfig, workspace_owner_options};
 use crate::shell::{Sandbox, runs_for};
-use crate::{exec, files, processes};
+use crate::{exec, files, processes, terminal};
 
 /// Marks a container as created by sandkeeper (value `true`).
 pub const LABEL_MANAGED: &str = "io.sandkeeper.managed";
@@ -295,6 +295,38 @@ impl SandboxRuntime for DockerRuntime {
     ) -> Result<(), ProcessError> {
         let kill = async |sandbox: &Sandbox<'_>| processes::kill(sandbox, process_id).await;
         self.inner.in_sandbox("process_kill", container_id, ProcessError::from, kill).await
+    }
+
+    async fn open_terminal(
+        &self,
+        container_id: &ContainerId,
+        cols: u16,
+        rows: u16,
+    ) -> Result<Terminal, ExecError> {
+        let inner = Arc::clone(&self.inner);
+        let container = container_id.clone();
+        let (ready, started) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let docker = match inner.client.get().await {
+                Ok(docker) => docker,
+                Err(error) => return drop(ready.send(Err(ExecError::Runtime(error)))),
+            };
+            match inner.sandbox(&docker, &container).await {
+                Ok(sandbox) => terminal::run(&sandbox, (cols, rows), ready).await,
+                Err(error) => drop(ready.send(Err(error))),
+            }
+        });
+        let bound = self.inner.config.call_timeout.saturating_mul(3);
+        match tokio::time::timeout(bound, started).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ExecError::Runtime(RuntimeError::Failed(
+                "the terminal's task ended before its shell started".into(),
+            ))),
+            Err(_) => Err(ExecError::Runtime(RuntimeError::Timeout {
+                operation: "terminal",
+                after: bound,
+            })),
+        }
     }
 }
 

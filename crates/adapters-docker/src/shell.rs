@@ -81,6 +81,20 @@ exec "$@""#;
 /// Ten digits and a newline.
 const PID_HEADER_LEN: usize = 11;
 
+/// The command line of `argv` run under the wrapper with `mark`, in `workdir`.
+pub(crate) fn wrapped(mark: &str, workdir: &str, argv: &[String]) -> Vec<String> {
+    let mut cmd = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        WRAPPER.to_owned(),
+        WRAPPER_NAME.to_owned(),
+        mark.to_owned(),
+        workdir.to_owned(),
+    ];
+    cmd.extend(argv.iter().cloned());
+    cmd
+}
+
 /// `$1` is the PID of a timed-out command's session leader, `$2` the command's mark
 /// (`SANDKEEPER_EXEC_ID`). First stops (SIGSTOP) its process group in one system call, so that
 /// nothing in it can fork, exit or orphan a child while the killer looks, and a fork bomb stops
@@ -291,8 +305,9 @@ fn parse_pid_header(header: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-type Output = std::pin::Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>;
-type Input = std::pin::Pin<Box<dyn AsyncWrite + Send>>;
+pub(crate) type Output =
+    std::pin::Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>;
+pub(crate) type Input = std::pin::Pin<Box<dyn AsyncWrite + Send>>;
 
 /// How reading a command's output stopped.
 enum End {
@@ -327,18 +342,10 @@ impl Sandbox<'_> {
     /// documentation.
     pub(crate) async fn run(&self, command: Command<'_>) -> Result<Outcome, ExecError> {
         let mark = exec_mark();
-        let mut cmd = vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            WRAPPER.to_owned(),
-            WRAPPER_NAME.to_owned(),
-            mark.clone(),
-            command.workdir.to_owned(),
-        ];
-        cmd.extend(command.argv.iter().cloned());
+        let cmd = wrapped(&mark, command.workdir, command.argv);
         let (exec_id, mut output, mut input) = self
             .client
-            .bounded("exec_start", self.attach(cmd, command.env, command.stdin))
+            .bounded("exec_start", self.attach(cmd, command.env, command.stdin, false))
             .await??;
 
         let started = Instant::now();
@@ -484,12 +491,14 @@ impl Sandbox<'_> {
         Ok(())
     }
 
-    /// Creates and starts an exec with its output attached.
-    async fn attach(
+    /// Creates and starts an exec with its output attached (and its input, with `stdin`); with
+    /// `tty`, on a pseudo-terminal.
+    pub(crate) async fn attach(
         &self,
         cmd: Vec<String>,
         env: Vec<String>,
         stdin: Option<&[u8]>,
+        tty: bool,
     ) -> Result<(String, Output, Input), ExecError> {
         let user = self.user.clone();
         let config = ExecConfig {
@@ -497,7 +506,7 @@ impl Sandbox<'_> {
             attach_stdin: Some(stdin.is_some()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
-            tty: Some(false),
+            tty: Some(tty),
             env: (!env.is_empty()).then_some(env),
             cmd: Some(cmd),
             ..Default::default()
@@ -506,7 +515,7 @@ impl Sandbox<'_> {
             Ok(created) => created,
             Err(error) => return Err(self.refused(error).await),
         };
-        let options = StartExecOptions { detach: false, tty: false, output_capacity: None };
+        let options = StartExecOptions { detach: false, tty, output_capacity: None };
         match self.docker.start_exec(&created.id, Some(options)).await {
             Ok(StartExecResults::Attached { output, input }) => Ok((created.id, output, input)),
             Ok(StartExecResults::Detached) => Err(ExecError::Runtime(RuntimeError::Failed(
@@ -639,7 +648,7 @@ impl Sandbox<'_> {
             mark.to_owned(),
         ];
         let (exec_id, mut output, _input) =
-            self.client.bounded("exec_start", self.attach(cmd, Vec::new(), None)).await??;
+            self.client.bounded("exec_start", self.attach(cmd, Vec::new(), None, false)).await??;
         let mut stdout = Sink::new(DIAGNOSTIC_LIMIT);
         let mut stderr = Sink::new(DIAGNOSTIC_LIMIT);
         let mut header = PidHeader::Absent;

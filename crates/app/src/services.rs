@@ -12,7 +12,7 @@ use sandkeeper_ports::{
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecInSandbox, KeepAlive,
     MaintenanceError, MaintenanceReport, MaintenanceSweep, RecordContainerExit, SandboxAccess,
-    SandboxFiles, SandboxProcesses, SandboxQueries, SandboxSlots, SweepOutcome,
+    SandboxFiles, SandboxProcesses, SandboxQueries, SandboxSlots, SandboxTerminal, SweepOutcome,
 };
 use tokio::time::Instant;
 
@@ -56,6 +56,7 @@ pub(crate) struct Services {
     pub(crate) exec: ExecInSandbox,
     pub(crate) files: SandboxFiles,
     pub(crate) processes: SandboxProcesses,
+    pub(crate) terminal: SandboxTerminal,
     pub(crate) record_exit: RecordContainerExit,
     runtime: Arc<dyn SandboxRuntime>,
     clock: Arc<dyn Clock>,
@@ -122,7 +123,7 @@ impl Services {
         let delete =
             DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime));
         let queries = SandboxQueries::new(Arc::clone(&repository));
-        let (keep_alive, exec, files, processes) =
+        let (keep_alive, exec, files, processes, terminal) =
             operations(&repository, &locker, &runtime, &clock, settings);
         let cleanup = CleanupExpiredSandboxes::new(
             Arc::clone(&repository),
@@ -148,6 +149,7 @@ impl Services {
             exec,
             files,
             processes,
+            terminal,
             record_exit,
             runtime,
             clock,
@@ -221,7 +223,7 @@ fn operations(
     runtime: &Arc<dyn SandboxRuntime>,
     clock: &Arc<dyn Clock>,
     settings: &ServiceSettings,
-) -> (KeepAlive, ExecInSandbox, SandboxFiles, SandboxProcesses) {
+) -> (KeepAlive, ExecInSandbox, SandboxFiles, SandboxProcesses, SandboxTerminal) {
     let keep_alive = KeepAlive::new(
         Arc::clone(repository),
         Arc::clone(locker),
@@ -239,6 +241,7 @@ fn operations(
     }
     let exec = ExecInSandbox::new(access.clone(), settings.exec);
     let files = SandboxFiles::new(access.clone(), settings.files);
-    let processes = SandboxProcesses::new(access, settings.processes);
-    (keep_alive, exec, files, processes)
+    let processes = SandboxProcesses::new(access.clone(), settings.processes);
+    let terminal = SandboxTerminal::new(access);
+    (keep_alive, exec, files, processes, terminal)
 }

@@ -14,6 +14,7 @@ mod locker;
 pub mod processes;
 mod repository;
 mod runtime;
+mod terminal;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod workspace;
@@ -29,4 +30,5 @@ pub use runtime::{
     ContainerExit, ContainerSpec, ContainerState, ExecOutput, ExecRequest, ManagedContainer,
     OutputChunk, OutputSender, OutputStream, SandboxRuntime,
 };
+pub use terminal::{Terminal, TerminalInput};
 pub use workspace::{PathError, PathRule, WORKSPACE_DIR, WorkspacePath};

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, ContainerId, SessionId, Timestamp};
 
 use crate::processes::{ProcessError, ProcessInfo, ProcessLogs, ProcessSpec};
+use crate::terminal::Terminal;
 use crate::{ExecError, FileError, RuntimeError, WorkspacePath};
 
 /// What the runtime needs to create a session's container.
@@ -292,6 +293,27 @@ pub trait SandboxRuntime: Send + Sync {
     ) -> Result<(), ProcessError> {
         let _ = (container_id, process_id);
         Err(crate::processes::unsupported())
+    }
+
+    /// Opens an interactive shell on a pseudo-terminal of `cols` x `rows` characters in the
+    /// container, as the container's user, in the workspace. The shell runs until it exits
+    /// (the terminal's output then ends) or the terminal's input is dropped (the shell and
+    /// everything it started are then killed, as on an exec's timeout).
+    ///
+    /// - MUST return [`ExecError::ContainerNotRunning`] when the container is not running.
+    ///
+    /// The default implementation fails with `RuntimeError::Failed("terminals are not
+    /// supported by this runtime".into())`.
+    async fn open_terminal(
+        &self,
+        container_id: &ContainerId,
+        cols: u16,
+        rows: u16,
+    ) -> Result<Terminal, ExecError> {
+        let _ = (container_id, cols, rows);
+        Err(ExecError::Runtime(RuntimeError::Failed(
+            "terminals are not supported by this runtime".into(),
+        )))
     }
 }
 

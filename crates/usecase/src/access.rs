@@ -50,6 +50,8 @@ pub enum Operation {
     Download,
     /// A call about background processes ([`crate::SandboxProcesses`]).
     Process,
+    /// An interactive terminal, for as long as it is open ([`crate::SandboxTerminal`]).
+    Terminal,
 }
 
 impl Operation {
@@ -60,6 +62,7 @@ impl Operation {
             Self::Upload => "upload",
             Self::Download => "download",
             Self::Process => "process",
+            Self::Terminal => "terminal",
         }
     }
 
@@ -69,6 +72,7 @@ impl Operation {
             Self::Exec => "the command",
             Self::Upload | Self::Download => "the transfer",
             Self::Process => "the call about its processes",
+            Self::Terminal => "the terminal",
         }
     }
 }

@@ -24,6 +24,7 @@ mod maintenance;
 mod processes;
 mod queries;
 mod telemetry;
+mod terminal;
 
 pub use access::{
     AccessError, DEFAULT_OPERATIONS_PER_SANDBOX, Entered, Operation, SandboxAccess, SandboxSlots,
@@ -59,3 +60,4 @@ pub use processes::{
     SandboxProcessesError, StartedProcess,
 };
 pub use queries::SandboxQueries;
+pub use terminal::{MAX_TERMINAL_SIZE, OpenTerminal, SandboxTerminal, TerminalError};

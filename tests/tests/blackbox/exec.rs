@@ -49,6 +49,19 @@ pub(crate) async fn processes_matching(
         .collect()
 }
 
+/// Waits (up to 20 s) until no process in the sandbox mentions `needle`; fails if some stay.
+pub(crate) async fn assert_all_gone(server: &Server, chat_id: &str, needle: &str) {
+    let gone = eventually(Duration::from_secs(20), || async {
+        processes_matching(server, chat_id, needle).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "left running: {:?}",
+        processes_matching(server, chat_id, needle).await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
     let Some(env) =

@@ -18,4 +18,5 @@ mod readiness;
 mod replicas;
 mod schemathesis;
 mod streams;
+mod terminal;
 mod tls;

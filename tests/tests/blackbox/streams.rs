@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use sandkeeper_tests::events::output_of;
-use sandkeeper_tests::{StatusCode, TestEnv, assert_error, chat, eventually};
+use sandkeeper_tests::{StatusCode, TestEnv, assert_error, chat};
 use serde_json::json;
 
-use crate::exec::processes_matching;
+use crate::exec::{assert_all_gone, processes_matching};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamed_exec_sends_output_while_the_command_runs_then_its_exit() {
@@ -102,13 +102,5 @@ async fn a_client_that_disconnects_from_a_streamed_exec_has_its_command_killed()
     // Three sleepers (and, in dash, the shell that waits for the last).
     assert!(processes_matching(&server, &chat_id, "sleep 32").await.len() >= 3);
     drop(events);
-    let gone = eventually(Duration::from_secs(20), || async {
-        processes_matching(&server, &chat_id, "sleep 32").await.is_empty().then_some(())
-    })
-    .await;
-    assert!(
-        gone.is_some(),
-        "left running: {:?}",
-        processes_matching(&server, &chat_id, "sleep 32").await
-    );
+    assert_all_gone(&server, &chat_id, "sleep 32").await;
 }

@@ -11,6 +11,7 @@ mod middleware;
 mod processes;
 pub(crate) mod server;
 mod stream;
+mod terminal;
 pub(crate) mod views;
 
 use std::sync::Arc;
@@ -75,7 +76,8 @@ pub(crate) fn router(state: AppState, token: Option<ApiToken>, edge: EdgeSetting
     // Routes of their own modules, with their own body limits (a command's stdin, a file).
     let inside_sandboxes =
         exec::routes(&state).merge(files::routes(&state)).merge(keepalive::routes());
-    let inside_sandboxes = inside_sandboxes.merge(processes::routes(&state));
+    let inside_sandboxes =
+        inside_sandboxes.merge(processes::routes(&state)).merge(terminal::routes());
     Router::new()
         .route(
             "/v1/chats/{chat_id}/sandbox",
