@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, RawPathParams, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::exec::{body_limit, exec_command, exec_error};
+use percent_encoding::percent_decode_str;
+
 use super::{ApiError, AppState, ChatPath, chat_id, stream};
 
 /// How often a followed log is read again while nothing new came.
@@ -51,15 +53,25 @@ impl<S: Send + Sync> FromRequestParts<S> for ProcessPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path((chat, process_id)) = Path::<(String, String)>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| {
+        let params =
+            RawPathParams::from_request_parts(parts, state).await.map_err(|rejection| {
                 ApiError::bad_request(
-                    "invalid_path",
+                    "invalid_chat_id",
                     format!("the path could not be read: {}", rejection.body_text()),
                 )
             })?;
+        let raw = |wanted: &str| {
+            let value = params.iter().find(|(name, _)| *name == wanted).map_or("", |(_, v)| v);
+            percent_decode_str(value).decode_utf8()
+        };
+        let chat = raw("chat_id").map_err(|_| {
+            ApiError::bad_request(
+                "invalid_chat_id",
+                "the chat id in the path could not be read: it is not UTF-8 once percent-decoded",
+            )
+        })?;
         let chat_id = chat_id(&chat)?;
+        let process_id = raw("process_id").map(String::from).unwrap_or_default();
         let valid = process_id.len() == 16
             && process_id.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
         if !valid {

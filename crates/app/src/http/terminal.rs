@@ -72,7 +72,8 @@ async fn terminal(
 
 fn dimension(raw: Option<&str>, name: &'static str, default: u32) -> Result<u32, ApiError> {
     let Some(raw) = raw else { return Ok(default) };
-    raw.parse().map_err(|_| {
+    let within = |value: &u32| (1..=u32::from(MAX_TERMINAL_SIZE)).contains(value);
+    raw.parse().ok().filter(within).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_size",
             format!("`{name}` `{raw}` is not a whole number from 1 to {MAX_TERMINAL_SIZE}"),
