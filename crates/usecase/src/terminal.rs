@@ -18,8 +18,9 @@ use crate::telemetry::{record_error, usecase_span};
 const TERMINAL_TOTAL: &str = "sandbox.terminal.total";
 /// The largest terminal, in characters each way.
 pub const MAX_TERMINAL_SIZE: u16 = 1000;
-/// Input counts as use of the sandbox at most this often.
-const USE_EVERY: Duration = Duration::from_secs(10);
+/// Input counts as use of the sandbox at most this often (a push of the expiry costs the chat's
+/// lock and a write; the shortest TTL is a second).
+const USE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a terminal could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

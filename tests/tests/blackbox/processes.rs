@@ -138,3 +138,43 @@ async fn delete_kills_the_process_tree_and_the_logs_keep_only_the_newest_bytes()
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&body, "invalid_offset", "stdout_offset");
 }
+
+/// `--ttl 5s --ttl-mode sliding`: a client that follows a process's output, and one that types
+/// into a terminal, keep the sandbox alive well past its TTL without any other call.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_sliding_mode_following_a_process_and_typing_in_a_terminal_are_use() {
+    let Some(env) =
+        TestEnv::for_docker("in_sliding_mode_following_a_process_and_typing_in_a_terminal_are_use")
+    else {
+        return;
+    };
+    let server =
+        env.serve(&["--ttl", "5s", "--ttl-mode", "sliding", "--cleanup-interval", "1s"]).await;
+    let chat_id = server.new_sandbox().await;
+    let script = "i=0; while [ $i -lt 12 ]; do echo tick; i=$((i + 1)); sleep 1; done";
+    let process = server.start_process(&chat_id, json!({"command": ["sh", "-c", script]})).await;
+    let started = std::time::Instant::now();
+    let mut events = server.follow_process(&chat_id, &id(&process), (0, 0)).await.expect("events");
+    let all = events.rest().await;
+    assert!(started.elapsed() > Duration::from_secs(10), "followed for over two TTLs");
+    let exit = all.last().expect("an exit event");
+    assert_eq!(
+        (exit.name.as_str(), &exit.data["process"]["exit_code"]),
+        ("exit", &json!(0)),
+        "{all:?}"
+    );
+    assert_eq!(output_of(&all, "stdout"), "tick\n".repeat(12).as_bytes());
+
+    let mut socket = crate::terminal::connect(&server, &chat_id, "", None).await.expect("opened");
+    let typing = std::time::Instant::now();
+    let mut round = 0;
+    while typing.elapsed() < Duration::from_secs(12) {
+        round += 1;
+        crate::terminal::type_in(&mut socket, &format!("echo round-$(({round} * 10))\n")).await;
+        crate::terminal::read_until(&mut socket, &format!("round-{}", round * 10)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    drop(socket);
+    let (status, sandbox) = server.get(&format!("/v1/chats/{chat_id}/sandbox")).await;
+    assert_eq!(status, StatusCode::OK, "the sandbox outlived its TTL while used: {sandbox}");
+}

@@ -18,7 +18,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens the chat's terminal, with the subprotocols `protocols` if given.
-async fn connect(
+pub(crate) async fn connect(
     server: &Server,
     chat_id: &str,
     query: &str,
@@ -34,13 +34,22 @@ async fn connect(
     tokio_tungstenite::connect_async(request).await.map(|(socket, _)| socket)
 }
 
-/// Reads the terminal until what it showed contains `needle`; everything shown.
-async fn read_until(socket: &mut Socket, needle: &str) -> String {
+/// Reads the terminal until what it showed contains `needle`, answering its cursor position
+/// queries as a terminal does; everything shown.
+pub(crate) async fn read_until(socket: &mut Socket, needle: &str) -> String {
     let mut shown = String::new();
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(message) = socket.next().await {
             match message.expect("the socket can be read") {
-                Message::Binary(bytes) => shown.push_str(&String::from_utf8_lossy(&bytes)),
+                Message::Binary(bytes) => {
+                    // A shell's line editor (busybox's) asks where the cursor is; a terminal
+                    // answers, or what is typed next is taken for the answer.
+                    if bytes.windows(4).any(|window| window == b"\x1b[6n") {
+                        let answer = Message::Binary(b"\x1b[1;1R".to_vec().into());
+                        let _ = socket.send(answer).await;
+                    }
+                    shown.push_str(&String::from_utf8_lossy(&bytes));
+                }
                 Message::Close(_) => return false,
                 _ => {}
             }
@@ -55,7 +64,7 @@ async fn read_until(socket: &mut Socket, needle: &str) -> String {
     shown
 }
 
-async fn type_in(socket: &mut Socket, text: &str) {
+pub(crate) async fn type_in(socket: &mut Socket, text: &str) {
     socket.send(Message::Binary(text.as_bytes().to_vec().into())).await.expect("typed");
 }
 
