@@ -14,6 +14,7 @@ mod expiry_scan;
 mod report;
 mod rss;
 mod server;
+mod streams;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -33,6 +34,7 @@ const BENCHES: &[Bench] = &[
     ("cleanup", || Box::pin(cleanup::run())),
     ("expiry-scan", || Box::pin(expiry_scan::run())),
     ("rss", || Box::pin(rss::run())),
+    ("streams", || Box::pin(streams::run())),
 ];
 
 const USAGE: &str = "\
@@ -48,6 +50,8 @@ the benchmarks whose name contains one of them (a partial run never writes PATH)
   cleanup       cleanup of 500 expired sandboxes vs force-removing 500 containers directly
   expiry-scan   the expiry scan at 100k vs 1k rows (SQLite; PostgreSQL when DATABASE_URL is set)
   rss           the server's peak RSS with 10k running sessions in the store
+  streams       a streamed exec's first output byte vs raw bollard; 16 background processes
+                writing 1 MiB/s each, followed: the server's CPU and peak RSS
 
 The servers run the release binary next to this one (target/release/sandkeeper; SANDKEEPER_BIN
 overrides it) with RUST_LOG=info, their default; BENCH_SERVER_LOG overrides that level.";

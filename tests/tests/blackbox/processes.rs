@@ -178,3 +178,22 @@ async fn in_sliding_mode_following_a_process_and_typing_in_a_terminal_are_use() 
     let (status, sandbox) = server.get(&format!("/v1/chats/{chat_id}/sandbox")).await;
     assert_eq!(status, StatusCode::OK, "the sandbox outlived its TTL while used: {sandbox}");
 }
+
+/// The logs live in the sandbox's `/tmp` (64 MiB): a process that prints more than fits, with a
+/// log limit larger than `/tmp`, is not killed by it, and its newest output is still read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_whose_output_fills_tmp_runs_to_its_end() {
+    let Some(env) = TestEnv::for_docker("a_process_whose_output_fills_tmp_runs_to_its_end") else {
+        return;
+    };
+    let server = env.serve(&["--process-log-limit", "200m"]).await;
+    let chat_id = server.new_sandbox().await;
+    let script = "head -c 83886080 /dev/zero; echo; echo the end";
+    let process = server.start_process(&chat_id, json!({"command": ["sh", "-c", script]})).await;
+    let ended = server.ended_process(&chat_id, &id(&process), Duration::from_secs(60)).await;
+    assert_eq!((&ended["status"], &ended["exit_code"]), (&json!("exited"), &json!(0)), "{ended}");
+    let (_, logs) = server.process_logs(&chat_id, &id(&process), (u64::MAX / 2, 0)).await;
+    let end = logs["stdout_offset"].as_u64().expect("an offset");
+    let (_, tail) = server.process_logs(&chat_id, &id(&process), (end - 8, 0)).await;
+    assert_eq!(tail["stdout"], "the end\n", "{tail}");
+}

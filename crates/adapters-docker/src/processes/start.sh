@@ -13,10 +13,12 @@ if [ "$running" -ge "$max" ]; then
 fi
 dir=$root/$id
 mkdir "$dir" "$dir/out" "$dir/err" || exit 70
-printf '%s\n' "$1" > "$dir/meta"
-printf '%s\n' "$$" > "$dir/session"
-printf '%s\n' "$SANDKEEPER_EXEC_ID" > "$dir/mark"
-mkfifo "$dir/stdin" "$dir/out.pipe" "$dir/err.pipe" || exit 70
+{
+  printf '%s\n' "$1" > "$dir/meta" &&
+    printf '%s\n' "$$" > "$dir/session" &&
+    printf '%s\n' "$SANDKEEPER_EXEC_ID" > "$dir/mark" &&
+    mkfifo "$dir/stdin" "$dir/out.pipe" "$dir/err.pipe"
+} || { rm -rf "$dir"; printf 'cannot write the process directory in /tmp (is it full?)\n' >&2; exit 70; }
 shift
 supervisor=$1
 shift

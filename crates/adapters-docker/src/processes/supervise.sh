@@ -24,10 +24,16 @@ record() {
   while :; do
     name=$(printf '%020d' "$offset")
     dd of="$stream/$name" bs="$block" count="$count" 2>/dev/null
+    written=$?
     size=$(wc -c < "$stream/$name")
     if [ "$size" -eq 0 ]; then
       rm -f "$stream/$name"
-      return
+      [ "$written" = 0 ] && return
+      # /tmp is full: what dd read is lost; the oldest kept segment makes room.
+      set -- $kept
+      [ "$#" -gt 1 ] && rm -f "$stream/$1" && shift
+      kept="$*"
+      continue
     fi
     offset=$((offset + size))
     drop $kept "$name"
