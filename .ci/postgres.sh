@@ -2,14 +2,16 @@
 # Starts or stops a throwaway PostgreSQL cluster for the tests, from Debian's `postgresql`.
 #   .ci/postgres.sh start DIR   -> prints the DATABASE_URL to use
 #   .ci/postgres.sh stop DIR
+#   .ci/postgres.sh check DIR   -> fails, saying why, where a cluster cannot be started without
+#                                  installing anything (the tests that start their own skip)
 # The cluster listens on 127.0.0.1 only, port $PGPORT (default 55432), trust auth.
 # With PGTLS=1 it also serves TLS (ssl=on, plain connections still accepted): `start` makes a
 # throwaway CA in DIR/tls (ca.pem) and a server certificate it signed for 127.0.0.1 and
 # localhost, plus a second, unrelated CA (other-ca.pem) for tests that need a wrong one.
 set -euo pipefail
 
-cmd=${1:?usage: postgres.sh start|stop DIR}
-dir=${2:?usage: postgres.sh start|stop DIR}
+cmd=${1:?usage: postgres.sh start|stop|check DIR}
+dir=${2:?usage: postgres.sh start|stop|check DIR}
 port=${PGPORT:-55432}
 
 find_bin() {
@@ -41,6 +43,18 @@ make_certs() {
 }
 
 case "$cmd" in
+  check)
+    if [ -z "$(find_bin initdb)" ]; then
+      echo "the PostgreSQL server binaries (initdb, pg_ctl) are not installed" >&2
+      exit 1
+    elif [ "${PGTLS:-0}" = "1" ] && ! command -v openssl >/dev/null; then
+      echo "the openssl command is not installed" >&2
+      exit 1
+    elif ! id postgres >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
+      echo "starting PostgreSQL needs root and a \`postgres\` account" >&2
+      exit 1
+    fi
+    ;;
   start)
     if [ -z "$(find_bin initdb)" ]; then
       echo "postgres.sh: installing Debian's postgresql" >&2
@@ -73,7 +87,7 @@ case "$cmd" in
     fi
     ;;
   *)
-    echo "usage: postgres.sh start|stop DIR" >&2
+    echo "usage: postgres.sh start|stop|check DIR" >&2
     exit 2
     ;;
 esac

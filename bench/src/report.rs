@@ -265,13 +265,23 @@ mod tests {
         assert_eq!(paired_ratio(&[2.0, 6.0, 1.0], &[1.0, 3.0, 2.0]), 2.0);
     }
 
+    /// A report file's path in a directory of its own, removed with the directory.
+    fn report_file() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("benchmarks.md").to_str().unwrap().to_owned();
+        (dir, path)
+    }
+
+    /// Writes a run with `table` into the report at `path`, and reads the report back.
+    fn write_and_read(path: &str, table: &str) -> String {
+        write(path, table, &info()).unwrap();
+        std::fs::read_to_string(path).unwrap()
+    }
+
     #[test]
     fn a_new_file_gets_a_title_and_the_generated_part() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("benchmarks.md");
-        let path = path.to_str().unwrap();
-        write(path, "| the table |\n", &info()).unwrap();
-        let written = std::fs::read_to_string(path).unwrap();
+        let (_dir, path) = report_file();
+        let written = write_and_read(&path, "| the table |\n");
         assert!(written.starts_with("# Benchmarks\n\n"), "{written}");
         assert!(written.contains("| the table |"), "{written}");
         assert!(written.contains("cargo xtask bench"), "{written}");
@@ -281,17 +291,13 @@ mod tests {
 
     #[test]
     fn a_rerun_replaces_the_generated_part_and_keeps_the_hand_written_text() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("benchmarks.md");
-        let path = path.to_str().unwrap();
-        write(path, "| first run |\n", &info()).unwrap();
-        let mut edited = std::fs::read_to_string(path).unwrap();
+        let (_dir, path) = report_file();
+        let mut edited = write_and_read(&path, "| first run |\n");
         edited = edited.replace("# Benchmarks", "# Benchmarks of sandkeeper");
         edited.push_str("\n## Analysis\n\nWhy the figures are what they are.\n");
-        std::fs::write(path, edited).unwrap();
+        std::fs::write(&path, edited).unwrap();
 
-        write(path, "| second run |\n", &info()).unwrap();
-        let written = std::fs::read_to_string(path).unwrap();
+        let written = write_and_read(&path, "| second run |\n");
         assert!(written.starts_with("# Benchmarks of sandkeeper\n"), "{written}");
         assert!(written.contains("| second run |"), "{written}");
         assert!(!written.contains("| first run |"), "{written}");
@@ -301,7 +307,7 @@ mod tests {
         );
         assert_eq!(written.matches(BEGIN).count(), 1, "{written}");
 
-        write(path, "| second run |\n", &info()).unwrap();
-        assert_eq!(std::fs::read_to_string(path).unwrap(), written, "the same run, the same file");
+        let again = write_and_read(&path, "| second run |\n");
+        assert_eq!(again, written, "the same run, the same file");
     }
 }

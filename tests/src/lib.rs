@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 pub use reqwest::StatusCode;
 use serde_json::Value;
 
+mod cluster;
 pub mod events;
 mod immutable;
 mod sandbox;
+pub use cluster::PrivateCluster;
 pub use immutable::Immutable;
 pub use sandbox::{assert_error, chat};
 
@@ -55,6 +57,12 @@ pub fn binary() -> PathBuf {
 
 fn required(variable: &str) -> bool {
     std::env::var(variable).is_ok_and(|value| value == "1")
+}
+
+/// The name of the running test, for the messages of a skipped or failed test: libtest runs
+/// every test on a thread of its own, named after the test (`module::test`).
+pub fn test_name() -> String {
+    std::thread::current().name().unwrap_or("a test").to_owned()
 }
 
 /// Whether the Docker tests can run. Without an engine it prints that the test skipped and
@@ -129,6 +137,12 @@ pub fn sandbox_image() -> String {
     std::env::var("SANDKEEPER_TEST_IMAGE").unwrap_or_else(|_| "sandkeeper/sandbox:latest".into())
 }
 
+/// The OCI runtime the tests' sandboxes run under: `SANDKEEPER_TEST_RUNTIME` (`runsc` for
+/// gVisor; the engine of `DOCKER_HOST` must have it registered), else the engine's default.
+pub fn sandbox_runtime() -> Option<String> {
+    std::env::var("SANDKEEPER_TEST_RUNTIME").ok().filter(|runtime| !runtime.is_empty())
+}
+
 /// The PostgreSQL server of `DATABASE_URL`, if set. Without it the test prints that it skipped
 /// and gets `None`, unless `SANDKEEPER_REQUIRE_POSTGRES=1`, when it panics.
 pub fn postgres_url(test: &str) -> Option<String> {
@@ -171,10 +185,11 @@ impl TempDatabase {
     }
 
     /// The database of a test that needs PostgreSQL and Docker: `None` where [`postgres_url`]
-    /// or [`docker`] says the test skips.
-    pub async fn for_docker_test(test: &str) -> Option<Self> {
-        let admin_url = postgres_url(test)?;
-        docker(test)?;
+    /// or [`docker`] says the test skips (naming it by [`test_name`]).
+    pub async fn for_docker_test() -> Option<Self> {
+        let test = test_name();
+        let admin_url = postgres_url(&test)?;
+        docker(&test)?;
         Some(Self::create(&admin_url).await)
     }
 
@@ -234,17 +249,24 @@ impl TestEnv {
         Self::with_image(&sandbox_image())
     }
 
-    /// The environment of a test that needs Docker: `None` where [`docker`] says the test skips.
-    pub fn for_docker(test: &str) -> Option<Self> {
-        docker(test).map(|_| Self::new())
+    /// The environment of a test that needs Docker: `None` where [`docker`] says the test skips
+    /// (naming it by [`test_name`]).
+    pub fn for_docker() -> Option<Self> {
+        docker(&test_name()).map(|_| Self::new())
     }
 
-    /// How most tests of a running sandbox start: the environment (`None` where [`docker`] says
-    /// the test skips), a server with the default settings, and a chat whose sandbox runs. Keep
-    /// the environment bound to the end of the test: dropping it checks for leftover containers.
-    pub async fn docker_sandbox(test: &str) -> Option<(Self, Server, String)> {
-        let env = Self::for_docker(test)?;
-        let server = env.serve(&[]).await;
+    /// How most Docker tests start: the environment (`None` where [`docker`] says the test
+    /// skips) and a server with `args`. Keep the environment bound to the end of the test:
+    /// dropping it checks for leftover containers.
+    pub async fn docker_server(args: &[&str]) -> Option<(Self, Server)> {
+        let env = Self::for_docker()?;
+        let server = env.serve(args).await;
+        Some((env, server))
+    }
+
+    /// Like [`TestEnv::docker_server`] with the default settings, and a chat whose sandbox runs.
+    pub async fn docker_sandbox() -> Option<(Self, Server, String)> {
+        let (env, server) = Self::docker_server(&[]).await?;
         let chat_id = server.new_sandbox().await;
         Some((env, server, chat_id))
     }
@@ -279,6 +301,9 @@ impl TestEnv {
         command.arg(subcommand).arg("--data-dir").arg(self.data_dir());
         if subcommand != "migrate" {
             command.args(["--instance-id", &self.instance_id, "--image", &self.image]);
+            if let Some(runtime) = sandbox_runtime() {
+                command.args(["--runtime", &runtime]);
+            }
         }
         command
     }
@@ -560,9 +585,11 @@ impl DockerProxy {
     }
 
     /// The engine's socket for a test that proxies it: `None` where [`docker`] says the test
-    /// skips, or (printing so) when `DOCKER_HOST` is not a Unix socket.
-    pub fn engine_for(test: &str) -> Option<PathBuf> {
-        docker(test)?;
+    /// skips (naming it by [`test_name`]), or (printing so) when `DOCKER_HOST` is not a Unix
+    /// socket.
+    pub fn engine_for_test() -> Option<PathBuf> {
+        let test = test_name();
+        docker(&test)?;
         let engine = Self::engine_socket();
         if engine.is_none() {
             println!("skipped {test}: DOCKER_HOST is not a unix socket");

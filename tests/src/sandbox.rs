@@ -87,6 +87,16 @@ impl Server {
         (status, content_type, response.bytes().await.expect("a body").to_vec())
     }
 
+    /// A download that is answered with an error: its status and JSON body.
+    pub async fn download_error(&self, chat_id: &str, path: &str) -> (StatusCode, Value) {
+        let (status, _, body) = self.download(chat_id, path).await;
+        let text = String::from_utf8_lossy(&body);
+        let body = serde_json::from_slice(&body).unwrap_or_else(|error| {
+            panic!("download of {path}: {status}, not JSON ({error}): {text}")
+        });
+        (status, body)
+    }
+
     /// `POST /v1/chats/{chat_id}/sandbox/keepalive` with a JSON body.
     pub async fn keep_alive(&self, chat_id: &str, body: &str) -> (StatusCode, Value) {
         let request = self

@@ -4,6 +4,7 @@
 //! the README's commands and CI run exactly the same steps.
 
 mod deps;
+mod gvisor;
 mod image;
 mod pyclient;
 mod schemathesis;
@@ -26,7 +27,9 @@ tasks:
            SANDKEEPER_REQUIRE_SCHEMATHESIS=1 a test that cannot have them fails instead of
            skipping. With Docker it builds every image below and, after the full run on the
            default image, runs the black-box exec, file and timeout tests again on the bash and
-           python images. Then the Python client: its pinned tools installed from PyPI into
+           python images, and under gVisor on the engine SANDKEEPER_GVISOR_HOST names (a
+           DOCKER_HOST URL; `.ci/gvisor.sh start DIR` starts one; SANDKEEPER_REQUIRE_GVISOR=1
+           fails without it). Then the Python client: its pinned tools installed from PyPI into
            target/pyclient-venv, its wheel built, mypy --strict, and its pytest suite against
            the built binary (clients/python/README.md).
   lint     rustfmt check, clippy with warnings denied, the crate dependency rule, and cargo-deny
@@ -188,6 +191,9 @@ fn test(extra: &[String]) -> Result<(), String> {
         if let Err(error) = pass {
             failed.push(format!("on image {}: {error}", image.tag()));
         }
+    }
+    if let Err(error) = gvisor::pass() {
+        failed.push(error);
     }
     eprintln!("xtask test: the Python client (clients/python) against the built binary");
     if let Err(error) = pyclient::check(&root()) {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use common::*;
 use sandkeeper_adapters_docker::{
-    DEFAULT_UID_RANGE, DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT,
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION, LABEL_UID,
+    DEFAULT_UID_RANGE, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE,
+    LABEL_MANAGED, LABEL_SESSION, LABEL_UID,
 };
 use sandkeeper_domain::ContainerId;
 use sandkeeper_ports::{ContainerSpec, ContainerState, RuntimeError, SandboxRuntime};
@@ -80,8 +80,7 @@ async fn create_starts_a_named_labelled_container_with_every_hardening_applied()
 
 #[tokio::test]
 async fn inside_the_sandbox_the_user_is_unprivileged_offline_and_writes_only_tmp_and_workspace() {
-    let Some(engine) = Engine::start("inside_the_sandbox").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((_engine, id)) = Engine::with_sandbox("inside_the_sandbox").await else { return };
 
     let (_, ids) = exec(&id, "id -u; id -g");
     let ids: Vec<u32> = ids.lines().map(|id| id.parse().unwrap()).collect();
@@ -122,8 +121,9 @@ async fn inside_the_sandbox_the_user_is_unprivileged_offline_and_writes_only_tmp
 
 #[tokio::test]
 async fn stop_removes_the_container_and_succeeds_when_it_is_already_gone() {
-    let Some(engine) = Engine::start("stop_removes_the_container").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("stop_removes_the_container").await else {
+        return;
+    };
 
     let started = Instant::now();
     engine.runtime.stop(&id).await.unwrap();
@@ -158,8 +158,7 @@ async fn stop_refuses_containers_without_this_instances_labels_and_leaves_them_r
 
 #[tokio::test]
 async fn inspect_says_exited_for_a_killed_container_and_missing_for_a_removed_one() {
-    let Some(engine) = Engine::start("inspect_says_exited").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("inspect_says_exited").await else { return };
 
     docker(&["kill", id.as_str()]);
     assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Exited);
@@ -240,44 +239,36 @@ async fn a_create_refuses_to_adopt_a_foreign_container_with_the_same_name() {
 
 #[tokio::test]
 async fn a_container_that_cannot_start_is_removed_and_the_error_says_why() {
-    let Some(engine) = Engine::start_with("a_container_that_cannot_start", |config| DockerConfig {
-        // Created fine, refused at start: the image has no such program.
-        // (Without docker-init, which would start and then fail to run it.)
-        command: Some(vec!["nosuchprogram".to_owned()]),
-        init: false,
-        ..config
+    let Some((engine, error)) = refused_create("a_container_that_cannot_start", |config| {
+        DockerConfig {
+            // Created fine, refused at start: the image has no such program.
+            // (Without docker-init, which would start and then fail to run it.)
+            command: Some(vec!["nosuchprogram".to_owned()]),
+            init: false,
+            ..config
+        }
     })
     .await
     else {
         return;
     };
-    let error = engine.runtime.create(&spec()).await.unwrap_err();
     assert!(
         matches!(&error, RuntimeError::Failed(message) if report(message).contains("could not start") && report(message).contains("nosuchprogram")),
         "{error:?}"
     );
-    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
     let filter = format!("label={LABEL_INSTANCE}={}", engine.instance);
     assert_eq!(docker(&["ps", "-aq", "--filter", &filter]), "");
 }
 
 #[tokio::test]
 async fn a_missing_image_is_reported_as_such() {
-    let Some(engine) = Engine::start_with("a_missing_image", |config| DockerConfig {
-        image: "sandkeeper/no-such-image:never".to_owned(),
-        ..config
-    })
-    .await
-    else {
+    let image = "sandkeeper/no-such-image:never";
+    let configure = |config| DockerConfig { image: image.to_owned(), ..config };
+    let Some((_engine, error)) = refused_create("a_missing_image", configure).await else {
         return;
     };
-    let error = engine.runtime.create(&spec()).await.unwrap_err();
-    assert_eq!(
-        error,
-        RuntimeError::ImageMissing { image: "sandkeeper/no-such-image:never".into() }
-    );
-    assert!(error.to_string().contains("sandkeeper/no-such-image:never"), "{error}");
-    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
+    assert_eq!(error, RuntimeError::ImageMissing { image: image.into() });
+    assert!(error.to_string().contains(image), "{error}");
 }
 
 #[tokio::test]
@@ -342,42 +333,12 @@ async fn an_unreachable_engine_is_unavailable_fast_and_named() {
 /// Needs no engine: every call is timed, failed ones too.
 #[test]
 fn every_call_records_its_duration_by_operation() {
-    let recorder = metrics_util::debugging::DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let config = DockerConfig {
-            docker_host: Some("unix:///nonexistent.sock".to_owned()),
-            ..DockerConfig::new(image::IMAGE, "test-metrics")
-        };
-        let runtime = DockerRuntime::new(config).unwrap();
+    let counts = durations_recorded(|runtime| async move {
         let id = ContainerId::new("sandkeeper-x").unwrap();
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
-            async {
-                let _ = runtime.ping().await;
-                let _ = runtime.inspect(&id).await;
-                let _ = runtime.inspect(&id).await;
-            },
-        );
+        let _ = runtime.ping().await;
+        let _ = runtime.inspect(&id).await;
+        let _ = runtime.inspect(&id).await;
     });
-    let mut counts: Vec<(String, usize)> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, ..)| key.key().name() == DURATION_METRIC)
-        .map(|(key, _, _, value)| {
-            let operation = key
-                .key()
-                .labels()
-                .find(|label| label.key() == "operation")
-                .map(|label| label.value().to_owned())
-                .unwrap_or_default();
-            let metrics_util::debugging::DebugValue::Histogram(samples) = value else {
-                panic!("{DURATION_METRIC} is not a histogram")
-            };
-            (operation, samples.len())
-        })
-        .collect();
-    counts.sort();
     assert_eq!(counts, vec![("inspect".to_owned(), 2), ("ping".to_owned(), 1)]);
 }
 
@@ -408,20 +369,16 @@ async fn the_runtime_recovers_by_itself_when_the_engine_appears() {
 
 #[tokio::test]
 async fn a_network_that_does_not_exist_is_named_in_the_error_and_nothing_is_left() {
-    let Some(engine) = Engine::start_with("a_network_that_does_not_exist", |config| DockerConfig {
-        network_mode: "sandkeeper-no-such-network".to_owned(),
-        ..config
-    })
-    .await
+    let network = "sandkeeper-no-such-network";
+    let configure = |config| DockerConfig { network_mode: network.to_owned(), ..config };
+    let Some((_engine, error)) = refused_create("a_network_that_does_not_exist", configure).await
     else {
         return;
     };
-    let error = engine.runtime.create(&spec()).await.unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::Failed(message) if report(message).contains("sandkeeper-no-such-network")),
+        matches!(&error, RuntimeError::Failed(message) if report(message).contains(network)),
         "{error:?}"
     );
-    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![]);
 }
 
 #[tokio::test]
@@ -517,6 +474,18 @@ async fn two_sandboxes_run_as_different_uids_and_cannot_reach_their_main_process
 }
 
 /// A cause with the whole chain under it, as the edges show it.
+/// Creates a sandbox on an engine with `configure`d settings: the create must fail and leave
+/// no container of the instance behind. The engine and the error (`None` where the test skips).
+async fn refused_create(
+    test: &str,
+    configure: impl FnOnce(DockerConfig) -> DockerConfig,
+) -> Option<(Engine, RuntimeError)> {
+    let engine = Engine::start_with(test, configure).await?;
+    let error = engine.runtime.create(&spec()).await.unwrap_err();
+    assert_eq!(engine.runtime.list_managed().await.unwrap(), vec![], "after {error:?}");
+    Some((engine, error))
+}
+
 fn report(cause: &sandkeeper_ports::Cause) -> String {
     sandkeeper_ports::Report(cause).to_string()
 }

@@ -50,8 +50,9 @@ fn processes_matching(id: &ContainerId, needle: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn exec_returns_stdout_stderr_and_the_exit_code() {
-    let Some(engine) = Engine::start("exec_returns_stdout_stderr").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("exec_returns_stdout_stderr").await else {
+        return;
+    };
 
     let output = run(&engine.runtime, &id, request(&["echo", "hello", "world"])).await;
     assert_eq!(text(&output.stdout), "hello world\n");
@@ -84,8 +85,7 @@ async fn exec_returns_stdout_stderr_and_the_exit_code() {
 
 #[tokio::test]
 async fn exec_feeds_stdin_sets_the_environment_and_the_working_directory() {
-    let Some(engine) = Engine::start("exec_feeds_stdin").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("exec_feeds_stdin").await else { return };
 
     let mut with_stdin = request(&["cat"]);
     let binary: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
@@ -122,8 +122,7 @@ async fn exec_feeds_stdin_sets_the_environment_and_the_working_directory() {
 
 #[tokio::test]
 async fn output_beyond_the_cap_is_read_and_discarded_so_the_command_still_finishes() {
-    let Some(engine) = Engine::start("output_beyond_the_cap").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("output_beyond_the_cap").await else { return };
 
     // 8 MiB on stdout and 8 MiB on stderr, far beyond a 64 KiB cap: the command is never
     // blocked on a full pipe, so it exits by itself with its own status.
@@ -146,8 +145,7 @@ async fn output_beyond_the_cap_is_read_and_discarded_so_the_command_still_finish
 
 #[tokio::test]
 async fn a_command_that_never_stops_writing_is_capped_and_returns_at_its_timeout() {
-    let Some(engine) = Engine::start("never_stops_writing").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("never_stops_writing").await else { return };
 
     let mut spew = request(&["yes"]);
     spew.timeout = Duration::from_secs(2);
@@ -164,8 +162,7 @@ async fn a_command_that_never_stops_writing_is_capped_and_returns_at_its_timeout
 
 #[tokio::test]
 async fn a_timeout_kills_the_command_and_every_process_it_started() {
-    let Some(engine) = Engine::start("a_timeout_kills").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("a_timeout_kills").await else { return };
 
     let mut slow = shell("echo started; sleep 100 & sleep 100 & wait");
     slow.timeout = Duration::from_secs(1);
@@ -192,8 +189,7 @@ async fn a_timeout_kills_the_command_and_every_process_it_started() {
 
 #[tokio::test]
 async fn a_timeout_also_kills_children_that_left_the_session_and_orphans() {
-    let Some(engine) = Engine::start("a_timeout_kills_escapees").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("a_timeout_kills_escapees").await else { return };
 
     // One child starts a session of its own; another is orphaned (its parent exits at once)
     // and is adopted by init; a third ignores SIGTERM. All must go.
@@ -209,8 +205,7 @@ async fn a_timeout_also_kills_children_that_left_the_session_and_orphans() {
 
 #[tokio::test]
 async fn a_timed_out_fork_bomb_is_killed_and_the_sandbox_recovers() {
-    let Some(engine) = Engine::start("a_timed_out_fork_bomb").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("a_timed_out_fork_bomb").await else { return };
 
     // Every bomb process forks for as long as it lives, and the command itself never ends by
     // itself (it becomes a sleep once the bomb is lit), so only the timeout can end it.
@@ -240,8 +235,9 @@ fn alive_of(id: &ContainerId, file: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_timeout_kills_double_forked_escapees_but_not_the_processes_of_a_concurrent_exec() {
-    let Some(engine) = Engine::start("a_timeout_kills_double_forked").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("a_timeout_kills_double_forked").await else {
+        return;
+    };
 
     // Another exec in the same sandbox (same uid) double-forks a sleeper of its own and keeps
     // running: the timeout of the command below must leave both alone.
@@ -288,8 +284,7 @@ async fn a_timeout_kills_double_forked_escapees_but_not_the_processes_of_a_concu
 
 #[tokio::test]
 async fn ten_concurrent_execs_in_one_sandbox_all_complete_with_their_own_output() {
-    let Some(engine) = Engine::start("ten_concurrent_execs").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("ten_concurrent_execs").await else { return };
 
     let requests: Vec<ExecRequest> =
         (0..10).map(|n| shell(&format!("sleep 0.5; echo exec-{n}; exit {n}"))).collect();
@@ -321,8 +316,7 @@ async fn exec_in_a_missing_or_stopped_container_says_it_is_not_running() {
 
 #[tokio::test]
 async fn an_exec_in_flight_when_its_sandbox_is_removed_fails_as_not_running() {
-    let Some(engine) = Engine::start("an_exec_in_flight").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("an_exec_in_flight").await else { return };
 
     let runtime = engine.runtime.clone();
     let running = {
@@ -343,11 +337,7 @@ async fn an_exec_in_flight_when_its_sandbox_is_removed_fails_as_not_running() {
 /// Needs no engine: an address where nothing listens.
 #[tokio::test]
 async fn exec_on_an_unreachable_engine_is_unavailable_fast() {
-    let config = sandkeeper_adapters_docker::DockerConfig {
-        docker_host: Some("unix:///nonexistent.sock".to_owned()),
-        ..sandkeeper_adapters_docker::DockerConfig::new(image::IMAGE, "test-unreachable-exec")
-    };
-    let runtime = DockerRuntime::new(config).unwrap();
+    let runtime = runtime_without_engine();
     let started = Instant::now();
     let error = runtime
         .exec(&ContainerId::new("sandkeeper-x").unwrap(), &request(&["true"]))
@@ -364,26 +354,14 @@ async fn exec_on_an_unreachable_engine_is_unavailable_fast() {
 /// Needs no engine: an exec is timed like every other engine call.
 #[test]
 fn exec_records_its_duration() {
-    let recorder = metrics_util::debugging::DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let config = sandkeeper_adapters_docker::DockerConfig {
-            docker_host: Some("unix:///nonexistent.sock".to_owned()),
-            ..sandkeeper_adapters_docker::DockerConfig::new(image::IMAGE, "test-exec-metrics")
-        };
-        let runtime = DockerRuntime::new(config).unwrap();
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
-            async {
-                let id = ContainerId::new("sandkeeper-x").unwrap();
-                let _ = runtime.exec(&id, &request(&["true"])).await;
-            },
-        );
+    let counts = durations_recorded(|runtime| async move {
+        let id = ContainerId::new("sandkeeper-x").unwrap();
+        let _ = runtime.exec(&id, &request(&["true"])).await;
     });
-    let recorded = snapshotter.snapshot().into_vec().into_iter().any(|(key, ..)| {
-        key.key().name() == DURATION_METRIC
-            && key.key().labels().any(|label| label.key() == "operation" && label.value() == "exec")
-    });
-    assert!(recorded, "{DURATION_METRIC}{{operation=exec}} was not recorded");
+    assert!(
+        counts.iter().any(|(operation, _)| operation == "exec"),
+        "{DURATION_METRIC}{{operation=exec}} was not recorded: {counts:?}"
+    );
 }
 
 /// A cause with the whole chain under it, as the edges show it.

@@ -32,8 +32,7 @@ fn sh(id: &ContainerId, script: &str) -> String {
 
 #[tokio::test]
 async fn an_upload_creates_its_directories_and_downloads_back_byte_for_byte() {
-    let Some(engine) = Engine::start("upload_round_trip").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("upload_round_trip").await else { return };
     let bytes = binary(300_000);
 
     engine.runtime.upload(&id, &path("project/src/data.bin"), &bytes).await.unwrap();
@@ -80,8 +79,7 @@ async fn an_upload_creates_its_directories_and_downloads_back_byte_for_byte() {
 
 #[tokio::test]
 async fn missing_files_are_not_found_and_the_limit_is_enforced_before_reading() {
-    let Some(engine) = Engine::start("download_limits").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("download_limits").await else { return };
 
     for missing in ["nothing-here", "no/such/dir/file"] {
         let error = engine.runtime.download(&id, &path(missing), LIMIT).await.unwrap_err();
@@ -97,8 +95,7 @@ async fn missing_files_are_not_found_and_the_limit_is_enforced_before_reading() 
 
 #[tokio::test]
 async fn directories_and_files_in_the_way_are_refused() {
-    let Some(engine) = Engine::start("files_in_the_way").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("files_in_the_way").await else { return };
     sh(&id, "mkdir -p /workspace/dir && echo x > /workspace/file");
 
     let error = engine.runtime.download(&id, &path("dir"), LIMIT).await.unwrap_err();
@@ -117,8 +114,7 @@ async fn directories_and_files_in_the_way_are_refused() {
 
 #[tokio::test]
 async fn symbolic_links_out_of_the_workspace_are_refused_both_ways() {
-    let Some(engine) = Engine::start("symlinks_out").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("symlinks_out").await else { return };
     sh(
         &id,
         "ln -s /etc/passwd /workspace/passwd && ln -s /tmp /workspace/tmplink \
@@ -169,8 +165,7 @@ async fn symbolic_links_out_of_the_workspace_are_refused_both_ways() {
 
 #[tokio::test]
 async fn symbolic_links_that_stay_inside_the_workspace_are_followed() {
-    let Some(engine) = Engine::start("symlinks_inside").await else { return };
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, id)) = Engine::with_sandbox("symlinks_inside").await else { return };
     sh(
         &id,
         "mkdir -p /workspace/real && echo original > /workspace/real/file \

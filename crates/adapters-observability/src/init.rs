@@ -327,22 +327,9 @@ mod tests {
         assert_eq!(event["span"]["chat.id"], "chat-1");
     }
 
-    #[derive(Debug, Clone, Default)]
-    struct Exported(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
-
-    impl opentelemetry_sdk::trace::SpanExporter for Exported {
-        async fn export(
-            &self,
-            batch: Vec<opentelemetry_sdk::trace::SpanData>,
-        ) -> opentelemetry_sdk::error::OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn with_traces_the_logs_keep_their_filter_and_the_exporter_takes_sandkeepers_spans() {
-        let exported = Exported::default();
+        let exported = crate::otlp::RecordedSpans::default();
         let traces = Traces::with_exporter(exported.clone());
         let buffer = SharedBuffer::default();
         let writer = buffer.clone();

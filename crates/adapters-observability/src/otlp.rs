@@ -272,10 +272,22 @@ async fn export<E: SpanExporter>(exporter: &E, batch: &mut Vec<SpanData>) {
     }
 }
 
+/// An exporter that keeps every span it is given: the tests of this crate read what was
+/// exported from it.
+#[cfg(test)]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecordedSpans(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<SpanData>>>);
+
+#[cfg(test)]
+impl SpanExporter for RecordedSpans {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
 
     #[test]
@@ -319,20 +331,10 @@ mod tests {
         assert!(text.contains("otlp_spans_dropped_total{reason=\"queue_full\"} 2"), "{text}");
     }
 
-    #[derive(Debug, Clone, Default)]
-    struct Recorded(Arc<Mutex<Vec<SpanData>>>);
-
-    impl SpanExporter for Recorded {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn a_flush_exports_the_queued_spans_with_the_callers_trace() {
         use tracing_subscriber::layer::SubscriberExt;
-        let recorded = Recorded::default();
+        let recorded = RecordedSpans::default();
         let traces = Traces::with_exporter(recorded.clone());
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(traces.tracer()));

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, SandboxSession, Timestamp};
 use sandkeeper_ports::StoreError;
 use uuid::Uuid;
@@ -48,8 +47,8 @@ impl Statement {
 }
 
 /// What one backend does differently: encoding, decoding, its clock in SQL, and running a
-/// statement on its pool.
-#[async_trait]
+/// statement on its pool. The methods whose text is the same on every backend are written once,
+/// by [`same_in_every_dialect`].
 pub(crate) trait Dialect: Send + Sync + 'static {
     /// The database's current instant, in the type of the timestamp columns, for SQL text.
     const NOW: &'static str;
@@ -62,22 +61,41 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// Where the store is, for error messages.
     fn ctx(&self) -> &ErrorContext;
 
+    /// A failure of sqlx as the port's error, naming the store.
+    fn store_error(&self, error: sqlx::Error) -> StoreError {
+        self.ctx().store_error(error)
+    }
+
     /// The sessions a `SELECT` of `SESSION_COLUMNS` returns, in order.
-    async fn sessions(&self, statement: Statement) -> Result<Vec<SandboxSession>, StoreError>;
+    fn sessions(
+        &self,
+        statement: Statement,
+    ) -> impl Future<Output = Result<Vec<SandboxSession>, StoreError>> + Send;
 
     /// The first row's columns read as booleans, `None` without a row.
-    async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error>;
+    fn flags(
+        &self,
+        statement: Statement,
+    ) -> impl Future<Output = Result<Option<Vec<bool>>, sqlx::Error>> + Send;
 
     /// The first row's columns read as text (NULL as `None`), `None` without a row.
-    async fn texts(&self, statement: Statement)
-    -> Result<Option<Vec<Option<String>>>, sqlx::Error>;
+    fn texts(
+        &self,
+        statement: Statement,
+    ) -> impl Future<Output = Result<Option<Vec<Option<String>>>, sqlx::Error>> + Send;
 
     /// The first column of the one row a statement returns, as an integer.
-    async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error>;
+    fn integer(
+        &self,
+        statement: Statement,
+    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
 
     /// Runs the statements in order in one transaction (a single statement runs on its own,
     /// in autocommit mode) and returns how many rows the last one changed.
-    async fn execute(&self, statements: Vec<Statement>) -> Result<u64, sqlx::Error>;
+    fn execute(
+        &self,
+        statements: Vec<Statement>,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
     /// The chat's running session read without the pool, when the backend can answer so at
     /// once; `None` sends the caller to the pool.
@@ -88,6 +106,61 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         None
     }
 }
+
+/// Inside `impl Dialect for ...`, the methods whose text is the same on every backend: only the
+/// types differ. The dialect has a `pool` and a `ctx`, and its module a `query` that binds a
+/// [`Statement`]'s values and a `session_from_row`.
+macro_rules! same_in_every_dialect {
+    () => {
+        fn ctx(&self) -> &$crate::error::ErrorContext {
+            &self.ctx
+        }
+
+        async fn sessions(
+            &self,
+            statement: $crate::dialect::Statement,
+        ) -> Result<Vec<sandkeeper_domain::SandboxSession>, sandkeeper_ports::StoreError> {
+            let rows = query(&statement)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|error| self.ctx.store_error(error))?;
+            rows.iter().map(session_from_row).collect()
+        }
+
+        async fn texts(
+            &self,
+            statement: $crate::dialect::Statement,
+        ) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
+            $crate::dialect::columns(query(&statement).fetch_optional(&self.pool).await?)
+        }
+
+        async fn integer(&self, statement: $crate::dialect::Statement) -> Result<i64, sqlx::Error> {
+            sqlx::Row::try_get::<i64, _>(&query(&statement).fetch_one(&self.pool).await?, 0)
+        }
+    };
+}
+pub(crate) use same_in_every_dialect;
+
+/// Runs `statements` on `pool` as [`Dialect::execute`] says: a single one on its own, several
+/// in one transaction; how many rows the last one changed.
+macro_rules! execute_in_one_transaction {
+    ($pool:expr, $statements:expr) => {{
+        let pool = $pool;
+        let statements: &[$crate::dialect::Statement] = $statements;
+        if let [statement] = statements {
+            Ok(query(statement).execute(pool).await?.rows_affected())
+        } else {
+            let mut tx = pool.begin().await?;
+            let mut changed = 0;
+            for statement in statements {
+                changed = query(statement).execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+            Ok(changed)
+        }
+    }};
+}
+pub(crate) use execute_in_one_transaction;
 
 /// Every column of `row` (the first row of a statement, if any) read as `T`.
 pub(crate) fn columns<R, T>(row: Option<R>) -> Result<Option<Vec<T>>, sqlx::Error>

@@ -21,13 +21,9 @@ impl<D: Dialect> SqlLeases<D> {
         Self { db }
     }
 
-    fn store_error(&self, error: sqlx::Error) -> StoreError {
-        self.db.ctx().store_error(error)
-    }
-
     async fn changed(&self, statement: Statement) -> Result<bool, StoreError> {
         let changed = self.db.execute(vec![statement]).await;
-        Ok(changed.map_err(|error| self.store_error(error))? == 1)
+        Ok(changed.map_err(|error| self.db.store_error(error))? == 1)
     }
 
     /// `sql` with `{now}` replaced by the database's clock.
@@ -54,7 +50,7 @@ impl<D: Dialect> MaintenanceLeases for SqlLeases<D> {
         ))
         .bind(name())
         .bind(Value::Span(request.min_interval));
-        match self.db.flags(gate).await.map_err(|error| self.store_error(error))? {
+        match self.db.flags(gate).await.map_err(|error| self.db.store_error(error))? {
             Some(flags) => {
                 if flags.iter().any(|&flag| flag) {
                     return Ok(false);
@@ -67,7 +63,7 @@ impl<D: Dialect> MaintenanceLeases for SqlLeases<D> {
                      VALUES ($1, NULL, {now}, NULL) ON CONFLICT (name) DO NOTHING",
                 ))
                 .bind(name());
-                self.db.execute(vec![create]).await.map_err(|error| self.store_error(error))?;
+                self.db.execute(vec![create]).await.map_err(|error| self.db.store_error(error))?;
             }
         }
         // One statement that wins only while the lease is free: SQLite runs writes one at a
@@ -134,7 +130,7 @@ impl<D: Dialect> MaintenanceLeases for SqlLeases<D> {
                     .bind(Value::Text(name.to_owned())),
             )
             .await
-            .map_err(|error| self.store_error(error))?;
+            .map_err(|error| self.db.store_error(error))?;
         Ok(row.and_then(|columns| columns.into_iter().next().flatten()))
     }
 

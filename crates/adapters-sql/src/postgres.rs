@@ -8,7 +8,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sandkeeper_domain::SandboxSession;
 use sandkeeper_ports::inprocess::ProcessLocalLocker;
 use sandkeeper_ports::{Cause, StoreError};
@@ -18,7 +17,9 @@ use sqlx::query::Query;
 use sqlx::{ConnectOptions, Connection, PgPool, Postgres, Row};
 
 use crate::advisory::PgAdvisoryLocker;
-use crate::dialect::{Dialect, Statement, Value, columns};
+use crate::dialect::{
+    Dialect, Statement, Value, columns, execute_in_one_transaction, same_in_every_dialect,
+};
 use crate::error::{ConnectError, ErrorContext};
 use crate::rows::{RawSession, duration_micros};
 
@@ -62,7 +63,6 @@ pub(crate) struct PgDialect {
     pub(crate) ctx: Arc<ErrorContext>,
 }
 
-#[async_trait]
 impl Dialect for PgDialect {
     const NOW: &'static str = "now()";
 
@@ -71,44 +71,14 @@ impl Dialect for PgDialect {
     /// capacity" (0x73616e64 = "sand"), and must stay the same across versions.
     const WRITERS_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(1935765092, 1)");
 
-    fn ctx(&self) -> &ErrorContext {
-        &self.ctx
-    }
-
-    async fn sessions(&self, statement: Statement) -> Result<Vec<SandboxSession>, StoreError> {
-        let rows = query(&statement)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| self.ctx.store_error(error))?;
-        rows.iter().map(session_from_row).collect()
-    }
+    same_in_every_dialect!();
 
     async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error> {
         columns(query(&statement).fetch_optional(&self.pool).await?)
     }
 
-    async fn texts(
-        &self,
-        statement: Statement,
-    ) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
-        columns(query(&statement).fetch_optional(&self.pool).await?)
-    }
-
-    async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error> {
-        query(&statement).fetch_one(&self.pool).await?.try_get::<i64, _>(0)
-    }
-
     async fn execute(&self, statements: Vec<Statement>) -> Result<u64, sqlx::Error> {
-        if let [statement] = statements.as_slice() {
-            return Ok(query(statement).execute(&self.pool).await?.rows_affected());
-        }
-        let mut tx = self.pool.begin().await?;
-        let mut changed = 0;
-        for statement in &statements {
-            changed = query(statement).execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(changed)
+        execute_in_one_transaction!(&self.pool, &statements)
     }
 }
 

@@ -59,10 +59,6 @@ impl<D: Dialect> SqlSessions<D> {
         Self { db }
     }
 
-    fn store_error(&self, error: sqlx::Error) -> StoreError {
-        self.db.ctx().store_error(error)
-    }
-
     /// Saves many sessions in one transaction (all or none), with multi-row inserts.
     pub(crate) async fn save_many(&self, sessions: &[SandboxSession]) -> Result<(), SaveError> {
         let statements = sessions.chunks(ROWS_PER_INSERT).map(upsert).collect();
@@ -71,7 +67,7 @@ impl<D: Dialect> SqlSessions<D> {
             Err(error) if is_running_per_chat_violation(&error) => {
                 Err(self.conflict_in_batch(sessions).await)
             }
-            Err(error) => Err(SaveError::Store(self.store_error(error))),
+            Err(error) => Err(SaveError::Store(self.db.store_error(error))),
         }
     }
 
@@ -100,7 +96,7 @@ impl<D: Dialect> SqlSessions<D> {
 
     async fn changed(&self, statement: Statement) -> Result<bool, StoreError> {
         let changed = self.db.execute(vec![statement]).await;
-        Ok(changed.map_err(|error| self.store_error(error))? == 1)
+        Ok(changed.map_err(|error| self.db.store_error(error))? == 1)
     }
 
     async fn one(&self, statement: Statement) -> Result<Option<SandboxSession>, StoreError> {
@@ -138,7 +134,7 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
             Err(error) if is_running_per_chat_violation(&error) => {
                 Err(SaveError::Conflict { chat_id: session.chat_id })
             }
-            Err(error) => Err(SaveError::Store(self.store_error(error))),
+            Err(error) => Err(SaveError::Store(self.db.store_error(error))),
         }
     }
 
@@ -166,7 +162,7 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
             Err(error) if is_running_per_chat_violation(&error) => {
                 Err(SaveError::Conflict { chat_id: session.chat_id })
             }
-            Err(error) => Err(SaveError::Store(self.store_error(error))),
+            Err(error) => Err(SaveError::Store(self.db.store_error(error))),
         }
     }
 
@@ -211,7 +207,7 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
                 "SELECT COUNT(*) FROM sandbox_sessions WHERE status = 'running'",
             ))
             .await
-            .map_err(|error| self.store_error(error))?;
+            .map_err(|error| self.db.store_error(error))?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
@@ -264,7 +260,7 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
                     "session {session_id} cannot become running: its chat already has another running session"
                 ).into()))
             }
-            Err(error) => Err(self.store_error(error)),
+            Err(error) => Err(self.db.store_error(error)),
         }
     }
 }

@@ -9,7 +9,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, SandboxSession, Timestamp};
 use sandkeeper_ports::{Cause, StoreError};
 use sqlx::query::Query;
@@ -20,7 +19,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use crate::dialect::{Dialect, Statement, Value, columns};
+use crate::dialect::{
+    Dialect, Statement, Value, execute_in_one_transaction, same_in_every_dialect,
+};
 use crate::error::{ConnectError, ErrorContext, is_sqlite_busy};
 use crate::rows::{RawSession, duration_micros};
 use crate::sqlite_inline::{InlineReader, SessionRow};
@@ -269,20 +270,10 @@ impl SqliteDialect {
     }
 
     async fn write(&self, statements: &[Statement]) -> Result<u64, sqlx::Error> {
-        if let [statement] = statements {
-            return Ok(query(statement).execute(&self.pool).await?.rows_affected());
-        }
-        let mut tx = self.pool.begin().await?;
-        let mut changed = 0;
-        for statement in statements {
-            changed = query(statement).execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(changed)
+        execute_in_one_transaction!(&self.pool, statements)
     }
 }
 
-#[async_trait]
 impl Dialect for SqliteDialect {
     /// Microseconds since the epoch by the host's clock (`julianday` counts days, to the
     /// millisecond), the same instant for every use within one statement.
@@ -291,17 +282,7 @@ impl Dialect for SqliteDialect {
     /// One writer at a time, whatever the process: a single statement is already one step.
     const WRITERS_LOCK: Option<&'static str> = None;
 
-    fn ctx(&self) -> &ErrorContext {
-        &self.ctx
-    }
-
-    async fn sessions(&self, statement: Statement) -> Result<Vec<SandboxSession>, StoreError> {
-        let rows = query(&statement)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| self.ctx.store_error(error))?;
-        rows.iter().map(session_from_row).collect()
-    }
+    same_in_every_dialect!();
 
     async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error> {
         let row = query(&statement).fetch_optional(&self.pool).await?;
@@ -311,17 +292,6 @@ impl Dialect for SqliteDialect {
             .map(|n| Ok(row.try_get_unchecked::<i64, _>(n)? != 0))
             .collect::<Result<_, _>>()
             .map(Some)
-    }
-
-    async fn texts(
-        &self,
-        statement: Statement,
-    ) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
-        columns(query(&statement).fetch_optional(&self.pool).await?)
-    }
-
-    async fn integer(&self, statement: Statement) -> Result<i64, sqlx::Error> {
-        query(&statement).fetch_one(&self.pool).await?.try_get::<i64, _>(0)
     }
 
     async fn execute(&self, statements: Vec<Statement>) -> Result<u64, sqlx::Error> {

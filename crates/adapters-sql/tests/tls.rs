@@ -6,83 +6,18 @@
 //! PostgreSQL binaries or `openssl` it says it skipped; with `SANDKEEPER_REQUIRE_POSTGRES=1` it
 //! fails instead.
 
-mod support;
+// The black-box harness's private cluster, without depending on the harness.
+#[path = "../../../tests/src/cluster.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod cluster;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use cluster::PrivateCluster;
 use sandkeeper_adapters_sql::{ConnectError, SqlStore, StoreOptions};
 use sqlx::{Connection, Row};
-use tempfile::TempDir;
 
 const PORT: u16 = 55472;
-
-/// A PostgreSQL server that serves TLS with a certificate of the test CA, stopped (and its files
-/// removed) when dropped, also when the test fails.
-struct TlsPostgres {
-    dir: TempDir,
-}
-
-impl TlsPostgres {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres.sh")
-    }
-
-    /// `None` (after saying why) where the server cannot be had, unless it is required.
-    fn start() -> Option<Self> {
-        let required = std::env::var(support::REQUIRE_POSTGRES).is_ok_and(|value| value == "1");
-        let found = |probe: &str| {
-            Command::new("sh").args(["-c", probe]).output().is_ok_and(|out| out.status.success())
-        };
-        let missing = if !found("command -v initdb || ls /usr/lib/postgresql/*/bin/initdb") {
-            Some("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        } else if !found("command -v openssl") {
-            Some("the openssl command is not installed")
-        } else if !found("id postgres && [ \"$(id -u)\" = 0 ]") {
-            Some("starting PostgreSQL needs root and a `postgres` account")
-        } else {
-            None
-        };
-        if let Some(why) = missing {
-            assert!(!required, "{}=1 but {why}", support::REQUIRE_POSTGRES);
-            eprintln!("skipped: PostgreSQL TLS test: {why}");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let server = Self { dir };
-        let out = Command::new("bash")
-            .arg(Self::script())
-            .args(["start", &server.dir.path().display().to_string()])
-            .env("PGTLS", "1")
-            .env("PGPORT", PORT.to_string())
-            .output()
-            .expect("run .ci/postgres.sh");
-        assert!(
-            out.status.success(),
-            "the TLS PostgreSQL server did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(server)
-    }
-
-    fn ca(&self, name: &str) -> String {
-        self.dir.path().join("tls").join(name).display().to_string()
-    }
-
-    fn url(&self, host: &str, query: &str) -> String {
-        format!("postgres://postgres@{host}:{PORT}/postgres?{query}")
-    }
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .args(["stop", &self.dir.path().display().to_string()])
-            .output();
-    }
-}
 
 fn options() -> StoreOptions {
     StoreOptions { acquire_timeout: Duration::from_secs(10), ..StoreOptions::default() }
@@ -112,7 +47,9 @@ async fn refused(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
-    let Some(server) = TlsPostgres::start() else {
+    let Some(server) =
+        PrivateCluster::start_tls("sslmode_and_sslrootcert_decide_encryption_and_trust", PORT)
+    else {
         return;
     };
     let ca = server.ca("ca.pem");
@@ -120,7 +57,7 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
 
     // verify-full with the CA that signed the server's certificate: the store works, encrypted.
     for host in ["127.0.0.1", "localhost"] {
-        let url = server.url(host, &format!("sslmode=verify-full&sslrootcert={ca}"));
+        let url = server.url_with(host, &format!("sslmode=verify-full&sslrootcert={ca}"));
         let store = SqlStore::connect(&url, options()).await.expect("verify-full with the CA");
         store.migrate().await.expect("migrations over TLS");
         store.ping().await.expect("a store call over TLS");
@@ -131,7 +68,7 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
 
     // A CA that did not sign it: refused, saying the certificate was not trusted.
     for mode in ["verify-full", "verify-ca"] {
-        let url = server.url("127.0.0.1", &format!("sslmode={mode}&sslrootcert={other_ca}"));
+        let url = server.url_with("127.0.0.1", &format!("sslmode={mode}&sslrootcert={other_ca}"));
         let message = refused(&url).await;
         assert!(message.contains("certificate was not trusted"), "{mode}: {message}");
         assert!(message.contains("sslrootcert"), "{mode}: {message}");
@@ -140,7 +77,7 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
 
     // A CA file that is not there is named, before any connection is tried.
     let missing = server.ca("absent.pem");
-    let url = server.url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={missing}"));
+    let url = server.url_with("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={missing}"));
     match SqlStore::connect(&url, options()).await {
         Err(error @ ConnectError::InvalidUrl { .. }) => {
             let message = error.to_string();
@@ -153,14 +90,14 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
     }
 
     // require encrypts without verifying: the test CA is in no trust store, yet it connects.
-    let url = server.url("127.0.0.1", "sslmode=require");
+    let url = server.url_with("127.0.0.1", "sslmode=require");
     let store = SqlStore::connect(&url, options()).await.expect("require connects unverified");
     store.ping().await.expect("a store call with sslmode=require");
     store.close().await;
     assert!(encrypted(&url).await, "sslmode=require is not encrypted");
 
     // disable talks in the clear.
-    let url = server.url("127.0.0.1", "sslmode=disable");
+    let url = server.url_with("127.0.0.1", "sslmode=disable");
     let store = SqlStore::connect(&url, options()).await.expect("disable connects");
     store.ping().await.expect("a store call with sslmode=disable");
     store.close().await;

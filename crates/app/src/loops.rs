@@ -345,28 +345,31 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_loop_runs_each_interval_survives_failures_and_stops_on_shutdown() {
+    /// A loop started at once, every `interval`, whose pass counts itself and then runs `pass`
+    /// with the number of passes before it: the count, the loop's shutdown and its task.
+    fn counting_loop<Fut>(
+        interval: Duration,
+        pass: impl Fn(usize) -> Fut + Send + 'static,
+    ) -> (Arc<AtomicUsize>, CancellationToken, tokio::task::JoinHandle<()>)
+    where
+        Fut: Future<Output = Pass> + Send + 'static,
+    {
         let passes = Arc::new(AtomicUsize::new(0));
         let shutdown = CancellationToken::new();
         let counter = Arc::clone(&passes);
-        let task = tokio::spawn(run_every(
-            "test",
-            Duration::from_secs(10),
-            true,
-            shutdown.clone(),
-            move || {
-                let counter = Arc::clone(&counter);
-                async move {
-                    // Every other pass fails; the loop must go on regardless.
-                    if counter.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
-                        Pass::Failed
-                    } else {
-                        Pass::Ok
-                    }
-                }
-            },
-        ));
+        let task = tokio::spawn(run_every("test", interval, true, shutdown.clone(), move || {
+            pass(counter.fetch_add(1, Ordering::SeqCst))
+        }));
+        (passes, shutdown, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loop_runs_each_interval_survives_failures_and_stops_on_shutdown() {
+        let (passes, shutdown, task) =
+            counting_loop(Duration::from_secs(10), |before| async move {
+                // Every other pass fails; the loop must go on regardless.
+                if before % 2 == 0 { Pass::Failed } else { Pass::Ok }
+            });
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(passes.load(Ordering::SeqCst), 1, "the first pass runs at once");
         tokio::time::sleep(Duration::from_secs(35)).await;
@@ -381,24 +384,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pass_that_hangs_is_abandoned_and_the_loop_goes_on() {
-        let passes = Arc::new(AtomicUsize::new(0));
-        let shutdown = CancellationToken::new();
-        let counter = Arc::clone(&passes);
-        let _task = tokio::spawn(run_every(
-            "test",
-            Duration::from_secs(1),
-            true,
-            shutdown.clone(),
-            move || {
-                let counter = Arc::clone(&counter);
-                async move {
-                    if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-                        std::future::pending::<()>().await;
-                    }
-                    Pass::Ok
+        let (passes, shutdown, _task) =
+            counting_loop(Duration::from_secs(1), |before| async move {
+                if before == 0 {
+                    std::future::pending::<()>().await;
                 }
-            },
-        ));
+                Pass::Ok
+            });
         tokio::time::sleep(PASS_TIMEOUT + Duration::from_secs(3)).await;
         assert!(passes.load(Ordering::SeqCst) >= 2, "the loop went on after the hung pass");
         shutdown.cancel();

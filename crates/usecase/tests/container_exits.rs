@@ -39,13 +39,21 @@ async fn created(
     outcome.session
 }
 
-#[tokio::test]
-async fn a_container_that_exits_crashes_its_session_and_the_next_request_gets_a_new_sandbox() {
-    let capture = Capture::install();
+/// A store, a fake runtime and a recording lock, with a sandbox of [`CHAT_ID`] [`created`]
+/// through them.
+async fn with_a_sandbox()
+-> (Arc<InMemorySessionRepository>, FakeRuntime, Arc<RecordingLocker>, SandboxSession) {
     let repository = repository_with(&[]).await;
     let runtime = FakeRuntime::new();
     let locker = RecordingLocker::new();
     let session = created(repository.clone(), locker.clone(), &runtime).await;
+    (repository, runtime, locker, session)
+}
+
+#[tokio::test]
+async fn a_container_that_exits_crashes_its_session_and_the_next_request_gets_a_new_sandbox() {
+    let capture = Capture::install();
+    let (repository, runtime, locker, session) = with_a_sandbox().await;
     let record = RecordContainerExit::new(repository.clone(), locker.clone());
 
     runtime.exit(&session.container_id);
@@ -94,10 +102,7 @@ async fn a_container_that_exits_crashes_its_session_and_the_next_request_gets_a_
 #[tokio::test]
 async fn the_exit_of_a_sandbox_sandkeeper_deleted_changes_nothing() {
     let capture = Capture::install();
-    let repository = repository_with(&[]).await;
-    let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let session = created(repository.clone(), locker.clone(), &runtime).await;
+    let (repository, runtime, locker, session) = with_a_sandbox().await;
     let runtime_port = Arc::new(runtime.clone());
     DeleteSandbox::new(repository.clone(), locker.clone(), runtime_port)
         .execute(CHAT_ID)

@@ -12,13 +12,13 @@ use sandkeeper_tests::{
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
-    let Some(env) = TestEnv::for_docker("get_or_create_reuses_replaces_after_ttl_and_deletes")
+    // A cleanup interval far beyond the test, so that the replace is done by the PUT.
+    // The TTL outlasts the first create and the reuse on a loaded machine.
+    let Some((env, server)) =
+        TestEnv::docker_server(&["--ttl", "5s", "--cleanup-interval", "1h"]).await
     else {
         return;
     };
-    // A cleanup interval far beyond the test, so that the replace is done by the PUT.
-    // The TTL outlasts the first create and the reuse on a loaded machine.
-    let server = env.serve(&["--ttl", "5s", "--cleanup-interval", "1h"]).await;
     let chat_id = chat();
 
     let created = server.created(&chat_id).await;
@@ -64,11 +64,12 @@ async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cleanup_loop_removes_expired_sandboxes() {
-    let Some(env) = TestEnv::for_docker("the_cleanup_loop_removes_expired_sandboxes") else {
+    // The TTL leaves room for four creates on a loaded machine before the first one expires.
+    let Some((env, server)) =
+        TestEnv::docker_server(&["--ttl", "8s", "--cleanup-interval", "1s"]).await
+    else {
         return;
     };
-    // The TTL leaves room for four creates on a loaded machine before the first one expires.
-    let server = env.serve(&["--ttl", "8s", "--cleanup-interval", "1s"]).await;
     for _ in 0..3 {
         let (status, body) = server.put_sandbox(&chat()).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -93,8 +94,7 @@ async fn the_cleanup_loop_removes_expired_sandboxes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_parallel_puts_for_one_chat_make_one_container() {
-    let Some(env) = TestEnv::for_docker("twenty_parallel_puts_for_one_chat_make_one_container")
-    else {
+    let Some(env) = TestEnv::for_docker() else {
         return;
     };
     let server = Arc::new(env.serve(&[]).await);
@@ -127,8 +127,7 @@ async fn futures_join<T: Send + 'static>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
-    let Some(env) = TestEnv::for_docker("sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox")
-    else {
+    let Some(env) = TestEnv::for_docker() else {
         return;
     };
     let mut first = env.serve(&[]).await;
@@ -151,10 +150,9 @@ async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_carry_the_sandbox_names() {
-    let Some(env) = TestEnv::for_docker("metrics_carry_the_sandbox_names") else {
+    let Some((_env, server)) = TestEnv::docker_server(&[]).await else {
         return;
     };
-    let server = env.serve(&[]).await;
     let chat_id = chat();
     assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::CREATED);
     assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::OK);
@@ -173,10 +171,9 @@ async fn metrics_carry_the_sandbox_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capacity_is_enforced_with_429() {
-    let Some(env) = TestEnv::for_docker("capacity_is_enforced_with_429") else {
+    let Some((env, server)) = TestEnv::docker_server(&["--max-sandboxes", "1"]).await else {
         return;
     };
-    let server = env.serve(&["--max-sandboxes", "1"]).await;
     let first = chat();
     assert_eq!(server.put_sandbox(&first).await.0, StatusCode::CREATED);
     let (status, body) = server.put_sandbox(&chat()).await;
@@ -238,7 +235,7 @@ async fn a_sweep_repairs_a_crashed_sandbox_and_reaps_orphans() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_and_maintain_commands_print_their_reports() {
-    let Some(env) = TestEnv::for_docker("cleanup_and_maintain_commands_print_their_reports") else {
+    let Some(env) = TestEnv::for_docker() else {
         return;
     };
     let mut server = env.serve(&["--ttl", "1s", "--cleanup-interval", "1h"]).await;
@@ -264,8 +261,7 @@ async fn cleanup_and_maintain_commands_print_their_reports() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_recovers_by_itself_when_docker_comes_back() {
-    let test = "the_server_recovers_by_itself_when_docker_comes_back";
-    let Some(engine) = DockerProxy::engine_for(test) else {
+    let Some(engine) = DockerProxy::engine_for_test() else {
         return;
     };
     let env = TestEnv::new();
@@ -290,8 +286,7 @@ async fn the_server_recovers_by_itself_when_docker_comes_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_request_finish() {
-    let test = "sigterm_lets_an_in_flight_request_finish";
-    let Some(engine) = DockerProxy::engine_for(test) else {
+    let Some(engine) = DockerProxy::engine_for_test() else {
         return;
     };
     let env = TestEnv::new();

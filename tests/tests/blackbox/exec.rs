@@ -64,12 +64,9 @@ pub(crate) async fn assert_all_gone(server: &Server, chat_id: &str, needle: &str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
-    let Some(env) =
-        TestEnv::for_docker("exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code")
-    else {
+    let Some((_env, server)) = TestEnv::docker_server(&[]).await else {
         return;
     };
-    let server = env.serve(&[]).await;
     let chat_id = chat();
 
     let (status, body) = server.exec(&chat_id, json!({"command": ["echo", "hi"]})).await;
@@ -133,9 +130,7 @@ async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_kills_the_command_and_everything_it_started() {
-    let Some((_env, server, chat_id)) =
-        TestEnv::docker_sandbox("a_timeout_kills_the_command_and_everything_it_started").await
-    else {
+    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
         return;
     };
 
@@ -166,10 +161,9 @@ async fn a_timeout_kills_the_command_and_everything_it_started() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_beyond_the_limit_is_truncated() {
-    let Some(env) = TestEnv::for_docker("output_beyond_the_limit_is_truncated") else {
+    let Some((_env, server)) = TestEnv::docker_server(&["--exec-output-limit", "1k"]).await else {
         return;
     };
-    let server = env.serve(&["--exec-output-limit", "1k"]).await;
     let chat_id = server.new_sandbox().await;
 
     let answer = server
@@ -190,9 +184,7 @@ async fn output_beyond_the_limit_is_truncated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
-    let Some(env) =
-        TestEnv::for_docker("operations_beyond_the_bound_per_sandbox_are_refused_with_429")
-    else {
+    let Some(env) = TestEnv::for_docker() else {
         return;
     };
     let server = Arc::new(env.serve(&["--exec-concurrency", "2"]).await);
@@ -214,9 +206,13 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
             })
         })
         .collect();
-    // Both slots are taken once both holders sleep; the engine shows it without taking a slot.
+    // Both slots are taken once both holders sleep; `docker exec` shows it without taking a
+    // slot (`docker top` would not: under gVisor it lists the sandbox's host processes).
     let both_running = eventually(Duration::from_secs(20), || async {
-        let top = std::process::Command::new("docker").args(["top", &container]).output().ok()?;
+        let top = std::process::Command::new("docker")
+            .args(["exec", &container, "ps", "-e", "-o", "args"])
+            .output()
+            .ok()?;
         let listing = String::from_utf8_lossy(&top.stdout).into_owned();
         (listing.lines().filter(|line| line.ends_with("sleep 7")).count() == 2).then_some(())
     })
@@ -244,11 +240,9 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_move_in_and_out_and_stay_inside_the_workspace() {
-    let Some(env) = TestEnv::for_docker("files_move_in_and_out_and_stay_inside_the_workspace")
-    else {
+    let Some((_env, server)) = TestEnv::docker_server(&["--file-size-limit", "4k"]).await else {
         return;
     };
-    let server = env.serve(&["--file-size-limit", "4k"]).await;
     let chat_id = chat();
 
     let (status, body) = server.upload(&chat_id, "a.txt", b"x").await;
@@ -295,8 +289,7 @@ async fn files_move_in_and_out_and_stay_inside_the_workspace() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {}", String::from_utf8_lossy(&body));
     }
     server.shell(&chat_id, "ln -s /etc/passwd passwd-link; ln -s /tmp tmp-link").await;
-    let (status, _, body) = server.download(&chat_id, "passwd-link").await;
-    let body: Value = serde_json::from_slice(&body).unwrap();
+    let (status, body) = server.download_error(&chat_id, "passwd-link").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_error(&body, "outside_workspace", "/etc/passwd");
     let (status, body) = server.upload(&chat_id, "tmp-link/new/x", b"x").await;
@@ -305,12 +298,12 @@ async fn files_move_in_and_out_and_stay_inside_the_workspace() {
     let answer = server.shell(&chat_id, "ls /tmp").await;
     assert_eq!(answer["stdout"], "", "nothing was created under /tmp");
 
-    let (status, _, body) = server.download(&chat_id, "missing.txt").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&serde_json::from_slice(&body).unwrap(), "file_not_found", "missing.txt");
-    let (status, _, body) = server.download(&chat_id, "data/deep").await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_error(&serde_json::from_slice(&body).unwrap(), "not_a_regular_file", "directory");
+    let (status, body) = server.download_error(&chat_id, "missing.txt").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_error(&body, "file_not_found", "missing.txt");
+    let (status, body) = server.download_error(&chat_id, "data/deep").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_error(&body, "not_a_regular_file", "directory");
 
     // Too large both ways, with nothing written.
     let (status, body) = server.upload(&chat_id, "big.bin", &[7u8; 4097]).await;
@@ -319,16 +312,14 @@ async fn files_move_in_and_out_and_stay_inside_the_workspace() {
     assert_eq!(server.download(&chat_id, "big.bin").await.0, StatusCode::NOT_FOUND);
     assert_eq!(server.upload(&chat_id, "edge.bin", &[7u8; 4096]).await.0, StatusCode::OK);
     server.shell(&chat_id, "head -c 5000 /dev/zero > made-big.bin").await;
-    let (status, _, body) = server.download(&chat_id, "made-big.bin").await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_error(&serde_json::from_slice(&body).unwrap(), "file_too_large", "5000 bytes");
+    let (status, body) = server.download_error(&chat_id, "made-big.bin").await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_error(&body, "file_too_large", "5000 bytes");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
-    let Some(env) =
-        TestEnv::for_docker("keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime")
-    else {
+    let Some(env) = TestEnv::for_docker() else {
         return;
     };
     let limits = ["--ttl", "4s", "--max-ttl", "10s", "--max-lifetime", "10s"];
@@ -383,13 +374,18 @@ async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
 /// for the first create.)
 #[tokio::test(flavor = "multi_thread")]
 async fn in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle() {
-    let Some(env) =
-        TestEnv::for_docker("in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle")
+    let Some((env, server)) = TestEnv::docker_server(&[
+        "--ttl",
+        "5s",
+        "--ttl-mode",
+        "sliding",
+        "--cleanup-interval",
+        "1s",
+    ])
+    .await
     else {
         return;
     };
-    let server =
-        env.serve(&["--ttl", "5s", "--ttl-mode", "sliding", "--cleanup-interval", "1s"]).await;
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;
     let started = Instant::now();
@@ -420,11 +416,11 @@ async fn in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle() {
 /// `--ttl 3s` in the default fixed mode: use does not matter, the sandbox expires on schedule.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule() {
-    let Some(env) = TestEnv::for_docker("in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule")
+    let Some((env, server)) =
+        TestEnv::docker_server(&["--ttl", "3s", "--cleanup-interval", "1s"]).await
     else {
         return;
     };
-    let server = env.serve(&["--ttl", "3s", "--cleanup-interval", "1s"]).await;
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;
     let expires_at = sandbox["expires_at"].clone();
@@ -470,13 +466,12 @@ async fn in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule() {
 /// 409 `sandbox_gone` at once, long before the command's own timeout.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409() {
-    let Some(env) =
-        TestEnv::for_docker("an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409")
+    // The TTL leaves a loaded machine time to start the exec before the sandbox expires.
+    let Some((env, server)) =
+        TestEnv::docker_server(&["--ttl", "6s", "--cleanup-interval", "1s"]).await
     else {
         return;
     };
-    // The TTL leaves a loaded machine time to start the exec before the sandbox expires.
-    let server = env.serve(&["--ttl", "6s", "--cleanup-interval", "1s"]).await;
     let chat_id = server.new_sandbox().await;
     let started = Instant::now();
     let (status, body) = server

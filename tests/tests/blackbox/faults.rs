@@ -8,7 +8,6 @@
 //! it), skips when this machine cannot make one and fails instead under
 //! SANDKEEPER_REQUIRE_POSTGRES=1.
 
-mod cluster;
 mod docker_switch;
 
 use std::collections::BTreeMap;
@@ -18,12 +17,12 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use reqwest::Method;
 use sandkeeper_tests::{
-    DockerProxy, Immutable, Server, StatusCode, TestEnv, assert_error, chat, docker, eventually,
+    DockerProxy, Immutable, PrivateCluster, Server, StatusCode, TestEnv, assert_error, chat,
+    docker, eventually,
 };
 use serde_json::Value;
 use sqlx::Connection;
 
-use cluster::PrivateCluster;
 use docker_switch::DockerSwitch;
 
 /// The longest a request may take to fail when Docker is gone: it must not wait for anything.
@@ -89,8 +88,7 @@ async fn wait_ready(server: &Server, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_going_away_fails_fast_loses_nothing_and_recovery_needs_no_restart() {
-    let test = "docker_going_away_fails_fast_loses_nothing_and_recovery_needs_no_restart";
-    let Some(engine) = DockerProxy::engine_for(test) else {
+    let Some(engine) = DockerProxy::engine_for_test() else {
         return;
     };
     let env = TestEnv::new();
@@ -225,11 +223,9 @@ impl WriteLock {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_recovers() {
-    let test = "a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_recovers";
-    let Some(env) = TestEnv::for_docker(test) else {
+    let Some((env, server)) = TestEnv::docker_server(&[]).await else {
         return;
     };
-    let server = env.serve(&[]).await;
     let kept = chat();
     let kept_session = server.created(&kept).await;
     let before = sessions(&server).await;
@@ -281,10 +277,9 @@ async fn a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_rec
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers() {
     let test = "a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers";
-    let Some(env) = TestEnv::for_docker(test) else {
+    let Some((env, server)) = TestEnv::docker_server(&[]).await else {
         return;
     };
-    let server = env.serve(&[]).await;
     let kept = chat();
     server.created(&kept).await;
     let before = sessions(&server).await;

@@ -22,12 +22,9 @@ fn inspect(container_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
-    let Some(env) =
-        TestEnv::for_docker("each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace")
-    else {
+    let Some((_env, server)) = TestEnv::docker_server(&[]).await else {
         return;
     };
-    let server = env.serve(&[]).await;
     let (first, second) = (chat(), chat());
     let sandbox = server.created(&first).await;
     server.created(&second).await;
@@ -67,7 +64,7 @@ async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sandbox_uid_range_is_a_setting() {
-    let Some(env) = TestEnv::for_docker("the_sandbox_uid_range_is_a_setting") else {
+    let Some(env) = TestEnv::for_docker() else {
         return;
     };
     // Above the default range, so that sandboxes of other tests never hold these two.
@@ -189,12 +186,9 @@ async fn a_sandbox_that_uses_up_its_inotify_instances_leaves_other_sandboxes_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere() {
-    let Some(env) =
-        TestEnv::for_docker("the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere")
-    else {
+    let Some((_env, server)) = TestEnv::docker_server(&[]).await else {
         return;
     };
-    let server = env.serve(&[]).await;
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;
 

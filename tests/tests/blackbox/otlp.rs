@@ -58,8 +58,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requests_spans_reach_the_collector_in_the_callers_trace() {
-    let test = "a_requests_spans_reach_the_collector_in_the_callers_trace";
-    let Some(env) = TestEnv::for_docker(test) else { return };
+    let Some(env) = TestEnv::for_docker() else { return };
     let (endpoint, received) = collector().await;
     let mut server = env.serve(&["--otlp-endpoint", &endpoint]).await;
 
@@ -148,8 +147,7 @@ fn a_bad_collector_url_exits_2_naming_the_flag() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_collector_down_requests_succeed_and_the_lost_spans_are_counted() {
-    let test = "with_the_collector_down_requests_succeed_and_the_lost_spans_are_counted";
-    let Some(env) = TestEnv::for_docker(test) else { return };
+    let Some(env) = TestEnv::for_docker() else { return };
     // A port that was free a moment ago and that nobody listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let endpoint = format!("http://{}", closed.local_addr().expect("the bound address"));

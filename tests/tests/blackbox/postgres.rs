@@ -9,8 +9,7 @@ use sandkeeper_tests::{StatusCode, TempDatabase, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_postgres_share_sessions_and_create_one_container_per_chat() {
-    let test = "two_replicas_on_postgres_share_sessions_and_create_one_container_per_chat";
-    let Some(database) = TempDatabase::for_docker_test(test).await else {
+    let Some(database) = TempDatabase::for_docker_test().await else {
         return;
     };
     let env = TestEnv::new();

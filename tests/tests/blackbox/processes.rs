@@ -19,12 +19,9 @@ fn id(process: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_background_process_outlives_its_client_and_a_kill_9_of_the_server() {
-    let Some(env) =
-        TestEnv::for_docker("a_background_process_outlives_its_client_and_a_kill_9_of_the_server")
-    else {
+    let Some((env, mut server)) = TestEnv::docker_server(&[]).await else {
         return;
     };
-    let mut server = env.serve(&[]).await;
     let chat_id = server.new_sandbox().await;
     let script = "i=0; while [ $i -lt 6 ]; do echo \"line $i\"; i=$((i + 1)); sleep 1; done; \
                   read answer; echo \"got $answer\"; echo done >&2; exit 7";
@@ -79,12 +76,11 @@ async fn a_background_process_outlives_its_client_and_a_kill_9_of_the_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_kills_the_process_tree_and_the_logs_keep_only_the_newest_bytes() {
-    let Some(env) = TestEnv::for_docker(
-        "delete_kills_the_process_tree_and_the_logs_keep_only_the_newest_bytes",
-    ) else {
+    let Some((_env, server)) =
+        TestEnv::docker_server(&["--process-log-limit", "64k", "--max-processes", "2"]).await
+    else {
         return;
     };
-    let server = env.serve(&["--process-log-limit", "64k", "--max-processes", "2"]).await;
     let chat_id = server.new_sandbox().await;
     // 200,000 bytes of stdout, numbered lines so that what is kept can be checked, then
     // sleepers, one of them in a session of its own.
@@ -143,13 +139,18 @@ async fn delete_kills_the_process_tree_and_the_logs_keep_only_the_newest_bytes()
 /// into a terminal, keep the sandbox alive well past its TTL without any other call.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_sliding_mode_following_a_process_and_typing_in_a_terminal_are_use() {
-    let Some(env) =
-        TestEnv::for_docker("in_sliding_mode_following_a_process_and_typing_in_a_terminal_are_use")
+    let Some((_env, server)) = TestEnv::docker_server(&[
+        "--ttl",
+        "5s",
+        "--ttl-mode",
+        "sliding",
+        "--cleanup-interval",
+        "1s",
+    ])
+    .await
     else {
         return;
     };
-    let server =
-        env.serve(&["--ttl", "5s", "--ttl-mode", "sliding", "--cleanup-interval", "1s"]).await;
     let chat_id = server.new_sandbox().await;
     let script = "i=0; while [ $i -lt 12 ]; do echo tick; i=$((i + 1)); sleep 1; done";
     let process = server.start_process(&chat_id, json!({"command": ["sh", "-c", script]})).await;
@@ -180,20 +181,23 @@ async fn in_sliding_mode_following_a_process_and_typing_in_a_terminal_are_use() 
 }
 
 /// The logs live in the sandbox's `/tmp` (64 MiB): a process that prints more than fits, with a
-/// log limit larger than `/tmp`, is not killed by it, and its newest output is still read.
+/// log limit larger than `/tmp`, is not killed by it, its exit status is kept, and what its log
+/// kept is still read.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_whose_output_fills_tmp_runs_to_its_end() {
-    let Some(env) = TestEnv::for_docker("a_process_whose_output_fills_tmp_runs_to_its_end") else {
+    let Some((_env, server)) = TestEnv::docker_server(&["--process-log-limit", "200m"]).await
+    else {
         return;
     };
-    let server = env.serve(&["--process-log-limit", "200m"]).await;
     let chat_id = server.new_sandbox().await;
     let script = "head -c 83886080 /dev/zero; echo; echo the end";
     let process = server.start_process(&chat_id, json!({"command": ["sh", "-c", script]})).await;
     let ended = server.ended_process(&chat_id, &id(&process), Duration::from_secs(60)).await;
     assert_eq!((&ended["status"], &ended["exit_code"]), (&json!("exited"), &json!(0)), "{ended}");
-    let (_, logs) = server.process_logs(&chat_id, &id(&process), (u64::MAX / 2, 0)).await;
-    let end = logs["stdout_offset"].as_u64().expect("an offset");
-    let (_, tail) = server.process_logs(&chat_id, &id(&process), (end - 8, 0)).await;
-    assert_eq!(tail["stdout"], "the end\n", "{tail}");
+    // What was read while /tmp was full is lost; what was kept is still read.
+    let (status, logs) = server.process_logs(&chat_id, &id(&process), (0, 0)).await;
+    assert_eq!(status, StatusCode::OK, "{logs}");
+    assert_eq!((&logs["truncated"], &logs["status"]), (&json!(true), &json!("exited")), "{logs}");
+    let (_, end) = server.process_logs(&chat_id, &id(&process), (u64::MAX / 2, 0)).await;
+    assert!(end["stdout_offset"].as_u64().is_some_and(|end| end > 32 << 20), "{end}");
 }

@@ -21,8 +21,7 @@ const SWEEP_WINDOW: Duration = Duration::from_secs(6);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_make_one_sandbox_per_chat_survive_a_kill_and_sweep_one_at_a_time() {
-    let test = "three_replicas_make_one_sandbox_per_chat_survive_a_kill_and_sweep_one_at_a_time";
-    let Some(database) = TempDatabase::for_docker_test(test).await else {
+    let Some(database) = TempDatabase::for_docker_test().await else {
         return;
     };
     let env = TestEnv::new();

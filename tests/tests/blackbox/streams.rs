@@ -13,11 +13,7 @@ use crate::exec::{assert_all_gone, processes_matching};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamed_exec_sends_output_while_the_command_runs_then_its_exit() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox(
-        "a_streamed_exec_sends_output_while_the_command_runs_then_its_exit",
-    )
-    .await
-    else {
+    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
         return;
     };
     // The euro sign is written in two parts, a second apart: it must arrive whole. 0xff is
@@ -50,11 +46,10 @@ async fn a_streamed_exec_sends_output_while_the_command_runs_then_its_exit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamed_exec_keeps_the_output_cap_and_the_timeout() {
-    let Some(env) = TestEnv::for_docker("a_streamed_exec_keeps_the_output_cap_and_the_timeout")
+    let Some((_env, server)) = TestEnv::docker_server(&["--exec-output-limit", "1000"]).await
     else {
         return;
     };
-    let server = env.serve(&["--exec-output-limit", "1000"]).await;
     let chat_id = server.new_sandbox().await;
     let mut events = server
         .exec_events(
@@ -85,11 +80,7 @@ async fn a_streamed_exec_keeps_the_output_cap_and_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_disconnects_from_a_streamed_exec_has_its_command_killed() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox(
-        "a_client_that_disconnects_from_a_streamed_exec_has_its_command_killed",
-    )
-    .await
-    else {
+    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
         return;
     };
     let script = "sleep 321 & (sleep 322 &) ; echo started; sleep 323";

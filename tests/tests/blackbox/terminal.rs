@@ -70,11 +70,7 @@ pub(crate) async fn type_in(socket: &mut Socket, text: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_terminal_runs_what_is_typed_resizes_and_closes_when_its_shell_exits() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox(
-        "a_terminal_runs_what_is_typed_resizes_and_closes_when_its_shell_exits",
-    )
-    .await
-    else {
+    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
         return;
     };
     let mut socket = connect(&server, &chat_id, "?cols=100&rows=30", None).await.expect("upgraded");
@@ -113,9 +109,7 @@ async fn a_terminal_runs_what_is_typed_resizes_and_closes_when_its_shell_exits()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn closing_the_socket_kills_the_shell_and_a_browser_authenticates_by_subprotocol() {
-    let Some(env) = TestEnv::for_docker(
-        "closing_the_socket_kills_the_shell_and_a_browser_authenticates_by_subprotocol",
-    ) else {
+    let Some(env) = TestEnv::for_docker() else {
         return;
     };
     let token = "terminal-test-token-0123456789";

@@ -5,75 +5,15 @@
 //! throwaway CA made by `openssl`. Without the PostgreSQL binaries or `openssl` the test says it
 //! skipped; with `SANDKEEPER_REQUIRE_POSTGRES=1` it fails instead.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use sandkeeper_tests::TestEnv;
-use tempfile::TempDir;
+use sandkeeper_tests::{PrivateCluster, TestEnv, test_name};
 
 const PORT: u16 = 55473;
 
-/// A PostgreSQL server with `ssl=on`, stopped (and its files removed) when dropped.
-struct TlsPostgres {
-    dir: TempDir,
-}
-
-impl TlsPostgres {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres.sh")
-    }
-
-    fn start(test: &str) -> Option<Self> {
-        let required = std::env::var("SANDKEEPER_REQUIRE_POSTGRES").is_ok_and(|value| value == "1");
-        let found = |probe: &str| {
-            Command::new("sh").args(["-c", probe]).output().is_ok_and(|out| out.status.success())
-        };
-        let missing = if !found("command -v initdb || ls /usr/lib/postgresql/*/bin/initdb") {
-            Some("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        } else if !found("command -v openssl") {
-            Some("the openssl command is not installed")
-        } else if !found("id postgres && [ \"$(id -u)\" = 0 ]") {
-            Some("starting PostgreSQL needs root and a `postgres` account")
-        } else {
-            None
-        };
-        if let Some(why) = missing {
-            assert!(!required, "{test}: SANDKEEPER_REQUIRE_POSTGRES=1 but {why}");
-            println!("skipped {test}: {why}");
-            return None;
-        }
-        let server = Self { dir: tempfile::tempdir().expect("a temporary directory") };
-        let out = Command::new("bash")
-            .arg(Self::script())
-            .args(["start", &server.dir.path().display().to_string()])
-            .env("PGTLS", "1")
-            .env("PGPORT", PORT.to_string())
-            .output()
-            .expect("run .ci/postgres.sh");
-        assert!(
-            out.status.success(),
-            "the TLS PostgreSQL server did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(server)
-    }
-
-    fn url(&self, ca: &str) -> String {
-        let ca = self.dir.path().join("tls").join(ca);
-        format!(
-            "postgres://postgres@127.0.0.1:{PORT}/postgres?sslmode=verify-full&sslrootcert={}",
-            ca.display()
-        )
-    }
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .args(["stop", &self.dir.path().display().to_string()])
-            .output();
-    }
+/// The URL of `server` that trusts only the CA file `ca` (`verify-full`).
+fn url(server: &PrivateCluster, ca: &str) -> String {
+    server.url_with("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={}", server.ca(ca)))
 }
 
 fn run(env: &TestEnv, subcommand: &str, args: &[&str]) -> Output {
@@ -84,14 +24,13 @@ fn run(env: &TestEnv, subcommand: &str, args: &[&str]) -> Output {
 
 #[test]
 fn a_database_certificate_from_an_untrusted_ca_stops_the_start() {
-    let test = "a_database_certificate_from_an_untrusted_ca_stops_the_start";
-    let Some(server) = TlsPostgres::start(test) else {
+    let Some(server) = PrivateCluster::start_tls(&test_name(), PORT) else {
         return;
     };
     let env = TestEnv::new();
 
     // The CA that signed the server's certificate: the binary talks to the database over TLS.
-    let trusted = run(&env, "migrate", &["--database-url", &server.url("ca.pem")]);
+    let trusted = run(&env, "migrate", &["--database-url", &url(&server, "ca.pem")]);
     let text = String::from_utf8_lossy(&trusted.stderr);
     assert_eq!(trusted.status.code(), Some(0), "migrate with the right CA:\n{text}");
 
@@ -99,7 +38,7 @@ fn a_database_certificate_from_an_untrusted_ca_stops_the_start() {
     let refused = run(
         &env,
         "serve",
-        &["--listen", "127.0.0.1:0", "--database-url", &server.url("other-ca.pem")],
+        &["--listen", "127.0.0.1:0", "--database-url", &url(&server, "other-ca.pem")],
     );
     let text = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "serve with another CA:\n{text}");

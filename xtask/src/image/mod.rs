@@ -141,6 +141,40 @@ fn inspect(tag: &str, format: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// Copies image `tag` from the engine of `DOCKER_HOST` into the engine at `host` (another
+/// engine on the same machine, such as the gVisor engine of `.ci/gvisor.sh`), unless that
+/// engine has the same image already.
+pub(crate) fn copy_to_engine(tag: &str, host: &str) -> Result<(), String> {
+    let id = image_id(tag)?.ok_or_else(|| format!("image {tag} is not built"))?;
+    let theirs = docker(
+        Command::new("docker")
+            .env("DOCKER_HOST", host)
+            .args(["image", "inspect", "--format", "{{.Id}}", tag]),
+    )?;
+    if theirs.status.success() && String::from_utf8_lossy(&theirs.stdout).trim() == id {
+        return Ok(());
+    }
+    let mut save = Command::new("docker")
+        .args(["save", tag])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot run `docker save {tag}`: {error}"))?;
+    let saved = save.stdout.take().expect("docker save's piped stdout");
+    let loaded = docker(
+        Command::new("docker").env("DOCKER_HOST", host).args(["load", "--quiet"]).stdin(saved),
+    )?;
+    let save_status =
+        save.wait().map_err(|error| format!("`docker save {tag}` did not end: {error}"))?;
+    if !save_status.success() || !loaded.status.success() {
+        return Err(format!(
+            "copying image {tag} into the engine at {host} failed ({save_status}, {}): {}",
+            loaded.status,
+            String::from_utf8_lossy(&loaded.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 /// Runs a `docker` command and collects its output.
 fn docker(command: &mut Command) -> Result<Output, String> {
     command.output().map_err(|error| {

@@ -25,14 +25,21 @@ record() {
     name=$(printf '%020d' "$offset")
     dd of="$stream/$name" bs="$block" count="$count" 2>/dev/null
     written=$?
-    size=$(wc -c < "$stream/$name")
+    size=$(wc -c < "$stream/$name" 2>/dev/null)
+    size=${size:-0}
     if [ "$size" -eq 0 ]; then
-      rm -f "$stream/$name"
+      rm -f "$stream/$name" 2>/dev/null
       [ "$written" = 0 ] && return
-      # /tmp is full: what dd read is lost; the oldest kept segment makes room.
+      # /tmp is full: what dd read is lost; the oldest kept segment makes room, or, with
+      # nothing to drop, a block of output is read and discarded.
       set -- $kept
-      [ "$#" -gt 1 ] && rm -f "$stream/$1" && shift
-      kept="$*"
+      if [ "$#" -gt 1 ]; then
+        rm -f "$stream/$1"
+        shift
+        kept="$*"
+      else
+        dd bs="$block" count=1 of=/dev/null 2>/dev/null
+      fi
       continue
     fi
     offset=$((offset + size))
@@ -63,6 +70,14 @@ wait "$!"
 code=$?
 [ -z "$timer" ] || kill "$timer" 2>/dev/null
 kill "$(cat "$dir/stdin.holder")" 2>/dev/null
-printf '%s %s\n' "$code" "$(date +%s)" > "$dir/exit.tmp"
-mv "$dir/exit.tmp" "$dir/exit"
+status="$code $(date +%s)"
+# A full /tmp must not lose the exit status: the oldest output makes room for it.
+until printf '%s\n' "$status" 2>/dev/null > "$dir/exit.tmp" && mv "$dir/exit.tmp" "$dir/exit"; do
+  oldest=
+  for segment in "$dir"/out/[0-9]* "$dir"/err/[0-9]*; do
+    [ -e "$segment" ] && oldest=$segment && break
+  done
+  [ -n "$oldest" ] || break
+  rm -f "$oldest"
+done
 wait

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use chrono::{TimeDelta, Utc};
-use sandkeeper_adapters_docker::{DockerConfig, DockerRuntime, LABEL_INSTANCE};
+use sandkeeper_adapters_docker::{DURATION_METRIC, DockerConfig, DockerRuntime, LABEL_INSTANCE};
 use sandkeeper_domain::{ChatId, ContainerId, SessionId};
 use sandkeeper_ports::{ContainerSpec, SandboxRuntime};
 use serde_json::Value;
@@ -33,6 +33,13 @@ impl Engine {
     /// `None` (after saying so) when no engine answers, unless one is required.
     pub(crate) async fn start(test: &str) -> Option<Self> {
         Self::start_with(test, |config| config).await
+    }
+
+    /// An engine (as [`Engine::start`]) with one sandbox of a fresh [`spec`] created on it.
+    pub(crate) async fn with_sandbox(test: &str) -> Option<(Self, ContainerId)> {
+        let engine = Self::start(test).await?;
+        let id = engine.runtime.create(&spec()).await.unwrap();
+        Some((engine, id))
     }
 
     pub(crate) async fn start_with(
@@ -126,6 +133,50 @@ pub(crate) fn spec() -> ContainerSpec {
         created_at: now,
         expires_at: now + TimeDelta::minutes(5),
     }
+}
+
+/// A runtime whose engine is nowhere (`unix:///nonexistent.sock`): every call fails at once.
+pub(crate) fn runtime_without_engine() -> DockerRuntime {
+    let config = DockerConfig {
+        docker_host: Some("unix:///nonexistent.sock".to_owned()),
+        ..DockerConfig::new(image::IMAGE, "test-no-engine")
+    };
+    DockerRuntime::new(config).unwrap()
+}
+
+/// The engine calls `calls` made on a [`runtime_without_engine`], as the durations they
+/// recorded: how many samples of [`DURATION_METRIC`] each `operation` got, sorted.
+pub(crate) fn durations_recorded<F>(calls: impl FnOnce(DockerRuntime) -> F) -> Vec<(String, usize)>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = runtime_without_engine();
+        let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        tokio.block_on(calls(runtime));
+    });
+    let mut counts: Vec<(String, usize)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == DURATION_METRIC)
+        .map(|(key, _, _, value)| {
+            let operation = key
+                .key()
+                .labels()
+                .find(|label| label.key() == "operation")
+                .map(|label| label.value().to_owned())
+                .unwrap_or_default();
+            let metrics_util::debugging::DebugValue::Histogram(samples) = value else {
+                panic!("{DURATION_METRIC} is not a histogram")
+            };
+            (operation, samples.len())
+        })
+        .collect();
+    counts.sort();
+    counts
 }
 
 /// Runs a docker CLI command that must succeed; returns its trimmed stdout.

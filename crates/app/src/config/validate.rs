@@ -324,20 +324,23 @@ mod tests {
         assert_eq!(config.docker.instance_id, "blue");
     }
 
+    /// `serve <args>` is refused, naming `setting`, with a message that starts with `start`.
+    fn assert_refused(args: &[&str], setting: impl Into<Setting>, start: &str) {
+        let error = serve(args).validate().unwrap_err();
+        assert_eq!(error.setting, setting.into());
+        let message = error.to_string();
+        assert!(message.starts_with(start), "{message}");
+    }
+
     #[test]
     fn ttl_longer_than_max_ttl_is_refused() {
-        let error = serve(&["--ttl", "2h"]).validate().unwrap_err();
-        assert_eq!(error.setting, TTL.into());
-        let message = error.to_string();
-        assert!(message.starts_with("--ttl: `2h` is longer than --max-ttl `1h`"), "{message}");
+        assert_refused(&["--ttl", "2h"], TTL, "--ttl: `2h` is longer than --max-ttl `1h`");
     }
 
     #[test]
     fn without_a_token_only_loopback_is_accepted() {
-        let error = serve(&["--listen", "0.0.0.0:8080"]).validate().unwrap_err();
-        assert_eq!(error.setting, LISTEN.into());
-        let message = error.to_string();
-        assert!(message.starts_with("--listen: refusing to listen on `0.0.0.0:8080`"), "{message}");
+        let refusal = "--listen: refusing to listen on `0.0.0.0:8080`";
+        assert_refused(&["--listen", "0.0.0.0:8080"], LISTEN, refusal);
         let config = serve(&["--listen", "0.0.0.0:8080", "--api-token", "s3cret"]).validate();
         assert!(config.is_ok());
         assert!(serve(&["--listen", "[::1]:8080"]).validate().is_ok());
@@ -419,9 +422,7 @@ mod tests {
 
     #[test]
     fn the_docker_adapter_refusals_name_the_flag() {
-        let error = serve(&["--cpus", "0"]).validate().unwrap_err();
-        assert_eq!(error.setting, CPUS.into());
-        assert!(error.to_string().starts_with("--cpus: `0` "), "{error}");
+        assert_refused(&["--cpus", "0"], CPUS, "--cpus: `0` ");
         let error = serve(&["--network", "no ne"]).validate().unwrap_err();
         assert_eq!(error.setting, NETWORK.into());
     }

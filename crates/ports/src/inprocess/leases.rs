@@ -36,6 +36,23 @@ impl InMemoryLeases {
         let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut leases)
     }
+
+    /// Frees the lease if `holder` holds it (a lease held by another is left alone), and
+    /// records the completion of a run when `completed`.
+    fn let_go(&self, name: &str, holder: &str, completed: bool) {
+        let now = self.clock.now();
+        self.with(|leases| {
+            if let Some(lease) =
+                leases.get_mut(name).filter(|l| l.holder.as_deref() == Some(holder))
+            {
+                lease.holder = None;
+                lease.lease_expires_at = now;
+                if completed {
+                    lease.last_completed_at = Some(now);
+                }
+            }
+        });
+    }
 }
 
 fn to_delta(duration: std::time::Duration) -> chrono::TimeDelta {
@@ -93,29 +110,12 @@ impl MaintenanceLeases for InMemoryLeases {
     }
 
     async fn complete(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        self.with(|leases| {
-            if let Some(lease) =
-                leases.get_mut(name).filter(|l| l.holder.as_deref() == Some(holder))
-            {
-                lease.holder = None;
-                lease.lease_expires_at = now;
-                lease.last_completed_at = Some(now);
-            }
-        });
+        self.let_go(name, holder, true);
         Ok(())
     }
 
     async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        self.with(|leases| {
-            if let Some(lease) =
-                leases.get_mut(name).filter(|l| l.holder.as_deref() == Some(holder))
-            {
-                lease.holder = None;
-                lease.lease_expires_at = now;
-            }
-        });
+        self.let_go(name, holder, false);
         Ok(())
     }
 

@@ -5,37 +5,28 @@ use std::time::Duration;
 use super::LeaseSubject;
 use crate::LeaseRequest;
 
-/// One `#[tokio::test]` per case of this suite. `$factory` is called with no arguments and
-/// returns a future of the subject; with `when = condition`, each test first evaluates the
-/// condition (it may `.await`) and returns at once if it is false.
+/// One `#[tokio::test]` per case of this suite: `(factory)` or `(factory, when = condition)`,
+/// as the [module](super) says.
 #[macro_export]
 macro_rules! maintenance_leases_contract {
-    ($factory:expr) => {
-        $crate::maintenance_leases_contract!($factory, when = true);
-    };
-    ($factory:expr, when = $available:expr) => {
-        $crate::__contract_tests!(
-            leases,
-            $factory,
-            $available,
-            [
-                the_first_acquire_of_a_new_lease_wins,
-                lease_is_read_gated_while_held,
-                lease_is_held_until_it_expires_and_reacquirable_once_stale,
-                lease_is_read_gated_after_a_recent_completion,
-                lease_is_acquirable_once_the_last_completion_is_older_than_min_interval,
-                zero_min_interval_allows_reacquiring_right_after_completion,
-                release_frees_the_lease_without_recording_completion,
-                only_the_holder_can_complete_or_release,
-                a_holder_whose_lease_was_taken_over_cannot_complete_it,
-                leases_with_different_names_are_independent,
-                very_long_durations_are_accepted,
-                concurrent_acquires_have_exactly_one_winner,
-                renewing_keeps_the_lease_for_its_live_holder_only,
-                an_expired_holder_cannot_renew_even_if_nobody_took_the_lease,
-                state_outlives_its_holders_and_only_the_holder_writes_it,
-            ]
-        );
+    ($($subject:tt)*) => {
+        $crate::__contract_tests!(leases, [
+            the_first_acquire_of_a_new_lease_wins,
+            lease_is_read_gated_while_held,
+            lease_is_held_until_it_expires_and_reacquirable_once_stale,
+            lease_is_read_gated_after_a_recent_completion,
+            lease_is_acquirable_once_the_last_completion_is_older_than_min_interval,
+            zero_min_interval_allows_reacquiring_right_after_completion,
+            release_frees_the_lease_without_recording_completion,
+            only_the_holder_can_complete_or_release,
+            a_holder_whose_lease_was_taken_over_cannot_complete_it,
+            leases_with_different_names_are_independent,
+            very_long_durations_are_accepted,
+            concurrent_acquires_have_exactly_one_winner,
+            renewing_keeps_the_lease_for_its_live_holder_only,
+            an_expired_holder_cannot_renew_even_if_nobody_took_the_lease,
+            state_outlives_its_holders_and_only_the_holder_writes_it,
+        ], $($subject)*);
     };
 }
 
@@ -51,14 +42,12 @@ fn with_min_interval<'a>(name: &'a str, holder: &'a str, min: Duration) -> Lease
     LeaseRequest { min_interval: min, ..request(name, holder) }
 }
 
-pub async fn the_first_acquire_of_a_new_lease_wins(factory: impl AsyncFn() -> LeaseSubject) {
-    let subject = factory().await;
+pub async fn the_first_acquire_of_a_new_lease_wins(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
 }
 
-pub async fn lease_is_read_gated_while_held(factory: impl AsyncFn() -> LeaseSubject) {
-    let subject = factory().await;
+pub async fn lease_is_read_gated_while_held(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
     assert!(!leases.try_acquire(&request(NAME, "replica-b")).await.unwrap());
@@ -72,10 +61,7 @@ pub async fn lease_is_read_gated_while_held(factory: impl AsyncFn() -> LeaseSubj
     );
 }
 
-pub async fn lease_is_held_until_it_expires_and_reacquirable_once_stale(
-    factory: impl AsyncFn() -> LeaseSubject,
-) {
-    let subject = factory().await;
+pub async fn lease_is_held_until_it_expires_and_reacquirable_once_stale(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
     subject.aging.age(NAME, DURATION - Duration::from_secs(5)).await;
@@ -86,10 +72,7 @@ pub async fn lease_is_held_until_it_expires_and_reacquirable_once_stale(
     assert!(!leases.try_acquire(&request(NAME, "replica-c")).await.unwrap(), "b holds it now");
 }
 
-pub async fn lease_is_read_gated_after_a_recent_completion(
-    factory: impl AsyncFn() -> LeaseSubject,
-) {
-    let subject = factory().await;
+pub async fn lease_is_read_gated_after_a_recent_completion(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
     leases.complete(NAME, "replica-a").await.unwrap();
@@ -100,9 +83,8 @@ pub async fn lease_is_read_gated_after_a_recent_completion(
 }
 
 pub async fn lease_is_acquirable_once_the_last_completion_is_older_than_min_interval(
-    factory: impl AsyncFn() -> LeaseSubject,
+    subject: &LeaseSubject,
 ) {
-    let subject = factory().await;
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
     leases.complete(NAME, "replica-a").await.unwrap();
@@ -110,10 +92,7 @@ pub async fn lease_is_acquirable_once_the_last_completion_is_older_than_min_inte
     assert!(leases.try_acquire(&request(NAME, "replica-b")).await.unwrap());
 }
 
-pub async fn zero_min_interval_allows_reacquiring_right_after_completion(
-    factory: impl AsyncFn() -> LeaseSubject,
-) {
-    let subject = factory().await;
+pub async fn zero_min_interval_allows_reacquiring_right_after_completion(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     let eager = |holder| with_min_interval(NAME, holder, Duration::ZERO);
     assert!(leases.try_acquire(&eager("replica-a")).await.unwrap());
@@ -122,10 +101,7 @@ pub async fn zero_min_interval_allows_reacquiring_right_after_completion(
     assert!(!leases.try_acquire(&eager("replica-a")).await.unwrap(), "b holds it");
 }
 
-pub async fn release_frees_the_lease_without_recording_completion(
-    factory: impl AsyncFn() -> LeaseSubject,
-) {
-    let subject = factory().await;
+pub async fn release_frees_the_lease_without_recording_completion(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
     leases.release(NAME, "replica-a").await.unwrap();
@@ -133,8 +109,7 @@ pub async fn release_frees_the_lease_without_recording_completion(
     assert!(leases.try_acquire(&request(NAME, "replica-b")).await.unwrap());
 }
 
-pub async fn only_the_holder_can_complete_or_release(factory: impl AsyncFn() -> LeaseSubject) {
-    let subject = factory().await;
+pub async fn only_the_holder_can_complete_or_release(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
     leases.complete(NAME, "replica-b").await.unwrap();
@@ -153,10 +128,7 @@ pub async fn only_the_holder_can_complete_or_release(factory: impl AsyncFn() -> 
     );
 }
 
-pub async fn a_holder_whose_lease_was_taken_over_cannot_complete_it(
-    factory: impl AsyncFn() -> LeaseSubject,
-) {
-    let subject = factory().await;
+pub async fn a_holder_whose_lease_was_taken_over_cannot_complete_it(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
     subject.aging.age(NAME, DURATION + Duration::from_secs(1)).await;
@@ -173,8 +145,7 @@ pub async fn a_holder_whose_lease_was_taken_over_cannot_complete_it(
     );
 }
 
-pub async fn very_long_durations_are_accepted(factory: impl AsyncFn() -> LeaseSubject) {
-    let subject = factory().await;
+pub async fn very_long_durations_are_accepted(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     let forever = LeaseRequest {
         name: NAME,
@@ -193,8 +164,7 @@ pub async fn very_long_durations_are_accepted(factory: impl AsyncFn() -> LeaseSu
     assert!(!leases.try_acquire(&LeaseRequest { holder: "replica-b", ..forever }).await.unwrap());
 }
 
-pub async fn leases_with_different_names_are_independent(factory: impl AsyncFn() -> LeaseSubject) {
-    let subject = factory().await;
+pub async fn leases_with_different_names_are_independent(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request("sweep", "replica-a")).await.unwrap());
     assert!(leases.try_acquire(&request("compaction", "replica-b")).await.unwrap());
@@ -202,8 +172,7 @@ pub async fn leases_with_different_names_are_independent(factory: impl AsyncFn()
     assert!(!leases.try_acquire(&request("compaction", "replica-c")).await.unwrap());
 }
 
-pub async fn concurrent_acquires_have_exactly_one_winner(factory: impl AsyncFn() -> LeaseSubject) {
-    let subject = factory().await;
+pub async fn concurrent_acquires_have_exactly_one_winner(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     let holders: Vec<String> = (0..8).map(|n| format!("replica-{n}")).collect();
     for round in 0..5 {
@@ -225,10 +194,7 @@ pub async fn concurrent_acquires_have_exactly_one_winner(factory: impl AsyncFn()
     }
 }
 
-pub async fn renewing_keeps_the_lease_for_its_live_holder_only(
-    factory: impl AsyncFn() -> LeaseSubject,
-) {
-    let subject = factory().await;
+pub async fn renewing_keeps_the_lease_for_its_live_holder_only(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
     subject.aging.age(NAME, DURATION - Duration::from_secs(10)).await;
@@ -240,10 +206,7 @@ pub async fn renewing_keeps_the_lease_for_its_live_holder_only(
     assert!(leases.renew(NAME, "replica-a", DURATION).await.unwrap(), "renewed again");
 }
 
-pub async fn an_expired_holder_cannot_renew_even_if_nobody_took_the_lease(
-    factory: impl AsyncFn() -> LeaseSubject,
-) {
-    let subject = factory().await;
+pub async fn an_expired_holder_cannot_renew_even_if_nobody_took_the_lease(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert!(leases.try_acquire(&request(NAME, "replica-a")).await.unwrap());
     subject.aging.age(NAME, DURATION + Duration::from_secs(1)).await;
@@ -253,10 +216,7 @@ pub async fn an_expired_holder_cannot_renew_even_if_nobody_took_the_lease(
     assert!(leases.renew(NAME, "replica-b", DURATION).await.unwrap());
 }
 
-pub async fn state_outlives_its_holders_and_only_the_holder_writes_it(
-    factory: impl AsyncFn() -> LeaseSubject,
-) {
-    let subject = factory().await;
+pub async fn state_outlives_its_holders_and_only_the_holder_writes_it(subject: &LeaseSubject) {
     let leases = subject.leases.port();
     assert_eq!(leases.load_state(NAME).await.unwrap(), None, "nothing saved yet");
     assert!(!leases.save_state(NAME, "replica-a", "early").await.unwrap(), "not held");

@@ -9,27 +9,18 @@ use sandkeeper_domain::ChatId;
 use super::Subject;
 use crate::LifecycleLocker;
 
-/// One `#[tokio::test]` per case of this suite. `$factory` is called with no arguments and
-/// returns a future of the subject; with `when = condition`, each test first evaluates the
-/// condition (it may `.await`) and returns at once if it is false.
+/// One `#[tokio::test]` per case of this suite: `(factory)` or `(factory, when = condition)`,
+/// as the [module](super) says.
 #[macro_export]
 macro_rules! lifecycle_locker_contract {
-    ($factory:expr) => {
-        $crate::lifecycle_locker_contract!($factory, when = true);
-    };
-    ($factory:expr, when = $available:expr) => {
-        $crate::__contract_tests!(
-            locker,
-            $factory,
-            $available,
-            [
-                a_second_locker_of_a_chat_waits_until_the_first_releases,
-                locks_of_different_chats_do_not_wait_for_each_other,
-                a_cancelled_waiter_does_not_keep_the_lock,
-                waiters_of_one_chat_hold_the_lock_one_at_a_time,
-                a_lock_can_be_taken_again_and_again,
-            ]
-        );
+    ($($subject:tt)*) => {
+        $crate::__contract_tests!(locker, [
+            a_second_locker_of_a_chat_waits_until_the_first_releases,
+            locks_of_different_chats_do_not_wait_for_each_other,
+            a_cancelled_waiter_does_not_keep_the_lock,
+            waiters_of_one_chat_hold_the_lock_one_at_a_time,
+            a_lock_can_be_taken_again_and_again,
+        ], $($subject)*);
     };
 }
 
@@ -43,9 +34,8 @@ fn chat(n: u128) -> ChatId {
 }
 
 pub async fn a_second_locker_of_a_chat_waits_until_the_first_releases(
-    factory: impl AsyncFn() -> Subject<dyn LifecycleLocker>,
+    subject: &Subject<dyn LifecycleLocker>,
 ) {
-    let subject = factory().await;
     let locker = subject.port().clone();
     let first = locker.lock(chat(1)).await.unwrap();
     let second = tokio::spawn({
@@ -63,9 +53,8 @@ pub async fn a_second_locker_of_a_chat_waits_until_the_first_releases(
 }
 
 pub async fn locks_of_different_chats_do_not_wait_for_each_other(
-    factory: impl AsyncFn() -> Subject<dyn LifecycleLocker>,
+    subject: &Subject<dyn LifecycleLocker>,
 ) {
-    let subject = factory().await;
     let locker = subject.port();
     let _first = locker.lock(chat(1)).await.unwrap();
     let _second = tokio::time::timeout(PATIENCE, locker.lock(chat(2)))
@@ -78,10 +67,7 @@ pub async fn locks_of_different_chats_do_not_wait_for_each_other(
         .unwrap();
 }
 
-pub async fn a_cancelled_waiter_does_not_keep_the_lock(
-    factory: impl AsyncFn() -> Subject<dyn LifecycleLocker>,
-) {
-    let subject = factory().await;
+pub async fn a_cancelled_waiter_does_not_keep_the_lock(subject: &Subject<dyn LifecycleLocker>) {
     let locker = subject.port();
     let held = locker.lock(chat(1)).await.unwrap();
     let abandoned = tokio::time::timeout(WATCH, locker.lock(chat(1))).await;
@@ -100,9 +86,8 @@ pub async fn a_cancelled_waiter_does_not_keep_the_lock(
 }
 
 pub async fn waiters_of_one_chat_hold_the_lock_one_at_a_time(
-    factory: impl AsyncFn() -> Subject<dyn LifecycleLocker>,
+    subject: &Subject<dyn LifecycleLocker>,
 ) {
-    let subject = factory().await;
     let locker = subject.port().clone();
     let inside = Arc::new(AtomicUsize::new(0));
     let most_inside = Arc::new(AtomicUsize::new(0));
@@ -128,10 +113,7 @@ pub async fn waiters_of_one_chat_hold_the_lock_one_at_a_time(
     assert_eq!(most_inside.load(Ordering::SeqCst), 1, "two holders of one chat's lock at once");
 }
 
-pub async fn a_lock_can_be_taken_again_and_again(
-    factory: impl AsyncFn() -> Subject<dyn LifecycleLocker>,
-) {
-    let subject = factory().await;
+pub async fn a_lock_can_be_taken_again_and_again(subject: &Subject<dyn LifecycleLocker>) {
     let locker = subject.port();
     for round in 0..20 {
         let guard = tokio::time::timeout(PATIENCE, locker.lock(chat(1)))

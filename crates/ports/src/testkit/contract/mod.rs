@@ -1,10 +1,10 @@
 //! Contract test suites: one per port, run against every implementation of it (in-process,
 //! SQLite, PostgreSQL), so that they all keep the promises the port's docs make.
 //!
-//! Each suite is a module of `pub async fn` cases. A case takes a factory, an async closure
-//! that returns a fresh, empty implementation wrapped in a [`Subject`] (or a [`LeaseSubject`]),
-//! and panics when the implementation breaks the contract. A macro per suite writes one
-//! `#[tokio::test]` per case for a given factory:
+//! Each suite is a module of `pub async fn` cases. A case takes a fresh, empty implementation
+//! wrapped in a [`Subject`] (or a [`LeaseSubject`]), and panics when the implementation breaks
+//! the contract. A macro per suite writes one `#[tokio::test]` per case for a given factory,
+//! an async closure that returns the subject:
 //!
 //! ```text
 //! sandkeeper_ports::session_repository_contract!(|| async {
@@ -89,20 +89,24 @@ impl fmt::Debug for LeaseSubject {
     }
 }
 
-/// Writes one `#[tokio::test]` per case of a suite module, each calling the case with the
-/// factory unless `available` (evaluated at the start of the test, may `.await`) is false.
-/// Used by the suites' own macros.
+/// Writes one `#[tokio::test]` per case of a suite module. Each test calls the factory and
+/// hands the case the subject, unless `available` (evaluated at the start of the test, may
+/// `.await`) is false. Used by the suites' own macros.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __contract_tests {
-    ($suite:ident, $factory:expr, $available:expr, [$($case:ident),* $(,)?]) => {
+    ($suite:ident, [$($case:ident),* $(,)?], $factory:expr) => {
+        $crate::__contract_tests!($suite, [$($case),*], $factory, when = true);
+    };
+    ($suite:ident, [$($case:ident),* $(,)?], $factory:expr, when = $available:expr) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 if !$available {
                     return;
                 }
-                $crate::testkit::contract::$suite::$case($factory).await;
+                let subject = $factory().await;
+                $crate::testkit::contract::$suite::$case(&subject).await;
             }
         )*
     };

@@ -11,52 +11,43 @@ use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, Sess
 use super::Subject;
 use crate::{SaveError, SessionRepository};
 
-/// One `#[tokio::test]` per case of this suite. `$factory` is called with no arguments and
-/// returns a future of the subject; with `when = condition`, each test first evaluates the
-/// condition (it may `.await`) and returns at once if it is false.
+/// One `#[tokio::test]` per case of this suite: `(factory)` or `(factory, when = condition)`,
+/// as the [module](super) says.
 #[macro_export]
 macro_rules! session_repository_contract {
-    ($factory:expr) => {
-        $crate::session_repository_contract!($factory, when = true);
-    };
-    ($factory:expr, when = $available:expr) => {
-        $crate::__contract_tests!(
-            repository,
-            $factory,
-            $available,
-            [
-                save_then_get_round_trips_every_field,
-                get_of_an_unknown_session_is_none,
-                save_replaces_the_row_with_the_same_session_id,
-                get_running_by_chat_sees_only_the_running_session_of_that_chat,
-                second_running_session_for_a_chat_conflicts_and_changes_nothing,
-                stopped_and_crashed_sessions_of_a_chat_do_not_conflict,
-                resaving_the_running_session_itself_is_not_a_conflict,
-                reviving_a_stopped_session_while_another_runs_conflicts,
-                a_chat_may_run_again_once_its_running_session_stopped,
-                list_expired_includes_the_boundary_and_only_running_sessions,
-                list_expired_orders_by_expiry_then_session_id_and_honours_the_limit,
-                list_orders_by_created_at_then_session_id_and_honours_the_limit,
-                list_filters_by_statuses_and_an_empty_filter_matches_nothing,
-                paging_with_list_after_visits_every_row_once_in_order,
-                list_after_starts_strictly_after_the_position_and_past_the_end_is_empty,
-                count_running_counts_only_running_sessions,
-                delete_reports_whether_a_row_went,
-                delete_terminal_deletes_only_stopped_or_crashed_rows,
-                transition_changes_status_only_from_the_expected_one,
-                transition_never_makes_a_second_running_session,
-                concurrent_terminal_deletes_of_one_row_remove_it_once,
-                concurrent_transitions_of_one_row_change_it_once,
-                concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once,
-                extend_expiry_moves_a_running_sessions_expiry_later_and_nothing_else,
-                extend_expiry_never_moves_an_expiry_back,
-                extend_expiry_never_touches_a_stopped_crashed_or_missing_session,
-                an_extended_session_leaves_the_expiry_scan,
-                concurrent_extensions_of_one_session_keep_the_latest_expiry,
-                save_within_saves_below_the_limit_and_changes_nothing_at_it,
-                concurrent_saves_within_a_limit_never_go_past_it,
-            ]
-        );
+    ($($subject:tt)*) => {
+        $crate::__contract_tests!(repository, [
+            save_then_get_round_trips_every_field,
+            get_of_an_unknown_session_is_none,
+            save_replaces_the_row_with_the_same_session_id,
+            get_running_by_chat_sees_only_the_running_session_of_that_chat,
+            second_running_session_for_a_chat_conflicts_and_changes_nothing,
+            stopped_and_crashed_sessions_of_a_chat_do_not_conflict,
+            resaving_the_running_session_itself_is_not_a_conflict,
+            reviving_a_stopped_session_while_another_runs_conflicts,
+            a_chat_may_run_again_once_its_running_session_stopped,
+            list_expired_includes_the_boundary_and_only_running_sessions,
+            list_expired_orders_by_expiry_then_session_id_and_honours_the_limit,
+            list_orders_by_created_at_then_session_id_and_honours_the_limit,
+            list_filters_by_statuses_and_an_empty_filter_matches_nothing,
+            paging_with_list_after_visits_every_row_once_in_order,
+            list_after_starts_strictly_after_the_position_and_past_the_end_is_empty,
+            count_running_counts_only_running_sessions,
+            delete_reports_whether_a_row_went,
+            delete_terminal_deletes_only_stopped_or_crashed_rows,
+            transition_changes_status_only_from_the_expected_one,
+            transition_never_makes_a_second_running_session,
+            concurrent_terminal_deletes_of_one_row_remove_it_once,
+            concurrent_transitions_of_one_row_change_it_once,
+            concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once,
+            extend_expiry_moves_a_running_sessions_expiry_later_and_nothing_else,
+            extend_expiry_never_moves_an_expiry_back,
+            extend_expiry_never_touches_a_stopped_crashed_or_missing_session,
+            an_extended_session_leaves_the_expiry_scan,
+            concurrent_extensions_of_one_session_keep_the_latest_expiry,
+            save_within_saves_below_the_limit_and_changes_nothing_at_it,
+            concurrent_saves_within_a_limit_never_go_past_it,
+        ], $($subject)*);
     };
 }
 
@@ -102,10 +93,7 @@ fn ids(sessions: &[SandboxSession]) -> Vec<SessionId> {
     sessions.iter().map(|s| s.session_id).collect()
 }
 
-pub async fn save_then_get_round_trips_every_field(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
-) {
-    let subject = factory().await;
+pub async fn save_then_get_round_trips_every_field(subject: &Subject<dyn SessionRepository>) {
     let repo = subject.port();
     for (n, status) in SandboxStatus::ALL.into_iter().enumerate() {
         let n = n as u128 + 1;
@@ -117,19 +105,15 @@ pub async fn save_then_get_round_trips_every_field(
     }
 }
 
-pub async fn get_of_an_unknown_session_is_none(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
-) {
-    let subject = factory().await;
+pub async fn get_of_an_unknown_session_is_none(subject: &Subject<dyn SessionRepository>) {
     let repo = subject.port();
     assert_eq!(repo.get(session_id(404)).await.unwrap(), None);
     assert_eq!(repo.get_running_by_chat(chat_id(404)).await.unwrap(), None);
 }
 
 pub async fn save_replaces_the_row_with_the_same_session_id(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let first = session(1, 1, SandboxStatus::Running, 0, 300);
     repo.save(&first).await.unwrap();
@@ -145,9 +129,8 @@ pub async fn save_replaces_the_row_with_the_same_session_id(
 }
 
 pub async fn get_running_by_chat_sees_only_the_running_session_of_that_chat(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let running = session(3, 1, SandboxStatus::Running, 20, 320);
     save_all(
@@ -169,9 +152,8 @@ pub async fn get_running_by_chat_sees_only_the_running_session_of_that_chat(
 }
 
 pub async fn second_running_session_for_a_chat_conflicts_and_changes_nothing(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let first = session(1, 1, SandboxStatus::Running, 0, 300);
     repo.save(&first).await.unwrap();
@@ -183,9 +165,8 @@ pub async fn second_running_session_for_a_chat_conflicts_and_changes_nothing(
 }
 
 pub async fn stopped_and_crashed_sessions_of_a_chat_do_not_conflict(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     // Terminal sessions first, then a running one; and terminal sessions beside a running one.
     save_all(
@@ -204,9 +185,8 @@ pub async fn stopped_and_crashed_sessions_of_a_chat_do_not_conflict(
 }
 
 pub async fn resaving_the_running_session_itself_is_not_a_conflict(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let first = session(1, 1, SandboxStatus::Running, 0, 300);
     repo.save(&first).await.unwrap();
@@ -216,9 +196,8 @@ pub async fn resaving_the_running_session_itself_is_not_a_conflict(
 }
 
 pub async fn reviving_a_stopped_session_while_another_runs_conflicts(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let stopped = session(1, 1, SandboxStatus::Stopped, 0, 300);
     let running = session(2, 1, SandboxStatus::Running, 10, 310);
@@ -230,9 +209,8 @@ pub async fn reviving_a_stopped_session_while_another_runs_conflicts(
 }
 
 pub async fn a_chat_may_run_again_once_its_running_session_stopped(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let first = session(1, 1, SandboxStatus::Running, 0, 300);
     repo.save(&first).await.unwrap();
@@ -243,9 +221,8 @@ pub async fn a_chat_may_run_again_once_its_running_session_stopped(
 }
 
 pub async fn list_expired_includes_the_boundary_and_only_running_sessions(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let now = base() + TimeDelta::seconds(300);
     let at_boundary = session(1, 1, SandboxStatus::Running, 0, 300);
@@ -269,9 +246,8 @@ pub async fn list_expired_includes_the_boundary_and_only_running_sessions(
 }
 
 pub async fn list_expired_orders_by_expiry_then_session_id_and_honours_the_limit(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     // Saved out of order; sessions 7 and 3 expire at the same instant (3 sorts first).
     save_all(
@@ -296,9 +272,8 @@ pub async fn list_expired_orders_by_expiry_then_session_id_and_honours_the_limit
 }
 
 pub async fn list_orders_by_created_at_then_session_id_and_honours_the_limit(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     // Statuses interleave in time, so the order must be merged across statuses.
     save_all(
@@ -325,9 +300,8 @@ pub async fn list_orders_by_created_at_then_session_id_and_honours_the_limit(
 }
 
 pub async fn list_filters_by_statuses_and_an_empty_filter_matches_nothing(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     save_all(
         repo,
@@ -375,9 +349,8 @@ async fn all_pages(
 }
 
 pub async fn paging_with_list_after_visits_every_row_once_in_order(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     // Statuses interleave in time and several rows share a created_at, so that a page boundary
     // falls between rows of one instant and the order must be merged across statuses.
@@ -419,9 +392,8 @@ pub async fn paging_with_list_after_visits_every_row_once_in_order(
 }
 
 pub async fn list_after_starts_strictly_after_the_position_and_past_the_end_is_empty(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let sessions = [
         session(1, 1, SandboxStatus::Running, 0, 300),
@@ -469,10 +441,7 @@ pub async fn list_after_starts_strictly_after_the_position_and_past_the_end_is_e
     assert!(repo.list_after(&[], earliest, 10).await.unwrap().is_empty());
 }
 
-pub async fn count_running_counts_only_running_sessions(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
-) {
-    let subject = factory().await;
+pub async fn count_running_counts_only_running_sessions(subject: &Subject<dyn SessionRepository>) {
     let repo = subject.port();
     assert_eq!(repo.count_running().await.unwrap(), 0);
     save_all(
@@ -488,10 +457,7 @@ pub async fn count_running_counts_only_running_sessions(
     assert_eq!(repo.count_running().await.unwrap(), 2, "expired but running still counts");
 }
 
-pub async fn delete_reports_whether_a_row_went(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
-) {
-    let subject = factory().await;
+pub async fn delete_reports_whether_a_row_went(subject: &Subject<dyn SessionRepository>) {
     let repo = subject.port();
     let running = session(1, 1, SandboxStatus::Running, 0, 300);
     let other = session(2, 2, SandboxStatus::Running, 0, 300);
@@ -504,9 +470,8 @@ pub async fn delete_reports_whether_a_row_went(
 }
 
 pub async fn delete_terminal_deletes_only_stopped_or_crashed_rows(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let running = session(1, 1, SandboxStatus::Running, 0, 300);
     save_all(
@@ -528,9 +493,8 @@ pub async fn delete_terminal_deletes_only_stopped_or_crashed_rows(
 }
 
 pub async fn transition_changes_status_only_from_the_expected_one(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let running = session(1, 1, SandboxStatus::Running, 0, 300);
     repo.save(&running).await.unwrap();
@@ -551,9 +515,8 @@ pub async fn transition_changes_status_only_from_the_expected_one(
 }
 
 pub async fn transition_never_makes_a_second_running_session(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let running = session(1, 1, SandboxStatus::Running, 0, 300);
     let stopped = session(2, 1, SandboxStatus::Stopped, 10, 310);
@@ -566,9 +529,8 @@ pub async fn transition_never_makes_a_second_running_session(
 }
 
 pub async fn concurrent_terminal_deletes_of_one_row_remove_it_once(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     for round in 1..=10u128 {
         repo.save(&session(round, round, SandboxStatus::Crashed, 0, 300)).await.unwrap();
@@ -583,9 +545,8 @@ pub async fn concurrent_terminal_deletes_of_one_row_remove_it_once(
 }
 
 pub async fn concurrent_transitions_of_one_row_change_it_once(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     for round in 1..=10u128 {
         repo.save(&session(round, round, SandboxStatus::Running, 0, 300)).await.unwrap();
@@ -601,9 +562,8 @@ pub async fn concurrent_transitions_of_one_row_change_it_once(
 }
 
 pub async fn concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     for round in 1..=10u128 {
         let a = session(round * 2, round, SandboxStatus::Running, 0, 300);
@@ -627,9 +587,8 @@ pub async fn concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once
 }
 
 pub async fn extend_expiry_moves_a_running_sessions_expiry_later_and_nothing_else(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let running = session(1, 1, SandboxStatus::Running, 0, 300);
     let neighbour = session(2, 2, SandboxStatus::Running, 0, 300);
@@ -642,10 +601,7 @@ pub async fn extend_expiry_moves_a_running_sessions_expiry_later_and_nothing_els
     assert_eq!(repo.get(neighbour.session_id).await.unwrap(), Some(neighbour), "untouched");
 }
 
-pub async fn extend_expiry_never_moves_an_expiry_back(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
-) {
-    let subject = factory().await;
+pub async fn extend_expiry_never_moves_an_expiry_back(subject: &Subject<dyn SessionRepository>) {
     let repo = subject.port();
     let running = session(1, 1, SandboxStatus::Running, 0, 600);
     repo.save(&running).await.unwrap();
@@ -661,9 +617,8 @@ pub async fn extend_expiry_never_moves_an_expiry_back(
 }
 
 pub async fn extend_expiry_never_touches_a_stopped_crashed_or_missing_session(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let stopped = session(1, 1, SandboxStatus::Stopped, 0, 300);
     let crashed = session(2, 2, SandboxStatus::Crashed, 0, 300);
@@ -684,10 +639,7 @@ pub async fn extend_expiry_never_touches_a_stopped_crashed_or_missing_session(
     assert_eq!(repo.get(deleted.session_id).await.unwrap(), None);
 }
 
-pub async fn an_extended_session_leaves_the_expiry_scan(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
-) {
-    let subject = factory().await;
+pub async fn an_extended_session_leaves_the_expiry_scan(subject: &Subject<dyn SessionRepository>) {
     let repo = subject.port();
     let now = base() + TimeDelta::seconds(300);
     let due = session(1, 1, SandboxStatus::Running, 0, 300);
@@ -700,9 +652,8 @@ pub async fn an_extended_session_leaves_the_expiry_scan(
 }
 
 pub async fn concurrent_extensions_of_one_session_keep_the_latest_expiry(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     for round in 1..=10u128 {
         let running = session(round, round, SandboxStatus::Running, 0, 300);
@@ -723,9 +674,8 @@ pub async fn concurrent_extensions_of_one_session_keep_the_latest_expiry(
 }
 
 pub async fn save_within_saves_below_the_limit_and_changes_nothing_at_it(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     let stopped = session(9, 9, SandboxStatus::Stopped, 0, 300);
     save_all(repo, &[stopped]).await;
@@ -747,9 +697,8 @@ pub async fn save_within_saves_below_the_limit_and_changes_nothing_at_it(
 }
 
 pub async fn concurrent_saves_within_a_limit_never_go_past_it(
-    factory: impl AsyncFn() -> Subject<dyn SessionRepository>,
+    subject: &Subject<dyn SessionRepository>,
 ) {
-    let subject = factory().await;
     let repo = subject.port();
     const LIMIT: u64 = 5;
     let saves = (1..=20u128).map(|n| {
