@@ -85,6 +85,53 @@ async fn run_on(image: &str, suffix: &str) -> Result<Vec<Row>, String> {
     .await
 }
 
+/// Creates and starts an exec of `argv` in `container` as `user` (`uid:gid`) with bollard alone,
+/// attached: its id, output and input.
+pub(crate) async fn start_raw(
+    raw: &Docker,
+    container: &str,
+    user: &str,
+    argv: Vec<String>,
+    attach_stdin: bool,
+) -> Result<(String, RawOutput, RawInput), String> {
+    let config = ExecConfig {
+        user: Some(user.to_owned()),
+        attach_stdin: Some(attach_stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        working_dir: Some("/workspace".to_owned()),
+        cmd: Some(argv),
+        ..Default::default()
+    };
+    let exec =
+        raw.create_exec(container, config).await.map_err(|e| format!("raw create_exec: {e}"))?.id;
+    let options = StartExecOptions { detach: false, tty: false, output_capacity: None };
+    let started =
+        raw.start_exec(&exec, Some(options)).await.map_err(|e| format!("raw start_exec: {e}"))?;
+    let StartExecResults::Attached { output, input } = started else {
+        return Err("the raw exec started detached".to_owned());
+    };
+    Ok((exec, output, input))
+}
+
+pub(crate) type RawOutput = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+pub(crate) type RawInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// The `uid:gid` a sandbox's commands run as, from its container's label.
+pub(crate) async fn sandbox_user(raw: &Docker, container: &str) -> Result<String, String> {
+    let inspected =
+        raw.inspect_container(container, None).await.map_err(|e| format!("inspect: {e}"))?;
+    let uid = inspected
+        .config
+        .and_then(|config| config.labels)
+        .and_then(|labels| labels.get("io.sandkeeper.uid").cloned())
+        .ok_or_else(|| format!("container {container} has no io.sandkeeper.uid label"))?;
+    Ok(format!("{uid}:{uid}"))
+}
+
 /// One sandbox, reached through the API and directly.
 pub(crate) struct Sandbox<'a> {
     server: &'a Server,
@@ -111,14 +158,7 @@ impl<'a> Sandbox<'a> {
             .to_owned();
         // The raw side runs as sandkeeper runs commands: as the sandbox's uid, not as the
         // container's main process.
-        let inspected =
-            raw.inspect_container(&container, None).await.map_err(|e| format!("inspect: {e}"))?;
-        let uid = inspected
-            .config
-            .and_then(|config| config.labels)
-            .and_then(|labels| labels.get("io.sandkeeper.uid").cloned())
-            .ok_or_else(|| format!("container {container} has no io.sandkeeper.uid label"))?;
-        let user = format!("{uid}:{uid}");
+        let user = sandbox_user(raw, &container).await?;
         Ok(Sandbox { server, raw, chat, container, user })
     }
 
@@ -184,31 +224,8 @@ impl<'a> Sandbox<'a> {
         argv: Vec<String>,
         stdin: Option<&[u8]>,
     ) -> Result<Vec<u8>, String> {
-        let config = ExecConfig {
-            user: Some(self.user.clone()),
-            attach_stdin: Some(stdin.is_some()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(false),
-            working_dir: Some("/workspace".to_owned()),
-            cmd: Some(argv),
-            ..Default::default()
-        };
-        let exec = self
-            .raw
-            .create_exec(&self.container, config)
-            .await
-            .map_err(|e| format!("raw create_exec: {e}"))?
-            .id;
-        let options = StartExecOptions { detach: false, tty: false, output_capacity: None };
-        let StartExecResults::Attached { mut output, mut input } = self
-            .raw
-            .start_exec(&exec, Some(options))
-            .await
-            .map_err(|e| format!("raw start_exec: {e}"))?
-        else {
-            return Err("the raw exec started detached".to_owned());
-        };
+        let (exec, mut output, mut input) =
+            start_raw(self.raw, &self.container, &self.user, argv, stdin.is_some()).await?;
         let feed = async {
             if let Some(bytes) = stdin {
                 input.write_all(bytes).await.map_err(|e| format!("raw stdin: {e}"))?;

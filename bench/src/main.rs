@@ -14,6 +14,7 @@ mod expiry_scan;
 mod report;
 mod rss;
 mod server;
+mod streams;
 mod workspace;
 
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ const BENCHES: &[Bench] = &[
     ("expiry-scan", || Box::pin(expiry_scan::run())),
     ("rss", || Box::pin(rss::run())),
     ("workspace", || Box::pin(workspace::run())),
+    ("streams", || Box::pin(streams::run())),
 ];
 
 const USAGE: &str = "\
@@ -52,6 +54,8 @@ the benchmarks whose name contains one of them (a partial run never writes PATH)
   rss           the server's peak RSS with 10k running sessions in the store
   workspace     a create that restores a 10 MiB workspace vs a cold create plus raw tar x;
                 the workspace archive through the API vs a raw tar c
+  streams       a streamed exec's first output byte vs raw bollard; 16 background processes
+                writing 1 MiB/s each, followed: the server's CPU and peak RSS
 
 The servers run the release binary next to this one (target/release/sandkeeper; SANDKEEPER_BIN
 overrides it) with RUST_LOG=info, their default; BENCH_SERVER_LOG overrides that level.";

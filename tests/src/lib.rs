@@ -19,6 +19,7 @@ pub use reqwest::StatusCode;
 use serde_json::Value;
 
 mod cluster;
+pub mod events;
 mod immutable;
 mod sandbox;
 pub use cluster::PrivateCluster;

@@ -10,8 +10,10 @@ import pytest
 from conftest import Server
 from sandkeeper import (
     AsyncSandkeeper,
+    ExecResult,
     InvalidRequest,
     NotFound,
+    OutputChunk,
     SandkeeperError,
     Unauthorized,
 )
@@ -39,6 +41,18 @@ def test_ensure_exec_files_keepalive_and_delete(server: Server, chat_id: str) ->
                 "warn\n",
             )
             assert not result.timed_out
+
+            streamed = [
+                item
+                async for item in sandbox.exec_stream(
+                    ["sh", "-c", "echo one; sleep 1; printf 'two\\377'; exit 4"]
+                )
+            ]
+            end = streamed[-1]
+            assert isinstance(end, ExecResult) and end.exit_code == 4
+            chunks = [item for item in streamed if isinstance(item, OutputChunk)]
+            assert chunks[0] == OutputChunk("stdout", b"one\n")
+            assert b"".join(chunk.data for chunk in chunks) == b"one\ntwo\xff"
 
             timed_out = await sandbox.exec(["sleep", "30"], timeout=0.5)
             assert timed_out.timed_out and timed_out.exit_code is None

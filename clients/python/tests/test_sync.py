@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import suppress
@@ -18,6 +19,7 @@ from sandkeeper import (
     InvalidRequest,
     KeptAlive,
     NotFound,
+    OutputChunk,
     Sandbox,
     Sandkeeper,
     SandkeeperError,
@@ -90,6 +92,31 @@ def test_exec_reports_output_and_exit_code(sandbox: Sandbox) -> None:
     assert not result.timed_out and not result.truncated
     assert result.duration_ms >= 0
     assert result.session_id == sandbox.info().session_id
+
+
+def test_exec_stream_yields_output_while_the_command_runs_then_its_result(
+    sandbox: Sandbox,
+) -> None:
+    script = "echo first; sleep 2; printf '\\342\\202'; sleep 1; printf '\\254\\377'; echo oops >&2; exit 3"
+    started = time.monotonic()
+    items = sandbox.exec_stream(["sh", "-c", script])
+    first = next(items)
+    assert first == OutputChunk("stdout", b"first\n")
+    assert time.monotonic() - started < 2, "the first line came only at the end"
+    rest = list(items)
+    result = rest[-1]
+    assert isinstance(result, ExecResult)
+    assert (result.exit_code, result.stdout, result.stderr) == (3, "", "")
+    chunks = [item for item in rest if isinstance(item, OutputChunk)]
+    assert b"".join(c.data for c in chunks if c.stream == "stdout") == "€".encode() + b"\xff"
+    assert b"".join(c.data for c in chunks if c.stream == "stderr") == b"oops\n"
+    assert OutputChunk("stdout", "€".encode()) in chunks, "the euro sign came whole"
+
+
+def test_exec_stream_refusals_are_errors(client: Sandkeeper) -> None:
+    with pytest.raises(NotFound) as missing:
+        list(client.sandbox(str(uuid.uuid4())).exec_stream(["true"]))
+    assert missing.value.code == "sandbox_not_found"
 
 
 def test_exec_feeds_stdin_env_and_workdir(sandbox: Sandbox) -> None:

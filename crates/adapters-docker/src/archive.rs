@@ -54,7 +54,7 @@ fn local(error: std::io::Error) -> ArchiveError {
     ArchiveError::Local(Cause::new(error))
 }
 
-fn from_exec(error: ExecError) -> ArchiveError {
+pub(crate) fn from_exec(error: ExecError) -> ArchiveError {
     match error {
         ExecError::ContainerNotRunning { container_id } => {
             ArchiveError::ContainerNotRunning { container_id }
@@ -77,6 +77,7 @@ fn command<'a>(argv: &'a [String], stdin: Option<&'a [u8]>) -> Command<'a> {
         timeout: ARCHIVE_TIMEOUT,
         stdout_limit: 0,
         stderr_limit: STDERR_LIMIT,
+        forward: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bollard::errors::Error as BollardError;
 use bollard::{API_DEFAULT_VERSION, Docker};
-use sandkeeper_ports::{Cause, ExecError, FileError, Report, RuntimeError};
+use sandkeeper_ports::{Cause, ExecError, FileError, ProcessError, Report, RuntimeError};
 use tokio::sync::Mutex;
 
 use crate::config::{Endpoint, TlsFiles};
@@ -153,7 +153,7 @@ impl Client {
     ///
     /// The lock is held while connecting so that a burst of calls after a restart negotiates once;
     /// each caller is still bounded by its own call timeout.
-    async fn get(&self) -> Result<Docker, RuntimeError> {
+    pub(crate) async fn get(&self) -> Result<Docker, RuntimeError> {
         let mut slot = self.docker.lock().await;
         if let Some(docker) = slot.as_ref() {
             return Ok(docker.clone());
@@ -300,6 +300,12 @@ impl EngineLoss for ExecError {
 }
 
 impl EngineLoss for FileError {
+    fn engine_lost(&self) -> bool {
+        matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
+    }
+}
+
+impl EngineLoss for ProcessError {
     fn engine_lost(&self) -> bool {
         matches!(self, Self::Runtime(RuntimeError::Unavailable(_)))
     }

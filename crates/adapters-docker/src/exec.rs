@@ -2,7 +2,9 @@
 //! outcome as the port describes it. What the wrapper and the timeout's killer do is told
 //! there, and in `docs/exec.md`.
 
-use sandkeeper_ports::{ExecError, ExecOutput, ExecRequest, RuntimeError, WORKSPACE_DIR};
+use sandkeeper_ports::{
+    ExecError, ExecOutput, ExecRequest, OutputSender, RuntimeError, WORKSPACE_DIR,
+};
 
 use crate::shell::{Command, Sandbox};
 
@@ -16,10 +18,12 @@ pub(crate) fn check(request: &ExecRequest) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Runs `request` in `sandbox` and reports how it ended.
+/// Runs `request` in `sandbox` and reports how it ended. With `forward`, the output is sent
+/// there as it is read (and the answer holds none); else it is kept for the answer.
 pub(crate) async fn exec(
     sandbox: &Sandbox<'_>,
     request: &ExecRequest,
+    forward: Option<&OutputSender>,
 ) -> Result<ExecOutput, ExecError> {
     let env = request.env.iter().map(|(name, value)| format!("{name}={value}")).collect();
     let command = Command {
@@ -30,6 +34,7 @@ pub(crate) async fn exec(
         timeout: request.timeout,
         stdout_limit: request.output_limit,
         stderr_limit: request.output_limit,
+        forward,
     };
     let outcome = sandbox.run(command).await?;
     let truncated = outcome.stdout.truncated() || outcome.stderr.truncated();

@@ -198,6 +198,7 @@ async fn transfer(
         timeout: sandbox.client.call_timeout(),
         stdout_limit,
         stderr_limit: STDERR_LIMIT,
+        forward: None,
     };
     let outcome = sandbox.run(command).await.map_err(from_exec)?;
     if outcome.timed_out {

@@ -22,8 +22,10 @@ mod client;
 mod config;
 mod exec;
 mod files;
+mod processes;
 mod runtime;
 mod shell;
+mod terminal;
 
 pub use client::DURATION_METRIC;
 pub use config::{

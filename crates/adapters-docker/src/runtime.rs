@@ -2,6 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -19,14 +20,14 @@ use sandkeeper_domain::Timestamp;
 use sandkeeper_domain::{ContainerId, SessionId};
 use sandkeeper_ports::{
     ArchiveError, ArchiveFile, Cause, ContainerExit, ContainerSpec, ContainerState, ExecError,
-    ExecOutput, ExecRequest, FileError, ManagedContainer, Report, RuntimeError, SandboxRuntime,
-    WorkspacePath,
+    ExecOutput, ExecRequest, FileError, ManagedContainer, OutputSender, ProcessError, ProcessInfo,
+    ProcessLogs, ProcessSpec, Report, RuntimeError, SandboxRuntime, Terminal, WorkspacePath,
 };
 
-use crate::client::{Client, is_conflict, is_not_found};
+use crate::client::{Client, EngineLoss, is_conflict, is_not_found};
 use crate::config::{ConfigError, DockerConfig, workspace_owner_options};
 use crate::shell::{Sandbox, runs_for};
-use crate::{archive, exec, files};
+use crate::{archive, exec, files, processes, terminal};
 
 /// Marks a container as created by sandkeeper (value `true`).
 pub const LABEL_MANAGED: &str = "io.sandkeeper.managed";
@@ -216,15 +217,7 @@ impl SandboxRuntime for DockerRuntime {
         container_id: &ContainerId,
         request: &ExecRequest,
     ) -> Result<ExecOutput, ExecError> {
-        exec::check(request)?;
-        let inner = &self.inner;
-        inner
-            .client
-            .long_call("exec", runs_for(request.timeout), |docker| async move {
-                let sandbox = inner.sandbox(&docker, container_id).await?;
-                exec::exec(&sandbox, request).await
-            })
-            .await
+        self.inner.exec(container_id, request, None).await
     }
 
     async fn upload(
@@ -254,7 +247,15 @@ impl SandboxRuntime for DockerRuntime {
         scratch: &Path,
     ) -> Result<ArchiveFile, ArchiveError> {
         let run = async |sandbox: &Sandbox<'_>| archive::archive(sandbox, limit, scratch).await;
-        self.inner.archive_call("workspace_archive", container_id, run).await
+        self.inner
+            .in_sandbox_for(
+                "workspace_archive",
+                container_id,
+                archive::ARCHIVE_TIMEOUT,
+                archive::from_exec,
+                run,
+            )
+            .await
     }
 
     async fn restore_workspace(
@@ -263,11 +264,127 @@ impl SandboxRuntime for DockerRuntime {
         file: &ArchiveFile,
     ) -> Result<(), ArchiveError> {
         let run = async |sandbox: &Sandbox<'_>| archive::restore(sandbox, file).await;
-        self.inner.archive_call("workspace_restore", container_id, run).await
+        self.inner
+            .in_sandbox_for(
+                "workspace_restore",
+                container_id,
+                archive::ARCHIVE_TIMEOUT,
+                archive::from_exec,
+                run,
+            )
+            .await
+    }
+
+    async fn exec_streamed(
+        &self,
+        container_id: &ContainerId,
+        request: &ExecRequest,
+        output: &OutputSender,
+    ) -> Result<ExecOutput, ExecError> {
+        self.inner.exec(container_id, request, Some(output)).await
+    }
+
+    async fn start_process(
+        &self,
+        container_id: &ContainerId,
+        spec: &ProcessSpec,
+    ) -> Result<ProcessInfo, ProcessError> {
+        let start = async |sandbox: &Sandbox<'_>| processes::start(sandbox, spec).await;
+        self.inner.in_sandbox("process_start", container_id, ProcessError::from, start).await
+    }
+
+    async fn list_processes(
+        &self,
+        container_id: &ContainerId,
+    ) -> Result<Vec<ProcessInfo>, ProcessError> {
+        let list = async |sandbox: &Sandbox<'_>| processes::list(sandbox).await;
+        self.inner.in_sandbox("process_list", container_id, ProcessError::from, list).await
+    }
+
+    async fn process_logs(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+        offsets: (u64, u64),
+        limit: usize,
+    ) -> Result<ProcessLogs, ProcessError> {
+        let read = async |sandbox: &Sandbox<'_>| {
+            processes::logs(sandbox, process_id, offsets, limit).await
+        };
+        self.inner.in_sandbox("process_logs", container_id, ProcessError::from, read).await
+    }
+
+    async fn process_stdin(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProcessError> {
+        let write =
+            async |sandbox: &Sandbox<'_>| processes::stdin(sandbox, process_id, bytes).await;
+        self.inner.in_sandbox("process_stdin", container_id, ProcessError::from, write).await
+    }
+
+    async fn kill_process(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+    ) -> Result<(), ProcessError> {
+        let kill = async |sandbox: &Sandbox<'_>| processes::kill(sandbox, process_id).await;
+        self.inner.in_sandbox("process_kill", container_id, ProcessError::from, kill).await
+    }
+
+    async fn open_terminal(
+        &self,
+        container_id: &ContainerId,
+        cols: u16,
+        rows: u16,
+    ) -> Result<Terminal, ExecError> {
+        let inner = Arc::clone(&self.inner);
+        let container = container_id.clone();
+        let (ready, started) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let docker = match inner.client.get().await {
+                Ok(docker) => docker,
+                Err(error) => return drop(ready.send(Err(ExecError::Runtime(error)))),
+            };
+            match inner.sandbox(&docker, &container).await {
+                Ok(sandbox) => terminal::run(&sandbox, (cols, rows), ready).await,
+                Err(error) => drop(ready.send(Err(error))),
+            }
+        });
+        let bound = self.inner.config.call_timeout.saturating_mul(3);
+        match tokio::time::timeout(bound, started).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ExecError::Runtime(RuntimeError::Failed(
+                "the terminal's task ended before its shell started".into(),
+            ))),
+            Err(_) => Err(ExecError::Runtime(RuntimeError::Timeout {
+                operation: "terminal",
+                after: bound,
+            })),
+        }
     }
 }
 
 impl Inner {
+    /// The one way a caller's command runs: its output kept for the answer, or sent to
+    /// `forward` as it is read.
+    async fn exec(
+        &self,
+        container_id: &ContainerId,
+        request: &ExecRequest,
+        forward: Option<&OutputSender>,
+    ) -> Result<ExecOutput, ExecError> {
+        exec::check(request)?;
+        self.client
+            .long_call("exec", runs_for(request.timeout), |docker| async move {
+                let sandbox = self.sandbox(&docker, container_id).await?;
+                exec::exec(&sandbox, request, forward).await
+            })
+            .await
+    }
+
     async fn create(
         &self,
         docker: Docker,
@@ -327,32 +444,33 @@ impl Inner {
         container: &ContainerId,
         run: impl AsyncFnOnce(&Sandbox<'_>) -> Result<T, FileError>,
     ) -> Result<T, FileError> {
-        let runs_for = runs_for(self.config.call_timeout);
-        self.client
-            .long_call(operation, runs_for, |docker| async move {
-                let sandbox = self.sandbox(&docker, container).await.map_err(files::from_exec)?;
-                run(&sandbox).await
-            })
-            .await
+        self.in_sandbox(operation, container, files::from_exec, run).await
     }
 
-    /// Archives or restores a workspace in the container's sandbox, bounded by
-    /// [`archive::ARCHIVE_TIMEOUT`].
-    async fn archive_call<T>(
+    /// Runs `run` in the container, bounded like a transfer; `lift` says what a failure to
+    /// get into the container is in the caller's error.
+    async fn in_sandbox<T, E: From<RuntimeError> + EngineLoss>(
         &self,
         operation: &'static str,
         container: &ContainerId,
-        run: impl AsyncFnOnce(&Sandbox<'_>) -> Result<T, ArchiveError>,
-    ) -> Result<T, ArchiveError> {
+        lift: fn(ExecError) -> E,
+        run: impl AsyncFnOnce(&Sandbox<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.in_sandbox_for(operation, container, self.config.call_timeout, lift, run).await
+    }
+
+    /// [`Self::in_sandbox`] for work whose own timeout is `timeout` (an archive's).
+    async fn in_sandbox_for<T, E: From<RuntimeError> + EngineLoss>(
+        &self,
+        operation: &'static str,
+        container: &ContainerId,
+        timeout: Duration,
+        lift: fn(ExecError) -> E,
+        run: impl AsyncFnOnce(&Sandbox<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.client
-            .long_call(operation, runs_for(archive::ARCHIVE_TIMEOUT), |docker| async move {
-                let sandbox =
-                    self.sandbox(&docker, container).await.map_err(|error| match error {
-                        ExecError::ContainerNotRunning { container_id } => {
-                            ArchiveError::ContainerNotRunning { container_id }
-                        }
-                        ExecError::Runtime(error) => ArchiveError::Runtime(error),
-                    })?;
+            .long_call(operation, runs_for(timeout), |docker| async move {
+                let sandbox = self.sandbox(&docker, container).await.map_err(lift)?;
                 run(&sandbox).await
             })
             .await

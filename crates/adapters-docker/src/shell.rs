@@ -31,7 +31,9 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use futures::{Stream, StreamExt};
 use sandkeeper_domain::ContainerId;
-use sandkeeper_ports::{Cause, ExecError, Report, RuntimeError};
+use sandkeeper_ports::{
+    Cause, ExecError, OutputChunk, OutputSender, OutputStream, Report, RuntimeError,
+};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::client::{Client, is_conflict, is_not_found};
@@ -78,6 +80,20 @@ case $1 in -*) printf 'sandkeeper: cannot run a program whose name begins with "
 exec "$@""#;
 /// Ten digits and a newline.
 const PID_HEADER_LEN: usize = 11;
+
+/// The command line of `argv` run under the wrapper with `mark`, in `workdir`.
+pub(crate) fn wrapped(mark: &str, workdir: &str, argv: &[String]) -> Vec<String> {
+    let mut cmd = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        WRAPPER.to_owned(),
+        WRAPPER_NAME.to_owned(),
+        mark.to_owned(),
+        workdir.to_owned(),
+    ];
+    cmd.extend(argv.iter().cloned());
+    cmd
+}
 
 /// `$1` is the PID of a timed-out command's session leader, `$2` the command's mark
 /// (`SANDKEEPER_EXEC_ID`). First stops (SIGSTOP) its process group in one system call, so that
@@ -159,7 +175,7 @@ done"#;
 /// A token for one command's mark (`SANDKEEPER_EXEC_ID`): 128 bits in hex, drawn from the
 /// process's random hash keys (seeded by the operating system, different for every draw), so
 /// that no two commands, in this process or another replica, share one.
-fn exec_mark() -> String {
+pub(crate) fn exec_mark() -> String {
     let keys = (RandomState::new(), RandomState::new());
     let now = std::time::SystemTime::now();
     format!("{:016x}{:016x}", keys.0.hash_one(now), keys.1.hash_one(now))
@@ -174,6 +190,9 @@ pub(crate) struct Command<'a> {
     pub(crate) timeout: Duration,
     pub(crate) stdout_limit: usize,
     pub(crate) stderr_limit: usize,
+    /// Where the output goes as it is read, instead of being kept; the command is killed as
+    /// on a timeout when nobody receives it any more.
+    pub(crate) forward: Option<&'a OutputSender>,
 }
 
 /// How a command ended.
@@ -226,28 +245,48 @@ impl Spill {
     }
 }
 
-/// Keeps the first `limit` bytes of a stream and counts the rest.
+/// Keeps the first `limit` bytes of a stream (or sends them on, when forwarding) and counts
+/// the rest.
 #[derive(Debug, Default)]
 pub(crate) struct Sink {
     pub(crate) kept: Vec<u8>,
     limit: usize,
-    /// Every byte seen, kept or not.
+    /// Bytes kept or sent on.
+    accepted: usize,
+    /// Every byte seen, accepted or not.
     pub(crate) total: u64,
+    forward: Option<(OutputStream, OutputSender)>,
 }
 
 impl Sink {
     fn new(limit: usize) -> Self {
-        Self { kept: Vec::new(), limit, total: 0 }
+        Self { kept: Vec::new(), limit, accepted: 0, total: 0, forward: None }
+    }
+
+    /// A sink that sends what it accepts to `forward` instead of keeping it.
+    fn forwarding(limit: usize, stream: OutputStream, forward: Option<&OutputSender>) -> Self {
+        Self { forward: forward.map(|sender| (stream, sender.clone())), ..Self::new(limit) }
     }
 
     fn push(&mut self, bytes: &[u8]) {
         self.total += bytes.len() as u64;
-        let room = self.limit.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let room = self.limit.saturating_sub(self.accepted);
+        let accepted = &bytes[..bytes.len().min(room)];
+        if accepted.is_empty() {
+            return;
+        }
+        self.accepted += accepted.len();
+        match &self.forward {
+            // A receiver that went away is noticed by `pump`, which ends the command.
+            Some((stream, sender)) => {
+                let _ = sender.send(OutputChunk { stream: *stream, bytes: accepted.to_vec() });
+            }
+            None => self.kept.extend_from_slice(accepted),
+        }
     }
 
     pub(crate) fn truncated(&self) -> bool {
-        self.total > self.kept.len() as u64
+        self.total > self.accepted as u64
     }
 }
 
@@ -303,8 +342,9 @@ fn parse_pid_header(header: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-type Output = std::pin::Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>;
-type Input = std::pin::Pin<Box<dyn AsyncWrite + Send>>;
+pub(crate) type Output =
+    std::pin::Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>;
+pub(crate) type Input = std::pin::Pin<Box<dyn AsyncWrite + Send>>;
 
 /// How reading a command's output stopped.
 enum End {
@@ -313,6 +353,8 @@ enum End {
     TimedOut,
     /// With [`Until::Header`]: the wrapper's header was read, or what came instead.
     HeaderSettled,
+    /// Nobody receives the forwarded output any more.
+    Abandoned,
     Broken(BollardError),
 }
 
@@ -349,26 +391,25 @@ impl Sandbox<'_> {
         mut spill: Option<&mut Spill>,
     ) -> Result<Outcome, ExecError> {
         let mark = exec_mark();
-        let mut cmd = vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            WRAPPER.to_owned(),
-            WRAPPER_NAME.to_owned(),
-            mark.clone(),
-            command.workdir.to_owned(),
-        ];
-        cmd.extend(command.argv.iter().cloned());
+        let cmd = wrapped(&mark, command.workdir, command.argv);
         let (exec_id, mut output, mut input) = self
             .client
             .bounded(
                 "exec_start",
-                self.attach(cmd, command.env, command.stdin.is_some() || stdin_file.is_some()),
+                self.attach(
+                    cmd,
+                    command.env,
+                    command.stdin.is_some() || stdin_file.is_some(),
+                    false,
+                ),
             )
             .await??;
 
         let started = Instant::now();
-        let mut stdout = Sink::new(command.stdout_limit);
-        let mut stderr = Sink::new(command.stderr_limit);
+        let mut stdout =
+            Sink::forwarding(command.stdout_limit, OutputStream::Stdout, command.forward);
+        let mut stderr =
+            Sink::forwarding(command.stderr_limit, OutputStream::Stderr, command.forward);
         let mut header = PidHeader::Pending(Vec::with_capacity(PID_HEADER_LEN));
         let deadline = tokio::time::Instant::now() + command.timeout;
         let end = {
@@ -390,7 +431,7 @@ impl Sandbox<'_> {
                 header: &mut header,
                 spill: spill.as_deref_mut(),
             };
-            pump(&mut output, feed, deadline, &mut sinks, Until::End).await
+            pump(&mut output, feed, deadline, &mut sinks, Until::End, command.forward).await
         };
 
         match end {
@@ -417,7 +458,11 @@ impl Sandbox<'_> {
                 })
             }
             End::Broken(error) => Err(self.engine_failure(error).await),
-            End::TimedOut | End::HeaderSettled => {
+            End::TimedOut | End::HeaderSettled | End::Abandoned => {
+                if matches!(end, End::Abandoned) {
+                    tracing::info!(container = %self.container,
+                        "nobody receives a streamed command's output any more; killing it");
+                }
                 let duration = started.elapsed();
                 let mut sinks =
                     Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header, spill };
@@ -445,7 +490,7 @@ impl Sandbox<'_> {
         if matches!(sinks.header, PidHeader::Pending(_)) {
             let until = tokio::time::Instant::now() + KILL_TIMEOUT;
             let nothing = std::future::pending::<()>();
-            match pump(output, nothing, until, sinks, Until::Header).await {
+            match pump(output, nothing, until, sinks, Until::Header, None).await {
                 End::HeaderSettled => {}
                 End::Finished => {
                     sinks.header.finish(sinks.stderr);
@@ -454,7 +499,7 @@ impl Sandbox<'_> {
                 End::Broken(error) => {
                     return Err(self.engine_failure(error).await);
                 }
-                End::TimedOut => {
+                End::TimedOut | End::Abandoned => {
                     if !self.is_running().await? {
                         return Err(ExecError::ContainerNotRunning {
                             container_id: self.container.clone(),
@@ -477,7 +522,7 @@ impl Sandbox<'_> {
             // output ends on its own.
             let until = tokio::time::Instant::now() + DRAIN_GRACE;
             let nothing = std::future::pending::<()>();
-            return match pump(output, nothing, until, sinks, Until::End).await {
+            return match pump(output, nothing, until, sinks, Until::End, None).await {
                 End::Broken(error) => Err(self.engine_failure(error).await),
                 _ => self.ended_without_wrapper(sinks).await,
             };
@@ -486,7 +531,7 @@ impl Sandbox<'_> {
         // pipe does not finish the exec, and holds up the killer's.
         let drain_until = tokio::time::Instant::now() + KILL_TIMEOUT + DRAIN_GRACE;
         let nothing = std::future::pending::<()>();
-        let drain = pump(output, nothing, drain_until, sinks, Until::End);
+        let drain = pump(output, nothing, drain_until, sinks, Until::End, None);
         let kill = self.kill_session(pid, mark);
         tokio::pin!(drain, kill);
         let mut drained = false;
@@ -512,12 +557,14 @@ impl Sandbox<'_> {
         Ok(())
     }
 
-    /// Creates and starts an exec with its output attached.
-    async fn attach(
+    /// Creates and starts an exec with its output attached (and its input, with `stdin`); with
+    /// `tty`, on a pseudo-terminal.
+    pub(crate) async fn attach(
         &self,
         cmd: Vec<String>,
         env: Vec<String>,
         stdin: bool,
+        tty: bool,
     ) -> Result<(String, Output, Input), ExecError> {
         let user = self.user.clone();
         let config = ExecConfig {
@@ -525,7 +572,7 @@ impl Sandbox<'_> {
             attach_stdin: Some(stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
-            tty: Some(false),
+            tty: Some(tty),
             env: (!env.is_empty()).then_some(env),
             cmd: Some(cmd),
             ..Default::default()
@@ -534,7 +581,7 @@ impl Sandbox<'_> {
             Ok(created) => created,
             Err(error) => return Err(self.refused(error).await),
         };
-        let options = StartExecOptions { detach: false, tty: false, output_capacity: None };
+        let options = StartExecOptions { detach: false, tty, output_capacity: None };
         match self.docker.start_exec(&created.id, Some(options)).await {
             Ok(StartExecResults::Attached { output, input }) => Ok((created.id, output, input)),
             Ok(StartExecResults::Detached) => Err(ExecError::Runtime(RuntimeError::Failed(
@@ -624,7 +671,7 @@ impl Sandbox<'_> {
 
     /// Kills the session of a timed-out command (see [`KILLER`]), retrying until the killer
     /// confirms that nothing of it is left or [`KILL_TIMEOUT`] runs out.
-    async fn kill_session(&self, pid: u32, mark: &str) -> Result<(), ExecError> {
+    pub(crate) async fn kill_session(&self, pid: u32, mark: &str) -> Result<(), ExecError> {
         let started = Instant::now();
         let mut last_failure = Cause::message("the killer did not run");
         while started.elapsed() < KILL_TIMEOUT {
@@ -667,7 +714,7 @@ impl Sandbox<'_> {
             mark.to_owned(),
         ];
         let (exec_id, mut output, _input) =
-            self.client.bounded("exec_start", self.attach(cmd, Vec::new(), false)).await??;
+            self.client.bounded("exec_start", self.attach(cmd, Vec::new(), false, false)).await??;
         let mut stdout = Sink::new(DIAGNOSTIC_LIMIT);
         let mut stderr = Sink::new(DIAGNOSTIC_LIMIT);
         let mut header = PidHeader::Absent;
@@ -675,9 +722,9 @@ impl Sandbox<'_> {
         let nothing = std::future::pending::<()>();
         let mut sinks =
             Sinks { stdout: &mut stdout, stderr: &mut stderr, header: &mut header, spill: None };
-        match pump(&mut output, nothing, deadline, &mut sinks, Until::End).await {
+        match pump(&mut output, nothing, deadline, &mut sinks, Until::End, None).await {
             End::Finished => {}
-            End::TimedOut | End::HeaderSettled => {
+            End::TimedOut | End::HeaderSettled | End::Abandoned => {
                 return Ok(Some("the killer itself did not finish".to_owned()));
             }
             End::Broken(error) => return Err(self.engine_failure(error).await),
@@ -712,17 +759,25 @@ enum Until {
 
 /// Reads output frames into the sinks until the output ends, it breaks, `deadline`, or (with
 /// [`Until::Header`]) the header is settled; meanwhile drives `feed` (which writes stdin)
-/// until it is done.
+/// until it is done. With `abandon`, also stops when nobody receives from it any more.
 async fn pump(
     output: &mut Output,
     feed: impl Future<Output = ()>,
     deadline: tokio::time::Instant,
     sinks: &mut Sinks<'_>,
     until: Until,
+    abandon: Option<&OutputSender>,
 ) -> End {
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     tokio::pin!(feed);
+    let abandoned = async {
+        match abandon {
+            Some(sender) => sender.closed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(abandoned);
     let mut feeding = true;
     loop {
         if until == Until::Header && !matches!(sinks.header, PidHeader::Pending(_)) {
@@ -732,6 +787,7 @@ async fn pump(
         tokio::select! {
             biased;
             () = &mut timer => return End::TimedOut,
+            () = &mut abandoned => return End::Abandoned,
             frame = output.next() => match frame {
                 Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
                     match sinks.spill.as_deref_mut() {

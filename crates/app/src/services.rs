@@ -12,7 +12,8 @@ use sandkeeper_ports::{
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecInSandbox, KeepAlive,
     MaintenanceError, MaintenanceReport, MaintenanceSweep, RecordContainerExit, SandboxAccess,
-    SandboxFiles, SandboxQueries, SandboxSlots, SweepOutcome, Workspaces,
+    SandboxFiles, SandboxProcesses, SandboxQueries, SandboxSlots, SandboxTerminal, SweepOutcome,
+    Workspaces,
 };
 use tokio::time::Instant;
 
@@ -57,6 +58,8 @@ pub(crate) struct Services {
     pub(crate) keep_alive: KeepAlive,
     pub(crate) exec: ExecInSandbox,
     pub(crate) files: SandboxFiles,
+    pub(crate) processes: SandboxProcesses,
+    pub(crate) terminal: SandboxTerminal,
     pub(crate) record_exit: RecordContainerExit,
     /// Durable workspaces, when a store keeps them.
     pub(crate) workspaces: Option<Workspaces>,
@@ -142,7 +145,7 @@ impl Services {
             DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime))
                 .with_workspaces(workspaces.clone());
         let queries = SandboxQueries::new(Arc::clone(&repository));
-        let (keep_alive, exec, files) =
+        let (keep_alive, exec, files, processes, terminal) =
             operations(&repository, &locker, &runtime, &clock, settings, workspaces.as_ref());
         let cleanup = CleanupExpiredSandboxes::new(
             Arc::clone(&repository),
@@ -169,6 +172,8 @@ impl Services {
             keep_alive,
             exec,
             files,
+            processes,
+            terminal,
             record_exit,
             workspaces,
             checkpoint_interval,
@@ -245,7 +250,7 @@ fn operations(
     clock: &Arc<dyn Clock>,
     settings: &ServiceSettings,
     workspaces: Option<&Workspaces>,
-) -> (KeepAlive, ExecInSandbox, SandboxFiles) {
+) -> (KeepAlive, ExecInSandbox, SandboxFiles, SandboxProcesses, SandboxTerminal) {
     let keep_alive = KeepAlive::new(
         Arc::clone(repository),
         Arc::clone(locker),
@@ -265,6 +270,8 @@ fn operations(
         access = access.with_workspace_changes(workspaces.changes().clone());
     }
     let exec = ExecInSandbox::new(access.clone(), settings.exec);
-    let files = SandboxFiles::new(access, settings.files);
-    (keep_alive, exec, files)
+    let files = SandboxFiles::new(access.clone(), settings.files);
+    let processes = SandboxProcesses::new(access.clone(), settings.processes);
+    let terminal = SandboxTerminal::new(access);
+    (keep_alive, exec, files, processes, terminal)
 }

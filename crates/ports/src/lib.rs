@@ -12,9 +12,11 @@ mod errors;
 pub mod inprocess;
 mod leases;
 mod locker;
+pub mod processes;
 mod repository;
 mod runtime;
 pub mod tar;
+mod terminal;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod workspace;
@@ -29,10 +31,12 @@ pub use clock::{Clock, SystemClock};
 pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};
 pub use leases::{LeaseRequest, MaintenanceLeases};
 pub use locker::{ChatLockGuard, LifecycleLocker};
+pub use processes::{LogSlice, ProcessError, ProcessInfo, ProcessLogs, ProcessSpec, ProcessState};
 pub use repository::SessionRepository;
 pub use runtime::{
     ContainerExit, ContainerSpec, ContainerState, ExecOutput, ExecRequest, ManagedContainer,
-    SandboxRuntime,
+    OutputChunk, OutputSender, OutputStream, SandboxRuntime,
 };
+pub use terminal::{Terminal, TerminalInput};
 pub use workspace::{PathError, PathRule, WORKSPACE_DIR, WorkspacePath};
 pub use workspace_store::{ArchiveError, WorkspaceMeta, WorkspaceStore};

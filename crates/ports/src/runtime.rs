@@ -5,6 +5,8 @@ use sandkeeper_domain::{ChatId, ContainerId, SessionId, Timestamp};
 
 use std::path::Path;
 
+use crate::processes::{ProcessError, ProcessInfo, ProcessLogs, ProcessSpec};
+use crate::terminal::Terminal;
 use crate::{ArchiveError, ArchiveFile, ExecError, FileError, RuntimeError, WorkspacePath};
 
 /// What the runtime needs to create a session's container.
@@ -243,7 +245,150 @@ pub trait SandboxRuntime: Send + Sync {
             "workspace archives are not supported by this runtime".into(),
         )))
     }
+
+    /// Runs a command like [`Self::exec`], and sends its output to `output` as it is produced,
+    /// each piece in the order it was read, at most `request.output_limit` bytes of each stream
+    /// in all (the same bytes [`Self::exec`] would return). The returned [`ExecOutput`] then
+    /// holds no output bytes: they were sent.
+    ///
+    /// - Everything [`Self::exec`] MUST do, it MUST do here too.
+    /// - MUST kill the command and every process it started, as on a timeout, when nobody
+    ///   receives the output any more (the receiver of `output` was dropped), and then answer
+    ///   as for a timeout.
+    ///
+    /// The default implementation, for runtimes that cannot stream, runs [`Self::exec`] and
+    /// sends its whole output when it has ended.
+    async fn exec_streamed(
+        &self,
+        container_id: &ContainerId,
+        request: &ExecRequest,
+        output: &OutputSender,
+    ) -> Result<ExecOutput, ExecError> {
+        let mut result = self.exec(container_id, request).await?;
+        for (stream, bytes) in [
+            (OutputStream::Stdout, std::mem::take(&mut result.stdout)),
+            (OutputStream::Stderr, std::mem::take(&mut result.stderr)),
+        ] {
+            if !bytes.is_empty() {
+                let _ = output.send(OutputChunk { stream, bytes });
+            }
+        }
+        Ok(result)
+    }
+
+    /// Starts a background process (see [`crate::processes`]) as the container's user and
+    /// answers once it has started; it then runs on without the caller.
+    ///
+    /// - MUST keep its output and status in the container, so that they can be read back by a
+    ///   later call, also of another process of sandkeeper.
+    /// - MUST keep at most `spec.log_limit` bytes of each output stream, dropping the oldest.
+    /// - MUST refuse with [`ProcessError::TooMany`] when `spec.max_processes` already run.
+    /// - MUST return [`ProcessError::ContainerNotRunning`] when the container is not running.
+    async fn start_process(
+        &self,
+        container_id: &ContainerId,
+        spec: &ProcessSpec,
+    ) -> Result<ProcessInfo, ProcessError> {
+        let _ = (container_id, spec);
+        Err(crate::processes::unsupported())
+    }
+
+    /// Every background process the container keeps, running or ended, oldest first.
+    async fn list_processes(
+        &self,
+        container_id: &ContainerId,
+    ) -> Result<Vec<ProcessInfo>, ProcessError> {
+        let _ = container_id;
+        Err(crate::processes::unsupported())
+    }
+
+    /// The state of a process and up to `limit` bytes of each output stream from the given
+    /// offsets (an offset before what is still kept reads from the first byte kept; one past
+    /// the end reads nothing). [`ProcessError::NotFound`] for an unknown process.
+    async fn process_logs(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+        offsets: (u64, u64),
+        limit: usize,
+    ) -> Result<ProcessLogs, ProcessError> {
+        let _ = (container_id, process_id, offsets, limit);
+        Err(crate::processes::unsupported())
+    }
+
+    /// Writes `bytes` to the process's standard input; empty `bytes` close it.
+    async fn process_stdin(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProcessError> {
+        let _ = (container_id, process_id, bytes);
+        Err(crate::processes::unsupported())
+    }
+
+    /// Kills the process and every process it started; answers once they are gone. A process
+    /// that has ended already is no error (what it left running is killed).
+    async fn kill_process(
+        &self,
+        container_id: &ContainerId,
+        process_id: &str,
+    ) -> Result<(), ProcessError> {
+        let _ = (container_id, process_id);
+        Err(crate::processes::unsupported())
+    }
+
+    /// Opens an interactive shell on a pseudo-terminal of `cols` x `rows` characters in the
+    /// container, as the container's user, in the workspace. The shell runs until it exits
+    /// (the terminal's output then ends) or the terminal's input is dropped (the shell and
+    /// everything it started are then killed, as on an exec's timeout).
+    ///
+    /// - MUST return [`ExecError::ContainerNotRunning`] when the container is not running.
+    ///
+    /// The default implementation fails with `RuntimeError::Failed("terminals are not
+    /// supported by this runtime".into())`.
+    async fn open_terminal(
+        &self,
+        container_id: &ContainerId,
+        cols: u16,
+        rows: u16,
+    ) -> Result<Terminal, ExecError> {
+        let _ = (container_id, cols, rows);
+        Err(ExecError::Runtime(RuntimeError::Failed(
+            "terminals are not supported by this runtime".into(),
+        )))
+    }
 }
+
+/// Which of a command's output streams a piece of output comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    /// `stdout` or `stderr`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// A piece of a command's output, as the runtime read it (it may end in the middle of a
+/// UTF-8 character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub stream: OutputStream,
+    pub bytes: Vec<u8>,
+}
+
+/// Where [`SandboxRuntime::exec_streamed`] sends output. Unbounded: what it carries is bounded
+/// by the request's `output_limit` per stream, and the command is never held up by a slow
+/// reader.
+pub type OutputSender = tokio::sync::mpsc::UnboundedSender<OutputChunk>;
 
 #[cfg(test)]
 mod tests {

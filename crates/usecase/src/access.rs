@@ -49,6 +49,10 @@ pub enum Operation {
     Upload,
     /// A file read from the workspace ([`crate::SandboxFiles::download`]).
     Download,
+    /// A call about background processes ([`crate::SandboxProcesses`]).
+    Process,
+    /// An interactive terminal, for as long as it is open ([`crate::SandboxTerminal`]).
+    Terminal,
 }
 
 impl Operation {
@@ -58,6 +62,8 @@ impl Operation {
             Self::Exec => "exec",
             Self::Upload => "upload",
             Self::Download => "download",
+            Self::Process => "process",
+            Self::Terminal => "terminal",
         }
     }
 
@@ -66,6 +72,8 @@ impl Operation {
         match self {
             Self::Exec => "the command",
             Self::Upload | Self::Download => "the transfer",
+            Self::Process => "the call about its processes",
+            Self::Terminal => "the terminal",
         }
     }
 }
@@ -177,6 +185,11 @@ impl SandboxAccess {
         &self.slots
     }
 
+    /// The time now, by the clock sessions are judged by.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// Enters the chat's running sandbox for `operation`: reads its live session (a missing or
     /// expired one is [`AccessError::NoSandbox`]), records `session.id` and `container.id` on
     /// the current span, and takes one of the sandbox's operation slots (all taken is
@@ -197,8 +210,12 @@ impl SandboxAccess {
             .slots
             .try_acquire(session.session_id)
             .ok_or(AccessError::Busy { chat_id, limit: self.slots.per_sandbox() })?;
+        // A background process or a terminal may write into the workspace at any time while
+        // it runs; each call about one marks the sandbox changed, like a command.
         let changes = match operation {
-            Operation::Exec | Operation::Upload => self.workspace_changes.clone(),
+            Operation::Exec | Operation::Upload | Operation::Process | Operation::Terminal => {
+                self.workspace_changes.clone()
+            }
             Operation::Download => None,
         }
         .map(|changes| ChangeMark::new(changes, &session));

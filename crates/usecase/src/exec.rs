@@ -3,11 +3,13 @@
 use std::time::{Duration, Instant};
 
 use sandkeeper_domain::{ChatId, SandboxSession};
-use sandkeeper_ports::{ExecError, ExecOutput, ExecRequest, WORKSPACE_DIR, WorkspacePath};
+use sandkeeper_ports::{
+    ExecError, ExecOutput, ExecRequest, OutputSender, WORKSPACE_DIR, WorkspacePath,
+};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::access::{AccessError, Operation, SandboxAccess};
+use crate::access::{AccessError, Entered, Operation, SandboxAccess};
 use crate::telemetry::{record_error, usecase_span};
 
 /// Counter `sandbox.exec.total{result=ok|timeout|error}`. `ok` means the command ran to its
@@ -147,6 +149,14 @@ impl ExecInSandbox {
     }
 
     pub async fn execute(&self, command: ExecCommand) -> Result<ExecOutcome, ExecInSandboxError> {
+        self.prepare(command).await?.run(None).await
+    }
+
+    /// The first half of [`Self::execute`]: checks the command and enters the sandbox (taking
+    /// one of its slots), so that a refusal is known before anything runs; the command runs
+    /// when [`PreparedExec::run`] is called. A streamed exec answers its refusals here, and
+    /// sends the output of the run as it comes.
+    pub async fn prepare(&self, command: ExecCommand) -> Result<PreparedExec, ExecInSandboxError> {
         let span = usecase_span!(
             "usecase.exec_in_sandbox",
             chat.id = %command.chat_id,
@@ -157,51 +167,21 @@ impl ExecInSandbox {
             exec.truncated = Empty,
         );
         let started = Instant::now();
-        let outcome = self.run(command, &span).instrument(span.clone()).await;
-        let result = match &outcome {
-            Ok(outcome) if outcome.output.timed_out => "timeout",
-            Ok(_) => "ok",
-            Err(error) => {
-                record_error(&span, error, error.kind());
-                "error"
-            }
-        };
-        span.record("sandbox.result", result);
-        metrics::counter!(EXEC_TOTAL, "result" => result).increment(1);
-        metrics::histogram!(EXEC_DURATION, "result" => result)
-            .record(started.elapsed().as_secs_f64());
-        outcome
-    }
-
-    async fn run(
-        &self,
-        command: ExecCommand,
-        span: &Span,
-    ) -> Result<ExecOutcome, ExecInSandboxError> {
         let chat_id = command.chat_id;
-        let request = self.request(command)?;
-        let entered = self.access.enter(chat_id, Operation::Exec).await?;
-        let exec = self.access.runtime().exec(&entered.session().container_id, &request);
-        let output = entered.run(exec).await.map_err(|error| match error {
-            ExecError::ContainerNotRunning { .. } => entered.gone(),
-            ExecError::Runtime(error) => AccessError::Runtime(error),
-        })?;
-        let session = entered.into_session();
-        if let Some(code) = output.exit_code {
-            span.record("exec.exit_code", code);
+        let entering = async {
+            let request = self.request(command)?;
+            let entered = self.access.enter(chat_id, Operation::Exec).await?;
+            Ok((request, entered))
+        };
+        match entering.instrument(span.clone()).await {
+            Ok((request, entered)) => {
+                Ok(PreparedExec { access: self.access.clone(), request, entered, span, started })
+            }
+            Err(error) => {
+                finish(&span, started, Err(&error));
+                Err(error)
+            }
         }
-        span.record("exec.timed_out", output.timed_out);
-        span.record("exec.truncated", output.truncated);
-        if output.timed_out {
-            tracing::info!(
-                chat_id = %session.chat_id,
-                session_id = %session.session_id,
-                container_id = %session.container_id,
-                timeout_ms = u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX),
-                "sandbox_exec_timed_out"
-            );
-        }
-        Ok(ExecOutcome { session, output })
     }
 
     /// Checks the command against the rules and the settings; nothing is touched before.
@@ -222,14 +202,7 @@ impl ExecInSandbox {
                 ),
             ));
         }
-        if let Some(stdin) = &command.stdin {
-            if stdin.len() > self.settings.stdin_limit {
-                return Err(ExecInSandboxError::StdinTooLarge {
-                    size: stdin.len(),
-                    limit: self.settings.stdin_limit,
-                });
-            }
-        }
+        check_stdin(command.stdin.as_deref(), self.settings.stdin_limit)?;
         Ok(ExecRequest {
             command: command.command,
             stdin: command.stdin,
@@ -241,7 +214,103 @@ impl ExecInSandbox {
     }
 }
 
-fn check_command(command: &[String]) -> Result<(), ExecInSandboxError> {
+/// A checked command in an entered sandbox, ready to run (see [`ExecInSandbox::prepare`]).
+/// Dropping it without running it gives the slot back.
+pub struct PreparedExec {
+    access: SandboxAccess,
+    request: ExecRequest,
+    entered: Entered,
+    span: Span,
+    started: Instant,
+}
+
+impl std::fmt::Debug for PreparedExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedExec")
+            .field("request", &self.request)
+            .field("entered", &self.entered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedExec {
+    /// Runs the command and waits for it. With `output`, its output is sent there as it is
+    /// produced (within the same caps) and the outcome holds none; when nobody receives it any
+    /// more, the command is killed as on a timeout. Without, the outcome holds the output.
+    pub async fn run(
+        self,
+        output: Option<&OutputSender>,
+    ) -> Result<ExecOutcome, ExecInSandboxError> {
+        let (span, started) = (self.span.clone(), self.started);
+        let outcome = self.execute(output, &span).instrument(span.clone()).await;
+        finish(&span, started, outcome.as_ref().map(|outcome| &outcome.output));
+        outcome
+    }
+
+    async fn execute(
+        self,
+        output: Option<&OutputSender>,
+        span: &Span,
+    ) -> Result<ExecOutcome, ExecInSandboxError> {
+        let Self { access, request, entered, .. } = self;
+        let container = &entered.session().container_id;
+        let runtime = access.runtime();
+        let result = match output {
+            Some(output) => {
+                let exec = runtime.exec_streamed(container, &request, output);
+                entered.run(exec).await
+            }
+            None => entered.run(runtime.exec(container, &request)).await,
+        };
+        let output = result.map_err(|error| match error {
+            ExecError::ContainerNotRunning { .. } => entered.gone(),
+            ExecError::Runtime(error) => AccessError::Runtime(error),
+        })?;
+        let session = entered.into_session();
+        if let Some(code) = output.exit_code {
+            span.record("exec.exit_code", code);
+        }
+        span.record("exec.timed_out", output.timed_out);
+        span.record("exec.truncated", output.truncated);
+        if output.timed_out {
+            tracing::info!(
+                chat_id = %session.chat_id,
+                session_id = %session.session_id,
+                container_id = %session.container_id,
+                timeout_ms = u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX),
+                "sandbox_exec_timed_out"
+            );
+        }
+        Ok(ExecOutcome { session, output })
+    }
+}
+
+/// Ends an exec's span and counts it.
+fn finish(span: &Span, started: Instant, outcome: Result<&ExecOutput, &ExecInSandboxError>) {
+    let result = match outcome {
+        Ok(output) if output.timed_out => "timeout",
+        Ok(_) => "ok",
+        Err(error) => {
+            record_error(span, error, error.kind());
+            "error"
+        }
+    };
+    span.record("sandbox.result", result);
+    metrics::counter!(EXEC_TOTAL, "result" => result).increment(1);
+    metrics::histogram!(EXEC_DURATION, "result" => result).record(started.elapsed().as_secs_f64());
+}
+
+/// Refuses more stdin than `limit` bytes.
+pub(crate) fn check_stdin(stdin: Option<&[u8]>, limit: usize) -> Result<(), ExecInSandboxError> {
+    match stdin {
+        Some(stdin) if stdin.len() > limit => {
+            Err(ExecInSandboxError::StdinTooLarge { size: stdin.len(), limit })
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn check_command(command: &[String]) -> Result<(), ExecInSandboxError> {
     let invalid = |reason: String| Err(ExecInSandboxError::invalid("command", reason));
     match command.first() {
         None => return invalid("is empty; give the program and its arguments".into()),
@@ -284,7 +353,7 @@ fn check_command(command: &[String]) -> Result<(), ExecInSandboxError> {
     Ok(())
 }
 
-fn check_env(env: &[(String, String)]) -> Result<(), ExecInSandboxError> {
+pub(crate) fn check_env(env: &[(String, String)]) -> Result<(), ExecInSandboxError> {
     let invalid = |reason: String| Err(ExecInSandboxError::invalid("env", reason));
     if env.len() > MAX_ENV_VARS {
         return invalid(format!("has {} variables, more than {MAX_ENV_VARS}", env.len()));
@@ -314,7 +383,7 @@ fn check_env(env: &[(String, String)]) -> Result<(), ExecInSandboxError> {
 }
 
 /// An absolute directory as given; a relative one under `/workspace`, by the path rule.
-fn resolve_workdir(workdir: &str) -> Result<String, ExecInSandboxError> {
+pub(crate) fn resolve_workdir(workdir: &str) -> Result<String, ExecInSandboxError> {
     let invalid = |reason: String| Err(ExecInSandboxError::invalid("workdir", reason));
     if workdir.len() > MAX_WORKDIR_LEN {
         return invalid(format!("is longer than {MAX_WORKDIR_LEN} bytes"));

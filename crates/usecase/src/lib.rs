@@ -21,8 +21,10 @@ mod exits;
 mod files;
 mod keepalive;
 mod maintenance;
+mod processes;
 mod queries;
 mod telemetry;
+mod terminal;
 mod workspace;
 
 pub use access::{
@@ -39,7 +41,7 @@ pub use delete::{DeleteSandbox, DeleteSandboxError};
 pub use exec::{
     DEFAULT_EXEC_OUTPUT_LIMIT, DEFAULT_EXEC_STDIN_LIMIT, DEFAULT_EXEC_TIMEOUT,
     DEFAULT_MAX_EXEC_TIMEOUT, ExecCommand, ExecInSandbox, ExecInSandboxError, ExecOutcome,
-    ExecSettings,
+    ExecSettings, PreparedExec,
 };
 pub use exits::{ExitOutcome, IgnoredExit, RecordContainerExit};
 pub use files::{
@@ -54,7 +56,12 @@ pub use maintenance::{
     CleanupOutcome, DEFAULT_MAINTENANCE_LEASE_NAME, MaintenanceError, MaintenanceReport,
     MaintenanceSettings, MaintenanceSweep, SweepOutcome,
 };
+pub use processes::{
+    DEFAULT_MAX_PROCESSES, DEFAULT_PROCESS_LOG_LIMIT, ProcessSettings, SandboxProcesses,
+    SandboxProcessesError, StartedProcess,
+};
 pub use queries::SandboxQueries;
+pub use terminal::{MAX_TERMINAL_SIZE, OpenTerminal, SandboxTerminal, TerminalError};
 pub use workspace::{
     CheckpointReport, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_WORKSPACE_RETENTION,
     DEFAULT_WORKSPACE_SIZE, REAP_BATCH, SaveReason, WorkspaceChanges, WorkspaceError,

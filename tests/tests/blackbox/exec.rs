@@ -33,7 +33,11 @@ fn epoch_ms(value: &Value) -> i64 {
 
 /// Lines of `ps` in the sandbox that mention `needle`, zombies (dead, waiting for init) left
 /// out.
-async fn processes_matching(server: &Server, chat_id: &str, needle: &str) -> Vec<String> {
+pub(crate) async fn processes_matching(
+    server: &Server,
+    chat_id: &str,
+    needle: &str,
+) -> Vec<String> {
     let listing = server.shell(chat_id, "ps -e -o pid,stat,args").await;
     listing["stdout"]
         .as_str()
@@ -43,6 +47,19 @@ async fn processes_matching(server: &Server, chat_id: &str, needle: &str) -> Vec
         .filter(|line| line.split_whitespace().nth(1).is_none_or(|stat| !stat.starts_with('Z')))
         .map(str::to_owned)
         .collect()
+}
+
+/// Waits (up to 20 s) until no process in the sandbox mentions `needle`; fails if some stay.
+pub(crate) async fn assert_all_gone(server: &Server, chat_id: &str, needle: &str) {
+    let gone = eventually(Duration::from_secs(20), || async {
+        processes_matching(server, chat_id, needle).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "left running: {:?}",
+        processes_matching(server, chat_id, needle).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,7 @@ the same calls as the blocking client's, awaited."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 from uuid import UUID
@@ -12,7 +12,7 @@ import httpx
 
 from . import _protocol as api
 from ._errors import TransportError
-from ._models import EnsuredSession, ExecResult, KeptAlive, Session, UploadedFile
+from ._models import EnsuredSession, ExecResult, KeptAlive, OutputChunk, Session, UploadedFile
 from ._sync import DEFAULT_TIMEOUT
 from ._version import USER_AGENT
 
@@ -60,9 +60,7 @@ class AsyncSandkeeper:
         await self.aclose()
 
     async def _send(self, call: api.Call[T]) -> T:
-        timeout = httpx.Timeout(self._timeout)
-        if call.wait is not None and call.wait > self._timeout:
-            timeout = httpx.Timeout(self._timeout, read=call.wait)
+        timeout = api.timeout_for(call, self._timeout)
         try:
             response = await self._http.request(
                 call.method, call.path, json=call.json, content=call.content, timeout=timeout
@@ -70,6 +68,24 @@ class AsyncSandkeeper:
         except httpx.HTTPError as error:
             raise TransportError(api.transport_message(call, self.base_url, error)) from error
         return call.parse(response)
+
+    async def _events(self, call: api.Call[ExecResult]) -> AsyncIterator[OutputChunk | ExecResult]:
+        """Sends ``call`` asking for Server-Sent Events and reads them as they come."""
+        timeout = api.timeout_for(call, self._timeout)
+        try:
+            async with self._http.stream(
+                call.method, call.path, json=call.json, headers=api.EVENT_STREAM, timeout=timeout
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    call.parse(response)
+                reader = api.EventReader(response)
+                async for line in response.aiter_lines():
+                    item = reader.feed(line)
+                    if item is not None:
+                        yield item
+        except httpx.HTTPError as error:
+            raise TransportError(api.transport_message(call, self.base_url, error)) from error
 
 
 class AsyncSandbox:
@@ -111,6 +127,21 @@ class AsyncSandbox:
             self.chat_id, command, stdin=stdin, env=env, workdir=workdir, timeout=timeout
         )
         return await self._client._send(call)
+
+    def exec_stream(
+        self,
+        command: Sequence[str],
+        *,
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[OutputChunk | ExecResult]:
+        """`Sandbox.exec_stream`, asynchronously: ``async for item in sandbox.exec_stream(...)``."""
+        call = api.exec_(
+            self.chat_id, command, stdin=stdin, env=env, workdir=workdir, timeout=timeout
+        )
+        return self._client._events(call)
 
     async def keepalive(self, ttl_seconds: int | None = None) -> KeptAlive:
         """Moves the expiry to now + ``ttl_seconds`` (default the server's ``--ttl``); never

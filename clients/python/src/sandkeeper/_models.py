@@ -57,6 +57,15 @@ class KeptAlive(Session):
 
 
 @dataclass(frozen=True)
+class OutputChunk:
+    """A piece of a streamed command's output (`Sandbox.exec_stream`), as it was produced:
+    whole UTF-8 characters, or bytes that are not UTF-8, exactly as the command wrote them."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """How a command ended. The server answers it whatever the command's exit status."""
 

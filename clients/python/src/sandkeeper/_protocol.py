@@ -3,11 +3,13 @@ its answer), shared by the sync and the async client, which only send them."""
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar, get_args
+from typing import Any, Generic, Literal, TypeVar, get_args
 from urllib.parse import quote
 from uuid import UUID
 
@@ -20,6 +22,7 @@ from ._models import (
     ExecResult,
     KeepAliveOutcome,
     KeptAlive,
+    OutputChunk,
     SandboxStatus,
     Session,
     UploadedFile,
@@ -44,6 +47,61 @@ class Call(Generic[T]):
     wait: float | None = None
     """Seconds the answer may take at least (an exec's timeout and margin); the client's own
     timeout applies when it is longer."""
+
+
+EVENT_STREAM = {"Accept": "text/event-stream"}
+"""The header that asks an exec for its output as Server-Sent Events while it runs."""
+
+
+def timeout_for(call: Call[Any], default: float) -> httpx.Timeout:
+    """The client's timeout, with a longer read timeout when the call's answer may take longer."""
+    if call.wait is not None and call.wait > default:
+        return httpx.Timeout(default, read=call.wait)
+    return httpx.Timeout(default)
+
+
+class EventReader:
+    """Reads a streamed exec's Server-Sent Events, line by line: `OutputChunk` for each
+    ``stdout`` and ``stderr`` event, the `ExecResult` of the ``exit`` event; an ``error`` event
+    raises the error it carries."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._name = "message"
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> OutputChunk | ExecResult | None:
+        if line == "":
+            name, data = self._name, "\n".join(self._data)
+            self._name, self._data = "message", []
+            return self._event(name, data) if data else None
+        if line.startswith(":"):
+            return None
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            self._name = value
+        elif field == "data":
+            self._data.append(value)
+        return None
+
+    def _event(self, name: str, data: str) -> OutputChunk | ExecResult | None:
+        if name in ("stdout", "stderr"):
+            stream: Literal["stdout", "stderr"] = "stdout" if name == "stdout" else "stderr"
+            payload = json.loads(data)
+            if isinstance(payload.get("text"), str):
+                return OutputChunk(stream, payload["text"].encode())
+            return OutputChunk(stream, base64.b64decode(payload["base64"]))
+        answer = httpx.Response(
+            200 if name == "exit" else 409 if '"sandbox_gone"' in data else 500,
+            content=data.encode(),
+            request=self._response.request,
+        )
+        if name == "exit":
+            return _exec_result(answer)
+        if name == "error":
+            raise error_from_response(answer)
+        return None
 
 
 def chat_path(chat_id: str | UUID) -> str:

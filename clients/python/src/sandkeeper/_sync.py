@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 from uuid import UUID
@@ -11,7 +11,7 @@ import httpx
 
 from . import _protocol as api
 from ._errors import TransportError
-from ._models import EnsuredSession, ExecResult, KeptAlive, Session, UploadedFile
+from ._models import EnsuredSession, ExecResult, KeptAlive, OutputChunk, Session, UploadedFile
 from ._version import USER_AGENT
 
 T = TypeVar("T")
@@ -61,9 +61,7 @@ class Sandkeeper:
         self.close()
 
     def _send(self, call: api.Call[T]) -> T:
-        timeout = httpx.Timeout(self._timeout)
-        if call.wait is not None and call.wait > self._timeout:
-            timeout = httpx.Timeout(self._timeout, read=call.wait)
+        timeout = api.timeout_for(call, self._timeout)
         try:
             response = self._http.request(
                 call.method, call.path, json=call.json, content=call.content, timeout=timeout
@@ -71,6 +69,24 @@ class Sandkeeper:
         except httpx.HTTPError as error:
             raise TransportError(api.transport_message(call, self.base_url, error)) from error
         return call.parse(response)
+
+    def _events(self, call: api.Call[ExecResult]) -> Iterator[OutputChunk | ExecResult]:
+        """Sends ``call`` asking for Server-Sent Events and reads them as they come."""
+        timeout = api.timeout_for(call, self._timeout)
+        try:
+            with self._http.stream(
+                call.method, call.path, json=call.json, headers=api.EVENT_STREAM, timeout=timeout
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    call.parse(response)
+                reader = api.EventReader(response)
+                for line in response.iter_lines():
+                    item = reader.feed(line)
+                    if item is not None:
+                        yield item
+        except httpx.HTTPError as error:
+            raise TransportError(api.transport_message(call, self.base_url, error)) from error
 
 
 class Sandbox:
@@ -112,6 +128,24 @@ class Sandbox:
             self.chat_id, command, stdin=stdin, env=env, workdir=workdir, timeout=timeout
         )
         return self._client._send(call)
+
+    def exec_stream(
+        self,
+        command: Sequence[str],
+        *,
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[OutputChunk | ExecResult]:
+        """Runs ``command`` like `exec`, and yields its output while it runs: an `OutputChunk`
+        for each piece of stdout or stderr as it is produced, then the `ExecResult` (whose
+        ``stdout`` and ``stderr`` are empty: they were yielded). Stopping the iteration (or
+        closing it) disconnects, and the server then kills the command."""
+        call = api.exec_(
+            self.chat_id, command, stdin=stdin, env=env, workdir=workdir, timeout=timeout
+        )
+        return self._client._events(call)
 
     def keepalive(self, ttl_seconds: int | None = None) -> KeptAlive:
         """Moves the expiry to now + ``ttl_seconds`` (default the server's ``--ttl``); never

@@ -356,6 +356,16 @@ pub(crate) struct ExecArgs {
     /// refused with 413. Files pass through sandkeeper's memory whole.
     #[arg(long = FILE_SIZE_LIMIT.long, env = FILE_SIZE_LIMIT.env, value_name = "SIZE", default_value = "16m", value_parser = values::size_at_least(FILE_SIZE_LIMIT, 1))]
     pub(crate) file_size_limit: u64,
+
+    /// How many background processes may run at once in one sandbox; one more is refused with
+    /// 429.
+    #[arg(long = MAX_PROCESSES.long, env = MAX_PROCESSES.env, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) max_processes: u32,
+
+    /// How much of each output stream of a background process the sandbox keeps (in its
+    /// `/tmp`); beyond it the oldest bytes are dropped.
+    #[arg(long = PROCESS_LOG_LIMIT.long, env = PROCESS_LOG_LIMIT.env, value_name = "SIZE", default_value = "16m", value_parser = values::size_at_least(PROCESS_LOG_LIMIT, 4096))]
+    pub(crate) process_log_limit: u64,
 }
 
 /// `sandkeeper migrate`

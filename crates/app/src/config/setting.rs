@@ -81,6 +81,7 @@ settings! {
     LOG_FORMAT = "log-format", "SANDKEEPER_LOG_FORMAT";
     MAINTENANCE_INTERVAL = "maintenance-interval", "SANDKEEPER_MAINTENANCE_INTERVAL";
     MAX_LIFETIME = "max-lifetime", "SANDKEEPER_MAX_LIFETIME";
+    MAX_PROCESSES = "max-processes", "SANDKEEPER_MAX_PROCESSES";
     MAX_SANDBOXES = "max-sandboxes", "SANDKEEPER_MAX_SANDBOXES";
     MAX_TTL = "max-ttl", "SANDKEEPER_MAX_TTL";
     MEMORY_LIMIT = "memory-limit", "SANDKEEPER_MEMORY_LIMIT";
@@ -88,6 +89,7 @@ settings! {
     ORPHAN_GRACE = "orphan-grace", "SANDKEEPER_ORPHAN_GRACE";
     OTLP_ENDPOINT = "otlp-endpoint", "SANDKEEPER_OTLP_ENDPOINT";
     PIDS_LIMIT = "pids-limit", "SANDKEEPER_PIDS_LIMIT";
+    PROCESS_LOG_LIMIT = "process-log-limit", "SANDKEEPER_PROCESS_LOG_LIMIT";
     RUNTIME = "runtime", "SANDKEEPER_RUNTIME";
     SANDBOX_UID_RANGE = "sandbox-uid-range", "SANDKEEPER_SANDBOX_UID_RANGE";
     TTL = "ttl", "SANDKEEPER_TTL";

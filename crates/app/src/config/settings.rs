@@ -11,7 +11,7 @@ use sandkeeper_adapters_docker::DockerConfig;
 use sandkeeper_adapters_observability::OtlpEndpoint;
 use sandkeeper_usecase::{
     DEFAULT_MAX_LIFETIME, DEFAULT_OPERATIONS_PER_SANDBOX, ExecSettings, FileSettings,
-    KeepAliveSettings, MaintenanceSettings,
+    KeepAliveSettings, MaintenanceSettings, ProcessSettings,
 };
 
 use super::flags::{LogFormat, TtlMode};
@@ -69,6 +69,7 @@ pub(crate) struct ServiceSettings {
     pub(crate) maintenance: MaintenanceSettings,
     /// Durable workspaces; `None` when `--workspace-store off`.
     pub(crate) workspaces: Option<WorkspaceConfig>,
+    pub(crate) processes: ProcessSettings,
 }
 
 impl ServiceSettings {
@@ -88,6 +89,7 @@ impl ServiceSettings {
             per_sandbox: DEFAULT_OPERATIONS_PER_SANDBOX,
             maintenance: MaintenanceSettings::new(lease_holder(instance_id)),
             workspaces: None,
+            processes: ProcessSettings::default(),
         }
     }
 }

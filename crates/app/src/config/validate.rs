@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sandkeeper_adapters_docker::DockerConfig;
 use sandkeeper_adapters_observability::OtlpEndpoint;
-use sandkeeper_usecase::{ExecSettings, FileSettings, KeepAliveSettings};
+use sandkeeper_usecase::{ExecSettings, FileSettings, KeepAliveSettings, ProcessSettings};
 
 use super::flags::{DockerArgs, MaintainArgs, OneShotArgs, ServeArgs, StoreArgs};
 use super::secrets::{ApiToken, DatabaseUrl};
@@ -102,6 +102,12 @@ impl ServeArgs {
             download_limit: exec.file_size_limit,
         };
         services.per_sandbox = exec.exec_concurrency as usize;
+        services.processes = ProcessSettings {
+            max_processes: exec.max_processes as usize,
+            log_limit: exec.process_log_limit,
+            read_limit: services.exec.output_limit,
+            stdin_limit: services.exec.stdin_limit,
+        };
         services.maintenance.orphan_grace = self.sweep.orphan_grace;
         services.maintenance.min_interval =
             self.maintenance_interval.mul_f64(SWEEP_MIN_INTERVAL_SHARE);

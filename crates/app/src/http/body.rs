@@ -41,22 +41,27 @@ impl FromRequest<AppState> for CreateSandboxRequest {
     }
 }
 
-/// Reads the body of a `PUT`: empty is fine, malformed JSON or unknown fields are a 400, a
-/// value outside `1..=max_ttl` seconds a 400 naming it, and a body over the limit a 413.
-pub(crate) fn create_sandbox_request(
-    body: Result<Bytes, BytesRejection>,
-    max_ttl: Duration,
-) -> Result<CreateSandboxRequest, ApiError> {
-    let body = body.map_err(|rejection| {
+/// A body as read, or the answer to one that could not be: 413 past `limit`, else 400.
+pub(crate) fn read(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::payload_too_large(MAX_BODY_BYTES)
+            ApiError::payload_too_large(limit)
         } else {
             ApiError::bad_request(
                 "invalid_body",
                 format!("the request body could not be read: {}", rejection.body_text()),
             )
         }
-    })?;
+    })
+}
+
+/// Reads the body of a `PUT`: empty is fine, malformed JSON or unknown fields are a 400, a
+/// value outside `1..=max_ttl` seconds a 400 naming it, and a body over the limit a 413.
+pub(crate) fn create_sandbox_request(
+    body: Result<Bytes, BytesRejection>,
+    max_ttl: Duration,
+) -> Result<CreateSandboxRequest, ApiError> {
+    let body = read(body, MAX_BODY_BYTES)?;
     if body.trim_ascii().is_empty() {
         return Ok(CreateSandboxRequest::default());
     }

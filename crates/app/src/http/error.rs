@@ -213,6 +213,14 @@ impl From<AccessError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer's JSON envelope, `{"error": {"code", "message"}}`, for an error told inside a
+    /// stream whose status was already sent.
+    pub(crate) fn envelope(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Envelope { error: Body { code: self.code, message: &self.message } };

@@ -1,4 +1,5 @@
-//! `POST /v1/chats/{chat_id}/sandbox/exec`: run a command in the chat's sandbox and wait for it.
+//! `POST /v1/chats/{chat_id}/sandbox/exec`: run a command in the chat's sandbox and wait for it,
+//! or (with `Accept: text/event-stream`) stream its output while it runs.
 
 use std::time::Duration;
 
@@ -6,16 +7,17 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use sandkeeper_domain::ChatId;
 use sandkeeper_usecase::{ExecCommand, ExecInSandboxError, ExecOutcome};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::body::{shorten, whole_number};
-use super::{ApiError, AppState, ChatPath};
+use super::{ApiError, AppState, ChatPath, stream};
 
 /// Room in an exec body beyond its stdin: the command, the environment and JSON's own syntax.
 const BODY_OVERHEAD: usize = 1024 * 1024;
@@ -32,20 +34,42 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
 }
 
 /// The largest exec body: the most stdin plus [`BODY_OVERHEAD`].
-fn body_limit(stdin_limit: usize) -> usize {
+pub(super) fn body_limit(stdin_limit: usize) -> usize {
     stdin_limit.saturating_add(BODY_OVERHEAD)
 }
 
 async fn exec(
     State(state): State<AppState>,
     ChatPath(chat_id): ChatPath,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let settings = state.services.exec.settings();
     let command =
         exec_command(chat_id, body, body_limit(settings.stdin_limit), settings.max_timeout)?;
+    if stream::wants_events(&headers) {
+        return streamed(&state, command).await;
+    }
     let outcome = state.services.exec.execute(command).await.map_err(exec_error)?;
     Ok(axum::Json(ExecView::new(&outcome)).into_response())
+}
+
+/// `Accept: text/event-stream`: refusals are answered as usual; once the command runs, its
+/// output is sent as events while it is produced, then `exit` with the fields of the JSON
+/// answer (its `stdout` and `stderr` empty: they were sent), or `error` with the error
+/// envelope. A client that goes away has its command killed.
+async fn streamed(state: &AppState, command: ExecCommand) -> Result<Response, ApiError> {
+    let prepared = state.services.exec.prepare(command).await.map_err(exec_error)?;
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let run = tokio::spawn(async move { prepared.run(Some(&sender)).await }.in_current_span());
+    let ending = async move {
+        match run.await {
+            Ok(Ok(outcome)) => stream::event("exit", &ExecView::new(&outcome)),
+            Ok(Err(error)) => stream::error_event(&exec_error(error)),
+            Err(panicked) => stream::error_event(&ApiError::internal(&panicked)),
+        }
+    };
+    Ok(stream::output_answer(receiver, ending).into_response())
 }
 
 /// How a command ended. Output is UTF-8 text; bytes that are not UTF-8 show as U+FFFD.
@@ -79,7 +103,7 @@ impl ExecView {
 
 /// Reads an exec body: a JSON object with `command` and optionally `stdin`, `env`, `workdir`,
 /// `timeout_ms`. A bad field is a 400 that names it; nothing is touched before.
-fn exec_command(
+pub(super) fn exec_command(
     chat_id: ChatId,
     body: Result<Bytes, BytesRejection>,
     limit: usize,
@@ -221,7 +245,7 @@ fn timeout_field(
     }
 }
 
-fn exec_error(error: ExecInSandboxError) -> ApiError {
+pub(super) fn exec_error(error: ExecInSandboxError) -> ApiError {
     match error {
         ExecInSandboxError::Invalid { field, .. } => {
             let code = match field {

@@ -110,7 +110,7 @@ pub(crate) async fn require_token(
     if request.uri().path() == OPEN_PATH {
         return next.run(request).await;
     }
-    match bearer(request.headers()) {
+    match bearer(request.headers()).or_else(|| websocket_bearer(request.headers())) {
         None => ApiError::unauthorized(
             "missing bearer token: send the header `Authorization: Bearer <token>`",
         )
@@ -118,6 +118,23 @@ pub(crate) async fn require_token(
         Some(given) if bool::from(given.ct_eq(expected.as_bytes())) => next.run(request).await,
         Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
     }
+}
+
+/// The token a WebSocket client that cannot set headers (a browser) offers as the subprotocol
+/// `bearer.<token>` in `Sec-WebSocket-Protocol`, beside `sandkeeper` (the one the server
+/// selects). Only on a WebSocket upgrade.
+fn websocket_bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let upgrade = headers.get(header::UPGRADE)?.as_bytes();
+    if !upgrade.eq_ignore_ascii_case(b"websocket") {
+        return None;
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .find_map(|protocol| protocol.strip_prefix(b"bearer."))
+        .filter(|token| !token.is_empty())
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).

@@ -8,7 +8,10 @@ mod exec;
 mod files;
 mod keepalive;
 mod middleware;
+mod processes;
 pub(crate) mod server;
+mod stream;
+mod terminal;
 pub(crate) mod views;
 mod workspace;
 
@@ -75,7 +78,9 @@ pub(crate) fn router(state: AppState, token: Option<ApiToken>, edge: EdgeSetting
     let inside_sandboxes = exec::routes(&state)
         .merge(files::routes(&state))
         .merge(keepalive::routes())
-        .merge(workspace::routes());
+        .merge(workspace::routes())
+        .merge(processes::routes(&state))
+        .merge(terminal::routes());
     Router::new()
         .route(
             "/v1/chats/{chat_id}/sandbox",
@@ -112,10 +117,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ChatPath {
                     format!("the chat id in the path could not be read: {}", rejection.body_text()),
                 )
             })?;
-        ChatId::parse(&raw)
-            .map(Self)
-            .map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))
+        chat_id(&raw).map(Self)
     }
+}
+
+/// A chat id from a path, or the 400 that names it.
+fn chat_id(raw: &str) -> Result<ChatId, ApiError> {
+    ChatId::parse(raw).map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))
 }
 
 async fn put_sandbox(

@@ -439,7 +439,9 @@ async fn serve_connection(
         .keep_alive(true)
         // Timeouts are the watcher's below; hyper's own would need its timer.
         .header_read_timeout(None)
-        .serve_connection(io, service);
+        .serve_connection(io, service)
+        // A terminal's WebSocket leaves this loop once upgraded; its handler owns it then.
+        .with_upgrades();
     tokio::pin!(served);
     let mut stopping = stop.is_cancelled();
     if stopping {

@@ -242,6 +242,13 @@ pub(crate) const FILES_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/files/{path}";
 pub(crate) const KEEPALIVE_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/keepalive";
 pub(crate) const WORKSPACE_ROUTE: &str = "/v1/chats/{chat_id}/workspace";
 pub(crate) const ARCHIVE_ROUTE: &str = "/v1/chats/{chat_id}/workspace/archive";
+pub(crate) const PROCESSES_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/processes";
+pub(crate) const PROCESS_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/processes/{process_id}";
+pub(crate) const PROCESS_LOGS_ROUTE: &str =
+    "/v1/chats/{chat_id}/sandbox/processes/{process_id}/logs";
+pub(crate) const PROCESS_STDIN_ROUTE: &str =
+    "/v1/chats/{chat_id}/sandbox/processes/{process_id}/stdin";
+pub(crate) const TERMINAL_ROUTE: &str = "/v1/chats/{chat_id}/sandbox/terminal";
 pub(crate) const ROUTES: &[&str] = &[
     "/v1/sandboxes",
     "/v1/maintenance/cleanup",
@@ -433,6 +440,7 @@ impl Generator {
                 let chat = self.chat_segment(0.45);
                 (Route::Archive, format!("/v1/chats/{chat}/workspace/archive"), &["GET", "PUT"])
             }
+            90..95 => self.process_or_terminal(),
             _ => (Route::Other, self.random_path(), &["GET"]),
         };
         let method = if self.rng.random_bool(0.75) {
@@ -442,6 +450,8 @@ impl Generator {
         };
         let query = if path == "/v1/sandboxes" {
             self.rng.random_bool(0.85).then(|| self.list_query())
+        } else if path.ends_with("/logs") || path.ends_with("/terminal") {
+            self.rng.random_bool(0.7).then(|| self.offsets_or_size_query())
         } else {
             self.rng.random_bool(0.1).then(|| self.list_query())
         };
@@ -473,6 +483,54 @@ impl Generator {
             body,
             chunked,
         }
+    }
+
+    /// A read of the background processes (never a start: its effects are not modelled), or
+    /// the terminal (answered without an upgrade).
+    fn process_or_terminal(&mut self) -> (Route, String, &'static [&'static str]) {
+        let chat = self.chat_segment(0.6);
+        let id = *[
+            "0123456789abcdef",
+            "ffffffffffffffff",
+            "0123456789ABCDEF",
+            "0123456789abcde",
+            "0123456789abcdef0",
+            "..",
+            "%2e%2e",
+            "x",
+        ]
+        .choose(&mut self.rng)
+        .unwrap();
+        match self.rng.random_range(0..5) {
+            // A start's body is never an exec's: nothing is started.
+            0 => (Route::Other, format!("/v1/chats/{chat}/sandbox/processes"), &["GET", "POST"]),
+            4 => {
+                (Route::Other, format!("/v1/chats/{chat}/sandbox/processes/{id}/stdin"), &["POST"])
+            }
+            1 => (
+                Route::Other,
+                format!("/v1/chats/{chat}/sandbox/processes/{id}"),
+                &["GET", "DELETE"],
+            ),
+            2 => (Route::Other, format!("/v1/chats/{chat}/sandbox/processes/{id}/logs"), &["GET"]),
+            _ => (Route::Other, format!("/v1/chats/{chat}/sandbox/terminal"), &["GET"]),
+        }
+    }
+
+    /// A query of a process's logs or of the terminal: good, odd and bad values.
+    fn offsets_or_size_query(&mut self) -> String {
+        let keys = ["stdout_offset", "stderr_offset", "cols", "rows", "limit", "Cols"];
+        let values =
+            ["0", "1", "80", "1000", "1001", "-1", "+5", "", "x", "1.5", "18446744073709551616"];
+        let count = self.rng.random_range(1..=3);
+        (0..count)
+            .map(|_| {
+                let key = keys.choose(&mut self.rng).unwrap();
+                let value = values.choose(&mut self.rng).unwrap();
+                format!("{key}={value}")
+            })
+            .collect::<Vec<_>>()
+            .join("&")
     }
 
     /// A chat id as a path segment: some UUID spelling of a known chat (with the share

@@ -8,10 +8,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::MAX_TTL_SECONDS;
-use super::generate::{Case, FILE_LIMIT};
+use super::generate::{Case, FILE_LIMIT, STDIN_LIMIT};
 use super::inside::{self, Refusal, Run, Workspace};
 use super::rules::{
-    Route, authorized, chat_of, judge_list_query, judge_put_body, percent_decode, route,
+    Route, authorized, chat_of, judge_list_query, judge_put_body, named_query, percent_decode,
+    route,
 };
 
 /// What the server must answer to a case.
@@ -143,6 +144,20 @@ pub(crate) fn expect(case: &Case, model: &Model) -> Expected {
         Route::Archive(segment) => on_chat(case, segment, &["GET", "HEAD", "PUT"], |chat| {
             expect_archive(case, chat, model)
         }),
+        Route::Processes(segment) => on_chat(case, segment, &["GET", "HEAD", "POST"], |chat| {
+            expect_processes(case, chat, model)
+        }),
+        Route::Process(segment, id, part) => {
+            let methods: &[&str] = match part {
+                "logs" => &["GET", "HEAD"],
+                "stdin" => &["POST"],
+                _ => &["GET", "HEAD", "DELETE"],
+            };
+            on_chat(case, segment, methods, |chat| expect_process(case, chat, id, part, model))
+        }
+        Route::Terminal(segment) => {
+            on_chat(case, segment, &["GET", "HEAD"], |_| expect_terminal(case))
+        }
         Route::Fixed(fixed) => expect_fixed(case, fixed, model),
         Route::Unknown => Expected::error(404, "not_found"),
     }
@@ -208,6 +223,63 @@ fn expect_exec(case: &Case, chat: Uuid, model: &Model) -> Expected {
         }
         None => no_sandbox(),
     }
+}
+
+/// `/v1/chats/{chat_id}/sandbox/processes`: a start's body is judged as an exec's; then the
+/// sandbox. The run never starts processes on purpose, so a list is empty.
+fn expect_processes(case: &Case, chat: Uuid, model: &Model) -> Expected {
+    if case.method == "POST" {
+        if let Err(refusals) = inside::judge_exec_body(case.body.as_deref()) {
+            return Expected::refused(refusals);
+        }
+    }
+    match (model.chats.contains_key(&chat), case.method.as_str()) {
+        (false, _) => no_sandbox(),
+        (true, "POST") => Expected::ok(201),
+        (true, _) => Expected::ok(200),
+    }
+}
+
+/// `.../processes/{process_id}[/logs|/stdin]`: an id that is not 16 hex digits names no
+/// process; a logs query is read next (then a stdin body); then the sandbox, which has no such
+/// process.
+fn expect_process(case: &Case, chat: Uuid, id: &str, part: &str, model: &Model) -> Expected {
+    let id = String::from_utf8(percent_decode(id)).unwrap_or_default();
+    let hex = id.len() == 16 && id.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex {
+        return Expected::error(404, "process_not_found");
+    }
+    if part == "logs" {
+        let offsets = match named_query(case.query.as_deref(), ["stdout_offset", "stderr_offset"]) {
+            Ok(offsets) => offsets,
+            Err((status, code)) => return Expected::error(status, code),
+        };
+        if offsets.iter().flatten().any(|offset| offset.parse::<u64>().is_err()) {
+            return Expected::error(400, "invalid_offset");
+        }
+    }
+    if part == "stdin" && case.body.as_ref().is_some_and(|body| body.len() > STDIN_LIMIT) {
+        return Expected::error(413, "body_too_large");
+    }
+    if model.chats.contains_key(&chat) {
+        Expected::error(404, "process_not_found")
+    } else {
+        no_sandbox()
+    }
+}
+
+/// `GET /v1/chats/{chat_id}/sandbox/terminal`: the size is read, then the request must be a
+/// WebSocket upgrade, which the run never sends.
+fn expect_terminal(case: &Case) -> Expected {
+    let size = match named_query(case.query.as_deref(), ["cols", "rows"]) {
+        Ok(size) => size,
+        Err((status, code)) => return Expected::error(status, code),
+    };
+    let fits = |value: &String| value.parse::<u32>().is_ok_and(|value| (1..=1000).contains(&value));
+    if !size.iter().flatten().all(fits) {
+        return Expected::error(400, "invalid_size");
+    }
+    Expected::error(426, "websocket_required")
 }
 
 /// `POST /v1/chats/{chat_id}/sandbox/keepalive`: the body as a PUT's, then the sandbox.
@@ -310,7 +382,9 @@ pub(crate) fn reads_body(case: &Case) -> bool {
     let method = case.method.as_str();
     let takes_body = match route(&case.path) {
         Route::Sandbox(_) => method == "PUT",
-        Route::Exec(_) | Route::KeepAlive(_) => method == "POST",
+        Route::Exec(_) | Route::KeepAlive(_) | Route::Processes(_) => method == "POST",
+        Route::Process(_, _, part) => method == "POST" && part == "stdin",
+        Route::Terminal(_) => false,
         Route::Files(_, file) => method == "PUT" && file.is_some_and(|file| !file.is_empty()),
         Route::Archive(_) => method == "PUT",
         Route::Workspace(_) => false,

@@ -6,7 +6,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::generate::{
-    ARCHIVE_ROUTE, BODY_LIMIT, EXEC_ROUTE, FILES_ROUTE, KEEPALIVE_ROUTE, ROUTES, SANDBOX_ROUTE,
+    ARCHIVE_ROUTE, BODY_LIMIT, EXEC_ROUTE, FILES_ROUTE, KEEPALIVE_ROUTE, PROCESS_LOGS_ROUTE,
+    PROCESS_ROUTE, PROCESS_STDIN_ROUTE, PROCESSES_ROUTE, ROUTES, SANDBOX_ROUTE, TERMINAL_ROUTE,
     WORKSPACE_ROUTE,
 };
 use super::inside::Refusal;
@@ -25,6 +26,10 @@ pub(crate) enum Route<'a> {
     Workspace(&'a str),
     /// `/v1/chats/{chat_id}/workspace/archive`.
     Archive(&'a str),
+    Processes(&'a str),
+    /// The chat id, the process id segment, and what follows it: `""`, `"logs"` or `"stdin"`.
+    Process(&'a str, &'a str, &'a str),
+    Terminal(&'a str),
     Fixed(&'static str),
     Unknown,
 }
@@ -40,10 +45,24 @@ pub(crate) fn route(path: &str) -> Route<'_> {
             "sandbox/files" => Route::Files(chat, None),
             "workspace" => Route::Workspace(chat),
             "workspace/archive" => Route::Archive(chat),
-            _ => match tail.strip_prefix("sandbox/files/") {
-                Some(file) => Route::Files(chat, Some(file)),
-                None => Route::Unknown,
-            },
+            "sandbox/processes" => Route::Processes(chat),
+            "sandbox/terminal" => Route::Terminal(chat),
+            _ => {
+                match (tail.strip_prefix("sandbox/files/"), tail.strip_prefix("sandbox/processes/"))
+                {
+                    (Some(file), _) => Route::Files(chat, Some(file)),
+                    (None, Some(process)) => {
+                        let (id, part) = process.split_once('/').unwrap_or((process, ""));
+                        let known = matches!(part, "" | "logs" | "stdin") && !id.is_empty();
+                        if known && !(part.is_empty() && process.ends_with('/')) {
+                            Route::Process(chat, id, part)
+                        } else {
+                            Route::Unknown
+                        }
+                    }
+                    (None, None) => Route::Unknown,
+                }
+            }
         };
     }
     match ROUTES.iter().find(|known| **known == path) {
@@ -61,6 +80,11 @@ pub(crate) fn route_of(path: &str) -> &'static str {
         Route::Files(..) => FILES_ROUTE,
         Route::Workspace(_) => WORKSPACE_ROUTE,
         Route::Archive(_) => ARCHIVE_ROUTE,
+        Route::Processes(_) => PROCESSES_ROUTE,
+        Route::Process(_, _, "logs") => PROCESS_LOGS_ROUTE,
+        Route::Process(_, _, "stdin") => PROCESS_STDIN_ROUTE,
+        Route::Process(..) => PROCESS_ROUTE,
+        Route::Terminal(_) => TERMINAL_ROUTE,
         Route::Fixed(known) => known,
         Route::Unknown => "(no such route)",
     }
@@ -161,22 +185,27 @@ pub(crate) fn whole_number(value: &Value) -> Option<u64> {
     })
 }
 
-pub(crate) fn judge_list_query(query: Option<&str>) -> Expected {
-    let pairs = query.map(query_pairs).unwrap_or_default();
-    let mut status = None;
-    let mut limit = None;
-    for (key, value) in pairs {
-        let slot = match key.as_str() {
-            "status" => &mut status,
-            "limit" => &mut limit,
-            _ => return Expected::error(400, "invalid_query"),
-        };
-        if slot.is_some() {
-            // A parameter given twice.
-            return Expected::error(400, "invalid_query");
+/// The query of a route whose parameters are `names` (each at most once): the values given, in
+/// the order of `names`, or the refusal `invalid_query`.
+pub(crate) fn named_query<const N: usize>(
+    query: Option<&str>,
+    names: [&str; N],
+) -> Result<[Option<String>; N], Refusal> {
+    let mut values = [const { None }; N];
+    for (key, value) in query.map(query_pairs).unwrap_or_default() {
+        let slot = names.iter().position(|name| *name == key).ok_or((400, "invalid_query"))?;
+        if values[slot].replace(value).is_some() {
+            return Err((400, "invalid_query"));
         }
-        *slot = Some(value);
     }
+    Ok(values)
+}
+
+pub(crate) fn judge_list_query(query: Option<&str>) -> Expected {
+    let [status, limit] = match named_query(query, ["status", "limit"]) {
+        Ok(values) => values,
+        Err((status, code)) => return Expected::error(status, code),
+    };
     if let Some(status) = status {
         let known = ["running", "stopped", "crashed"];
         if !known.iter().any(|name| name.eq_ignore_ascii_case(status.trim())) {
@@ -222,6 +251,20 @@ mod tests {
         assert_eq!(route("/v1/chats/x/sandbox/keepalive"), Route::KeepAlive("x"));
         assert_eq!(route("/v1/chats/x/workspace"), Route::Workspace("x"));
         assert_eq!(route("/v1/chats/x/workspace/archive"), Route::Archive("x"));
+        assert_eq!(route("/v1/chats/x/sandbox/processes"), Route::Processes("x"));
+        assert_eq!(route("/v1/chats/x/sandbox/processes/p"), Route::Process("x", "p", ""));
+        assert_eq!(route("/v1/chats/x/sandbox/processes/p/logs"), Route::Process("x", "p", "logs"));
+        assert_eq!(route("/v1/chats/x/sandbox/processes/p/"), Route::Unknown);
+        assert_eq!(route("/v1/chats/x/sandbox/processes/p/kill"), Route::Unknown);
+        assert_eq!(route("/v1/chats/x/sandbox/terminal"), Route::Terminal("x"));
+        assert_eq!(
+            named_query(Some("cols=1&rows=2"), ["cols", "rows"]),
+            Ok([Some("1".into()), Some("2".into())])
+        );
+        assert_eq!(
+            named_query(Some("cols=1&cols=2"), ["cols", "rows"]),
+            Err((400, "invalid_query"))
+        );
         assert_eq!(route("/v1/chats/x/sandbox/files"), Route::Files("x", None));
         assert_eq!(route("/v1/chats/x/sandbox/files/"), Route::Files("x", Some("")));
         assert_eq!(route("/v1/chats/x/sandbox/files//a/"), Route::Files("x", Some("/a/")));

@@ -57,8 +57,24 @@ pub(crate) fn check(
             };
             check_keep_alive(&json(response)?, &model.chats[chat], *ttl, window)
         }
+        Route::Processes(_) => process_answer(case, response),
+        Route::Process(..) => Err("a process the run never started was found".into()),
+        Route::Terminal(_) => Err("a terminal opened without a WebSocket upgrade".into()),
         Route::Unknown => Err("a 2xx for no route".into()),
     }
+}
+
+/// A list of processes is a list (empty: the run starts none on purpose); a start answers the
+/// process, running.
+fn process_answer(case: &Case, response: &Response) -> Result<(), String> {
+    let body = json(response)?;
+    if case.method == "POST" {
+        return match body["status"].as_str() {
+            Some("running" | "exited") => Ok(()),
+            _ => Err(format!("a started process that is not running: {body}")),
+        };
+    }
+    body["processes"].as_array().map(|_| ()).ok_or_else(|| format!("no processes array: {body}"))
 }
 
 /// Never a 5xx, but the 503 of a server without Docker.

@@ -43,6 +43,8 @@ async fn every_route_is_documented_and_every_documented_path_is_served() {
     }
 }
 
+const PROCESS: &str = "/v1/chats/{chat_id}/sandbox/processes/{process_id}";
+
 #[tokio::test]
 async fn the_routes_inside_sandboxes_are_documented_served_and_authenticated() {
     let openapi = include_str!("../../../../../docs/openapi.yaml");
@@ -54,6 +56,12 @@ async fn the_routes_inside_sandboxes_are_documented_served_and_authenticated() {
         (Method::PUT, "/v1/chats/{chat_id}/sandbox/files/{path}", "files/a.txt", "x"),
         (Method::GET, "/v1/chats/{chat_id}/sandbox/files/{path}", "files/a.txt", ""),
         (Method::POST, "/v1/chats/{chat_id}/sandbox/keepalive", "keepalive", ""),
+        (Method::POST, "/v1/chats/{chat_id}/sandbox/processes", "processes", exec_body),
+        (Method::GET, "/v1/chats/{chat_id}/sandbox/processes", "processes", ""),
+        (Method::GET, PROCESS, "processes/0123456789abcdef", ""),
+        (Method::DELETE, PROCESS, "processes/0123456789abcdef", ""),
+        (Method::GET, &format!("{PROCESS}/logs"), "processes/0123456789abcdef/logs", ""),
+        (Method::POST, &format!("{PROCESS}/stdin"), "processes/0123456789abcdef/stdin", "x"),
     ] {
         assert!(openapi.contains(&format!("\n  {route}:\n")), "{route} missing from openapi.yaml");
         assert!(
@@ -75,6 +83,19 @@ async fn the_routes_inside_sandboxes_are_documented_served_and_authenticated() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {answer}");
         assert_eq!(answer["error"]["code"], "sandbox_not_found", "{method} {uri}");
     }
+    // The terminal is a WebSocket: a plain request is told so, before any sandbox is looked up.
+    let route = "/v1/chats/{chat_id}/sandbox/terminal";
+    assert!(openapi.contains(&format!("\n  {route}:\n")), "{route} missing from openapi.yaml");
+    assert!(guide.contains(&format!("`GET {route}`")), "GET {route} missing from api.md");
+    let request = Request::builder()
+        .uri(format!("/v1/chats/{CHAT}/sandbox/terminal"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = h.call(request).await;
+    assert_eq!(status, StatusCode::UPGRADE_REQUIRED, "{body}");
+    assert_error(&body, "websocket_required", "WebSocket");
+
     let request = Request::builder()
         .method(Method::GET)
         .uri(format!("/v1/chats/{CHAT}/sandbox/exec"))
