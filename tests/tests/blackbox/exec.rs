@@ -369,21 +369,16 @@ async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
     assert!(server.metrics().await.contains("sandbox_keepalive_total{"));
 }
 
+/// A server whose sandboxes expire 5 s after their last use, cleaned up every second.
+pub(crate) const SLIDING_5S: &[&str] =
+    &["--ttl", "5s", "--ttl-mode", "sliding", "--cleanup-interval", "1s"];
+
 /// `--ttl 5s --ttl-mode sliding`: a sandbox used every second outlives its TTL, also through a
 /// command longer than the TTL; once idle it is removed. (The TTL leaves a loaded machine time
 /// for the first create.)
 #[tokio::test(flavor = "multi_thread")]
 async fn in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle() {
-    let Some((env, server)) = TestEnv::docker_server(&[
-        "--ttl",
-        "5s",
-        "--ttl-mode",
-        "sliding",
-        "--cleanup-interval",
-        "1s",
-    ])
-    .await
-    else {
+    let Some((env, server)) = TestEnv::docker_server(SLIDING_5S).await else {
         return;
     };
     let chat_id = chat();

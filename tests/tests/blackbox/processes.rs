@@ -139,16 +139,7 @@ async fn delete_kills_the_process_tree_and_the_logs_keep_only_the_newest_bytes()
 /// into a terminal, keep the sandbox alive well past its TTL without any other call.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_sliding_mode_following_a_process_and_typing_in_a_terminal_are_use() {
-    let Some((_env, server)) = TestEnv::docker_server(&[
-        "--ttl",
-        "5s",
-        "--ttl-mode",
-        "sliding",
-        "--cleanup-interval",
-        "1s",
-    ])
-    .await
-    else {
+    let Some((_env, server)) = TestEnv::docker_server(crate::exec::SLIDING_5S).await else {
         return;
     };
     let chat_id = server.new_sandbox().await;
