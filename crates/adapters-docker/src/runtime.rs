@@ -26,7 +26,7 @@ use sandkeeper_ports::{
 
 use crate::client::{Client, EngineLoss, is_conflict, is_not_found};
 use crate::config::{ConfigError, DockerConfig, workspace_owner_options};
-use crate::shell::{Sandbox, runs_for};
+use crate::shell::{LIVENESS_INTERVAL, Sandbox, runs_for};
 use crate::{archive, exec, files, processes, terminal};
 
 /// Marks a container as created by sandkeeper (value `true`).
@@ -483,7 +483,8 @@ impl Inner {
         container: &'a ContainerId,
     ) -> Result<Sandbox<'a>, ExecError> {
         let user = self.command_user(docker, container).await?;
-        Ok(Sandbox { client: &self.client, docker, container, user })
+        let liveness = self.config.runtime.is_some().then_some(LIVENESS_INTERVAL);
+        Ok(Sandbox { client: &self.client, docker, container, user, liveness })
     }
 
     /// The `user` every exec in the container runs as: the sandbox's uid and gid. `None` for a

@@ -366,7 +366,17 @@ pub(crate) struct Sandbox<'a> {
     pub(crate) container: &'a ContainerId,
     /// `uid:gid`, or `None` for the container's configured user.
     pub(crate) user: Option<String>,
+    /// How often a running command checks that its container still runs, or `None` when the
+    /// end of its output says so (see [`LIVENESS_INTERVAL`]).
+    pub(crate) liveness: Option<Duration>,
 }
+
+/// How often a command checks that its container still runs, under a runtime other than the
+/// engine's default. Under gVisor's `runsc` the output stream of an exec may stay open after
+/// its container was killed or removed, until the command's own timeout; the check ends the
+/// wait instead. Under the default runtime (`runc`) the stream ends with the container, and
+/// no check is made.
+pub(crate) const LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a command with this timeout may run beyond its engine calls: its timeout, then
 /// the killing of what it left and the draining of its output.
@@ -431,7 +441,18 @@ impl Sandbox<'_> {
                 header: &mut header,
                 spill: spill.as_deref_mut(),
             };
-            pump(&mut output, feed, deadline, &mut sinks, Until::End, command.forward).await
+            let pumped = pump(&mut output, feed, deadline, &mut sinks, Until::End, command.forward);
+            match self.liveness {
+                None => pumped.await,
+                Some(every) => tokio::select! {
+                    end = pumped => end,
+                    () = self.stopped(every) => {
+                        return Err(ExecError::ContainerNotRunning {
+                            container_id: self.container.clone(),
+                        });
+                    }
+                },
+            }
         };
 
         match end {
@@ -654,6 +675,17 @@ impl Sandbox<'_> {
             Ok(true) => ExecError::ContainerNotRunning { container_id: self.container.clone() },
             Ok(false) => ExecError::Runtime(self.client.translate(error)),
             Err(error) => error,
+        }
+    }
+
+    /// Ends once the container is seen not running, checking every `every`; an engine that
+    /// does not answer a check is not taken for a stopped container.
+    async fn stopped(&self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Ok(false) = self.is_running().await {
+                return;
+            }
         }
     }
 
