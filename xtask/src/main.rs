@@ -26,7 +26,8 @@ tasks:
            SANDKEEPER_REQUIRE_DOCKER=1 / SANDKEEPER_REQUIRE_POSTGRES=1 /
            SANDKEEPER_REQUIRE_SCHEMATHESIS=1 a test that cannot have them fails instead of
            skipping. With Docker it builds every image below and, after the full run on the
-           default image, runs the black-box exec, file and timeout tests again on the bash and
+           default image, runs the black-box tests of what runs inside a sandbox (exec, files,
+           timeouts, streams, processes, terminal, workspaces) again on the bash and
            python images, and under gVisor on the engine SANDKEEPER_GVISOR_HOST names (a
            DOCKER_HOST URL; `.ci/gvisor.sh start DIR` starts one; SANDKEEPER_REQUIRE_GVISOR=1
            fails without it). Then the Python client: its pinned tools installed from PyPI into
@@ -117,6 +118,12 @@ fn docker_answers() -> bool {
         .is_ok_and(|output| output.status.success())
 }
 
+/// The black-box suites of what runs inside a sandbox (sandkeeper's scripts under the image's
+/// shell and tools), run again on each image of the matrix: commands, file transfers and
+/// timeouts, streamed output, background processes, the terminal, workspace archives.
+const INSIDE_SANDBOX_SUITES: [&str; 5] =
+    ["exec::", "streams::", "processes::", "terminal::", "workspaces::"];
+
 fn test(extra: &[String]) -> Result<(), String> {
     // The images the black-box exec tests run on again after the full run.
     let mut matrix = Vec::new();
@@ -178,14 +185,15 @@ fn test(extra: &[String]) -> Result<(), String> {
     }
     for image in matrix {
         eprintln!(
-            "xtask test: the black-box exec, file and timeout tests on image {}",
+            "xtask test: the black-box tests of what runs inside a sandbox on image {}",
             image.tag()
         );
         // The same feature set as the full run, so nothing is compiled again.
         let pass = run_checked(
             cargo()
                 .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
-                .args(["--test", "blackbox", "--", "exec::"])
+                .args(["--test", "blackbox", "--"])
+                .args(INSIDE_SANDBOX_SUITES)
                 .env("SANDKEEPER_TEST_IMAGE", image.tag()),
         );
         if let Err(error) = pass {
