@@ -51,7 +51,8 @@ fn openapi_document() -> PathBuf {
 /// (what the kernel bounds), and a schema can only count characters, which are the same thing
 /// in ASCII alone. Everything else is generated from all of Unicode. The terminal is left out: it
 /// is a WebSocket, which Schemathesis does not speak (its black-box tests drive it with a real
-/// WebSocket client).
+/// WebSocket client). So is the upload of a workspace archive: Schemathesis cannot make an
+/// `application/x-tar` body (the workspace tests and the fuzzer send good and bad archives).
 fn config(live_chat: &str) -> String {
     format!(
         "[dictionaries.live-chat]\n\
@@ -66,6 +67,10 @@ fn config(live_chat: &str) -> String {
          \n\
          [[operations]]\n\
          include-path-regex = \"/terminal$\"\n\
+         enabled = false\n\
+         \n\
+         [[operations]]\n\
+         include-operation-id = \"uploadWorkspace\"\n\
          enabled = false\n"
     )
 }
