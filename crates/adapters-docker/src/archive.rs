@@ -29,9 +29,17 @@ const CLEAR: &str = r#"clear() {
 }
 "#;
 
-/// Writes the workspace as a tar to stdout.
+/// Writes the workspace as a tar to stdout. GNU tar exits 1 when a file changed or went away
+/// while it was read (a command or a transfer still writing, such as an upload's temporary
+/// file renamed under it): the archive is whole and readable, with the files as they were
+/// read, so that is success; busybox tar says nothing then. Any other failure is one.
 const ARCHIVE: &str = r#"cd /workspace || exit 1
-exec tar -cf - .
+tar -cf - .
+status=$?
+if [ "$status" -eq 1 ] && tar --version 2>/dev/null | grep -q 'GNU tar'; then
+  exit 0
+fi
+exit "$status"
 "#;
 
 /// Replaces the workspace's content with the tar on stdin; on failure, leaves it empty.
