@@ -137,6 +137,9 @@ pub fn sandbox_image() -> String {
     std::env::var("SANDKEEPER_TEST_IMAGE").unwrap_or_else(|_| "sandkeeper/sandbox:latest".into())
 }
 
+/// The pids limit the tests give sandboxes under gVisor: the one `docs/security.md` advises.
+pub const GVISOR_PIDS_LIMIT: &str = "1024";
+
 /// The OCI runtime the tests' sandboxes run under: `SANDKEEPER_TEST_RUNTIME` (`runsc` for
 /// gVisor; the engine of `DOCKER_HOST` must have it registered), else the engine's default.
 pub fn sandbox_runtime() -> Option<String> {
@@ -303,6 +306,10 @@ impl TestEnv {
             command.args(["--instance-id", &self.instance_id, "--image", &self.image]);
             if let Some(runtime) = sandbox_runtime() {
                 command.args(["--runtime", &runtime]);
+                if runtime == "runsc" {
+                    // gVisor's own threads count against the pids limit (docs/security.md).
+                    command.args(["--pids-limit", GVISOR_PIDS_LIMIT]);
+                }
             }
         }
         command

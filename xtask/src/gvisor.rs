@@ -1,11 +1,12 @@
-//! The gVisor pass of `cargo xtask test`: the black-box exec, file and timeout tests again, with
-//! the sandboxes under gVisor's `runsc` on the engine that `SANDKEEPER_GVISOR_HOST` names (a
+//! The gVisor pass of `cargo xtask test`: the black-box tests of what runs inside a sandbox
+//! (commands, files and timeouts, streamed output, background processes, the terminal, workspace
+//! archives) again, with the sandboxes under gVisor's `runsc` on the engine that `SANDKEEPER_GVISOR_HOST` names (a
 //! `DOCKER_HOST` URL; `.ci/gvisor.sh` starts such an engine beside the first one).
 
 use std::env;
 
 use crate::image::{self, Image};
-use crate::{cargo, required, run_checked};
+use crate::{INSIDE_SANDBOX_SUITES, cargo, required, run_checked};
 
 /// The variable that names the engine with `runsc` registered.
 pub(crate) const HOST_VARIABLE: &str = "SANDKEEPER_GVISOR_HOST";
@@ -28,11 +29,14 @@ pub(crate) fn pass() -> Result<(), String> {
     };
     let tag = Image::Sandbox.tag();
     image::copy_to_engine(tag, &host)?;
-    eprintln!("xtask test: the black-box exec, file and timeout tests under gVisor ({host})");
+    eprintln!(
+        "xtask test: the black-box tests of what runs inside a sandbox under gVisor ({host})"
+    );
     run_checked(
         cargo()
             .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
-            .args(["--test", "blackbox", "--", "exec::"])
+            .args(["--test", "blackbox", "--"])
+            .args(INSIDE_SANDBOX_SUITES)
             .env("DOCKER_HOST", &host)
             .env("SANDKEEPER_TEST_IMAGE", tag)
             .env("SANDKEEPER_TEST_RUNTIME", "runsc"),

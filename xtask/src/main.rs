@@ -121,7 +121,7 @@ fn docker_answers() -> bool {
 /// The black-box suites of what runs inside a sandbox (sandkeeper's scripts under the image's
 /// shell and tools), run again on each image of the matrix: commands, file transfers and
 /// timeouts, streamed output, background processes, the terminal, workspace archives.
-const INSIDE_SANDBOX_SUITES: [&str; 5] =
+pub(crate) const INSIDE_SANDBOX_SUITES: [&str; 5] =
     ["exec::", "streams::", "processes::", "terminal::", "workspaces::"];
 
 fn test(extra: &[String]) -> Result<(), String> {
