@@ -39,6 +39,15 @@ pub(crate) async fn connect() -> Result<Docker, String> {
     Ok(docker)
 }
 
+/// A bollard client for the engine at `host` (a `DOCKER_HOST` URL: `unix://` or `tcp://`).
+pub(crate) async fn connect_to(host: &str) -> Result<Docker, String> {
+    Docker::connect_with_host(host)
+        .map_err(|error| format!("bollard cannot connect to {host}: {error}"))?
+        .negotiate_version()
+        .await
+        .map_err(|error| format!("the Docker engine at {host} does not answer: {error}"))
+}
+
 /// The create request that made container `id`, read back with inspect: a raw create with it
 /// asks the engine for the same container (image, command, user, labels, host configuration).
 pub(crate) async fn body_of(raw: &Docker, id: &str) -> Result<ContainerCreateBody, String> {

@@ -347,7 +347,7 @@ fn same_bytes(side: &str, read: &[u8], written: &[u8]) -> Result<(), String> {
 }
 
 /// Sends `request` and reads its answer as JSON; `what` names the request in errors.
-async fn json_answer(
+pub(crate) async fn json_answer(
     request: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<(StatusCode, serde_json::Value), String> {

@@ -101,7 +101,21 @@ impl Server {
             .prefix("sandkeeper-bench-")
             .tempdir()
             .map_err(|e| format!("a temporary data dir: {e}"))?;
-        Self::launch(data_dir, docker::instance_id(), image, args).await
+        Self::launch_on(None, data_dir, docker::instance_id(), image, args).await
+    }
+
+    /// [`Server::start_on`] with the engine at `host` (a `DOCKER_HOST` URL) instead of the
+    /// default one.
+    pub(crate) async fn start_on_engine(
+        host: &str,
+        image: &str,
+        args: &[&str],
+    ) -> Result<Self, String> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("sandkeeper-bench-")
+            .tempdir()
+            .map_err(|e| format!("a temporary data dir: {e}"))?;
+        Self::launch_on(Some(host), data_dir, docker::instance_id(), image, args).await
     }
 
     /// Starts `sandkeeper serve` on an existing data dir (for a store filled beforehand).
@@ -110,10 +124,11 @@ impl Server {
         instance: String,
         args: &[&str],
     ) -> Result<Self, String> {
-        Self::launch(data_dir, instance, DEFAULT_IMAGE, args).await
+        Self::launch_on(None, data_dir, instance, DEFAULT_IMAGE, args).await
     }
 
-    async fn launch(
+    async fn launch_on(
+        engine: Option<&str>,
         data_dir: tempfile::TempDir,
         instance: String,
         image: &str,
@@ -139,6 +154,7 @@ impl Server {
             .arg(data_dir.path())
             .args(args)
             .env("RUST_LOG", log_filter())
+            .envs(engine.map(|host| ("DOCKER_HOST", host)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);

@@ -283,12 +283,14 @@ fn bench(extra: &[String]) -> Result<(), String> {
     // Extra args are benchmark names to run alone (see `--help`); such a partial run prints
     // its table but leaves docs/benchmarks.md as it was.
     let out = root().join("docs/benchmarks.md");
-    run_checked(
-        cargo()
-            .args(["run", "--release", "--package", "sandkeeper-bench", "--", "--out"])
-            .arg(out)
-            .args(extra),
-    )
+    let mut bench = cargo();
+    bench.args(["run", "--release", "--package", "sandkeeper-bench", "--", "--out"]).arg(out);
+    // The gVisor benchmark's engine, started for this run unless one is named.
+    let gvisor_engine = gvisor::bench_engine();
+    if let Some(engine) = &gvisor_engine {
+        bench.env(gvisor::HOST_VARIABLE, &engine.host);
+    }
+    run_checked(bench.args(extra))
 }
 
 fn chaos(extra: &[String]) -> Result<(), String> {
