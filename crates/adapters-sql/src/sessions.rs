@@ -263,4 +263,26 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
             Err(error) => Err(self.db.store_error(error)),
         }
     }
+
+    async fn mark_workspace_used(&self, session_id: SessionId) -> Result<(), StoreError> {
+        // Written once per sandbox: a row already marked is left alone.
+        self.changed(by_session(
+            "UPDATE sandbox_sessions SET workspace_used = TRUE \
+             WHERE session_id = $1 AND NOT workspace_used",
+            session_id,
+        ))
+        .await
+        .map(drop)
+    }
+
+    async fn workspace_used(&self, session_id: SessionId) -> Result<bool, StoreError> {
+        let statement = by_session(
+            "SELECT workspace_used FROM sandbox_sessions WHERE session_id = $1",
+            session_id,
+        );
+        match self.db.flags(statement).await.map_err(|error| self.db.store_error(error))? {
+            Some(flags) => Ok(flags.first().copied().unwrap_or(true)),
+            None => Ok(true),
+        }
+    }
 }

@@ -150,7 +150,9 @@ mod tests {
     fn insert(writer: &Connection, session: &str, status: &str, expires_at: i64) {
         writer
             .execute(
-                "INSERT INTO sandbox_sessions VALUES (?1, ?2, 'c-1', ?3, 10, ?4)",
+                "INSERT INTO sandbox_sessions \
+                 (session_id, chat_id, container_id, status, created_at, expires_at) \
+                 VALUES (?1, ?2, 'c-1', ?3, 10, ?4)",
                 rusqlite::params![session, CHAT, status, expires_at],
             )
             .unwrap();

@@ -186,10 +186,14 @@ async fn a_chat_lookup_sees_rows_written_from_outside_and_names_a_broken_row() {
     assert_eq!(sessions.get_running_by_chat(saved.chat_id).await.unwrap(), None);
     let mut outside = fixture.raw().await;
     let insert = |session_id: String, created_at: &'static str| {
-        sqlx::query("INSERT INTO sandbox_sessions VALUES (?1, ?2, 'container-1', 'running', ?3, 1)")
-            .bind(session_id)
-            .bind(saved.chat_id.to_string())
-            .bind(created_at)
+        sqlx::query(
+            "INSERT INTO sandbox_sessions \
+             (session_id, chat_id, container_id, status, created_at, expires_at) \
+             VALUES (?1, ?2, 'container-1', 'running', ?3, 1)",
+        )
+        .bind(session_id)
+        .bind(saved.chat_id.to_string())
+        .bind(created_at)
     };
     insert(saved.session_id.to_string(), "1775131200000000").execute(&mut outside).await.unwrap();
     let found = sessions.get_running_by_chat(saved.chat_id).await.unwrap().unwrap();

@@ -113,4 +113,15 @@ pub trait SessionRepository: Send + Sync {
         from: SandboxStatus,
         to: SandboxStatus,
     ) -> Result<bool, StoreError>;
+
+    /// Records that an operation that may change the workspace (a command, an upload, a
+    /// background process, a terminal) entered the session's sandbox. Idempotent; a session
+    /// that is gone is no error, and no row is made for it.
+    async fn mark_workspace_used(&self, session_id: SessionId) -> Result<(), StoreError>;
+
+    /// Whether [`SessionRepository::mark_workspace_used`] was ever called for the session: a
+    /// sandbox never used has the workspace it was created with (empty, or the chat's archive
+    /// restored into it). `true` for a session the store does not know, and for the sessions
+    /// the store held before it recorded use, since nothing can be promised about those.
+    async fn workspace_used(&self, session_id: SessionId) -> Result<bool, StoreError>;
 }

@@ -217,8 +217,18 @@ impl SandboxAccess {
                 self.workspace_changes.clone()
             }
             Operation::Download => None,
+        };
+        if let Some(changes) = &changes {
+            // Before the operation can write, the store learns that the sandbox was used (once
+            // per sandbox and process): a sandbox never used is removed without an archive.
+            if changes.first_use(session.session_id) {
+                if let Err(error) = self.repository.mark_workspace_used(session.session_id).await {
+                    changes.forget(session.session_id);
+                    return Err(error.into());
+                }
+            }
         }
-        .map(|changes| ChangeMark::new(changes, &session));
+        let changes = changes.map(|changes| ChangeMark::new(changes, &session));
         Ok(Entered {
             session,
             operation,

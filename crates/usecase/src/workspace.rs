@@ -9,7 +9,7 @@
 //! ([`Workspaces::reap`]) and the workspace routes ([`Workspaces::meta`],
 //! [`Workspaces::download`], [`Workspaces::upload`], [`Workspaces::delete`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -152,11 +152,18 @@ fn local(error: std::io::Error) -> StoreError {
 }
 
 /// The sandboxes whose workspace changed (a command ran, a file arrived) since their last
-/// archive, in this process: what a checkpoint archives.
+/// archive, in this process: what a checkpoint archives. And the sandboxes this process has
+/// already recorded as used in the store (`SessionRepository::mark_workspace_used`), so that
+/// the store is written once per sandbox, not once per operation.
 #[derive(Clone, Default)]
 pub struct WorkspaceChanges {
     changed: Arc<Mutex<HashMap<SessionId, (ChatId, u64)>>>,
+    used: Arc<Mutex<HashSet<SessionId>>>,
 }
+
+/// The most sandboxes [`WorkspaceChanges`] remembers as recorded used; beyond it the memory
+/// starts again (a sandbox then records its use once more, which changes nothing).
+const USED_REMEMBERED: usize = 100_000;
 
 impl fmt::Debug for WorkspaceChanges {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -194,8 +201,20 @@ impl WorkspaceChanges {
         });
     }
 
-    fn forget(&self, session_id: SessionId) {
+    /// Whether this is the first operation of this process in the sandbox of `session_id`
+    /// since it was last forgotten: its use must then be recorded in the store.
+    pub(crate) fn first_use(&self, session_id: SessionId) -> bool {
+        let mut used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if used.len() >= USED_REMEMBERED {
+            used.clear();
+        }
+        used.insert(session_id)
+    }
+
+    /// The sandbox is removed (or its use could not be recorded): nothing of it is kept.
+    pub(crate) fn forget(&self, session_id: SessionId) {
         self.with(|changed| changed.remove(&session_id));
+        self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&session_id);
     }
 }
 
@@ -334,6 +353,15 @@ impl Workspaces {
         session: &SandboxSession,
         reason: SaveReason,
     ) -> Result<(), WorkspaceError> {
+        if !self.repository.workspace_used(session.session_id).await? {
+            // Nothing entered the sandbox that could change its workspace: it holds what it
+            // was created with (empty, or the chat's archive, which stays as it is).
+            metrics::counter!(ARCHIVE_TOTAL, "reason" => reason.as_str(), "result" => "unused")
+                .increment(1);
+            Span::current().record("workspace.result", "unused");
+            self.changes.forget(session.session_id);
+            return Ok(());
+        }
         let outcome = match self.save(session, reason).await {
             Ok(_) => "saved",
             Err(WorkspaceError::Archive {
@@ -508,6 +536,8 @@ impl Workspaces {
         let now = self.clock.now();
         let session = live_session(self.repository.as_ref(), chat_id, now).await?;
         if let Some(session) = &session {
+            // The sandbox's files are about to change: its next removal must archive them.
+            self.repository.mark_workspace_used(session.session_id).await?;
             self.runtime.restore_workspace(&session.container_id, &archive).await.map_err(
                 |error| match error {
                     ArchiveError::Invalid(invalid) => WorkspaceError::InvalidArchive(invalid),

@@ -23,7 +23,7 @@ async fn a_deleted_sandboxs_files_are_there_again_when_the_chat_comes_back() {
         workspace,
         Some(WorkspaceRestore { restored: false, size_bytes: 0, saved_at: None })
     );
-    h.write(&first, "src/main.py", b"print(1)\n");
+    h.write(&first, "src/main.py", b"print(1)\n").await;
 
     h.delete.execute(chat_id).await.unwrap().expect("a sandbox was deleted");
     let saved = h.stored(chat_id).await.expect("the workspace was saved before the removal");
@@ -50,8 +50,8 @@ async fn an_expired_sandbox_is_saved_by_the_cleanup_and_by_a_replacement() {
     let (one, two) = (chat(), chat());
     let (first, _) = h.create(one).await;
     let (other, _) = h.create(two).await;
-    h.write(&first, "a.txt", b"from the cleanup");
-    h.write(&other, "b.txt", b"from the replacement");
+    h.write(&first, "a.txt", b"from the cleanup").await;
+    h.write(&other, "b.txt", b"from the replacement").await;
     h.clock.advance(TimeDelta::minutes(6));
 
     // One chat comes back before the cleanup: the replacement saves and restores.
@@ -74,7 +74,7 @@ async fn a_sandbox_whose_workspace_cannot_be_saved_stays_and_the_next_pass_saves
     let chat_id = chat();
     let previous = h.put_stored(chat_id, &tar(&[Entry::file("old.txt", b"old")])).await;
     let (session, _) = h.create(chat_id).await;
-    h.write(&session, "new.txt", b"new");
+    h.write(&session, "new.txt", b"new").await;
     h.clock.advance(TimeDelta::minutes(6));
 
     h.runtime.fail_archive(unavailable());
@@ -157,7 +157,7 @@ async fn a_checkpoint_archives_the_sandboxes_that_changed_and_only_those() {
     let (changed, quiet) = (chat(), chat());
     let (session, _) = h.create(changed).await;
     h.create(quiet).await;
-    h.write(&session, "work.txt", b"done");
+    h.write(&session, "work.txt", b"done").await;
     drop(access.enter(changed, Operation::Exec).await.unwrap());
     drop(access.enter(quiet, Operation::Download).await.unwrap());
 
@@ -176,6 +176,39 @@ async fn a_checkpoint_archives_the_sandboxes_that_changed_and_only_those() {
     let archives_before = archive_calls(&h.runtime);
     assert_eq!(h.workspaces.checkpoint().await.archived, 0);
     assert_eq!(archive_calls(&h.runtime), archives_before);
+}
+
+#[tokio::test]
+async fn a_sandbox_nothing_entered_is_removed_without_an_archive() {
+    let h = Harness::new();
+    let (fresh, restored, looked_at, uploaded) = (chat(), chat(), chat(), chat());
+    let stored = h.put_stored(restored, &tar(&[Entry::file("kept.txt", b"kept")])).await;
+    for chat_id in [fresh, restored, looked_at, uploaded] {
+        h.create(chat_id).await;
+    }
+    // A download reads the workspace but cannot change it.
+    drop(h.access.enter(looked_at, Operation::Download).await.unwrap());
+    // An archive uploaded through the workspace routes does change it.
+    let body = tar(&[Entry::file("up.txt", b"up")]);
+    let file = ArchiveFile::from_bytes(h.scratch.path(), &body).await.unwrap();
+    h.workspaces.upload(uploaded, file).await.unwrap();
+    let uploaded_meta = h.stored(uploaded).await.unwrap();
+    h.clock.advance(TimeDelta::minutes(6));
+
+    let archives_before = archive_calls(&h.runtime);
+    h.delete.execute(fresh).await.unwrap().expect("deleted");
+    let report = h.cleanup.execute().await.unwrap();
+    assert_eq!(report.cleaned.len(), 3, "{report:?}");
+    assert!(h.runtime.container_ids().is_empty(), "every sandbox was removed");
+    // Only the uploaded one was archived; the others keep what they had (nothing, or the
+    // archive restored into them, unchanged).
+    assert_eq!(archive_calls(&h.runtime), archives_before + 1);
+    assert_eq!(h.stored(fresh).await, None);
+    assert_eq!(h.stored(looked_at).await, None);
+    assert_eq!(h.stored(restored).await, Some(stored));
+    let saved = h.stored(uploaded).await.unwrap();
+    assert_eq!(saved.session_id, uploaded_meta.session_id);
+    assert!(saved.saved_at > uploaded_meta.saved_at, "saved again at the removal");
 }
 
 fn archive_calls(runtime: &FakeRuntime) -> usize {
@@ -202,7 +235,7 @@ async fn an_uploaded_archive_replaces_the_stored_one_and_the_running_workspace()
     let h = Harness::new();
     let chat_id = chat();
     let (session, _) = h.create(chat_id).await;
-    h.write(&session, "before.txt", b"before");
+    h.write(&session, "before.txt", b"before").await;
     let body = tar(&[Entry::file("after.txt", b"after")]);
     let file = ArchiveFile::from_bytes(h.scratch.path(), &body).await.unwrap();
     let meta = h.workspaces.upload(chat_id, file).await.unwrap();
@@ -220,7 +253,7 @@ async fn a_refused_upload_changes_nothing() {
     let h = Harness::new();
     let chat_id = chat();
     let (session, _) = h.create(chat_id).await;
-    h.write(&session, "kept.txt", b"kept");
+    h.write(&session, "kept.txt", b"kept").await;
     let stored = h.put_stored(chat_id, &tar(&[Entry::file("kept.txt", b"kept")])).await;
     for body in [
         b"not a tar at all".repeat(64),

@@ -17,7 +17,7 @@ async fn removals_and_creates_say_what_happened_to_the_workspace() {
     let h = Harness::new();
     let chat_id = chat();
     let (session, _) = h.create(chat_id).await;
-    h.write(&session, "a.txt", b"kept");
+    h.write(&session, "a.txt", b"kept").await;
     h.delete.execute(chat_id).await.unwrap();
     h.clock.advance(TimeDelta::minutes(1));
     h.create(chat_id).await;
@@ -50,7 +50,8 @@ async fn a_failed_save_and_a_corrupt_archive_are_recorded_as_errors() {
     let capture = Capture::install();
     let h = Harness::new();
     let chat_id = chat();
-    h.create(chat_id).await;
+    let (session, _) = h.create(chat_id).await;
+    h.write(&session, "a.txt", b"lost").await;
     h.runtime.fail_archive(unavailable());
     h.delete.execute(chat_id).await.unwrap_err();
     let shown = chat_id.to_string();

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -10,6 +10,8 @@ use crate::{SaveError, SessionRepository, StoreError};
 #[derive(Debug, Default)]
 pub struct InMemorySessionRepository {
     sessions: Mutex<HashMap<SessionId, SandboxSession>>,
+    /// The sessions whose workspace an operation used (see `mark_workspace_used`).
+    used: Mutex<HashSet<SessionId>>,
 }
 
 impl InMemorySessionRepository {
@@ -191,5 +193,18 @@ impl SessionRepository for InMemorySessionRepository {
             sessions.insert(session_id, changed);
             Ok(true)
         })
+    }
+
+    async fn mark_workspace_used(&self, session_id: SessionId) -> Result<(), StoreError> {
+        if self.with(|sessions| sessions.contains_key(&session_id)) {
+            self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(session_id);
+        }
+        Ok(())
+    }
+
+    async fn workspace_used(&self, session_id: SessionId) -> Result<bool, StoreError> {
+        let known = self.with(|sessions| sessions.contains_key(&session_id));
+        let used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(!known || used.contains(&session_id))
     }
 }

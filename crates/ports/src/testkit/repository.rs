@@ -60,4 +60,6 @@ delegating_repository! {
         from: SandboxStatus,
         to: SandboxStatus
     ) -> Result<bool, StoreError>;
+    mark_workspace_used(session_id: SessionId) -> Result<(), StoreError>;
+    workspace_used(session_id: SessionId) -> Result<bool, StoreError>;
 }

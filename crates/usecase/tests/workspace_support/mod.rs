@@ -17,8 +17,8 @@ use sandkeeper_ports::{
     ArchiveError, ArchiveFile, Cause, RuntimeError, WorkspaceMeta, WorkspacePath, WorkspaceStore,
 };
 use sandkeeper_usecase::{
-    CleanupExpiredSandboxes, CreateSandbox, CreateSandboxCommand, DeleteSandbox, WorkspaceRestore,
-    WorkspaceSettings, Workspaces,
+    CleanupExpiredSandboxes, CreateSandbox, CreateSandboxCommand, DeleteSandbox, Operation,
+    SandboxAccess, SandboxSlots, WorkspaceRestore, WorkspaceSettings, Workspaces,
 };
 
 pub(crate) const TTL: Duration = Duration::from_secs(300);
@@ -44,6 +44,8 @@ pub(crate) struct Harness {
     pub(crate) create: CreateSandbox,
     pub(crate) delete: DeleteSandbox,
     pub(crate) cleanup: CleanupExpiredSandboxes,
+    /// How the operations inside a sandbox enter it (and mark its workspace used and changed).
+    pub(crate) access: SandboxAccess,
     pub(crate) scratch: tempfile::TempDir,
 }
 
@@ -86,7 +88,25 @@ impl Harness {
             clock.clone(),
         )
         .with_workspaces(some);
-        Self { runtime, repository, store, clock, workspaces, create, delete, cleanup, scratch }
+        let access = SandboxAccess::new(
+            repository.clone(),
+            runtime.clone(),
+            clock.clone(),
+            SandboxSlots::new(4),
+        )
+        .with_workspace_changes(workspaces.changes().clone());
+        Self {
+            runtime,
+            repository,
+            store,
+            clock,
+            workspaces,
+            create,
+            delete,
+            cleanup,
+            access,
+            scratch,
+        }
     }
 
     pub(crate) async fn create(
@@ -97,8 +117,12 @@ impl Harness {
         (outcome.session, outcome.workspace)
     }
 
-    pub(crate) fn write(&self, session: &SandboxSession, name: &str, bytes: &[u8]) {
+    /// Writes a file into the sandbox's workspace as an upload would: entering the sandbox
+    /// first, which marks its workspace used and changed.
+    pub(crate) async fn write(&self, session: &SandboxSession, name: &str, bytes: &[u8]) {
+        let entered = self.access.enter(session.chat_id, Operation::Upload).await.unwrap();
         self.runtime.put_file(session.container_id.clone(), path(name), bytes.to_vec());
+        drop(entered);
     }
 
     pub(crate) fn files(&self, session: &SandboxSession) -> Vec<(String, Vec<u8>)> {

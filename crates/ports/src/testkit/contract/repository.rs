@@ -47,6 +47,8 @@ macro_rules! session_repository_contract {
             concurrent_extensions_of_one_session_keep_the_latest_expiry,
             save_within_saves_below_the_limit_and_changes_nothing_at_it,
             concurrent_saves_within_a_limit_never_go_past_it,
+            a_new_session_is_unused_until_marked_and_stays_used,
+            a_session_the_store_does_not_know_counts_as_used,
         ], $($subject)*);
     };
 }
@@ -715,4 +717,36 @@ pub async fn concurrent_saves_within_a_limit_never_go_past_it(
     }
     assert_eq!(saved, LIMIT, "exactly the limit was admitted");
     assert_eq!(repo.count_running().await.unwrap(), LIMIT);
+}
+
+pub async fn a_new_session_is_unused_until_marked_and_stays_used(
+    subject: &Subject<dyn SessionRepository>,
+) {
+    let repo = subject.port();
+    let marked = session(1, 1, SandboxStatus::Running, 0, 300);
+    let other = session(2, 2, SandboxStatus::Running, 0, 300);
+    save_all(repo, &[marked.clone(), other.clone()]).await;
+    assert!(!repo.workspace_used(marked.session_id).await.unwrap(), "a new sandbox is unused");
+    repo.mark_workspace_used(marked.session_id).await.unwrap();
+    repo.mark_workspace_used(marked.session_id).await.unwrap();
+    assert!(repo.workspace_used(marked.session_id).await.unwrap(), "marked twice, used once");
+    assert!(!repo.workspace_used(other.session_id).await.unwrap(), "others untouched");
+    // Saving the row again (a status change, an expiry) keeps the mark.
+    let stopped = SandboxSession { status: SandboxStatus::Stopped, ..marked.clone() };
+    repo.save(&stopped).await.unwrap();
+    assert!(repo.extend_expiry(other.session_id, base() + TimeDelta::seconds(900)).await.unwrap());
+    assert!(repo.workspace_used(marked.session_id).await.unwrap());
+    assert!(!repo.workspace_used(other.session_id).await.unwrap());
+    assert_eq!(repo.get(marked.session_id).await.unwrap(), Some(stopped), "the row is unchanged");
+}
+
+pub async fn a_session_the_store_does_not_know_counts_as_used(
+    subject: &Subject<dyn SessionRepository>,
+) {
+    let repo = subject.port();
+    let gone = session(1, 1, SandboxStatus::Running, 0, 300);
+    assert!(repo.workspace_used(gone.session_id).await.unwrap());
+    repo.mark_workspace_used(gone.session_id).await.unwrap();
+    assert_eq!(repo.get(gone.session_id).await.unwrap(), None, "marking made no row");
+    assert_eq!(repo.count_running().await.unwrap(), 0);
 }
