@@ -70,16 +70,21 @@ async fn put_archive(server: &Server, chat_id: &str, body: Vec<u8>) -> (StatusCo
 async fn a_file_is_there_again_after_the_sandbox_expired_and_the_chat_came_back() {
     let args = ["--ttl", "2s", "--cleanup-interval", "300ms"];
     let Some((_env, server)) = TestEnv::docker_server(&args).await else { return };
-    let chat_id = chat();
+    let (chat_id, idle) = (chat(), chat());
     let first = server.created(&chat_id).await;
     assert_eq!(first["workspace"]["restored"], false, "{first}");
     assert_eq!(first["workspace"]["saved_at"], Value::Null, "{first}");
+    server.created(&idle).await;
     server.shell(&chat_id, WRITE).await;
 
     sandbox_gone(&server, &chat_id).await;
     let (status, meta) = stored(&server, &chat_id).await;
     assert_eq!(status, StatusCode::OK, "{meta}");
     assert_eq!(meta["session_id"], first["session_id"], "{meta}");
+    // A sandbox nothing ran in expires without an archive: there was nothing to keep.
+    sandbox_gone(&server, &idle).await;
+    let (status, answer) = stored(&server, &idle).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     comes_back_restored(&server, &chat_id).await;
     server.delete_sandbox(&chat_id).await;
 }
