@@ -26,13 +26,11 @@ const WARM_UP_FOR: Duration = Duration::from_secs(1);
 /// Runs of each side, alternating which goes first.
 const LOAD_PAIRS: usize = 4;
 const REUSE_GOAL: f64 = 0.5;
-/// No background pass runs during the measurements (the start-up sweep is awaited), and no
-/// sandbox expires before the end.
-const SERVER_ARGS: &[&str] =
-    &["--ttl", "30m", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    crate::server::measure_with(SERVER_ARGS, async |server, raw| {
+    // No background pass runs during the measurements (the start-up sweep is awaited), and no
+    // sandbox expires before the end.
+    crate::server::measure_with(crate::server::QUIET, async |server, raw| {
         let (cold, chats) = cold_create(server, raw).await?;
         let reuse = reuse(server, &chats).await?;
         Ok(vec![cold, reuse])

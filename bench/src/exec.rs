@@ -43,10 +43,6 @@ const RAW_FILE: &str = "/workspace/raw-blob.bin";
 /// How often the raw side asks whether its exec has ended after its output did.
 const RAW_POLL: Duration = Duration::from_millis(5);
 
-/// The sandbox lives through the whole run; no background pass runs during it.
-const SERVER_ARGS: &[&str] =
-    &["--ttl", "30m", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
-
 /// The Debian image the measurement runs on as well (`cargo xtask image python`).
 const PYTHON_IMAGE: &str = "sandkeeper/python:bookworm";
 
@@ -72,7 +68,8 @@ pub(crate) async fn run() -> Result<Vec<Row>, String> {
 
 /// The exec and file rows on sandboxes of `image`; `suffix` ends each row's name.
 async fn run_on(image: &str, suffix: &str) -> Result<Vec<Row>, String> {
-    crate::server::measure_on(image, SERVER_ARGS, async |server, raw| {
+    // The sandbox lives through the whole run; no background pass runs during it.
+    crate::server::measure_on(image, crate::server::QUIET, async |server, raw| {
         let chat = uuid::Uuid::new_v4().to_string();
         let sandbox = Sandbox::create(server, raw, chat).await?;
         let mut rows = vec![sandbox.exec_round_trip().await?];

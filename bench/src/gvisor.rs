@@ -18,24 +18,14 @@ use sandkeeper_adapters_docker::DEFAULT_IMAGE;
 use crate::docker;
 use crate::exec::json_answer;
 use crate::report::{self, Row, Summary, Verdict};
-use crate::server::{SWEEP_DONE, Server};
+use crate::server::{SWEEP_DONE, Server, quiet_with};
 
 /// The variable that names the engine with `runsc` registered.
 const HOST_VARIABLE: &str = "SANDKEEPER_GVISOR_HOST";
 const CREATE_ROUNDS: usize = 20;
 const EXEC_ROUNDS: usize = 30;
-/// No background pass runs during the measurements, no sandbox expires, and both runtimes get
-/// the pids limit gVisor needs.
-const SERVER_ARGS: &[&str] = &[
-    "--ttl",
-    "30m",
-    "--cleanup-interval",
-    "1h",
-    "--maintenance-interval",
-    "1h",
-    "--pids-limit",
-    "1024",
-];
+/// Added to the quiet server's arguments: both runtimes get the pids limit gVisor needs.
+const EXTRA_ARGS: &[&str] = &["--pids-limit", "1024"];
 const EXEC_BODY: &str = r#"{"command": ["sh", "-c", "echo ok"]}"#;
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
@@ -47,10 +37,10 @@ pub(crate) async fn run() -> Result<Vec<Row>, String> {
             )
         })?;
     let raw = docker::connect_to(&host).await?;
-    let gvisor_args: Vec<&str> =
-        ["--runtime", "runsc"].into_iter().chain(SERVER_ARGS.iter().copied()).collect();
+    let runc_args = quiet_with(EXTRA_ARGS);
+    let gvisor_args: Vec<&str> = ["--runtime", "runsc"].iter().chain(&runc_args).copied().collect();
     let gvisor = Server::start_on_engine(&host, DEFAULT_IMAGE, &gvisor_args).await?;
-    let runc = match Server::start_on_engine(&host, DEFAULT_IMAGE, SERVER_ARGS).await {
+    let runc = match Server::start_on_engine(&host, DEFAULT_IMAGE, &runc_args).await {
         Ok(server) => server,
         Err(error) => {
             gvisor.stop(&raw).await?;

@@ -50,6 +50,16 @@ fn binary() -> Result<PathBuf, String> {
     }
 }
 
+/// The arguments of a server that runs no background pass (cleanup, sweep) during a
+/// measurement and whose sandboxes outlive it; a bench adds its own after them.
+pub(crate) const QUIET: &[&str] =
+    &["--ttl", "30m", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
+
+/// [`QUIET`] followed by `extra`.
+pub(crate) fn quiet_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    QUIET.iter().chain(extra).copied().collect()
+}
+
 /// What the server logs once its start-up sweep is done.
 pub(crate) const SWEEP_DONE: &str = "maintenance_sweep_completed";
 

@@ -29,21 +29,10 @@ const WRITER: &str = "while :; do i=0; while [ $i -lt 16 ]; do head -c 65536 /de
                       i=$((i + 1)); done; sleep 1; done";
 /// Followers poll while they read; they and the starts must not be refused for slots. The logs
 /// of 16 processes must fit in the sandbox's 64 MiB `/tmp`: 1 MiB per stream.
-const SERVER_ARGS: &[&str] = &[
-    "--ttl",
-    "30m",
-    "--cleanup-interval",
-    "1h",
-    "--maintenance-interval",
-    "1h",
-    "--exec-concurrency",
-    "64",
-    "--process-log-limit",
-    "1m",
-];
+const EXTRA_ARGS: &[&str] = &["--exec-concurrency", "64", "--process-log-limit", "1m"];
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    crate::server::measure_with(SERVER_ARGS, async |server, raw| {
+    crate::server::measure_with(&crate::server::quiet_with(EXTRA_ARGS), async |server, raw| {
         let chat = uuid::Uuid::new_v4().to_string();
         let created =
             server.expect(Method::PUT, &format!("/v1/chats/{chat}/sandbox"), None, 201).await?;
