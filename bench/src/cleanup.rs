@@ -7,6 +7,10 @@
 //! one of the server's, force-removed [`DEFAULT_CLEANUP_CONCURRENCY`] at a time, which is the
 //! parallelism the cleanup pass has. Each side runs with only its own 500 containers on the
 //! engine; the rounds alternate which side goes first.
+//!
+//! Those sandboxes were never used, so their removal archives nothing. A second, reported row
+//! measures the same with 100 sandboxes that each ran a command first: each one's workspace is
+//! archived before its container is removed (`docs/workspaces.md`).
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,8 @@ use crate::report::{self, Row};
 use crate::server::Server;
 
 const SANDBOXES: usize = 500;
+/// The sandboxes of the reported row, each used by one command before it expires.
+const USED_SANDBOXES: usize = 100;
 const ROUNDS: usize = 2;
 const GOAL: f64 = 1.2;
 /// Parallel creates while setting up (not measured).
@@ -30,7 +36,10 @@ const SERVER_ARGS: &[&str] =
     &["--cleanup-interval", "1h", "--maintenance-interval", "1h", "--max-sandboxes", "0"];
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    Ok(vec![crate::server::measure_with(SERVER_ARGS, measure).await?])
+    crate::server::measure_with(SERVER_ARGS, async |server, raw| {
+        Ok(vec![measure(server, raw).await?, measure_used(server, raw).await?])
+    })
+    .await
 }
 
 /// One round's timings of both sides.
@@ -48,7 +57,7 @@ async fn measure(server: &Server, raw: &Docker) -> Result<Row, String> {
     for round in 0..ROUNDS {
         for api_turn in report::sides(round) {
             if api_turn {
-                let (took, first) = api_side(server, raw).await?;
+                let (took, first) = api_side(server, raw, SANDBOXES, false).await?;
                 sides.api.push(took.as_secs_f64());
                 body.get_or_insert(first);
             } else {
@@ -56,7 +65,7 @@ async fn measure(server: &Server, raw: &Docker) -> Result<Row, String> {
                     Some(body) => body.clone(),
                     None => sample_body(server, raw).await?,
                 };
-                let (took, each) = raw_side(raw, &body).await?;
+                let (took, each) = raw_side(raw, &body, SANDBOXES).await?;
                 sides.raw.push(took.as_secs_f64());
                 sides.raw_each.extend(each);
             }
@@ -88,6 +97,28 @@ async fn measure(server: &Server, raw: &Docker) -> Result<Row, String> {
     ))
 }
 
+/// One round of each side with [`USED_SANDBOXES`] sandboxes that each ran a command.
+async fn measure_used(server: &Server, raw: &Docker) -> Result<Row, String> {
+    let (api, body) = api_side(server, raw, USED_SANDBOXES, true).await?;
+    let (direct, _) = raw_side(raw, &body, USED_SANDBOXES).await?;
+    let ratio = api.as_secs_f64() / direct.as_secs_f64();
+    Ok(Row {
+        name: format!(
+            "cleanup of {USED_SANDBOXES} expired sandboxes that each ran a command (workspaces \
+             archived) vs force-removing {USED_SANDBOXES} containers directly"
+        ),
+        figure: format!("{ratio:.2}x"),
+        goal: "none (reported)".to_owned(),
+        met: report::Verdict::Reported,
+        detail: format!(
+            "one round, both sides {DEFAULT_CLEANUP_CONCURRENCY} at a time; POST \
+             /v1/maintenance/cleanup {:.2} s; raw force removes {:.2} s",
+            api.as_secs_f64(),
+            direct.as_secs_f64()
+        ),
+    })
+}
+
 /// The configuration the server sends, from one sandbox it creates (and then deletes).
 async fn sample_body(server: &Server, raw: &Docker) -> Result<ContainerCreateBody, String> {
     let chat = uuid::Uuid::new_v4().to_string();
@@ -99,18 +130,25 @@ async fn sample_body(server: &Server, raw: &Docker) -> Result<ContainerCreateBod
     body
 }
 
-/// Creates [`SANDBOXES`] one-second sandboxes through the API, lets them expire, and times one
-/// cleanup pass. Returns the time and the configuration of the server's containers.
+/// Creates `count` sandboxes through the API (each `used` by a command writing a file, when
+/// set) that expire a moment later, lets them expire, and times one cleanup pass. Returns the
+/// time and the configuration of the server's containers.
 async fn api_side(
     server: &Server,
     raw: &Docker,
+    count: usize,
+    used: bool,
 ) -> Result<(Duration, ContainerCreateBody), String> {
-    let created: Vec<Result<String, String>> = futures::stream::iter(0..SANDBOXES)
+    let ttl = if used { r#"{"ttl_seconds": 5}"# } else { r#"{"ttl_seconds": 1}"# };
+    let created: Vec<Result<String, String>> = futures::stream::iter(0..count)
         .map(|_| async move {
             let chat = uuid::Uuid::new_v4().to_string();
             let path = format!("/v1/chats/{chat}/sandbox");
-            let json =
-                server.expect(Method::PUT, &path, Some(r#"{"ttl_seconds": 1}"#), 201).await?;
+            let json = server.expect(Method::PUT, &path, Some(ttl), 201).await?;
+            if used {
+                let command = r#"{"command": ["sh", "-c", "echo work > notes.txt"]}"#;
+                server.expect(Method::POST, &format!("{path}/exec"), Some(command), 200).await?;
+            }
             json["container_id"]
                 .as_str()
                 .map(str::to_owned)
@@ -121,8 +159,8 @@ async fn api_side(
         .await;
     let containers: Vec<String> = created.into_iter().collect::<Result<_, _>>()?;
     let body = docker::body_of(raw, &containers[0]).await?;
-    // The last sandbox expires one second after it was created.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The last sandbox expires a moment after it was created (after its command, if used).
+    tokio::time::sleep(Duration::from_millis(if used { 5_500 } else { 1_500 })).await;
 
     let started = Instant::now();
     let report = server.expect(Method::POST, "/v1/maintenance/cleanup", None, 200).await?;
@@ -130,9 +168,9 @@ async fn api_side(
 
     let cleaned = report["cleaned"].as_array().map_or(0, Vec::len);
     let errors = report["errors"].as_array().map_or(0, Vec::len);
-    if report["expired"] != SANDBOXES || cleaned != SANDBOXES || errors != 0 {
+    if report["expired"] != count || cleaned != count || errors != 0 {
         return Err(format!(
-            "the cleanup pass did not clean all {SANDBOXES} expired sandboxes: expired {}, \
+            "the cleanup pass did not clean all {count} expired sandboxes: expired {}, \
              cleaned {cleaned}, skipped {}, errors {errors} (first error: {})",
             report["expired"], report["skipped"], report["errors"][0]
         ));
@@ -140,20 +178,21 @@ async fn api_side(
     let left = docker::containers_of(raw, server.instance()).await?;
     if !left.is_empty() {
         return Err(format!(
-            "the cleanup pass reported {SANDBOXES} sandboxes cleaned but {} containers remain",
+            "the cleanup pass reported {count} sandboxes cleaned but {} containers remain",
             left.len()
         ));
     }
     Ok((took, body))
 }
 
-/// Creates [`SANDBOXES`] containers directly, then times force-removing them with the cleanup
-/// pass's parallelism. Returns the total and each removal's latency.
+/// Creates `count` containers directly, then times force-removing them with the cleanup pass's
+/// parallelism. Returns the total and each removal's latency.
 async fn raw_side(
     raw: &Docker,
     body: &ContainerCreateBody,
+    count: usize,
 ) -> Result<(Duration, Vec<Duration>), String> {
-    let created: Vec<Result<String, String>> = futures::stream::iter(0..SANDBOXES)
+    let created: Vec<Result<String, String>> = futures::stream::iter(0..count)
         .map(|_| docker::raw_create(raw, body))
         .buffer_unordered(SETUP_CONCURRENCY)
         .collect()
