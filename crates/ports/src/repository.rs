@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 
 use crate::{SaveError, StoreError};
 
@@ -113,4 +113,12 @@ pub trait SessionRepository: Send + Sync {
         from: SandboxStatus,
         to: SandboxStatus,
     ) -> Result<bool, StoreError>;
+
+    /// The session whose container is `container_id`, in whatever status; the newest if
+    /// several. How a container without a session label (a claimed pooled one) is traced back
+    /// to its chat.
+    async fn get_by_container(
+        &self,
+        container_id: &ContainerId,
+    ) -> Result<Option<SandboxSession>, StoreError>;
 }

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 
 use crate::{SaveError, SessionRepository, StoreError};
 
@@ -191,5 +191,18 @@ impl SessionRepository for InMemorySessionRepository {
             sessions.insert(session_id, changed);
             Ok(true)
         })
+    }
+
+    async fn get_by_container(
+        &self,
+        container_id: &ContainerId,
+    ) -> Result<Option<SandboxSession>, StoreError> {
+        Ok(self.with(|sessions| {
+            sessions
+                .values()
+                .filter(|s| &s.container_id == container_id)
+                .max_by_key(|s| (s.created_at, s.session_id))
+                .cloned()
+        }))
     }
 }
