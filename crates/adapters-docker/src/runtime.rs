@@ -518,12 +518,14 @@ impl Inner {
         Ok(())
     }
 
-    /// See [`DockerRuntime::fingerprint`]: FNV-1a (stable across builds and hosts) of the
-    /// definition's JSON, without labels, for a fixed uid.
+    /// See [`DockerRuntime::fingerprint`]: FNV-1a (stable across builds, hosts and processes)
+    /// of the definition's JSON with its keys sorted (the body holds hash maps, whose order
+    /// differs from one process to the next), without labels, for a fixed uid.
     fn fingerprint(&self) -> String {
         let mut body = self.body([], 0);
         body.labels = None;
-        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let json = serde_json::to_value(&body).map(sorted).unwrap_or_default().to_string();
+        let json = json.as_bytes();
         let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
             (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
         });
@@ -874,6 +876,21 @@ impl Inner {
             host_config: Some(host_config),
             ..Default::default()
         }
+    }
+}
+
+/// `value` with the keys of every object in sorted order.
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
     }
 }
 

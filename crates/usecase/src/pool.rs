@@ -57,8 +57,8 @@ impl PoolSettings {
             size,
             max_age: DEFAULT_POOL_MAX_AGE,
             refill_concurrency: DEFAULT_POOL_REFILL_CONCURRENCY,
-            starting_timeout: Duration::from_secs(120),
-            claim_timeout: Duration::from_secs(120),
+            starting_timeout: Duration::from_secs(30),
+            claim_timeout: Duration::from_secs(30),
         }
     }
 }
