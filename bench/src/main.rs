@@ -11,6 +11,7 @@ mod docker;
 mod docker_floor;
 mod exec;
 mod expiry_scan;
+mod pool;
 mod report;
 mod rss;
 mod server;
@@ -37,6 +38,7 @@ const BENCHES: &[Bench] = &[
     ("rss", || Box::pin(rss::run())),
     ("workspace", || Box::pin(workspace::run())),
     ("streams", || Box::pin(streams::run())),
+    ("pool", || Box::pin(pool::run())),
 ];
 
 const USAGE: &str = "\
@@ -56,6 +58,8 @@ the benchmarks whose name contains one of them (a partial run never writes PATH)
                 the workspace archive through the API vs a raw tar c
   streams       a streamed exec's first output byte vs raw bollard; 16 background processes
                 writing 1 MiB/s each, followed: the server's CPU and peak RSS
+  pool          a new chat's PUT from a full warm pool (--pool-size 8) vs raw bollard
+                create+start; a burst of 8 new chats from the pool, and the refill time
 
 The servers run the release binary next to this one (target/release/sandkeeper; SANDKEEPER_BIN
 overrides it) with RUST_LOG=info, their default; BENCH_SERVER_LOG overrides that level.";
