@@ -12,6 +12,7 @@
 //! lowered target), frees places whose start or claim was abandoned (a replica died), and
 //! starts containers for the missing places, a bounded number at a time.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -305,20 +306,27 @@ impl WarmPool {
         let older = |at: Timestamp, bound: Duration| {
             chrono::TimeDelta::from_std(bound).is_ok_and(|bound| now - at > bound)
         };
-        // Ready slots of the current configuration beyond the target go, the oldest first.
-        let current = |slot: &&PoolSlot| slot.fingerprint == inner.fingerprint;
-        let kept_places =
-            slots.iter().filter(current).filter(|slot| slot.state == SlotState::Starting).count()
-                as u64;
-        let mut room = inner.settings.size.saturating_sub(kept_places);
+        // Ready slots of the current configuration beyond the target go, the oldest first:
+        // the newest `room` of the fresh ones are kept.
+        let starting = slots
+            .iter()
+            .filter(|slot| slot.fingerprint == inner.fingerprint)
+            .filter(|slot| slot.state == SlotState::Starting)
+            .count() as u64;
+        let room =
+            usize::try_from(inner.settings.size.saturating_sub(starting)).unwrap_or(usize::MAX);
+        let kept: HashSet<SlotId> = slots
+            .iter()
+            .rev()
+            .filter(|slot| slot.state == SlotState::Ready && slot.fingerprint == inner.fingerprint)
+            .filter(|slot| !older(slot.created_at, inner.settings.max_age))
+            .take(room)
+            .map(|slot| slot.slot_id)
+            .collect();
         for slot in slots {
             match slot.state {
                 SlotState::Ready => {
-                    let stale = slot.fingerprint != inner.fingerprint
-                        || older(slot.created_at, inner.settings.max_age);
-                    let keep = !stale && room > 0;
-                    if keep {
-                        room -= 1;
+                    if kept.contains(&slot.slot_id) {
                         continue;
                     }
                     match inner.store.remove(slot.slot_id, SlotState::Ready).await {
