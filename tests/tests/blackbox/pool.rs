@@ -115,9 +115,16 @@ async fn four_new_chats_are_answered_from_the_pool_with_their_own_ttl_and_it_ref
     let metrics = server.metrics().await;
     assert_eq!(metric(&metrics, "sandbox_pool_ready"), Some(4.0), "{metrics}");
 
-    // Deleting a claimed sandbox removes its container like any other.
-    let (status, _) = server.delete_sandbox(&chats[1]).await;
+    // Deleting a claimed sandbox removes its container like any other, and saves its workspace,
+    // which the chat's next sandbox, claimed from the pool again, gets back.
+    let (status, _) = server.delete_sandbox(&chats[0]).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    let before_claim = set(env.pooled_containers());
+    let again = server.created(&chats[0]).await;
+    let container = again["container_id"].as_str().unwrap();
+    assert!(before_claim.contains(container) && !claimed.contains(container), "{again}");
+    assert_eq!(again["workspace"]["restored"], true, "{again}");
+    assert_eq!(server.shell_stdout(&chats[0], "cat f").await, "hello\n");
     nothing_leaked(&env, &server, 4).await;
 }
 
