@@ -46,6 +46,8 @@ const EXIT_WATCH_SETTLED: Duration = Duration::from_secs(10);
 const EXIT_WATCH_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 /// The longest the pool's refill waits between passes without a claim.
 const POOL_REFILL_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest wait after refill passes that kept failing (doubled from the interval).
+const POOL_REFILL_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Exits read but not yet handed to a task; the runtime waits while it is full.
 const EXIT_QUEUE: usize = 256;
 
@@ -161,9 +163,11 @@ async fn watch_exits(services: Arc<Services>, shutdown: CancellationToken) {
 /// Keeps the warm pool full until shutdown: a refill pass at once, again at once while places
 /// are missing and the last pass started something, otherwise after a claim or
 /// [`POOL_REFILL_INTERVAL`] (which also recycles aged containers and, with size 0, drains a
-/// pool left by an earlier configuration). A pass that failed waits the interval.
+/// pool left by an earlier configuration). Passes that keep failing wait longer each time, up
+/// to [`POOL_REFILL_MAX_BACKOFF`] (a claim still wakes the loop).
 async fn refill_pool(services: Arc<Services>, shutdown: CancellationToken) {
     let pool = &services.pool;
+    let mut backoff = POOL_REFILL_INTERVAL;
     loop {
         let report = tokio::select! {
             report = tokio::time::timeout(PASS_TIMEOUT, pool.refill()) => report,
@@ -185,7 +189,13 @@ async fn refill_pool(services: Arc<Services>, shutdown: CancellationToken) {
         if progressed && pool.is_short().await {
             continue;
         }
-        let wait = jittered(POOL_REFILL_INTERVAL, rand::rng().random_range(-0.1..=0.1));
+        // Failing passes (Docker or the store away, an image missing) back off.
+        backoff = if result == "ok" {
+            POOL_REFILL_INTERVAL
+        } else {
+            (backoff * 2).min(POOL_REFILL_MAX_BACKOFF)
+        };
+        let wait = jittered(backoff, rand::rng().random_range(-0.1..=0.1));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             () = pool.claimed() => {}

@@ -273,3 +273,24 @@ async fn the_sweep_keeps_pooled_and_claimed_containers_and_reaps_unrecorded_ones
     assert!(!left.contains(&stray));
     assert!(left.contains(&claimed) && left.contains(&ready[1]), "{left:?}");
 }
+
+#[tokio::test]
+async fn an_expired_sandbox_is_replaced_by_a_pooled_container() {
+    let p = pooled(1);
+    p.fill().await;
+    let ready = p.ready_containers().await;
+    let expired = expired_now();
+    p.repository.save(&expired).await.unwrap();
+    p.runtime.insert_container(
+        expired.container_id.clone(),
+        ContainerState::Running,
+        Some(expired.session_id),
+        expired.created_at,
+    );
+
+    let outcome = p.create().execute(CreateSandboxCommand::new(EXPIRED_CHAT_ID)).await.unwrap();
+    assert_eq!(outcome.result, CreateResult::Replaced);
+    assert_eq!(outcome.session.container_id, ready[0]);
+    assert!(p.runtime.stop_calls().contains(&expired.container_id), "the old one is removed");
+    assert_eq!(creates(&p.runtime), 0);
+}

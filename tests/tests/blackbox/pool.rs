@@ -253,3 +253,33 @@ async fn claims_racing_on_two_replicas_never_share_a_container_nor_overfill_the_
     assert_eq!(hits as usize, from_pool, "every hit is a pooled container handed out once");
     nothing_leaked(&env, &replicas[1], 4).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_pool_keeps_the_server_ready_and_a_new_chat_falls_back_to_a_cold_create() {
+    if sandkeeper_tests::docker(&sandkeeper_tests::test_name()).is_none() {
+        return;
+    }
+    // An image the engine does not have: the pool can never fill.
+    let env = TestEnv::with_image("sandkeeper/no-such-image:pool-test");
+    let server = env.serve(&["--pool-size", "2"]).await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let settled = eventually(FILL, || async {
+        let metrics = server.metrics().await;
+        let failed = server.logs().contains("pool_container_create_failed");
+        (failed && metric(&metrics, "sandbox_pool_ready") == Some(0.0)).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "the refill tried and failed: {}", server.logs());
+    assert_eq!(pool(&server).await["ready"], 0);
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "an empty pool is no reason to be unready: {body}");
+
+    // The create falls back to Docker, which says why it cannot.
+    let (status, body) = server.put_sandbox(&chat()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "image_missing");
+    let metrics = server.metrics().await;
+    assert_eq!(metric(&metrics, r#"sandbox_pool_claim_total{result="miss"}"#), Some(1.0));
+    assert!(env.containers(true).is_empty(), "nothing was left behind");
+}
