@@ -12,6 +12,7 @@ mod docker_floor;
 mod exec;
 mod expiry_scan;
 mod gvisor;
+mod pool;
 mod report;
 mod rss;
 mod server;
@@ -39,6 +40,7 @@ const BENCHES: &[Bench] = &[
     ("workspace", || Box::pin(workspace::run())),
     ("streams", || Box::pin(streams::run())),
     ("gvisor", || Box::pin(gvisor::run())),
+    ("pool", || Box::pin(pool::run())),
 ];
 
 const USAGE: &str = "\
@@ -60,6 +62,8 @@ the benchmarks whose name contains one of them (a partial run never writes PATH)
                 writing 1 MiB/s each, followed: the server's CPU and peak RSS
   gvisor        cold create and exec round trip with sandboxes under gVisor (runsc) vs runc on
                 the engine SANDKEEPER_GVISOR_HOST names (cargo xtask bench starts one)
+  pool          a new chat's PUT from a full warm pool (--pool-size 8) vs raw bollard
+                create+start; a burst of 8 new chats from the pool, and the refill time
 
 The servers run the release binary next to this one (target/release/sandkeeper; SANDKEEPER_BIN
 overrides it) with RUST_LOG=info, their default; BENCH_SERVER_LOG overrides that level.";

@@ -342,6 +342,17 @@ impl TestEnv {
     pub fn containers(&self, all: bool) -> Vec<String> {
         containers_of(&self.instance_id, all)
     }
+
+    /// The ids of this instance's containers made for the warm pool (`io.sandkeeper.pool`),
+    /// all of them: ready, starting, or claimed by a chat since (labels never change).
+    pub fn pooled_containers(&self) -> Vec<String> {
+        let mut command = Command::new("docker");
+        command
+            .args(["ps", "-a", "-q", "--no-trunc", "--filter"])
+            .arg(format!("label={INSTANCE_LABEL}={}", self.instance_id))
+            .args(["--filter", "label=io.sandkeeper.pool=true"]);
+        listed(&mut command)
+    }
 }
 
 impl Default for TestEnv {
@@ -372,6 +383,11 @@ fn containers_of(instance_id: &str, all: bool) -> Vec<String> {
     if all {
         command.arg("-a");
     }
+    listed(&mut command)
+}
+
+/// The container ids a `docker ps -q` prints; none when it fails.
+fn listed(command: &mut Command) -> Vec<String> {
     match command.stderr(Stdio::null()).output() {
         Ok(output) if output.status.success() => {
             String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_owned).collect()

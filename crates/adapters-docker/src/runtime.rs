@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 use chrono::{SecondsFormat, TimeZone, Utc};
 use futures::StreamExt;
 use sandkeeper_domain::Timestamp;
-use sandkeeper_domain::{ContainerId, SessionId};
+use sandkeeper_domain::{ContainerId, SessionId, SlotId};
 use sandkeeper_ports::{
     ArchiveError, ArchiveFile, Cause, ContainerExit, ContainerSpec, ContainerState, ExecError,
     ExecOutput, ExecRequest, FileError, ManagedContainer, OutputSender, ProcessError, ProcessInfo,
@@ -39,6 +39,11 @@ pub const LABEL_CHAT: &str = "io.sandkeeper.chat";
 pub const LABEL_EXPIRES_AT: &str = "io.sandkeeper.expires-at";
 /// The uid (and gid) the sandbox runs as, from [`DockerConfig::uid_range`].
 pub const LABEL_UID: &str = "io.sandkeeper.uid";
+/// Marks a container made for the warm pool (value `true`). It has no session or chat label:
+/// which chat claimed it is in the store (its session row's container id).
+pub const LABEL_POOL: &str = "io.sandkeeper.pool";
+/// The configuration a pooled container was made with ([`DockerRuntime::fingerprint`]).
+pub const LABEL_POOL_CONFIG: &str = "io.sandkeeper.pool.config";
 
 const WORKSPACE: &str = "/workspace";
 const TMP: &str = "/tmp";
@@ -63,6 +68,8 @@ struct Inner {
     /// the container's label the first time otherwise (after a restart, or another replica's
     /// sandbox), forgotten at removal.
     command_uids: Mutex<HashMap<String, u32>>,
+    /// The name of the configuration containers are made with; see [`DockerRuntime::fingerprint`].
+    fingerprint: String,
 }
 
 /// More remembered uids than sandboxes can run at once on any engine; past it the memory is
@@ -79,7 +86,18 @@ impl DockerRuntime {
         let endpoint = config.resolve_docker_host()?;
         let client = Client::new(endpoint, config.call_timeout);
         let (creating_uids, command_uids) = (Mutex::default(), Mutex::default());
-        Ok(Self { inner: Arc::new(Inner { config, client, creating_uids, command_uids }) })
+        let mut inner =
+            Inner { config, client, creating_uids, command_uids, fingerprint: String::new() };
+        inner.fingerprint = inner.fingerprint();
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// The name of the configuration this runtime makes containers with: a hash of the
+    /// container's whole definition (image, command, limits, runtime, network, user,
+    /// mounts...) without its labels and its uid, so that any setting that shapes a container
+    /// changes it. Written to each pooled container's `io.sandkeeper.pool.config` label.
+    pub fn fingerprint(&self) -> &str {
+        &self.inner.fingerprint
     }
 
     /// The engine address in use (`unix:///var/run/docker.sock`, `tcp://...`).
@@ -91,6 +109,11 @@ impl DockerRuntime {
         &self.inner.config
     }
 
+    /// The name of a pooled container: `sandkeeper-pool-<slot id>`.
+    pub fn pooled_container_name(slot_id: &SlotId) -> String {
+        format!("sandkeeper-pool-{slot_id}")
+    }
+
     /// The name of a session's container: `sandkeeper-<session id>`.
     pub fn container_name(session_id: &SessionId) -> String {
         format!("sandkeeper-{session_id}")
@@ -99,6 +122,35 @@ impl DockerRuntime {
 
 #[async_trait]
 impl SandboxRuntime for DockerRuntime {
+    fn pool_fingerprint(&self) -> String {
+        self.inner.fingerprint.clone()
+    }
+
+    async fn create_pooled(
+        &self,
+        slot_id: SlotId,
+        created_at: Timestamp,
+    ) -> Result<ContainerId, RuntimeError> {
+        let _ = created_at;
+        let inner = &self.inner;
+        let result =
+            inner.client.call("create", |docker| inner.create_pooled(docker, slot_id)).await;
+        if let Err(RuntimeError::Timeout { .. }) = result {
+            // As for `create`: what the engine finishes after we gave up is removed.
+            let inner = Arc::clone(inner);
+            let name = Self::pooled_container_name(&slot_id);
+            tokio::spawn(async move {
+                if let Err(error) =
+                    inner.client.call("stop", |docker| inner.remove(docker, &name)).await
+                {
+                    tracing::warn!(container = %name, error = %Report(&error),
+                        "could not remove the pooled container of a timed-out create");
+                }
+            });
+        }
+        result
+    }
+
     async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
         let inner = &self.inner;
         let result = inner.client.call("create", |docker| inner.create(docker, spec)).await;
@@ -392,12 +444,18 @@ impl Inner {
     ) -> Result<ContainerId, RuntimeError> {
         let name = DockerRuntime::container_name(&spec.session_id);
         let uid = self.reserve_uid(&docker).await?;
-        let id = match self.create_container(&docker, &name, spec, uid.0).await? {
+        let id = match self
+            .create_container(&docker, &name, self.body(session_labels(spec), uid.0))
+            .await?
+        {
             Created::New(id) => id,
             Created::NameTaken => match self.existing(&docker, &name, spec).await? {
                 Existing::Running(id) => return container_id(id),
                 Existing::Removed => {
-                    match self.create_container(&docker, &name, spec, uid.0).await? {
+                    match self
+                        .create_container(&docker, &name, self.body(session_labels(spec), uid.0))
+                        .await?
+                    {
                         Created::New(id) => id,
                         Created::NameTaken => {
                             return Err(RuntimeError::Failed(format!(
@@ -410,9 +468,46 @@ impl Inner {
                 }
             },
         };
-        if let Err(error) = docker.start_container(&id, None).await {
+        self.start_or_discard(&docker, &id, &name).await?;
+        self.remember_uid(&id, uid.0);
+        container_id(id)
+    }
+
+    async fn create_pooled(
+        &self,
+        docker: Docker,
+        slot_id: SlotId,
+    ) -> Result<ContainerId, RuntimeError> {
+        let name = DockerRuntime::pooled_container_name(&slot_id);
+        let uid = self.reserve_uid(&docker).await?;
+        let labels = [
+            (LABEL_POOL.to_owned(), "true".to_owned()),
+            (LABEL_POOL_CONFIG.to_owned(), self.fingerprint.clone()),
+        ];
+        // A slot id is new for each attempt: a name taken is someone else's container.
+        let id = match self.create_container(&docker, &name, self.body(labels, uid.0)).await? {
+            Created::New(id) => id,
+            Created::NameTaken => {
+                return Err(RuntimeError::Failed(
+                    format!("a container named {name} already exists").into(),
+                ));
+            }
+        };
+        self.start_or_discard(&docker, &id, &name).await?;
+        self.remember_uid(&id, uid.0);
+        container_id(id)
+    }
+
+    /// Starts a container just created; one that cannot start is removed.
+    async fn start_or_discard(
+        &self,
+        docker: &Docker,
+        id: &str,
+        name: &str,
+    ) -> Result<(), RuntimeError> {
+        if let Err(error) = docker.start_container(id, None).await {
             let cause = self.client.translate(error);
-            self.discard(&docker, &id).await;
+            self.discard(docker, id).await;
             return Err(match cause {
                 RuntimeError::Failed(cause) => RuntimeError::Failed(cause.context(format!(
                     "container {name} was created but could not start, so it was removed"
@@ -420,8 +515,21 @@ impl Inner {
                 other => other,
             });
         }
-        self.remember_uid(&id, uid.0);
-        container_id(id)
+        Ok(())
+    }
+
+    /// See [`DockerRuntime::fingerprint`]: FNV-1a (stable across builds, hosts and processes)
+    /// of the definition's JSON with its keys sorted (the body holds hash maps, whose order
+    /// differs from one process to the next), without labels, for a fixed uid.
+    fn fingerprint(&self) -> String {
+        let mut body = self.body([], 0);
+        body.labels = None;
+        let json = serde_json::to_value(&body).map(sorted).unwrap_or_default().to_string();
+        let json = json.as_bytes();
+        let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{hash:016x}")
     }
 
     fn remember_uid(&self, container: &str, uid: u32) {
@@ -562,11 +670,10 @@ impl Inner {
         &self,
         docker: &Docker,
         name: &str,
-        spec: &ContainerSpec,
-        uid: u32,
+        body: ContainerCreateBody,
     ) -> Result<Created, RuntimeError> {
         let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
-        match docker.create_container(Some(options), self.body(spec, uid)).await {
+        match docker.create_container(Some(options), body).await {
             Ok(created) => Ok(Created::New(created.id)),
             // "No such image: ..."; other 404s (a missing network on newer engines) keep their
             // own message.
@@ -700,18 +807,18 @@ impl Inner {
             && label(found, LABEL_INSTANCE) == Some(self.config.instance_id.as_str())
     }
 
-    /// The container a session gets: labelled, hardened as configured, running as `uid`.
-    fn body(&self, spec: &ContainerSpec, uid: u32) -> ContainerCreateBody {
+    /// A sandbox's container: labelled as managed by this instance with `labels` added,
+    /// hardened as configured, running as `uid`.
+    fn body(
+        &self,
+        labels: impl IntoIterator<Item = (String, String)>,
+        uid: u32,
+    ) -> ContainerCreateBody {
         let config = &self.config;
-        let labels = HashMap::from([
+        let mut labels: HashMap<String, String> = labels.into_iter().collect();
+        labels.extend([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
             (LABEL_INSTANCE.to_owned(), config.instance_id.clone()),
-            (LABEL_SESSION.to_owned(), spec.session_id.to_string()),
-            (LABEL_CHAT.to_owned(), spec.chat_id.to_string()),
-            (
-                LABEL_EXPIRES_AT.to_owned(),
-                spec.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-            ),
             (LABEL_UID.to_owned(), uid.to_string()),
         ]);
         let tmpfs = HashMap::from([
@@ -770,6 +877,30 @@ impl Inner {
             ..Default::default()
         }
     }
+}
+
+/// `value` with the keys of every object in sorted order.
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
+}
+
+/// The labels that tie a session's container to its session and chat.
+fn session_labels(spec: &ContainerSpec) -> [(String, String); 3] {
+    [
+        (LABEL_SESSION.to_owned(), spec.session_id.to_string()),
+        (LABEL_CHAT.to_owned(), spec.chat_id.to_string()),
+        (LABEL_EXPIRES_AT.to_owned(), spec.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+    ]
 }
 
 /// A uid held for a create in flight; released when dropped.

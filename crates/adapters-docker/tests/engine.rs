@@ -13,7 +13,7 @@ use chrono::{TimeDelta, Utc};
 use common::*;
 use sandkeeper_adapters_docker::{
     DEFAULT_UID_RANGE, DockerConfig, DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE,
-    LABEL_MANAGED, LABEL_SESSION, LABEL_UID,
+    LABEL_MANAGED, LABEL_POOL, LABEL_POOL_CONFIG, LABEL_SESSION, LABEL_UID,
 };
 use sandkeeper_domain::ContainerId;
 use sandkeeper_ports::{ContainerSpec, ContainerState, RuntimeError, SandboxRuntime};
@@ -488,4 +488,66 @@ async fn refused_create(
 
 fn report(cause: &sandkeeper_ports::Cause) -> String {
     sandkeeper_ports::Report(cause).to_string()
+}
+
+#[tokio::test]
+async fn a_pooled_container_is_hardened_alike_and_labelled_pooled_without_a_session() {
+    let Some(engine) = Engine::start("a_pooled_container_is_hardened_alike").await else {
+        return;
+    };
+    let slot = sandkeeper_domain::SlotId::new_v4();
+    let id = engine.runtime.create_pooled(slot, Utc::now()).await.unwrap();
+    assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Running);
+    let pooled = inspect_json(id.as_str()).expect("the engine knows the pooled container");
+    assert_eq!(pooled["Name"], format!("/sandkeeper-pool-{slot}"));
+    let labels = &pooled["Config"]["Labels"];
+    assert_eq!(labels[LABEL_MANAGED], "true");
+    assert_eq!(labels[LABEL_INSTANCE], engine.instance.as_str());
+    assert_eq!(labels[LABEL_POOL], "true");
+    assert_eq!(labels[LABEL_POOL_CONFIG], engine.runtime.fingerprint());
+    assert!(labels[LABEL_SESSION].is_null() && labels[LABEL_CHAT].is_null(), "{labels}");
+    assert!(labels[LABEL_UID].as_str().is_some(), "{labels}");
+
+    // The same definition as a session's container, apart from labels and uid.
+    let fresh = engine.runtime.create(&spec()).await.unwrap();
+    let fresh = inspect_json(fresh.as_str()).unwrap();
+    for key in ["Memory", "NanoCpus", "PidsLimit", "NetworkMode", "ReadonlyRootfs", "CapDrop"] {
+        assert_eq!(pooled["HostConfig"][key], fresh["HostConfig"][key], "{key}");
+    }
+    assert_eq!(pooled["Config"]["User"], fresh["Config"]["User"]);
+
+    // Listed as this instance's, with no session; removed like any other.
+    let listed = engine.runtime.list_managed().await.unwrap();
+    let entry = listed.iter().find(|c| c.container_id == id).expect("listed");
+    assert_eq!(entry.session_id, None);
+    engine.runtime.stop(&id).await.unwrap();
+    assert_eq!(engine.runtime.inspect(&id).await.unwrap(), ContainerState::Missing);
+}
+
+#[test]
+fn the_pool_fingerprint_changes_with_what_shapes_a_container_only() {
+    let runtime = |adjust: fn(DockerConfig) -> DockerConfig| {
+        DockerRuntime::new(adjust(DockerConfig::new("img:1", "inst"))).unwrap()
+    };
+    let base = runtime(|c| c);
+    assert_eq!(base.fingerprint().len(), 16);
+    // Each runtime's hash maps iterate in an order of their own: none may show.
+    for _ in 0..32 {
+        assert_eq!(base.fingerprint(), runtime(|c| c).fingerprint(), "stable");
+    }
+    assert_eq!(
+        base.fingerprint(),
+        runtime(|c| DockerConfig { call_timeout: Duration::from_secs(99), ..c }).fingerprint(),
+        "a call timeout does not shape a container"
+    );
+    let changes: [fn(DockerConfig) -> DockerConfig; 5] = [
+        |c| DockerConfig { image: "img:2".into(), ..c },
+        |c| DockerConfig { memory_bytes: c.memory_bytes * 2, ..c },
+        |c| DockerConfig { runtime: Some("runsc".into()), ..c },
+        |c| DockerConfig { network_mode: "bridge".into(), ..c },
+        |c| DockerConfig { workspace_size_bytes: c.workspace_size_bytes / 2, ..c },
+    ];
+    for (n, change) in changes.into_iter().enumerate() {
+        assert_ne!(base.fingerprint(), runtime(change).fingerprint(), "change {n}");
+    }
 }

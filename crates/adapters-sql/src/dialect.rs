@@ -58,6 +58,11 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// `None` where writes already run one at a time (SQLite).
     const WRITERS_LOCK: Option<&'static str>;
 
+    /// What ends a `SELECT ... LIMIT n` whose rows an `UPDATE` then takes, so that racing
+    /// takers pass over each other's rows instead of waiting for them; empty where writes
+    /// already run one at a time (SQLite).
+    const SKIP_LOCKED: &'static str;
+
     /// Where the store is, for error messages.
     fn ctx(&self) -> &ErrorContext;
 
@@ -83,6 +88,12 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         &self,
         statement: Statement,
     ) -> impl Future<Output = Result<Option<Vec<Option<String>>>, sqlx::Error>> + Send;
+
+    /// Every row's columns read as text (NULL as `None`), in order.
+    fn text_rows(
+        &self,
+        statement: Statement,
+    ) -> impl Future<Output = Result<Vec<Vec<Option<String>>>, sqlx::Error>> + Send;
 
     /// The first column of the one row a statement returns, as an integer.
     fn integer(
@@ -132,6 +143,16 @@ macro_rules! same_in_every_dialect {
             statement: $crate::dialect::Statement,
         ) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
             $crate::dialect::columns(query(&statement).fetch_optional(&self.pool).await?)
+        }
+
+        async fn text_rows(
+            &self,
+            statement: $crate::dialect::Statement,
+        ) -> Result<Vec<Vec<Option<String>>>, sqlx::Error> {
+            let rows = query(&statement).fetch_all(&self.pool).await?;
+            rows.into_iter()
+                .map(|row| Ok($crate::dialect::columns(Some(row))?.unwrap_or_default()))
+                .collect()
         }
 
         async fn integer(&self, statement: $crate::dialect::Statement) -> Result<i64, sqlx::Error> {

@@ -13,6 +13,7 @@ mod advisory;
 mod dialect;
 mod error;
 mod leases;
+mod pool;
 mod postgres;
 mod rows;
 mod sessions;

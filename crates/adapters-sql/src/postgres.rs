@@ -71,6 +71,8 @@ impl Dialect for PgDialect {
     /// capacity" (0x73616e64 = "sand"), and must stay the same across versions.
     const WRITERS_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(1935765092, 1)");
 
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
     same_in_every_dialect!();
 
     async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::{SaveError, SessionRepository, StoreError};
 
 use crate::dialect::{Dialect, Statement, Value};
@@ -284,5 +284,19 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
             Some(flags) => Ok(flags.first().copied().unwrap_or(true)),
             None => Ok(true),
         }
+    }
+
+    async fn get_by_container(
+        &self,
+        container_id: &ContainerId,
+    ) -> Result<Option<SandboxSession>, StoreError> {
+        self.one(
+            Statement::new(format!(
+                "SELECT {SESSION_COLUMNS} FROM sandbox_sessions WHERE container_id = $1 \
+                 ORDER BY created_at DESC, session_id DESC LIMIT 1"
+            ))
+            .bind(Value::Text(container_id.as_str().to_owned())),
+        )
+        .await
     }
 }

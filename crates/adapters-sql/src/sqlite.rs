@@ -282,6 +282,8 @@ impl Dialect for SqliteDialect {
     /// One writer at a time, whatever the process: a single statement is already one step.
     const WRITERS_LOCK: Option<&'static str> = None;
 
+    const SKIP_LOCKED: &'static str = "";
+
     same_in_every_dialect!();
 
     async fn flags(&self, statement: Statement) -> Result<Option<Vec<bool>>, sqlx::Error> {

@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use sandkeeper_domain::SandboxSession;
 use sandkeeper_ports::{
-    LifecycleLocker, MaintenanceLeases, Report, SaveError, SessionRepository, StoreError,
-    WorkspaceStore,
+    LifecycleLocker, MaintenanceLeases, PoolStore, Report, SaveError, SessionRepository,
+    StoreError, WorkspaceStore,
 };
 use sqlx::migrate::{MigrateError, Migrator};
 
 use crate::advisory::PgAdvisoryLocker;
 use crate::error::{ConnectError, ErrorContext};
 use crate::leases::SqlLeases;
+use crate::pool::SqlPool;
 use crate::postgres::{PgDialect, PgPools};
 use crate::sessions::SqlSessions;
 use crate::sqlite::SqliteDialect;
@@ -282,6 +283,14 @@ impl SqlStore {
         match &self.inner.pools {
             Pools::Sqlite(db) => Arc::new(SqlLeases::new(Arc::clone(db))),
             Pools::Postgres { db, .. } => Arc::new(SqlLeases::new(Arc::clone(db))),
+        }
+    }
+
+    /// The warm pool's slots, shared by every replica on the store.
+    pub fn pool(&self) -> Arc<dyn PoolStore> {
+        match &self.inner.pools {
+            Pools::Sqlite(db) => Arc::new(SqlPool::new(Arc::clone(db))),
+            Pools::Postgres { db, .. } => Arc::new(SqlPool::new(Arc::clone(db))),
         }
     }
 

@@ -31,3 +31,10 @@ mod postgres_workspaces {
         when = crate::support::postgres_url().await.is_some()
     );
 }
+
+mod postgres_pool {
+    sandkeeper_ports::pool_store_contract!(
+        crate::support::postgres_pool,
+        when = crate::support::postgres_url().await.is_some()
+    );
+}

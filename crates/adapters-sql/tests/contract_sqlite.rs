@@ -14,3 +14,7 @@ mod sqlite_memory_repository {
 mod sqlite_file_leases {
     sandkeeper_ports::maintenance_leases_contract!(crate::support::sqlite_leases);
 }
+
+mod sqlite_file_pool {
+    sandkeeper_ports::pool_store_contract!(crate::support::sqlite_pool);
+}

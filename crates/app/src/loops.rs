@@ -44,6 +44,10 @@ const EXIT_WATCH_SETTLED: Duration = Duration::from_secs(10);
 /// When watching again, ask for the exits since a little before the last watch ended, so that
 /// none reported meanwhile is lost (one reported twice changes nothing).
 const EXIT_WATCH_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+/// The longest the pool's refill waits between passes without a claim.
+const POOL_REFILL_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest wait after refill passes that kept failing (doubled from the interval).
+const POOL_REFILL_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Exits read but not yet handed to a task; the runtime waits while it is full.
 const EXIT_QUEUE: usize = 256;
 
@@ -87,8 +91,9 @@ pub(crate) fn spawn(
             }
         }))
     });
+    let pool = tokio::spawn(refill_pool(Arc::clone(&services), shutdown.clone()));
     let exits = watch_exits(services, shutdown.clone());
-    let mut tasks = vec![tokio::spawn(cleanup), tokio::spawn(sweep), tokio::spawn(exits)];
+    let mut tasks = vec![tokio::spawn(cleanup), tokio::spawn(sweep), tokio::spawn(exits), pool];
     tasks.extend(checkpoints);
     tasks
 }
@@ -153,6 +158,51 @@ async fn watch_exits(services: Arc<Services>, shutdown: CancellationToken) {
         backoff = (backoff * 2).min(EXIT_WATCH_MAX_BACKOFF);
     }
     tracing::debug!("container exit watcher stopped");
+}
+
+/// Keeps the warm pool full until shutdown: a refill pass at once, again at once while places
+/// are missing and the last pass started something, otherwise after a claim or
+/// [`POOL_REFILL_INTERVAL`] (which also recycles aged containers and, with size 0, drains a
+/// pool left by an earlier configuration). Passes that keep failing wait longer each time, up
+/// to [`POOL_REFILL_MAX_BACKOFF`] (a claim still wakes the loop).
+async fn refill_pool(services: Arc<Services>, shutdown: CancellationToken) {
+    let pool = &services.pool;
+    let mut backoff = POOL_REFILL_INTERVAL;
+    loop {
+        let report = tokio::select! {
+            report = tokio::time::timeout(PASS_TIMEOUT, pool.refill()) => report,
+            () = shutdown.cancelled() => break,
+        };
+        let result = match &report {
+            Ok(Ok(report)) if report.errors > 0 => "error",
+            Ok(Ok(_)) => "ok",
+            Ok(Err(error)) => {
+                tracing::warn!(error.type = error.kind(), error.message = %Report(error),
+                    "pool_refill_failed");
+                "error"
+            }
+            Err(_) => "timeout",
+        };
+        metrics::counter!(PASS_TOTAL, "loop" => "pool", "result" => result).increment(1);
+        let progressed =
+            matches!(&report, Ok(Ok(report)) if report.started > 0 && report.errors == 0);
+        if progressed && pool.is_short().await {
+            continue;
+        }
+        // Failing passes (Docker or the store away, an image missing) back off.
+        backoff = if result == "ok" {
+            POOL_REFILL_INTERVAL
+        } else {
+            (backoff * 2).min(POOL_REFILL_MAX_BACKOFF)
+        };
+        let wait = jittered(backoff, rand::rng().random_range(-0.1..=0.1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            () = pool.claimed() => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+    tracing::debug!(r#loop = "pool", "background loop stopped");
 }
 
 /// What one pass came to, for the log and the counter.
@@ -276,6 +326,7 @@ mod tests {
             clock,
             store_probe,
             workspaces: None,
+            pool: Arc::new(sandkeeper_ports::inprocess::InMemoryPoolStore::new()),
         };
         (Arc::new(Services::new(ports, &ServiceSettings::default())), repository)
     }

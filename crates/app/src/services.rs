@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandkeeper_ports::{
-    Clock, LifecycleLocker, MaintenanceLeases, SandboxRuntime, SessionRepository, WorkspaceStore,
+    Clock, LifecycleLocker, MaintenanceLeases, PoolStore, SandboxRuntime, SessionRepository,
+    WorkspaceStore,
 };
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecInSandbox, KeepAlive,
     MaintenanceError, MaintenanceReport, MaintenanceSweep, RecordContainerExit, SandboxAccess,
     SandboxFiles, SandboxProcesses, SandboxQueries, SandboxSlots, SandboxTerminal, SweepOutcome,
-    Workspaces,
+    WarmPool, Workspaces,
 };
 use tokio::time::Instant;
 
@@ -40,6 +41,8 @@ pub(crate) struct Ports {
     pub(crate) store_probe: Probe,
     /// Where workspace archives are kept; `None`: nowhere (`--workspace-store off`).
     pub(crate) workspaces: Option<Arc<dyn WorkspaceStore>>,
+    /// The warm pool's slots.
+    pub(crate) pool: Arc<dyn PoolStore>,
 }
 
 impl std::fmt::Debug for Ports {
@@ -65,6 +68,9 @@ pub(crate) struct Services {
     pub(crate) workspaces: Option<Workspaces>,
     /// How often changed workspaces are checkpointed; `None`: never.
     pub(crate) checkpoint_interval: Option<Duration>,
+    /// The warm pool (its refill loop runs whatever its size, so that a size lowered to 0
+    /// drains it).
+    pub(crate) pool: WarmPool,
     runtime: Arc<dyn SandboxRuntime>,
     clock: Arc<dyn Clock>,
     store_probe: Probe,
@@ -118,7 +124,15 @@ impl std::fmt::Display for SweepError {
 
 impl Services {
     pub(crate) fn new(ports: Ports, settings: &ServiceSettings) -> Self {
-        let Ports { repository, leases, locker, runtime, clock, store_probe, workspaces } = ports;
+        let Ports { repository, leases, locker, runtime, clock, store_probe, workspaces, pool } =
+            ports;
+        let pool = WarmPool::new(
+            pool,
+            Arc::clone(&runtime),
+            Arc::clone(&repository),
+            Arc::clone(&clock),
+            settings.pool.clone(),
+        );
         let config = settings.workspaces.as_ref();
         let workspaces = workspaces.zip(config).map(|(store, config)| {
             Workspaces::new(
@@ -140,7 +154,8 @@ impl Services {
             settings.keep_alive.default_ttl,
         )
         .with_max_sandboxes(settings.max_sandboxes)
-        .with_workspaces(workspaces.clone());
+        .with_workspaces(workspaces.clone())
+        .with_pool(Some(pool.clone()));
         let delete =
             DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime))
                 .with_workspaces(workspaces.clone());
@@ -154,7 +169,8 @@ impl Services {
             Arc::clone(&clock),
         )
         .with_workspaces(workspaces.clone());
-        let record_exit = RecordContainerExit::new(Arc::clone(&repository), Arc::clone(&locker));
+        let record_exit = RecordContainerExit::new(Arc::clone(&repository), Arc::clone(&locker))
+            .with_pool(Some(pool.clone()));
         let sweep = MaintenanceSweep::new(
             repository,
             Arc::clone(&runtime),
@@ -162,7 +178,8 @@ impl Services {
             Arc::clone(&clock),
             settings.maintenance.clone(),
         )
-        .with_workspaces(workspaces.clone());
+        .with_workspaces(workspaces.clone())
+        .with_pool(Some(Arc::clone(pool.store())));
         Self {
             create,
             delete,
@@ -177,6 +194,7 @@ impl Services {
             record_exit,
             workspaces,
             checkpoint_interval,
+            pool,
             runtime,
             clock,
             store_probe,

@@ -76,6 +76,7 @@ pub(crate) async fn ports(
         clock: Arc::new(SystemClock),
         store_probe,
         workspaces: workspace_store(store, settings.workspaces.as_ref()).await?,
+        pool: store.pool(),
     })
 }
 

@@ -92,6 +92,19 @@ impl SessionId {
     }
 }
 
+uuid_id!(
+    /// One place in the warm pool of started, never-used sandboxes.
+    SlotId,
+    "pool slot id"
+);
+
+impl SlotId {
+    /// A fresh random (version 4) slot id.
+    pub fn new_v4() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
 /// The runtime's identifier of a container. Opaque to the domain, never empty.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

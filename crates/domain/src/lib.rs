@@ -6,7 +6,7 @@
 mod ids;
 mod session;
 
-pub use ids::{ChatId, ContainerId, IdError, SessionId};
+pub use ids::{ChatId, ContainerId, IdError, SessionId, SlotId};
 pub use session::{SandboxSession, SandboxStatus, StatusError};
 
 /// Timestamps are always UTC.

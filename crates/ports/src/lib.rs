@@ -12,6 +12,7 @@ mod errors;
 pub mod inprocess;
 mod leases;
 mod locker;
+mod pool;
 pub mod processes;
 mod repository;
 mod runtime;
@@ -31,6 +32,7 @@ pub use clock::{Clock, SystemClock};
 pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};
 pub use leases::{LeaseRequest, MaintenanceLeases};
 pub use locker::{ChatLockGuard, LifecycleLocker};
+pub use pool::{PoolCounts, PoolSlot, PoolStore, SlotState};
 pub use processes::{LogSlice, ProcessError, ProcessInfo, ProcessLogs, ProcessSpec, ProcessState};
 pub use repository::SessionRepository;
 pub use runtime::{

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 
 use crate::{SaveError, StoreError};
 
@@ -124,4 +124,12 @@ pub trait SessionRepository: Send + Sync {
     /// restored into it). `true` for a session the store does not know, and for the sessions
     /// the store held before it recorded use, since nothing can be promised about those.
     async fn workspace_used(&self, session_id: SessionId) -> Result<bool, StoreError>;
+
+    /// The session whose container is `container_id`, in whatever status; the newest if
+    /// several. How a container without a session label (a claimed pooled one) is traced back
+    /// to its chat.
+    async fn get_by_container(
+        &self,
+        container_id: &ContainerId,
+    ) -> Result<Option<SandboxSession>, StoreError>;
 }

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, ContainerId, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, ContainerId, SessionId, SlotId, Timestamp};
 
 use std::path::Path;
 
@@ -357,6 +357,30 @@ pub trait SandboxRuntime: Send + Sync {
         Err(ExecError::Runtime(RuntimeError::Failed(
             "terminals are not supported by this runtime".into(),
         )))
+    }
+
+    /// Names the configuration new containers are made with (image, limits, runtime,
+    /// network, everything that shapes a container): two runtimes give the same name only if
+    /// their containers would be alike. A pooled container made under another name is not
+    /// handed out. The default, for runtimes without a pool, is `""`.
+    fn pool_fingerprint(&self) -> String {
+        String::new()
+    }
+
+    /// Creates and starts a container for the warm pool: like [`Self::create`]'s, but with no
+    /// chat or session yet (its labels say it is pooled, and carry the configuration's
+    /// [`Self::pool_fingerprint`]). Whichever chat claims it later is recorded in the store.
+    /// A container that could not start is removed before this returns.
+    ///
+    /// The default implementation, for runtimes without a pool, fails with
+    /// `RuntimeError::Failed("a warm pool is not supported by this runtime".into())`.
+    async fn create_pooled(
+        &self,
+        slot_id: SlotId,
+        created_at: Timestamp,
+    ) -> Result<ContainerId, RuntimeError> {
+        let _ = (slot_id, created_at);
+        Err(RuntimeError::Failed("a warm pool is not supported by this runtime".into()))
     }
 }
 

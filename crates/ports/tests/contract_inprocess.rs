@@ -8,11 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use sandkeeper_ports::inprocess::{
-    InMemoryLeases, InMemorySessionRepository, InMemoryWorkspaceStore, ProcessLocalLocker,
+    InMemoryLeases, InMemoryPoolStore, InMemorySessionRepository, InMemoryWorkspaceStore,
+    ProcessLocalLocker,
 };
 use sandkeeper_ports::testkit::ManualClock;
 use sandkeeper_ports::testkit::contract::{LeaseAging, LeaseSubject, Subject};
-use sandkeeper_ports::{LifecycleLocker, MaintenanceLeases, SessionRepository, WorkspaceStore};
+use sandkeeper_ports::{
+    LifecycleLocker, MaintenanceLeases, PoolStore, SessionRepository, WorkspaceStore,
+};
 
 /// In memory, a lease ages when the clock that judges it moves forward.
 struct AdvanceClock(Arc<ManualClock>);
@@ -56,4 +59,12 @@ async fn workspaces() -> Subject<dyn WorkspaceStore> {
 
 mod in_memory_workspaces {
     sandkeeper_ports::workspace_store_contract!(super::workspaces);
+}
+
+async fn pool() -> Subject<dyn PoolStore> {
+    Subject::new(Arc::new(InMemoryPoolStore::new()))
+}
+
+mod in_memory_pool {
+    sandkeeper_ports::pool_store_contract!(super::pool);
 }

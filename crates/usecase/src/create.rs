@@ -11,6 +11,7 @@ use sandkeeper_ports::{
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
+use crate::pool::{Claimed, WarmPool};
 use crate::telemetry::{record_error, refresh_active_count};
 use crate::workspace::{SaveReason, WorkspaceError, WorkspaceRestore, Workspaces};
 
@@ -146,6 +147,7 @@ pub struct CreateSandbox {
     max_sandboxes: Option<u64>,
     new_session_id: SessionIdGenerator,
     workspaces: Option<Workspaces>,
+    pool: Option<WarmPool>,
 }
 
 impl fmt::Debug for CreateSandbox {
@@ -184,6 +186,7 @@ impl CreateSandbox {
             max_sandboxes: None,
             new_session_id: Arc::new(SessionId::new_v4),
             workspaces: None,
+            pool: None,
         }
     }
 
@@ -191,6 +194,14 @@ impl CreateSandbox {
     /// a new sandbox gets the chat's archive restored before it is handed out.
     pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
         self.workspaces = workspaces;
+        self
+    }
+
+    /// The warm pool: a new sandbox is a claimed pooled container when one is ready, and a
+    /// container created now otherwise. Everything else (session, TTL, workspace restore,
+    /// telemetry, capacity) is the same either way.
+    pub fn with_pool(mut self, pool: Option<WarmPool>) -> Self {
+        self.pool = pool;
         self
     }
 
@@ -358,7 +369,14 @@ impl CreateSandbox {
         stage: Stage,
         span: &Span,
     ) -> Result<Launched, CreateSandboxError> {
-        let container_id = self.runtime.create(&spec).await?;
+        let claimed = match &self.pool {
+            Some(pool) => pool.claim().await,
+            None => None,
+        };
+        let container_id = match &claimed {
+            Some(claimed) => claimed.container_id.clone(),
+            None => self.runtime.create(&spec).await?,
+        };
         let field = match stage {
             Stage::Fresh => "container.id",
             Stage::Replacement => "sandbox.new_container.id",
@@ -379,7 +397,7 @@ impl CreateSandbox {
             Some(workspaces) => match workspaces.restore(&session).await {
                 Ok(restore) => Some(restore),
                 Err(error) => {
-                    self.stop_untracked(&session).await;
+                    self.stop_untracked(&session, claimed.as_ref()).await;
                     return Err(error.into());
                 }
             },
@@ -401,8 +419,11 @@ impl CreateSandbox {
             None => self.repository.save(&session).await.map_err(CreateSandboxError::from),
         };
         if let Err(error) = saved {
-            self.stop_untracked(&session).await;
+            self.stop_untracked(&session, claimed.as_ref()).await;
             return Err(error);
+        }
+        if let (Some(pool), Some(claimed)) = (&self.pool, &claimed) {
+            pool.settle(claimed).await;
         }
         tracing::info!(
             chat_id = %session.chat_id,
@@ -415,8 +436,12 @@ impl CreateSandbox {
 
     /// Stops a container that has no row. Nothing may run without a row: if this stop fails
     /// too, the container keeps its managed labels and the maintenance sweep reaps it as an
-    /// orphan.
-    async fn stop_untracked(&self, session: &SandboxSession) {
+    /// orphan. A claimed pooled container is removed and its place freed.
+    async fn stop_untracked(&self, session: &SandboxSession, claimed: Option<&Claimed>) {
+        if let (Some(pool), Some(claimed)) = (&self.pool, claimed) {
+            pool.discard(claimed).await;
+            return;
+        }
         if let Err(stop_error) = self.runtime.stop(&session.container_id).await {
             tracing::warn!(
                 chat_id = %session.chat_id,

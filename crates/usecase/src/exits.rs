@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sandkeeper_domain::{SandboxSession, SandboxStatus};
+use sandkeeper_domain::{SandboxSession, SandboxStatus, SessionId};
 use sandkeeper_ports::Report;
 use sandkeeper_ports::{
     ContainerExit, ContainerState, LifecycleLocker, SessionRepository, StoreError,
@@ -16,6 +16,7 @@ use sandkeeper_ports::{
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
+use crate::pool::WarmPool;
 use crate::telemetry::{record_error, refresh_active_count, usecase_span};
 
 /// Counter `sandbox.crashed.total{detected_by=exit_event|maintenance}`: running sessions turned
@@ -79,7 +80,7 @@ pub enum ExitOutcome {
 /// Why an exit changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IgnoredExit {
-    /// The container carries no valid session label.
+    /// The container carries no valid session label and no session row names it.
     NoSession,
     /// The session has no row (sandkeeper removed it, e.g. on expiry, replacement or delete).
     SessionGone,
@@ -110,6 +111,7 @@ impl IgnoredExit {
 pub struct RecordContainerExit {
     repository: Arc<dyn SessionRepository>,
     locker: Arc<dyn LifecycleLocker>,
+    pool: Option<WarmPool>,
 }
 
 impl fmt::Debug for RecordContainerExit {
@@ -120,7 +122,26 @@ impl fmt::Debug for RecordContainerExit {
 
 impl RecordContainerExit {
     pub fn new(repository: Arc<dyn SessionRepository>, locker: Arc<dyn LifecycleLocker>) -> Self {
-        Self { repository, locker }
+        Self { repository, locker, pool: None }
+    }
+
+    /// The warm pool: the exit of a ready pooled container frees its place and removes it,
+    /// and a claimed one's exit is traced to its session through the store.
+    pub fn with_pool(mut self, pool: Option<WarmPool>) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// The session of an exited container without a session label, found by its container;
+    /// `None` when it has none (a ready pooled container's place is freed then).
+    async fn unlabelled(&self, exit: &ContainerExit) -> Result<Option<SessionId>, StoreError> {
+        if let Some(pool) = &self.pool {
+            if pool.forget_exited(&exit.container_id).await? {
+                return Ok(None);
+            }
+        }
+        let session = self.repository.get_by_container(&exit.container_id).await?;
+        Ok(session.map(|session| session.session_id))
     }
 
     /// Looks the exit up in the store and marks its session crashed if it was still running
@@ -158,8 +179,14 @@ impl RecordContainerExit {
     }
 
     async fn record(&self, exit: &ContainerExit, span: &Span) -> Result<ExitOutcome, StoreError> {
-        let Some(session_id) = exit.session_id else {
-            return Ok(ExitOutcome::Ignored(IgnoredExit::NoSession));
+        let session_id = match exit.session_id {
+            Some(session_id) => session_id,
+            // No session label: a pooled container, or one a chat claimed from the pool,
+            // whose session the store names.
+            None => match self.unlabelled(exit).await? {
+                Some(session_id) => session_id,
+                None => return Ok(ExitOutcome::Ignored(IgnoredExit::NoSession)),
+            },
         };
         span.record("session.id", display(session_id));
         // A first look without the lock: most exits reported are sandkeeper's own removals,

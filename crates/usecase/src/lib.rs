@@ -21,6 +21,7 @@ mod exits;
 mod files;
 mod keepalive;
 mod maintenance;
+mod pool;
 mod processes;
 mod queries;
 mod telemetry;
@@ -55,6 +56,10 @@ pub use keepalive::{
 pub use maintenance::{
     CleanupOutcome, DEFAULT_MAINTENANCE_LEASE_NAME, MaintenanceError, MaintenanceReport,
     MaintenanceSettings, MaintenanceSweep, SweepOutcome,
+};
+pub use pool::{
+    Claimed, DEFAULT_POOL_MAX_AGE, DEFAULT_POOL_REFILL_CONCURRENCY, PoolSettings, PoolStatus,
+    RefillReport, WarmPool,
 };
 pub use processes::{
     DEFAULT_MAX_PROCESSES, DEFAULT_PROCESS_LOG_LIMIT, ProcessSettings, SandboxProcesses,

@@ -33,8 +33,8 @@ use futures::stream::{self, StreamExt};
 use sandkeeper_domain::{ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::Report;
 use sandkeeper_ports::{
-    Clock, ContainerState, LeaseRequest, MaintenanceLeases, ManagedContainer, SandboxRuntime,
-    SessionRepository, StoreError,
+    Clock, ContainerState, LeaseRequest, MaintenanceLeases, ManagedContainer, PoolStore,
+    SandboxRuntime, SessionRepository, StoreError,
 };
 use tracing::Instrument;
 
@@ -172,6 +172,7 @@ pub struct MaintenanceSweep {
     /// Numbers the passes of this sweep, for the lease tokens.
     passes: AtomicU64,
     workspaces: Option<Workspaces>,
+    pool: Option<Arc<dyn PoolStore>>,
 }
 
 /// One pass's hold on the lease.
@@ -259,6 +260,7 @@ impl MaintenanceSweep {
             orphan_cursor: Mutex::default(),
             passes: AtomicU64::new(first_pass),
             workspaces: None,
+            pool: None,
         }
     }
 
@@ -267,6 +269,12 @@ impl MaintenanceSweep {
     /// archives past their retention.
     pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
         self.workspaces = workspaces;
+        self
+    }
+
+    /// The warm pool's slots: a pooled container is never an orphan while its slot exists.
+    pub fn with_pool(mut self, pool: Option<Arc<dyn PoolStore>>) -> Self {
+        self.pool = pool;
         self
     }
 
@@ -802,13 +810,21 @@ impl MaintenanceSweep {
         }
     }
 
-    /// Whether the container's session has a row. A container without a (valid) session label
-    /// can have none.
+    /// Whether the store records the container. One with a session label is recorded by its
+    /// session's row. One without (a pooled container, or one a chat claimed from the pool) is
+    /// recorded by a pool slot or by a session row naming it: the slot is read first, since a
+    /// claim saves the session before it frees the slot, so that a claim finishing between the
+    /// two reads is never missed.
     async fn has_row(&self, container: &ManagedContainer) -> Result<bool, StoreError> {
-        match container.session_id {
-            Some(session_id) => Ok(self.repository.get(session_id).await?.is_some()),
-            None => Ok(false),
+        if let Some(session_id) = container.session_id {
+            return Ok(self.repository.get(session_id).await?.is_some());
         }
+        if let Some(pool) = &self.pool {
+            if pool.find_by_container(&container.container_id).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(self.repository.get_by_container(&container.container_id).await?.is_some())
     }
 
     /// Runs the tasks with at most `concurrency` at a time and returns their results in order.

@@ -12,6 +12,9 @@ use super::observe::{containers_of_instance, read_rows};
 use super::plan::duration_arg;
 use super::report::{CycleReport, Recovery, Tally, Timings};
 use super::{Cycle, DockerContainer, HandedOut, Row, SeededRng, SweepTotals};
+
+/// The warm pool of every server of the run (`--pool-size`): claims race with the kill too.
+const POOL_SIZE: &str = "2";
 use crate::Server;
 
 /// What the load of a cycle saw before and as the server was killed.
@@ -139,6 +142,8 @@ impl Cycle<'_> {
                 loop_interval,
                 "--orphan-grace",
                 &grace,
+                "--pool-size",
+                POOL_SIZE,
                 "--log-format",
                 "json",
             ])

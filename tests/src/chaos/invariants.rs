@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::docker;
-use super::{DockerContainer, HandedOut, Row};
+use super::{DockerContainer, HandedOut, POOL_STATUS_PREFIX, Row};
 use crate::Server;
 
 /// The invariants (a), (b) and (c) over the store's rows and the engine's containers.
@@ -16,7 +16,8 @@ pub(super) fn invariants(rows: &[Row], containers: &[DockerContainer]) -> Vec<St
     let mut violations = containers_match_rows(rows, containers);
     violations.extend(running_rows_have_running_containers(rows, containers));
     violations.extend(one_running_session_per_chat(rows));
-    violations.extend(one_running_container_per_chat(containers));
+    violations.extend(one_running_container_per_chat(rows, containers));
+    violations.extend(one_chat_per_container(rows));
     violations
 }
 
@@ -54,7 +55,9 @@ pub(super) fn workspace_archives_whole(dir: &std::path::Path) -> Vec<String> {
     violations
 }
 
-/// (a) every container has a row, and (b) a running container's row is `running`.
+/// (a) every container has a row (a session's or a pool slot's), and (b) a running
+/// container's session row is `running`. The session row of a claimed pooled container comes
+/// after its slot's and wins.
 fn containers_match_rows(rows: &[Row], containers: &[DockerContainer]) -> Vec<String> {
     let row_of: HashMap<&str, &Row> =
         rows.iter().map(|row| (row.container_id.as_str(), row)).collect();
@@ -71,6 +74,7 @@ fn containers_match_rows(rows: &[Row], containers: &[DockerContainer]) -> Vec<St
                 container.managed,
                 container.created
             )),
+            Some(row) if row.status.starts_with(POOL_STATUS_PREFIX) => {}
             Some(row) if container.state == "running" && row.status != "running" => violations
                 .push(format!(
                     "(b) container {} is running but its session {} (chat {}) is {}",
@@ -115,11 +119,36 @@ fn one_running_session_per_chat(rows: &[Row]) -> Vec<String> {
         .collect()
 }
 
-/// (c) never two running containers for one chat.
-fn one_running_container_per_chat(containers: &[DockerContainer]) -> Vec<String> {
-    let running = containers.iter().filter(|c| c.state == "running");
-    more_than_one_per_chat(running.map(|c| (c.chat.as_str(), c.id.as_str())))
+/// (c) never two running containers for one chat. A container's chat is its session row's
+/// (a pooled container claimed by a chat has no chat label), else its label; a pooled one that
+/// no chat claimed has none.
+fn one_running_container_per_chat(rows: &[Row], containers: &[DockerContainer]) -> Vec<String> {
+    let chat_of: HashMap<&str, &str> = rows
+        .iter()
+        .filter(|row| !row.status.starts_with(POOL_STATUS_PREFIX))
+        .map(|row| (row.container_id.as_str(), row.chat_id.as_str()))
+        .collect();
+    let running = containers.iter().filter(|c| c.state == "running").filter_map(|c| {
+        let chat = chat_of.get(c.id.as_str()).copied().unwrap_or(c.chat.as_str());
+        // `docker inspect` prints a missing label as `<no value>`.
+        (!chat.is_empty() && chat != "<no value>").then_some((chat, c.id.as_str()))
+    });
+    more_than_one_per_chat(running)
         .map(|(chat, ids)| format!("(c) chat {chat} has {} running containers: {ids:?}", ids.len()))
+        .collect()
+}
+
+/// (c) never one container for two chats: no container is named by two sessions' rows (a
+/// pooled container is claimed once).
+fn one_chat_per_container(rows: &[Row]) -> Vec<String> {
+    let mut chats_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for row in rows.iter().filter(|row| !row.status.starts_with(POOL_STATUS_PREFIX)) {
+        chats_of.entry(row.container_id.as_str()).or_default().push(row.chat_id.as_str());
+    }
+    chats_of
+        .into_iter()
+        .filter(|(_, chats)| chats.len() > 1)
+        .map(|(container, chats)| format!("(c) container {container} serves chats {chats:?}"))
         .collect()
 }
 
@@ -293,7 +322,11 @@ async fn listing_matches_store(server: &Server, rows: &[Row]) -> Vec<String> {
         .iter()
         .filter_map(|session| session["session_id"].as_str().map(str::to_owned))
         .collect();
-    let stored: HashSet<String> = rows.iter().map(|row| row.session_id.clone()).collect();
+    let stored: HashSet<String> = rows
+        .iter()
+        .filter(|row| !row.status.starts_with(POOL_STATUS_PREFIX))
+        .map(|row| row.session_id.clone())
+        .collect();
     if listed == stored {
         Vec::new()
     } else {

@@ -24,7 +24,9 @@
 //! - (a) no container of the instance without a row;
 //! - (b) no `running` row whose container is not running, and no running container behind a
 //!   row that is not `running`;
-//! - (c) never two running sessions, nor two running containers, for one chat;
+//! - (c) never two running sessions, nor two running containers, for one chat, and never one
+//!   container for two chats (every server keeps a warm pool of 2, so claims race with the
+//!   kill; a pool slot's container has a row too, and a claimed one's chat is its session's);
 //! - (d) a foreign container (no labels) and a container of another instance, made before the
 //!   run, still run and were never restarted;
 //! - (e) no container a client was handed (a 200/201 reply to PUT) was reaped as an orphan
@@ -75,9 +77,13 @@ const CHAT_LABEL: &str = "io.sandkeeper.chat";
 // The records the modules share. Their fields are private to this module and so readable in
 // every module of the chaos driver, and nowhere else.
 
-/// A session row, as the store holds it.
+/// The status of a pool slot's [`Row`]: this, then the slot's state (`ready`, `claimed`).
+const POOL_STATUS_PREFIX: &str = "pool:";
+
+/// A session row, or a warm pool slot that holds a container, as the store holds it.
 #[derive(Debug, Clone)]
 struct Row {
+    /// The session's id, or the pool slot's.
     session_id: String,
     chat_id: String,
     container_id: String,

@@ -6,11 +6,15 @@ use std::process::Command;
 
 use chrono::{DateTime, Utc};
 
-use super::{CHAT_LABEL, DockerContainer, MANAGED_LABEL, Row, SESSION_LABEL, docker};
+use super::{
+    CHAT_LABEL, DockerContainer, MANAGED_LABEL, POOL_STATUS_PREFIX, Row, SESSION_LABEL, docker,
+};
 use crate::INSTANCE_LABEL;
 
 /// Reads every session straight from the SQLite file, read-only: the store's truth, whatever
-/// the API says.
+/// the API says; and the warm pool's slots that hold a container, first (a claimed container's
+/// session row comes after its slot's), with a status of [`POOL_STATUS_PREFIX`] and the slot's
+/// state.
 pub(super) async fn read_rows(db: &Path) -> Result<Vec<Row>, String> {
     use sqlx::Connection;
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true);
@@ -24,15 +28,28 @@ pub(super) async fn read_rows(db: &Path) -> Result<Vec<Row>, String> {
     .fetch_all(&mut connection)
     .await
     .map_err(|error| format!("cannot read the sessions of {}: {error}", db.display()))?;
+    // The warm pool's slots that hold a container: rows too, of no chat.
+    let slots: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT slot_id, container_id, state FROM sandbox_pool WHERE container_id IS NOT NULL \
+         ORDER BY created_at, slot_id",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .map_err(|error| format!("cannot read the pool of {}: {error}", db.display()))?;
     connection.close().await.ok();
-    Ok(rows
-        .into_iter()
-        .map(|(session_id, chat_id, container_id, status)| Row {
+    let slots = slots.into_iter().map(|(slot_id, container_id, state)| Row {
+        session_id: slot_id,
+        chat_id: String::new(),
+        container_id,
+        status: format!("{POOL_STATUS_PREFIX}{state}"),
+    });
+    Ok(slots
+        .chain(rows.into_iter().map(|(session_id, chat_id, container_id, status)| Row {
             session_id,
             chat_id,
             container_id,
             status,
-        })
+        }))
         .collect())
 }
 

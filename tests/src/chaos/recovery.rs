@@ -73,6 +73,8 @@ impl Cycle<'_> {
     ) -> Result<SweepTotals, String> {
         wait_for_startup_pass(server).await?;
         timings.lap("start-up pass");
+        wait_for_full_pool(server).await?;
+        timings.lap("pool");
         self.wait_out_the_grace().await?;
         timings.lap("grace");
         let mut totals = SweepTotals::default();
@@ -158,6 +160,31 @@ impl Cycle<'_> {
                 String::from_utf8_lossy(&output.stderr)
             )
         })
+    }
+}
+
+/// How long a restarted server's pool may take to be full again: the places a killed server
+/// left starting are freed 30 s after they were reserved.
+const POOL_FILL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until the restarted server's warm pool is full and nothing starts, so that nothing
+/// moves while the cycle is checked (the refill moves again only on a claim).
+async fn wait_for_full_pool(server: &Server) -> Result<(), String> {
+    let deadline = Instant::now() + POOL_FILL_TIMEOUT;
+    loop {
+        let (status, pool) = server.get("/v1/pool").await;
+        if status == reqwest::StatusCode::OK
+            && pool["ready"] == pool["target"]
+            && pool["starting"] == 0
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the restarted server's pool was not full within {POOL_FILL_TIMEOUT:?}: {pool}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

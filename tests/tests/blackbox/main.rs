@@ -11,6 +11,7 @@ mod fuzz;
 mod hardening;
 mod isolation;
 mod otlp;
+mod pool;
 mod postgres;
 mod processes;
 mod python;

@@ -277,3 +277,13 @@ pub(crate) async fn postgres_workspaces() -> Subject<dyn sandkeeper_ports::Works
     let store = fixture.store.workspaces().expect("PostgreSQL has a workspace store");
     Subject::keeping(store, fixture)
 }
+
+pub(crate) async fn sqlite_pool() -> Subject<dyn sandkeeper_ports::PoolStore> {
+    let fixture = SqliteFixture::new().await;
+    Subject::keeping(fixture.store.pool(), fixture)
+}
+
+pub(crate) async fn postgres_pool() -> Subject<dyn sandkeeper_ports::PoolStore> {
+    let fixture = postgres_fixture().await;
+    Subject::keeping(fixture.store.pool(), fixture)
+}

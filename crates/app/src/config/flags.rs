@@ -202,6 +202,18 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) max_sandboxes: u64,
 
+    /// How many started, never-used sandboxes to keep ready (all replicas of the deployment
+    /// together), so that a new chat is answered from this warm pool in milliseconds instead
+    /// of waiting for Docker; the chat's TTL and workspace are applied after the claim. Pooled
+    /// containers do not count against --max-sandboxes: the host must hold both. 0: no pool.
+    #[arg(long = POOL_SIZE.long, env = POOL_SIZE.env, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1024), help_heading = "Sandboxes")]
+    pub(crate) pool_size: u64,
+
+    /// A pooled container older than this is replaced by a fresh one (pooled containers made
+    /// with another configuration are replaced at once).
+    #[arg(long = POOL_MAX_AGE.long, env = POOL_MAX_AGE.env, value_name = "DURATION", default_value = "1h", value_parser = values::duration_at_least(POOL_MAX_AGE, Duration::from_secs(1)), help_heading = "Sandboxes")]
+    pub(crate) pool_max_age: Duration,
+
     /// How long a new sandbox lives before it expires (a request may ask for another TTL with
     /// `{"ttl_seconds": N}`). An expired sandbox is replaced by the next request for its chat
     /// and removed by the cleanup loop.

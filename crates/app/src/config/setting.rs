@@ -89,6 +89,8 @@ settings! {
     ORPHAN_GRACE = "orphan-grace", "SANDKEEPER_ORPHAN_GRACE";
     OTLP_ENDPOINT = "otlp-endpoint", "SANDKEEPER_OTLP_ENDPOINT";
     PIDS_LIMIT = "pids-limit", "SANDKEEPER_PIDS_LIMIT";
+    POOL_MAX_AGE = "pool-max-age", "SANDKEEPER_POOL_MAX_AGE";
+    POOL_SIZE = "pool-size", "SANDKEEPER_POOL_SIZE";
     PROCESS_LOG_LIMIT = "process-log-limit", "SANDKEEPER_PROCESS_LOG_LIMIT";
     RUNTIME = "runtime", "SANDKEEPER_RUNTIME";
     SANDBOX_UID_RANGE = "sandbox-uid-range", "SANDKEEPER_SANDBOX_UID_RANGE";

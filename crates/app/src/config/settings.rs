@@ -11,7 +11,7 @@ use sandkeeper_adapters_docker::DockerConfig;
 use sandkeeper_adapters_observability::OtlpEndpoint;
 use sandkeeper_usecase::{
     DEFAULT_MAX_LIFETIME, DEFAULT_OPERATIONS_PER_SANDBOX, ExecSettings, FileSettings,
-    KeepAliveSettings, MaintenanceSettings, ProcessSettings,
+    KeepAliveSettings, MaintenanceSettings, PoolSettings, ProcessSettings,
 };
 
 use super::flags::{LogFormat, TtlMode};
@@ -70,6 +70,8 @@ pub(crate) struct ServiceSettings {
     /// Durable workspaces; `None` when `--workspace-store off`.
     pub(crate) workspaces: Option<WorkspaceConfig>,
     pub(crate) processes: ProcessSettings,
+    /// The warm pool; size 0 (the one-shot commands' default) keeps none.
+    pub(crate) pool: PoolSettings,
 }
 
 impl ServiceSettings {
@@ -90,6 +92,7 @@ impl ServiceSettings {
             maintenance: MaintenanceSettings::new(lease_holder(instance_id)),
             workspaces: None,
             processes: ProcessSettings::default(),
+            pool: PoolSettings::new(0),
         }
     }
 }

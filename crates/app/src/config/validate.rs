@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use sandkeeper_adapters_docker::DockerConfig;
 use sandkeeper_adapters_observability::OtlpEndpoint;
-use sandkeeper_usecase::{ExecSettings, FileSettings, KeepAliveSettings, ProcessSettings};
+use sandkeeper_usecase::{
+    ExecSettings, FileSettings, KeepAliveSettings, PoolSettings, ProcessSettings,
+};
 
 use super::flags::{DockerArgs, MaintainArgs, OneShotArgs, ServeArgs, StoreArgs};
 use super::secrets::{ApiToken, DatabaseUrl};
@@ -109,6 +111,8 @@ impl ServeArgs {
             stdin_limit: services.exec.stdin_limit,
         };
         services.maintenance.orphan_grace = self.sweep.orphan_grace;
+        services.pool =
+            PoolSettings { max_age: self.pool_max_age, ..PoolSettings::new(self.pool_size) };
         services.maintenance.min_interval =
             self.maintenance_interval.mul_f64(SWEEP_MIN_INTERVAL_SHARE);
         let mut docker = self.docker.config()?;

@@ -8,6 +8,7 @@ mod exec;
 mod files;
 mod keepalive;
 mod middleware;
+mod pool;
 mod processes;
 pub(crate) mod server;
 mod stream;
@@ -92,6 +93,7 @@ pub(crate) fn router(state: AppState, token: Option<ApiToken>, edge: EdgeSetting
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(pool::routes())
         .merge(inside_sandboxes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

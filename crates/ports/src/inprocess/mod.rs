@@ -4,10 +4,12 @@
 
 mod leases;
 mod locker;
+mod pool;
 mod repository;
 mod workspaces;
 
 pub use leases::InMemoryLeases;
 pub use locker::ProcessLocalLocker;
+pub use pool::InMemoryPoolStore;
 pub use repository::InMemorySessionRepository;
 pub use workspaces::InMemoryWorkspaceStore;

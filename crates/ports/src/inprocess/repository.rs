@@ -2,7 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 
 use crate::{SaveError, SessionRepository, StoreError};
 
@@ -206,5 +206,18 @@ impl SessionRepository for InMemorySessionRepository {
         let known = self.with(|sessions| sessions.contains_key(&session_id));
         let used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(!known || used.contains(&session_id))
+    }
+
+    async fn get_by_container(
+        &self,
+        container_id: &ContainerId,
+    ) -> Result<Option<SandboxSession>, StoreError> {
+        Ok(self.with(|sessions| {
+            sessions
+                .values()
+                .filter(|s| &s.container_id == container_id)
+                .max_by_key(|s| (s.created_at, s.session_id))
+                .cloned()
+        }))
     }
 }

@@ -1,7 +1,7 @@
 //! A session repository that a test scripts call by call.
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 
 use crate::{SaveError, SessionRepository, StoreError};
 
@@ -62,4 +62,5 @@ delegating_repository! {
     ) -> Result<bool, StoreError>;
     mark_workspace_used(session_id: SessionId) -> Result<(), StoreError>;
     workspace_used(session_id: SessionId) -> Result<bool, StoreError>;
+    get_by_container(container_id: &ContainerId) -> Result<Option<SandboxSession>, StoreError>;
 }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ContainerId, SessionId, Timestamp};
+use sandkeeper_domain::{ContainerId, SessionId, SlotId, Timestamp};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::tar::{Entry, files, tar};
@@ -27,6 +27,7 @@ pub enum RuntimeCall {
     WatchExits(Option<Timestamp>),
     ArchiveWorkspace(ContainerId),
     RestoreWorkspace(ContainerId),
+    CreatePooled(SlotId),
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +130,11 @@ impl FakeRuntime {
     /// The id the fake gives the container of `session_id`.
     pub fn container_id_for(session_id: SessionId) -> ContainerId {
         ContainerId::new(format!("container-{session_id}")).unwrap()
+    }
+
+    /// The id the fake gives the pooled container of `slot_id`.
+    pub fn pooled_container_id_for(slot_id: SlotId) -> ContainerId {
+        ContainerId::new(format!("pooled-{slot_id}")).unwrap()
     }
 
     /// Every call so far, in order.
@@ -349,6 +355,28 @@ impl FakeRuntime {
 
 #[async_trait]
 impl SandboxRuntime for FakeRuntime {
+    fn pool_fingerprint(&self) -> String {
+        "fake".to_owned()
+    }
+
+    async fn create_pooled(
+        &self,
+        slot_id: SlotId,
+        created_at: Timestamp,
+    ) -> Result<ContainerId, RuntimeError> {
+        let error = {
+            let mut state = self.state();
+            state.calls.push(RuntimeCall::CreatePooled(slot_id));
+            state.create_error.clone()
+        };
+        if let Some(error) = error {
+            return Err(error);
+        }
+        let container_id = Self::pooled_container_id_for(slot_id);
+        self.insert_container(container_id.clone(), ContainerState::Running, None, created_at);
+        Ok(container_id)
+    }
+
     async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
         let error = {
             let mut state = self.state();

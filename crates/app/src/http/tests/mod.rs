@@ -76,6 +76,7 @@ fn harness(options: Options) -> Harness {
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
         store_probe,
         workspaces: None,
+        pool: Arc::new(sandkeeper_ports::inprocess::InMemoryPoolStore::new()),
     };
     let settings = ServiceSettings {
         max_sandboxes: options.max_sandboxes,

@@ -32,6 +32,7 @@ use crate::MaintenanceLeases;
 
 pub mod leases;
 pub mod locker;
+pub mod pool;
 pub mod repository;
 pub mod workspaces;
 

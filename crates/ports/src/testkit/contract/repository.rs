@@ -18,6 +18,7 @@ macro_rules! session_repository_contract {
     ($($subject:tt)*) => {
         $crate::__contract_tests!(repository, [
             save_then_get_round_trips_every_field,
+            a_session_is_found_by_its_container,
             get_of_an_unknown_session_is_none,
             save_replaces_the_row_with_the_same_session_id,
             get_running_by_chat_sees_only_the_running_session_of_that_chat,
@@ -105,6 +106,20 @@ pub async fn save_then_get_round_trips_every_field(subject: &Subject<dyn Session
         repo.save(&saved).await.unwrap();
         assert_eq!(repo.get(saved.session_id).await.unwrap(), Some(saved.clone()), "{status}");
     }
+}
+
+pub async fn a_session_is_found_by_its_container(subject: &Subject<dyn SessionRepository>) {
+    let repo = subject.port();
+    let running = session(1, 1, SandboxStatus::Running, 0, 300);
+    let crashed = session(2, 2, SandboxStatus::Crashed, 0, 300);
+    save_all(repo, &[running.clone(), crashed.clone()]).await;
+    for saved in [&running, &crashed] {
+        assert_eq!(repo.get_by_container(&saved.container_id).await.unwrap().as_ref(), Some(saved));
+    }
+    let unknown = ContainerId::new("container-unknown").unwrap();
+    assert_eq!(repo.get_by_container(&unknown).await.unwrap(), None);
+    repo.delete(running.session_id).await.unwrap();
+    assert_eq!(repo.get_by_container(&running.container_id).await.unwrap(), None, "deleted");
 }
 
 pub async fn get_of_an_unknown_session_is_none(subject: &Subject<dyn SessionRepository>) {
