@@ -94,6 +94,7 @@ fn session_from_row(row: &SqliteRow) -> Result<SandboxSession, StoreError> {
         status: column("status")?,
         created_at: micros("created_at")?,
         expires_at: micros("expires_at")?,
+        engine: column("engine")?,
     }
     .into_session()
 }
@@ -112,6 +113,7 @@ impl SessionRow {
             status: self.status,
             created_at: from_micros(self.created_at, "created_at")?,
             expires_at: from_micros(self.expires_at, "expires_at")?,
+            engine: self.engine,
         }
         .into_session()
     }

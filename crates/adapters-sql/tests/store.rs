@@ -22,6 +22,7 @@ fn session(n: u128, chat: u128, status: SandboxStatus) -> SandboxSession {
         status,
         created_at,
         expires_at: created_at + TimeDelta::minutes(5),
+        engine: sandkeeper_domain::EngineName::default(),
     }
 }
 

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp};
 
 use crate::{SaveError, StoreError};
 
@@ -113,4 +113,8 @@ pub trait SessionRepository: Send + Sync {
         from: SandboxStatus,
         to: SandboxStatus,
     ) -> Result<bool, StoreError>;
+
+    /// How many sessions are `Running` on each engine, in one read: the engines without a
+    /// running session are left out; ordered by engine name.
+    async fn count_running_by_engine(&self) -> Result<Vec<(EngineName, u64)>, StoreError>;
 }

@@ -372,6 +372,7 @@ impl CreateSandbox {
             status: SandboxStatus::Running,
             created_at: spec.created_at,
             expires_at: spec.expires_at,
+            engine: sandkeeper_domain::EngineName::default(),
         };
         // The chat's archive goes in before anyone can see the sandbox; a sandbox whose restore
         // failed is removed, never handed out empty.

@@ -1,7 +1,7 @@
 //! A session repository that a test scripts call by call.
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{ChatId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp};
 
 use crate::{SaveError, SessionRepository, StoreError};
 
@@ -60,4 +60,5 @@ delegating_repository! {
         from: SandboxStatus,
         to: SandboxStatus
     ) -> Result<bool, StoreError>;
+    count_running_by_engine() -> Result<Vec<(EngineName, u64)>, StoreError>;
 }

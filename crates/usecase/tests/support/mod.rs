@@ -90,6 +90,7 @@ pub(crate) fn running(
         status: SandboxStatus::Running,
         created_at,
         expires_at,
+        engine: sandkeeper_domain::EngineName::default(),
     }
 }
 

@@ -80,6 +80,7 @@ fn session(
         status,
         created_at: base() + TimeDelta::seconds(created),
         expires_at: base() + TimeDelta::seconds(expires),
+        engine: sandkeeper_domain::EngineName::default(),
     }
 }
 
