@@ -44,6 +44,8 @@ pub struct Engine {
     down_since: Mutex<Option<Timestamp>>,
     /// Sandboxes placed here whose rows are not saved yet.
     pending: AtomicU64,
+    /// Whether being down steers the work away from it: only in a set of several engines.
+    steered: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -80,14 +82,27 @@ impl Engine {
         *self.down_since.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the engine answered when last asked.
     pub fn is_up(&self) -> bool {
         self.down_since().is_none()
     }
 
-    /// The engine's runtime while it is up; a down engine is [`RuntimeError::Unavailable`] at
-    /// once, without a call that would wait on it.
+    /// Since when the engine is down, when that steers work away from it: in a set of several
+    /// engines, its calls are not tried (they answer unavailable at once), new sandboxes go to
+    /// the others, and its sandboxes are given up after the engine-loss grace. The one engine
+    /// of a set of one is always tried, as if up: there is nowhere else to go.
+    pub fn avoided_since(&self) -> Option<Timestamp> {
+        self.down_since().filter(|_| self.steered)
+    }
+
+    pub fn is_avoided(&self) -> bool {
+        self.avoided_since().is_some()
+    }
+
+    /// The engine's runtime unless it is avoided ([`Self::avoided_since`]); an avoided engine
+    /// is [`RuntimeError::Unavailable`] at once, without a call that would wait on it.
     pub fn runtime_if_up(&self) -> Result<&Arc<dyn SandboxRuntime>, RuntimeError> {
-        match self.down_since() {
+        match self.avoided_since() {
             None => Ok(&self.runtime),
             Some(since) => Err(RuntimeError::Unavailable(
                 format!("engine `{}` is down (it stopped answering at {since})", self.name).into(),
@@ -157,6 +172,7 @@ impl Engines {
     /// The engines, in the order given (which breaks ties in placement). Names must be
     /// distinct (the configuration checks it).
     pub fn new(specs: Vec<EngineSpec>) -> Self {
+        let steered = specs.len() > 1;
         let engines = specs
             .into_iter()
             .map(|spec| Engine {
@@ -166,6 +182,7 @@ impl Engines {
                 runtime_name: spec.runtime_name,
                 down_since: Mutex::new(None),
                 pending: AtomicU64::new(0),
+                steered,
             })
             .collect();
         Self { engines }
@@ -247,7 +264,7 @@ impl Engines {
         let mut best: Option<(&Engine, u64, u64)> = None;
         let mut any_up = false;
         for engine in self.engines.iter() {
-            if !engine.is_up() || excluded.contains(&engine.name) {
+            if engine.is_avoided() || excluded.contains(&engine.name) {
                 continue;
             }
             any_up = true;
@@ -286,6 +303,20 @@ impl Engines {
                 "no container engine is up".into(),
             ))),
         }
+    }
+}
+
+/// One engine named `default` ([`Engines::single`]).
+impl From<Arc<dyn SandboxRuntime>> for Engines {
+    fn from(runtime: Arc<dyn SandboxRuntime>) -> Self {
+        Self::single(runtime)
+    }
+}
+
+/// One engine named `default` ([`Engines::single`]).
+impl<R: SandboxRuntime + 'static> From<Arc<R>> for Engines {
+    fn from(runtime: Arc<R>) -> Self {
+        Self::single(runtime)
     }
 }
 
@@ -370,6 +401,11 @@ mod tests {
         assert!(set.get(&name("a")).unwrap().mark_down(now));
         assert!(matches!(set.place(&running, &[]), Err(PlacementError::NoneUp(_))));
         assert!(!set.any_up());
+        let single = engines(&[("only", None)]);
+        let only = single.get(&name("only")).unwrap();
+        only.mark_down(now);
+        assert!(!only.is_up() && !only.is_avoided() && only.runtime_if_up().is_ok());
+        assert_eq!(single.place(&[], &[]).unwrap().engine().name().as_str(), "only");
         assert!(set.get(&name("a")).unwrap().mark_up());
         assert!(set.any_up());
     }

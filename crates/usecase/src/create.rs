@@ -2,15 +2,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sandkeeper_domain::ContainerId;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::Report;
 use sandkeeper_ports::{
-    Clock, ContainerSpec, LifecycleLocker, RuntimeError, SandboxRuntime, SaveError,
-    SessionRepository, StoreError,
+    Clock, ContainerSpec, Engines, LifecycleLocker, Placement, PlacementError, RuntimeError,
+    SaveError, SessionRepository, StoreError,
 };
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
+use crate::engines::{note_unreachable, retire, unreachable};
 use crate::telemetry::{record_error, refresh_active_count};
 use crate::workspace::{SaveReason, WorkspaceError, WorkspaceRestore, Workspaces};
 
@@ -140,7 +142,7 @@ type SessionIdGenerator = Arc<dyn Fn() -> SessionId + Send + Sync>;
 pub struct CreateSandbox {
     repository: Arc<dyn SessionRepository>,
     locker: Arc<dyn LifecycleLocker>,
-    runtime: Arc<dyn SandboxRuntime>,
+    engines: Engines,
     clock: Arc<dyn Clock>,
     default_ttl: Duration,
     max_sandboxes: Option<u64>,
@@ -171,14 +173,14 @@ impl CreateSandbox {
     pub fn new(
         repository: Arc<dyn SessionRepository>,
         locker: Arc<dyn LifecycleLocker>,
-        runtime: Arc<dyn SandboxRuntime>,
+        engines: impl Into<Engines>,
         clock: Arc<dyn Clock>,
         default_ttl: Duration,
     ) -> Self {
         Self {
             repository,
             locker,
-            runtime,
+            engines: engines.into(),
             clock,
             default_ttl,
             max_sandboxes: None,
@@ -319,10 +321,16 @@ impl CreateSandbox {
         span.record("sandbox.new_session.id", display(session_id));
 
         // A failed save or stop keeps the old row, so the cleanup retries the container later.
-        if let Some(workspaces) = &self.workspaces {
-            workspaces.save_before_removal(&expired, SaveReason::Replacement).await?;
-        }
-        self.runtime.stop(&expired.container_id).await?;
+        // On an engine that is down, neither is tried: the replacement must not wait on it;
+        // its container, left without a row, is reaped as an orphan once the engine answers.
+        retire::<CreateSandboxError>(
+            &self.engines,
+            self.workspaces.as_ref(),
+            &expired,
+            SaveReason::Replacement,
+            now,
+        )
+        .await?;
         self.repository.delete(expired.session_id).await?;
         tracing::info!(
             chat_id = %expired.chat_id,
@@ -358,7 +366,7 @@ impl CreateSandbox {
         stage: Stage,
         span: &Span,
     ) -> Result<Launched, CreateSandboxError> {
-        let container_id = self.runtime.create(&spec).await?;
+        let (container_id, placement) = self.create_container(&spec).await?;
         let field = match stage {
             Stage::Fresh => "container.id",
             Stage::Replacement => "sandbox.new_container.id",
@@ -372,7 +380,7 @@ impl CreateSandbox {
             status: SandboxStatus::Running,
             created_at: spec.created_at,
             expires_at: spec.expires_at,
-            engine: sandkeeper_domain::EngineName::default(),
+            engine: placement.engine().name().clone(),
         };
         // The chat's archive goes in before anyone can see the sandbox; a sandbox whose restore
         // failed is removed, never handed out empty.
@@ -409,16 +417,58 @@ impl CreateSandbox {
             chat_id = %session.chat_id,
             session_id = %session.session_id,
             container_id = %session.container_id,
+            engine = %session.engine,
             "sandbox_created"
         );
+        drop(placement);
         Ok((session, workspace))
+    }
+
+    /// Places the sandbox on an engine and creates its container there; an engine that does
+    /// not answer is marked down and the next one is tried at once.
+    async fn create_container(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<(ContainerId, Placement<'_>), CreateSandboxError> {
+        let running = if self.engines.needs_counts() {
+            self.repository.count_running_by_engine().await?
+        } else {
+            Vec::new()
+        };
+        let mut excluded = Vec::new();
+        let mut last_error = None;
+        loop {
+            let placement = match self.engines.place(&running, &excluded) {
+                Ok(placement) => placement,
+                Err(PlacementError::Full { limit }) => {
+                    return Err(CreateSandboxError::CapacityReached { limit });
+                }
+                Err(PlacementError::NoneUp(error)) => {
+                    return Err(last_error.unwrap_or(error).into());
+                }
+            };
+            let engine = placement.engine();
+            match engine.runtime().create(spec).await {
+                Ok(container_id) => return Ok((container_id, placement)),
+                Err(error) if unreachable(&error) => {
+                    note_unreachable(engine, &error, self.clock.now());
+                    excluded.push(engine.name().clone());
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// Stops a container that has no row. Nothing may run without a row: if this stop fails
     /// too, the container keeps its managed labels and the maintenance sweep reaps it as an
     /// orphan.
     async fn stop_untracked(&self, session: &SandboxSession) {
-        if let Err(stop_error) = self.runtime.stop(&session.container_id).await {
+        let stopped = match self.engines.engine_of(session) {
+            Ok(engine) => engine.runtime().stop(&session.container_id).await,
+            Err(error) => Err(error),
+        };
+        if let Err(stop_error) = stopped {
             tracing::warn!(
                 chat_id = %session.chat_id,
                 session_id = %session.session_id,

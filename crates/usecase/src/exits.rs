@@ -30,6 +30,8 @@ const CONTAINER_EXITS_TOTAL: &str = "sandbox.container_exits.total";
 pub(crate) enum DetectedBy {
     ExitEvent,
     Maintenance,
+    /// The sweep, after the session's engine stayed down for the engine-loss grace.
+    EngineLoss,
 }
 
 impl DetectedBy {
@@ -37,6 +39,7 @@ impl DetectedBy {
         match self {
             Self::ExitEvent => "exit_event",
             Self::Maintenance => "maintenance",
+            Self::EngineLoss => "engine_loss",
         }
     }
 }
