@@ -37,6 +37,8 @@ pub const LABEL_SESSION: &str = "io.sandkeeper.session";
 pub const LABEL_CHAT: &str = "io.sandkeeper.chat";
 /// When the session expires, in RFC 3339 (UTC, seconds).
 pub const LABEL_EXPIRES_AT: &str = "io.sandkeeper.expires-at";
+/// The engine of the deployment the container runs on ([`DockerConfig::engine`]).
+pub const LABEL_ENGINE: &str = "io.sandkeeper.engine";
 /// The uid (and gid) the sandbox runs as, from [`DockerConfig::uid_range`].
 pub const LABEL_UID: &str = "io.sandkeeper.uid";
 
@@ -171,6 +173,7 @@ impl SandboxRuntime for DockerRuntime {
                 vec![
                     format!("{LABEL_MANAGED}=true"),
                     format!("{LABEL_INSTANCE}={}", inner.config.instance_id),
+                    format!("{LABEL_ENGINE}={}", inner.config.engine),
                 ],
             ),
         ]);
@@ -669,6 +672,7 @@ impl Inner {
         let labels = vec![
             format!("{LABEL_MANAGED}=true"),
             format!("{LABEL_INSTANCE}={}", self.config.instance_id),
+            format!("{LABEL_ENGINE}={}", self.config.engine),
         ];
         let summaries = self.list(&docker, labels).await?;
         let listed_at = Utc::now();
@@ -713,6 +717,7 @@ impl Inner {
                 spec.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             ),
             (LABEL_UID.to_owned(), uid.to_string()),
+            (LABEL_ENGINE.to_owned(), config.engine.clone()),
         ]);
         let tmpfs = HashMap::from([
             (

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandkeeper_ports::{
-    Clock, LifecycleLocker, MaintenanceLeases, SandboxRuntime, SessionRepository, WorkspaceStore,
+    Clock, Engines, LifecycleLocker, MaintenanceLeases, SessionRepository, WorkspaceStore,
 };
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecInSandbox, KeepAlive,
@@ -34,7 +34,8 @@ pub(crate) struct Ports {
     pub(crate) repository: Arc<dyn SessionRepository>,
     pub(crate) leases: Arc<dyn MaintenanceLeases>,
     pub(crate) locker: Arc<dyn LifecycleLocker>,
-    pub(crate) runtime: Arc<dyn SandboxRuntime>,
+    /// The engines sandboxes run on (one named `default` without `--engine`).
+    pub(crate) engines: Engines,
     pub(crate) clock: Arc<dyn Clock>,
     /// Whether the store answers (its own ping, cheaper than a query).
     pub(crate) store_probe: Probe,
@@ -65,7 +66,7 @@ pub(crate) struct Services {
     pub(crate) workspaces: Option<Workspaces>,
     /// How often changed workspaces are checkpointed; `None`: never.
     pub(crate) checkpoint_interval: Option<Duration>,
-    runtime: Arc<dyn SandboxRuntime>,
+    engines: Engines,
     clock: Arc<dyn Clock>,
     store_probe: Probe,
 }
@@ -80,6 +81,7 @@ impl std::fmt::Debug for Services {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Readiness {
     pub(crate) store: Result<(), String>,
+    /// Ready while at least one engine answers; the error names each engine and why not.
     pub(crate) docker: Result<(), String>,
 }
 
@@ -118,12 +120,12 @@ impl std::fmt::Display for SweepError {
 
 impl Services {
     pub(crate) fn new(ports: Ports, settings: &ServiceSettings) -> Self {
-        let Ports { repository, leases, locker, runtime, clock, store_probe, workspaces } = ports;
+        let Ports { repository, leases, locker, engines, clock, store_probe, workspaces } = ports;
         let config = settings.workspaces.as_ref();
         let workspaces = workspaces.zip(config).map(|(store, config)| {
             Workspaces::new(
                 store,
-                Arc::clone(&runtime),
+                engines.clone(),
                 Arc::clone(&repository),
                 Arc::clone(&locker),
                 Arc::clone(&clock),
@@ -135,29 +137,30 @@ impl Services {
         let create = CreateSandbox::new(
             Arc::clone(&repository),
             Arc::clone(&locker),
-            Arc::clone(&runtime),
+            engines.clone(),
             Arc::clone(&clock),
             settings.keep_alive.default_ttl,
         )
         .with_max_sandboxes(settings.max_sandboxes)
         .with_workspaces(workspaces.clone());
         let delete =
-            DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime))
+            DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), engines.clone())
+                .with_clock(Arc::clone(&clock))
                 .with_workspaces(workspaces.clone());
         let queries = SandboxQueries::new(Arc::clone(&repository));
         let (keep_alive, exec, files, processes, terminal) =
-            operations(&repository, &locker, &runtime, &clock, settings, workspaces.as_ref());
+            operations(&repository, &locker, &engines, &clock, settings, workspaces.as_ref());
         let cleanup = CleanupExpiredSandboxes::new(
             Arc::clone(&repository),
             Arc::clone(&locker),
-            Arc::clone(&runtime),
+            engines.clone(),
             Arc::clone(&clock),
         )
         .with_workspaces(workspaces.clone());
         let record_exit = RecordContainerExit::new(Arc::clone(&repository), Arc::clone(&locker));
         let sweep = MaintenanceSweep::new(
             repository,
-            Arc::clone(&runtime),
+            engines.clone(),
             leases,
             Arc::clone(&clock),
             settings.maintenance.clone(),
@@ -177,31 +180,46 @@ impl Services {
             record_exit,
             workspaces,
             checkpoint_interval,
-            runtime,
+            engines,
             clock,
             store_probe,
         }
     }
 
-    /// The runtime, for the watcher of container exits.
-    pub(crate) fn runtime(&self) -> &Arc<dyn SandboxRuntime> {
-        &self.runtime
+    /// The engines, for the watchers of container exits and the engine probe.
+    pub(crate) fn engines(&self) -> &Engines {
+        &self.engines
     }
 
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
-    /// Asks the store and Docker at the same time, each bounded by [`PROBE_TIMEOUT`].
+    /// Asks the store and every engine at the same time, each bounded by [`PROBE_TIMEOUT`].
+    /// Docker counts as ready while one engine answers.
     pub(crate) async fn readiness(&self) -> Readiness {
         let docker = async {
-            match tokio::time::timeout(PROBE_TIMEOUT, self.runtime.ping()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(sandkeeper_ports::Report(&error).to_string()),
-                Err(_) => {
-                    Err(format!("no answer within {}", humantime::format_duration(PROBE_TIMEOUT)))
-                }
+            let pings = self.engines.iter().map(|engine| async move {
+                (engine, tokio::time::timeout(PROBE_TIMEOUT, engine.runtime().ping()).await)
+            });
+            let answers = futures::future::join_all(pings).await;
+            let single = answers.len() == 1;
+            let mut failures = Vec::new();
+            for (engine, answer) in answers {
+                let why = match answer {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(error)) => sandkeeper_ports::Report(&error).to_string(),
+                    Err(_) => {
+                        format!("no answer within {}", humantime::format_duration(PROBE_TIMEOUT))
+                    }
+                };
+                failures.push(if single {
+                    why
+                } else {
+                    format!("engine {}: {why}", engine.name())
+                });
             }
+            Err(failures.join("; "))
         };
         let store = async {
             match tokio::time::timeout(PROBE_TIMEOUT, (self.store_probe)()).await {
@@ -246,7 +264,7 @@ impl Services {
 fn operations(
     repository: &Arc<dyn SessionRepository>,
     locker: &Arc<dyn LifecycleLocker>,
-    runtime: &Arc<dyn SandboxRuntime>,
+    engines: &Engines,
     clock: &Arc<dyn Clock>,
     settings: &ServiceSettings,
     workspaces: Option<&Workspaces>,
@@ -259,7 +277,7 @@ fn operations(
     );
     let mut access = SandboxAccess::new(
         Arc::clone(repository),
-        Arc::clone(runtime),
+        engines.clone(),
         Arc::clone(clock),
         SandboxSlots::new(settings.per_sandbox),
     );

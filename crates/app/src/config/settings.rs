@@ -14,6 +14,7 @@ use sandkeeper_usecase::{
     KeepAliveSettings, MaintenanceSettings, ProcessSettings,
 };
 
+use super::engines::EngineConfig;
 use super::flags::{LogFormat, TtlMode};
 use super::secrets::{ApiToken, DatabaseUrl};
 use crate::http::EdgeSettings;
@@ -30,6 +31,8 @@ pub(crate) struct ServeConfig {
     pub(crate) edge: EdgeSettings,
     pub(crate) connections: ConnectionSettings,
     pub(crate) docker: DockerConfig,
+    /// The engines sandboxes run on (one named `default` without `--engine`).
+    pub(crate) engines: Vec<EngineConfig>,
     pub(crate) store: StoreConfig,
     pub(crate) log_format: LogFormat,
     /// Where traces are exported; `None` exports none.
@@ -41,6 +44,7 @@ pub(crate) struct ServeConfig {
 pub(crate) struct OneShotConfig {
     pub(crate) services: ServiceSettings,
     pub(crate) docker: DockerConfig,
+    pub(crate) engines: Vec<EngineConfig>,
     pub(crate) store: StoreConfig,
     pub(crate) log_format: LogFormat,
 }

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use sandkeeper_adapters_docker::DockerConfig;
+
+use super::engines::engine_configs;
 use sandkeeper_adapters_observability::OtlpEndpoint;
 use sandkeeper_usecase::{ExecSettings, FileSettings, KeepAliveSettings, ProcessSettings};
 
@@ -109,10 +111,12 @@ impl ServeArgs {
             stdin_limit: services.exec.stdin_limit,
         };
         services.maintenance.orphan_grace = self.sweep.orphan_grace;
+        services.maintenance.engine_loss_grace = self.sweep.engine_loss_grace;
         services.maintenance.min_interval =
             self.maintenance_interval.mul_f64(SWEEP_MIN_INTERVAL_SHARE);
         let mut docker = self.docker.config()?;
         services.workspaces = self.workspace.config(&self.store, &mut docker)?;
+        let engines = engine_configs(&self.docker.engines, &docker)?;
 
         let http = self.http;
         Ok(ServeConfig {
@@ -135,6 +139,7 @@ impl ServeArgs {
                 max_connections: http.http_max_connections as usize,
             },
             docker,
+            engines,
             store: self.store.config(),
             log_format: self.log.log_format,
             otlp_endpoint: otlp_endpoint_or_otel(
@@ -174,9 +179,11 @@ impl OneShotArgs {
         services.maintenance.min_interval = Duration::ZERO;
         let mut docker = self.docker.config()?;
         services.workspaces = self.workspace.config(&self.store, &mut docker)?;
+        let engines = engine_configs(&self.docker.engines, &docker)?;
         Ok(OneShotConfig {
             services,
             docker,
+            engines,
             store: self.store.config(),
             log_format: self.log.log_format,
         })
@@ -187,6 +194,7 @@ impl MaintainArgs {
     pub(crate) fn validate(self) -> Result<OneShotConfig, ConfigError> {
         let mut config = self.one_shot.validate()?;
         config.services.maintenance.orphan_grace = self.sweep.orphan_grace;
+        config.services.maintenance.engine_loss_grace = self.sweep.engine_loss_grace;
         Ok(config)
     }
 }

@@ -256,6 +256,7 @@ pub(crate) const ROUTES: &[&str] = &[
     "/metrics",
     "/healthz",
     "/readyz",
+    "/v1/engines",
 ];
 
 /// Paths that are not routes and never will be.

@@ -135,6 +135,14 @@ fn fixed_route_answer(fixed: &str, response: &Response) -> Result<(), String> {
                 }
             }
         }
+        "/v1/engines" => {
+            let engines = json(response)?;
+            let listed = engines["engines"].as_array().ok_or("no engines array")?;
+            let names: Vec<&str> = listed.iter().filter_map(|e| e["name"].as_str()).collect();
+            if names != ["default"] {
+                return Err(format!("not the one default engine: {engines}"));
+            }
+        }
         "/metrics" => {
             if !String::from_utf8_lossy(&response.body).contains("http_server_requests_total") {
                 return Err("no HTTP metrics in /metrics".into());
@@ -167,6 +175,9 @@ fn session_answer(
     let chat = chat_of(segment).ok_or("a 2xx for a chat id that is not one")?;
     if session["chat_id"] != chat.hyphenated().to_string() {
         return Err(format!("the answer is for another chat: {session}"));
+    }
+    if session["engine"] != "default" {
+        return Err(format!("a session not on the one engine, `default`: {session}"));
     }
     let result = session.as_object_mut().and_then(|fields| fields.remove("result"));
     let expected_result = match (case.method.as_str(), response.status) {
