@@ -220,14 +220,7 @@ impl Engines {
     pub fn get(&self, name: &EngineName) -> Result<&Engine, RuntimeError> {
         self.engines.iter().find(|engine| engine.name == *name).ok_or_else(|| {
             let known: Vec<&str> = self.engines.iter().map(|e| e.name.as_str()).collect();
-            RuntimeError::Failed(
-                format!(
-                    "engine `{name}` is not one of this replica's engines ({}); every replica \
-                     must be given the same --engine set",
-                    known.join(", ")
-                )
-                .into(),
-            )
+            RuntimeError::UnknownEngine { engine: name.to_string(), known: known.join(", ") }
         })
     }
 
