@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, TimeZone, Utc};
-use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{
+    ChatId, ContainerId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp,
+};
 
 use super::Subject;
 use crate::{SaveError, SessionRepository};
@@ -47,6 +49,7 @@ macro_rules! session_repository_contract {
             concurrent_extensions_of_one_session_keep_the_latest_expiry,
             save_within_saves_below_the_limit_and_changes_nothing_at_it,
             concurrent_saves_within_a_limit_never_go_past_it,
+            each_session_keeps_its_engine_and_running_sessions_are_counted_per_engine,
         ], $($subject)*);
     };
 }
@@ -716,4 +719,38 @@ pub async fn concurrent_saves_within_a_limit_never_go_past_it(
     }
     assert_eq!(saved, LIMIT, "exactly the limit was admitted");
     assert_eq!(repo.count_running().await.unwrap(), LIMIT);
+}
+
+pub async fn each_session_keeps_its_engine_and_running_sessions_are_counted_per_engine(
+    subject: &Subject<dyn SessionRepository>,
+) {
+    let repo = subject.port();
+    assert_eq!(repo.count_running_by_engine().await.unwrap(), vec![]);
+    let on = |mut session: SandboxSession, engine: &str| {
+        session.engine = EngineName::parse(engine).unwrap();
+        session
+    };
+    let sessions = [
+        on(session(1, 1, SandboxStatus::Running, 0, 300), "host-b"),
+        on(session(2, 2, SandboxStatus::Running, 0, -300), "host-b"),
+        on(session(3, 3, SandboxStatus::Running, 0, 300), "gvisor_1"),
+        on(session(4, 4, SandboxStatus::Crashed, 0, 300), "gvisor_1"),
+        on(session(5, 5, SandboxStatus::Stopped, 0, 300), "idle"),
+        session(6, 6, SandboxStatus::Running, 0, 300),
+    ];
+    save_all(repo, &sessions).await;
+    for saved in &sessions {
+        assert_eq!(repo.get(saved.session_id).await.unwrap().as_ref(), Some(saved));
+    }
+    let running = repo.get_running_by_chat(chat_id(3)).await.unwrap().unwrap();
+    assert_eq!(running.engine.as_str(), "gvisor_1");
+    let counts: Vec<(String, u64)> = repo
+        .count_running_by_engine()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(engine, count)| (engine.to_string(), count))
+        .collect();
+    let expected = [("default", 1), ("gvisor_1", 1), ("host-b", 2)];
+    assert_eq!(counts, expected.map(|(engine, count)| (engine.to_owned(), count)));
 }
