@@ -43,7 +43,8 @@ pub(crate) struct ServeConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct OneShotConfig {
     pub(crate) services: ServiceSettings,
-    pub(crate) docker: DockerConfig,
+    /// The engines, each with the sandboxes' settings (the one-shot commands only stop and
+    /// inspect containers).
     pub(crate) engines: Vec<EngineConfig>,
     pub(crate) store: StoreConfig,
     pub(crate) log_format: LogFormat,

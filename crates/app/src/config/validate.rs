@@ -182,7 +182,6 @@ impl OneShotArgs {
         let engines = engine_configs(&self.docker.engines, &docker)?;
         Ok(OneShotConfig {
             services,
-            docker,
             engines,
             store: self.store.config(),
             log_format: self.log.log_format,
@@ -333,7 +332,9 @@ mod tests {
         let config = args.validate().unwrap();
         assert!(config.services.maintenance.holder.starts_with("blue/"));
         assert_eq!(config.services.maintenance.orphan_grace, Duration::from_secs(60));
-        assert_eq!(config.docker.instance_id, "blue");
+        assert_eq!(config.engines[0].docker.instance_id, "blue");
+        assert_eq!(config.engines[0].name.as_str(), "default");
+        assert_eq!(config.services.maintenance.engine_loss_grace, Duration::from_secs(120));
     }
 
     /// `serve <args>` is refused, naming `setting`, with a message that starts with `start`.
