@@ -152,10 +152,16 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
         // replica's count runs between them, and a statement that starts after the lock was
         // granted sees every row committed before.
         let mut insert = upsert(std::slice::from_ref(session));
+        let row = (1..=COLUMNS).map(|k| format!("${k}")).collect::<Vec<_>>().join(", ");
+        let values = format!("VALUES ({row})");
+        debug_assert!(insert.sql.contains(&values), "{}", insert.sql);
         insert.sql = insert.sql.replacen(
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            "SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM sandbox_sessions \
-             WHERE status = 'running' AND session_id <> $1) < $7",
+            &values,
+            &format!(
+                "SELECT {row} WHERE (SELECT COUNT(*) FROM sandbox_sessions \
+                 WHERE status = 'running' AND session_id <> $1) < ${}",
+                COLUMNS + 1
+            ),
             1,
         );
         insert.values.push(Value::Int(i64::try_from(max_running).unwrap_or(i64::MAX)));

@@ -390,10 +390,12 @@ mod tests {
     async fn plan(statuses: &[SandboxStatus], after: bool) -> String {
         let pool =
             SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
-        sqlx::raw_sql(include_str!("../migrations/sqlite/20260401000001_sessions_and_leases.sql"))
-            .execute(&pool)
-            .await
-            .unwrap();
+        for migration in [
+            include_str!("../migrations/sqlite/20260401000001_sessions_and_leases.sql"),
+            include_str!("../migrations/sqlite/20261206000001_session_engine.sql"),
+        ] {
+            sqlx::raw_sql(migration).execute(&pool).await.unwrap();
+        }
         let sql = list_by_status_sql(&distinct_statuses(statuses), after);
         let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
             .bind(250_i64)

@@ -187,7 +187,7 @@ async fn a_chat_lookup_sees_rows_written_from_outside_and_names_a_broken_row() {
     assert_eq!(sessions.get_running_by_chat(saved.chat_id).await.unwrap(), None);
     let mut outside = fixture.raw().await;
     let insert = |session_id: String, created_at: &'static str| {
-        sqlx::query("INSERT INTO sandbox_sessions VALUES (?1, ?2, 'container-1', 'running', ?3, 1)")
+        sqlx::query("INSERT INTO sandbox_sessions VALUES (?1, ?2, 'container-1', 'running', ?3, 1, 'default')")
             .bind(session_id)
             .bind(saved.chat_id.to_string())
             .bind(created_at)
