@@ -173,7 +173,6 @@ impl SandboxRuntime for DockerRuntime {
                 vec![
                     format!("{LABEL_MANAGED}=true"),
                     format!("{LABEL_INSTANCE}={}", inner.config.instance_id),
-                    format!("{LABEL_ENGINE}={}", inner.config.engine),
                 ],
             ),
         ]);
@@ -188,7 +187,12 @@ impl SandboxRuntime for DockerRuntime {
             };
             match next {
                 Some(Ok(event)) => {
-                    if let Some(exit) = exit_of(event) {
+                    let engine = &inner.config.engine;
+                    let ours = event
+                        .actor
+                        .as_ref()
+                        .is_some_and(|actor| of_engine(actor.attributes.as_ref(), engine));
+                    if let Some(exit) = exit_of(event).filter(|_| ours) {
                         tracing::debug!(container = %exit.container_id, "container exited");
                         if exits.send(exit).await.is_err() {
                             return Ok(());
@@ -672,12 +676,13 @@ impl Inner {
         let labels = vec![
             format!("{LABEL_MANAGED}=true"),
             format!("{LABEL_INSTANCE}={}", self.config.instance_id),
-            format!("{LABEL_ENGINE}={}", self.config.engine),
         ];
         let summaries = self.list(&docker, labels).await?;
+        let engine = &self.config.engine;
         let listed_at = Utc::now();
         Ok(summaries
             .into_iter()
+            .filter(|summary| of_engine(summary.labels.as_ref(), engine))
             .filter_map(|summary| {
                 let container_id = ContainerId::new(summary.id?).ok()?;
                 let session_id = session_of(summary.labels.as_ref());
@@ -804,6 +809,16 @@ fn exit_of(event: EventMessage) -> Option<ContainerExit> {
     Some(ContainerExit { container_id, session_id })
 }
 
+/// Whether a container with these labels (or an event's attributes) belongs to `engine`: it
+/// carries the engine's name, or, for the engine `default`, no engine label at all (containers
+/// made before a deployment had engines, or by hand with only the managed labels).
+fn of_engine(labels: Option<&HashMap<String, String>>, engine: &str) -> bool {
+    match labels.and_then(|labels| labels.get(LABEL_ENGINE)) {
+        Some(named) => named == engine,
+        None => engine == "default",
+    }
+}
+
 /// The session a container's labels (or an event's attributes, which carry them) name.
 fn session_of(labels: Option<&HashMap<String, String>>) -> Option<SessionId> {
     SessionId::parse(labels?.get(LABEL_SESSION)?).ok()
@@ -836,5 +851,27 @@ fn state_of(found: &ContainerInspectResponse) -> ContainerState {
         ContainerState::Running
     } else {
         ContainerState::Exited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_belongs_to_the_engine_it_names_and_an_unnamed_one_to_default() {
+        let labels = |engine: Option<&str>| {
+            let mut labels = HashMap::from([(LABEL_MANAGED.to_owned(), "true".to_owned())]);
+            if let Some(engine) = engine {
+                labels.insert(LABEL_ENGINE.to_owned(), engine.to_owned());
+            }
+            labels
+        };
+        assert!(of_engine(Some(&labels(Some("a"))), "a"));
+        assert!(!of_engine(Some(&labels(Some("a"))), "b"));
+        assert!(!of_engine(Some(&labels(Some("a"))), "default"));
+        assert!(of_engine(Some(&labels(None)), "default"));
+        assert!(!of_engine(Some(&labels(None)), "a"));
+        assert!(of_engine(None, "default"));
     }
 }
