@@ -888,11 +888,17 @@ impl MaintenanceSweep {
         }
     }
 
-    /// Whether the container's session has a row. A container without a (valid) session label
-    /// can have none.
+    /// Whether the container's session has a row that names this container. A container
+    /// without a (valid) session label can have none; one whose session's row names another
+    /// container is left over from a create that went on to another engine when its own
+    /// stopped answering.
     async fn has_row(&self, container: &ManagedContainer) -> Result<bool, StoreError> {
         match container.session_id {
-            Some(session_id) => Ok(self.repository.get(session_id).await?.is_some()),
+            Some(session_id) => Ok(self
+                .repository
+                .get(session_id)
+                .await?
+                .is_some_and(|row| row.container_id == container.container_id)),
             None => Ok(false),
         }
     }

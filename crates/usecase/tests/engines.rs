@@ -217,3 +217,32 @@ async fn a_row_of_an_engine_this_replica_was_not_given_is_a_clear_error() {
     assert!(error.contains("every replica must be given the same --engine set"), "{error}");
     assert!(deployment.repository.get(session.session_id).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_container_left_by_a_create_that_moved_to_the_other_engine_is_an_orphan() {
+    let (engines, a, b) = two_engines(None, None);
+    let deployment = deployment(engines);
+    // The create's container was made on `a`, which then stopped answering before it started;
+    // the create went on to `b` with the same session.
+    a.fail_create(RuntimeError::Unavailable("connection reset".into()));
+    let session = deployment.create(chat_n(1)).await.unwrap();
+    assert_eq!(session.engine, name("b"));
+    let left = sandkeeper_domain::ContainerId::new("left-on-a").unwrap();
+    a.insert_container(
+        left.clone(),
+        sandkeeper_ports::ContainerState::Exited,
+        Some(session.session_id),
+        now(),
+    );
+    deployment.engines.get(&name("a")).unwrap().mark_up();
+    deployment.clock.advance(minutes(2));
+
+    let SweepOutcome::Completed(report) = deployment.sweep(60).run(true).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(report.orphans_removed, 1);
+    assert_eq!(a.stop_calls(), vec![left]);
+    assert!(b.stop_calls().is_empty(), "the session's own container stays");
+    let kept = deployment.repository.get(session.session_id).await.unwrap().unwrap();
+    assert_eq!(kept.status, SandboxStatus::Running);
+}

@@ -300,8 +300,8 @@ fn time(value: &Value) -> Result<DateTime<Utc>, String> {
 fn check_keep_alive(answer: &Value, live: &Live, ttl: u64, window: Window) -> Result<(), String> {
     let fields = answer.as_object().ok_or("the keep-alive answer is not an object")?;
     let before = &live.session;
-    let same_session = fields.len() == 8
-        && ["session_id", "chat_id", "container_id", "status", "created_at"]
+    let same_session = fields.len() == 9
+        && ["session_id", "chat_id", "container_id", "status", "created_at", "engine"]
             .iter()
             .all(|field| answer[field] == before[field]);
     if !same_session {
