@@ -65,6 +65,13 @@ impl PrivateEngine {
             assert!(started.elapsed() < KILL_TIMEOUT, "the killed engine still answers");
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Until its parent reaps it, the dead dockerd's pid still exists, and a dockerd started
+        // on the same pid file refuses to start.
+        let process = Path::new("/proc").join(pid.trim());
+        while process.exists() {
+            assert!(started.elapsed() < KILL_TIMEOUT, "the killed dockerd was never reaped");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Starts the engine again on the same directories (its containers are still there).

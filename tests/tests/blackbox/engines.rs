@@ -140,12 +140,13 @@ async fn killing_an_engine_under_load_loses_no_chat_and_its_containers_are_reape
 
     // Two chats on each engine (the one running fewer comes first), each with a file written.
     let chats: Vec<String> = (0..4).map(|_| chat()).collect();
-    let mut on_lost = Vec::new();
+    let (mut on_lost, mut lost_containers) = (Vec::new(), Vec::new());
     for chat_id in &chats {
         let sandbox = server.created(chat_id).await;
         server.shell(chat_id, WRITE).await;
         if sandbox["engine"] == "lost" {
             on_lost.push(chat_id.clone());
+            lost_containers.push(sandbox["container_id"].as_str().unwrap().to_owned());
         }
     }
     assert_eq!(on_lost.len(), 2, "the sandboxes spread over both engines");
@@ -216,9 +217,8 @@ async fn killing_an_engine_under_load_loses_no_chat_and_its_containers_are_reape
     // Started again: the containers of its crashed sandboxes (and of a create the kill cut
     // short, if any) are removed by the sweep.
     lost.start_again();
-    engine_becomes(&server, "lost", "up").await;
     let label = format!("io.sandkeeper.instance={}", env.instance_id());
-    assert!(!lost.containers(&label, true).is_empty(), "the lost containers are still there");
+    engine_becomes(&server, "lost", "up").await;
     eventually(PATIENCE, || async {
         let (status, _) =
             server.send(server.request(reqwest::Method::POST, "/v1/maintenance/sweep")).await;
@@ -230,6 +230,16 @@ async fn killing_an_engine_under_load_loses_no_chat_and_its_containers_are_reape
         let left = String::from_utf8_lossy(&left.stdout).into_owned();
         panic!("the lost engine's containers stayed:\n{left}\n{}", server.logs())
     });
+    for container in &lost_containers {
+        let inspect = lost.docker(&["inspect", container]);
+        assert!(!inspect.status.success(), "the lost sandbox {container} is still there");
+    }
+    // The sweep removed them with their crashed rows.
+    let removed =
+        sandkeeper_tests::metric(&server.metrics().await, "sandbox_maintenance_removed_total");
+    assert!(removed.unwrap_or(0.0) >= 2.0, "{removed:?}");
+    let (_, crashed) = server.get("/v1/sandboxes?status=crashed").await;
+    assert_eq!(crashed["sandboxes"], serde_json::json!([]), "{crashed}");
 
     for chat_id in chats.iter().chain(&made_during_loss) {
         assert_eq!(server.delete_sandbox(chat_id).await.0, StatusCode::NO_CONTENT, "{chat_id}");
