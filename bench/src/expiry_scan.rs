@@ -141,6 +141,7 @@ fn sessions(total: usize, now: Timestamp) -> Vec<SandboxSession> {
                 status,
                 created_at: expires_at - TimeDelta::minutes(5),
                 expires_at,
+                engine: sandkeeper_domain::EngineName::default(),
             }
         })
         .collect()

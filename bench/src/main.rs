@@ -9,6 +9,7 @@ mod api;
 mod cleanup;
 mod docker;
 mod docker_floor;
+mod engines;
 mod exec;
 mod expiry_scan;
 mod gvisor;
@@ -33,6 +34,7 @@ type Bench = (&'static str, fn() -> BenchFuture);
 const BENCHES: &[Bench] = &[
     ("docker-floor", || Box::pin(docker_floor::run())),
     ("api", || Box::pin(api::run())),
+    ("engines", || Box::pin(engines::run())),
     ("exec", || Box::pin(exec::run())),
     ("cleanup", || Box::pin(cleanup::run())),
     ("expiry-scan", || Box::pin(expiry_scan::run())),
@@ -51,6 +53,7 @@ PATH (docs/benchmarks.md), keeping whatever is written outside the generated par
 the benchmarks whose name contains one of them (a partial run never writes PATH):
   docker-floor  the Docker adapter vs raw bollard (create+start, remove)
   api           cold create through the API vs raw bollard; reuse vs /healthz throughput
+  engines       cold create with two engines (placement) vs one engine, both on one socket
   exec          exec round trip through the API vs raw bollard exec; 10 MiB upload/download;
                 on the default image, then on sandkeeper/python:bookworm
   cleanup       cleanup of 500 expired sandboxes vs force-removing 500 containers directly

@@ -87,6 +87,7 @@ async fn fill(data_dir: &tempfile::TempDir, instance: &str) -> Result<Vec<ChatId
                 status: SandboxStatus::Running,
                 created_at: now - age,
                 expires_at: expires_at - age,
+                engine: sandkeeper_domain::EngineName::default(),
             }
         })
         .collect();

@@ -19,10 +19,12 @@ pub use reqwest::StatusCode;
 use serde_json::Value;
 
 mod cluster;
+mod engine;
 pub mod events;
 mod immutable;
 mod sandbox;
 pub use cluster::PrivateCluster;
+pub use engine::PrivateEngine;
 pub use immutable::Immutable;
 pub use sandbox::{assert_error, chat};
 

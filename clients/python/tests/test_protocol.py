@@ -110,9 +110,11 @@ def test_an_answer_that_is_not_the_documented_shape_is_an_invalid_answer() -> No
         "status": "running",
         "created_at": "2026-04-02T12:00:00.000Z",
         "expires_at": "2026-04-02T12:05:00.000Z",
+        "engine": "default",
     }
     parsed = api.info(CHAT).parse(answer(200, session))
     assert parsed.expires_at.isoformat() == "2026-04-02T12:05:00+00:00"
+    assert parsed.engine == "default"
     for broken in (
         {**session, "status": "paused"},
         {**session, "expires_at": "soon"},

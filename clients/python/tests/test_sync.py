@@ -60,6 +60,7 @@ def test_ensure_creates_a_sandbox_then_hands_the_same_one_back(
     assert again.result == "reused" and not again.created
     assert again.session_id == first.session_id
     assert again.container_id == first.container_id
+    assert (first.engine, again.engine) == ("default", "default")
     assert again.expires_at == first.expires_at
 
     info = sandbox.info()

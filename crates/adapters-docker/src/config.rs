@@ -87,6 +87,11 @@ pub struct DockerConfig {
     pub runtime: Option<String>,
     /// The bound on every engine call.
     pub call_timeout: Duration,
+    /// The name of this engine in the deployment (`--engine NAME=URL`; `default` without),
+    /// written to the `io.sandkeeper.engine` label. The containers listed (for the orphan
+    /// sweep) and watched (for exits) are only those of this engine, so that two engine names
+    /// on one Docker socket never take each other's containers for orphans.
+    pub engine: String,
 }
 
 impl DockerConfig {
@@ -115,6 +120,7 @@ impl DockerConfig {
             init: true,
             runtime: None,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            engine: "default".to_owned(),
         }
     }
 

@@ -7,9 +7,11 @@
 //!   with `RuntimeError::Unavailable` naming the endpoint.
 //! - Every container is named `sandkeeper-<session id>` and labelled with [`LABEL_MANAGED`],
 //!   [`LABEL_INSTANCE`], [`LABEL_SESSION`], [`LABEL_CHAT`], [`LABEL_EXPIRES_AT`] and
-//!   [`LABEL_UID`]; nothing without the managed and instance labels is ever stopped or removed.
-//!   A container of the warm pool is named `sandkeeper-pool-<slot id>` and carries
-//!   [`LABEL_POOL`] and [`LABEL_POOL_CONFIG`] instead of the session, chat and expiry labels.
+//!   [`LABEL_UID`], and [`LABEL_ENGINE`] (the engine's name in the deployment: the containers
+//!   listed and watched are only those of this engine); nothing without the managed and
+//!   instance labels is ever stopped or removed. A container of the warm pool is named
+//!   `sandkeeper-pool-<slot id>` and carries [`LABEL_POOL`] and [`LABEL_POOL_CONFIG`] instead of
+//!   the session, chat and expiry labels.
 //! - Each sandbox runs as a uid of its own, taken from [`DockerConfig::uid_range`].
 //! - The engine keeps no log of a sandbox's output (log driver `none`).
 //! - Containers are hardened by default; `docs/security.md` lists each setting.
@@ -37,6 +39,6 @@ pub use config::{
     MIN_SANDBOX_UID, UidRange,
 };
 pub use runtime::{
-    DockerRuntime, LABEL_CHAT, LABEL_EXPIRES_AT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_POOL,
-    LABEL_POOL_CONFIG, LABEL_SESSION, LABEL_UID,
+    DockerRuntime, LABEL_CHAT, LABEL_ENGINE, LABEL_EXPIRES_AT, LABEL_INSTANCE, LABEL_MANAGED,
+    LABEL_POOL, LABEL_POOL_CONFIG, LABEL_SESSION, LABEL_UID,
 };

@@ -37,6 +37,8 @@ pub const LABEL_SESSION: &str = "io.sandkeeper.session";
 pub const LABEL_CHAT: &str = "io.sandkeeper.chat";
 /// When the session expires, in RFC 3339 (UTC, seconds).
 pub const LABEL_EXPIRES_AT: &str = "io.sandkeeper.expires-at";
+/// The engine of the deployment the container runs on ([`DockerConfig::engine`]).
+pub const LABEL_ENGINE: &str = "io.sandkeeper.engine";
 /// The uid (and gid) the sandbox runs as, from [`DockerConfig::uid_range`].
 pub const LABEL_UID: &str = "io.sandkeeper.uid";
 /// Marks a container made for the warm pool (value `true`). It has no session or chat label:
@@ -237,7 +239,12 @@ impl SandboxRuntime for DockerRuntime {
             };
             match next {
                 Some(Ok(event)) => {
-                    if let Some(exit) = exit_of(event) {
+                    let engine = &inner.config.engine;
+                    let ours = event
+                        .actor
+                        .as_ref()
+                        .is_some_and(|actor| of_engine(actor.attributes.as_ref(), engine));
+                    if let Some(exit) = exit_of(event).filter(|_| ours) {
                         tracing::debug!(container = %exit.container_id, "container exited");
                         if exits.send(exit).await.is_err() {
                             return Ok(());
@@ -778,9 +785,11 @@ impl Inner {
             format!("{LABEL_INSTANCE}={}", self.config.instance_id),
         ];
         let summaries = self.list(&docker, labels).await?;
+        let engine = &self.config.engine;
         let listed_at = Utc::now();
         Ok(summaries
             .into_iter()
+            .filter(|summary| of_engine(summary.labels.as_ref(), engine))
             .filter_map(|summary| {
                 let container_id = ContainerId::new(summary.id?).ok()?;
                 let session_id = session_of(summary.labels.as_ref());
@@ -820,6 +829,7 @@ impl Inner {
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
             (LABEL_INSTANCE.to_owned(), config.instance_id.clone()),
             (LABEL_UID.to_owned(), uid.to_string()),
+            (LABEL_ENGINE.to_owned(), config.engine.clone()),
         ]);
         let tmpfs = HashMap::from([
             (
@@ -930,6 +940,16 @@ fn exit_of(event: EventMessage) -> Option<ContainerExit> {
     Some(ContainerExit { container_id, session_id })
 }
 
+/// Whether a container with these labels (or an event's attributes) belongs to `engine`: it
+/// carries the engine's name, or, for the engine `default`, no engine label at all (containers
+/// made before a deployment had engines, or by hand with only the managed labels).
+fn of_engine(labels: Option<&HashMap<String, String>>, engine: &str) -> bool {
+    match labels.and_then(|labels| labels.get(LABEL_ENGINE)) {
+        Some(named) => named == engine,
+        None => engine == "default",
+    }
+}
+
 /// The session a container's labels (or an event's attributes, which carry them) name.
 fn session_of(labels: Option<&HashMap<String, String>>) -> Option<SessionId> {
     SessionId::parse(labels?.get(LABEL_SESSION)?).ok()
@@ -962,5 +982,27 @@ fn state_of(found: &ContainerInspectResponse) -> ContainerState {
         ContainerState::Running
     } else {
         ContainerState::Exited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_belongs_to_the_engine_it_names_and_an_unnamed_one_to_default() {
+        let labels = |engine: Option<&str>| {
+            let mut labels = HashMap::from([(LABEL_MANAGED.to_owned(), "true".to_owned())]);
+            if let Some(engine) = engine {
+                labels.insert(LABEL_ENGINE.to_owned(), engine.to_owned());
+            }
+            labels
+        };
+        assert!(of_engine(Some(&labels(Some("a"))), "a"));
+        assert!(!of_engine(Some(&labels(Some("a"))), "b"));
+        assert!(!of_engine(Some(&labels(Some("a"))), "default"));
+        assert!(of_engine(Some(&labels(None)), "default"));
+        assert!(!of_engine(Some(&labels(None)), "a"));
+        assert!(of_engine(None, "default"));
     }
 }

@@ -101,6 +101,12 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         statement: Statement,
     ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
 
+    /// Every row's first column as text and second as an integer (`GROUP BY` counts).
+    fn counts(
+        &self,
+        statement: Statement,
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, sqlx::Error>> + Send;
+
     /// Runs the statements in order in one transaction (a single statement runs on its own,
     /// in autocommit mode) and returns how many rows the last one changed.
     fn execute(
@@ -157,6 +163,18 @@ macro_rules! same_in_every_dialect {
 
         async fn integer(&self, statement: $crate::dialect::Statement) -> Result<i64, sqlx::Error> {
             sqlx::Row::try_get::<i64, _>(&query(&statement).fetch_one(&self.pool).await?, 0)
+        }
+
+        async fn counts(
+            &self,
+            statement: $crate::dialect::Statement,
+        ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+            query(&statement)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|row| Ok((sqlx::Row::try_get(row, 0)?, sqlx::Row::try_get(row, 1)?)))
+                .collect()
         }
     };
 }

@@ -10,25 +10,23 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ContainerId, SlotId, Timestamp};
+use sandkeeper_domain::{ContainerId, EngineName, SlotId, Timestamp};
 use sandkeeper_ports::{PoolCounts, PoolSlot, PoolStore, SlotState, StoreError};
 
 use crate::dialect::{Dialect, Statement, Value};
 
-/// The engine every slot of this store belongs to, until sandkeeper drives several.
-const ENGINE: &str = "default";
-
 const COLUMNS: &str = "slot_id, fingerprint, state, container_id, \
      CAST(created_at AS TEXT), CAST(changed_at AS TEXT)";
 
-/// The slots in the store of dialect `D`.
+/// The slots of one engine's pool in the store of dialect `D`.
 pub(crate) struct SqlPool<D> {
     db: Arc<D>,
+    engine: EngineName,
 }
 
 impl<D: Dialect> SqlPool<D> {
-    pub(crate) fn new(db: Arc<D>) -> Self {
-        Self { db }
+    pub(crate) fn new(db: Arc<D>, engine: &EngineName) -> Self {
+        Self { db, engine: engine.clone() }
     }
 
     async fn changed(&self, statements: Vec<Statement>) -> Result<bool, StoreError> {
@@ -101,7 +99,7 @@ impl<D: Dialect> PoolStore for SqlPool<D> {
                     AND state IN ('starting', 'ready')) < $5",
         )
         .bind(slot_value(slot_id))
-        .bind(Value::Text(ENGINE.to_owned()))
+        .bind(Value::Text(self.engine.as_str().to_owned()))
         .bind(Value::Text(fingerprint.to_owned()))
         .bind(micros(now))
         .bind(Value::Int(i64::try_from(target).unwrap_or(i64::MAX)));
@@ -142,7 +140,7 @@ impl<D: Dialect> PoolStore for SqlPool<D> {
              AND state = 'ready' RETURNING {COLUMNS}",
             skip = D::SKIP_LOCKED,
         ))
-        .bind(Value::Text(ENGINE.to_owned()))
+        .bind(Value::Text(self.engine.as_str().to_owned()))
         .bind(Value::Text(fingerprint.to_owned()))
         .bind(micros(now));
         let row = self.db.texts(statement).await.map_err(|e| self.db.store_error(e))?;
@@ -162,9 +160,11 @@ impl<D: Dialect> PoolStore for SqlPool<D> {
         &self,
         container_id: &ContainerId,
     ) -> Result<Option<PoolSlot>, StoreError> {
-        let statement =
-            Statement::new(format!("SELECT {COLUMNS} FROM sandbox_pool WHERE container_id = $1"))
-                .bind(Value::Text(container_id.as_str().to_owned()));
+        let statement = Statement::new(format!(
+            "SELECT {COLUMNS} FROM sandbox_pool WHERE container_id = $1 AND engine = $2"
+        ))
+        .bind(Value::Text(container_id.as_str().to_owned()))
+        .bind(Value::Text(self.engine.as_str().to_owned()));
         Ok(self.slots(statement).await?.into_iter().next())
     }
 
@@ -174,7 +174,7 @@ impl<D: Dialect> PoolStore for SqlPool<D> {
                 "SELECT {COLUMNS} FROM sandbox_pool WHERE engine = $1 \
                  ORDER BY created_at, slot_id"
             ))
-            .bind(Value::Text(ENGINE.to_owned())),
+            .bind(Value::Text(self.engine.as_str().to_owned())),
         )
         .await
     }
@@ -187,7 +187,7 @@ impl<D: Dialect> PoolStore for SqlPool<D> {
                     "SELECT state, CAST(COUNT(*) AS TEXT) FROM sandbox_pool \
                      WHERE engine = $1 AND fingerprint = $2 GROUP BY state",
                 )
-                .bind(Value::Text(ENGINE.to_owned()))
+                .bind(Value::Text(self.engine.as_str().to_owned()))
                 .bind(Value::Text(fingerprint.to_owned())),
             )
             .await

@@ -34,6 +34,7 @@ fn session_from_row(row: &PgRow) -> Result<SandboxSession, StoreError> {
         status: row.try_get("status").map_err(unreadable)?,
         created_at: row.try_get("created_at").map_err(unreadable)?,
         expires_at: row.try_get("expires_at").map_err(unreadable)?,
+        engine: row.try_get("engine").map_err(unreadable)?,
     }
     .into_session()
 }

@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
-use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{
+    ChatId, ContainerId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp,
+};
 use sandkeeper_ports::{Cause, StoreError};
 use uuid::Uuid;
 
 /// The columns of `sandbox_sessions`, in the order every query selects them.
 pub(crate) const SESSION_COLUMNS: &str =
-    "session_id, chat_id, container_id, status, created_at, expires_at";
+    "session_id, chat_id, container_id, status, created_at, expires_at, engine";
 
 /// Longest duration the stores accept for leases; longer ones are clamped. A century keeps
 /// every computed instant inside the range both backends can store.
@@ -32,6 +34,7 @@ pub(crate) struct RawSession {
     pub(crate) status: String,
     pub(crate) created_at: Timestamp,
     pub(crate) expires_at: Timestamp,
+    pub(crate) engine: String,
 }
 
 impl RawSession {
@@ -47,6 +50,11 @@ impl RawSession {
                 Cause::new(error).context(format!("session {session_id} in the store")),
             )
         })?;
+        let engine = EngineName::parse(&self.engine).map_err(|error| {
+            StoreError::Failed(
+                Cause::new(error).context(format!("session {session_id} in the store")),
+            )
+        })?;
         Ok(SandboxSession {
             session_id,
             chat_id: ChatId::from_uuid(self.chat_id),
@@ -54,6 +62,7 @@ impl RawSession {
             status,
             created_at: self.created_at,
             expires_at: self.expires_at,
+            engine,
         })
     }
 }

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{
+    ChatId, ContainerId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp,
+};
+use sandkeeper_ports::Cause;
 use sandkeeper_ports::{SaveError, SessionRepository, StoreError};
 
 use crate::dialect::{Dialect, Statement, Value};
@@ -11,26 +14,29 @@ use crate::error::is_running_per_chat_violation;
 use crate::rows::{SESSION_COLUMNS, distinct_statuses, list_by_status_sql, sql_limit};
 
 const INSERT_INTO: &str = "INSERT INTO sandbox_sessions \
-     (session_id, chat_id, container_id, status, created_at, expires_at) VALUES ";
+     (session_id, chat_id, container_id, status, created_at, expires_at, engine) VALUES ";
 
 const UPSERT_TAIL: &str = " ON CONFLICT (session_id) DO UPDATE SET \
      chat_id = excluded.chat_id, container_id = excluded.container_id, status = excluded.status, \
-     created_at = excluded.created_at, expires_at = excluded.expires_at";
+     created_at = excluded.created_at, expires_at = excluded.expires_at, engine = excluded.engine";
 
-/// Rows of one multi-row insert: 6 parameters a row, well under both backends' limits
+/// Rows of one multi-row insert: 7 parameters a row, well under both backends' limits
 /// (32766 on SQLite, 65535 on PostgreSQL).
+/// The parameters of one row.
+const COLUMNS: usize = 7;
+
 const ROWS_PER_INSERT: usize = 1000;
 
 /// `INSERT ... VALUES (...), (...) ON CONFLICT ... DO UPDATE` for `sessions`.
 fn upsert(sessions: &[SandboxSession]) -> Statement {
     let mut sql = String::from(INSERT_INTO);
-    let mut values = Vec::with_capacity(sessions.len() * 6);
+    let mut values = Vec::with_capacity(sessions.len() * COLUMNS);
     for (n, session) in sessions.iter().enumerate() {
-        let first = n * 6;
+        let first = n * COLUMNS;
         if n > 0 {
             sql.push_str(", ");
         }
-        let placeholders: Vec<String> = (1..=6).map(|k| format!("${}", first + k)).collect();
+        let placeholders: Vec<String> = (1..=COLUMNS).map(|k| format!("${}", first + k)).collect();
         sql.push_str(&format!("({})", placeholders.join(", ")));
         values.extend([
             Value::Id(*session.session_id.as_uuid()),
@@ -39,6 +45,7 @@ fn upsert(sessions: &[SandboxSession]) -> Statement {
             Value::Text(session.status.as_str().to_owned()),
             Value::Time(session.created_at),
             Value::Time(session.expires_at),
+            Value::Text(session.engine.as_str().to_owned()),
         ]);
     }
     sql.push_str(UPSERT_TAIL);
@@ -147,10 +154,16 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
         // replica's count runs between them, and a statement that starts after the lock was
         // granted sees every row committed before.
         let mut insert = upsert(std::slice::from_ref(session));
+        let row = (1..=COLUMNS).map(|k| format!("${k}")).collect::<Vec<_>>().join(", ");
+        let values = format!("VALUES ({row})");
+        debug_assert!(insert.sql.contains(&values), "{}", insert.sql);
         insert.sql = insert.sql.replacen(
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            "SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM sandbox_sessions \
-             WHERE status = 'running' AND session_id <> $1) < $7",
+            &values,
+            &format!(
+                "SELECT {row} WHERE (SELECT COUNT(*) FROM sandbox_sessions \
+                 WHERE status = 'running' AND session_id <> $1) < ${}",
+                COLUMNS + 1
+            ),
             1,
         );
         insert.values.push(Value::Int(i64::try_from(max_running).unwrap_or(i64::MAX)));
@@ -298,5 +311,25 @@ impl<D: Dialect> SessionRepository for SqlSessions<D> {
             .bind(Value::Text(container_id.as_str().to_owned())),
         )
         .await
+    }
+
+    async fn count_running_by_engine(&self) -> Result<Vec<(EngineName, u64)>, StoreError> {
+        let counts = self
+            .db
+            .counts(Statement::new(
+                "SELECT engine, COUNT(*) FROM sandbox_sessions WHERE status = 'running' \
+                 GROUP BY engine ORDER BY engine",
+            ))
+            .await
+            .map_err(|error| self.db.store_error(error))?;
+        counts
+            .into_iter()
+            .map(|(engine, count)| {
+                let engine = EngineName::parse(&engine).map_err(|error| {
+                    StoreError::Failed(Cause::new(error).context("a sandbox_sessions row"))
+                })?;
+                Ok((engine, u64::try_from(count).unwrap_or(0)))
+            })
+            .collect()
     }
 }

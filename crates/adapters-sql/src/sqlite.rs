@@ -94,6 +94,7 @@ fn session_from_row(row: &SqliteRow) -> Result<SandboxSession, StoreError> {
         status: column("status")?,
         created_at: micros("created_at")?,
         expires_at: micros("expires_at")?,
+        engine: column("engine")?,
     }
     .into_session()
 }
@@ -112,6 +113,7 @@ impl SessionRow {
             status: self.status,
             created_at: from_micros(self.created_at, "created_at")?,
             expires_at: from_micros(self.expires_at, "expires_at")?,
+            engine: self.engine,
         }
         .into_session()
     }
@@ -390,10 +392,12 @@ mod tests {
     async fn plan(statuses: &[SandboxStatus], after: bool) -> String {
         let pool =
             SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
-        sqlx::raw_sql(include_str!("../migrations/sqlite/20260401000001_sessions_and_leases.sql"))
-            .execute(&pool)
-            .await
-            .unwrap();
+        for migration in [
+            include_str!("../migrations/sqlite/20260401000001_sessions_and_leases.sql"),
+            include_str!("../migrations/sqlite/20261206000002_session_engine.sql"),
+        ] {
+            sqlx::raw_sql(migration).execute(&pool).await.unwrap();
+        }
         let sql = list_by_status_sql(&distinct_statuses(statuses), after);
         let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
             .bind(250_i64)

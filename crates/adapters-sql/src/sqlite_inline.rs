@@ -40,6 +40,7 @@ pub(crate) struct SessionRow {
     pub(crate) status: String,
     pub(crate) created_at: i64,
     pub(crate) expires_at: i64,
+    pub(crate) engine: String,
 }
 
 pub(crate) struct InlineReader {
@@ -120,6 +121,7 @@ impl InlineReader {
                     status: row.get(3)?,
                     created_at: row.get(4)?,
                     expires_at: row.get(5)?,
+                    engine: row.get(6)?,
                 })
             })
             .optional()
@@ -141,7 +143,7 @@ mod tests {
                 "PRAGMA journal_mode = WAL;
                  CREATE TABLE sandbox_sessions (session_id TEXT PRIMARY KEY, chat_id TEXT NOT NULL,
                    container_id TEXT NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT NULL,
-                   expires_at INTEGER NOT NULL);",
+                   expires_at INTEGER NOT NULL, engine TEXT NOT NULL DEFAULT 'default');",
             )
             .unwrap();
         (path, writer)
@@ -151,8 +153,8 @@ mod tests {
         writer
             .execute(
                 "INSERT INTO sandbox_sessions \
-                 (session_id, chat_id, container_id, status, created_at, expires_at) \
-                 VALUES (?1, ?2, 'c-1', ?3, 10, ?4)",
+                 (session_id, chat_id, container_id, status, created_at, expires_at, engine) \
+                 VALUES (?1, ?2, 'c-1', ?3, 10, ?4, 'default')",
                 rusqlite::params![session, CHAT, status, expires_at],
             )
             .unwrap();

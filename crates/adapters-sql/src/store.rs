@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandkeeper_domain::SandboxSession;
+use sandkeeper_domain::{EngineName, SandboxSession};
 use sandkeeper_ports::{
     LifecycleLocker, MaintenanceLeases, PoolStore, Report, SaveError, SessionRepository,
     StoreError, WorkspaceStore,
@@ -286,11 +286,11 @@ impl SqlStore {
         }
     }
 
-    /// The warm pool's slots, shared by every replica on the store.
-    pub fn pool(&self) -> Arc<dyn PoolStore> {
+    /// The slots of `engine`'s warm pool, shared by every replica on the store.
+    pub fn pool(&self, engine: &EngineName) -> Arc<dyn PoolStore> {
         match &self.inner.pools {
-            Pools::Sqlite(db) => Arc::new(SqlPool::new(Arc::clone(db))),
-            Pools::Postgres { db, .. } => Arc::new(SqlPool::new(Arc::clone(db))),
+            Pools::Sqlite(db) => Arc::new(SqlPool::new(Arc::clone(db), engine)),
+            Pools::Postgres { db, .. } => Arc::new(SqlPool::new(Arc::clone(db), engine)),
         }
     }
 

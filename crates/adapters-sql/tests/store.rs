@@ -22,6 +22,7 @@ fn session(n: u128, chat: u128, status: SandboxStatus) -> SandboxSession {
         status,
         created_at,
         expires_at: created_at + TimeDelta::minutes(5),
+        engine: sandkeeper_domain::EngineName::default(),
     }
 }
 
@@ -188,8 +189,8 @@ async fn a_chat_lookup_sees_rows_written_from_outside_and_names_a_broken_row() {
     let insert = |session_id: String, created_at: &'static str| {
         sqlx::query(
             "INSERT INTO sandbox_sessions \
-             (session_id, chat_id, container_id, status, created_at, expires_at) \
-             VALUES (?1, ?2, 'container-1', 'running', ?3, 1)",
+             (session_id, chat_id, container_id, status, created_at, expires_at, engine) \
+             VALUES (?1, ?2, 'container-1', 'running', ?3, 1, 'default')",
         )
         .bind(session_id)
         .bind(saved.chat_id.to_string())

@@ -9,7 +9,13 @@
 //! The watcher follows the runtime's report of container exits and hands each one to
 //! `RecordContainerExit`, so that a sandbox whose container died is marked crashed within
 //! moments instead of at the next sweep. When the runtime goes away it watches again after a
-//! backoff, asking for what it missed meanwhile; it stops at shutdown.
+//! backoff, asking for what it missed meanwhile; it stops at shutdown. There is one watcher
+//! per engine.
+//!
+//! The engine probe pings every engine every [`ENGINE_PROBE_INTERVAL`]: one that does not
+//! answer is marked down (the use cases also mark an engine down when a call finds it
+//! unreachable), one that answers again is marked up; the gauge `sandbox.engine.up{engine}`
+//! follows it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,6 +57,12 @@ const POOL_REFILL_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Exits read but not yet handed to a task; the runtime waits while it is full.
 const EXIT_QUEUE: usize = 256;
 
+/// How often each engine is pinged, and how long a ping may take.
+pub(crate) const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Gauge `sandbox.engine.up{engine}`: 1 while the engine answers, 0 while it does not.
+const ENGINE_UP: &str = "sandbox.engine.up";
+
 /// The intervals of the loops.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LoopSettings {
@@ -91,23 +103,75 @@ pub(crate) fn spawn(
             }
         }))
     });
-    let pool = tokio::spawn(refill_pool(Arc::clone(&services), shutdown.clone()));
-    let exits = watch_exits(services, shutdown.clone());
-    let mut tasks = vec![tokio::spawn(cleanup), tokio::spawn(sweep), tokio::spawn(exits), pool];
+    let mut tasks = vec![tokio::spawn(cleanup), tokio::spawn(sweep)];
+    tasks.push(tokio::spawn(refill_pool(Arc::clone(&services), shutdown.clone())));
+    for engine in 0..services.engines().len() {
+        tasks.push(tokio::spawn(watch_exits(Arc::clone(&services), engine, shutdown.clone())));
+    }
+    tasks.push(tokio::spawn(probe_engines(services, shutdown.clone())));
     tasks.extend(checkpoints);
     tasks
+}
+
+/// Pings every engine each [`ENGINE_PROBE_INTERVAL`] until shutdown and records whether it is
+/// up (see the module's documentation).
+async fn probe_engines(services: Arc<Services>, shutdown: CancellationToken) {
+    loop {
+        let pings = services.engines().iter().map(|engine| async move {
+            let answer = tokio::time::timeout(ENGINE_PROBE_TIMEOUT, engine.runtime().ping()).await;
+            (engine, answer)
+        });
+        for (engine, answer) in futures::future::join_all(pings).await {
+            let name = engine.name().to_string();
+            match answer {
+                Ok(Ok(())) => {
+                    if engine.mark_up() {
+                        tracing::info!(engine = %name, "engine_up");
+                    }
+                }
+                Ok(Err(error)) => {
+                    if engine.mark_down(services.clock().now()) {
+                        tracing::warn!(
+                            engine = %name,
+                            error.type = error.kind(),
+                            error.message = %Report(&error),
+                            "engine_down"
+                        );
+                    }
+                }
+                Err(_) => {
+                    if engine.mark_down(services.clock().now()) {
+                        tracing::warn!(engine = %name, error.type = "runtime_timeout", "engine_down");
+                    }
+                }
+            }
+            metrics::gauge!(ENGINE_UP, "engine" => name).set(if engine.is_up() {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ENGINE_PROBE_INTERVAL) => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
 }
 
 /// Follows the runtime's container exits until shutdown, watching again with a backoff
 /// whenever the runtime goes away. Each exit is recorded by a task of its own, so that one
 /// waiting for its chat's lock holds back no other.
-async fn watch_exits(services: Arc<Services>, shutdown: CancellationToken) {
+async fn watch_exits(services: Arc<Services>, engine: usize, shutdown: CancellationToken) {
+    let Some(runtime) = services.engines().iter().nth(engine).map(|e| Arc::clone(e.runtime()))
+    else {
+        return;
+    };
     let (sender, mut receiver) = mpsc::channel::<ContainerExit>(EXIT_QUEUE);
     let mut since: Option<Timestamp> = None;
     let mut backoff = EXIT_WATCH_FIRST_BACKOFF;
     loop {
         let started = tokio::time::Instant::now();
-        let watch = services.runtime().watch_exits(since, &sender);
+        let watch = runtime.watch_exits(since, &sender);
         tokio::pin!(watch);
         let ended = loop {
             tokio::select! {
@@ -322,11 +386,11 @@ mod tests {
             repository: Arc::clone(&repository) as Arc<dyn SessionRepository>,
             leases: Arc::new(InMemoryLeases::new(Arc::clone(&clock) as Arc<dyn Clock>)),
             locker: Arc::new(ProcessLocalLocker::new()),
-            runtime: Arc::new(runtime.clone()),
+            engines: sandkeeper_ports::Engines::single(Arc::new(runtime.clone())),
             clock,
             store_probe,
             workspaces: None,
-            pool: Arc::new(sandkeeper_ports::inprocess::InMemoryPoolStore::new()),
+            pool: crate::services::pools_in_memory(),
         };
         (Arc::new(Services::new(ports, &ServiceSettings::default())), repository)
     }
@@ -351,7 +415,7 @@ mod tests {
         let runtime = FakeRuntime::new();
         let (services, repository) = services(&runtime);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(watch_exits(Arc::clone(&services), shutdown.clone()));
+        let task = tokio::spawn(watch_exits(Arc::clone(&services), 0, shutdown.clone()));
         runtime.watchers(1).await;
         let chat = ChatId::parse("11111111-1111-1111-1111-111111111111").unwrap();
         let created = services.create.execute(CreateSandboxCommand::new(chat)).await.unwrap();
@@ -375,7 +439,7 @@ mod tests {
         runtime.fail_watch(unavailable);
         let shutdown = CancellationToken::new();
         let started = tokio::time::Instant::now();
-        let task = tokio::spawn(watch_exits(Arc::clone(&services), shutdown.clone()));
+        let task = tokio::spawn(watch_exits(Arc::clone(&services), 0, shutdown.clone()));
         runtime.watchers(1).await;
         // 0.5 s, then 1 s.
         assert!(started.elapsed() >= Duration::from_millis(1500), "{:?}", started.elapsed());

@@ -131,10 +131,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Cleanup(args) => {
             let config = args.validate()?;
             init_telemetry(config.log_format, None)?;
-            let runtime = wiring::docker_runtime(&config.docker)?;
+            let (engines, _) = wiring::engines(&config.engines)?;
             let store = wiring::open_store(&config.store).await?;
             let services = Services::new(
-                wiring::ports(&store, runtime, &config.services).await?,
+                wiring::ports(&store, engines, &config.services).await?,
                 &config.services,
             );
             let outcome = services.cleanup.execute().await;
@@ -148,10 +148,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Maintain(args) => {
             let config = args.validate()?;
             init_telemetry(config.log_format, None)?;
-            let runtime = wiring::docker_runtime(&config.docker)?;
+            let (engines, _) = wiring::engines(&config.engines)?;
             let store = wiring::open_store(&config.store).await?;
             let services = Arc::new(Services::new(
-                wiring::ports(&store, runtime, &config.services).await?,
+                wiring::ports(&store, engines, &config.services).await?,
                 &config.services,
             ));
             let outcome = services.sweep_now().await;

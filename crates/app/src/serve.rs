@@ -26,11 +26,10 @@ const LOOP_GRACE: Duration = Duration::from_secs(30);
 const TRACE_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(), Failure> {
-    let runtime = wiring::docker_runtime(&config.docker)?;
-    let docker_endpoint = runtime.endpoint().to_owned();
+    let (engines, endpoints) = wiring::engines(&config.engines)?;
     let store = wiring::open_store(&config.store).await?;
     let services = Arc::new(Services::new(
-        wiring::ports(&store, runtime, &config.services).await?,
+        wiring::ports(&store, engines, &config.services).await?,
         &config.services,
     ));
     let traces = telemetry.clone();
@@ -58,7 +57,7 @@ pub(crate) async fn serve(config: ServeConfig, telemetry: Telemetry) -> Result<(
     tracing::info!(
         instance_id = %config.docker.instance_id,
         image = %config.docker.image,
-        docker = %docker_endpoint,
+        docker = %endpoints.join(", "),
         ttl = %humantime::format_duration(config.services.keep_alive.default_ttl),
         ttl_mode = config.services.ttl_mode.as_str(),
         "sandkeeper started"

@@ -6,15 +6,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sandkeeper_domain::EngineName;
 use sandkeeper_ports::{
-    Clock, LifecycleLocker, MaintenanceLeases, PoolStore, SandboxRuntime, SessionRepository,
+    Clock, Engines, LifecycleLocker, MaintenanceLeases, PoolStore, SessionRepository,
     WorkspaceStore,
 };
 use sandkeeper_usecase::{
     CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecInSandbox, KeepAlive,
     MaintenanceError, MaintenanceReport, MaintenanceSweep, RecordContainerExit, SandboxAccess,
     SandboxFiles, SandboxProcesses, SandboxQueries, SandboxSlots, SandboxTerminal, SweepOutcome,
-    WarmPool, Workspaces,
+    WarmPools, Workspaces,
 };
 use tokio::time::Instant;
 
@@ -29,20 +30,32 @@ const LEASE_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 pub(crate) type Probe =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// The store of an engine's warm pool slots.
+pub(crate) type PoolStores = Arc<dyn Fn(&EngineName) -> Arc<dyn PoolStore> + Send + Sync>;
+
+/// Pools kept in this process, one store per engine (tests).
+#[cfg(test)]
+pub(crate) fn pools_in_memory() -> PoolStores {
+    Arc::new(|_: &EngineName| {
+        Arc::new(sandkeeper_ports::inprocess::InMemoryPoolStore::new()) as Arc<dyn PoolStore>
+    })
+}
+
 /// The ports the use cases run on, chosen by the wiring (or by a test).
 #[derive(Clone)]
 pub(crate) struct Ports {
     pub(crate) repository: Arc<dyn SessionRepository>,
     pub(crate) leases: Arc<dyn MaintenanceLeases>,
     pub(crate) locker: Arc<dyn LifecycleLocker>,
-    pub(crate) runtime: Arc<dyn SandboxRuntime>,
+    /// The engines sandboxes run on (one named `default` without `--engine`).
+    pub(crate) engines: Engines,
     pub(crate) clock: Arc<dyn Clock>,
     /// Whether the store answers (its own ping, cheaper than a query).
     pub(crate) store_probe: Probe,
     /// Where workspace archives are kept; `None`: nowhere (`--workspace-store off`).
     pub(crate) workspaces: Option<Arc<dyn WorkspaceStore>>,
-    /// The warm pool's slots.
-    pub(crate) pool: Arc<dyn PoolStore>,
+    /// Where each engine's warm pool keeps its slots.
+    pub(crate) pool: PoolStores,
 }
 
 impl std::fmt::Debug for Ports {
@@ -68,10 +81,10 @@ pub(crate) struct Services {
     pub(crate) workspaces: Option<Workspaces>,
     /// How often changed workspaces are checkpointed; `None`: never.
     pub(crate) checkpoint_interval: Option<Duration>,
-    /// The warm pool (its refill loop runs whatever its size, so that a size lowered to 0
-    /// drains it).
-    pub(crate) pool: WarmPool,
-    runtime: Arc<dyn SandboxRuntime>,
+    /// The warm pools (one per engine; their refill loop runs whatever their size, so that a
+    /// size lowered to 0 drains them).
+    pub(crate) pool: WarmPools,
+    engines: Engines,
     clock: Arc<dyn Clock>,
     store_probe: Probe,
 }
@@ -86,6 +99,7 @@ impl std::fmt::Debug for Services {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Readiness {
     pub(crate) store: Result<(), String>,
+    /// Ready while at least one engine answers; the error names each engine and why not.
     pub(crate) docker: Result<(), String>,
 }
 
@@ -124,11 +138,11 @@ impl std::fmt::Display for SweepError {
 
 impl Services {
     pub(crate) fn new(ports: Ports, settings: &ServiceSettings) -> Self {
-        let Ports { repository, leases, locker, runtime, clock, store_probe, workspaces, pool } =
+        let Ports { repository, leases, locker, engines, clock, store_probe, workspaces, pool } =
             ports;
-        let pool = WarmPool::new(
-            pool,
-            Arc::clone(&runtime),
+        let pool = WarmPools::new(
+            &engines,
+            |engine| pool(engine),
             Arc::clone(&repository),
             Arc::clone(&clock),
             settings.pool.clone(),
@@ -137,7 +151,7 @@ impl Services {
         let workspaces = workspaces.zip(config).map(|(store, config)| {
             Workspaces::new(
                 store,
-                Arc::clone(&runtime),
+                engines.clone(),
                 Arc::clone(&repository),
                 Arc::clone(&locker),
                 Arc::clone(&clock),
@@ -149,7 +163,7 @@ impl Services {
         let create = CreateSandbox::new(
             Arc::clone(&repository),
             Arc::clone(&locker),
-            Arc::clone(&runtime),
+            engines.clone(),
             Arc::clone(&clock),
             settings.keep_alive.default_ttl,
         )
@@ -157,15 +171,16 @@ impl Services {
         .with_workspaces(workspaces.clone())
         .with_pool(Some(pool.clone()));
         let delete =
-            DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), Arc::clone(&runtime))
+            DeleteSandbox::new(Arc::clone(&repository), Arc::clone(&locker), engines.clone())
+                .with_clock(Arc::clone(&clock))
                 .with_workspaces(workspaces.clone());
         let queries = SandboxQueries::new(Arc::clone(&repository));
         let (keep_alive, exec, files, processes, terminal) =
-            operations(&repository, &locker, &runtime, &clock, settings, workspaces.as_ref());
+            operations(&repository, &locker, &engines, &clock, settings, workspaces.as_ref());
         let cleanup = CleanupExpiredSandboxes::new(
             Arc::clone(&repository),
             Arc::clone(&locker),
-            Arc::clone(&runtime),
+            engines.clone(),
             Arc::clone(&clock),
         )
         .with_workspaces(workspaces.clone());
@@ -173,13 +188,13 @@ impl Services {
             .with_pool(Some(pool.clone()));
         let sweep = MaintenanceSweep::new(
             repository,
-            Arc::clone(&runtime),
+            engines.clone(),
             leases,
             Arc::clone(&clock),
             settings.maintenance.clone(),
         )
         .with_workspaces(workspaces.clone())
-        .with_pool(Some(Arc::clone(pool.store())));
+        .with_pool(Some(pool.clone()));
         Self {
             create,
             delete,
@@ -195,31 +210,46 @@ impl Services {
             workspaces,
             checkpoint_interval,
             pool,
-            runtime,
+            engines,
             clock,
             store_probe,
         }
     }
 
-    /// The runtime, for the watcher of container exits.
-    pub(crate) fn runtime(&self) -> &Arc<dyn SandboxRuntime> {
-        &self.runtime
+    /// The engines, for the watchers of container exits and the engine probe.
+    pub(crate) fn engines(&self) -> &Engines {
+        &self.engines
     }
 
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
-    /// Asks the store and Docker at the same time, each bounded by [`PROBE_TIMEOUT`].
+    /// Asks the store and every engine at the same time, each bounded by [`PROBE_TIMEOUT`].
+    /// Docker counts as ready while one engine answers.
     pub(crate) async fn readiness(&self) -> Readiness {
         let docker = async {
-            match tokio::time::timeout(PROBE_TIMEOUT, self.runtime.ping()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(sandkeeper_ports::Report(&error).to_string()),
-                Err(_) => {
-                    Err(format!("no answer within {}", humantime::format_duration(PROBE_TIMEOUT)))
-                }
+            let pings = self.engines.iter().map(|engine| async move {
+                (engine, tokio::time::timeout(PROBE_TIMEOUT, engine.runtime().ping()).await)
+            });
+            let answers = futures::future::join_all(pings).await;
+            let single = answers.len() == 1;
+            let mut failures = Vec::new();
+            for (engine, answer) in answers {
+                let why = match answer {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(error)) => sandkeeper_ports::Report(&error).to_string(),
+                    Err(_) => {
+                        format!("no answer within {}", humantime::format_duration(PROBE_TIMEOUT))
+                    }
+                };
+                failures.push(if single {
+                    why
+                } else {
+                    format!("engine {}: {why}", engine.name())
+                });
             }
+            Err(failures.join("; "))
         };
         let store = async {
             match tokio::time::timeout(PROBE_TIMEOUT, (self.store_probe)()).await {
@@ -264,7 +294,7 @@ impl Services {
 fn operations(
     repository: &Arc<dyn SessionRepository>,
     locker: &Arc<dyn LifecycleLocker>,
-    runtime: &Arc<dyn SandboxRuntime>,
+    engines: &Engines,
     clock: &Arc<dyn Clock>,
     settings: &ServiceSettings,
     workspaces: Option<&Workspaces>,
@@ -277,7 +307,7 @@ fn operations(
     );
     let mut access = SandboxAccess::new(
         Arc::clone(repository),
-        Arc::clone(runtime),
+        engines.clone(),
         Arc::clone(clock),
         SandboxSlots::new(settings.per_sandbox),
     );

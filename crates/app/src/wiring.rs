@@ -3,17 +3,18 @@
 
 use std::sync::Arc;
 
-use sandkeeper_adapters_docker::{DockerConfig, DockerRuntime};
+use sandkeeper_adapters_docker::DockerRuntime;
 use sandkeeper_adapters_sql::{SqlStore, StoreOptions};
 use sandkeeper_ports::inprocess::ProcessLocalLocker;
-use sandkeeper_ports::{LifecycleLocker, SystemClock};
+use sandkeeper_ports::{EngineSpec, Engines, LifecycleLocker, SystemClock};
 
 use sandkeeper_adapters_fs::DirWorkspaceStore;
 use sandkeeper_ports::WorkspaceStore;
 
 use crate::config::setting::{DATA_DIR, DATABASE_URL, WORKSPACE_DIR, WORKSPACE_STORE};
 use crate::config::{
-    ConfigError, ServiceSettings, StoreConfig, WorkspaceBackend, WorkspaceConfig, docker_error,
+    ConfigError, EngineConfig, ServiceSettings, StoreConfig, WorkspaceBackend, WorkspaceConfig,
+    docker_error,
 };
 use crate::services::{Ports, Probe};
 
@@ -45,10 +46,23 @@ pub(crate) async fn open_store(config: &StoreConfig) -> Result<SqlStore, StartEr
     Ok(store)
 }
 
-/// The Docker runtime. The engine is not contacted yet: sandkeeper starts while it is down.
-/// The settings were checked by validation; what is left to refuse is `DOCKER_HOST`.
-pub(crate) fn docker_runtime(config: &DockerConfig) -> Result<DockerRuntime, ConfigError> {
-    DockerRuntime::new(config.clone()).map_err(docker_error)
+/// The engines, a Docker runtime each, and what each one's endpoint is (for the start-up
+/// log). No engine is contacted yet: sandkeeper starts while they are down. The settings were
+/// checked by validation; what is left to refuse is `DOCKER_HOST`.
+pub(crate) fn engines(configs: &[EngineConfig]) -> Result<(Engines, Vec<String>), ConfigError> {
+    let mut specs = Vec::with_capacity(configs.len());
+    let mut endpoints = Vec::with_capacity(configs.len());
+    for config in configs {
+        let runtime = DockerRuntime::new(config.docker.clone()).map_err(docker_error)?;
+        endpoints.push(format!("{}={}", config.name, runtime.endpoint()));
+        specs.push(EngineSpec {
+            name: config.name.clone(),
+            runtime: Arc::new(runtime),
+            max: config.max,
+            runtime_name: config.docker.runtime.clone(),
+        });
+    }
+    Ok((Engines::new(specs), endpoints))
 }
 
 /// The ports over the store and the runtime. The chat lock is the store's own when it has one
@@ -56,7 +70,7 @@ pub(crate) fn docker_runtime(config: &DockerConfig) -> Result<DockerRuntime, Con
 /// serves one replica).
 pub(crate) async fn ports(
     store: &SqlStore,
-    runtime: DockerRuntime,
+    engines: Engines,
     settings: &ServiceSettings,
 ) -> Result<Ports, StartError> {
     let locker: Arc<dyn LifecycleLocker> =
@@ -72,11 +86,14 @@ pub(crate) async fn ports(
         repository: store.sessions(),
         leases: store.leases(),
         locker,
-        runtime: Arc::new(runtime),
+        engines,
         clock: Arc::new(SystemClock),
         store_probe,
         workspaces: workspace_store(store, settings.workspaces.as_ref()).await?,
-        pool: store.pool(),
+        pool: {
+            let store = store.clone();
+            Arc::new(move |engine| store.pool(engine))
+        },
     })
 }
 

@@ -3,7 +3,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChatId, ContainerId, SessionId, Timestamp};
+use crate::{ChatId, ContainerId, EngineName, SessionId, Timestamp};
 
 /// The lifecycle state of a session.
 ///
@@ -66,6 +66,9 @@ pub struct SandboxSession {
     pub status: SandboxStatus,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// The engine the container runs on (`default` for a deployment of one engine).
+    #[serde(default)]
+    pub engine: EngineName,
 }
 
 impl SandboxSession {
@@ -89,6 +92,7 @@ mod tests {
             status: SandboxStatus::Running,
             created_at: expires_at - TimeDelta::minutes(5),
             expires_at,
+            engine: EngineName::default(),
         }
     }
 

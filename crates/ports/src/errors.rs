@@ -58,6 +58,13 @@ pub enum RuntimeError {
         "container {container_id} is not managed by this sandkeeper instance; refusing to touch it"
     )]
     NotManaged { container_id: ContainerId },
+    /// A session's row names an engine this process was not given (`known` lists those it
+    /// was): the replicas of a deployment disagree on its set of engines.
+    #[error(
+        "engine `{engine}` is not one of this replica's engines ({known}); every replica must be \
+         given the same --engine set"
+    )]
+    UnknownEngine { engine: String, known: String },
     /// A call did not answer in time.
     #[error("container runtime call `{operation}` timed out after {after:?}")]
     Timeout { operation: &'static str, after: Duration },
@@ -73,6 +80,7 @@ impl RuntimeError {
             Self::Unavailable(_) => "runtime_unavailable",
             Self::ImageMissing { .. } => "image_missing",
             Self::NotManaged { .. } => "not_managed",
+            Self::UnknownEngine { .. } => "unknown_engine",
             Self::Timeout { .. } => "runtime_timeout",
             Self::Failed(_) => "runtime_error",
         }

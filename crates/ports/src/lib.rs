@@ -8,6 +8,7 @@
 mod archive;
 mod cause;
 mod clock;
+mod engines;
 mod errors;
 pub mod inprocess;
 mod leases;
@@ -29,6 +30,7 @@ pub use archive::{
 };
 pub use cause::{Cause, Report};
 pub use clock::{Clock, SystemClock};
+pub use engines::{Engine, EngineSpec, Engines, Placement, PlacementError};
 pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};
 pub use leases::{LeaseRequest, MaintenanceLeases};
 pub use locker::{ChatLockGuard, LifecycleLocker};

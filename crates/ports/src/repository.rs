@@ -1,5 +1,7 @@
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{
+    ChatId, ContainerId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp,
+};
 
 use crate::{SaveError, StoreError};
 
@@ -132,4 +134,7 @@ pub trait SessionRepository: Send + Sync {
         &self,
         container_id: &ContainerId,
     ) -> Result<Option<SandboxSession>, StoreError>;
+    /// How many sessions are `Running` on each engine, in one read: the engines without a
+    /// running session are left out; ordered by engine name.
+    async fn count_running_by_engine(&self) -> Result<Vec<(EngineName, u64)>, StoreError>;
 }

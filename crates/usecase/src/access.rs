@@ -28,7 +28,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
-use sandkeeper_ports::{Clock, RuntimeError, SandboxRuntime, SessionRepository, StoreError};
+use sandkeeper_ports::{
+    Clock, Engines, RuntimeError, SandboxRuntime, SessionRepository, StoreError,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Span;
 use tracing::field::display;
@@ -135,7 +137,7 @@ impl AccessError {
 #[derive(Clone)]
 pub struct SandboxAccess {
     repository: Arc<dyn SessionRepository>,
-    runtime: Arc<dyn SandboxRuntime>,
+    engines: Engines,
     clock: Arc<dyn Clock>,
     slots: SandboxSlots,
     sliding_expiry: Option<KeepAlive>,
@@ -155,11 +157,12 @@ impl SandboxAccess {
     /// `slots` bounds the operations running at once in each sandbox, all use cases together.
     pub fn new(
         repository: Arc<dyn SessionRepository>,
-        runtime: Arc<dyn SandboxRuntime>,
+        engines: impl Into<Engines>,
         clock: Arc<dyn Clock>,
         slots: SandboxSlots,
     ) -> Self {
-        Self { repository, runtime, clock, slots, sliding_expiry: None, workspace_changes: None }
+        let engines = engines.into();
+        Self { repository, engines, clock, slots, sliding_expiry: None, workspace_changes: None }
     }
 
     /// Durable workspaces: every command and upload marks its sandbox changed (when it starts
@@ -174,11 +177,6 @@ impl SandboxAccess {
     pub fn with_sliding_expiry(mut self, keep_alive: KeepAlive) -> Self {
         self.sliding_expiry = Some(keep_alive);
         self
-    }
-
-    /// The runtime the operations run through.
-    pub fn runtime(&self) -> &dyn SandboxRuntime {
-        self.runtime.as_ref()
     }
 
     pub fn slots(&self) -> &SandboxSlots {
@@ -206,6 +204,8 @@ impl SandboxAccess {
         let span = Span::current();
         span.record("session.id", display(session.session_id));
         span.record("container.id", display(&session.container_id));
+        // A sandbox on an engine that is down answers at once that it is unavailable.
+        let runtime = Arc::clone(self.engines.runtime_of(&session)?);
         let slot = self
             .slots
             .try_acquire(session.session_id)
@@ -231,6 +231,7 @@ impl SandboxAccess {
         let changes = changes.map(|changes| ChangeMark::new(changes, &session));
         Ok(Entered {
             session,
+            runtime,
             operation,
             sliding_expiry: self.sliding_expiry.clone(),
             _slot: slot,
@@ -243,6 +244,7 @@ impl SandboxAccess {
 /// this is dropped.
 pub struct Entered {
     session: SandboxSession,
+    runtime: Arc<dyn SandboxRuntime>,
     operation: Operation,
     sliding_expiry: Option<KeepAlive>,
     _slot: Slot,
@@ -282,6 +284,11 @@ impl Entered {
     /// The session the operation runs in.
     pub fn session(&self) -> &SandboxSession {
         &self.session
+    }
+
+    /// The runtime of the engine the sandbox runs on.
+    pub fn runtime(&self) -> &dyn SandboxRuntime {
+        self.runtime.as_ref()
     }
 
     /// Gives the slot back and keeps the session (e.g. for the use case's answer).

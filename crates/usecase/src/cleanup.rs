@@ -4,11 +4,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use sandkeeper_domain::{SandboxSession, Timestamp};
 use sandkeeper_ports::{
-    Clock, LifecycleLocker, RuntimeError, SandboxRuntime, SessionRepository, StoreError,
+    Clock, Engines, LifecycleLocker, RuntimeError, SessionRepository, StoreError,
 };
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
+use crate::engines::retire;
 use crate::telemetry::{record_error, refresh_active_count, usecase_span};
 use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
 
@@ -81,7 +82,7 @@ enum SessionOutcome {
 pub struct CleanupExpiredSandboxes {
     repository: Arc<dyn SessionRepository>,
     locker: Arc<dyn LifecycleLocker>,
-    runtime: Arc<dyn SandboxRuntime>,
+    engines: Engines,
     clock: Arc<dyn Clock>,
     batch_limit: usize,
     concurrency: usize,
@@ -102,13 +103,13 @@ impl CleanupExpiredSandboxes {
     pub fn new(
         repository: Arc<dyn SessionRepository>,
         locker: Arc<dyn LifecycleLocker>,
-        runtime: Arc<dyn SandboxRuntime>,
+        engines: impl Into<Engines>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             repository,
             locker,
-            runtime,
+            engines: engines.into(),
             clock,
             batch_limit: DEFAULT_CLEANUP_BATCH_LIMIT,
             concurrency: DEFAULT_CLEANUP_CONCURRENCY,
@@ -251,10 +252,9 @@ impl CleanupExpiredSandboxes {
         else {
             return Ok(None);
         };
-        if let Some(workspaces) = &self.workspaces {
-            workspaces.save_before_removal(&current, SaveReason::Expiry).await?;
-        }
-        self.runtime.stop(&current.container_id).await?;
+        let workspaces = self.workspaces.as_ref();
+        retire::<CleanupError>(&self.engines, workspaces, &current, SaveReason::Expiry, now)
+            .await?;
         self.repository.delete(current.session_id).await?;
         Ok(Some(current))
     }

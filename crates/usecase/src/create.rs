@@ -2,16 +2,18 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sandkeeper_domain::ContainerId;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::Report;
 use sandkeeper_ports::{
-    Clock, ContainerSpec, LifecycleLocker, RuntimeError, SandboxRuntime, SaveError,
-    SessionRepository, StoreError,
+    Clock, ContainerSpec, Engines, LifecycleLocker, Placement, PlacementError, RuntimeError,
+    SaveError, SessionRepository, StoreError,
 };
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
-use crate::pool::{Claimed, WarmPool};
+use crate::engines::{note_unreachable, retire, unreachable};
+use crate::pool::{Claimed, WarmPool, WarmPools};
 use crate::telemetry::{record_error, refresh_active_count};
 use crate::workspace::{SaveReason, WorkspaceError, WorkspaceRestore, Workspaces};
 
@@ -130,6 +132,9 @@ impl CreateSandboxError {
 /// A new sandbox's session, and what was restored into it.
 type Launched = (SandboxSession, Option<WorkspaceRestore>);
 
+/// A container claimed from an engine's pool, with that pool.
+type Taken = (WarmPool, Claimed);
+
 type SessionIdGenerator = Arc<dyn Fn() -> SessionId + Send + Sync>;
 
 /// Get-or-create of a chat's sandbox (`docs/architecture.md`, "How a request flows").
@@ -141,13 +146,13 @@ type SessionIdGenerator = Arc<dyn Fn() -> SessionId + Send + Sync>;
 pub struct CreateSandbox {
     repository: Arc<dyn SessionRepository>,
     locker: Arc<dyn LifecycleLocker>,
-    runtime: Arc<dyn SandboxRuntime>,
+    engines: Engines,
     clock: Arc<dyn Clock>,
     default_ttl: Duration,
     max_sandboxes: Option<u64>,
     new_session_id: SessionIdGenerator,
     workspaces: Option<Workspaces>,
-    pool: Option<WarmPool>,
+    pool: Option<WarmPools>,
 }
 
 impl fmt::Debug for CreateSandbox {
@@ -173,14 +178,14 @@ impl CreateSandbox {
     pub fn new(
         repository: Arc<dyn SessionRepository>,
         locker: Arc<dyn LifecycleLocker>,
-        runtime: Arc<dyn SandboxRuntime>,
+        engines: impl Into<Engines>,
         clock: Arc<dyn Clock>,
         default_ttl: Duration,
     ) -> Self {
         Self {
             repository,
             locker,
-            runtime,
+            engines: engines.into(),
             clock,
             default_ttl,
             max_sandboxes: None,
@@ -197,10 +202,10 @@ impl CreateSandbox {
         self
     }
 
-    /// The warm pool: a new sandbox is a claimed pooled container when one is ready, and a
-    /// container created now otherwise. Everything else (session, TTL, workspace restore,
-    /// telemetry, capacity) is the same either way.
-    pub fn with_pool(mut self, pool: Option<WarmPool>) -> Self {
+    /// The warm pools: a new sandbox is a container claimed from the pool of the engine it is
+    /// placed on when one is ready there, and a container created now otherwise. Everything
+    /// else (session, TTL, workspace restore, telemetry, capacity) is the same either way.
+    pub fn with_pool(mut self, pool: Option<WarmPools>) -> Self {
         self.pool = pool;
         self
     }
@@ -330,10 +335,16 @@ impl CreateSandbox {
         span.record("sandbox.new_session.id", display(session_id));
 
         // A failed save or stop keeps the old row, so the cleanup retries the container later.
-        if let Some(workspaces) = &self.workspaces {
-            workspaces.save_before_removal(&expired, SaveReason::Replacement).await?;
-        }
-        self.runtime.stop(&expired.container_id).await?;
+        // On an engine that is down, neither is tried: the replacement must not wait on it;
+        // its container, left without a row, is reaped as an orphan once the engine answers.
+        retire::<CreateSandboxError>(
+            &self.engines,
+            self.workspaces.as_ref(),
+            &expired,
+            SaveReason::Replacement,
+            now,
+        )
+        .await?;
         self.repository.delete(expired.session_id).await?;
         tracing::info!(
             chat_id = %expired.chat_id,
@@ -369,14 +380,7 @@ impl CreateSandbox {
         stage: Stage,
         span: &Span,
     ) -> Result<Launched, CreateSandboxError> {
-        let claimed = match &self.pool {
-            Some(pool) => pool.claim().await,
-            None => None,
-        };
-        let container_id = match &claimed {
-            Some(claimed) => claimed.container_id.clone(),
-            None => self.runtime.create(&spec).await?,
-        };
+        let (container_id, placement, claimed) = self.create_container(&spec).await?;
         let field = match stage {
             Stage::Fresh => "container.id",
             Stage::Replacement => "sandbox.new_container.id",
@@ -390,6 +394,7 @@ impl CreateSandbox {
             status: SandboxStatus::Running,
             created_at: spec.created_at,
             expires_at: spec.expires_at,
+            engine: placement.engine().name().clone(),
         };
         // The chat's archive goes in before anyone can see the sandbox; a sandbox whose restore
         // failed is removed, never handed out empty.
@@ -422,27 +427,76 @@ impl CreateSandbox {
             self.stop_untracked(&session, claimed.as_ref()).await;
             return Err(error);
         }
-        if let (Some(pool), Some(claimed)) = (&self.pool, &claimed) {
+        if let Some((pool, claimed)) = &claimed {
             pool.settle(claimed).await;
         }
         tracing::info!(
             chat_id = %session.chat_id,
             session_id = %session.session_id,
             container_id = %session.container_id,
+            engine = %session.engine,
             "sandbox_created"
         );
+        drop(placement);
         Ok((session, workspace))
+    }
+
+    /// Places the sandbox on an engine and takes a container from that engine's pool, or
+    /// creates one there; an engine that does not answer is marked down and the next one is
+    /// tried at once.
+    async fn create_container(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<(ContainerId, Placement<'_>, Option<Taken>), CreateSandboxError> {
+        let running = if self.engines.needs_counts() {
+            self.repository.count_running_by_engine().await?
+        } else {
+            Vec::new()
+        };
+        let mut excluded = Vec::new();
+        let mut last_error = None;
+        loop {
+            let placement = match self.engines.place(&running, &excluded) {
+                Ok(placement) => placement,
+                Err(PlacementError::Full { limit }) => {
+                    return Err(CreateSandboxError::CapacityReached { limit });
+                }
+                Err(PlacementError::NoneUp(error)) => {
+                    return Err(last_error.unwrap_or(error).into());
+                }
+            };
+            let engine = placement.engine();
+            if let Some(pool) = self.pool.as_ref().and_then(|pools| pools.of(engine.name())) {
+                if let Some(claimed) = pool.claim().await {
+                    let container_id = claimed.container_id.clone();
+                    return Ok((container_id, placement, Some((pool.clone(), claimed))));
+                }
+            }
+            match engine.runtime().create(spec).await {
+                Ok(container_id) => return Ok((container_id, placement, None)),
+                Err(error) if unreachable(&error) => {
+                    note_unreachable(engine, &error, self.clock.now());
+                    excluded.push(engine.name().clone());
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// Stops a container that has no row. Nothing may run without a row: if this stop fails
     /// too, the container keeps its managed labels and the maintenance sweep reaps it as an
-    /// orphan. A claimed pooled container is removed and its place freed.
-    async fn stop_untracked(&self, session: &SandboxSession, claimed: Option<&Claimed>) {
-        if let (Some(pool), Some(claimed)) = (&self.pool, claimed) {
+    /// orphan. A container claimed from a pool is removed and its place freed.
+    async fn stop_untracked(&self, session: &SandboxSession, claimed: Option<&Taken>) {
+        if let Some((pool, claimed)) = claimed {
             pool.discard(claimed).await;
             return;
         }
-        if let Err(stop_error) = self.runtime.stop(&session.container_id).await {
+        let stopped = match self.engines.engine_of(session) {
+            Ok(engine) => engine.runtime().stop(&session.container_id).await,
+            Err(error) => Err(error),
+        };
+        if let Err(stop_error) = stopped {
             tracing::warn!(
                 chat_id = %session.chat_id,
                 session_id = %session.session_id,

@@ -3,11 +3,12 @@ use std::sync::Arc;
 
 use sandkeeper_domain::{ChatId, SandboxSession};
 use sandkeeper_ports::{
-    LifecycleLocker, RuntimeError, SandboxRuntime, SessionRepository, StoreError,
+    Clock, Engines, LifecycleLocker, RuntimeError, SessionRepository, StoreError, SystemClock,
 };
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
+use crate::engines::retire;
 use crate::telemetry::{record_error, refresh_active_count, usecase_span};
 use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
 
@@ -44,7 +45,8 @@ impl DeleteSandboxError {
 pub struct DeleteSandbox {
     repository: Arc<dyn SessionRepository>,
     locker: Arc<dyn LifecycleLocker>,
-    runtime: Arc<dyn SandboxRuntime>,
+    engines: Engines,
+    clock: Arc<dyn Clock>,
     workspaces: Option<Workspaces>,
 }
 
@@ -58,9 +60,16 @@ impl DeleteSandbox {
     pub fn new(
         repository: Arc<dyn SessionRepository>,
         locker: Arc<dyn LifecycleLocker>,
-        runtime: Arc<dyn SandboxRuntime>,
+        engines: impl Into<Engines>,
     ) -> Self {
-        Self { repository, locker, runtime, workspaces: None }
+        let clock = Arc::new(SystemClock);
+        Self { repository, locker, engines: engines.into(), clock, workspaces: None }
+    }
+
+    /// The clock that dates an engine found down (the system's by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Durable workspaces: the sandbox's workspace is saved before its container is removed.
@@ -106,10 +115,10 @@ impl DeleteSandbox {
         };
         span.record("session.id", display(session.session_id));
         span.record("container.id", display(&session.container_id));
-        if let Some(workspaces) = &self.workspaces {
-            workspaces.save_before_removal(&session, SaveReason::Delete).await?;
-        }
-        self.runtime.stop(&session.container_id).await?;
+        let (engines, workspaces) = (&self.engines, self.workspaces.as_ref());
+        let now = self.clock.now();
+        retire::<DeleteSandboxError>(engines, workspaces, &session, SaveReason::Delete, now)
+            .await?;
         self.repository.delete(session.session_id).await?;
         refresh_active_count(self.repository.as_ref()).await;
         tracing::info!(

@@ -174,9 +174,7 @@ impl ExecInSandbox {
             Ok((request, entered))
         };
         match entering.instrument(span.clone()).await {
-            Ok((request, entered)) => {
-                Ok(PreparedExec { access: self.access.clone(), request, entered, span, started })
-            }
+            Ok((request, entered)) => Ok(PreparedExec { request, entered, span, started }),
             Err(error) => {
                 finish(&span, started, Err(&error));
                 Err(error)
@@ -217,7 +215,6 @@ impl ExecInSandbox {
 /// A checked command in an entered sandbox, ready to run (see [`ExecInSandbox::prepare`]).
 /// Dropping it without running it gives the slot back.
 pub struct PreparedExec {
-    access: SandboxAccess,
     request: ExecRequest,
     entered: Entered,
     span: Span,
@@ -252,9 +249,9 @@ impl PreparedExec {
         output: Option<&OutputSender>,
         span: &Span,
     ) -> Result<ExecOutcome, ExecInSandboxError> {
-        let Self { access, request, entered, .. } = self;
+        let Self { request, entered, .. } = self;
         let container = &entered.session().container_id;
-        let runtime = access.runtime();
+        let runtime = entered.runtime();
         let result = match output {
             Some(output) => {
                 let exec = runtime.exec_streamed(container, &request, output);

@@ -16,7 +16,7 @@ use sandkeeper_ports::{
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
-use crate::pool::WarmPool;
+use crate::pool::WarmPools;
 use crate::telemetry::{record_error, refresh_active_count, usecase_span};
 
 /// Counter `sandbox.crashed.total{detected_by=exit_event|maintenance}`: running sessions turned
@@ -31,6 +31,8 @@ const CONTAINER_EXITS_TOTAL: &str = "sandbox.container_exits.total";
 pub(crate) enum DetectedBy {
     ExitEvent,
     Maintenance,
+    /// The sweep, after the session's engine stayed down for the engine-loss grace.
+    EngineLoss,
 }
 
 impl DetectedBy {
@@ -38,6 +40,7 @@ impl DetectedBy {
         match self {
             Self::ExitEvent => "exit_event",
             Self::Maintenance => "maintenance",
+            Self::EngineLoss => "engine_loss",
         }
     }
 }
@@ -111,7 +114,7 @@ impl IgnoredExit {
 pub struct RecordContainerExit {
     repository: Arc<dyn SessionRepository>,
     locker: Arc<dyn LifecycleLocker>,
-    pool: Option<WarmPool>,
+    pool: Option<WarmPools>,
 }
 
 impl fmt::Debug for RecordContainerExit {
@@ -125,9 +128,9 @@ impl RecordContainerExit {
         Self { repository, locker, pool: None }
     }
 
-    /// The warm pool: the exit of a ready pooled container frees its place and removes it,
+    /// The warm pools: the exit of a ready pooled container frees its place and removes it,
     /// and a claimed one's exit is traced to its session through the store.
-    pub fn with_pool(mut self, pool: Option<WarmPool>) -> Self {
+    pub fn with_pool(mut self, pool: Option<WarmPools>) -> Self {
         self.pool = pool;
         self
     }

@@ -143,8 +143,7 @@ impl SandboxFiles {
                 return Err(SandboxFilesError::File(FileError::TooLarge { path, size, limit }));
             }
             let entered = self.access.enter(chat_id, Operation::Upload).await?;
-            let upload =
-                self.access.runtime().upload(&entered.session().container_id, &path, bytes);
+            let upload = entered.runtime().upload(&entered.session().container_id, &path, bytes);
             entered.run(upload).await.map_err(|error| failed(error, &entered))?;
             Ok(UploadedFile { session: entered.into_session(), path, size })
         }
@@ -167,7 +166,7 @@ impl SandboxFiles {
             let entered = self.access.enter(chat_id, Operation::Download).await?;
             let container = &entered.session().container_id;
             let download =
-                self.access.runtime().download(container, &path, self.settings.download_limit);
+                entered.runtime().download(container, &path, self.settings.download_limit);
             let bytes = entered.run(download).await.map_err(|error| failed(error, &entered))?;
             span.record("file.size", bytes.len() as u64);
             Ok(DownloadedFile { session: entered.into_session(), path, bytes })

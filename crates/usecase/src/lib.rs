@@ -16,6 +16,7 @@ mod access;
 mod cleanup;
 mod create;
 mod delete;
+mod engines;
 mod exec;
 mod exits;
 mod files;
@@ -54,12 +55,12 @@ pub use keepalive::{
     KeepAliveResult, KeepAliveSettings,
 };
 pub use maintenance::{
-    CleanupOutcome, DEFAULT_MAINTENANCE_LEASE_NAME, MaintenanceError, MaintenanceReport,
-    MaintenanceSettings, MaintenanceSweep, SweepOutcome,
+    CleanupOutcome, DEFAULT_ENGINE_LOSS_GRACE, DEFAULT_MAINTENANCE_LEASE_NAME, MaintenanceError,
+    MaintenanceReport, MaintenanceSettings, MaintenanceSweep, SweepOutcome,
 };
 pub use pool::{
     Claimed, DEFAULT_POOL_MAX_AGE, DEFAULT_POOL_REFILL_CONCURRENCY, PoolSettings, PoolStatus,
-    RefillReport, WarmPool,
+    RefillReport, WarmPool, WarmPools,
 };
 pub use processes::{
     DEFAULT_MAX_PROCESSES, DEFAULT_PROCESS_LOG_LIMIT, ProcessSettings, SandboxProcesses,

@@ -8,6 +8,13 @@
 //! 3. orphans: managed containers of this instance with no session row, older than a grace
 //!    period, are force-removed.
 //!
+//! The phases work engine by engine: each session is judged on the engine its row names, and
+//! each engine's containers are listed on their own. An engine that is down (or cannot be
+//! listed) is skipped for the pass, never read as empty. A `Running` session of an engine that
+//! has been down for [`MaintenanceSettings::engine_loss_grace`] (as this process saw it) is
+//! marked `Crashed`, so that the chat's next get-or-create makes a sandbox on another engine;
+//! its container is removed once the engine answers again.
+//!
 //! Every phase is bounded in rows and the whole pass in time; each phase resumes after the last
 //! row (or container) the previous pass handled, so that what lies beyond one pass's bound is
 //! still reached. Those positions are kept with the lease in the store, so that a restarted
@@ -33,14 +40,16 @@ use futures::stream::{self, StreamExt};
 use sandkeeper_domain::{ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::Report;
 use sandkeeper_ports::{
-    Clock, ContainerState, LeaseRequest, MaintenanceLeases, ManagedContainer, PoolStore,
-    SandboxRuntime, SessionRepository, StoreError,
+    Clock, ContainerState, Engine, Engines, LeaseRequest, MaintenanceLeases, ManagedContainer,
+    SessionRepository, StoreError,
 };
 use tracing::Instrument;
 
 use crate::workspace::{SaveReason, Workspaces};
 
+use crate::engines::note_unreachable;
 use crate::exits::{DetectedBy, mark_crashed};
+use crate::pool::WarmPools;
 use crate::telemetry::{record_error, refresh_active_count};
 
 /// The lease name used unless configured otherwise.
@@ -68,7 +77,13 @@ pub struct MaintenanceSettings {
     pub orphan_grace: Duration,
     /// How many runtime and store calls of one phase run at a time. Default 8; 0 counts as 1.
     pub concurrency: usize,
+    /// How long the `Running` sessions of an engine that stopped answering keep their rows
+    /// before they are marked `Crashed`. Default [`DEFAULT_ENGINE_LOSS_GRACE`].
+    pub engine_loss_grace: Duration,
 }
+
+/// The default of [`MaintenanceSettings::engine_loss_grace`]: two minutes.
+pub const DEFAULT_ENGINE_LOSS_GRACE: Duration = Duration::from_secs(120);
 
 impl MaintenanceSettings {
     /// The defaults, with `holder` naming this process.
@@ -82,6 +97,7 @@ impl MaintenanceSettings {
             max_duration: Duration::from_millis(250),
             orphan_grace: Duration::from_secs(60),
             concurrency: 8,
+            engine_loss_grace: DEFAULT_ENGINE_LOSS_GRACE,
         }
     }
 }
@@ -123,6 +139,8 @@ pub enum CleanupOutcome {
     SkippedActive,
     /// The runtime failed to remove the container; the row is kept so a later pass retries.
     RuntimeError,
+    /// The session's engine is down; the row is kept until it answers again.
+    EngineDown,
 }
 
 /// A sweep that could not run or had to stop. The lease has been released (or was never won).
@@ -157,7 +175,7 @@ impl MaintenanceError {
 /// The lease-gated maintenance sweep over the session store and the container runtime.
 pub struct MaintenanceSweep {
     repository: Arc<dyn SessionRepository>,
-    runtime: Arc<dyn SandboxRuntime>,
+    engines: Engines,
     leases: Arc<dyn MaintenanceLeases>,
     clock: Arc<dyn Clock>,
     settings: MaintenanceSettings,
@@ -172,7 +190,7 @@ pub struct MaintenanceSweep {
     /// Numbers the passes of this sweep, for the lease tokens.
     passes: AtomicU64,
     workspaces: Option<Workspaces>,
-    pool: Option<Arc<dyn PoolStore>>,
+    pool: Option<WarmPools>,
 }
 
 /// One pass's hold on the lease.
@@ -242,7 +260,7 @@ enum Reconciled {
 impl MaintenanceSweep {
     pub fn new(
         repository: Arc<dyn SessionRepository>,
-        runtime: Arc<dyn SandboxRuntime>,
+        engines: impl Into<Engines>,
         leases: Arc<dyn MaintenanceLeases>,
         clock: Arc<dyn Clock>,
         settings: MaintenanceSettings,
@@ -251,7 +269,7 @@ impl MaintenanceSweep {
         let first_pass = clock.now().timestamp_micros().unsigned_abs();
         Self {
             repository,
-            runtime,
+            engines: engines.into(),
             leases,
             clock,
             settings,
@@ -272,8 +290,8 @@ impl MaintenanceSweep {
         self
     }
 
-    /// The warm pool's slots: a pooled container is never an orphan while its slot exists.
-    pub fn with_pool(mut self, pool: Option<Arc<dyn PoolStore>>) -> Self {
+    /// The warm pools' slots: a pooled container is never an orphan while its slot exists.
+    pub fn with_pool(mut self, pool: Option<WarmPools>) -> Self {
         self.pool = pool;
         self
     }
@@ -550,12 +568,28 @@ impl MaintenanceSweep {
     }
 
     async fn reconcile_one(&self, pass: &Pass, session: &SandboxSession) -> Reconciled {
+        let engine = match self.engines.engine_of(session) {
+            Ok(engine) => engine,
+            Err(error) => {
+                tracing::warn!(
+                    session_id = %session.session_id,
+                    engine = %session.engine,
+                    error.message = %Report(&error),
+                    "maintenance_unknown_engine"
+                );
+                return Reconciled::Failed;
+            }
+        };
+        if let Some(down_since) = engine.avoided_since() {
+            return self.reconcile_on_lost_engine(pass, session, down_since).await;
+        }
         // A row is saved only after its container exists, so `Missing` really means gone. An
         // error (Docker unreachable, timeout) says nothing about the container: leave the row.
-        let state = match self.runtime.inspect(&session.container_id).await {
+        let state = match engine.runtime().inspect(&session.container_id).await {
             Ok(ContainerState::Running) => return Reconciled::Unchanged,
             Ok(state) => state,
             Err(error) => {
+                note_unreachable(engine, &error, self.clock.now());
                 tracing::warn!(
                     session_id = %session.session_id,
                     container_id = %session.container_id,
@@ -574,6 +608,34 @@ impl MaintenanceSweep {
         {
             Ok(true) => Reconciled::Crashed,
             // Someone else changed or removed the row since the listing: not ours to judge.
+            Ok(false) => Reconciled::Unchanged,
+            Err(error) => {
+                tracing::warn!(
+                    session_id = %session.session_id,
+                    error = error.kind(),
+                    error.message = %Report(&error),
+                    "maintenance_reconcile_failed"
+                );
+                Reconciled::Failed
+            }
+        }
+    }
+
+    /// A running session of an engine that is down: kept until the engine has been down for
+    /// the grace, then `Crashed`.
+    async fn reconcile_on_lost_engine(
+        &self,
+        pass: &Pass,
+        session: &SandboxSession,
+        down_since: Timestamp,
+    ) -> Reconciled {
+        let grace_ends = add(down_since, self.settings.engine_loss_grace);
+        if self.clock.now() < grace_ends || !self.hold(pass).await {
+            return Reconciled::Unchanged;
+        }
+        let state = ContainerState::Missing;
+        match mark_crashed(self.repository.as_ref(), session, state, DetectedBy::EngineLoss).await {
+            Ok(true) => Reconciled::Crashed,
             Ok(false) => Reconciled::Unchanged,
             Err(error) => {
                 tracing::warn!(
@@ -686,13 +748,30 @@ impl MaintenanceSweep {
         {
             return Ok(CleanupOutcome::AlreadyClaimed);
         }
+        let engine = match self.engines.engine_of(&session) {
+            Ok(engine) if !engine.is_avoided() => engine,
+            Ok(_) => return Ok(CleanupOutcome::EngineDown),
+            Err(error) => {
+                tracing::warn!(
+                    session_id = %session.session_id,
+                    engine = %session.engine,
+                    error.message = %Report(&error),
+                    "maintenance_unknown_engine"
+                );
+                return Ok(CleanupOutcome::RuntimeError);
+            }
+        };
+        // A crashed sandbox's container stopped by itself or its engine was lost: there is
+        // nothing to save, and the chat's archive may already be a newer sandbox's.
         if let Some(workspaces) = &self.workspaces
+            && session.status != SandboxStatus::Crashed
             && workspaces.save_before_removal(&session, SaveReason::Sweep).await.is_err()
         {
             // Logged by the save; the row stays for a later pass.
             return Ok(CleanupOutcome::RuntimeError);
         }
-        if let Err(error) = self.runtime.stop(&session.container_id).await {
+        if let Err(error) = engine.runtime().stop(&session.container_id).await {
+            note_unreachable(engine, &error, self.clock.now());
             tracing::warn!(
                 chat_id = %session.chat_id,
                 session_id = %session.session_id,
@@ -725,41 +804,47 @@ impl MaintenanceSweep {
         deadline: Timestamp,
         report: &mut MaintenanceReport,
     ) {
-        let containers = match self.runtime.list_managed().await {
-            Ok(containers) => containers,
-            Err(error) => {
-                report.errors += 1;
-                tracing::warn!(
-                    error = error.kind(),
-                    error.message = %Report(&error),
-                    "maintenance_orphan_phase_skipped"
-                );
-                return;
+        // Engine by engine: one that is down or cannot be listed is left out of this pass
+        // (never read as empty); the others go on.
+        let mut containers: Vec<(ManagedContainer, &Engine)> = Vec::new();
+        for engine in self.engines.iter().filter(|engine| !engine.is_avoided()) {
+            match engine.runtime().list_managed().await {
+                Ok(listed) => containers.extend(listed.into_iter().map(|c| (c, engine))),
+                Err(error) => {
+                    note_unreachable(engine, &error, self.clock.now());
+                    report.errors += 1;
+                    tracing::warn!(
+                        engine = %engine.name(),
+                        error = error.kind(),
+                        error.message = %Report(&error),
+                        "maintenance_orphan_phase_skipped"
+                    );
+                }
             }
-        };
+        }
         // Strictly older than the grace period before the pass began; this also excludes any
         // container created after the pass began.
         let old_enough = subtract(started_at, self.settings.orphan_grace);
-        let mut candidates: Vec<ManagedContainer> =
-            containers.into_iter().filter(|c| c.created_at < old_enough).collect();
-        candidates.sort_by_key(container_key);
-        let newest = candidates.last().map(container_key);
+        let mut candidates: Vec<(ManagedContainer, &Engine)> =
+            containers.into_iter().filter(|(c, _)| c.created_at < old_enough).collect();
+        candidates.sort_by_key(|(c, _)| container_key(c));
+        let newest = candidates.last().map(|(c, _)| container_key(c));
         // Continue after the container the previous pass stopped at: with more live containers
         // than one pass examines, an orphan behind them is still reached a few passes later.
         if let Some(cursor) = read(&self.orphan_cursor) {
-            let start = candidates.iter().position(|c| container_key(c) > cursor).unwrap_or(0);
+            let start = candidates.iter().position(|(c, _)| container_key(c) > cursor).unwrap_or(0);
             candidates.rotate_left(start);
         }
         candidates.truncate(self.settings.max_rows_per_phase);
 
         let lookups =
-            self.bounded(pass, candidates.iter().map(|c| self.has_row(c)), deadline).await;
-        let mut orphans: Vec<ContainerId> = Vec::new();
-        for (container, lookup) in candidates.iter().zip(&lookups) {
+            self.bounded(pass, candidates.iter().map(|(c, _)| self.has_row(c)), deadline).await;
+        let mut orphans: Vec<(ContainerId, &Engine)> = Vec::new();
+        for ((container, engine), lookup) in candidates.iter().zip(&lookups) {
             match lookup {
                 None => report.timed_out = true,
                 Some(Ok(true)) => {}
-                Some(Ok(false)) => orphans.push(container.container_id.clone()),
+                Some(Ok(false)) => orphans.push((container.container_id.clone(), *engine)),
                 Some(Err(error)) => {
                     report.errors += 1;
                     tracing::warn!(
@@ -773,9 +858,9 @@ impl MaintenanceSweep {
         }
 
         let removals =
-            self.bounded(pass, orphans.iter().map(|id| self.runtime.stop(id)), deadline).await;
+            self.bounded(pass, orphans.iter().map(|(id, e)| e.runtime().stop(id)), deadline).await;
         let mut not_started: HashSet<&ContainerId> = HashSet::new();
-        for (container_id, removal) in orphans.iter().zip(removals) {
+        for ((container_id, _), removal) in orphans.iter().zip(removals) {
             match removal {
                 None => {
                     report.timed_out = true;
@@ -802,25 +887,33 @@ impl MaintenanceSweep {
         let handled = candidates
             .iter()
             .zip(&lookups)
-            .take_while(|(c, lookup)| lookup.is_some() && !not_started.contains(&c.container_id))
+            .take_while(|((c, _), lookup)| {
+                lookup.is_some() && !not_started.contains(&c.container_id)
+            })
             .count();
-        if let Some(last) = handled.checked_sub(1).map(|i| container_key(&candidates[i])) {
+        if let Some(last) = handled.checked_sub(1).map(|i| container_key(&candidates[i].0)) {
             let next = if Some(&last) == newest.as_ref() { None } else { Some(last) };
             write(&self.orphan_cursor, next);
         }
     }
 
     /// Whether the store records the container. One with a session label is recorded by its
-    /// session's row. One without (a pooled container, or one a chat claimed from the pool) is
-    /// recorded by a pool slot or by a session row naming it: the slot is read first, since a
-    /// claim saves the session before it frees the slot, so that a claim finishing between the
-    /// two reads is never missed.
+    /// session's row if that row names this container (one whose session's row names another
+    /// container is left over from a create that went on to another engine when its own
+    /// stopped answering). One without (a pooled container, or one a chat claimed from a pool)
+    /// is recorded by a pool slot or by a session row naming it: the slot is read first, since
+    /// a claim saves the session before it frees the slot, so that a claim finishing between
+    /// the two reads is never missed.
     async fn has_row(&self, container: &ManagedContainer) -> Result<bool, StoreError> {
         if let Some(session_id) = container.session_id {
-            return Ok(self.repository.get(session_id).await?.is_some());
+            return Ok(self
+                .repository
+                .get(session_id)
+                .await?
+                .is_some_and(|row| row.container_id == container.container_id));
         }
-        if let Some(pool) = &self.pool {
-            if pool.find_by_container(&container.container_id).await?.is_some() {
+        if let Some(pools) = &self.pool {
+            if pools.holds(&container.container_id).await? {
                 return Ok(true);
             }
         }

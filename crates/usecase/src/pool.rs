@@ -7,6 +7,10 @@
 //! chat or session label: once claimed, its session row (found by container id) is the only
 //! record of which chat it serves.
 //!
+//! Each engine of the deployment keeps a pool of its own ([`WarmPools`]): a create claims from
+//! the pool of the engine it was placed on, so that the claimed container runs where the
+//! session says it does.
+//!
 //! [`WarmPool::refill`] is one pass of the background work: it recycles what must not be
 //! handed out any more (older than the maximum age, made with another configuration, beyond a
 //! lowered target), frees places whose start or claim was abandoned (a replica died), and
@@ -17,10 +21,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
-use sandkeeper_domain::{ContainerId, SlotId, Timestamp};
+use futures::future::{join_all, select_all};
+use sandkeeper_domain::{ContainerId, EngineName, SlotId, Timestamp};
 use sandkeeper_ports::{
-    Clock, ContainerState, PoolCounts, PoolSlot, PoolStore, Report, SandboxRuntime,
+    Clock, ContainerState, Engines, PoolCounts, PoolSlot, PoolStore, Report, SandboxRuntime,
     SessionRepository, SlotState, StoreError,
 };
 use tokio::sync::Notify;
@@ -38,7 +42,8 @@ pub const DEFAULT_POOL_MAX_AGE: Duration = Duration::from_secs(3600);
 /// How the pool behaves. [`PoolSettings::new`] gives the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// How many started, never-used sandboxes to keep (all replicas together). 0: no pool.
+    /// How many started, never-used sandboxes each engine keeps (all replicas together).
+    /// 0: no pool.
     pub size: u64,
     /// A ready pooled container older than this is recycled.
     pub max_age: Duration,
@@ -419,3 +424,121 @@ impl WarmPool {
         }
     }
 }
+
+/// The warm pools of a deployment: one per engine, each with [`PoolSettings::size`] of that
+/// engine's containers. Cheap to clone; clones share the pools.
+#[derive(Clone)]
+pub struct WarmPools {
+    engines: Engines,
+    /// In the order of `engines`.
+    pools: Arc<[WarmPool]>,
+}
+
+impl fmt::Debug for WarmPools {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.pools.iter()).finish()
+    }
+}
+
+impl WarmPools {
+    /// A pool for each engine, its slots in `store_of(engine)`.
+    pub fn new(
+        engines: &Engines,
+        store_of: impl Fn(&EngineName) -> Arc<dyn PoolStore>,
+        sessions: Arc<dyn SessionRepository>,
+        clock: Arc<dyn Clock>,
+        settings: PoolSettings,
+    ) -> Self {
+        let pools = engines
+            .iter()
+            .map(|engine| {
+                WarmPool::new(
+                    store_of(engine.name()),
+                    Arc::clone(engine.runtime()),
+                    Arc::clone(&sessions),
+                    Arc::clone(&clock),
+                    settings.clone(),
+                )
+            })
+            .collect();
+        Self { engines: engines.clone(), pools }
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        // Every engine's pool has the same settings.
+        self.pools.first().map_or(&DEFAULT_SETTINGS, WarmPool::settings)
+    }
+
+    /// The pool of `engine`.
+    pub fn of(&self, engine: &EngineName) -> Option<&WarmPool> {
+        self.engines.iter().position(|known| known.name() == engine).map(|at| &self.pools[at])
+    }
+
+    /// Each engine's pool, with its engine's name.
+    pub async fn status(&self) -> Result<Vec<(EngineName, PoolStatus)>, StoreError> {
+        let mut statuses = Vec::with_capacity(self.pools.len());
+        for (engine, pool) in self.engines.iter().zip(self.pools.iter()) {
+            statuses.push((engine.name().clone(), pool.status().await?));
+        }
+        Ok(statuses)
+    }
+
+    /// One refill pass of every engine's pool but those of engines that are down (their
+    /// places wait until they answer again). Fails when the store cannot list a pool's slots.
+    pub async fn refill(&self) -> Result<RefillReport, StoreError> {
+        let mut total = RefillReport::default();
+        for (engine, pool) in self.engines.iter().zip(self.pools.iter()) {
+            if engine.is_avoided() {
+                continue;
+            }
+            let report = pool.refill().await?;
+            total.started += report.started;
+            total.recycled += report.recycled;
+            total.abandoned += report.abandoned;
+            total.errors += report.errors;
+        }
+        Ok(total)
+    }
+
+    /// Whether a pool of an engine that is up has places to fill.
+    pub async fn is_short(&self) -> bool {
+        for (engine, pool) in self.engines.iter().zip(self.pools.iter()) {
+            if !engine.is_avoided() && pool.is_short().await {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Resolves when a claim happened in any pool since its last call.
+    pub async fn claimed(&self) {
+        if self.pools.is_empty() {
+            return std::future::pending().await;
+        }
+        select_all(self.pools.iter().map(|pool| Box::pin(pool.claimed()))).await;
+    }
+
+    /// Whether a pool slot records the container (it is then never an orphan).
+    pub async fn holds(&self, container_id: &ContainerId) -> Result<bool, StoreError> {
+        for pool in self.pools.iter() {
+            if pool.store().find_by_container(container_id).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// [`WarmPool::forget_exited`] in the pool that holds the container.
+    pub async fn forget_exited(&self, container_id: &ContainerId) -> Result<bool, StoreError> {
+        for pool in self.pools.iter() {
+            if pool.forget_exited(container_id).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The settings of a set of no pools.
+static DEFAULT_SETTINGS: std::sync::LazyLock<PoolSettings> =
+    std::sync::LazyLock::new(|| PoolSettings::new(0));

@@ -111,9 +111,9 @@ impl SandboxProcesses {
     ) -> Result<StartedProcess, SandboxProcessesError> {
         let chat_id = command.chat_id;
         let spec = self.spec(command).map_err(SandboxProcessesError::Request)?;
-        self.call("start", chat_id, async |entered: &Entered, access: &SandboxAccess| {
+        self.call("start", chat_id, async |entered: &Entered| {
             let container = &entered.session().container_id;
-            let process = access.runtime().start_process(container, &spec).await?;
+            let process = entered.runtime().start_process(container, &spec).await?;
             Ok(StartedProcess { session: entered.session().clone(), process })
         })
         .await
@@ -121,8 +121,8 @@ impl SandboxProcesses {
 
     /// Every process of the chat's sandbox, oldest first.
     pub async fn list(&self, chat_id: ChatId) -> Result<Vec<ProcessInfo>, SandboxProcessesError> {
-        self.call("list", chat_id, async |entered: &Entered, access: &SandboxAccess| {
-            access.runtime().list_processes(&entered.session().container_id).await
+        self.call("list", chat_id, async |entered: &Entered| {
+            entered.runtime().list_processes(&entered.session().container_id).await
         })
         .await
     }
@@ -149,9 +149,9 @@ impl SandboxProcesses {
         offsets: (u64, u64),
     ) -> Result<ProcessLogs, SandboxProcessesError> {
         let limit = self.settings.read_limit;
-        self.call("logs", chat_id, async |entered: &Entered, access: &SandboxAccess| {
+        self.call("logs", chat_id, async |entered: &Entered| {
             let container = &entered.session().container_id;
-            access.runtime().process_logs(container, process_id, offsets, limit).await
+            entered.runtime().process_logs(container, process_id, offsets, limit).await
         })
         .await
     }
@@ -165,9 +165,9 @@ impl SandboxProcesses {
     ) -> Result<(), SandboxProcessesError> {
         check_stdin(Some(bytes), self.settings.stdin_limit)
             .map_err(SandboxProcessesError::Request)?;
-        self.call("stdin", chat_id, async |entered: &Entered, access: &SandboxAccess| {
+        self.call("stdin", chat_id, async |entered: &Entered| {
             let container = &entered.session().container_id;
-            access.runtime().process_stdin(container, process_id, bytes).await
+            entered.runtime().process_stdin(container, process_id, bytes).await
         })
         .await
     }
@@ -178,8 +178,8 @@ impl SandboxProcesses {
         chat_id: ChatId,
         process_id: &str,
     ) -> Result<(), SandboxProcessesError> {
-        self.call("kill", chat_id, async |entered: &Entered, access: &SandboxAccess| {
-            access.runtime().kill_process(&entered.session().container_id, process_id).await
+        self.call("kill", chat_id, async |entered: &Entered| {
+            entered.runtime().kill_process(&entered.session().container_id, process_id).await
         })
         .await
     }
@@ -190,7 +190,7 @@ impl SandboxProcesses {
         &self,
         action: &'static str,
         chat_id: ChatId,
-        work: impl AsyncFnOnce(&Entered, &SandboxAccess) -> Result<T, ProcessError>,
+        work: impl AsyncFnOnce(&Entered) -> Result<T, ProcessError>,
     ) -> Result<T, SandboxProcessesError> {
         let span = usecase_span!(
             "usecase.sandbox_processes",
@@ -201,7 +201,7 @@ impl SandboxProcesses {
         );
         let outcome = async {
             let entered = self.access.enter(chat_id, Operation::Process).await?;
-            entered.run(work(&entered, &self.access)).await.map_err(|error| match error {
+            entered.run(work(&entered)).await.map_err(|error| match error {
                 ProcessError::NotFound { process_id } => {
                     SandboxProcessesError::NotFound { process_id }
                 }

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus};
+use sandkeeper_domain::{ChatId, EngineName, SandboxSession, SandboxStatus};
 use sandkeeper_ports::{SessionRepository, StoreError};
 
 /// Read-only questions the API asks about sessions. No lock is taken: a read may be a moment
@@ -38,5 +38,10 @@ impl SandboxQueries {
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
         self.repository.list(statuses, limit).await
+    }
+
+    /// How many sessions run on each engine (engines without one are left out).
+    pub async fn running_by_engine(&self) -> Result<Vec<(EngineName, u64)>, StoreError> {
+        self.repository.count_running_by_engine().await
     }
 }

@@ -82,7 +82,7 @@ impl SandboxTerminal {
             let entered = self.access.enter(chat_id, Operation::Terminal).await?;
             let container = &entered.session().container_id;
             let terminal = entered
-                .run(self.access.runtime().open_terminal(container, cols, rows))
+                .run(entered.runtime().open_terminal(container, cols, rows))
                 .await
                 .map_err(|error| match error {
                     ExecError::ContainerNotRunning { .. } => entered.gone(),

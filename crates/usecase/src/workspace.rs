@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::{
-    ArchiveError, ArchiveFile, Cause, Clock, InvalidArchive, LifecycleLocker, Report,
-    SandboxRuntime, SessionRepository, StoreError, WorkspaceMeta, WorkspaceStore,
-    check_archive_file,
+    ArchiveError, ArchiveFile, Cause, Clock, Engines, InvalidArchive, LifecycleLocker, Report,
+    SessionRepository, StoreError, WorkspaceMeta, WorkspaceStore, check_archive_file,
 };
 use tracing::Span;
 
@@ -229,7 +228,7 @@ pub struct CheckpointReport {
 #[derive(Clone)]
 pub struct Workspaces {
     store: Arc<dyn WorkspaceStore>,
-    runtime: Arc<dyn SandboxRuntime>,
+    engines: Engines,
     repository: Arc<dyn SessionRepository>,
     locker: Arc<dyn LifecycleLocker>,
     clock: Arc<dyn Clock>,
@@ -246,7 +245,7 @@ impl fmt::Debug for Workspaces {
 impl Workspaces {
     pub fn new(
         store: Arc<dyn WorkspaceStore>,
-        runtime: Arc<dyn SandboxRuntime>,
+        engines: impl Into<Engines>,
         repository: Arc<dyn SessionRepository>,
         locker: Arc<dyn LifecycleLocker>,
         clock: Arc<dyn Clock>,
@@ -254,7 +253,7 @@ impl Workspaces {
     ) -> Self {
         Self {
             store,
-            runtime,
+            engines: engines.into(),
             repository,
             locker,
             clock,
@@ -320,7 +319,8 @@ impl Workspaces {
     /// The sandbox's `/workspace`, archived into the scratch directory within the size limit.
     async fn archive_of(&self, session: &SandboxSession) -> Result<ArchiveFile, ArchiveError> {
         let settings = &self.settings;
-        self.runtime
+        self.engines
+            .runtime_of(session)?
             .archive_workspace(&session.container_id, settings.size_limit, &settings.scratch_dir)
             .await
     }
@@ -419,7 +419,11 @@ impl Workspaces {
         else {
             return Ok(WorkspaceRestore::default());
         };
-        match self.runtime.restore_workspace(&session.container_id, &archive).await {
+        let restored = match self.engines.runtime_of(session) {
+            Ok(runtime) => runtime.restore_workspace(&session.container_id, &archive).await,
+            Err(error) => Err(error.into()),
+        };
+        match restored {
             Ok(()) => {}
             Err(ArchiveError::Invalid(invalid)) => {
                 return Err(WorkspaceError::Corrupt { chat_id, reason: invalid.to_string() });
@@ -538,12 +542,16 @@ impl Workspaces {
         if let Some(session) = &session {
             // The sandbox's files are about to change: its next removal must archive them.
             self.repository.mark_workspace_used(session.session_id).await?;
-            self.runtime.restore_workspace(&session.container_id, &archive).await.map_err(
-                |error| match error {
+            let runtime = self
+                .engines
+                .runtime_of(session)
+                .map_err(|error| WorkspaceError::Restore { chat_id, error: error.into() })?;
+            runtime.restore_workspace(&session.container_id, &archive).await.map_err(|error| {
+                match error {
                     ArchiveError::Invalid(invalid) => WorkspaceError::InvalidArchive(invalid),
                     error => WorkspaceError::Restore { chat_id, error },
-                },
-            )?;
+                }
+            })?;
         }
         let meta = WorkspaceMeta {
             chat_id,

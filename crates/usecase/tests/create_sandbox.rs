@@ -31,6 +31,7 @@ fn new_session() -> SandboxSession {
         status: SandboxStatus::Running,
         created_at: now(),
         expires_at: now() + minutes(5),
+        engine: sandkeeper_domain::EngineName::default(),
     }
 }
 

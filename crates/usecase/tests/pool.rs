@@ -14,13 +14,13 @@ use sandkeeper_ports::inprocess::{
 };
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock, RuntimeCall};
 use sandkeeper_ports::{
-    ContainerExit, ContainerState, PoolCounts, PoolStore, SandboxRuntime, SessionRepository,
-    SlotState,
+    ContainerExit, ContainerState, Engines, PoolCounts, PoolStore, SandboxRuntime,
+    SessionRepository, SlotState,
 };
 use sandkeeper_usecase::{
     CreateResult, CreateSandbox, CreateSandboxCommand, CreateSandboxError, ExitOutcome,
     MaintenanceSettings, MaintenanceSweep, PoolSettings, RecordContainerExit, SweepOutcome,
-    WarmPool,
+    WarmPool, WarmPools,
 };
 use support::*;
 
@@ -30,6 +30,8 @@ struct Pooled {
     store: Arc<InMemoryPoolStore>,
     clock: Arc<ManualClock>,
     pool: WarmPool,
+    /// The same pool, as the use cases hold it (the pools of a set of one engine).
+    pools: WarmPools,
 }
 
 fn pooled(size: u64) -> Pooled {
@@ -44,7 +46,14 @@ fn pooled(size: u64) -> Pooled {
         clock.clone(),
         PoolSettings::new(size),
     );
-    Pooled { repository, runtime, store, clock, pool }
+    let pools = WarmPools::new(
+        &Engines::single(Arc::new(runtime.clone())),
+        |_| store.clone() as Arc<dyn PoolStore>,
+        repository.clone(),
+        clock.clone(),
+        PoolSettings::new(size),
+    );
+    Pooled { repository, runtime, store, clock, pool, pools }
 }
 
 impl Pooled {
@@ -56,7 +65,7 @@ impl Pooled {
             self.clock.clone(),
             TTL,
         )
-        .with_pool(Some(self.pool.clone()))
+        .with_pool(Some(self.pools.clone()))
     }
 
     async fn fill(&self) {
@@ -223,7 +232,7 @@ async fn the_exit_watcher_frees_a_dead_ready_place_and_crashes_a_claimed_chat() 
     let [first, second]: [ContainerId; 2] = p.ready_containers().await.try_into().unwrap();
     let record =
         RecordContainerExit::new(p.repository.clone(), Arc::new(ProcessLocalLocker::new()))
-            .with_pool(Some(p.pool.clone()));
+            .with_pool(Some(p.pools.clone()));
 
     // A claimed one: no session label, its chat found through the store.
     let outcome = p.create().execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap();
@@ -263,7 +272,7 @@ async fn the_sweep_keeps_pooled_and_claimed_containers_and_reaps_unrecorded_ones
         p.clock.clone(),
         settings,
     )
-    .with_pool(Some(p.store.clone() as Arc<dyn PoolStore>));
+    .with_pool(Some(p.pools.clone()));
     p.clock.advance(chrono::TimeDelta::minutes(5));
     let SweepOutcome::Completed(report) = sweep.run(true).await.unwrap() else {
         panic!("the sweep was skipped")

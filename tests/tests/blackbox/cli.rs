@@ -65,6 +65,8 @@ fn help_explains_every_command_and_setting() {
         ("--allowed-hosts", None),
         ("--max-ttl", Some("1h")),
         ("--log-format", Some("text")),
+        ("--engine", None),
+        ("--engine-loss-grace", Some("2m")),
     ] {
         assert!(text.contains(flag), "`{flag}` missing from serve --help:\n{text}");
         let variable = format!("SANDKEEPER_{}", flag[2..].replace('-', "_").to_uppercase());
@@ -102,6 +104,30 @@ fn a_bad_ttl_exits_2_naming_the_setting_and_the_value() {
         &[],
         &[("SANDKEEPER_TTL", "ten minutes")],
         "--ttl: `ten minutes` is not a duration like 30s or 5m (set by SANDKEEPER_TTL)",
+    );
+    assert!(!env.data_dir().join("sandkeeper.db").exists(), "a bad configuration touches nothing");
+}
+
+#[test]
+fn a_bad_engine_exits_2_naming_the_flag_and_the_part_that_is_wrong() {
+    let env = TestEnv::new();
+    for (engine, message) in [
+        ("unix:///run/docker.sock", "--engine: `unix:///run/docker.sock` is not NAME=URL"),
+        ("Host=unix:///x", "--engine: engine name `Host` is not valid"),
+        ("a=unix:///x,max=none", "--engine: engine `a`: max=`none` is not a whole number"),
+        ("a=unix:///x,zone=eu", "--engine: engine `a`: `zone=eu` is not one of max=N or runtime=R"),
+        ("a=ftp://x", "--engine: engine `a`: URL `ftp://x` must be"),
+    ] {
+        assert_refused(&env, "serve", &["--engine", engine], &[], message);
+    }
+    // In the variable, engines are separated by `;`.
+    assert_refused(
+        &env,
+        "serve",
+        &[],
+        &[("SANDKEEPER_ENGINE", "a=unix:///a.sock,max=2;a=unix:///b.sock")],
+        "--engine: engine `a` is given twice; each engine needs a name of its own (set by \
+         SANDKEEPER_ENGINE)",
     );
     assert!(!env.data_dir().join("sandkeeper.db").exists(), "a bad configuration touches nothing");
 }

@@ -5,6 +5,7 @@ mod api;
 mod chaos;
 mod cli;
 mod docker;
+mod engines;
 mod exec;
 mod faults;
 mod fuzz;

@@ -68,7 +68,12 @@ async fn four_new_chats_are_answered_from_the_pool_with_their_own_ttl_and_it_ref
         return;
     };
     pool_settles_at(&server, 4).await;
-    assert_eq!(pool(&server).await, json!({"target": 4, "ready": 4, "starting": 0}));
+    let counts = json!({"target": 4, "ready": 4, "starting": 0});
+    let mut default_engine = counts.clone();
+    default_engine["engine"] = json!("default");
+    let mut expected = counts;
+    expected["engines"] = json!([default_engine]);
+    assert_eq!(pool(&server).await, expected);
     let pooled = set(env.pooled_containers());
     assert_eq!(pooled.len(), 4, "{pooled:?}");
 

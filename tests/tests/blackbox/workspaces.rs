@@ -13,17 +13,18 @@ use sandkeeper_tests::{Server, StatusCode, TempDatabase, TestEnv, assert_error, 
 use serde_json::Value;
 
 /// Long enough for a cleanup, a sweep or a checkpoint to come round on a loaded machine.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
-const WRITE: &str = "mkdir -p notes && printf 'kept across sandboxes\\n' > notes/todo.txt";
-const READ: &str = "cat notes/todo.txt";
+pub(crate) const WRITE: &str =
+    "mkdir -p notes && printf 'kept across sandboxes\\n' > notes/todo.txt";
+pub(crate) const READ: &str = "cat notes/todo.txt";
 
 async fn stored(server: &Server, chat_id: &str) -> (StatusCode, Value) {
     server.get(&format!("/v1/chats/{chat_id}/workspace")).await
 }
 
 /// Waits until the chat's stored archive is newer than `after` (an RFC 3339 time, or none).
-async fn saved_after(server: &Server, chat_id: &str, after: Option<&str>) -> Value {
+pub(crate) async fn saved_after(server: &Server, chat_id: &str, after: Option<&str>) -> Value {
     eventually(PATIENCE, || async {
         let (status, body) = stored(server, chat_id).await;
         let saved_at = body["saved_at"].as_str()?.to_owned();
@@ -35,7 +36,7 @@ async fn saved_after(server: &Server, chat_id: &str, after: Option<&str>) -> Val
 }
 
 /// Waits until the chat has no running sandbox.
-async fn sandbox_gone(server: &Server, chat_id: &str) {
+pub(crate) async fn sandbox_gone(server: &Server, chat_id: &str) {
     let path = format!("/v1/chats/{chat_id}/sandbox");
     eventually(PATIENCE, || async {
         (server.get(&path).await.0 == StatusCode::NOT_FOUND).then_some(())
@@ -45,7 +46,7 @@ async fn sandbox_gone(server: &Server, chat_id: &str) {
 }
 
 /// `PUT` of the chat's sandbox, which must create one and restore the stored workspace.
-async fn comes_back_restored(server: &Server, chat_id: &str) {
+pub(crate) async fn comes_back_restored(server: &Server, chat_id: &str) {
     let body = server.created(chat_id).await;
     assert_eq!(body["workspace"]["restored"], true, "{body}");
     assert!(body["workspace"]["size_bytes"].as_u64().unwrap() > 0, "{body}");

@@ -32,6 +32,8 @@ class Session:
     """Aware, in UTC."""
     expires_at: datetime
     """Aware, in UTC: from then on (the boundary included) the sandbox is expired."""
+    engine: str
+    """The Docker engine the sandbox runs on (the server's ``--engine``; ``default`` without)."""
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,7 @@ def _session_fields(fields: _Fields) -> dict[str, Any]:
         "status": status,
         "created_at": fields.time("created_at"),
         "expires_at": fields.time("expires_at"),
+        "engine": fields.text("engine"),
     }
 
 

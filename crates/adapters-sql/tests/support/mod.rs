@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sandkeeper_adapters_sql::{SqlStore, StoreOptions};
+use sandkeeper_domain::EngineName;
 use sandkeeper_ports::testkit::contract::{LeaseAging, LeaseSubject, Subject};
 use sandkeeper_ports::{LifecycleLocker, SessionRepository};
 use sqlx::postgres::PgConnectOptions;
@@ -280,10 +281,10 @@ pub(crate) async fn postgres_workspaces() -> Subject<dyn sandkeeper_ports::Works
 
 pub(crate) async fn sqlite_pool() -> Subject<dyn sandkeeper_ports::PoolStore> {
     let fixture = SqliteFixture::new().await;
-    Subject::keeping(fixture.store.pool(), fixture)
+    Subject::keeping(fixture.store.pool(&EngineName::default()), fixture)
 }
 
 pub(crate) async fn postgres_pool() -> Subject<dyn sandkeeper_ports::PoolStore> {
     let fixture = postgres_fixture().await;
-    Subject::keeping(fixture.store.pool(), fixture)
+    Subject::keeping(fixture.store.pool(&EngineName::default()), fixture)
 }

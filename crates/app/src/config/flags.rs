@@ -159,6 +159,24 @@ pub(crate) struct DockerArgs {
     /// account may use these uids; the range must lie within 65536-2097151.
     #[arg(long = SANDBOX_UID_RANGE.long, env = SANDBOX_UID_RANGE.env, value_name = "FIRST-LAST", default_value = "1000000-1999999", value_parser = values::uid_range)]
     pub(crate) sandbox_uid_range: UidRange,
+
+    /// A Docker engine sandboxes may run on, `NAME=URL[,max=N][,runtime=R]`: a short name
+    /// (a-z, 0-9, `_`, `-`), the engine's address as DOCKER_HOST takes it (`unix:///path` or
+    /// `tcp://host:port`, TLS as for DOCKER_HOST), at most N sandboxes on it, and the OCI
+    /// runtime of its sandboxes (default --runtime). Repeat the flag for each engine; in
+    /// SANDKEEPER_ENGINE separate engines with `;`. A new sandbox goes to the engine that is
+    /// up and has the most free room. Every replica must be given the same set (each session
+    /// records its engine's name). Default: one engine named `default` at DOCKER_HOST.
+    #[arg(
+        long = ENGINE.long,
+        env = ENGINE.env,
+        value_name = "NAME=URL[,max=N][,runtime=R]",
+        action = clap::ArgAction::Append,
+        value_delimiter = super::engines::ENGINE_SEPARATOR,
+        value_parser = super::engines::engine_arg,
+        help_heading = "Engines"
+    )]
+    pub(crate) engines: Vec<super::engines::EngineArg>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -169,6 +187,12 @@ pub(crate) struct SweepArgs {
     /// being created (its container exists a moment before its session is saved).
     #[arg(long = ORPHAN_GRACE.long, env = ORPHAN_GRACE.env, value_name = "DURATION", default_value = "60s", value_parser = values::duration_at_least(ORPHAN_GRACE, Duration::from_secs(1)))]
     pub(crate) orphan_grace: Duration,
+
+    /// How long the sandboxes of an engine that stopped answering keep their sessions (with
+    /// several --engine): after it, they are marked crashed and the chat's next request
+    /// creates a sandbox on another engine, with its workspace restored from the last save.
+    #[arg(long = ENGINE_LOSS_GRACE.long, env = ENGINE_LOSS_GRACE.env, value_name = "DURATION", default_value = "2m", value_parser = values::duration_at_least(ENGINE_LOSS_GRACE, Duration::from_secs(1)), help_heading = "Engines")]
+    pub(crate) engine_loss_grace: Duration,
 }
 
 /// `sandkeeper serve`

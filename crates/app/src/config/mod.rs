@@ -7,6 +7,7 @@
 //! ([`setting`]); a bad value exits 2. Secrets (the API token, the database URL) are held so
 //! that no `Debug` output shows them ([`secrets`]).
 
+mod engines;
 mod flags;
 mod secrets;
 pub(crate) mod setting;
@@ -15,6 +16,7 @@ mod validate;
 mod values;
 mod workspace;
 
+pub(crate) use engines::EngineConfig;
 pub(crate) use flags::{Cli, Command, LogFormat, TtlMode};
 pub(crate) use secrets::ApiToken;
 pub(crate) use setting::{ConfigError, Setting};

@@ -64,6 +64,8 @@ settings! {
     CPUS = "cpus", "SANDKEEPER_CPUS";
     DATABASE_URL = "database-url", "SANDKEEPER_DATABASE_URL";
     DATA_DIR = "data-dir", "SANDKEEPER_DATA_DIR";
+    ENGINE = "engine", "SANDKEEPER_ENGINE";
+    ENGINE_LOSS_GRACE = "engine-loss-grace", "SANDKEEPER_ENGINE_LOSS_GRACE";
     EXEC_CONCURRENCY = "exec-concurrency", "SANDKEEPER_EXEC_CONCURRENCY";
     EXEC_MAX_TIMEOUT = "exec-max-timeout", "SANDKEEPER_EXEC_MAX_TIMEOUT";
     EXEC_OUTPUT_LIMIT = "exec-output-limit", "SANDKEEPER_EXEC_OUTPUT_LIMIT";

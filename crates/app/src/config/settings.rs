@@ -14,6 +14,7 @@ use sandkeeper_usecase::{
     KeepAliveSettings, MaintenanceSettings, PoolSettings, ProcessSettings,
 };
 
+use super::engines::EngineConfig;
 use super::flags::{LogFormat, TtlMode};
 use super::secrets::{ApiToken, DatabaseUrl};
 use crate::http::EdgeSettings;
@@ -30,6 +31,8 @@ pub(crate) struct ServeConfig {
     pub(crate) edge: EdgeSettings,
     pub(crate) connections: ConnectionSettings,
     pub(crate) docker: DockerConfig,
+    /// The engines sandboxes run on (one named `default` without `--engine`).
+    pub(crate) engines: Vec<EngineConfig>,
     pub(crate) store: StoreConfig,
     pub(crate) log_format: LogFormat,
     /// Where traces are exported; `None` exports none.
@@ -40,7 +43,9 @@ pub(crate) struct ServeConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct OneShotConfig {
     pub(crate) services: ServiceSettings,
-    pub(crate) docker: DockerConfig,
+    /// The engines, each with the sandboxes' settings (the one-shot commands only stop and
+    /// inspect containers).
+    pub(crate) engines: Vec<EngineConfig>,
     pub(crate) store: StoreConfig,
     pub(crate) log_format: LogFormat,
 }

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use sandkeeper_adapters_docker::DockerConfig;
+
+use super::engines::engine_configs;
 use sandkeeper_adapters_observability::OtlpEndpoint;
 use sandkeeper_usecase::{
     ExecSettings, FileSettings, KeepAliveSettings, PoolSettings, ProcessSettings,
@@ -113,10 +115,12 @@ impl ServeArgs {
         services.maintenance.orphan_grace = self.sweep.orphan_grace;
         services.pool =
             PoolSettings { max_age: self.pool_max_age, ..PoolSettings::new(self.pool_size) };
+        services.maintenance.engine_loss_grace = self.sweep.engine_loss_grace;
         services.maintenance.min_interval =
             self.maintenance_interval.mul_f64(SWEEP_MIN_INTERVAL_SHARE);
         let mut docker = self.docker.config()?;
         services.workspaces = self.workspace.config(&self.store, &mut docker)?;
+        let engines = engine_configs(&self.docker.engines, &docker)?;
 
         let http = self.http;
         Ok(ServeConfig {
@@ -139,6 +143,7 @@ impl ServeArgs {
                 max_connections: http.http_max_connections as usize,
             },
             docker,
+            engines,
             store: self.store.config(),
             log_format: self.log.log_format,
             otlp_endpoint: otlp_endpoint_or_otel(
@@ -178,9 +183,10 @@ impl OneShotArgs {
         services.maintenance.min_interval = Duration::ZERO;
         let mut docker = self.docker.config()?;
         services.workspaces = self.workspace.config(&self.store, &mut docker)?;
+        let engines = engine_configs(&self.docker.engines, &docker)?;
         Ok(OneShotConfig {
             services,
-            docker,
+            engines,
             store: self.store.config(),
             log_format: self.log.log_format,
         })
@@ -191,6 +197,7 @@ impl MaintainArgs {
     pub(crate) fn validate(self) -> Result<OneShotConfig, ConfigError> {
         let mut config = self.one_shot.validate()?;
         config.services.maintenance.orphan_grace = self.sweep.orphan_grace;
+        config.services.maintenance.engine_loss_grace = self.sweep.engine_loss_grace;
         Ok(config)
     }
 }
@@ -329,7 +336,9 @@ mod tests {
         let config = args.validate().unwrap();
         assert!(config.services.maintenance.holder.starts_with("blue/"));
         assert_eq!(config.services.maintenance.orphan_grace, Duration::from_secs(60));
-        assert_eq!(config.docker.instance_id, "blue");
+        assert_eq!(config.engines[0].docker.instance_id, "blue");
+        assert_eq!(config.engines[0].name.as_str(), "default");
+        assert_eq!(config.services.maintenance.engine_loss_grace, Duration::from_secs(120));
     }
 
     /// `serve <args>` is refused, naming `setting`, with a message that starts with `start`.

@@ -184,6 +184,11 @@ impl From<RuntimeError> for ApiError {
                 tracing::error!(error.message = %message, "image_missing");
                 Self::unavailable("image_missing", message)
             }
+            // The operator's fix (the same --engine set on every replica) is in the message.
+            RuntimeError::UnknownEngine { .. } => {
+                tracing::error!(error.message = %Report(&error), "unknown_engine");
+                Self::unavailable("unknown_engine", error.to_string())
+            }
             RuntimeError::NotManaged { .. } | RuntimeError::Failed(_) => Self::internal(&error),
         }
     }

@@ -3,6 +3,7 @@
 
 mod body;
 mod edge;
+mod engines;
 mod error;
 mod exec;
 mod files;
@@ -82,6 +83,7 @@ pub(crate) fn router(state: AppState, token: Option<ApiToken>, edge: EdgeSetting
         .merge(workspace::routes())
         .merge(processes::routes(&state))
         .merge(terminal::routes());
+    let engines = engines::routes();
     Router::new()
         .route(
             "/v1/chats/{chat_id}/sandbox",
@@ -95,6 +97,7 @@ pub(crate) fn router(state: AppState, token: Option<ApiToken>, edge: EdgeSetting
         .route("/readyz", get(readyz))
         .merge(pool::routes())
         .merge(inside_sandboxes)
+        .merge(engines)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))

@@ -21,6 +21,8 @@ pub(crate) struct SessionView {
     status: &'static str,
     created_at: String,
     expires_at: String,
+    /// The engine the sandbox runs on.
+    engine: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'static str>,
     /// What was restored into a sandbox the call created (with a workspace store).
@@ -37,6 +39,7 @@ impl SessionView {
             status: session.status.as_str(),
             created_at: rfc3339(session.created_at),
             expires_at: rfc3339(session.expires_at),
+            engine: session.engine.to_string(),
             result: result.map(CreateResult::as_str),
             workspace: None,
         }

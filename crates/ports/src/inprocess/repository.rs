@@ -2,7 +2,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{
+    ChatId, ContainerId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp,
+};
 
 use crate::{SaveError, SessionRepository, StoreError};
 
@@ -135,6 +137,16 @@ impl SessionRepository for InMemorySessionRepository {
     async fn count_running(&self) -> Result<u64, StoreError> {
         Ok(self.with(|sessions| {
             sessions.values().filter(|s| s.status == SandboxStatus::Running).count() as u64
+        }))
+    }
+
+    async fn count_running_by_engine(&self) -> Result<Vec<(EngineName, u64)>, StoreError> {
+        Ok(self.with(|sessions| {
+            let mut counts = std::collections::BTreeMap::<EngineName, u64>::new();
+            for session in sessions.values().filter(|s| s.status == SandboxStatus::Running) {
+                *counts.entry(session.engine.clone()).or_default() += 1;
+            }
+            counts.into_iter().collect()
         }))
     }
 

@@ -1,7 +1,9 @@
 //! A session repository that a test scripts call by call.
 
 use async_trait::async_trait;
-use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{
+    ChatId, ContainerId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp,
+};
 
 use crate::{SaveError, SessionRepository, StoreError};
 
@@ -63,4 +65,5 @@ delegating_repository! {
     mark_workspace_used(session_id: SessionId) -> Result<(), StoreError>;
     workspace_used(session_id: SessionId) -> Result<bool, StoreError>;
     get_by_container(container_id: &ContainerId) -> Result<Option<SandboxSession>, StoreError>;
+    count_running_by_engine() -> Result<Vec<(EngineName, u64)>, StoreError>;
 }

@@ -203,6 +203,7 @@ impl Harness {
             status,
             created_at,
             expires_at: created_at + TimeDelta::minutes(5),
+            engine: sandkeeper_domain::EngineName::default(),
         };
         self.repository.inner.save(&session).await.unwrap();
         if container != ContainerState::Missing {

@@ -90,6 +90,7 @@ pub(crate) fn running(
         status: SandboxStatus::Running,
         created_at,
         expires_at,
+        engine: sandkeeper_domain::EngineName::default(),
     }
 }
 
@@ -350,12 +351,16 @@ pub(crate) fn logged(capture: &Capture) -> Vec<Logged> {
 
 /// The event the use cases log about one session, e.g. `sandbox_created`.
 pub(crate) fn session_event(level: Level, message: &str, session: &SandboxSession) -> Logged {
-    let fields = [
+    let mut fields = vec![
         ("chat_id", session.chat_id.to_string()),
         ("session_id", session.session_id.to_string()),
         ("container_id", session.container_id.to_string()),
     ];
-    (level, message.to_owned(), fields.map(|(k, v)| (k.to_owned(), v)).into_iter().collect())
+    // A new sandbox's event also names the engine it was placed on.
+    if message == "sandbox_created" {
+        fields.push(("engine", session.engine.to_string()));
+    }
+    (level, message.to_owned(), fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 /// A span field value given as text (ids, results).

@@ -257,6 +257,7 @@ pub(crate) const ROUTES: &[&str] = &[
     "/healthz",
     "/readyz",
     "/v1/pool",
+    "/v1/engines",
 ];
 
 /// Paths that are not routes and never will be.

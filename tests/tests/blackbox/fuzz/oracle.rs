@@ -369,7 +369,7 @@ fn expect_fixed(case: &Case, fixed: &str, model: &Model) -> Expected {
         "/v1/maintenance/cleanup" | "/v1/maintenance/sweep" if method == "POST" => {
             Expected::ok(200)
         }
-        "/metrics" | "/healthz" | "/v1/pool" if get_like => Expected::ok(200),
+        "/metrics" | "/healthz" | "/v1/pool" | "/v1/engines" if get_like => Expected::ok(200),
         "/readyz" if get_like => Expected::ok(if model.docker_up { 200 } else { 503 }),
         _ => not_allowed(),
     }

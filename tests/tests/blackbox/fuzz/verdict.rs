@@ -135,6 +135,14 @@ fn fixed_route_answer(fixed: &str, response: &Response) -> Result<(), String> {
                 }
             }
         }
+        "/v1/engines" => {
+            let engines = json(response)?;
+            let listed = engines["engines"].as_array().ok_or("no engines array")?;
+            let names: Vec<&str> = listed.iter().filter_map(|e| e["name"].as_str()).collect();
+            if names != ["default"] {
+                return Err(format!("not the one default engine: {engines}"));
+            }
+        }
         "/metrics" => {
             if !String::from_utf8_lossy(&response.body).contains("http_server_requests_total") {
                 return Err("no HTTP metrics in /metrics".into());
@@ -152,7 +160,12 @@ fn fixed_route_answer(fixed: &str, response: &Response) -> Result<(), String> {
         }
         "/v1/pool" => {
             // The fuzzer runs without a pool.
-            if json(response)? != json!({"target": 0, "ready": 0, "starting": 0}) {
+            let empty = json!({"target": 0, "ready": 0, "starting": 0});
+            let mut one_engine = empty.clone();
+            one_engine["engine"] = json!("default");
+            if json(response)?
+                != json!({"target": 0, "ready": 0, "starting": 0, "engines": [one_engine]})
+            {
                 return Err("the pool of a server without one is not empty".into());
             }
         }
@@ -173,6 +186,9 @@ fn session_answer(
     let chat = chat_of(segment).ok_or("a 2xx for a chat id that is not one")?;
     if session["chat_id"] != chat.hyphenated().to_string() {
         return Err(format!("the answer is for another chat: {session}"));
+    }
+    if session["engine"] != "default" {
+        return Err(format!("a session not on the one engine, `default`: {session}"));
     }
     let result = session.as_object_mut().and_then(|fields| fields.remove("result"));
     let expected_result = match (case.method.as_str(), response.status) {
@@ -295,8 +311,8 @@ fn time(value: &Value) -> Result<DateTime<Utc>, String> {
 fn check_keep_alive(answer: &Value, live: &Live, ttl: u64, window: Window) -> Result<(), String> {
     let fields = answer.as_object().ok_or("the keep-alive answer is not an object")?;
     let before = &live.session;
-    let same_session = fields.len() == 8
-        && ["session_id", "chat_id", "container_id", "status", "created_at"]
+    let same_session = fields.len() == 9
+        && ["session_id", "chat_id", "container_id", "status", "created_at", "engine"]
             .iter()
             .all(|field| answer[field] == before[field]);
     if !same_session {

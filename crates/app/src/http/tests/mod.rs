@@ -72,11 +72,11 @@ fn harness(options: Options) -> Harness {
         repository: Arc::clone(&repository) as Arc<dyn SessionRepository>,
         leases: Arc::clone(&leases) as Arc<dyn MaintenanceLeases>,
         locker: Arc::new(ProcessLocalLocker::new()),
-        runtime: options.runtime.unwrap_or_else(|| Arc::new(runtime.clone())),
+        engines: options.runtime.unwrap_or_else(|| Arc::new(runtime.clone())).into(),
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
         store_probe,
         workspaces: None,
-        pool: Arc::new(sandkeeper_ports::inprocess::InMemoryPoolStore::new()),
+        pool: crate::services::pools_in_memory(),
     };
     let settings = ServiceSettings {
         max_sandboxes: options.max_sandboxes,

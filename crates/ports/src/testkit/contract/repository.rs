@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, TimeZone, Utc};
-use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_domain::{
+    ChatId, ContainerId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp,
+};
 
 use super::Subject;
 use crate::{SaveError, SessionRepository};
@@ -50,6 +52,7 @@ macro_rules! session_repository_contract {
             concurrent_saves_within_a_limit_never_go_past_it,
             a_new_session_is_unused_until_marked_and_stays_used,
             a_session_the_store_does_not_know_counts_as_used,
+            each_session_keeps_its_engine_and_running_sessions_are_counted_per_engine,
         ], $($subject)*);
     };
 }
@@ -83,6 +86,7 @@ fn session(
         status,
         created_at: base() + TimeDelta::seconds(created),
         expires_at: base() + TimeDelta::seconds(expires),
+        engine: sandkeeper_domain::EngineName::default(),
     }
 }
 
@@ -764,4 +768,38 @@ pub async fn a_session_the_store_does_not_know_counts_as_used(
     repo.mark_workspace_used(gone.session_id).await.unwrap();
     assert_eq!(repo.get(gone.session_id).await.unwrap(), None, "marking made no row");
     assert_eq!(repo.count_running().await.unwrap(), 0);
+}
+
+pub async fn each_session_keeps_its_engine_and_running_sessions_are_counted_per_engine(
+    subject: &Subject<dyn SessionRepository>,
+) {
+    let repo = subject.port();
+    assert_eq!(repo.count_running_by_engine().await.unwrap(), vec![]);
+    let on = |mut session: SandboxSession, engine: &str| {
+        session.engine = EngineName::parse(engine).unwrap();
+        session
+    };
+    let sessions = [
+        on(session(1, 1, SandboxStatus::Running, 0, 300), "host-b"),
+        on(session(2, 2, SandboxStatus::Running, 0, -300), "host-b"),
+        on(session(3, 3, SandboxStatus::Running, 0, 300), "gvisor_1"),
+        on(session(4, 4, SandboxStatus::Crashed, 0, 300), "gvisor_1"),
+        on(session(5, 5, SandboxStatus::Stopped, 0, 300), "idle"),
+        session(6, 6, SandboxStatus::Running, 0, 300),
+    ];
+    save_all(repo, &sessions).await;
+    for saved in &sessions {
+        assert_eq!(repo.get(saved.session_id).await.unwrap().as_ref(), Some(saved));
+    }
+    let running = repo.get_running_by_chat(chat_id(3)).await.unwrap().unwrap();
+    assert_eq!(running.engine.as_str(), "gvisor_1");
+    let counts: Vec<(String, u64)> = repo
+        .count_running_by_engine()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(engine, count)| (engine.to_string(), count))
+        .collect();
+    let expected = [("default", 1), ("gvisor_1", 1), ("host-b", 2)];
+    assert_eq!(counts, expected.map(|(engine, count)| (engine.to_owned(), count)));
 }

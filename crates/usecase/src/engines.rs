@@ -1,0 +1,60 @@
+//! What the use cases share about the engines: when a failed call means its engine is down.
+
+use sandkeeper_domain::{SandboxSession, Timestamp};
+use sandkeeper_ports::{Engine, Engines, Report, RuntimeError};
+
+use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
+
+/// Whether the error says the engine did not answer (as opposed to refusing the call).
+pub(crate) fn unreachable(error: &RuntimeError) -> bool {
+    matches!(error, RuntimeError::Unavailable(_) | RuntimeError::Timeout { .. })
+}
+
+/// Marks the engine down when `error` says it did not answer; the engine probe marks it up
+/// again once it answers a ping.
+pub(crate) fn note_unreachable(engine: &Engine, error: &RuntimeError, now: Timestamp) {
+    if unreachable(error) && engine.mark_down(now) {
+        tracing::warn!(
+            engine = %engine.name(),
+            error = error.kind(),
+            error.message = %Report(error),
+            "engine_down"
+        );
+    }
+}
+
+/// Saves the workspace and stops the container of a session about to be removed (its row
+/// is deleted next by the caller). On an engine that is down neither is tried, so that the
+/// removal never waits on it: the container, left without a row, is reaped as an orphan once
+/// the engine answers again. A stop that finds the engine unreachable marks it down.
+pub(crate) async fn retire<E>(
+    engines: &Engines,
+    workspaces: Option<&Workspaces>,
+    session: &SandboxSession,
+    reason: SaveReason,
+    now: Timestamp,
+) -> Result<(), E>
+where
+    E: From<RuntimeError> + From<WorkspaceError>,
+{
+    let engine = engines.engine_of(session)?;
+    if engine.is_avoided() {
+        tracing::warn!(
+            chat_id = %session.chat_id,
+            session_id = %session.session_id,
+            container_id = %session.container_id,
+            engine = %session.engine,
+            reason = reason.as_str(),
+            "sandbox_removed_on_down_engine"
+        );
+        return Ok(());
+    }
+    if let Some(workspaces) = workspaces {
+        workspaces.save_before_removal(session, reason).await?;
+    }
+    if let Err(error) = engine.runtime().stop(&session.container_id).await {
+        note_unreachable(engine, &error, now);
+        return Err(error.into());
+    }
+    Ok(())
+}
