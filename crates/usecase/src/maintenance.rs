@@ -604,8 +604,17 @@ impl MaintenanceSweep {
         if !self.hold(pass).await {
             return Reconciled::Unchanged;
         }
-        match mark_crashed(self.repository.as_ref(), session, state, DetectedBy::Maintenance).await
-        {
+        self.crash(session, state, DetectedBy::Maintenance).await
+    }
+
+    /// Marks the running session crashed, as `detected_by` found it.
+    async fn crash(
+        &self,
+        session: &SandboxSession,
+        state: ContainerState,
+        detected_by: DetectedBy,
+    ) -> Reconciled {
+        match mark_crashed(self.repository.as_ref(), session, state, detected_by).await {
             Ok(true) => Reconciled::Crashed,
             // Someone else changed or removed the row since the listing: not ours to judge.
             Ok(false) => Reconciled::Unchanged,
@@ -633,20 +642,7 @@ impl MaintenanceSweep {
         if self.clock.now() < grace_ends || !self.hold(pass).await {
             return Reconciled::Unchanged;
         }
-        let state = ContainerState::Missing;
-        match mark_crashed(self.repository.as_ref(), session, state, DetectedBy::EngineLoss).await {
-            Ok(true) => Reconciled::Crashed,
-            Ok(false) => Reconciled::Unchanged,
-            Err(error) => {
-                tracing::warn!(
-                    session_id = %session.session_id,
-                    error = error.kind(),
-                    error.message = %Report(&error),
-                    "maintenance_reconcile_failed"
-                );
-                Reconciled::Failed
-            }
-        }
+        self.crash(session, ContainerState::Missing, DetectedBy::EngineLoss).await
     }
 
     /// Phase 2. Sessions crashed by this pass are left for the next one, so that a crash stays
