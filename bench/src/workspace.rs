@@ -16,7 +16,7 @@ use crate::exec::{Sandbox, blob};
 use crate::report::{self, Row, Summary};
 use crate::server::Server;
 
-const ROUNDS: usize = 6;
+const ROUNDS: usize = 16;
 const GOAL: f64 = 1.2;
 const SIZE: usize = 10 * 1024 * 1024;
 /// No checkpoint runs during the measurement (nor, with the quiet server, any background pass).
