@@ -29,7 +29,7 @@ use sandkeeper_ports::{
 };
 use tokio::sync::Notify;
 
-/// Gauge `sandbox.pool.ready`: ready slots of the current configuration.
+/// Gauge `sandbox.pool.ready`: ready slots of the current configuration, every engine's.
 const POOL_READY: &str = "sandbox.pool.ready";
 /// Counter `sandbox.pool.claim.total{result=hit|miss}`: creates answered from the pool, or not.
 const POOL_CLAIM_TOTAL: &str = "sandbox.pool.claim.total";
@@ -245,10 +245,9 @@ impl WarmPool {
         Ok(true)
     }
 
-    /// The target and the slots of the current configuration; sets the ready gauge.
+    /// The target and the slots of the current configuration.
     pub async fn status(&self) -> Result<PoolStatus, StoreError> {
         let counts = self.inner.store.counts(&self.inner.fingerprint).await?;
-        metrics::gauge!(POOL_READY).set(counts.ready as f64);
         Ok(PoolStatus {
             target: self.inner.settings.size,
             ready: counts.ready,
@@ -283,7 +282,6 @@ impl WarmPool {
                 }
             }
         }
-        let _ = self.status().await;
         if report != RefillReport::default() {
             tracing::debug!(
                 started = report.started,
@@ -474,12 +472,14 @@ impl WarmPools {
         self.engines.iter().position(|known| known.name() == engine).map(|at| &self.pools[at])
     }
 
-    /// Each engine's pool, with its engine's name.
+    /// Each engine's pool, with its engine's name; sets the ready gauge to the total.
     pub async fn status(&self) -> Result<Vec<(EngineName, PoolStatus)>, StoreError> {
         let mut statuses = Vec::with_capacity(self.pools.len());
         for (engine, pool) in self.engines.iter().zip(self.pools.iter()) {
             statuses.push((engine.name().clone(), pool.status().await?));
         }
+        let ready: u64 = statuses.iter().map(|(_, status)| status.ready).sum();
+        metrics::gauge!(POOL_READY).set(ready as f64);
         Ok(statuses)
     }
 
@@ -497,6 +497,7 @@ impl WarmPools {
             total.abandoned += report.abandoned;
             total.errors += report.errors;
         }
+        let _ = self.status().await;
         Ok(total)
     }
 
