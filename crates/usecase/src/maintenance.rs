@@ -567,9 +567,11 @@ impl MaintenanceSweep {
         Ok(crashed)
     }
 
-    async fn reconcile_one(&self, pass: &Pass, session: &SandboxSession) -> Reconciled {
-        let engine = match self.engines.engine_of(session) {
-            Ok(engine) => engine,
+    /// The engine the session's row names; `None`, said in the log, when this replica was not
+    /// given it.
+    fn known_engine(&self, session: &SandboxSession) -> Option<&Engine> {
+        match self.engines.engine_of(session) {
+            Ok(engine) => Some(engine),
             Err(error) => {
                 tracing::warn!(
                     session_id = %session.session_id,
@@ -577,8 +579,14 @@ impl MaintenanceSweep {
                     error.message = %Report(&error),
                     "maintenance_unknown_engine"
                 );
-                return Reconciled::Failed;
+                None
             }
+        }
+    }
+
+    async fn reconcile_one(&self, pass: &Pass, session: &SandboxSession) -> Reconciled {
+        let Some(engine) = self.known_engine(session) else {
+            return Reconciled::Failed;
         };
         if let Some(down_since) = engine.avoided_since() {
             return self.reconcile_on_lost_engine(pass, session, down_since).await;
@@ -744,18 +752,10 @@ impl MaintenanceSweep {
         {
             return Ok(CleanupOutcome::AlreadyClaimed);
         }
-        let engine = match self.engines.engine_of(&session) {
-            Ok(engine) if !engine.is_avoided() => engine,
-            Ok(_) => return Ok(CleanupOutcome::EngineDown),
-            Err(error) => {
-                tracing::warn!(
-                    session_id = %session.session_id,
-                    engine = %session.engine,
-                    error.message = %Report(&error),
-                    "maintenance_unknown_engine"
-                );
-                return Ok(CleanupOutcome::RuntimeError);
-            }
+        let engine = match self.known_engine(&session) {
+            Some(engine) if !engine.is_avoided() => engine,
+            Some(_) => return Ok(CleanupOutcome::EngineDown),
+            None => return Ok(CleanupOutcome::RuntimeError),
         };
         // A crashed sandbox's container stopped by itself or its engine was lost: there is
         // nothing to save, and the chat's archive may already be a newer sandbox's.

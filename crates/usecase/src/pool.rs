@@ -428,6 +428,7 @@ impl WarmPool {
 #[derive(Clone)]
 pub struct WarmPools {
     engines: Engines,
+    settings: PoolSettings,
     /// In the order of `engines`.
     pools: Arc<[WarmPool]>,
 }
@@ -447,7 +448,7 @@ impl WarmPools {
         clock: Arc<dyn Clock>,
         settings: PoolSettings,
     ) -> Self {
-        let pools = engines
+        let pools: Arc<[WarmPool]> = engines
             .iter()
             .map(|engine| {
                 WarmPool::new(
@@ -459,12 +460,12 @@ impl WarmPools {
                 )
             })
             .collect();
-        Self { engines: engines.clone(), pools }
+        Self { engines: engines.clone(), settings, pools }
     }
 
+    /// The settings every engine's pool has.
     pub fn settings(&self) -> &PoolSettings {
-        // Every engine's pool has the same settings.
-        self.pools.first().map_or(&DEFAULT_SETTINGS, WarmPool::settings)
+        &self.settings
     }
 
     /// The pool of `engine`.
@@ -539,7 +540,3 @@ impl WarmPools {
         Ok(false)
     }
 }
-
-/// The settings of a set of no pools.
-static DEFAULT_SETTINGS: std::sync::LazyLock<PoolSettings> =
-    std::sync::LazyLock::new(|| PoolSettings::new(0));
