@@ -138,17 +138,7 @@ impl SandboxRuntime for DockerRuntime {
         let result =
             inner.client.call("create", |docker| inner.create_pooled(docker, slot_id)).await;
         if let Err(RuntimeError::Timeout { .. }) = result {
-            // As for `create`: what the engine finishes after we gave up is removed.
-            let inner = Arc::clone(inner);
-            let name = Self::pooled_container_name(&slot_id);
-            tokio::spawn(async move {
-                if let Err(error) =
-                    inner.client.call("stop", |docker| inner.remove(docker, &name)).await
-                {
-                    tracing::warn!(container = %name, error = %Report(&error),
-                        "could not remove the pooled container of a timed-out create");
-                }
-            });
+            remove_in_background(inner, Self::pooled_container_name(&slot_id));
         }
         result
     }
@@ -157,18 +147,7 @@ impl SandboxRuntime for DockerRuntime {
         let inner = &self.inner;
         let result = inner.client.call("create", |docker| inner.create(docker, spec)).await;
         if let Err(RuntimeError::Timeout { .. }) = result {
-            // The engine may finish the create after we gave up; remove it once it answers, so
-            // a timed-out create leaves nothing behind (the maintenance sweep is the backstop).
-            let inner = Arc::clone(inner);
-            let name = Self::container_name(&spec.session_id);
-            tokio::spawn(async move {
-                if let Err(error) =
-                    inner.client.call("stop", |docker| inner.remove(docker, &name)).await
-                {
-                    tracing::warn!(container = %name, error = %Report(&error),
-                        "could not remove the container of a timed-out create");
-                }
-            });
+            remove_in_background(inner, Self::container_name(&spec.session_id));
         }
         result
     }
@@ -890,6 +869,19 @@ impl Inner {
 }
 
 /// `value` with the keys of every object in sorted order.
+/// Removes the container `name` once the engine answers. The engine may finish a create after
+/// we gave up on it: this way a timed-out create leaves nothing behind (the maintenance sweep is
+/// the backstop).
+fn remove_in_background(inner: &Arc<Inner>, name: String) {
+    let inner = Arc::clone(inner);
+    tokio::spawn(async move {
+        if let Err(error) = inner.client.call("stop", |docker| inner.remove(docker, &name)).await {
+            tracing::warn!(container = %name, error = %Report(&error),
+                "could not remove the container of a timed-out create");
+        }
+    });
+}
+
 fn sorted(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => {

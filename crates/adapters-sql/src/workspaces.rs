@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use sandkeeper_domain::{ChatId, SessionId, Timestamp};
 use sandkeeper_ports::{ArchiveFile, Cause, StoreError, WorkspaceMeta, WorkspaceStore};
 use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
@@ -111,13 +111,19 @@ impl PgWorkspaces {
         .execute(&mut *tx)
         .await?;
         if let Some(previous) = previous {
-            sqlx::query("DELETE FROM workspace_chunks WHERE generation = $1")
-                .bind(previous)
-                .execute(&mut *tx)
-                .await?;
+            delete_chunks(&mut tx, previous).await?;
         }
         tx.commit().await
     }
+}
+
+/// Deletes the chunks of an archive's generation.
+async fn delete_chunks(conn: &mut PgConnection, generation: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM workspace_chunks WHERE generation = $1")
+        .bind(generation)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 fn meta_from_row(chat_id: ChatId, row: &PgRow) -> Result<WorkspaceMeta, sqlx::Error> {
@@ -215,10 +221,7 @@ impl WorkspaceStore for PgWorkspaces {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(generation) = generation {
-                sqlx::query("DELETE FROM workspace_chunks WHERE generation = $1")
-                    .bind(generation)
-                    .execute(&mut *tx)
-                    .await?;
+                delete_chunks(&mut tx, generation).await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(generation.is_some())

@@ -281,37 +281,36 @@ async fn drain(mut body: Body, limit: usize, until: Instant) {
 /// Without a token: the Host must be a loopback name (or an allowed one) and a browser's
 /// Origin, if any, a loopback (or allowed) origin.
 fn check_host_and_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
-    if let Some(host) = headers.get(header::HOST) {
-        let text = String::from_utf8_lossy(host.as_bytes());
-        if !host_is_served(&text, allowed) {
-            return Err(ApiError::with_status(
-                StatusCode::FORBIDDEN,
-                "host_not_allowed",
-                format!(
-                    "Host `{}` is not a loopback name: without an API token sandkeeper serves only \
-                     requests to localhost, 127.0.0.1 or [::1], so that no web page can reach it \
-                     through DNS rebinding; set --api-token-file (or --api-token) and send the \
-                     token, or add the name to --allowed-hosts",
-                    shorten(&text)
-                ),
-            ));
-        }
+    // The header's text when it is present and not served.
+    let refused = |name: header::HeaderName, served: fn(&str, &[String]) -> bool| {
+        let text = String::from_utf8_lossy(headers.get(name)?.as_bytes()).into_owned();
+        (!served(&text, allowed)).then_some(text)
+    };
+    if let Some(host) = refused(header::HOST, host_is_served) {
+        return Err(ApiError::with_status(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            format!(
+                "Host `{}` is not a loopback name: without an API token sandkeeper serves only \
+                 requests to localhost, 127.0.0.1 or [::1], so that no web page can reach it \
+                 through DNS rebinding; set --api-token-file (or --api-token) and send the \
+                 token, or add the name to --allowed-hosts",
+                shorten(&host)
+            ),
+        ));
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let text = String::from_utf8_lossy(origin.as_bytes());
-        if !origin_is_served(&text, allowed) {
-            return Err(ApiError::with_status(
-                StatusCode::FORBIDDEN,
-                "cross_origin_refused",
-                format!(
-                    "a browser request from origin `{}` is refused: without an API token \
-                     sandkeeper serves only requests from loopback origins, so that no web page \
-                     can run commands through it; set --api-token-file (or --api-token) and send \
-                     the token from your application's server instead",
-                    shorten(&text)
-                ),
-            ));
-        }
+    if let Some(origin) = refused(header::ORIGIN, origin_is_served) {
+        return Err(ApiError::with_status(
+            StatusCode::FORBIDDEN,
+            "cross_origin_refused",
+            format!(
+                "a browser request from origin `{}` is refused: without an API token \
+                 sandkeeper serves only requests from loopback origins, so that no web page \
+                 can run commands through it; set --api-token-file (or --api-token) and send \
+                 the token from your application's server instead",
+                shorten(&origin)
+            ),
+        ));
     }
     Ok(())
 }

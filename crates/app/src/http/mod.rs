@@ -126,6 +126,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ChatPath {
     }
 }
 
+/// A route's query parameters, or 400 `invalid_query` naming the `parameters` it takes.
+fn query_params<T>(
+    query: Result<Query<T>, QueryRejection>,
+    parameters: &str,
+) -> Result<T, ApiError> {
+    let Query(params) = query.map_err(|rejection| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{}; the parameters are {parameters}", rejection.body_text()),
+        )
+    })?;
+    Ok(params)
+}
+
 /// A chat id from a path, or the 400 that names it.
 fn chat_id(raw: &str) -> Result<ChatId, ApiError> {
     ChatId::parse(raw).map_err(|error| ApiError::bad_request("invalid_chat_id", error.to_string()))
@@ -205,12 +219,7 @@ async fn list_sandboxes(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("{}; the parameters are status and limit", rejection.body_text()),
-        )
-    })?;
+    let query = query_params(query, "status and limit")?;
     let statuses = match query.status.as_deref() {
         None => SandboxStatus::ALL.to_vec(),
         Some(raw) => vec![

@@ -207,15 +207,7 @@ async fn logs(
     headers: HeaderMap,
     query: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!(
-                "{}; the parameters are stdout_offset and stderr_offset",
-                rejection.body_text()
-            ),
-        )
-    })?;
+    let query = super::query_params(query, "stdout_offset and stderr_offset")?;
     let offsets = (
         offset(query.stdout_offset.as_deref(), "stdout_offset")?,
         offset(query.stderr_offset.as_deref(), "stderr_offset")?,

@@ -46,12 +46,7 @@ async fn terminal(
     query: Result<Query<SizeQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("{}; the parameters are cols and rows", rejection.body_text()),
-        )
-    })?;
+    let query = super::query_params(query, "cols and rows")?;
     let cols = dimension(query.cols.as_deref(), "cols", DEFAULT_SIZE.0)?;
     let rows = dimension(query.rows.as_deref(), "rows", DEFAULT_SIZE.1)?;
     let upgrade = upgrade.map_err(|rejection| {

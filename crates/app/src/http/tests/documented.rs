@@ -72,13 +72,7 @@ async fn the_routes_inside_sandboxes_are_documented_served_and_authenticated() {
         let unauthenticated =
             Request::builder().method(method.clone()).uri(&uri).body(Body::from(body)).unwrap();
         assert_eq!(h.call(unauthenticated).await.0, StatusCode::UNAUTHORIZED, "{method} {uri}");
-        let request = Request::builder()
-            .method(method.clone())
-            .uri(&uri)
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .body(Body::from(body))
-            .unwrap();
-        let (status, answer) = h.call(request).await;
+        let (status, answer) = h.call(authorized(method.clone(), &uri, body)).await;
         // Served: the chat has no sandbox, which is a 404 of its own, not "no such route".
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {answer}");
         assert_eq!(answer["error"]["code"], "sandbox_not_found", "{method} {uri}");
@@ -87,22 +81,23 @@ async fn the_routes_inside_sandboxes_are_documented_served_and_authenticated() {
     let route = "/v1/chats/{chat_id}/sandbox/terminal";
     assert!(openapi.contains(&format!("\n  {route}:\n")), "{route} missing from openapi.yaml");
     assert!(guide.contains(&format!("`GET {route}`")), "GET {route} missing from api.md");
-    let request = Request::builder()
-        .uri(format!("/v1/chats/{CHAT}/sandbox/terminal"))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Body::empty())
-        .unwrap();
-    let (status, body) = h.call(request).await;
+    let terminal = authorized(Method::GET, &format!("/v1/chats/{CHAT}/sandbox/terminal"), "");
+    let (status, body) = h.call(terminal).await;
     assert_eq!(status, StatusCode::UPGRADE_REQUIRED, "{body}");
     assert_error(&body, "websocket_required", "WebSocket");
 
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(format!("/v1/chats/{CHAT}/sandbox/exec"))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Body::empty())
-        .unwrap();
-    let (status, body) = h.call(request).await;
+    let get_exec = authorized(Method::GET, &format!("/v1/chats/{CHAT}/sandbox/exec"), "");
+    let (status, body) = h.call(get_exec).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     assert_error(&body, "method_not_allowed", "GET");
+}
+
+/// A request that carries the API token.
+fn authorized(method: Method, uri: &str, body: &'static str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::from(body))
+        .unwrap()
 }
