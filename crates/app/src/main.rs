@@ -93,21 +93,13 @@ fn set_by(
     (variable_set && !on_command_line).then_some(flag.env)
 }
 
+/// Why a command did not run: its settings (exit 2) or the start (exit 1).
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
-    Config(ConfigError),
-    Start(StartError),
-}
-
-impl From<ConfigError> for Failure {
-    fn from(error: ConfigError) -> Self {
-        Self::Config(error)
-    }
-}
-
-impl From<StartError> for Failure {
-    fn from(error: StartError) -> Self {
-        Self::Start(error)
-    }
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
