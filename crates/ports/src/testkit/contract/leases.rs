@@ -5,29 +5,26 @@ use std::time::Duration;
 use super::LeaseSubject;
 use crate::LeaseRequest;
 
-/// One `#[tokio::test]` per case of this suite: `(factory)` or `(factory, when = condition)`,
-/// as the [module](super) says.
-#[macro_export]
-macro_rules! maintenance_leases_contract {
-    ($($subject:tt)*) => {
-        $crate::__contract_tests!(leases, [
-            the_first_acquire_of_a_new_lease_wins,
-            lease_is_read_gated_while_held,
-            lease_is_held_until_it_expires_and_reacquirable_once_stale,
-            lease_is_read_gated_after_a_recent_completion,
-            lease_is_acquirable_once_the_last_completion_is_older_than_min_interval,
-            zero_min_interval_allows_reacquiring_right_after_completion,
-            release_frees_the_lease_without_recording_completion,
-            only_the_holder_can_complete_or_release,
-            a_holder_whose_lease_was_taken_over_cannot_complete_it,
-            leases_with_different_names_are_independent,
-            very_long_durations_are_accepted,
-            concurrent_acquires_have_exactly_one_winner,
-            renewing_keeps_the_lease_for_its_live_holder_only,
-            an_expired_holder_cannot_renew_even_if_nobody_took_the_lease,
-            state_outlives_its_holders_and_only_the_holder_writes_it,
-        ], $($subject)*);
-    };
+super::contract_suite! {
+    /// One `#[tokio::test]` per case of this suite: `(factory)` or `(factory, when = condition)`,
+    /// as the [module](super) says.
+    maintenance_leases_contract for leases: [
+        the_first_acquire_of_a_new_lease_wins,
+        lease_is_read_gated_while_held,
+        lease_is_held_until_it_expires_and_reacquirable_once_stale,
+        lease_is_read_gated_after_a_recent_completion,
+        lease_is_acquirable_once_the_last_completion_is_older_than_min_interval,
+        zero_min_interval_allows_reacquiring_right_after_completion,
+        release_frees_the_lease_without_recording_completion,
+        only_the_holder_can_complete_or_release,
+        a_holder_whose_lease_was_taken_over_cannot_complete_it,
+        leases_with_different_names_are_independent,
+        very_long_durations_are_accepted,
+        concurrent_acquires_have_exactly_one_winner,
+        renewing_keeps_the_lease_for_its_live_holder_only,
+        an_expired_holder_cannot_renew_even_if_nobody_took_the_lease,
+        state_outlives_its_holders_and_only_the_holder_writes_it,
+    ]
 }
 
 const NAME: &str = "sandbox_lifecycle_maintenance";
