@@ -55,13 +55,8 @@ fn session_span(capture: &Capture, session: &SandboxSession, result: &str) -> Ca
 
 /// A sandbox of `chat_id` created ten minutes ago that expired a second ago.
 fn expired_a_second_ago(chat_id: ChatId) -> SandboxSession {
-    running(
-        SESSION_EXPIRED_ID,
-        chat_id,
-        "container-expired",
-        now() - minutes(10),
-        now() - seconds(1),
-    )
+    running(SESSION_EXPIRED_ID, chat_id, "container-expired")
+        .between(now() - minutes(10), now() - seconds(1))
 }
 
 // --- the seed's tests ---
@@ -70,20 +65,10 @@ fn expired_a_second_ago(chat_id: ChatId) -> SandboxSession {
 async fn cleanup_expired_sandboxes_stops_and_deletes_only_expired_sessions() {
     let capture = Capture::install();
     let expired = expired_a_second_ago(EXPIRED_CHAT_ID);
-    let boundary = running(
-        SESSION_BOUNDARY_ID,
-        BOUNDARY_CHAT_ID,
-        "container-boundary",
-        now() - minutes(5),
-        now(),
-    );
-    let active = running(
-        SESSION_ACTIVE_ID,
-        ACTIVE_CHAT_ID,
-        "container-active",
-        now() - minutes(1),
-        now() + minutes(5),
-    );
+    let boundary = running(SESSION_BOUNDARY_ID, BOUNDARY_CHAT_ID, "container-boundary")
+        .between(now() - minutes(5), now());
+    let active = running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active")
+        .between(now() - minutes(1), now() + minutes(5));
     let repository = repository_with(&[&expired, &boundary, &active]).await;
     let runtime = FakeRuntime::new();
     let locker = RecordingLocker::new();
@@ -133,13 +118,8 @@ async fn cleanup_expired_sandboxes_records_observability_on_cleaned_session() {
 async fn cleanup_expired_sandboxes_skips_replaced_session_from_stale_snapshot() {
     let capture = Capture::install();
     let expired_snapshot = expired_a_second_ago(CHAT_ID);
-    let replacement = running(
-        SESSION_REPLACEMENT_ID,
-        CHAT_ID,
-        "container-new",
-        now() - seconds(30),
-        now() + minutes(5),
-    );
+    let replacement = running(SESSION_REPLACEMENT_ID, CHAT_ID, "container-new")
+        .between(now() - seconds(30), now() + minutes(5));
     let repository = ScriptedRepository::new();
     repository.serve_expired_snapshot(vec![expired_snapshot]);
     repository.save(&replacement).await.unwrap();
@@ -159,20 +139,10 @@ async fn cleanup_expired_sandboxes_skips_replaced_session_from_stale_snapshot() 
 #[tokio::test]
 async fn cleanup_expired_sandboxes_continues_after_stop_failure() {
     let capture = Capture::install();
-    let failing = running(
-        SESSION_FAIL_ID,
-        FAIL_CHAT_ID,
-        "container-fail",
-        now() - minutes(10),
-        now() - minutes(1),
-    );
-    let cleaned = running(
-        SESSION_CLEAN_ID,
-        CLEAN_CHAT_ID,
-        "container-clean",
-        now() - minutes(9),
-        now() - seconds(1),
-    );
+    let failing = running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-fail")
+        .between(now() - minutes(10), now() - minutes(1));
+    let cleaned = running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-clean")
+        .between(now() - minutes(9), now() - seconds(1));
     let repository = repository_with(&[&failing, &cleaned]).await;
     let runtime = FakeRuntime::new();
     runtime.fail_stop(container("container-fail"), RuntimeError::Failed("stop_failed".into()));
@@ -272,7 +242,8 @@ fn three_expired() -> Vec<SandboxSession> {
     .enumerate()
     .map(|(n, (session_id, chat_id))| {
         let expires_at = now() - minutes(3 - n as i64);
-        running(session_id, chat_id, &format!("container-{n}"), now() - minutes(10), expires_at)
+        running(session_id, chat_id, &format!("container-{n}"))
+            .between(now() - minutes(10), expires_at)
     })
     .collect()
 }
@@ -353,9 +324,10 @@ async fn cleanup_expired_sandboxes_takes_at_most_its_batch_limit_in_expiry_order
 #[tokio::test]
 async fn cleanup_expired_sandboxes_skips_a_session_that_is_gone_or_no_longer_expired() {
     let capture = Capture::install();
-    let gone = running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-gone", now() - minutes(10), now());
-    let extended =
-        running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-extended", now() - minutes(10), now());
+    let gone = running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-gone")
+        .between(now() - minutes(10), now());
+    let extended = running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-extended")
+        .between(now() - minutes(10), now());
     let repository = ScriptedRepository::new();
     repository.serve_expired_snapshot(vec![gone, extended.clone()]);
     let still_running = SandboxSession { expires_at: now() + minutes(5), ..extended };

@@ -146,16 +146,10 @@ async fn an_exit_seen_while_sandkeeper_removes_the_sandbox_waits_for_the_chat_lo
 #[tokio::test]
 async fn exits_of_other_containers_and_of_ended_sessions_change_nothing() {
     let capture = Capture::install();
-    let active = running(
-        SESSION_ACTIVE_ID,
-        CHAT_ID,
-        "container-active",
-        now() - minutes(1),
-        now() + minutes(4),
-    );
+    let active = active();
     let stopped = SandboxSession {
         status: SandboxStatus::Stopped,
-        ..running(SESSION_OLD_ID, CLEAN_CHAT_ID, "container-old", now(), now() + minutes(1))
+        ..running(SESSION_OLD_ID, CLEAN_CHAT_ID, "container-old").between(now(), now() + minutes(1))
     };
     let repository = repository_with(&[&active, &stopped]).await;
     let record = RecordContainerExit::new(repository.clone(), RecordingLocker::new());
@@ -217,7 +211,8 @@ impl DelegatingRepository for UnreadableStore {
 async fn a_store_failure_is_returned_and_counted_and_changes_nothing() {
     let capture = Capture::install();
     let store = Arc::new(UnreadableStore::default());
-    let active = running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now(), now() + minutes(4));
+    let active =
+        running(SESSION_ACTIVE_ID, CHAT_ID, "container-active").between(now(), now() + minutes(4));
     store.inner.save(&active).await.unwrap();
     let record = RecordContainerExit::new(store.clone(), RecordingLocker::new());
 

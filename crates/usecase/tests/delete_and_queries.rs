@@ -10,15 +10,11 @@ use sandkeeper_usecase::{DeleteSandbox, DeleteSandboxError, SandboxQueries};
 use support::*;
 use tracing::Level;
 
-fn active() -> SandboxSession {
-    running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now() - minutes(1), now() + minutes(4))
-}
-
 #[tokio::test]
 async fn delete_sandbox_stops_the_container_and_forgets_the_session() {
     let capture = Capture::install();
-    let other =
-        running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other", now(), now() + minutes(5));
+    let other = running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other")
+        .between(now(), now() + minutes(5));
     let repository = repository_with(&[&active(), &other]).await;
     let runtime = FakeRuntime::new();
     let locker = RecordingLocker::new();
@@ -97,11 +93,12 @@ async fn queries_read_the_running_session_and_list_by_status() {
     // Every test of this binary installs the capture, so that no test registers the use cases'
     // callsites while no subscriber listens (tracing caches that interest per callsite).
     let _capture = Capture::install();
-    let expired =
-        running(SESSION_OLD_ID, EXPIRED_CHAT_ID, "container-old", now() - minutes(10), now());
+    let expired = running(SESSION_OLD_ID, EXPIRED_CHAT_ID, "container-old")
+        .between(now() - minutes(10), now());
     let crashed = SandboxSession {
         status: SandboxStatus::Crashed,
-        ..running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-fail", now() - minutes(2), now())
+        ..running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-fail")
+            .between(now() - minutes(2), now())
     };
     let repository = repository_with(&[&active(), &expired, &crashed]).await;
     let queries = SandboxQueries::new(repository);

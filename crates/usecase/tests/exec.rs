@@ -26,7 +26,7 @@ use tracing::Level;
 const WAIT: Duration = Duration::from_secs(5);
 
 fn other_chat() -> SandboxSession {
-    running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other", now(), now() + minutes(5))
+    running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other").between(now(), now() + minutes(5))
 }
 
 fn exec_in_sandbox(

@@ -120,13 +120,8 @@ async fn a_keepalive_never_shortens_a_sandboxs_life() {
 async fn the_expiry_never_goes_past_the_maximum_lifetime() {
     let _capture = Capture::install();
     // Created 23 h 58 min ago, with a lifetime of 24 h: two minutes are left.
-    let old = running(
-        SESSION_ACTIVE_ID,
-        CHAT_ID,
-        "container-active",
-        now() - minutes(24 * 60 - 2),
-        now() + minutes(1),
-    );
+    let old = running(SESSION_ACTIVE_ID, CHAT_ID, "container-active")
+        .between(now() - minutes(24 * 60 - 2), now() + minutes(1));
     let repository = repository_with(&[&old]).await;
     let usecase = keep_alive(repository.clone(), RecordingLocker::new(), at_now(), settings());
     let lifetime_ends_at = now() + minutes(2);
@@ -225,13 +220,8 @@ async fn a_store_failure_is_returned_and_changes_nothing() {
 #[tokio::test]
 async fn a_sandbox_kept_alive_after_the_cleanups_snapshot_is_not_removed() {
     let _capture = Capture::install();
-    let due = running(
-        SESSION_ACTIVE_ID,
-        CHAT_ID,
-        "container-active",
-        now() - minutes(5),
-        now() + seconds(1),
-    );
+    let due = running(SESSION_ACTIVE_ID, CHAT_ID, "container-active")
+        .between(now() - minutes(5), now() + seconds(1));
     let repository = Arc::new(PausedSnapshot::default());
     repository.inner.save(&due).await.unwrap();
     let runtime = FakeRuntime::new();
@@ -389,13 +379,8 @@ async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it
     // The sandbox is deleted and the chat gets a new one while the command runs.
     repository.delete(SESSION_ACTIVE_ID).await.unwrap();
     runtime.set_state(&active().container_id, ContainerState::Missing);
-    let replacement = running(
-        SESSION_REPLACEMENT_ID,
-        CHAT_ID,
-        "container-replacement",
-        now(),
-        now() + minutes(5),
-    );
+    let replacement = running(SESSION_REPLACEMENT_ID, CHAT_ID, "container-replacement")
+        .between(now(), now() + minutes(5));
     repository.save(&replacement).await.unwrap();
 
     clock.advance(minutes(1));
