@@ -144,8 +144,7 @@ async fn cleanup_expired_sandboxes_continues_after_stop_failure() {
     let cleaned = running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-clean")
         .between(now() - minutes(9), now() - seconds(1));
     let repository = repository_with(&[&failing, &cleaned]).await;
-    let runtime = FakeRuntime::new();
-    runtime.fail_stop(container("container-fail"), RuntimeError::Failed("stop_failed".into()));
+    let runtime = failing_stop("container-fail");
     let locker = RecordingLocker::new();
     let usecase = cleanup_expired_sandboxes(repository.clone(), locker.clone(), &runtime);
 

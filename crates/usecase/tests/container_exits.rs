@@ -12,8 +12,7 @@ use sandkeeper_ports::inprocess::InMemorySessionRepository;
 use sandkeeper_ports::testkit::{DelegatingRepository, FakeRuntime};
 use sandkeeper_ports::{ContainerExit, LifecycleLocker, SessionRepository, StoreError};
 use sandkeeper_usecase::{
-    CreateResult, CreateSandboxCommand, DeleteSandbox, ExitOutcome, IgnoredExit,
-    RecordContainerExit,
+    CreateResult, CreateSandboxCommand, ExitOutcome, IgnoredExit, RecordContainerExit,
 };
 use support::*;
 use tracing::Level;
@@ -103,11 +102,7 @@ async fn a_container_that_exits_crashes_its_session_and_the_next_request_gets_a_
 async fn the_exit_of_a_sandbox_sandkeeper_deleted_changes_nothing() {
     let capture = Capture::install();
     let (repository, runtime, locker, session) = with_a_sandbox().await;
-    let runtime_port = Arc::new(runtime.clone());
-    DeleteSandbox::new(repository.clone(), locker.clone(), runtime_port)
-        .execute(CHAT_ID)
-        .await
-        .unwrap();
+    delete_sandbox(repository.clone(), locker.clone(), &runtime).execute(CHAT_ID).await.unwrap();
 
     let record = RecordContainerExit::new(repository.clone(), locker);
     let outcome = record.execute(&exit_of(&session)).await.unwrap();

@@ -41,6 +41,12 @@ fn new_session() -> SandboxSession {
     }
 }
 
+/// A sandbox of [`ACTIVE_CHAT_ID`], created now: what takes up a place when the capacity is one.
+fn other_chats_sandbox() -> SandboxSession {
+    running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active")
+        .between(now(), now() + minutes(5))
+}
+
 fn new_spec() -> ContainerSpec {
     ContainerSpec {
         session_id: SESSION_NEW_ID,
@@ -54,6 +60,17 @@ fn new_spec() -> ContainerSpec {
 fn create_new(repository: Arc<dyn SessionRepository>, runtime: &FakeRuntime) -> CreateSandbox {
     create_sandbox(repository, RecordingLocker::new(), runtime)
         .with_session_id_generator(|| SESSION_NEW_ID)
+}
+
+/// A create over a store holding `sessions`, with the store, the runtime and the locker it uses.
+async fn create_over(
+    sessions: &[&SandboxSession],
+) -> (Arc<InMemorySessionRepository>, FakeRuntime, Arc<RecordingLocker>, CreateSandbox) {
+    let repository = repository_with(sessions).await;
+    let runtime = FakeRuntime::new();
+    let locker = RecordingLocker::new();
+    let usecase = create_sandbox(repository.clone(), locker.clone(), &runtime);
+    (repository, runtime, locker, usecase)
 }
 
 /// The span of a create for [`CHAT_ID`] that recorded at least `recorded`.
@@ -85,10 +102,7 @@ fn assert_span_error(span: &CapturedSpan, error: &CreateSandboxError) {
 async fn create_sandbox_reuses_active_session_when_not_expired() {
     let capture = Capture::install();
     let session = live_session();
-    let repository = repository_with(&[&session]).await;
-    let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = create_sandbox(repository.clone(), locker.clone(), &runtime);
+    let (repository, runtime, locker, usecase) = create_over(&[&session]).await;
 
     let outcome = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap();
 
@@ -151,11 +165,8 @@ async fn create_sandbox_replace_records_observability_and_final_active_count() {
 async fn create_sandbox_replaces_expired_session_and_creates_new_one() {
     let capture = Capture::install();
     let expired = expired_session();
-    let repository = repository_with(&[&expired]).await;
-    let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = create_sandbox(repository.clone(), locker.clone(), &runtime)
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let (repository, runtime, locker, usecase) = create_over(&[&expired]).await;
+    let usecase = usecase.with_session_id_generator(|| SESSION_NEW_ID);
 
     let outcome = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap();
 
@@ -180,10 +191,7 @@ async fn create_sandbox_replaces_expired_session_and_creates_new_one() {
 #[tokio::test]
 async fn create_sandbox_creates_new_session_when_none_exists() {
     let capture = Capture::install();
-    let repository = Arc::new(InMemorySessionRepository::new());
-    let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = create_sandbox(repository.clone(), locker.clone(), &runtime);
+    let (repository, runtime, locker, usecase) = create_over(&[]).await;
     let chat_id = ChatId::parse(NON_CANONICAL_CHAT_ID).unwrap();
 
     let outcome = usecase.execute(CreateSandboxCommand::new(chat_id)).await.unwrap();
@@ -252,8 +260,7 @@ async fn create_sandbox_save_failure_stops_untracked_container() {
 async fn create_sandbox_replace_stop_failure_preserves_separate_identities() {
     let capture = Capture::install();
     let repository = repository_with(&[&expired_session()]).await;
-    let runtime = FakeRuntime::new();
-    runtime.fail_stop(container("container-old"), RuntimeError::Failed("stop_failed".into()));
+    let runtime = failing_stop("container-old");
     let usecase = create_new(repository.clone(), &runtime);
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
@@ -352,9 +359,7 @@ async fn create_sandbox_serializes_duplicate_concurrent_create_for_chat_id() {
 #[tokio::test]
 async fn create_sandbox_refuses_a_new_sandbox_at_capacity_before_touching_the_runtime() {
     let capture = Capture::install();
-    let other = running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active")
-        .between(now(), now() + minutes(5));
-    let repository = repository_with(&[&other]).await;
+    let repository = repository_with(&[&other_chats_sandbox()]).await;
     let runtime = FakeRuntime::new();
     let usecase = create_new(repository.clone(), &runtime).with_max_sandboxes(Some(1));
 
@@ -389,10 +394,8 @@ impl sandkeeper_ports::testkit::DelegatingRepository for CountedBeforeAnotherRep
 #[tokio::test]
 async fn create_sandbox_at_capacity_is_refused_even_when_another_replica_saved_after_the_count() {
     let _capture = Capture::install();
-    let other = running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active")
-        .between(now(), now() + minutes(5));
     let inner = InMemorySessionRepository::new();
-    inner.save(&other).await.unwrap();
+    inner.save(&other_chats_sandbox()).await.unwrap();
     let repository = Arc::new(CountedBeforeAnotherReplicaSaved(inner));
     let runtime = FakeRuntime::new();
     let usecase = create_new(repository.clone(), &runtime).with_max_sandboxes(Some(1));
@@ -432,9 +435,7 @@ async fn create_sandbox_at_capacity_still_reuses_and_replaces() {
 #[tokio::test]
 async fn create_sandbox_below_capacity_creates() {
     let _capture = Capture::install();
-    let other = running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active")
-        .between(now(), now() + minutes(5));
-    let repository = repository_with(&[&other]).await;
+    let repository = repository_with(&[&other_chats_sandbox()]).await;
     let usecase = create_sandbox(repository, RecordingLocker::new(), &FakeRuntime::new())
         .with_max_sandboxes(Some(2));
 

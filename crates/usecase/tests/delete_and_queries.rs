@@ -6,7 +6,7 @@ use sandkeeper_adapters_observability::capture::Capture;
 use sandkeeper_domain::{SandboxSession, SandboxStatus};
 use sandkeeper_ports::testkit::FakeRuntime;
 use sandkeeper_ports::{RuntimeError, SessionRepository};
-use sandkeeper_usecase::{DeleteSandbox, DeleteSandboxError, SandboxQueries};
+use sandkeeper_usecase::{DeleteSandboxError, SandboxQueries};
 use support::*;
 use tracing::Level;
 
@@ -18,11 +18,7 @@ async fn delete_sandbox_stops_the_container_and_forgets_the_session() {
     let repository = repository_with(&[&active(), &other]).await;
     let runtime = FakeRuntime::new();
     let locker = RecordingLocker::new();
-    let usecase = DeleteSandbox::new(
-        repository.clone(),
-        locker.clone(),
-        std::sync::Arc::new(runtime.clone()),
-    );
+    let usecase = delete_sandbox(repository.clone(), locker.clone(), &runtime);
 
     let deleted = usecase.execute(CHAT_ID).await.unwrap();
 
@@ -50,11 +46,7 @@ async fn delete_sandbox_of_a_chat_without_one_answers_none_and_touches_nothing()
     let capture = Capture::install();
     let repository = repository_with(&[]).await;
     let runtime = FakeRuntime::new();
-    let usecase = DeleteSandbox::new(
-        repository,
-        RecordingLocker::new(),
-        std::sync::Arc::new(runtime.clone()),
-    );
+    let usecase = delete_sandbox(repository, RecordingLocker::new(), &runtime);
 
     assert_eq!(usecase.execute(CHAT_ID).await, Ok(None));
     assert_eq!(runtime.calls(), vec![]);
@@ -66,13 +58,8 @@ async fn delete_sandbox_of_a_chat_without_one_answers_none_and_touches_nothing()
 async fn delete_sandbox_keeps_the_session_when_the_container_cannot_be_stopped() {
     let capture = Capture::install();
     let repository = repository_with(&[&active()]).await;
-    let runtime = FakeRuntime::new();
-    runtime.fail_stop(container("container-active"), RuntimeError::Failed("stop_failed".into()));
-    let usecase = DeleteSandbox::new(
-        repository.clone(),
-        RecordingLocker::new(),
-        std::sync::Arc::new(runtime.clone()),
-    );
+    let runtime = failing_stop("container-active");
+    let usecase = delete_sandbox(repository.clone(), RecordingLocker::new(), &runtime);
 
     let error = usecase.execute(CHAT_ID).await.unwrap_err();
 

@@ -15,11 +15,12 @@ use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, Sess
 use sandkeeper_ports::inprocess::{InMemorySessionRepository, ProcessLocalLocker};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{
-    ChatLockGuard, ContainerState, LifecycleLocker, SaveError, SessionRepository, StoreError,
+    ChatLockGuard, ContainerState, LifecycleLocker, RuntimeError, SaveError, SessionRepository,
+    StoreError,
 };
 use sandkeeper_usecase::{
-    CleanupExpiredSandboxes, CreateSandbox, ExecCommand, ExecInSandbox, ExecInSandboxError,
-    ExecOutcome, SandboxAccess, SandboxSlots,
+    CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecCommand, ExecInSandbox,
+    ExecInSandboxError, ExecOutcome, SandboxAccess, SandboxSlots,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -151,6 +152,13 @@ pub(crate) fn runtime_with(sessions: &[&SandboxSession]) -> FakeRuntime {
     runtime
 }
 
+/// A fake runtime whose stop of the container `container_id` fails with `stop_failed`.
+pub(crate) fn failing_stop(container_id: &str) -> FakeRuntime {
+    let runtime = FakeRuntime::new();
+    runtime.fail_stop(container(container_id), RuntimeError::Failed("stop_failed".into()));
+    runtime
+}
+
 /// The way into the sandboxes of `repository` and `runtime`, in fixed mode (no sliding expiry).
 pub(crate) fn sandbox_access(
     repository: Arc<dyn SessionRepository>,
@@ -195,6 +203,15 @@ pub(crate) fn create_sandbox(
     runtime: &FakeRuntime,
 ) -> CreateSandbox {
     CreateSandbox::new(repository, locker, Arc::new(runtime.clone()), at_now(), TTL)
+}
+
+/// `DeleteSandbox` of the sandboxes of `repository` and `runtime`.
+pub(crate) fn delete_sandbox(
+    repository: Arc<dyn SessionRepository>,
+    locker: Arc<dyn LifecycleLocker>,
+    runtime: &FakeRuntime,
+) -> DeleteSandbox {
+    DeleteSandbox::new(repository, locker, Arc::new(runtime.clone()))
 }
 
 /// `CleanupExpiredSandboxes` with the clock at [`now`], one session at a time so that every
