@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -215,6 +216,20 @@ impl Harness {
             );
         }
         session
+    }
+
+    /// [`add_session`](Self::add_session) for each of the sessions `ns`.
+    pub(crate) async fn add_sessions(
+        &self,
+        ns: RangeInclusive<u32>,
+        status: SandboxStatus,
+        container: ContainerState,
+    ) -> Vec<SandboxSession> {
+        let mut sessions = Vec::new();
+        for n in ns {
+            sessions.push(self.add_session(n, status, container).await);
+        }
+        sessions
     }
 
     /// A managed container without a session row, labelled with session `n` or unlabelled.
