@@ -287,12 +287,19 @@ fn sliding_exec(
     ExecInSandbox::new(sliding_access(repository, runtime, clock, ttl), ExecSettings::default())
 }
 
-#[tokio::test]
-async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_ends() {
-    let capture = Capture::install();
+/// The [`active_sandbox`], the clock (at [`now`]) and the execs in it in sliding mode.
+async fn sliding_exec_in_active_sandbox()
+-> (Arc<InMemorySessionRepository>, FakeRuntime, Arc<ManualClock>, ExecInSandbox) {
     let (repository, runtime) = active_sandbox().await;
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
+    (repository, runtime, clock, usecase)
+}
+
+#[tokio::test]
+async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_ends() {
+    let capture = Capture::install();
+    let (repository, runtime, clock, usecase) = sliding_exec_in_active_sandbox().await;
 
     let in_flight = exec_in_flight(&usecase, &runtime, command(&["sleep", "1"])).await;
     assert_eq!(
@@ -371,9 +378,7 @@ async fn in_sliding_mode_a_command_longer_than_the_ttl_keeps_its_sandbox_alive()
 #[tokio::test]
 async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it() {
     let _capture = Capture::install();
-    let (repository, runtime) = active_sandbox().await;
-    let clock = at_now();
-    let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
+    let (repository, runtime, clock, usecase) = sliding_exec_in_active_sandbox().await;
 
     let in_flight = exec_in_flight(&usecase, &runtime, command(&["sleep", "600"])).await;
     // The sandbox is deleted and the chat gets a new one while the command runs.
