@@ -43,6 +43,20 @@ fn keep_alive(
     KeepAlive::new(repository, locker, clock, settings)
 }
 
+/// The keep-alive of the [`active`] sandbox, with its store and a locker that records.
+async fn keep_alive_of_active() -> (Arc<InMemorySessionRepository>, Arc<RecordingLocker>, KeepAlive)
+{
+    let repository = repository_with(&[&active()]).await;
+    let locker = RecordingLocker::new();
+    let usecase = keep_alive(repository.clone(), locker.clone(), at_now(), settings());
+    (repository, locker, usecase)
+}
+
+/// How many keep-alives of `trigger` ended as `result`.
+fn keepalives(capture: &Capture, trigger: &str, result: &str) -> u64 {
+    capture.counter_total("sandbox.keepalive.total", &[("trigger", trigger), ("result", result)])
+}
+
 async fn stored(repository: &InMemorySessionRepository, id: SessionId) -> SandboxSession {
     repository.get(id).await.unwrap().expect("the session is in the store")
 }
@@ -50,9 +64,7 @@ async fn stored(repository: &InMemorySessionRepository, id: SessionId) -> Sandbo
 #[tokio::test]
 async fn a_keepalive_moves_the_expiry_to_now_plus_the_ttl_under_the_chats_lock() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let locker = RecordingLocker::new();
-    let usecase = keep_alive(repository.clone(), locker.clone(), at_now(), settings());
+    let (repository, locker, usecase) = keep_alive_of_active().await;
 
     let command = KeepAliveCommand { chat_id: CHAT_ID, ttl: Some(Duration::from_secs(600)) };
     let outcome = usecase.execute(command).await.unwrap();
@@ -64,11 +76,7 @@ async fn a_keepalive_moves_the_expiry_to_now_plus_the_ttl_under_the_chats_lock()
     assert_eq!(stored(&repository, SESSION_ACTIVE_ID).await, expected, "written to the store");
     assert_eq!(locker.chat_ids(), vec![CHAT_ID]);
 
-    capture.assert_counter_incremented(
-        "sandbox.keepalive.total",
-        1,
-        &[("trigger", "request"), ("result", "extended")],
-    );
+    assert_eq!(keepalives(&capture, "request", "extended"), 1);
     let span = capture.find_span(
         "usecase.keep_alive",
         &[("chat.id", text(CHAT_ID)), ("sandbox.trigger", text("request"))],
@@ -109,11 +117,7 @@ async fn a_keepalive_never_shortens_a_sandboxs_life() {
     assert_eq!(outcome.result, KeepAliveResult::Unchanged);
     assert_eq!(outcome.session, long);
     assert_eq!(stored(&repository, SESSION_ACTIVE_ID).await, long);
-    capture.assert_counter_incremented(
-        "sandbox.keepalive.total",
-        1,
-        &[("trigger", "request"), ("result", "unchanged")],
-    );
+    assert_eq!(keepalives(&capture, "request", "unchanged"), 1);
 }
 
 #[tokio::test]
@@ -140,9 +144,7 @@ async fn the_expiry_never_goes_past_the_maximum_lifetime() {
 #[tokio::test]
 async fn a_bad_ttl_is_refused_before_anything_is_touched() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let locker = RecordingLocker::new();
-    let usecase = keep_alive(repository.clone(), locker.clone(), at_now(), settings());
+    let (repository, locker, usecase) = keep_alive_of_active().await;
 
     for ttl in [Duration::ZERO, Duration::from_secs(3601)] {
         let error = usecase.execute(KeepAliveCommand { chat_id: CHAT_ID, ttl: Some(ttl) }).await;
@@ -160,13 +162,7 @@ async fn a_bad_ttl_is_refused_before_anything_is_touched() {
     assert!(message.contains("3601s") && message.contains("1 second to 3600s"), "{message}");
     assert!(locker.chat_ids().is_empty(), "the lock was not even taken");
     assert_eq!(stored(&repository, SESSION_ACTIVE_ID).await, active());
-    assert_eq!(
-        capture.counter_total(
-            "sandbox.keepalive.total",
-            &[("trigger", "request"), ("result", "error")]
-        ),
-        2
-    );
+    assert_eq!(keepalives(&capture, "request", "error"), 2);
 }
 
 #[tokio::test]
@@ -183,13 +179,7 @@ async fn a_chat_without_a_sandbox_or_with_an_expired_one_is_not_kept_alive() {
         assert!(error.to_string().contains("create one first"), "{error}");
     }
     assert_eq!(stored(&repository, SESSION_EXPIRED_ID).await, expired, "not revived");
-    assert_eq!(
-        capture.counter_total(
-            "sandbox.keepalive.total",
-            &[("trigger", "request"), ("result", "not_found")]
-        ),
-        2
-    );
+    assert_eq!(keepalives(&capture, "request", "not_found"), 2);
     capture.find_span(
         "usecase.keep_alive",
         &[("chat.id", text(EXPIRED_CHAT_ID))],
@@ -316,13 +306,7 @@ async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_en
         now() + seconds(40) + minutes(5),
         "pushed again as it ended"
     );
-    assert_eq!(
-        capture.counter_total(
-            "sandbox.keepalive.total",
-            &[("trigger", "activity"), ("result", "extended")]
-        ),
-        2
-    );
+    assert_eq!(keepalives(&capture, "activity", "extended"), 2);
     assert!(logged(&capture).is_empty(), "pushes are not logged at info: {:?}", logged(&capture));
 }
 
