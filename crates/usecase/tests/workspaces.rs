@@ -32,7 +32,7 @@ async fn a_deleted_sandboxs_files_are_there_again_when_the_chat_comes_back() {
     h.clock.advance(TimeDelta::minutes(3));
     let (second, workspace) = h.create(chat_id).await;
     assert_ne!(second.session_id, first.session_id);
-    assert_eq!(h.files(&second), vec![("src/main.py".to_owned(), b"print(1)\n".to_vec())]);
+    assert_eq!(h.files(&second), only_file("src/main.py", b"print(1)\n"));
     assert_eq!(
         workspace,
         Some(WorkspaceRestore {
@@ -57,15 +57,12 @@ async fn an_expired_sandbox_is_saved_by_the_cleanup_and_by_a_replacement() {
     // One chat comes back before the cleanup: the replacement saves and restores.
     let outcome = h.create.execute(CreateSandboxCommand::new(two)).await.unwrap();
     assert_eq!(outcome.result, CreateResult::Replaced);
-    assert_eq!(
-        h.files(&outcome.session),
-        vec![("b.txt".to_owned(), b"from the replacement".to_vec())]
-    );
+    assert_eq!(h.files(&outcome.session), only_file("b.txt", b"from the replacement"));
 
     let report = h.cleanup.execute().await.unwrap();
     assert_eq!(report.cleaned.len(), 1);
     let (back, _) = h.create(one).await;
-    assert_eq!(h.files(&back), vec![("a.txt".to_owned(), b"from the cleanup".to_vec())]);
+    assert_eq!(h.files(&back), only_file("a.txt", b"from the cleanup"));
 }
 
 #[tokio::test]
@@ -126,7 +123,7 @@ async fn a_failed_restore_removes_the_new_sandbox_and_keeps_the_archive() {
     // Once the engine is back, the same archive is restored.
     let (session, workspace) = h.create(chat_id).await;
     assert!(workspace.unwrap().restored);
-    assert_eq!(h.files(&session), vec![("keep.txt".to_owned(), b"keep".to_vec())]);
+    assert_eq!(h.files(&session), only_file("keep.txt", b"keep"));
 }
 
 #[tokio::test]
@@ -233,15 +230,13 @@ async fn retention_deletes_archives_neither_saved_nor_restored_within_it() {
 #[tokio::test]
 async fn an_uploaded_archive_replaces_the_stored_one_and_the_running_workspace() {
     let h = Harness::new();
-    let chat_id = chat();
-    let (session, _) = h.create(chat_id).await;
-    h.write(&session, "before.txt", b"before").await;
+    let (chat_id, session) = h.sandbox_with_file("before.txt", b"before").await;
     let body = tar(&[Entry::file("after.txt", b"after")]);
     let file = ArchiveFile::from_bytes(h.scratch.path(), &body).await.unwrap();
     let meta = h.workspaces.upload(chat_id, file).await.unwrap();
     assert_eq!(meta.size_bytes, body.len() as u64);
     assert_eq!(meta.session_id, Some(session.session_id));
-    assert_eq!(h.files(&session), vec![("after.txt".to_owned(), b"after".to_vec())]);
+    assert_eq!(h.files(&session), only_file("after.txt", b"after"));
     assert_eq!(h.stored(chat_id).await, Some(meta));
 
     let download = h.workspaces.download(chat_id).await.unwrap();
@@ -251,9 +246,7 @@ async fn an_uploaded_archive_replaces_the_stored_one_and_the_running_workspace()
 #[tokio::test]
 async fn a_refused_upload_changes_nothing() {
     let h = Harness::new();
-    let chat_id = chat();
-    let (session, _) = h.create(chat_id).await;
-    h.write(&session, "kept.txt", b"kept").await;
+    let (chat_id, session) = h.sandbox_with_file("kept.txt", b"kept").await;
     let stored = h.put_stored(chat_id, &tar(&[Entry::file("kept.txt", b"kept")])).await;
     for body in [
         b"not a tar at all".repeat(64),
@@ -262,7 +255,7 @@ async fn a_refused_upload_changes_nothing() {
         let file = ArchiveFile::from_bytes(h.scratch.path(), &body).await.unwrap();
         let error = h.workspaces.upload(chat_id, file).await.unwrap_err();
         assert_eq!(error.kind(), "invalid_archive", "{error}");
-        assert_eq!(h.files(&session), vec![("kept.txt".to_owned(), b"kept".to_vec())]);
+        assert_eq!(h.files(&session), only_file("kept.txt", b"kept"));
         assert_eq!(h.stored(chat_id).await, Some(stored.clone()));
     }
 }

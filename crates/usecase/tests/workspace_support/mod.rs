@@ -125,6 +125,18 @@ impl Harness {
         drop(entered);
     }
 
+    /// A new chat's sandbox, with `name` written into its workspace.
+    pub(crate) async fn sandbox_with_file(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> (ChatId, SandboxSession) {
+        let chat_id = chat();
+        let (session, _) = self.create(chat_id).await;
+        self.write(&session, name, bytes).await;
+        (chat_id, session)
+    }
+
     pub(crate) fn files(&self, session: &SandboxSession) -> Vec<(String, Vec<u8>)> {
         self.runtime.workspace(&session.container_id).into_iter().collect()
     }
@@ -148,6 +160,11 @@ impl Harness {
     pub(crate) fn scratch_is_empty(&self) -> bool {
         std::fs::read_dir(self.scratch.path()).map(|dir| dir.count() == 0).unwrap_or(true)
     }
+}
+
+/// What [`Harness::files`] answers for a workspace that holds `name` and nothing else.
+pub(crate) fn only_file(name: &str, bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    vec![(name.to_owned(), bytes.to_vec())]
 }
 
 pub(crate) fn unavailable() -> ArchiveError {
