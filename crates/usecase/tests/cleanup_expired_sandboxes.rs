@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use sandkeeper_ports::{
     SessionRepository, StoreError,
 };
 use sandkeeper_usecase::{CleanupError, CleanupExpiredSandboxes, CleanupFailure};
+use support::in_flight::InFlight;
 use support::*;
 use tracing::Level;
 
@@ -196,8 +196,7 @@ async fn cleanup_expired_sandboxes_continues_after_stop_failure() {
 struct SlowStopRuntime {
     inner: FakeRuntime,
     delays: HashMap<ContainerId, Duration>,
-    in_progress: AtomicUsize,
-    most_at_once: AtomicUsize,
+    stops: InFlight,
     finished: Mutex<Vec<ContainerId>>,
 }
 
@@ -208,11 +207,12 @@ impl SandboxRuntime for SlowStopRuntime {
     }
 
     async fn stop(&self, container_id: &ContainerId) -> Result<(), RuntimeError> {
-        let now_in_progress = self.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_at_once.fetch_max(now_in_progress, Ordering::SeqCst);
-        tokio::time::sleep(self.delays.get(container_id).copied().unwrap_or_default()).await;
-        let stopped = self.inner.stop(container_id).await;
-        self.in_progress.fetch_sub(1, Ordering::SeqCst);
+        let delay = self.delays.get(container_id).copied().unwrap_or_default();
+        let stop = async {
+            tokio::time::sleep(delay).await;
+            self.inner.stop(container_id).await
+        };
+        let stopped = self.stops.run(stop).await;
         self.finished.lock().unwrap().push(container_id.clone());
         stopped
     }
@@ -280,7 +280,7 @@ async fn cleanup_expired_sandboxes_works_on_several_at_once_and_reports_in_snaps
 
     let (_, runtime) = clean_three_with_concurrency(8).await;
 
-    assert_eq!(runtime.most_at_once.load(Ordering::SeqCst), 3);
+    assert_eq!(runtime.stops.most(), 3);
     let finished = runtime.finished.lock().unwrap().clone();
     assert_eq!(
         finished,
@@ -296,8 +296,8 @@ async fn cleanup_expired_sandboxes_never_exceeds_its_concurrency() {
     let (_, two_at_once) = clean_three_with_concurrency(2).await;
     let (_, one_at_once) = clean_three_with_concurrency(1).await;
 
-    assert_eq!(two_at_once.most_at_once.load(Ordering::SeqCst), 2);
-    assert_eq!(one_at_once.most_at_once.load(Ordering::SeqCst), 1);
+    assert_eq!(two_at_once.stops.most(), 2);
+    assert_eq!(one_at_once.stops.most(), 1);
     assert_eq!(
         one_at_once.finished.lock().unwrap().clone(),
         vec![container("container-0"), container("container-1"), container("container-2")]

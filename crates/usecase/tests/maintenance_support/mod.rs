@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{TimeDelta, TimeZone, Utc};
+use in_flight::InFlight;
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::inprocess::{InMemoryLeases, InMemorySessionRepository};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
@@ -20,6 +21,10 @@ use sandkeeper_ports::{
     SessionRepository, StoreError,
 };
 use sandkeeper_usecase::{MaintenanceReport, MaintenanceSettings, MaintenanceSweep, SweepOutcome};
+
+// The same counter as the use-case tests' support module has.
+#[path = "../support/in_flight.rs"]
+mod in_flight;
 
 /// The in-memory repository, with scripted failures and a race.
 #[derive(Debug, Default)]
@@ -75,8 +80,7 @@ pub(crate) struct ScriptedRuntime {
     clock: Arc<ManualClock>,
     inspect_errors: Mutex<HashMap<ContainerId, RuntimeError>>,
     advance_per_inspect: Mutex<TimeDelta>,
-    stops_in_flight: AtomicUsize,
-    max_stops_in_flight: AtomicUsize,
+    stops: InFlight,
 }
 
 impl ScriptedRuntime {
@@ -86,8 +90,7 @@ impl ScriptedRuntime {
             clock,
             inspect_errors: Mutex::default(),
             advance_per_inspect: Mutex::new(TimeDelta::zero()),
-            stops_in_flight: AtomicUsize::new(0),
-            max_stops_in_flight: AtomicUsize::new(0),
+            stops: InFlight::default(),
         }
     }
 
@@ -103,7 +106,7 @@ impl ScriptedRuntime {
 
     /// The most `stop` calls that were in progress at the same time.
     pub(crate) fn max_stops_in_flight(&self) -> usize {
-        self.max_stops_in_flight.load(Ordering::SeqCst)
+        self.stops.most()
     }
 }
 
@@ -114,15 +117,14 @@ impl SandboxRuntime for ScriptedRuntime {
     }
 
     async fn stop(&self, container_id: &ContainerId) -> Result<(), RuntimeError> {
-        let now_in_flight = self.stops_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_stops_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
-        // Give the other removals a chance to start, as a real engine call would.
-        for _ in 0..3 {
-            tokio::task::yield_now().await;
-        }
-        let result = self.fake.stop(container_id).await;
-        self.stops_in_flight.fetch_sub(1, Ordering::SeqCst);
-        result
+        let stop = async {
+            // Give the other removals a chance to start, as a real engine call would.
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            self.fake.stop(container_id).await
+        };
+        self.stops.run(stop).await
     }
 
     async fn inspect(&self, container_id: &ContainerId) -> Result<ContainerState, RuntimeError> {

@@ -27,6 +27,8 @@ use tokio::task::JoinHandle;
 use tracing::Level;
 use uuid::Uuid;
 
+pub(crate) mod in_flight;
+
 pub(crate) const CHAT_ID: ChatId = chat(0x11111111_1111_1111_1111_111111111111);
 pub(crate) const NON_CANONICAL_CHAT_ID: &str = "11111111111111111111111111111111";
 pub(crate) const EXPIRED_CHAT_ID: ChatId = chat(0x22222222_2222_2222_2222_222222222222);
