@@ -97,6 +97,19 @@ fn ids(sessions: &[SandboxSession]) -> Vec<SessionId> {
     sessions.iter().map(|s| s.session_id).collect()
 }
 
+/// Checks a listing that is sorted and bounded: `list(limit)` answers the first `limit`
+/// sessions of `expected` (by their `n`), or all of them when there are fewer, for a limit of
+/// 100, 3, 0 and `usize::MAX`.
+async fn assert_sorted_and_limited(
+    list: impl AsyncFn(usize) -> Vec<SandboxSession>,
+    expected: &[u128],
+) {
+    for limit in [100, 3, 0, usize::MAX] {
+        let first: Vec<SessionId> = expected.iter().take(limit).map(|n| session_id(*n)).collect();
+        assert_eq!(ids(&list(limit).await), first, "limit {limit}");
+    }
+}
+
 pub async fn save_then_get_round_trips_every_field(subject: &Subject<dyn SessionRepository>) {
     let repo = subject.port();
     for (n, status) in SandboxStatus::ALL.into_iter().enumerate() {
@@ -281,12 +294,8 @@ pub async fn list_expired_orders_by_expiry_then_session_id_and_honours_the_limit
     )
     .await;
     let now = base() + TimeDelta::seconds(100);
-    let all = repo.list_expired(now, 100).await.unwrap();
-    assert_eq!(ids(&all), [5, 3, 7, 1, 9].map(session_id));
-    let first_three = repo.list_expired(now, 3).await.unwrap();
-    assert_eq!(ids(&first_three), [5, 3, 7].map(session_id));
-    assert!(repo.list_expired(now, 0).await.unwrap().is_empty());
-    assert_eq!(repo.list_expired(now, usize::MAX).await.unwrap().len(), 5);
+    let expired = async |limit| repo.list_expired(now, limit).await.unwrap();
+    assert_sorted_and_limited(expired, &[5, 3, 7, 1, 9]).await;
 }
 
 pub async fn list_orders_by_created_at_then_session_id_and_honours_the_limit(
@@ -307,14 +316,10 @@ pub async fn list_orders_by_created_at_then_session_id_and_honours_the_limit(
     )
     .await;
     let terminal = [SandboxStatus::Stopped, SandboxStatus::Crashed];
-    assert_eq!(ids(&repo.list(&terminal, 100).await.unwrap()), [2, 4, 8, 6, 9].map(session_id));
-    assert_eq!(ids(&repo.list(&terminal, 3).await.unwrap()), [2, 4, 8].map(session_id));
-    assert_eq!(
-        ids(&repo.list(&SandboxStatus::ALL, 100).await.unwrap()),
-        [1, 2, 4, 8, 6, 9].map(session_id)
-    );
-    assert!(repo.list(&terminal, 0).await.unwrap().is_empty());
-    assert_eq!(repo.list(&terminal, usize::MAX).await.unwrap().len(), 5);
+    let listed = async |limit| repo.list(&terminal, limit).await.unwrap();
+    assert_sorted_and_limited(listed, &[2, 4, 8, 6, 9]).await;
+    let listed = async |limit| repo.list(&SandboxStatus::ALL, limit).await.unwrap();
+    assert_sorted_and_limited(listed, &[1, 2, 4, 8, 6, 9]).await;
 }
 
 pub async fn list_filters_by_statuses_and_an_empty_filter_matches_nothing(
