@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sandkeeper_adapters_observability::capture::{Capture, CapturedSpan};
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession};
-use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
+use sandkeeper_ports::testkit::FakeRuntime;
 use sandkeeper_ports::{
     ContainerSpec, ContainerState, ManagedContainer, Report, RuntimeError, SandboxRuntime,
     SessionRepository, StoreError,
@@ -69,10 +69,9 @@ async fn cleanup_expired_sandboxes_stops_and_deletes_only_expired_sessions() {
         .between(now() - minutes(5), now());
     let active = running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active")
         .between(now() - minutes(1), now() + minutes(5));
-    let repository = repository_with(&[&expired, &boundary, &active]).await;
     let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = cleanup_expired_sandboxes(repository.clone(), locker.clone(), &runtime);
+    let (repository, locker, usecase) =
+        lifecycle(&[&expired, &boundary, &active], &runtime, cleanup_expired_sandboxes).await;
 
     let report = usecase.execute().await.unwrap();
 
@@ -143,10 +142,9 @@ async fn cleanup_expired_sandboxes_continues_after_stop_failure() {
         .between(now() - minutes(10), now() - minutes(1));
     let cleaned = running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-clean")
         .between(now() - minutes(9), now() - seconds(1));
-    let repository = repository_with(&[&failing, &cleaned]).await;
     let runtime = failing_stop("container-fail");
-    let locker = RecordingLocker::new();
-    let usecase = cleanup_expired_sandboxes(repository.clone(), locker.clone(), &runtime);
+    let (repository, locker, usecase) =
+        lifecycle(&[&failing, &cleaned], &runtime, cleanup_expired_sandboxes).await;
 
     let report = usecase.execute().await.unwrap();
 
@@ -263,7 +261,7 @@ async fn clean_three_with_concurrency(
         repository.clone(),
         RecordingLocker::new(),
         runtime.clone(),
-        Arc::new(ManualClock::new(now())),
+        at_now(),
     )
     .with_concurrency(concurrency);
 

@@ -62,17 +62,6 @@ fn create_new(repository: Arc<dyn SessionRepository>, runtime: &FakeRuntime) -> 
         .with_session_id_generator(|| SESSION_NEW_ID)
 }
 
-/// A create over a store holding `sessions`, with the store, the runtime and the locker it uses.
-async fn create_over(
-    sessions: &[&SandboxSession],
-) -> (Arc<InMemorySessionRepository>, FakeRuntime, Arc<RecordingLocker>, CreateSandbox) {
-    let repository = repository_with(sessions).await;
-    let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = create_sandbox(repository.clone(), locker.clone(), &runtime);
-    (repository, runtime, locker, usecase)
-}
-
 /// The span of a create for [`CHAT_ID`] that recorded at least `recorded`.
 fn create_span(capture: &Capture, recorded: &[(&str, FieldValue)]) -> CapturedSpan {
     capture.find_span("usecase.create_sandbox", &[("chat.id", text(CHAT_ID))], recorded)
@@ -102,7 +91,8 @@ fn assert_span_error(span: &CapturedSpan, error: &CreateSandboxError) {
 async fn create_sandbox_reuses_active_session_when_not_expired() {
     let capture = Capture::install();
     let session = live_session();
-    let (repository, runtime, locker, usecase) = create_over(&[&session]).await;
+    let runtime = FakeRuntime::new();
+    let (repository, locker, usecase) = lifecycle(&[&session], &runtime, create_sandbox).await;
 
     let outcome = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap();
 
@@ -165,7 +155,8 @@ async fn create_sandbox_replace_records_observability_and_final_active_count() {
 async fn create_sandbox_replaces_expired_session_and_creates_new_one() {
     let capture = Capture::install();
     let expired = expired_session();
-    let (repository, runtime, locker, usecase) = create_over(&[&expired]).await;
+    let runtime = FakeRuntime::new();
+    let (repository, locker, usecase) = lifecycle(&[&expired], &runtime, create_sandbox).await;
     let usecase = usecase.with_session_id_generator(|| SESSION_NEW_ID);
 
     let outcome = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap();
@@ -191,7 +182,8 @@ async fn create_sandbox_replaces_expired_session_and_creates_new_one() {
 #[tokio::test]
 async fn create_sandbox_creates_new_session_when_none_exists() {
     let capture = Capture::install();
-    let (repository, runtime, locker, usecase) = create_over(&[]).await;
+    let runtime = FakeRuntime::new();
+    let (repository, locker, usecase) = lifecycle(&[], &runtime, create_sandbox).await;
     let chat_id = ChatId::parse(NON_CANONICAL_CHAT_ID).unwrap();
 
     let outcome = usecase.execute(CreateSandboxCommand::new(chat_id)).await.unwrap();

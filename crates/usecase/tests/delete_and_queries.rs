@@ -15,10 +15,9 @@ async fn delete_sandbox_stops_the_container_and_forgets_the_session() {
     let capture = Capture::install();
     let other = running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other")
         .between(now(), now() + minutes(5));
-    let repository = repository_with(&[&active(), &other]).await;
     let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = delete_sandbox(repository.clone(), locker.clone(), &runtime);
+    let (repository, locker, usecase) =
+        lifecycle(&[&active(), &other], &runtime, delete_sandbox).await;
 
     let deleted = usecase.execute(CHAT_ID).await.unwrap();
 
@@ -44,9 +43,8 @@ async fn delete_sandbox_stops_the_container_and_forgets_the_session() {
 #[tokio::test]
 async fn delete_sandbox_of_a_chat_without_one_answers_none_and_touches_nothing() {
     let capture = Capture::install();
-    let repository = repository_with(&[]).await;
     let runtime = FakeRuntime::new();
-    let usecase = delete_sandbox(repository, RecordingLocker::new(), &runtime);
+    let (_, _, usecase) = lifecycle(&[], &runtime, delete_sandbox).await;
 
     assert_eq!(usecase.execute(CHAT_ID).await, Ok(None));
     assert_eq!(runtime.calls(), vec![]);
@@ -57,9 +55,8 @@ async fn delete_sandbox_of_a_chat_without_one_answers_none_and_touches_nothing()
 #[tokio::test]
 async fn delete_sandbox_keeps_the_session_when_the_container_cannot_be_stopped() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
     let runtime = failing_stop("container-active");
-    let usecase = delete_sandbox(repository.clone(), RecordingLocker::new(), &runtime);
+    let (repository, _, usecase) = lifecycle(&[&active()], &runtime, delete_sandbox).await;
 
     let error = usecase.execute(CHAT_ID).await.unwrap_err();
 

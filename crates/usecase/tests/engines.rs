@@ -46,6 +46,17 @@ fn deployment(max_a: Option<u64>, max_b: Option<u64>) -> (Deployment, FakeRuntim
     (Deployment { repository, clock, engines, create }, a, b)
 }
 
+/// A deployment of unbounded engines whose `a` does not answer creates, and the sandbox of the
+/// first create, which went on to `b`.
+async fn first_create_while_a_does_not_answer()
+-> (Deployment, FakeRuntime, FakeRuntime, SandboxSession) {
+    let (deployment, a, b) = deployment(None, None);
+    a.fail_create(RuntimeError::Unavailable("connection refused".into()));
+    let first = deployment.create(chat_n(1)).await.unwrap();
+    assert_eq!(first.engine, name("b"), "the create went on to the engine that answers");
+    (deployment, a, b, first)
+}
+
 fn chat_n(n: u128) -> ChatId {
     ChatId::from_uuid(uuid::Uuid::from_u128(0xc000 + n))
 }
@@ -106,11 +117,7 @@ async fn max_bounds_each_engine_and_a_full_deployment_is_capacity_reached_before
 
 #[tokio::test]
 async fn an_engine_that_does_not_answer_is_marked_down_and_creates_go_to_the_other_at_once() {
-    let (deployment, a, b) = deployment(None, None);
-    a.fail_create(RuntimeError::Unavailable("connection refused".into()));
-
-    let first = deployment.create(chat_n(1)).await.unwrap();
-    assert_eq!(first.engine, name("b"));
+    let (deployment, a, b, _first) = first_create_while_a_does_not_answer().await;
     assert!(!deployment.engine("a").is_up());
     let second = deployment.create(chat_n(2)).await.unwrap();
     assert_eq!(second.engine, name("b"));
@@ -208,12 +215,9 @@ async fn a_row_of_an_engine_this_replica_was_not_given_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_container_left_by_a_create_that_moved_to_the_other_engine_is_an_orphan() {
-    let (deployment, a, b) = deployment(None, None);
     // The create's container was made on `a`, which then stopped answering before it started;
     // the create went on to `b` with the same session.
-    a.fail_create(RuntimeError::Unavailable("connection reset".into()));
-    let session = deployment.create(chat_n(1)).await.unwrap();
-    assert_eq!(session.engine, name("b"));
+    let (deployment, a, b, session) = first_create_while_a_does_not_answer().await;
     let left = sandkeeper_domain::ContainerId::new("left-on-a").unwrap();
     a.insert_container(
         left.clone(),

@@ -154,6 +154,19 @@ pub(crate) fn runtime_with(sessions: &[&SandboxSession]) -> FakeRuntime {
     runtime
 }
 
+/// Where a test of a lifecycle use case starts: a store holding `sessions`, a locker that
+/// records, and the use case `build` (e.g. [`create_sandbox`]) makes of them and `runtime`.
+pub(crate) async fn lifecycle<U>(
+    sessions: &[&SandboxSession],
+    runtime: &FakeRuntime,
+    build: impl FnOnce(Arc<dyn SessionRepository>, Arc<dyn LifecycleLocker>, &FakeRuntime) -> U,
+) -> (Arc<InMemorySessionRepository>, Arc<RecordingLocker>, U) {
+    let repository = repository_with(sessions).await;
+    let locker = RecordingLocker::new();
+    let usecase = build(repository.clone(), locker.clone(), runtime);
+    (repository, locker, usecase)
+}
+
 /// A fake runtime whose stop of the container `container_id` fails with `stop_failed`.
 pub(crate) fn failing_stop(container_id: &str) -> FakeRuntime {
     let runtime = FakeRuntime::new();
