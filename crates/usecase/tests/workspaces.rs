@@ -69,7 +69,7 @@ async fn an_expired_sandbox_is_saved_by_the_cleanup_and_by_a_replacement() {
 async fn a_sandbox_whose_workspace_cannot_be_saved_stays_and_the_next_pass_saves_it() {
     let h = Harness::new();
     let chat_id = chat();
-    let previous = h.put_stored(chat_id, &tar(&[Entry::file("old.txt", b"old")])).await;
+    let previous = h.put_stored_file(chat_id, "old.txt", b"old").await;
     let (session, _) = h.create(chat_id).await;
     h.write(&session, "new.txt", b"new").await;
     h.clock.advance(TimeDelta::minutes(6));
@@ -96,7 +96,7 @@ async fn a_sandbox_whose_workspace_cannot_be_saved_stays_and_the_next_pass_saves
 async fn a_workspace_that_can_never_be_archived_does_not_keep_its_sandbox_alive() {
     let h = Harness::new();
     let chat_id = chat();
-    let previous = h.put_stored(chat_id, &tar(&[Entry::file("old.txt", b"old")])).await;
+    let previous = h.put_stored_file(chat_id, "old.txt", b"old").await;
     let (session, _) = h.create(chat_id).await;
     h.runtime.fail_archive(ArchiveError::TooLarge { limit: 1 });
     h.delete.execute(chat_id).await.unwrap().expect("deleted");
@@ -108,7 +108,7 @@ async fn a_workspace_that_can_never_be_archived_does_not_keep_its_sandbox_alive(
 async fn a_failed_restore_removes_the_new_sandbox_and_keeps_the_archive() {
     let h = Harness::new();
     let chat_id = chat();
-    let stored = h.put_stored(chat_id, &tar(&[Entry::file("keep.txt", b"keep")])).await;
+    let stored = h.put_stored_file(chat_id, "keep.txt", b"keep").await;
     h.runtime.fail_restore(unavailable());
     let error = h.create.execute(CreateSandboxCommand::new(chat_id)).await.unwrap_err();
     assert!(
@@ -130,7 +130,7 @@ async fn a_failed_restore_removes_the_new_sandbox_and_keeps_the_archive() {
 async fn a_stored_archive_that_is_refused_is_corrupt_and_kept() {
     let h = Harness::new();
     let chat_id = chat();
-    let stored = h.put_stored(chat_id, &tar(&[Entry::file("../escape", b"x")])).await;
+    let stored = h.put_stored_file(chat_id, "../escape", b"x").await;
     let error = h.create.execute(CreateSandboxCommand::new(chat_id)).await.unwrap_err();
     let CreateSandboxError::Workspace(WorkspaceError::Corrupt { reason, .. }) = &error else {
         panic!("{error:?}")
@@ -179,7 +179,7 @@ async fn a_checkpoint_archives_the_sandboxes_that_changed_and_only_those() {
 async fn a_sandbox_nothing_entered_is_removed_without_an_archive() {
     let h = Harness::new();
     let (fresh, restored, looked_at, uploaded) = (chat(), chat(), chat(), chat());
-    let stored = h.put_stored(restored, &tar(&[Entry::file("kept.txt", b"kept")])).await;
+    let stored = h.put_stored_file(restored, "kept.txt", b"kept").await;
     for chat_id in [fresh, restored, looked_at, uploaded] {
         h.create(chat_id).await;
     }
@@ -216,8 +216,8 @@ fn archive_calls(runtime: &FakeRuntime) -> usize {
 async fn retention_deletes_archives_neither_saved_nor_restored_within_it() {
     let h = Harness::new();
     let (old, restored) = (chat(), chat());
-    h.put_stored(old, &tar(&[Entry::file("a", b"1")])).await;
-    h.put_stored(restored, &tar(&[Entry::file("b", b"2")])).await;
+    h.put_stored_file(old, "a", b"1").await;
+    h.put_stored_file(restored, "b", b"2").await;
     h.clock.advance(TimeDelta::days(6));
     h.create(restored).await;
     h.clock.advance(TimeDelta::days(2));
@@ -247,7 +247,7 @@ async fn an_uploaded_archive_replaces_the_stored_one_and_the_running_workspace()
 async fn a_refused_upload_changes_nothing() {
     let h = Harness::new();
     let (chat_id, session) = h.sandbox_with_file("kept.txt", b"kept").await;
-    let stored = h.put_stored(chat_id, &tar(&[Entry::file("kept.txt", b"kept")])).await;
+    let stored = h.put_stored_file(chat_id, "kept.txt", b"kept").await;
     for body in [
         b"not a tar at all".repeat(64),
         tar(&[Entry::symlink("l", "/etc"), Entry::file("l/passwd", b"x")]),

@@ -8,7 +8,6 @@ mod workspace_support;
 
 use chrono::TimeDelta;
 use sandkeeper_adapters_observability::capture::Capture;
-use sandkeeper_ports::tar::{Entry, tar};
 use workspace_support::*;
 
 #[tokio::test]
@@ -64,7 +63,7 @@ async fn a_failed_save_and_a_corrupt_archive_are_recorded_as_errors() {
     );
 
     let other = chat();
-    h.put_stored(other, &tar(&[Entry::file("/etc/passwd", b"x")])).await;
+    h.put_stored_file(other, "/etc/passwd", b"x").await;
     h.create.execute(sandkeeper_usecase::CreateSandboxCommand::new(other)).await.unwrap_err();
     assert_eq!(capture.counter_total("workspace.restore.total", &[("result", "corrupt")]), 1);
 }

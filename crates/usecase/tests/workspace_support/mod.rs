@@ -12,6 +12,7 @@ use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::inprocess::{
     InMemorySessionRepository, InMemoryWorkspaceStore, ProcessLocalLocker,
 };
+use sandkeeper_ports::tar::{Entry, tar};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{
     ArchiveError, ArchiveFile, Cause, RuntimeError, WorkspaceMeta, WorkspacePath, WorkspaceStore,
@@ -155,6 +156,16 @@ impl Harness {
         let file = ArchiveFile::from_bytes(self.scratch.path(), bytes).await.unwrap();
         self.store.put(&meta, file).await.unwrap();
         meta
+    }
+
+    /// Stores an archive for `chat_id` that holds `name` and nothing else.
+    pub(crate) async fn put_stored_file(
+        &self,
+        chat_id: ChatId,
+        name: &str,
+        bytes: &[u8],
+    ) -> WorkspaceMeta {
+        self.put_stored(chat_id, &tar(&[Entry::file(name, bytes)])).await
     }
 
     pub(crate) fn scratch_is_empty(&self) -> bool {
