@@ -24,9 +24,7 @@ async fn cleanup_removes_terminal_row_and_container() {
     let h = Harness::new();
     let stopped = h.add_session(1, SandboxStatus::Stopped, ContainerState::Exited).await;
 
-    let outcome = h.sweep().cleanup_terminal(stopped.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::Removed);
+    assert_eq!(h.cleanup_terminal(&stopped).await, CleanupOutcome::Removed);
     assert_eq!(h.status(1).await, None, "the row should be deleted");
     assert!(!h.has_container(&stopped.container_id), "the container should be removed");
     assert_eq!(h.runtime.fake.stop_calls(), vec![stopped.container_id]);
@@ -37,9 +35,7 @@ async fn cleanup_of_a_crashed_session_whose_container_is_missing_removes_the_row
     let h = Harness::new();
     let crashed = h.add_session(1, SandboxStatus::Crashed, ContainerState::Missing).await;
 
-    let outcome = h.sweep().cleanup_terminal(crashed.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::Removed);
+    assert_eq!(h.cleanup_terminal(&crashed).await, CleanupOutcome::Removed);
     assert_eq!(h.status(1).await, None);
 }
 
@@ -48,9 +44,7 @@ async fn cleanup_skips_an_active_session() {
     let h = Harness::new();
     let running = h.add_session(1, SandboxStatus::Running, ContainerState::Running).await;
 
-    let outcome = h.sweep().cleanup_terminal(running.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::SkippedActive);
+    assert_eq!(h.cleanup_terminal(&running).await, CleanupOutcome::SkippedActive);
     assert_eq!(h.status(1).await, Some(SandboxStatus::Running));
     assert!(h.has_container(&running.container_id));
     assert!(h.runtime.fake.stop_calls().is_empty(), "a running sandbox must not be stopped");
@@ -76,9 +70,7 @@ async fn cleanup_is_already_claimed_when_the_row_goes_between_read_and_delete() 
     let stopped = h.add_session(1, SandboxStatus::Stopped, ContainerState::Exited).await;
     h.repository.delete_after_get.store(true, Ordering::SeqCst);
 
-    let outcome = h.sweep().cleanup_terminal(stopped.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::AlreadyClaimed);
+    assert_eq!(h.cleanup_terminal(&stopped).await, CleanupOutcome::AlreadyClaimed);
     assert_eq!(h.status(1).await, None);
 }
 
@@ -88,9 +80,7 @@ async fn cleanup_runtime_error_keeps_the_row_for_retry() {
     let stopped = h.add_session(1, SandboxStatus::Stopped, ContainerState::Exited).await;
     h.runtime.fake.fail_stop(stopped.container_id.clone(), unavailable());
 
-    let outcome = h.sweep().cleanup_terminal(stopped.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::RuntimeError);
+    assert_eq!(h.cleanup_terminal(&stopped).await, CleanupOutcome::RuntimeError);
     assert_eq!(h.status(1).await, Some(SandboxStatus::Stopped), "the row must stay for a retry");
     assert!(h.has_container(&stopped.container_id));
 }

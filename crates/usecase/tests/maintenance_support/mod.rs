@@ -20,7 +20,9 @@ use sandkeeper_ports::{
     ContainerSpec, ContainerState, ManagedContainer, RuntimeError, SandboxRuntime,
     SessionRepository, StoreError,
 };
-use sandkeeper_usecase::{MaintenanceReport, MaintenanceSettings, MaintenanceSweep, SweepOutcome};
+use sandkeeper_usecase::{
+    CleanupOutcome, MaintenanceReport, MaintenanceSettings, MaintenanceSweep, SweepOutcome,
+};
 
 // The same counter as the use-case tests' support module has.
 #[path = "../support/in_flight.rs"]
@@ -249,6 +251,11 @@ impl Harness {
             created_at,
         );
         id
+    }
+
+    /// What a new sweep's `cleanup_terminal` of `session` comes to (a store failure panics).
+    pub(crate) async fn cleanup_terminal(&self, session: &SandboxSession) -> CleanupOutcome {
+        self.sweep().cleanup_terminal(session.session_id).await.unwrap()
     }
 
     pub(crate) async fn status(&self, n: u32) -> Option<SandboxStatus> {
