@@ -375,6 +375,16 @@ async fn pass_inspecting(
     (report, inspected)
 }
 
+/// Runs one forced pass of `sweep` and checks that it inspected the containers of the sessions
+/// `read`, in order, and crashed session `crashed`, the only one it reconciled.
+async fn assert_pass_crashes(h: &Harness, sweep: &MaintenanceSweep, read: &[u32], crashed: u32) {
+    let (report, inspected) = pass_inspecting(h, sweep).await;
+    assert_eq!(report.reconciled, 1, "{report:?}");
+    assert_eq!(h.status(crashed).await, Some(SandboxStatus::Crashed));
+    let read: Vec<ContainerId> = read.iter().map(|n| container_id(*n)).collect();
+    assert_eq!(inspected, read);
+}
+
 #[tokio::test]
 async fn a_dead_sandbox_behind_more_running_sessions_than_one_pass_reads_is_reconciled_later() {
     let h = Harness::new();
@@ -404,10 +414,7 @@ async fn a_dead_sandbox_behind_more_running_sessions_than_one_pass_reads_is_reco
 
     // The last page was short: the next pass starts from the oldest again.
     h.runtime.fake.set_state(&container_id(1), ContainerState::Exited);
-    let (fourth, inspected) = pass_inspecting(&h, &sweep).await;
-    assert_eq!(fourth.reconciled, 1);
-    assert_eq!(h.status(1).await, Some(SandboxStatus::Crashed));
-    assert_eq!(inspected, [container_id(1), container_id(2)]);
+    assert_pass_crashes(&h, &sweep, &[1, 2], 1).await;
 }
 
 #[tokio::test]
@@ -420,9 +427,7 @@ async fn a_pass_that_ends_exactly_at_the_newest_running_session_is_followed_by_a
 
     // Nothing is left after the newest: this pass starts from the oldest instead of idling.
     h.runtime.fake.set_state(&container_id(2), ContainerState::Exited);
-    let (report, inspected) = pass_inspecting(&h, &sweep).await;
-    assert_eq!(report.reconciled, 1);
-    assert_eq!(inspected, [container_id(1), container_id(2)]);
+    assert_pass_crashes(&h, &sweep, &[1, 2], 2).await;
 }
 
 #[tokio::test]
@@ -489,10 +494,7 @@ async fn a_pass_cut_short_by_time_is_continued_by_the_next_one() {
     assert!(first.timed_out);
     assert_eq!(first.reconciled, 0);
 
-    let (second, inspected) = pass_inspecting(&h, &sweep).await;
-    assert_eq!(second.reconciled, 1);
-    assert_eq!(h.status(5).await, Some(SandboxStatus::Crashed));
-    assert_eq!(inspected, [container_id(4), container_id(5)]);
+    assert_pass_crashes(&h, &sweep, &[4, 5], 5).await;
 }
 
 #[tokio::test]
@@ -579,10 +581,7 @@ async fn a_restarted_sweeper_resumes_where_the_last_pass_stopped() {
     });
     let (_, inspected) = pass_inspecting(&h, &after_restart).await;
     assert_eq!(inspected, [container_id(3), container_id(4)], "no rereading");
-    let (report, inspected) = pass_inspecting(&h, &after_restart).await;
-    assert_eq!(report.reconciled, 1);
-    assert_eq!(inspected, [container_id(5)]);
-    assert_eq!(h.status(5).await, Some(SandboxStatus::Crashed));
+    assert_pass_crashes(&h, &after_restart, &[5], 5).await;
 }
 
 #[tokio::test]
