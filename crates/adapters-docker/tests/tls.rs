@@ -54,25 +54,24 @@ impl TlsEngine {
         std::fs::write(dir.join("daemon.json"), "{}").expect("an empty daemon.json");
         let certs = dir.join("certs/engine");
         let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd.log");
-        let dockerd = Command::new("dockerd")
+        let mut dockerd = Command::new("dockerd");
+        let files = [
             // Its own (empty) configuration file: the host's may set a data root of its own.
-            .arg("--config-file")
-            .arg(dir.join("daemon.json"))
+            ("--config-file", dir.join("daemon.json")),
+            ("--tlscacert", certs.join("ca.pem")),
+            ("--tlscert", certs.join("cert.pem")),
+            ("--tlskey", certs.join("key.pem")),
+            ("--data-root", dir.join("data")),
+            ("--exec-root", dir.join("exec")),
+            ("--pidfile", dir.join("docker.pid")),
+        ];
+        for (flag, path) in files {
+            dockerd.arg(flag).arg(path);
+        }
+        let dockerd = dockerd
             .arg("--tlsverify")
-            .arg("--tlscacert")
-            .arg(certs.join("ca.pem"))
-            .arg("--tlscert")
-            .arg(certs.join("cert.pem"))
-            .arg("--tlskey")
-            .arg(certs.join("key.pem"))
             .args(["-H", HOST, "-H"])
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
             .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
             .args(["--storage-driver", "vfs"])
             .stdin(Stdio::null())

@@ -30,11 +30,18 @@ fn listing(id: &ContainerId) -> String {
     )
 }
 
+/// The engine of the test `test` (`None` when it skipped), a directory for the archives, and a
+/// new sandbox on the engine.
+async fn sandbox(test: &str) -> Option<(Engine, tempfile::TempDir, ContainerId)> {
+    let engine = Engine::start(test).await?;
+    let scratch = tempfile::tempdir().unwrap();
+    let id = engine.runtime.create(&spec()).await.unwrap();
+    Some((engine, scratch, id))
+}
+
 #[tokio::test]
 async fn a_workspace_archived_in_one_sandbox_is_restored_whole_in_another() {
-    let Some(engine) = Engine::start("workspace_round_trip").await else { return };
-    let scratch = tempfile::tempdir().unwrap();
-    let first = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, scratch, first)) = sandbox("workspace_round_trip").await else { return };
     sh(
         &first,
         "cd /workspace && mkdir -p src/deep/er .hidden 'with space' && printf 'print(1)\\n' > src/main.py \
@@ -65,9 +72,7 @@ async fn a_workspace_archived_in_one_sandbox_is_restored_whole_in_another() {
 
 #[tokio::test]
 async fn a_refused_archive_changes_nothing_in_the_workspace() {
-    let Some(engine) = Engine::start("workspace_refused").await else { return };
-    let scratch = tempfile::tempdir().unwrap();
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, scratch, id)) = sandbox("workspace_refused").await else { return };
     sh(&id, "echo kept > /workspace/kept.txt");
     let bad = [
         tar(&[Entry::symlink("etc", "/etc"), Entry::file("etc/evil", b"x")]),
@@ -86,9 +91,7 @@ async fn a_refused_archive_changes_nothing_in_the_workspace() {
 
 #[tokio::test]
 async fn an_archive_beyond_the_limit_is_refused_and_nothing_is_kept() {
-    let Some(engine) = Engine::start("workspace_too_large").await else { return };
-    let scratch = tempfile::tempdir().unwrap();
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, scratch, id)) = sandbox("workspace_too_large").await else { return };
     sh(&id, "head -c 200000 /dev/zero > /workspace/big");
     let error = engine.runtime.archive_workspace(&id, 100_000, scratch.path()).await.unwrap_err();
     assert_eq!(error, ArchiveError::TooLarge { limit: 100_000 });
@@ -101,9 +104,7 @@ async fn an_archive_beyond_the_limit_is_refused_and_nothing_is_kept() {
 
 #[tokio::test]
 async fn a_stopped_sandbox_cannot_be_archived_or_restored() {
-    let Some(engine) = Engine::start("workspace_stopped").await else { return };
-    let scratch = tempfile::tempdir().unwrap();
-    let id = engine.runtime.create(&spec()).await.unwrap();
+    let Some((engine, scratch, id)) = sandbox("workspace_stopped").await else { return };
     engine.runtime.stop(&id).await.unwrap();
     let error = engine.runtime.archive_workspace(&id, LIMIT, scratch.path()).await.unwrap_err();
     assert!(matches!(error, ArchiveError::ContainerNotRunning { .. }), "{error:?}");

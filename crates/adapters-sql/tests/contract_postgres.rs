@@ -4,37 +4,25 @@
 
 mod support;
 
-mod postgres_repository {
-    sandkeeper_ports::session_repository_contract!(
-        crate::support::postgres_repository,
-        when = crate::support::postgres_url().await.is_some()
-    );
+/// A module `$module` running the suite `$suite` on the stores that `support::$factory` makes,
+/// each test only when PostgreSQL is there.
+macro_rules! postgres_suites {
+    ($($module:ident: $suite:ident($factory:ident);)*) => {
+        $(
+            mod $module {
+                sandkeeper_ports::$suite!(
+                    crate::support::$factory,
+                    when = crate::support::postgres_url().await.is_some()
+                );
+            }
+        )*
+    };
 }
 
-mod postgres_leases {
-    sandkeeper_ports::maintenance_leases_contract!(
-        crate::support::postgres_leases,
-        when = crate::support::postgres_url().await.is_some()
-    );
-}
-
-mod postgres_advisory_locker {
-    sandkeeper_ports::lifecycle_locker_contract!(
-        crate::support::postgres_locker,
-        when = crate::support::postgres_url().await.is_some()
-    );
-}
-
-mod postgres_workspaces {
-    sandkeeper_ports::workspace_store_contract!(
-        crate::support::postgres_workspaces,
-        when = crate::support::postgres_url().await.is_some()
-    );
-}
-
-mod postgres_pool {
-    sandkeeper_ports::pool_store_contract!(
-        crate::support::postgres_pool,
-        when = crate::support::postgres_url().await.is_some()
-    );
+postgres_suites! {
+    postgres_repository: session_repository_contract(postgres_repository);
+    postgres_leases: maintenance_leases_contract(postgres_leases);
+    postgres_advisory_locker: lifecycle_locker_contract(postgres_locker);
+    postgres_workspaces: workspace_store_contract(postgres_workspaces);
+    postgres_pool: pool_store_contract(postgres_pool);
 }

@@ -4,19 +4,19 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sandkeeper_adapters_observability::capture::{Capture, CapturedSpan};
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession};
-use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
+use sandkeeper_ports::testkit::FakeRuntime;
 use sandkeeper_ports::{
     ContainerSpec, ContainerState, ManagedContainer, Report, RuntimeError, SandboxRuntime,
     SessionRepository, StoreError,
 };
 use sandkeeper_usecase::{CleanupError, CleanupExpiredSandboxes, CleanupFailure};
+use support::in_flight::InFlight;
 use support::*;
 use tracing::Level;
 
@@ -55,13 +55,8 @@ fn session_span(capture: &Capture, session: &SandboxSession, result: &str) -> Ca
 
 /// A sandbox of `chat_id` created ten minutes ago that expired a second ago.
 fn expired_a_second_ago(chat_id: ChatId) -> SandboxSession {
-    running(
-        SESSION_EXPIRED_ID,
-        chat_id,
-        "container-expired",
-        now() - minutes(10),
-        now() - seconds(1),
-    )
+    running(SESSION_EXPIRED_ID, chat_id, "container-expired")
+        .between(now() - minutes(10), now() - seconds(1))
 }
 
 // --- the seed's tests ---
@@ -70,24 +65,13 @@ fn expired_a_second_ago(chat_id: ChatId) -> SandboxSession {
 async fn cleanup_expired_sandboxes_stops_and_deletes_only_expired_sessions() {
     let capture = Capture::install();
     let expired = expired_a_second_ago(EXPIRED_CHAT_ID);
-    let boundary = running(
-        SESSION_BOUNDARY_ID,
-        BOUNDARY_CHAT_ID,
-        "container-boundary",
-        now() - minutes(5),
-        now(),
-    );
-    let active = running(
-        SESSION_ACTIVE_ID,
-        ACTIVE_CHAT_ID,
-        "container-active",
-        now() - minutes(1),
-        now() + minutes(5),
-    );
-    let repository = repository_with(&[&expired, &boundary, &active]).await;
+    let boundary = running(SESSION_BOUNDARY_ID, BOUNDARY_CHAT_ID, "container-boundary")
+        .between(now() - minutes(5), now());
+    let active = running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active")
+        .between(now() - minutes(1), now() + minutes(5));
     let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = cleanup_expired_sandboxes(repository.clone(), locker.clone(), &runtime);
+    let (repository, locker, usecase) =
+        lifecycle(&[&expired, &boundary, &active], &runtime, cleanup_expired_sandboxes).await;
 
     let report = usecase.execute().await.unwrap();
 
@@ -133,13 +117,8 @@ async fn cleanup_expired_sandboxes_records_observability_on_cleaned_session() {
 async fn cleanup_expired_sandboxes_skips_replaced_session_from_stale_snapshot() {
     let capture = Capture::install();
     let expired_snapshot = expired_a_second_ago(CHAT_ID);
-    let replacement = running(
-        SESSION_REPLACEMENT_ID,
-        CHAT_ID,
-        "container-new",
-        now() - seconds(30),
-        now() + minutes(5),
-    );
+    let replacement = running(SESSION_REPLACEMENT_ID, CHAT_ID, "container-new")
+        .between(now() - seconds(30), now() + minutes(5));
     let repository = ScriptedRepository::new();
     repository.serve_expired_snapshot(vec![expired_snapshot]);
     repository.save(&replacement).await.unwrap();
@@ -159,25 +138,13 @@ async fn cleanup_expired_sandboxes_skips_replaced_session_from_stale_snapshot() 
 #[tokio::test]
 async fn cleanup_expired_sandboxes_continues_after_stop_failure() {
     let capture = Capture::install();
-    let failing = running(
-        SESSION_FAIL_ID,
-        FAIL_CHAT_ID,
-        "container-fail",
-        now() - minutes(10),
-        now() - minutes(1),
-    );
-    let cleaned = running(
-        SESSION_CLEAN_ID,
-        CLEAN_CHAT_ID,
-        "container-clean",
-        now() - minutes(9),
-        now() - seconds(1),
-    );
-    let repository = repository_with(&[&failing, &cleaned]).await;
-    let runtime = FakeRuntime::new();
-    runtime.fail_stop(container("container-fail"), RuntimeError::Failed("stop_failed".into()));
-    let locker = RecordingLocker::new();
-    let usecase = cleanup_expired_sandboxes(repository.clone(), locker.clone(), &runtime);
+    let failing = running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-fail")
+        .between(now() - minutes(10), now() - minutes(1));
+    let cleaned = running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-clean")
+        .between(now() - minutes(9), now() - seconds(1));
+    let runtime = failing_stop("container-fail");
+    let (repository, locker, usecase) =
+        lifecycle(&[&failing, &cleaned], &runtime, cleanup_expired_sandboxes).await;
 
     let report = usecase.execute().await.unwrap();
 
@@ -227,8 +194,7 @@ async fn cleanup_expired_sandboxes_continues_after_stop_failure() {
 struct SlowStopRuntime {
     inner: FakeRuntime,
     delays: HashMap<ContainerId, Duration>,
-    in_progress: AtomicUsize,
-    most_at_once: AtomicUsize,
+    stops: InFlight,
     finished: Mutex<Vec<ContainerId>>,
 }
 
@@ -239,11 +205,12 @@ impl SandboxRuntime for SlowStopRuntime {
     }
 
     async fn stop(&self, container_id: &ContainerId) -> Result<(), RuntimeError> {
-        let now_in_progress = self.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_at_once.fetch_max(now_in_progress, Ordering::SeqCst);
-        tokio::time::sleep(self.delays.get(container_id).copied().unwrap_or_default()).await;
-        let stopped = self.inner.stop(container_id).await;
-        self.in_progress.fetch_sub(1, Ordering::SeqCst);
+        let delay = self.delays.get(container_id).copied().unwrap_or_default();
+        let stop = async {
+            tokio::time::sleep(delay).await;
+            self.inner.stop(container_id).await
+        };
+        let stopped = self.stops.run(stop).await;
         self.finished.lock().unwrap().push(container_id.clone());
         stopped
     }
@@ -272,7 +239,8 @@ fn three_expired() -> Vec<SandboxSession> {
     .enumerate()
     .map(|(n, (session_id, chat_id))| {
         let expires_at = now() - minutes(3 - n as i64);
-        running(session_id, chat_id, &format!("container-{n}"), now() - minutes(10), expires_at)
+        running(session_id, chat_id, &format!("container-{n}"))
+            .between(now() - minutes(10), expires_at)
     })
     .collect()
 }
@@ -293,7 +261,7 @@ async fn clean_three_with_concurrency(
         repository.clone(),
         RecordingLocker::new(),
         runtime.clone(),
-        Arc::new(ManualClock::new(now())),
+        at_now(),
     )
     .with_concurrency(concurrency);
 
@@ -310,7 +278,7 @@ async fn cleanup_expired_sandboxes_works_on_several_at_once_and_reports_in_snaps
 
     let (_, runtime) = clean_three_with_concurrency(8).await;
 
-    assert_eq!(runtime.most_at_once.load(Ordering::SeqCst), 3);
+    assert_eq!(runtime.stops.most(), 3);
     let finished = runtime.finished.lock().unwrap().clone();
     assert_eq!(
         finished,
@@ -326,8 +294,8 @@ async fn cleanup_expired_sandboxes_never_exceeds_its_concurrency() {
     let (_, two_at_once) = clean_three_with_concurrency(2).await;
     let (_, one_at_once) = clean_three_with_concurrency(1).await;
 
-    assert_eq!(two_at_once.most_at_once.load(Ordering::SeqCst), 2);
-    assert_eq!(one_at_once.most_at_once.load(Ordering::SeqCst), 1);
+    assert_eq!(two_at_once.stops.most(), 2);
+    assert_eq!(one_at_once.stops.most(), 1);
     assert_eq!(
         one_at_once.finished.lock().unwrap().clone(),
         vec![container("container-0"), container("container-1"), container("container-2")]
@@ -353,9 +321,10 @@ async fn cleanup_expired_sandboxes_takes_at_most_its_batch_limit_in_expiry_order
 #[tokio::test]
 async fn cleanup_expired_sandboxes_skips_a_session_that_is_gone_or_no_longer_expired() {
     let capture = Capture::install();
-    let gone = running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-gone", now() - minutes(10), now());
-    let extended =
-        running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-extended", now() - minutes(10), now());
+    let gone = running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-gone")
+        .between(now() - minutes(10), now());
+    let extended = running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-extended")
+        .between(now() - minutes(10), now());
     let repository = ScriptedRepository::new();
     repository.serve_expired_snapshot(vec![gone, extended.clone()]);
     let still_running = SandboxSession { expires_at: now() + minutes(5), ..extended };

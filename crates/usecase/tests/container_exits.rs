@@ -12,8 +12,7 @@ use sandkeeper_ports::inprocess::InMemorySessionRepository;
 use sandkeeper_ports::testkit::{DelegatingRepository, FakeRuntime};
 use sandkeeper_ports::{ContainerExit, LifecycleLocker, SessionRepository, StoreError};
 use sandkeeper_usecase::{
-    CreateResult, CreateSandboxCommand, DeleteSandbox, ExitOutcome, IgnoredExit,
-    RecordContainerExit,
+    CreateResult, CreateSandboxCommand, ExitOutcome, IgnoredExit, RecordContainerExit,
 };
 use support::*;
 use tracing::Level;
@@ -103,11 +102,7 @@ async fn a_container_that_exits_crashes_its_session_and_the_next_request_gets_a_
 async fn the_exit_of_a_sandbox_sandkeeper_deleted_changes_nothing() {
     let capture = Capture::install();
     let (repository, runtime, locker, session) = with_a_sandbox().await;
-    let runtime_port = Arc::new(runtime.clone());
-    DeleteSandbox::new(repository.clone(), locker.clone(), runtime_port)
-        .execute(CHAT_ID)
-        .await
-        .unwrap();
+    delete_sandbox(repository.clone(), locker.clone(), &runtime).execute(CHAT_ID).await.unwrap();
 
     let record = RecordContainerExit::new(repository.clone(), locker);
     let outcome = record.execute(&exit_of(&session)).await.unwrap();
@@ -146,16 +141,10 @@ async fn an_exit_seen_while_sandkeeper_removes_the_sandbox_waits_for_the_chat_lo
 #[tokio::test]
 async fn exits_of_other_containers_and_of_ended_sessions_change_nothing() {
     let capture = Capture::install();
-    let active = running(
-        SESSION_ACTIVE_ID,
-        CHAT_ID,
-        "container-active",
-        now() - minutes(1),
-        now() + minutes(4),
-    );
+    let active = active();
     let stopped = SandboxSession {
         status: SandboxStatus::Stopped,
-        ..running(SESSION_OLD_ID, CLEAN_CHAT_ID, "container-old", now(), now() + minutes(1))
+        ..running(SESSION_OLD_ID, CLEAN_CHAT_ID, "container-old").between(now(), now() + minutes(1))
     };
     let repository = repository_with(&[&active, &stopped]).await;
     let record = RecordContainerExit::new(repository.clone(), RecordingLocker::new());
@@ -217,7 +206,8 @@ impl DelegatingRepository for UnreadableStore {
 async fn a_store_failure_is_returned_and_counted_and_changes_nothing() {
     let capture = Capture::install();
     let store = Arc::new(UnreadableStore::default());
-    let active = running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now(), now() + minutes(4));
+    let active =
+        running(SESSION_ACTIVE_ID, CHAT_ID, "container-active").between(now(), now() + minutes(4));
     store.inner.save(&active).await.unwrap();
     let record = RecordContainerExit::new(store.clone(), RecordingLocker::new());
 

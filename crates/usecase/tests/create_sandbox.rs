@@ -5,22 +5,28 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandkeeper_adapters_observability::capture::Capture;
+use sandkeeper_adapters_observability::capture::{Capture, CapturedSpan, FieldValue};
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus};
 use sandkeeper_ports::inprocess::InMemorySessionRepository;
 use sandkeeper_ports::testkit::{FakeRuntime, RuntimeCall};
 use sandkeeper_ports::{
     ContainerSpec, Report, RuntimeError, SaveError, SessionRepository, StoreError,
 };
-use sandkeeper_usecase::{CreateResult, CreateSandboxCommand, CreateSandboxError};
+use sandkeeper_usecase::{CreateResult, CreateSandbox, CreateSandboxCommand, CreateSandboxError};
 use support::*;
 use tokio::time::timeout;
 use tracing::Level;
 
 const WAIT: Duration = Duration::from_secs(1);
 
+/// The sandbox of [`CHAT_ID`] that a create reuses: created a minute ago, expiring in four.
+fn live_session() -> SandboxSession {
+    running(SESSION_REUSED_ID, CHAT_ID, "container-1")
+        .between(now() - minutes(1), now() + minutes(4))
+}
+
 fn expired_session() -> SandboxSession {
-    running(SESSION_OLD_ID, CHAT_ID, "container-old", now() - minutes(10), now())
+    running(SESSION_OLD_ID, CHAT_ID, "container-old").between(now() - minutes(10), now())
 }
 
 fn new_session() -> SandboxSession {
@@ -35,6 +41,12 @@ fn new_session() -> SandboxSession {
     }
 }
 
+/// A sandbox of [`ACTIVE_CHAT_ID`], created now: what takes up a place when the capacity is one.
+fn other_chats_sandbox() -> SandboxSession {
+    running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active")
+        .between(now(), now() + minutes(5))
+}
+
 fn new_spec() -> ContainerSpec {
     ContainerSpec {
         session_id: SESSION_NEW_ID,
@@ -44,10 +56,30 @@ fn new_spec() -> ContainerSpec {
     }
 }
 
-fn assert_span_error(
-    span: &sandkeeper_adapters_observability::capture::CapturedSpan,
-    error: &CreateSandboxError,
-) {
+/// `CreateSandbox` (as [`create_sandbox`] makes it) whose new sandbox is [`SESSION_NEW_ID`].
+fn create_new(repository: Arc<dyn SessionRepository>, runtime: &FakeRuntime) -> CreateSandbox {
+    create_sandbox(repository, RecordingLocker::new(), runtime)
+        .with_session_id_generator(|| SESSION_NEW_ID)
+}
+
+/// The span of a create for [`CHAT_ID`] that recorded at least `recorded`.
+fn create_span(capture: &Capture, recorded: &[(&str, FieldValue)]) -> CapturedSpan {
+    capture.find_span("usecase.create_sandbox", &[("chat.id", text(CHAT_ID))], recorded)
+}
+
+/// What a create that replaces [`expired_session`] records before anything can fail (the old
+/// session and container, the new session's id), followed by `more`.
+fn replacement_fields(more: &[(&'static str, FieldValue)]) -> Vec<(&'static str, FieldValue)> {
+    let mut fields = vec![
+        ("sandbox.previous_session.id", text(SESSION_OLD_ID)),
+        ("sandbox.previous_container.id", text("container-old")),
+        ("sandbox.new_session.id", text(SESSION_NEW_ID)),
+    ];
+    fields.extend_from_slice(more);
+    fields
+}
+
+fn assert_span_error(span: &CapturedSpan, error: &CreateSandboxError) {
     assert_eq!(span.error(), Some(&text(Report(error))), "{span:?}");
     assert_eq!(span.field("error.type"), Some(&text(error.kind())), "{span:?}");
     assert_eq!(span.field("otel.status_code"), Some(&text("ERROR")), "{span:?}");
@@ -58,12 +90,9 @@ fn assert_span_error(
 #[tokio::test]
 async fn create_sandbox_reuses_active_session_when_not_expired() {
     let capture = Capture::install();
-    let session =
-        running(SESSION_REUSED_ID, CHAT_ID, "container-1", now() - minutes(1), now() + minutes(4));
-    let repository = repository_with(&[&session]).await;
+    let session = live_session();
     let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = create_sandbox(repository.clone(), locker.clone(), &runtime);
+    let (repository, locker, usecase) = lifecycle(&[&session], &runtime, create_sandbox).await;
 
     let outcome = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap();
 
@@ -79,8 +108,7 @@ async fn create_sandbox_reuses_active_session_when_not_expired() {
 #[tokio::test]
 async fn create_sandbox_reuse_records_observability() {
     let capture = Capture::install();
-    let session =
-        running(SESSION_REUSED_ID, CHAT_ID, "container-1", now() - minutes(1), now() + minutes(4));
+    let session = live_session();
     let repository = repository_with(&[&session]).await;
     let usecase = create_sandbox(repository, RecordingLocker::new(), &FakeRuntime::new());
 
@@ -88,9 +116,8 @@ async fn create_sandbox_reuse_records_observability() {
 
     assert_eq!(outcome.session, session);
     capture.assert_counter_incremented("sandbox.create.total", 1, &[("result", "reused")]);
-    let span = capture.find_span(
-        "usecase.create_sandbox",
-        &[("chat.id", text(CHAT_ID))],
+    let span = create_span(
+        &capture,
         &[
             ("session.id", text(SESSION_REUSED_ID)),
             ("container.id", text("container-1")),
@@ -104,8 +131,7 @@ async fn create_sandbox_reuse_records_observability() {
 async fn create_sandbox_replace_records_observability_and_final_active_count() {
     let capture = Capture::install();
     let repository = repository_with(&[&expired_session()]).await;
-    let usecase = create_sandbox(repository.clone(), RecordingLocker::new(), &FakeRuntime::new())
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let usecase = create_new(repository.clone(), &FakeRuntime::new());
 
     let outcome = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap();
 
@@ -113,18 +139,14 @@ async fn create_sandbox_replace_records_observability_and_final_active_count() {
     assert_eq!(repository.count_running().await.unwrap(), 1);
     capture.assert_counter_incremented("sandbox.create.total", 1, &[("result", "replaced")]);
     assert_eq!(last_active_count(&capture), 1.0);
-    let span = capture.find_span(
-        "usecase.create_sandbox",
-        &[("chat.id", text(CHAT_ID))],
-        &[
-            ("sandbox.previous_session.id", text(SESSION_OLD_ID)),
-            ("sandbox.previous_container.id", text("container-old")),
-            ("sandbox.new_session.id", text(SESSION_NEW_ID)),
+    let span = create_span(
+        &capture,
+        &replacement_fields(&[
             ("sandbox.new_container.id", text(container_of(SESSION_NEW_ID))),
             ("session.id", text(SESSION_NEW_ID)),
             ("container.id", text(container_of(SESSION_NEW_ID))),
             ("sandbox.result", text("replaced")),
-        ],
+        ]),
     );
     assert_eq!(span.error(), None);
 }
@@ -133,11 +155,9 @@ async fn create_sandbox_replace_records_observability_and_final_active_count() {
 async fn create_sandbox_replaces_expired_session_and_creates_new_one() {
     let capture = Capture::install();
     let expired = expired_session();
-    let repository = repository_with(&[&expired]).await;
     let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = create_sandbox(repository.clone(), locker.clone(), &runtime)
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let (repository, locker, usecase) = lifecycle(&[&expired], &runtime, create_sandbox).await;
+    let usecase = usecase.with_session_id_generator(|| SESSION_NEW_ID);
 
     let outcome = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap();
 
@@ -162,10 +182,8 @@ async fn create_sandbox_replaces_expired_session_and_creates_new_one() {
 #[tokio::test]
 async fn create_sandbox_creates_new_session_when_none_exists() {
     let capture = Capture::install();
-    let repository = Arc::new(InMemorySessionRepository::new());
     let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = create_sandbox(repository.clone(), locker.clone(), &runtime);
+    let (repository, locker, usecase) = lifecycle(&[], &runtime, create_sandbox).await;
     let chat_id = ChatId::parse(NON_CANONICAL_CHAT_ID).unwrap();
 
     let outcome = usecase.execute(CreateSandboxCommand::new(chat_id)).await.unwrap();
@@ -197,21 +215,15 @@ async fn create_sandbox_error_records_observability() {
     let capture = Capture::install();
     let runtime = FakeRuntime::new();
     runtime.fail_create(RuntimeError::Failed("create_failed".into()));
-    let usecase = create_sandbox(
-        Arc::new(InMemorySessionRepository::new()),
-        RecordingLocker::new(),
-        &runtime,
-    )
-    .with_session_id_generator(|| SESSION_NEW_ID);
+    let usecase = create_new(Arc::new(InMemorySessionRepository::new()), &runtime);
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
 
     assert_eq!(error, CreateSandboxError::Runtime(RuntimeError::Failed("create_failed".into())));
     assert_eq!(error.to_string(), "create_failed");
     capture.assert_counter_incremented("sandbox.create.total", 1, &[("result", "error")]);
-    let span = capture.find_span(
-        "usecase.create_sandbox",
-        &[("chat.id", text(CHAT_ID))],
+    let span = create_span(
+        &capture,
         &[("session.id", text(SESSION_NEW_ID)), ("sandbox.result", text("error"))],
     );
     assert_span_error(&span, &error);
@@ -224,8 +236,7 @@ async fn create_sandbox_save_failure_stops_untracked_container() {
     let repository = ScriptedRepository::new();
     repository.fail_next_save(SaveError::Store(StoreError::Failed("save_failed".into())));
     let runtime = FakeRuntime::new();
-    let usecase = create_sandbox(repository.clone(), RecordingLocker::new(), &runtime)
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let usecase = create_new(repository.clone(), &runtime);
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
 
@@ -241,25 +252,14 @@ async fn create_sandbox_save_failure_stops_untracked_container() {
 async fn create_sandbox_replace_stop_failure_preserves_separate_identities() {
     let capture = Capture::install();
     let repository = repository_with(&[&expired_session()]).await;
-    let runtime = FakeRuntime::new();
-    runtime.fail_stop(container("container-old"), RuntimeError::Failed("stop_failed".into()));
-    let usecase = create_sandbox(repository.clone(), RecordingLocker::new(), &runtime)
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let runtime = failing_stop("container-old");
+    let usecase = create_new(repository.clone(), &runtime);
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
 
     assert_eq!(error.to_string(), "stop_failed");
     capture.assert_counter_incremented("sandbox.create.total", 1, &[("result", "error")]);
-    let span = capture.find_span(
-        "usecase.create_sandbox",
-        &[("chat.id", text(CHAT_ID))],
-        &[
-            ("sandbox.previous_session.id", text(SESSION_OLD_ID)),
-            ("sandbox.previous_container.id", text("container-old")),
-            ("sandbox.new_session.id", text(SESSION_NEW_ID)),
-            ("sandbox.result", text("error")),
-        ],
-    );
+    let span = create_span(&capture, &replacement_fields(&[("sandbox.result", text("error"))]));
     assert!(!span.has_field("sandbox.new_container.id"), "{span:?}");
     assert!(!span.has_field("session.id"), "{span:?}");
     assert!(!span.has_field("container.id"), "{span:?}");
@@ -275,8 +275,7 @@ async fn create_sandbox_replace_save_failure_records_stage_safe_trace_ids() {
     repository.save(&expired_session()).await.unwrap();
     repository.fail_next_save(SaveError::Store(StoreError::Failed("save_failed".into())));
     let runtime = FakeRuntime::new();
-    let usecase = create_sandbox(repository.clone(), RecordingLocker::new(), &runtime)
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let usecase = create_new(repository.clone(), &runtime);
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
 
@@ -289,16 +288,12 @@ async fn create_sandbox_replace_save_failure_records_stage_safe_trace_ids() {
     assert_eq!(repository.get_running_by_chat(CHAT_ID).await.unwrap(), None);
     assert_eq!(last_active_count(&capture), 0.0);
     capture.assert_counter_incremented("sandbox.create.total", 1, &[("result", "error")]);
-    let span = capture.find_span(
-        "usecase.create_sandbox",
-        &[("chat.id", text(CHAT_ID))],
-        &[
-            ("sandbox.previous_session.id", text(SESSION_OLD_ID)),
-            ("sandbox.previous_container.id", text("container-old")),
-            ("sandbox.new_session.id", text(SESSION_NEW_ID)),
+    let span = create_span(
+        &capture,
+        &replacement_fields(&[
             ("sandbox.new_container.id", text(container_of(SESSION_NEW_ID))),
             ("sandbox.result", text("error")),
-        ],
+        ]),
     );
     assert!(!span.has_field("session.id"), "{span:?}");
     assert!(!span.has_field("container.id"), "{span:?}");
@@ -356,13 +351,9 @@ async fn create_sandbox_serializes_duplicate_concurrent_create_for_chat_id() {
 #[tokio::test]
 async fn create_sandbox_refuses_a_new_sandbox_at_capacity_before_touching_the_runtime() {
     let capture = Capture::install();
-    let other =
-        running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active", now(), now() + minutes(5));
-    let repository = repository_with(&[&other]).await;
+    let repository = repository_with(&[&other_chats_sandbox()]).await;
     let runtime = FakeRuntime::new();
-    let usecase = create_sandbox(repository.clone(), RecordingLocker::new(), &runtime)
-        .with_max_sandboxes(Some(1))
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let usecase = create_new(repository.clone(), &runtime).with_max_sandboxes(Some(1));
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
 
@@ -372,7 +363,7 @@ async fn create_sandbox_refuses_a_new_sandbox_at_capacity_before_touching_the_ru
     assert_eq!(runtime.calls(), vec![]);
     assert_eq!(repository.get_running_by_chat(CHAT_ID).await.unwrap(), None);
     capture.assert_counter_incremented("sandbox.create.total", 1, &[("result", "error")]);
-    let span = capture.find_span("usecase.create_sandbox", &[("chat.id", text(CHAT_ID))], &[]);
+    let span = create_span(&capture, &[]);
     assert!(!span.has_field("session.id"), "no id was chosen: {span:?}");
     assert_eq!(span.field("error.type"), Some(&text("capacity_reached")));
 }
@@ -395,15 +386,11 @@ impl sandkeeper_ports::testkit::DelegatingRepository for CountedBeforeAnotherRep
 #[tokio::test]
 async fn create_sandbox_at_capacity_is_refused_even_when_another_replica_saved_after_the_count() {
     let _capture = Capture::install();
-    let other =
-        running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active", now(), now() + minutes(5));
     let inner = InMemorySessionRepository::new();
-    inner.save(&other).await.unwrap();
+    inner.save(&other_chats_sandbox()).await.unwrap();
     let repository = Arc::new(CountedBeforeAnotherReplicaSaved(inner));
     let runtime = FakeRuntime::new();
-    let usecase = create_sandbox(repository.clone(), RecordingLocker::new(), &runtime)
-        .with_max_sandboxes(Some(1))
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let usecase = create_new(repository.clone(), &runtime).with_max_sandboxes(Some(1));
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
 
@@ -421,15 +408,9 @@ async fn create_sandbox_at_capacity_is_refused_even_when_another_replica_saved_a
 #[tokio::test]
 async fn create_sandbox_at_capacity_still_reuses_and_replaces() {
     let _capture = Capture::install();
-    let active =
-        running(SESSION_REUSED_ID, CHAT_ID, "container-1", now() - minutes(1), now() + minutes(4));
-    let expired = running(
-        SESSION_EXPIRED_ID,
-        EXPIRED_CHAT_ID,
-        "container-expired",
-        now() - minutes(10),
-        now(),
-    );
+    let active = live_session();
+    let expired = running(SESSION_EXPIRED_ID, EXPIRED_CHAT_ID, "container-expired")
+        .between(now() - minutes(10), now());
     let repository = repository_with(&[&active, &expired]).await;
     let runtime = FakeRuntime::new();
     let usecase = create_sandbox(repository.clone(), RecordingLocker::new(), &runtime)
@@ -446,9 +427,7 @@ async fn create_sandbox_at_capacity_still_reuses_and_replaces() {
 #[tokio::test]
 async fn create_sandbox_below_capacity_creates() {
     let _capture = Capture::install();
-    let other =
-        running(SESSION_ACTIVE_ID, ACTIVE_CHAT_ID, "container-active", now(), now() + minutes(5));
-    let repository = repository_with(&[&other]).await;
+    let repository = repository_with(&[&other_chats_sandbox()]).await;
     let usecase = create_sandbox(repository, RecordingLocker::new(), &FakeRuntime::new())
         .with_max_sandboxes(Some(2));
 
@@ -462,8 +441,7 @@ async fn create_sandbox_ttl_overrides_the_default_for_a_new_sandbox_only() {
     let _capture = Capture::install();
     let repository = Arc::new(InMemorySessionRepository::new());
     let runtime = FakeRuntime::new();
-    let usecase = create_sandbox(repository.clone(), RecordingLocker::new(), &runtime)
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let usecase = create_new(repository.clone(), &runtime);
     let command = CreateSandboxCommand { chat_id: CHAT_ID, ttl: Some(Duration::from_secs(90)) };
 
     let created = usecase.execute(command).await.unwrap();
@@ -519,8 +497,7 @@ async fn create_sandbox_save_conflict_is_its_own_error_and_stops_the_container()
     let repository = ScriptedRepository::new();
     repository.fail_next_save(SaveError::Conflict { chat_id: CHAT_ID });
     let runtime = FakeRuntime::new();
-    let usecase = create_sandbox(repository, RecordingLocker::new(), &runtime)
-        .with_session_id_generator(|| SESSION_NEW_ID);
+    let usecase = create_new(repository, &runtime);
 
     let error = usecase.execute(CreateSandboxCommand::new(CHAT_ID)).await.unwrap_err();
 

@@ -6,27 +6,18 @@ use sandkeeper_adapters_observability::capture::Capture;
 use sandkeeper_domain::{SandboxSession, SandboxStatus};
 use sandkeeper_ports::testkit::FakeRuntime;
 use sandkeeper_ports::{RuntimeError, SessionRepository};
-use sandkeeper_usecase::{DeleteSandbox, DeleteSandboxError, SandboxQueries};
+use sandkeeper_usecase::{DeleteSandboxError, SandboxQueries};
 use support::*;
 use tracing::Level;
-
-fn active() -> SandboxSession {
-    running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now() - minutes(1), now() + minutes(4))
-}
 
 #[tokio::test]
 async fn delete_sandbox_stops_the_container_and_forgets_the_session() {
     let capture = Capture::install();
-    let other =
-        running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other", now(), now() + minutes(5));
-    let repository = repository_with(&[&active(), &other]).await;
+    let other = running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other")
+        .between(now(), now() + minutes(5));
     let runtime = FakeRuntime::new();
-    let locker = RecordingLocker::new();
-    let usecase = DeleteSandbox::new(
-        repository.clone(),
-        locker.clone(),
-        std::sync::Arc::new(runtime.clone()),
-    );
+    let (repository, locker, usecase) =
+        lifecycle(&[&active(), &other], &runtime, delete_sandbox).await;
 
     let deleted = usecase.execute(CHAT_ID).await.unwrap();
 
@@ -52,13 +43,8 @@ async fn delete_sandbox_stops_the_container_and_forgets_the_session() {
 #[tokio::test]
 async fn delete_sandbox_of_a_chat_without_one_answers_none_and_touches_nothing() {
     let capture = Capture::install();
-    let repository = repository_with(&[]).await;
     let runtime = FakeRuntime::new();
-    let usecase = DeleteSandbox::new(
-        repository,
-        RecordingLocker::new(),
-        std::sync::Arc::new(runtime.clone()),
-    );
+    let (_, _, usecase) = lifecycle(&[], &runtime, delete_sandbox).await;
 
     assert_eq!(usecase.execute(CHAT_ID).await, Ok(None));
     assert_eq!(runtime.calls(), vec![]);
@@ -69,14 +55,8 @@ async fn delete_sandbox_of_a_chat_without_one_answers_none_and_touches_nothing()
 #[tokio::test]
 async fn delete_sandbox_keeps_the_session_when_the_container_cannot_be_stopped() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let runtime = FakeRuntime::new();
-    runtime.fail_stop(container("container-active"), RuntimeError::Failed("stop_failed".into()));
-    let usecase = DeleteSandbox::new(
-        repository.clone(),
-        RecordingLocker::new(),
-        std::sync::Arc::new(runtime.clone()),
-    );
+    let runtime = failing_stop("container-active");
+    let (repository, _, usecase) = lifecycle(&[&active()], &runtime, delete_sandbox).await;
 
     let error = usecase.execute(CHAT_ID).await.unwrap_err();
 
@@ -97,11 +77,12 @@ async fn queries_read_the_running_session_and_list_by_status() {
     // Every test of this binary installs the capture, so that no test registers the use cases'
     // callsites while no subscriber listens (tracing caches that interest per callsite).
     let _capture = Capture::install();
-    let expired =
-        running(SESSION_OLD_ID, EXPIRED_CHAT_ID, "container-old", now() - minutes(10), now());
+    let expired = running(SESSION_OLD_ID, EXPIRED_CHAT_ID, "container-old")
+        .between(now() - minutes(10), now());
     let crashed = SandboxSession {
         status: SandboxStatus::Crashed,
-        ..running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-fail", now() - minutes(2), now())
+        ..running(SESSION_FAIL_ID, FAIL_CHAT_ID, "container-fail")
+            .between(now() - minutes(2), now())
     };
     let repository = repository_with(&[&active(), &expired, &crashed]).await;
     let queries = SandboxQueries::new(repository);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sandkeeper_domain::{ChatId, EngineName, SandboxSession, SandboxStatus};
 use sandkeeper_ports::inprocess::{InMemoryLeases, InMemorySessionRepository, ProcessLocalLocker};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
-use sandkeeper_ports::{EngineSpec, Engines, RuntimeError, SessionRepository};
+use sandkeeper_ports::{Engine, EngineSpec, Engines, RuntimeError, SessionRepository};
 use sandkeeper_usecase::{
     AccessError, CreateResult, CreateSandbox, CreateSandboxCommand, CreateSandboxError,
     DeleteSandbox, MaintenanceSettings, MaintenanceSweep, Operation, SandboxAccess, SandboxSlots,
@@ -20,8 +20,16 @@ fn name(value: &str) -> EngineName {
     EngineName::parse(value).unwrap()
 }
 
-/// Engines `a` and `b`, each a fake runtime of its own, with the given bounds.
-fn two_engines(max_a: Option<u64>, max_b: Option<u64>) -> (Engines, FakeRuntime, FakeRuntime) {
+struct Deployment {
+    repository: Arc<InMemorySessionRepository>,
+    clock: Arc<ManualClock>,
+    engines: Engines,
+    create: CreateSandbox,
+}
+
+/// A deployment of engines `a` and `b`, each a fake runtime of its own with the given bound,
+/// and those runtimes.
+fn deployment(max_a: Option<u64>, max_b: Option<u64>) -> (Deployment, FakeRuntime, FakeRuntime) {
     let (a, b) = (FakeRuntime::new(), FakeRuntime::new());
     let spec = |n: &str, runtime: &FakeRuntime, max| EngineSpec {
         name: name(n),
@@ -30,27 +38,23 @@ fn two_engines(max_a: Option<u64>, max_b: Option<u64>) -> (Engines, FakeRuntime,
         runtime_name: None,
     };
     let engines = Engines::new(vec![spec("a", &a, max_a), spec("b", &b, max_b)]);
-    (engines, a, b)
-}
-
-struct Deployment {
-    repository: Arc<InMemorySessionRepository>,
-    clock: Arc<ManualClock>,
-    engines: Engines,
-    create: CreateSandbox,
-}
-
-fn deployment(engines: Engines) -> Deployment {
     let repository = Arc::new(InMemorySessionRepository::new());
     let clock = at_now();
-    let create = CreateSandbox::new(
-        repository.clone(),
-        Arc::new(ProcessLocalLocker::new()),
-        engines.clone(),
-        clock.clone(),
-        TTL,
-    );
-    Deployment { repository, clock, engines, create }
+    let locker = Arc::new(ProcessLocalLocker::new());
+    let create =
+        CreateSandbox::new(repository.clone(), locker, engines.clone(), clock.clone(), TTL);
+    (Deployment { repository, clock, engines, create }, a, b)
+}
+
+/// A deployment of unbounded engines whose `a` does not answer creates, and the sandbox of the
+/// first create, which went on to `b`.
+async fn first_create_while_a_does_not_answer()
+-> (Deployment, FakeRuntime, FakeRuntime, SandboxSession) {
+    let (deployment, a, b) = deployment(None, None);
+    a.fail_create(RuntimeError::Unavailable("connection refused".into()));
+    let first = deployment.create(chat_n(1)).await.unwrap();
+    assert_eq!(first.engine, name("b"), "the create went on to the engine that answers");
+    (deployment, a, b, first)
 }
 
 fn chat_n(n: u128) -> ChatId {
@@ -60,6 +64,15 @@ fn chat_n(n: u128) -> ChatId {
 impl Deployment {
     async fn create(&self, chat: ChatId) -> Result<SandboxSession, CreateSandboxError> {
         self.create.execute(CreateSandboxCommand::new(chat)).await.map(|outcome| outcome.session)
+    }
+
+    fn engine(&self, engine: &str) -> &Engine {
+        self.engines.get(&name(engine)).unwrap()
+    }
+
+    fn delete(&self) -> DeleteSandbox {
+        let locker = Arc::new(ProcessLocalLocker::new());
+        DeleteSandbox::new(self.repository.clone(), locker, self.engines.clone())
     }
 
     fn sweep(&self, grace_seconds: u64) -> MaintenanceSweep {
@@ -77,8 +90,7 @@ impl Deployment {
 
 #[tokio::test]
 async fn new_sandboxes_spread_over_both_engines_and_each_row_names_its_engine() {
-    let (engines, a, b) = two_engines(None, None);
-    let deployment = deployment(engines);
+    let (deployment, a, b) = deployment(None, None);
     let mut placed = Vec::new();
     for n in 0..4 {
         placed.push(deployment.create(chat_n(n)).await.unwrap().engine.to_string());
@@ -91,8 +103,7 @@ async fn new_sandboxes_spread_over_both_engines_and_each_row_names_its_engine() 
 
 #[tokio::test]
 async fn max_bounds_each_engine_and_a_full_deployment_is_capacity_reached_before_any_create() {
-    let (engines, a, b) = two_engines(Some(1), Some(2));
-    let deployment = deployment(engines);
+    let (deployment, a, b) = deployment(Some(1), Some(2));
     let mut placed = Vec::new();
     for n in 0..3 {
         placed.push(deployment.create(chat_n(n)).await.unwrap().engine.to_string());
@@ -106,30 +117,24 @@ async fn max_bounds_each_engine_and_a_full_deployment_is_capacity_reached_before
 
 #[tokio::test]
 async fn an_engine_that_does_not_answer_is_marked_down_and_creates_go_to_the_other_at_once() {
-    let (engines, a, b) = two_engines(None, None);
-    let deployment = deployment(engines);
-    a.fail_create(RuntimeError::Unavailable("connection refused".into()));
-
-    let first = deployment.create(chat_n(1)).await.unwrap();
-    assert_eq!(first.engine, name("b"));
-    assert!(!deployment.engines.get(&name("a")).unwrap().is_up());
+    let (deployment, a, b, _first) = first_create_while_a_does_not_answer().await;
+    assert!(!deployment.engine("a").is_up());
     let second = deployment.create(chat_n(2)).await.unwrap();
     assert_eq!(second.engine, name("b"));
     assert_eq!(a.create_calls().len(), 1, "a down engine is not tried again");
     assert_eq!(b.create_calls().len(), 2);
 
-    deployment.engines.get(&name("b")).unwrap().mark_down(now());
+    deployment.engine("b").mark_down(now());
     let error = deployment.create(chat_n(3)).await.unwrap_err();
     assert_eq!(error.kind(), "runtime_unavailable", "{error}");
 }
 
 #[tokio::test]
 async fn a_lost_engines_sandboxes_are_kept_for_the_grace_then_crashed_and_come_back_on_the_other() {
-    let (engines, a, b) = two_engines(None, None);
-    let deployment = deployment(engines);
+    let (deployment, a, b) = deployment(None, None);
     let lost = deployment.create(chat_n(1)).await.unwrap();
     assert_eq!(lost.engine, name("a"));
-    let engine_a = deployment.engines.get(&name("a")).unwrap();
+    let engine_a = deployment.engine("a");
     engine_a.mark_down(now());
 
     // Inside the sandbox: unavailable at once, without a call to the engine.
@@ -174,21 +179,16 @@ async fn a_lost_engines_sandboxes_are_kept_for_the_grace_then_crashed_and_come_b
 #[tokio::test]
 async fn deleting_a_sandbox_of_a_down_engine_does_not_wait_on_it_and_its_container_is_reaped_later()
 {
-    let (engines, a, _b) = two_engines(None, None);
-    let deployment = deployment(engines);
+    let (deployment, a, _b) = deployment(None, None);
     let session = deployment.create(chat_n(1)).await.unwrap();
-    deployment.engines.get(&name("a")).unwrap().mark_down(now());
-    let delete = DeleteSandbox::new(
-        deployment.repository.clone(),
-        Arc::new(ProcessLocalLocker::new()),
-        deployment.engines.clone(),
-    );
+    deployment.engine("a").mark_down(now());
+    let delete = deployment.delete();
     assert_eq!(delete.execute(session.chat_id).await.unwrap(), Some(session.clone()));
     assert!(a.stop_calls().is_empty());
     assert_eq!(deployment.repository.get(session.session_id).await.unwrap(), None);
 
     // Back up: the container, now without a row, is an orphan of engine a.
-    deployment.engines.get(&name("a")).unwrap().mark_up();
+    deployment.engine("a").mark_up();
     deployment.clock.advance(minutes(2));
     let SweepOutcome::Completed(report) = deployment.sweep(60).run(true).await.unwrap() else {
         panic!()
@@ -199,16 +199,11 @@ async fn deleting_a_sandbox_of_a_down_engine_does_not_wait_on_it_and_its_contain
 
 #[tokio::test]
 async fn a_row_of_an_engine_this_replica_was_not_given_is_a_clear_error() {
-    let (engines, _a, _b) = two_engines(None, None);
-    let deployment = deployment(engines);
+    let (deployment, _a, _b) = deployment(None, None);
     let mut session = deployment.create(chat_n(1)).await.unwrap();
     session.engine = name("elsewhere");
     deployment.repository.save(&session).await.unwrap();
-    let delete = DeleteSandbox::new(
-        deployment.repository.clone(),
-        Arc::new(ProcessLocalLocker::new()),
-        deployment.engines.clone(),
-    );
+    let delete = deployment.delete();
     let error = delete.execute(session.chat_id).await.unwrap_err().to_string();
     assert!(
         error.contains("engine `elsewhere` is not one of this replica's engines (a, b)"),
@@ -220,13 +215,9 @@ async fn a_row_of_an_engine_this_replica_was_not_given_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_container_left_by_a_create_that_moved_to_the_other_engine_is_an_orphan() {
-    let (engines, a, b) = two_engines(None, None);
-    let deployment = deployment(engines);
     // The create's container was made on `a`, which then stopped answering before it started;
     // the create went on to `b` with the same session.
-    a.fail_create(RuntimeError::Unavailable("connection reset".into()));
-    let session = deployment.create(chat_n(1)).await.unwrap();
-    assert_eq!(session.engine, name("b"));
+    let (deployment, a, b, session) = first_create_while_a_does_not_answer().await;
     let left = sandkeeper_domain::ContainerId::new("left-on-a").unwrap();
     a.insert_container(
         left.clone(),
@@ -234,7 +225,7 @@ async fn a_container_left_by_a_create_that_moved_to_the_other_engine_is_an_orpha
         Some(session.session_id),
         now(),
     );
-    deployment.engines.get(&name("a")).unwrap().mark_up();
+    deployment.engine("a").mark_up();
     deployment.clock.advance(minutes(2));
 
     let SweepOutcome::Completed(report) = deployment.sweep(60).run(true).await.unwrap() else {

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandkeeper_adapters_observability::capture::{Capture, FieldValue};
+use sandkeeper_adapters_observability::capture::{Capture, CapturedSpan, FieldValue};
 use sandkeeper_domain::SandboxSession;
 use sandkeeper_ports::testkit::FakeRuntime;
 use sandkeeper_ports::{
@@ -25,8 +25,21 @@ use tracing::Level;
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// The span of an exec in the sandbox of [`CHAT_ID`] that recorded at least `recorded`.
+fn exec_span(capture: &Capture, recorded: &[(&str, FieldValue)]) -> CapturedSpan {
+    capture.find_span("usecase.exec_in_sandbox", &[("chat.id", text(CHAT_ID))], recorded)
+}
+
+/// One exec ended as `result`: it was counted, and its duration measured, once.
+fn assert_one_exec(capture: &Capture, result: &str) {
+    capture.assert_counter_incremented("sandbox.exec.total", 1, &[("result", result)]);
+    let durations =
+        capture.histogram_values("sandbox.exec.duration.seconds", &[("result", result)]);
+    assert_eq!(durations.len(), 1, "one duration of a {result} exec");
+}
+
 fn other_chat() -> SandboxSession {
-    running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other", now(), now() + minutes(5))
+    running(SESSION_CLEAN_ID, CLEAN_CHAT_ID, "container-other").between(now(), now() + minutes(5))
 }
 
 fn exec_in_sandbox(
@@ -81,14 +94,9 @@ async fn exec_runs_the_command_in_the_chats_running_sandbox_with_the_defaults() 
     };
     assert_eq!(runtime.exec_calls(), vec![(container("container-active"), expected)]);
 
-    capture.assert_counter_incremented("sandbox.exec.total", 1, &[("result", "ok")]);
-    assert_eq!(
-        capture.histogram_values("sandbox.exec.duration.seconds", &[("result", "ok")]).len(),
-        1
-    );
-    let span = capture.find_span(
-        "usecase.exec_in_sandbox",
-        &[("chat.id", text(CHAT_ID))],
+    assert_one_exec(&capture, "ok");
+    let span = exec_span(
+        &capture,
         &[
             ("session.id", text(SESSION_ACTIVE_ID)),
             ("container.id", text("container-active")),
@@ -143,9 +151,8 @@ async fn a_chat_without_a_sandbox_or_with_an_expired_one_has_no_sandbox() {
     }
     assert_eq!(runtime.calls(), vec![], "the runtime was not asked");
     assert_eq!(capture.counter_total("sandbox.exec.total", &[("result", "error")]), 2);
-    let span = capture.find_span(
-        "usecase.exec_in_sandbox",
-        &[("chat.id", text(CHAT_ID))],
+    let span = exec_span(
+        &capture,
         &[("sandbox.result", text("error")), ("error.type", text("no_sandbox"))],
     );
     assert!(!span.has_field("session.id"), "{span:?}");
@@ -168,11 +175,7 @@ async fn beyond_the_bound_an_exec_in_the_same_sandbox_is_busy_and_others_are_not
     assert_eq!(error, ExecInSandboxError::Access(AccessError::Busy { chat_id: CHAT_ID, limit: 2 }));
     assert!(error.to_string().contains("busy"), "{error}");
     assert_eq!(runtime.exec_calls().len(), 2, "the third never reached the runtime");
-    capture.find_span(
-        "usecase.exec_in_sandbox",
-        &[("chat.id", text(CHAT_ID))],
-        &[("error.type", text("busy")), ("session.id", text(SESSION_ACTIVE_ID))],
-    );
+    exec_span(&capture, &[("error.type", text("busy")), ("session.id", text(SESSION_ACTIVE_ID))]);
 
     // Another chat's sandbox has slots of its own.
     let other = spawn_exec(&usecase, ExecCommand::new(CLEAN_CHAT_ID, vec!["true".into()]));
@@ -200,14 +203,9 @@ async fn a_timed_out_command_is_counted_as_timeout_and_logged() {
     let outcome = usecase.execute(slow).await.unwrap();
 
     assert!(outcome.output.timed_out);
-    capture.assert_counter_incremented("sandbox.exec.total", 1, &[("result", "timeout")]);
-    assert_eq!(
-        capture.histogram_values("sandbox.exec.duration.seconds", &[("result", "timeout")]).len(),
-        1
-    );
-    let span = capture.find_span(
-        "usecase.exec_in_sandbox",
-        &[("chat.id", text(CHAT_ID))],
+    assert_one_exec(&capture, "timeout");
+    let span = exec_span(
+        &capture,
         &[("sandbox.result", text("timeout")), ("exec.timed_out", FieldValue::Bool(true))],
     );
     assert!(!span.has_field("exec.exit_code"), "{span:?}");
@@ -228,9 +226,8 @@ async fn a_sandbox_that_goes_away_under_the_command_is_reported_as_gone() {
     let error = usecase.execute(command(&["true"])).await.unwrap_err();
     assert_eq!(error, gone());
     assert!(error.to_string().contains("before the command finished"), "{error}");
-    capture.find_span(
-        "usecase.exec_in_sandbox",
-        &[("chat.id", text(CHAT_ID))],
+    exec_span(
+        &capture,
         &[("error.type", text("sandbox_gone")), ("otel.status_code", text("ERROR"))],
     );
 }

@@ -43,6 +43,20 @@ fn keep_alive(
     KeepAlive::new(repository, locker, clock, settings)
 }
 
+/// The keep-alive of the [`active`] sandbox, with its store and a locker that records.
+async fn keep_alive_of_active() -> (Arc<InMemorySessionRepository>, Arc<RecordingLocker>, KeepAlive)
+{
+    let repository = repository_with(&[&active()]).await;
+    let locker = RecordingLocker::new();
+    let usecase = keep_alive(repository.clone(), locker.clone(), at_now(), settings());
+    (repository, locker, usecase)
+}
+
+/// How many keep-alives of `trigger` ended as `result`.
+fn keepalives(capture: &Capture, trigger: &str, result: &str) -> u64 {
+    capture.counter_total("sandbox.keepalive.total", &[("trigger", trigger), ("result", result)])
+}
+
 async fn stored(repository: &InMemorySessionRepository, id: SessionId) -> SandboxSession {
     repository.get(id).await.unwrap().expect("the session is in the store")
 }
@@ -50,9 +64,7 @@ async fn stored(repository: &InMemorySessionRepository, id: SessionId) -> Sandbo
 #[tokio::test]
 async fn a_keepalive_moves_the_expiry_to_now_plus_the_ttl_under_the_chats_lock() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let locker = RecordingLocker::new();
-    let usecase = keep_alive(repository.clone(), locker.clone(), at_now(), settings());
+    let (repository, locker, usecase) = keep_alive_of_active().await;
 
     let command = KeepAliveCommand { chat_id: CHAT_ID, ttl: Some(Duration::from_secs(600)) };
     let outcome = usecase.execute(command).await.unwrap();
@@ -64,11 +76,7 @@ async fn a_keepalive_moves_the_expiry_to_now_plus_the_ttl_under_the_chats_lock()
     assert_eq!(stored(&repository, SESSION_ACTIVE_ID).await, expected, "written to the store");
     assert_eq!(locker.chat_ids(), vec![CHAT_ID]);
 
-    capture.assert_counter_incremented(
-        "sandbox.keepalive.total",
-        1,
-        &[("trigger", "request"), ("result", "extended")],
-    );
+    assert_eq!(keepalives(&capture, "request", "extended"), 1);
     let span = capture.find_span(
         "usecase.keep_alive",
         &[("chat.id", text(CHAT_ID)), ("sandbox.trigger", text("request"))],
@@ -109,24 +117,15 @@ async fn a_keepalive_never_shortens_a_sandboxs_life() {
     assert_eq!(outcome.result, KeepAliveResult::Unchanged);
     assert_eq!(outcome.session, long);
     assert_eq!(stored(&repository, SESSION_ACTIVE_ID).await, long);
-    capture.assert_counter_incremented(
-        "sandbox.keepalive.total",
-        1,
-        &[("trigger", "request"), ("result", "unchanged")],
-    );
+    assert_eq!(keepalives(&capture, "request", "unchanged"), 1);
 }
 
 #[tokio::test]
 async fn the_expiry_never_goes_past_the_maximum_lifetime() {
     let _capture = Capture::install();
     // Created 23 h 58 min ago, with a lifetime of 24 h: two minutes are left.
-    let old = running(
-        SESSION_ACTIVE_ID,
-        CHAT_ID,
-        "container-active",
-        now() - minutes(24 * 60 - 2),
-        now() + minutes(1),
-    );
+    let old = running(SESSION_ACTIVE_ID, CHAT_ID, "container-active")
+        .between(now() - minutes(24 * 60 - 2), now() + minutes(1));
     let repository = repository_with(&[&old]).await;
     let usecase = keep_alive(repository.clone(), RecordingLocker::new(), at_now(), settings());
     let lifetime_ends_at = now() + minutes(2);
@@ -145,9 +144,7 @@ async fn the_expiry_never_goes_past_the_maximum_lifetime() {
 #[tokio::test]
 async fn a_bad_ttl_is_refused_before_anything_is_touched() {
     let capture = Capture::install();
-    let repository = repository_with(&[&active()]).await;
-    let locker = RecordingLocker::new();
-    let usecase = keep_alive(repository.clone(), locker.clone(), at_now(), settings());
+    let (repository, locker, usecase) = keep_alive_of_active().await;
 
     for ttl in [Duration::ZERO, Duration::from_secs(3601)] {
         let error = usecase.execute(KeepAliveCommand { chat_id: CHAT_ID, ttl: Some(ttl) }).await;
@@ -165,13 +162,7 @@ async fn a_bad_ttl_is_refused_before_anything_is_touched() {
     assert!(message.contains("3601s") && message.contains("1 second to 3600s"), "{message}");
     assert!(locker.chat_ids().is_empty(), "the lock was not even taken");
     assert_eq!(stored(&repository, SESSION_ACTIVE_ID).await, active());
-    assert_eq!(
-        capture.counter_total(
-            "sandbox.keepalive.total",
-            &[("trigger", "request"), ("result", "error")]
-        ),
-        2
-    );
+    assert_eq!(keepalives(&capture, "request", "error"), 2);
 }
 
 #[tokio::test]
@@ -188,13 +179,7 @@ async fn a_chat_without_a_sandbox_or_with_an_expired_one_is_not_kept_alive() {
         assert!(error.to_string().contains("create one first"), "{error}");
     }
     assert_eq!(stored(&repository, SESSION_EXPIRED_ID).await, expired, "not revived");
-    assert_eq!(
-        capture.counter_total(
-            "sandbox.keepalive.total",
-            &[("trigger", "request"), ("result", "not_found")]
-        ),
-        2
-    );
+    assert_eq!(keepalives(&capture, "request", "not_found"), 2);
     capture.find_span(
         "usecase.keep_alive",
         &[("chat.id", text(EXPIRED_CHAT_ID))],
@@ -225,13 +210,8 @@ async fn a_store_failure_is_returned_and_changes_nothing() {
 #[tokio::test]
 async fn a_sandbox_kept_alive_after_the_cleanups_snapshot_is_not_removed() {
     let _capture = Capture::install();
-    let due = running(
-        SESSION_ACTIVE_ID,
-        CHAT_ID,
-        "container-active",
-        now() - minutes(5),
-        now() + seconds(1),
-    );
+    let due = running(SESSION_ACTIVE_ID, CHAT_ID, "container-active")
+        .between(now() - minutes(5), now() + seconds(1));
     let repository = Arc::new(PausedSnapshot::default());
     repository.inner.save(&due).await.unwrap();
     let runtime = FakeRuntime::new();
@@ -297,12 +277,19 @@ fn sliding_exec(
     ExecInSandbox::new(sliding_access(repository, runtime, clock, ttl), ExecSettings::default())
 }
 
-#[tokio::test]
-async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_ends() {
-    let capture = Capture::install();
+/// The [`active_sandbox`], the clock (at [`now`]) and the execs in it in sliding mode.
+async fn sliding_exec_in_active_sandbox()
+-> (Arc<InMemorySessionRepository>, FakeRuntime, Arc<ManualClock>, ExecInSandbox) {
     let (repository, runtime) = active_sandbox().await;
     let clock = at_now();
     let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
+    (repository, runtime, clock, usecase)
+}
+
+#[tokio::test]
+async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_ends() {
+    let capture = Capture::install();
+    let (repository, runtime, clock, usecase) = sliding_exec_in_active_sandbox().await;
 
     let in_flight = exec_in_flight(&usecase, &runtime, command(&["sleep", "1"])).await;
     assert_eq!(
@@ -319,13 +306,7 @@ async fn in_sliding_mode_an_exec_pushes_the_expiry_when_it_starts_and_when_it_en
         now() + seconds(40) + minutes(5),
         "pushed again as it ended"
     );
-    assert_eq!(
-        capture.counter_total(
-            "sandbox.keepalive.total",
-            &[("trigger", "activity"), ("result", "extended")]
-        ),
-        2
-    );
+    assert_eq!(keepalives(&capture, "activity", "extended"), 2);
     assert!(logged(&capture).is_empty(), "pushes are not logged at info: {:?}", logged(&capture));
 }
 
@@ -381,21 +362,14 @@ async fn in_sliding_mode_a_command_longer_than_the_ttl_keeps_its_sandbox_alive()
 #[tokio::test]
 async fn in_sliding_mode_the_end_push_never_extends_the_sandbox_that_replaced_it() {
     let _capture = Capture::install();
-    let (repository, runtime) = active_sandbox().await;
-    let clock = at_now();
-    let usecase = sliding_exec(repository.clone(), &runtime, clock.clone(), TTL);
+    let (repository, runtime, clock, usecase) = sliding_exec_in_active_sandbox().await;
 
     let in_flight = exec_in_flight(&usecase, &runtime, command(&["sleep", "600"])).await;
     // The sandbox is deleted and the chat gets a new one while the command runs.
     repository.delete(SESSION_ACTIVE_ID).await.unwrap();
     runtime.set_state(&active().container_id, ContainerState::Missing);
-    let replacement = running(
-        SESSION_REPLACEMENT_ID,
-        CHAT_ID,
-        "container-replacement",
-        now(),
-        now() + minutes(5),
-    );
+    let replacement = running(SESSION_REPLACEMENT_ID, CHAT_ID, "container-replacement")
+        .between(now(), now() + minutes(5));
     repository.save(&replacement).await.unwrap();
 
     clock.advance(minutes(1));

@@ -13,7 +13,9 @@ use sandkeeper_ports::testkit::RuntimeCall;
 use sandkeeper_ports::{
     ContainerState, LeaseRequest, MaintenanceLeases, RuntimeError, SessionRepository,
 };
-use sandkeeper_usecase::{CleanupOutcome, MaintenanceError, MaintenanceReport, SweepOutcome};
+use sandkeeper_usecase::{
+    CleanupOutcome, MaintenanceError, MaintenanceReport, MaintenanceSweep, SweepOutcome,
+};
 
 // ---- cleanup of one terminal session ----
 
@@ -22,9 +24,7 @@ async fn cleanup_removes_terminal_row_and_container() {
     let h = Harness::new();
     let stopped = h.add_session(1, SandboxStatus::Stopped, ContainerState::Exited).await;
 
-    let outcome = h.sweep().cleanup_terminal(stopped.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::Removed);
+    assert_eq!(h.cleanup_terminal(&stopped).await, CleanupOutcome::Removed);
     assert_eq!(h.status(1).await, None, "the row should be deleted");
     assert!(!h.has_container(&stopped.container_id), "the container should be removed");
     assert_eq!(h.runtime.fake.stop_calls(), vec![stopped.container_id]);
@@ -35,9 +35,7 @@ async fn cleanup_of_a_crashed_session_whose_container_is_missing_removes_the_row
     let h = Harness::new();
     let crashed = h.add_session(1, SandboxStatus::Crashed, ContainerState::Missing).await;
 
-    let outcome = h.sweep().cleanup_terminal(crashed.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::Removed);
+    assert_eq!(h.cleanup_terminal(&crashed).await, CleanupOutcome::Removed);
     assert_eq!(h.status(1).await, None);
 }
 
@@ -46,9 +44,7 @@ async fn cleanup_skips_an_active_session() {
     let h = Harness::new();
     let running = h.add_session(1, SandboxStatus::Running, ContainerState::Running).await;
 
-    let outcome = h.sweep().cleanup_terminal(running.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::SkippedActive);
+    assert_eq!(h.cleanup_terminal(&running).await, CleanupOutcome::SkippedActive);
     assert_eq!(h.status(1).await, Some(SandboxStatus::Running));
     assert!(h.has_container(&running.container_id));
     assert!(h.runtime.fake.stop_calls().is_empty(), "a running sandbox must not be stopped");
@@ -74,9 +70,7 @@ async fn cleanup_is_already_claimed_when_the_row_goes_between_read_and_delete() 
     let stopped = h.add_session(1, SandboxStatus::Stopped, ContainerState::Exited).await;
     h.repository.delete_after_get.store(true, Ordering::SeqCst);
 
-    let outcome = h.sweep().cleanup_terminal(stopped.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::AlreadyClaimed);
+    assert_eq!(h.cleanup_terminal(&stopped).await, CleanupOutcome::AlreadyClaimed);
     assert_eq!(h.status(1).await, None);
 }
 
@@ -86,9 +80,7 @@ async fn cleanup_runtime_error_keeps_the_row_for_retry() {
     let stopped = h.add_session(1, SandboxStatus::Stopped, ContainerState::Exited).await;
     h.runtime.fake.fail_stop(stopped.container_id.clone(), unavailable());
 
-    let outcome = h.sweep().cleanup_terminal(stopped.session_id).await.unwrap();
-
-    assert_eq!(outcome, CleanupOutcome::RuntimeError);
+    assert_eq!(h.cleanup_terminal(&stopped).await, CleanupOutcome::RuntimeError);
     assert_eq!(h.status(1).await, Some(SandboxStatus::Stopped), "the row must stay for a retry");
     assert!(h.has_container(&stopped.container_id));
 }
@@ -316,12 +308,8 @@ async fn a_skipped_sweep_touches_nothing() {
 #[tokio::test]
 async fn each_phase_handles_at_most_max_rows() {
     let h = Harness::new();
-    for n in 1..=3 {
-        h.add_session(n, SandboxStatus::Running, ContainerState::Exited).await;
-    }
-    for n in 11..=13 {
-        h.add_session(n, SandboxStatus::Stopped, ContainerState::Exited).await;
-    }
+    h.add_sessions(1..=3, SandboxStatus::Running, ContainerState::Exited).await;
+    h.add_sessions(11..=13, SandboxStatus::Stopped, ContainerState::Exited).await;
     for n in 0..3 {
         let created_at = t0() - TimeDelta::minutes(20) + TimeDelta::seconds(n.into());
         h.add_orphan(&format!("orphan-{n}"), Some(90 + n), created_at);
@@ -348,9 +336,7 @@ async fn each_phase_handles_at_most_max_rows() {
 #[tokio::test]
 async fn an_orphan_behind_more_live_containers_than_one_pass_examines_is_reached_later() {
     let h = Harness::new();
-    for n in 1..=3 {
-        h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
-    }
+    h.add_sessions(1..=3, SandboxStatus::Running, ContainerState::Running).await;
     let orphan = h.add_orphan("orphan-newest", Some(90), t0() - TimeDelta::minutes(5));
     let sweep = h.sweep_with(|s| s.max_rows_per_phase = 2);
 
@@ -372,32 +358,46 @@ async fn an_orphan_behind_more_live_containers_than_one_pass_examines_is_reached
     }
 }
 
-/// The containers inspected since the runtime had received `from` calls, in order.
-fn inspected_since(h: &Harness, from: usize) -> Vec<ContainerId> {
-    h.runtime.fake.calls()[from..]
+/// Runs one forced pass of `sweep`: its report, and the containers it inspected in order.
+async fn pass_inspecting(
+    h: &Harness,
+    sweep: &MaintenanceSweep,
+) -> (MaintenanceReport, Vec<ContainerId>) {
+    let calls = h.runtime.fake.calls().len();
+    let report = completed(sweep, true).await;
+    let inspected = h.runtime.fake.calls()[calls..]
         .iter()
         .filter_map(|call| match call {
             RuntimeCall::Inspect(id) => Some(id.clone()),
             _ => None,
         })
-        .collect()
+        .collect();
+    (report, inspected)
+}
+
+/// Runs one forced pass of `sweep` and checks that it inspected the containers of the sessions
+/// `read`, in order, and crashed session `crashed`, the only one it reconciled.
+async fn assert_pass_crashes(h: &Harness, sweep: &MaintenanceSweep, read: &[u32], crashed: u32) {
+    let (report, inspected) = pass_inspecting(h, sweep).await;
+    assert_eq!(report.reconciled, 1, "{report:?}");
+    assert_eq!(h.status(crashed).await, Some(SandboxStatus::Crashed));
+    let read: Vec<ContainerId> = read.iter().map(|n| container_id(*n)).collect();
+    assert_eq!(inspected, read);
 }
 
 #[tokio::test]
 async fn a_dead_sandbox_behind_more_running_sessions_than_one_pass_reads_is_reconciled_later() {
     let h = Harness::new();
-    for n in 1..=4 {
-        h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
-    }
+    h.add_sessions(1..=4, SandboxStatus::Running, ContainerState::Running).await;
     h.add_session(5, SandboxStatus::Running, ContainerState::Exited).await;
     let sweep = h.sweep_with(|s| s.max_rows_per_phase = 2);
 
     let mut reconciled = Vec::new();
     let mut inspected = Vec::new();
     for _ in 0..3 {
-        let calls = h.runtime.fake.calls().len();
-        reconciled.push(completed(&sweep, true).await.reconciled);
-        inspected.push(inspected_since(&h, calls));
+        let (report, containers) = pass_inspecting(&h, &sweep).await;
+        reconciled.push(report.reconciled);
+        inspected.push(containers);
     }
 
     assert_eq!(reconciled, [0, 0, 1], "the newest session is reached by the third pass");
@@ -414,28 +414,20 @@ async fn a_dead_sandbox_behind_more_running_sessions_than_one_pass_reads_is_reco
 
     // The last page was short: the next pass starts from the oldest again.
     h.runtime.fake.set_state(&container_id(1), ContainerState::Exited);
-    let calls = h.runtime.fake.calls().len();
-    let fourth = completed(&sweep, true).await;
-    assert_eq!(fourth.reconciled, 1);
-    assert_eq!(h.status(1).await, Some(SandboxStatus::Crashed));
-    assert_eq!(inspected_since(&h, calls), [container_id(1), container_id(2)]);
+    assert_pass_crashes(&h, &sweep, &[1, 2], 1).await;
 }
 
 #[tokio::test]
 async fn a_pass_that_ends_exactly_at_the_newest_running_session_is_followed_by_a_full_one() {
     let h = Harness::new();
-    for n in 1..=4 {
-        h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
-    }
+    h.add_sessions(1..=4, SandboxStatus::Running, ContainerState::Running).await;
     let sweep = h.sweep_with(|s| s.max_rows_per_phase = 2);
     completed(&sweep, true).await;
     completed(&sweep, true).await;
 
     // Nothing is left after the newest: this pass starts from the oldest instead of idling.
     h.runtime.fake.set_state(&container_id(2), ContainerState::Exited);
-    let calls = h.runtime.fake.calls().len();
-    assert_eq!(completed(&sweep, true).await.reconciled, 1);
-    assert_eq!(inspected_since(&h, calls), [container_id(1), container_id(2)]);
+    assert_pass_crashes(&h, &sweep, &[1, 2], 2).await;
 }
 
 #[tokio::test]
@@ -467,9 +459,7 @@ async fn terminal_rows_whose_containers_cannot_be_removed_do_not_starve_the_othe
         let stuck = h.add_session(n, SandboxStatus::Stopped, ContainerState::Exited).await;
         h.runtime.fake.fail_stop(stuck.container_id, unavailable());
     }
-    for n in 3..=4 {
-        h.add_session(n, SandboxStatus::Crashed, ContainerState::Exited).await;
-    }
+    h.add_sessions(3..=4, SandboxStatus::Crashed, ContainerState::Exited).await;
     let sweep = h.sweep_with(|s| s.max_rows_per_phase = 2);
 
     let first = completed(&sweep, true).await;
@@ -491,9 +481,7 @@ async fn terminal_rows_whose_containers_cannot_be_removed_do_not_starve_the_othe
 #[tokio::test]
 async fn a_pass_cut_short_by_time_is_continued_by_the_next_one() {
     let h = Harness::new();
-    for n in 1..=4 {
-        h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
-    }
+    h.add_sessions(1..=4, SandboxStatus::Running, ContainerState::Running).await;
     h.add_session(5, SandboxStatus::Running, ContainerState::Exited).await;
     h.runtime.advance_clock_per_inspect(TimeDelta::milliseconds(100));
     let sweep = h.sweep_with(|s| {
@@ -506,19 +494,13 @@ async fn a_pass_cut_short_by_time_is_continued_by_the_next_one() {
     assert!(first.timed_out);
     assert_eq!(first.reconciled, 0);
 
-    let calls = h.runtime.fake.calls().len();
-    let second = completed(&sweep, true).await;
-    assert_eq!(second.reconciled, 1);
-    assert_eq!(h.status(5).await, Some(SandboxStatus::Crashed));
-    assert_eq!(inspected_since(&h, calls), [container_id(4), container_id(5)]);
+    assert_pass_crashes(&h, &sweep, &[4, 5], 5).await;
 }
 
 #[tokio::test]
 async fn sweep_stops_early_when_out_of_time() {
     let h = Harness::new();
-    for n in 1..=5 {
-        h.add_session(n, SandboxStatus::Running, ContainerState::Exited).await;
-    }
+    h.add_sessions(1..=5, SandboxStatus::Running, ContainerState::Exited).await;
     let stopped = h.add_session(11, SandboxStatus::Stopped, ContainerState::Exited).await;
     let orphan = h.add_orphan("orphan-old", None, t0() - TimeDelta::minutes(5));
     h.runtime.advance_clock_per_inspect(TimeDelta::milliseconds(100));
@@ -549,9 +531,7 @@ async fn sweep_stops_early_when_out_of_time() {
 #[tokio::test]
 async fn removals_run_concurrently_up_to_the_limit_and_all_complete() {
     let h = Harness::new();
-    for n in 1..=12 {
-        h.add_session(n, SandboxStatus::Stopped, ContainerState::Exited).await;
-    }
+    h.add_sessions(1..=12, SandboxStatus::Stopped, ContainerState::Exited).await;
 
     let report = completed(&h.sweep_with(|s| s.concurrency = 4), false).await;
 
@@ -587,14 +567,11 @@ async fn a_sweep_can_run_in_a_spawned_task() {
 #[tokio::test]
 async fn a_restarted_sweeper_resumes_where_the_last_pass_stopped() {
     let h = Harness::new();
-    for n in 1..=4 {
-        h.add_session(n, SandboxStatus::Running, ContainerState::Running).await;
-    }
+    h.add_sessions(1..=4, SandboxStatus::Running, ContainerState::Running).await;
     h.add_session(5, SandboxStatus::Running, ContainerState::Exited).await;
     let before_restart = h.sweep_with(|s| s.max_rows_per_phase = 2);
-    let calls = h.runtime.fake.calls().len();
-    completed(&before_restart, true).await;
-    assert_eq!(inspected_since(&h, calls), [container_id(1), container_id(2)]);
+    let (_, inspected) = pass_inspecting(&h, &before_restart).await;
+    assert_eq!(inspected, [container_id(1), container_id(2)]);
     drop(before_restart);
 
     // A new process (or another replica): it has only what the store kept.
@@ -602,13 +579,9 @@ async fn a_restarted_sweeper_resumes_where_the_last_pass_stopped() {
         s.max_rows_per_phase = 2;
         s.holder = "instance-b:1".to_owned();
     });
-    let calls = h.runtime.fake.calls().len();
-    completed(&after_restart, true).await;
-    assert_eq!(inspected_since(&h, calls), [container_id(3), container_id(4)], "no rereading");
-    let calls = h.runtime.fake.calls().len();
-    assert_eq!(completed(&after_restart, true).await.reconciled, 1);
-    assert_eq!(inspected_since(&h, calls), [container_id(5)]);
-    assert_eq!(h.status(5).await, Some(SandboxStatus::Crashed));
+    let (_, inspected) = pass_inspecting(&h, &after_restart).await;
+    assert_eq!(inspected, [container_id(3), container_id(4)], "no rereading");
+    assert_pass_crashes(&h, &after_restart, &[5], 5).await;
 }
 
 #[tokio::test]
@@ -661,9 +634,7 @@ async fn a_pass_that_outlives_its_lease_stops_before_its_next_change() {
 #[tokio::test]
 async fn a_live_sweeper_renews_its_lease_so_a_long_pass_keeps_it() {
     let h = Harness::new();
-    for n in 1..=4 {
-        h.add_session(n, SandboxStatus::Running, ContainerState::Exited).await;
-    }
+    h.add_sessions(1..=4, SandboxStatus::Running, ContainerState::Exited).await;
     let sweep = h.sweep_with(|s| {
         s.lease_duration = Duration::from_secs(3);
         s.max_duration = Duration::from_secs(600);

@@ -34,18 +34,30 @@ struct Pooled {
     pools: WarmPools,
 }
 
+/// A warm pool of `size` containers in `store`, started on `runtime`.
+fn warm_pool(
+    store: &Arc<InMemoryPoolStore>,
+    runtime: &FakeRuntime,
+    repository: &Arc<InMemorySessionRepository>,
+    clock: &Arc<ManualClock>,
+    size: u64,
+) -> WarmPool {
+    let runtime = Arc::new(runtime.clone());
+    WarmPool::new(
+        store.clone(),
+        runtime,
+        repository.clone(),
+        clock.clone(),
+        PoolSettings::new(size),
+    )
+}
+
 fn pooled(size: u64) -> Pooled {
     let repository = Arc::new(InMemorySessionRepository::new());
     let runtime = FakeRuntime::new();
     let store = Arc::new(InMemoryPoolStore::new());
     let clock = Arc::new(ManualClock::new(now()));
-    let pool = WarmPool::new(
-        store.clone(),
-        Arc::new(runtime.clone()),
-        repository.clone(),
-        clock.clone(),
-        PoolSettings::new(size),
-    );
+    let pool = warm_pool(&store, &runtime, &repository, &clock, size);
     let pools = WarmPools::new(
         &Engines::single(Arc::new(runtime.clone())),
         |_| store.clone() as Arc<dyn PoolStore>,
@@ -181,22 +193,10 @@ async fn the_refill_recycles_other_configurations_old_and_surplus_containers() {
     assert!(before.iter().all(|old| !after.contains(old) && p.runtime.stop_calls().contains(old)));
 
     // A lowered size drains the surplus, oldest first; size 0 drains all.
-    let smaller = WarmPool::new(
-        p.store.clone(),
-        Arc::new(p.runtime.clone()),
-        p.repository.clone(),
-        p.clock.clone(),
-        PoolSettings::new(1),
-    );
+    let smaller = warm_pool(&p.store, &p.runtime, &p.repository, &p.clock, 1);
     assert_eq!(smaller.refill().await.unwrap().recycled, 1);
     assert_eq!(p.ready_containers().await, vec![after[1].clone()]);
-    let off = WarmPool::new(
-        p.store.clone(),
-        Arc::new(p.runtime.clone()),
-        p.repository.clone(),
-        p.clock.clone(),
-        PoolSettings::new(0),
-    );
+    let off = warm_pool(&p.store, &p.runtime, &p.repository, &p.clock, 0);
     off.refill().await.unwrap();
     assert!(p.store.list().await.unwrap().is_empty());
     assert!(off.claim().await.is_none());

@@ -32,7 +32,7 @@ async fn a_deleted_sandboxs_files_are_there_again_when_the_chat_comes_back() {
     h.clock.advance(TimeDelta::minutes(3));
     let (second, workspace) = h.create(chat_id).await;
     assert_ne!(second.session_id, first.session_id);
-    assert_eq!(h.files(&second), vec![("src/main.py".to_owned(), b"print(1)\n".to_vec())]);
+    assert_eq!(h.files(&second), only_file("src/main.py", b"print(1)\n"));
     assert_eq!(
         workspace,
         Some(WorkspaceRestore {
@@ -57,22 +57,19 @@ async fn an_expired_sandbox_is_saved_by_the_cleanup_and_by_a_replacement() {
     // One chat comes back before the cleanup: the replacement saves and restores.
     let outcome = h.create.execute(CreateSandboxCommand::new(two)).await.unwrap();
     assert_eq!(outcome.result, CreateResult::Replaced);
-    assert_eq!(
-        h.files(&outcome.session),
-        vec![("b.txt".to_owned(), b"from the replacement".to_vec())]
-    );
+    assert_eq!(h.files(&outcome.session), only_file("b.txt", b"from the replacement"));
 
     let report = h.cleanup.execute().await.unwrap();
     assert_eq!(report.cleaned.len(), 1);
     let (back, _) = h.create(one).await;
-    assert_eq!(h.files(&back), vec![("a.txt".to_owned(), b"from the cleanup".to_vec())]);
+    assert_eq!(h.files(&back), only_file("a.txt", b"from the cleanup"));
 }
 
 #[tokio::test]
 async fn a_sandbox_whose_workspace_cannot_be_saved_stays_and_the_next_pass_saves_it() {
     let h = Harness::new();
     let chat_id = chat();
-    let previous = h.put_stored(chat_id, &tar(&[Entry::file("old.txt", b"old")])).await;
+    let previous = h.put_stored_file(chat_id, "old.txt", b"old").await;
     let (session, _) = h.create(chat_id).await;
     h.write(&session, "new.txt", b"new").await;
     h.clock.advance(TimeDelta::minutes(6));
@@ -99,7 +96,7 @@ async fn a_sandbox_whose_workspace_cannot_be_saved_stays_and_the_next_pass_saves
 async fn a_workspace_that_can_never_be_archived_does_not_keep_its_sandbox_alive() {
     let h = Harness::new();
     let chat_id = chat();
-    let previous = h.put_stored(chat_id, &tar(&[Entry::file("old.txt", b"old")])).await;
+    let previous = h.put_stored_file(chat_id, "old.txt", b"old").await;
     let (session, _) = h.create(chat_id).await;
     h.runtime.fail_archive(ArchiveError::TooLarge { limit: 1 });
     h.delete.execute(chat_id).await.unwrap().expect("deleted");
@@ -111,7 +108,7 @@ async fn a_workspace_that_can_never_be_archived_does_not_keep_its_sandbox_alive(
 async fn a_failed_restore_removes_the_new_sandbox_and_keeps_the_archive() {
     let h = Harness::new();
     let chat_id = chat();
-    let stored = h.put_stored(chat_id, &tar(&[Entry::file("keep.txt", b"keep")])).await;
+    let stored = h.put_stored_file(chat_id, "keep.txt", b"keep").await;
     h.runtime.fail_restore(unavailable());
     let error = h.create.execute(CreateSandboxCommand::new(chat_id)).await.unwrap_err();
     assert!(
@@ -126,14 +123,14 @@ async fn a_failed_restore_removes_the_new_sandbox_and_keeps_the_archive() {
     // Once the engine is back, the same archive is restored.
     let (session, workspace) = h.create(chat_id).await;
     assert!(workspace.unwrap().restored);
-    assert_eq!(h.files(&session), vec![("keep.txt".to_owned(), b"keep".to_vec())]);
+    assert_eq!(h.files(&session), only_file("keep.txt", b"keep"));
 }
 
 #[tokio::test]
 async fn a_stored_archive_that_is_refused_is_corrupt_and_kept() {
     let h = Harness::new();
     let chat_id = chat();
-    let stored = h.put_stored(chat_id, &tar(&[Entry::file("../escape", b"x")])).await;
+    let stored = h.put_stored_file(chat_id, "../escape", b"x").await;
     let error = h.create.execute(CreateSandboxCommand::new(chat_id)).await.unwrap_err();
     let CreateSandboxError::Workspace(WorkspaceError::Corrupt { reason, .. }) = &error else {
         panic!("{error:?}")
@@ -182,7 +179,7 @@ async fn a_checkpoint_archives_the_sandboxes_that_changed_and_only_those() {
 async fn a_sandbox_nothing_entered_is_removed_without_an_archive() {
     let h = Harness::new();
     let (fresh, restored, looked_at, uploaded) = (chat(), chat(), chat(), chat());
-    let stored = h.put_stored(restored, &tar(&[Entry::file("kept.txt", b"kept")])).await;
+    let stored = h.put_stored_file(restored, "kept.txt", b"kept").await;
     for chat_id in [fresh, restored, looked_at, uploaded] {
         h.create(chat_id).await;
     }
@@ -219,8 +216,8 @@ fn archive_calls(runtime: &FakeRuntime) -> usize {
 async fn retention_deletes_archives_neither_saved_nor_restored_within_it() {
     let h = Harness::new();
     let (old, restored) = (chat(), chat());
-    h.put_stored(old, &tar(&[Entry::file("a", b"1")])).await;
-    h.put_stored(restored, &tar(&[Entry::file("b", b"2")])).await;
+    h.put_stored_file(old, "a", b"1").await;
+    h.put_stored_file(restored, "b", b"2").await;
     h.clock.advance(TimeDelta::days(6));
     h.create(restored).await;
     h.clock.advance(TimeDelta::days(2));
@@ -233,15 +230,13 @@ async fn retention_deletes_archives_neither_saved_nor_restored_within_it() {
 #[tokio::test]
 async fn an_uploaded_archive_replaces_the_stored_one_and_the_running_workspace() {
     let h = Harness::new();
-    let chat_id = chat();
-    let (session, _) = h.create(chat_id).await;
-    h.write(&session, "before.txt", b"before").await;
+    let (chat_id, session) = h.sandbox_with_file("before.txt", b"before").await;
     let body = tar(&[Entry::file("after.txt", b"after")]);
     let file = ArchiveFile::from_bytes(h.scratch.path(), &body).await.unwrap();
     let meta = h.workspaces.upload(chat_id, file).await.unwrap();
     assert_eq!(meta.size_bytes, body.len() as u64);
     assert_eq!(meta.session_id, Some(session.session_id));
-    assert_eq!(h.files(&session), vec![("after.txt".to_owned(), b"after".to_vec())]);
+    assert_eq!(h.files(&session), only_file("after.txt", b"after"));
     assert_eq!(h.stored(chat_id).await, Some(meta));
 
     let download = h.workspaces.download(chat_id).await.unwrap();
@@ -251,10 +246,8 @@ async fn an_uploaded_archive_replaces_the_stored_one_and_the_running_workspace()
 #[tokio::test]
 async fn a_refused_upload_changes_nothing() {
     let h = Harness::new();
-    let chat_id = chat();
-    let (session, _) = h.create(chat_id).await;
-    h.write(&session, "kept.txt", b"kept").await;
-    let stored = h.put_stored(chat_id, &tar(&[Entry::file("kept.txt", b"kept")])).await;
+    let (chat_id, session) = h.sandbox_with_file("kept.txt", b"kept").await;
+    let stored = h.put_stored_file(chat_id, "kept.txt", b"kept").await;
     for body in [
         b"not a tar at all".repeat(64),
         tar(&[Entry::symlink("l", "/etc"), Entry::file("l/passwd", b"x")]),
@@ -262,7 +255,7 @@ async fn a_refused_upload_changes_nothing() {
         let file = ArchiveFile::from_bytes(h.scratch.path(), &body).await.unwrap();
         let error = h.workspaces.upload(chat_id, file).await.unwrap_err();
         assert_eq!(error.kind(), "invalid_archive", "{error}");
-        assert_eq!(h.files(&session), vec![("kept.txt".to_owned(), b"kept".to_vec())]);
+        assert_eq!(h.files(&session), only_file("kept.txt", b"kept"));
         assert_eq!(h.stored(chat_id).await, Some(stored.clone()));
     }
 }

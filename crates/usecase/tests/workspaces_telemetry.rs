@@ -8,16 +8,13 @@ mod workspace_support;
 
 use chrono::TimeDelta;
 use sandkeeper_adapters_observability::capture::Capture;
-use sandkeeper_ports::tar::{Entry, tar};
 use workspace_support::*;
 
 #[tokio::test]
 async fn removals_and_creates_say_what_happened_to_the_workspace() {
     let capture = Capture::install();
     let h = Harness::new();
-    let chat_id = chat();
-    let (session, _) = h.create(chat_id).await;
-    h.write(&session, "a.txt", b"kept").await;
+    let (chat_id, _) = h.sandbox_with_file("a.txt", b"kept").await;
     h.delete.execute(chat_id).await.unwrap();
     h.clock.advance(TimeDelta::minutes(1));
     h.create(chat_id).await;
@@ -49,9 +46,7 @@ async fn removals_and_creates_say_what_happened_to_the_workspace() {
 async fn a_failed_save_and_a_corrupt_archive_are_recorded_as_errors() {
     let capture = Capture::install();
     let h = Harness::new();
-    let chat_id = chat();
-    let (session, _) = h.create(chat_id).await;
-    h.write(&session, "a.txt", b"lost").await;
+    let (chat_id, _) = h.sandbox_with_file("a.txt", b"lost").await;
     h.runtime.fail_archive(unavailable());
     h.delete.execute(chat_id).await.unwrap_err();
     let shown = chat_id.to_string();
@@ -68,7 +63,7 @@ async fn a_failed_save_and_a_corrupt_archive_are_recorded_as_errors() {
     );
 
     let other = chat();
-    h.put_stored(other, &tar(&[Entry::file("/etc/passwd", b"x")])).await;
+    h.put_stored_file(other, "/etc/passwd", b"x").await;
     h.create.execute(sandkeeper_usecase::CreateSandboxCommand::new(other)).await.unwrap_err();
     assert_eq!(capture.counter_total("workspace.restore.total", &[("result", "corrupt")]), 1);
 }

@@ -6,11 +6,13 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{TimeDelta, TimeZone, Utc};
+use in_flight::InFlight;
 use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::inprocess::{InMemoryLeases, InMemorySessionRepository};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
@@ -18,7 +20,13 @@ use sandkeeper_ports::{
     ContainerSpec, ContainerState, ManagedContainer, RuntimeError, SandboxRuntime,
     SessionRepository, StoreError,
 };
-use sandkeeper_usecase::{MaintenanceReport, MaintenanceSettings, MaintenanceSweep, SweepOutcome};
+use sandkeeper_usecase::{
+    CleanupOutcome, MaintenanceReport, MaintenanceSettings, MaintenanceSweep, SweepOutcome,
+};
+
+// The same counter as the use-case tests' support module has.
+#[path = "../support/in_flight.rs"]
+mod in_flight;
 
 /// The in-memory repository, with scripted failures and a race.
 #[derive(Debug, Default)]
@@ -74,8 +82,7 @@ pub(crate) struct ScriptedRuntime {
     clock: Arc<ManualClock>,
     inspect_errors: Mutex<HashMap<ContainerId, RuntimeError>>,
     advance_per_inspect: Mutex<TimeDelta>,
-    stops_in_flight: AtomicUsize,
-    max_stops_in_flight: AtomicUsize,
+    stops: InFlight,
 }
 
 impl ScriptedRuntime {
@@ -85,8 +92,7 @@ impl ScriptedRuntime {
             clock,
             inspect_errors: Mutex::default(),
             advance_per_inspect: Mutex::new(TimeDelta::zero()),
-            stops_in_flight: AtomicUsize::new(0),
-            max_stops_in_flight: AtomicUsize::new(0),
+            stops: InFlight::default(),
         }
     }
 
@@ -102,7 +108,7 @@ impl ScriptedRuntime {
 
     /// The most `stop` calls that were in progress at the same time.
     pub(crate) fn max_stops_in_flight(&self) -> usize {
-        self.max_stops_in_flight.load(Ordering::SeqCst)
+        self.stops.most()
     }
 }
 
@@ -113,15 +119,14 @@ impl SandboxRuntime for ScriptedRuntime {
     }
 
     async fn stop(&self, container_id: &ContainerId) -> Result<(), RuntimeError> {
-        let now_in_flight = self.stops_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_stops_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
-        // Give the other removals a chance to start, as a real engine call would.
-        for _ in 0..3 {
-            tokio::task::yield_now().await;
-        }
-        let result = self.fake.stop(container_id).await;
-        self.stops_in_flight.fetch_sub(1, Ordering::SeqCst);
-        result
+        let stop = async {
+            // Give the other removals a chance to start, as a real engine call would.
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            self.fake.stop(container_id).await
+        };
+        self.stops.run(stop).await
     }
 
     async fn inspect(&self, container_id: &ContainerId) -> Result<ContainerState, RuntimeError> {
@@ -217,6 +222,20 @@ impl Harness {
         session
     }
 
+    /// [`add_session`](Self::add_session) for each of the sessions `ns`.
+    pub(crate) async fn add_sessions(
+        &self,
+        ns: RangeInclusive<u32>,
+        status: SandboxStatus,
+        container: ContainerState,
+    ) -> Vec<SandboxSession> {
+        let mut sessions = Vec::new();
+        for n in ns {
+            sessions.push(self.add_session(n, status, container).await);
+        }
+        sessions
+    }
+
     /// A managed container without a session row, labelled with session `n` or unlabelled.
     pub(crate) fn add_orphan(
         &self,
@@ -232,6 +251,11 @@ impl Harness {
             created_at,
         );
         id
+    }
+
+    /// What a new sweep's `cleanup_terminal` of `session` comes to (a store failure panics).
+    pub(crate) async fn cleanup_terminal(&self, session: &SandboxSession) -> CleanupOutcome {
+        self.sweep().cleanup_terminal(session.session_id).await.unwrap()
     }
 
     pub(crate) async fn status(&self, n: u32) -> Option<SandboxStatus> {

@@ -15,16 +15,19 @@ use sandkeeper_domain::{ChatId, ContainerId, SandboxSession, SandboxStatus, Sess
 use sandkeeper_ports::inprocess::{InMemorySessionRepository, ProcessLocalLocker};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{
-    ChatLockGuard, ContainerState, LifecycleLocker, SaveError, SessionRepository, StoreError,
+    ChatLockGuard, ContainerState, LifecycleLocker, RuntimeError, SaveError, SessionRepository,
+    StoreError,
 };
 use sandkeeper_usecase::{
-    CleanupExpiredSandboxes, CreateSandbox, ExecCommand, ExecInSandbox, ExecInSandboxError,
-    ExecOutcome, SandboxAccess, SandboxSlots,
+    CleanupExpiredSandboxes, CreateSandbox, DeleteSandbox, ExecCommand, ExecInSandbox,
+    ExecInSandboxError, ExecOutcome, SandboxAccess, SandboxSlots,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Level;
 use uuid::Uuid;
+
+pub(crate) mod in_flight;
 
 pub(crate) const CHAT_ID: ChatId = chat(0x11111111_1111_1111_1111_111111111111);
 pub(crate) const NON_CANONICAL_CHAT_ID: &str = "11111111111111111111111111111111";
@@ -76,21 +79,31 @@ pub(crate) fn container_of(session_id: SessionId) -> ContainerId {
     FakeRuntime::container_id_for(session_id)
 }
 
-pub(crate) fn running(
+/// A running sandbox of the default engine, by whose it is:
+/// `running(session_id, chat_id, container_id).between(created_at, expires_at)`.
+pub(crate) fn running(session_id: SessionId, chat_id: ChatId, container_id: &str) -> Running {
+    Running { session_id, chat_id, container_id: container(container_id) }
+}
+
+/// A running sandbox that still needs its times ([`Running::between`]).
+pub(crate) struct Running {
     session_id: SessionId,
     chat_id: ChatId,
-    container_id: &str,
-    created_at: Timestamp,
-    expires_at: Timestamp,
-) -> SandboxSession {
-    SandboxSession {
-        session_id,
-        chat_id,
-        container_id: container(container_id),
-        status: SandboxStatus::Running,
-        created_at,
-        expires_at,
-        engine: sandkeeper_domain::EngineName::default(),
+    container_id: ContainerId,
+}
+
+impl Running {
+    /// The sandbox, created at `created_at` and expiring at `expires_at`.
+    pub(crate) fn between(self, created_at: Timestamp, expires_at: Timestamp) -> SandboxSession {
+        SandboxSession {
+            session_id: self.session_id,
+            chat_id: self.chat_id,
+            container_id: self.container_id,
+            status: SandboxStatus::Running,
+            created_at,
+            expires_at,
+            engine: sandkeeper_domain::EngineName::default(),
+        }
     }
 }
 
@@ -106,13 +119,15 @@ pub(crate) async fn repository_with(
 
 /// A running sandbox of [`CHAT_ID`] created a minute ago, expiring in four.
 pub(crate) fn active() -> SandboxSession {
-    running(SESSION_ACTIVE_ID, CHAT_ID, "container-active", now() - minutes(1), now() + minutes(4))
+    running(SESSION_ACTIVE_ID, CHAT_ID, "container-active")
+        .between(now() - minutes(1), now() + minutes(4))
 }
 
 /// A running sandbox of [`EXPIRED_CHAT_ID`] that expires exactly now (the boundary counts as
 /// expired) and was not cleaned up yet.
 pub(crate) fn expired_now() -> SandboxSession {
-    running(SESSION_EXPIRED_ID, EXPIRED_CHAT_ID, "container-expired", now() - minutes(5), now())
+    running(SESSION_EXPIRED_ID, EXPIRED_CHAT_ID, "container-expired")
+        .between(now() - minutes(5), now())
 }
 
 /// A clock that stands at [`now`] until a test moves it.
@@ -136,6 +151,26 @@ pub(crate) fn runtime_with(sessions: &[&SandboxSession]) -> FakeRuntime {
             session.created_at,
         );
     }
+    runtime
+}
+
+/// Where a test of a lifecycle use case starts: a store holding `sessions`, a locker that
+/// records, and the use case `build` (e.g. [`create_sandbox`]) makes of them and `runtime`.
+pub(crate) async fn lifecycle<U>(
+    sessions: &[&SandboxSession],
+    runtime: &FakeRuntime,
+    build: impl FnOnce(Arc<dyn SessionRepository>, Arc<dyn LifecycleLocker>, &FakeRuntime) -> U,
+) -> (Arc<InMemorySessionRepository>, Arc<RecordingLocker>, U) {
+    let repository = repository_with(sessions).await;
+    let locker = RecordingLocker::new();
+    let usecase = build(repository.clone(), locker.clone(), runtime);
+    (repository, locker, usecase)
+}
+
+/// A fake runtime whose stop of the container `container_id` fails with `stop_failed`.
+pub(crate) fn failing_stop(container_id: &str) -> FakeRuntime {
+    let runtime = FakeRuntime::new();
+    runtime.fail_stop(container(container_id), RuntimeError::Failed("stop_failed".into()));
     runtime
 }
 
@@ -182,13 +217,16 @@ pub(crate) fn create_sandbox(
     locker: Arc<dyn LifecycleLocker>,
     runtime: &FakeRuntime,
 ) -> CreateSandbox {
-    CreateSandbox::new(
-        repository,
-        locker,
-        Arc::new(runtime.clone()),
-        Arc::new(ManualClock::new(now())),
-        TTL,
-    )
+    CreateSandbox::new(repository, locker, Arc::new(runtime.clone()), at_now(), TTL)
+}
+
+/// `DeleteSandbox` of the sandboxes of `repository` and `runtime`.
+pub(crate) fn delete_sandbox(
+    repository: Arc<dyn SessionRepository>,
+    locker: Arc<dyn LifecycleLocker>,
+    runtime: &FakeRuntime,
+) -> DeleteSandbox {
+    DeleteSandbox::new(repository, locker, Arc::new(runtime.clone()))
 }
 
 /// `CleanupExpiredSandboxes` with the clock at [`now`], one session at a time so that every
@@ -198,13 +236,8 @@ pub(crate) fn cleanup_expired_sandboxes(
     locker: Arc<dyn LifecycleLocker>,
     runtime: &FakeRuntime,
 ) -> CleanupExpiredSandboxes {
-    CleanupExpiredSandboxes::new(
-        repository,
-        locker,
-        Arc::new(runtime.clone()),
-        Arc::new(ManualClock::new(now())),
-    )
-    .with_concurrency(1)
+    CleanupExpiredSandboxes::new(repository, locker, Arc::new(runtime.clone()), at_now())
+        .with_concurrency(1)
 }
 
 /// A real per-chat lock that records every chat it is asked for, in order, when asked (before

@@ -12,6 +12,7 @@ use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::inprocess::{
     InMemorySessionRepository, InMemoryWorkspaceStore, ProcessLocalLocker,
 };
+use sandkeeper_ports::tar::{Entry, tar};
 use sandkeeper_ports::testkit::{FakeRuntime, ManualClock};
 use sandkeeper_ports::{
     ArchiveError, ArchiveFile, Cause, RuntimeError, WorkspaceMeta, WorkspacePath, WorkspaceStore,
@@ -125,6 +126,18 @@ impl Harness {
         drop(entered);
     }
 
+    /// A new chat's sandbox, with `name` written into its workspace.
+    pub(crate) async fn sandbox_with_file(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> (ChatId, SandboxSession) {
+        let chat_id = chat();
+        let (session, _) = self.create(chat_id).await;
+        self.write(&session, name, bytes).await;
+        (chat_id, session)
+    }
+
     pub(crate) fn files(&self, session: &SandboxSession) -> Vec<(String, Vec<u8>)> {
         self.runtime.workspace(&session.container_id).into_iter().collect()
     }
@@ -145,9 +158,24 @@ impl Harness {
         meta
     }
 
+    /// Stores an archive for `chat_id` that holds `name` and nothing else.
+    pub(crate) async fn put_stored_file(
+        &self,
+        chat_id: ChatId,
+        name: &str,
+        bytes: &[u8],
+    ) -> WorkspaceMeta {
+        self.put_stored(chat_id, &tar(&[Entry::file(name, bytes)])).await
+    }
+
     pub(crate) fn scratch_is_empty(&self) -> bool {
         std::fs::read_dir(self.scratch.path()).map(|dir| dir.count() == 0).unwrap_or(true)
     }
+}
+
+/// What [`Harness::files`] answers for a workspace that holds `name` and nothing else.
+pub(crate) fn only_file(name: &str, bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    vec![(name.to_owned(), bytes.to_vec())]
 }
 
 pub(crate) fn unavailable() -> ArchiveError {

@@ -9,19 +9,16 @@ use sandkeeper_domain::ChatId;
 use super::Subject;
 use crate::LifecycleLocker;
 
-/// One `#[tokio::test]` per case of this suite: `(factory)` or `(factory, when = condition)`,
-/// as the [module](super) says.
-#[macro_export]
-macro_rules! lifecycle_locker_contract {
-    ($($subject:tt)*) => {
-        $crate::__contract_tests!(locker, [
-            a_second_locker_of_a_chat_waits_until_the_first_releases,
-            locks_of_different_chats_do_not_wait_for_each_other,
-            a_cancelled_waiter_does_not_keep_the_lock,
-            waiters_of_one_chat_hold_the_lock_one_at_a_time,
-            a_lock_can_be_taken_again_and_again,
-        ], $($subject)*);
-    };
+super::contract_suite! {
+    /// One `#[tokio::test]` per case of this suite: `(factory)` or `(factory, when = condition)`,
+    /// as the [module](super) says.
+    lifecycle_locker_contract for locker: [
+        a_second_locker_of_a_chat_waits_until_the_first_releases,
+        locks_of_different_chats_do_not_wait_for_each_other,
+        a_cancelled_waiter_does_not_keep_the_lock,
+        waiters_of_one_chat_hold_the_lock_one_at_a_time,
+        a_lock_can_be_taken_again_and_again,
+    ]
 }
 
 /// Long enough for anything that should happen to happen, on a loaded machine.

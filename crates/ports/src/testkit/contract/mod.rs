@@ -91,6 +91,28 @@ impl fmt::Debug for LeaseSubject {
     }
 }
 
+/// Declares a suite: its macro `$name`, whose invocation `$name!(factory)` or
+/// `$name!(factory, when = condition)` writes one `#[tokio::test]` per case listed here, each
+/// calling the `pub async fn` of the same name in the suite module `$suite`.
+macro_rules! contract_suite {
+    ($(#[$doc:meta])* $name:ident for $suite:ident: [$($case:ident),* $(,)?]) => {
+        $crate::testkit::contract::contract_suite!(
+            @with_dollar ($) $(#[$doc])* $name for $suite: [$($case),*]
+        );
+    };
+    // `$d` is a literal `$`, so that the macro written here can have metavariables of its own.
+    (@with_dollar ($d:tt) $(#[$doc:meta])* $name:ident for $suite:ident: [$($case:ident),*]) => {
+        $(#[$doc])*
+        #[macro_export]
+        macro_rules! $name {
+            ($d($d subject:tt)*) => {
+                $crate::__contract_tests!($suite, [$($case),*], $d($d subject)*);
+            };
+        }
+    };
+}
+pub(crate) use contract_suite;
+
 /// Writes one `#[tokio::test]` per case of a suite module. Each test calls the factory and
 /// hands the case the subject, unless `available` (evaluated at the start of the test, may
 /// `.await`) is false. Used by the suites' own macros.

@@ -9,21 +9,18 @@ use sandkeeper_domain::{ContainerId, SlotId, Timestamp};
 use super::Subject;
 use crate::{PoolCounts, PoolStore, SlotState};
 
-/// One `#[tokio::test]` per case of this suite; see [`crate::session_repository_contract`].
-#[macro_export]
-macro_rules! pool_store_contract {
-    ($($subject:tt)*) => {
-        $crate::__contract_tests!(pool, [
-            reserve_stops_at_the_target,
-            concurrent_reservations_never_pass_the_target,
-            a_reserved_slot_becomes_ready_with_its_container,
-            mark_ready_refuses_a_slot_that_is_not_starting,
-            a_claim_takes_the_oldest_ready_slot_of_the_fingerprint,
-            concurrent_claims_never_share_a_slot,
-            remove_deletes_only_in_the_given_state,
-            a_slot_is_found_by_its_container,
-        ], $($subject)*);
-    };
+super::contract_suite! {
+    /// One `#[tokio::test]` per case of this suite; see [`crate::session_repository_contract`].
+    pool_store_contract for pool: [
+        reserve_stops_at_the_target,
+        concurrent_reservations_never_pass_the_target,
+        a_reserved_slot_becomes_ready_with_its_container,
+        mark_ready_refuses_a_slot_that_is_not_starting,
+        a_claim_takes_the_oldest_ready_slot_of_the_fingerprint,
+        concurrent_claims_never_share_a_slot,
+        remove_deletes_only_in_the_given_state,
+        a_slot_is_found_by_its_container,
+    ]
 }
 
 const FP: &str = "config-a";

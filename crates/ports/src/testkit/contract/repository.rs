@@ -13,48 +13,45 @@ use sandkeeper_domain::{
 use super::Subject;
 use crate::{SaveError, SessionRepository};
 
-/// One `#[tokio::test]` per case of this suite: `(factory)` or `(factory, when = condition)`,
-/// as the [module](super) says.
-#[macro_export]
-macro_rules! session_repository_contract {
-    ($($subject:tt)*) => {
-        $crate::__contract_tests!(repository, [
-            save_then_get_round_trips_every_field,
-            a_session_is_found_by_its_container,
-            get_of_an_unknown_session_is_none,
-            save_replaces_the_row_with_the_same_session_id,
-            get_running_by_chat_sees_only_the_running_session_of_that_chat,
-            second_running_session_for_a_chat_conflicts_and_changes_nothing,
-            stopped_and_crashed_sessions_of_a_chat_do_not_conflict,
-            resaving_the_running_session_itself_is_not_a_conflict,
-            reviving_a_stopped_session_while_another_runs_conflicts,
-            a_chat_may_run_again_once_its_running_session_stopped,
-            list_expired_includes_the_boundary_and_only_running_sessions,
-            list_expired_orders_by_expiry_then_session_id_and_honours_the_limit,
-            list_orders_by_created_at_then_session_id_and_honours_the_limit,
-            list_filters_by_statuses_and_an_empty_filter_matches_nothing,
-            paging_with_list_after_visits_every_row_once_in_order,
-            list_after_starts_strictly_after_the_position_and_past_the_end_is_empty,
-            count_running_counts_only_running_sessions,
-            delete_reports_whether_a_row_went,
-            delete_terminal_deletes_only_stopped_or_crashed_rows,
-            transition_changes_status_only_from_the_expected_one,
-            transition_never_makes_a_second_running_session,
-            concurrent_terminal_deletes_of_one_row_remove_it_once,
-            concurrent_transitions_of_one_row_change_it_once,
-            concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once,
-            extend_expiry_moves_a_running_sessions_expiry_later_and_nothing_else,
-            extend_expiry_never_moves_an_expiry_back,
-            extend_expiry_never_touches_a_stopped_crashed_or_missing_session,
-            an_extended_session_leaves_the_expiry_scan,
-            concurrent_extensions_of_one_session_keep_the_latest_expiry,
-            save_within_saves_below_the_limit_and_changes_nothing_at_it,
-            concurrent_saves_within_a_limit_never_go_past_it,
-            a_new_session_is_unused_until_marked_and_stays_used,
-            a_session_the_store_does_not_know_counts_as_used,
-            each_session_keeps_its_engine_and_running_sessions_are_counted_per_engine,
-        ], $($subject)*);
-    };
+super::contract_suite! {
+    /// One `#[tokio::test]` per case of this suite: `(factory)` or `(factory, when = condition)`,
+    /// as the [module](super) says.
+    session_repository_contract for repository: [
+        save_then_get_round_trips_every_field,
+        a_session_is_found_by_its_container,
+        get_of_an_unknown_session_is_none,
+        save_replaces_the_row_with_the_same_session_id,
+        get_running_by_chat_sees_only_the_running_session_of_that_chat,
+        second_running_session_for_a_chat_conflicts_and_changes_nothing,
+        stopped_and_crashed_sessions_of_a_chat_do_not_conflict,
+        resaving_the_running_session_itself_is_not_a_conflict,
+        reviving_a_stopped_session_while_another_runs_conflicts,
+        a_chat_may_run_again_once_its_running_session_stopped,
+        list_expired_includes_the_boundary_and_only_running_sessions,
+        list_expired_orders_by_expiry_then_session_id_and_honours_the_limit,
+        list_orders_by_created_at_then_session_id_and_honours_the_limit,
+        list_filters_by_statuses_and_an_empty_filter_matches_nothing,
+        paging_with_list_after_visits_every_row_once_in_order,
+        list_after_starts_strictly_after_the_position_and_past_the_end_is_empty,
+        count_running_counts_only_running_sessions,
+        delete_reports_whether_a_row_went,
+        delete_terminal_deletes_only_stopped_or_crashed_rows,
+        transition_changes_status_only_from_the_expected_one,
+        transition_never_makes_a_second_running_session,
+        concurrent_terminal_deletes_of_one_row_remove_it_once,
+        concurrent_transitions_of_one_row_change_it_once,
+        concurrent_saves_of_two_running_sessions_for_one_chat_conflict_once,
+        extend_expiry_moves_a_running_sessions_expiry_later_and_nothing_else,
+        extend_expiry_never_moves_an_expiry_back,
+        extend_expiry_never_touches_a_stopped_crashed_or_missing_session,
+        an_extended_session_leaves_the_expiry_scan,
+        concurrent_extensions_of_one_session_keep_the_latest_expiry,
+        save_within_saves_below_the_limit_and_changes_nothing_at_it,
+        concurrent_saves_within_a_limit_never_go_past_it,
+        a_new_session_is_unused_until_marked_and_stays_used,
+        a_session_the_store_does_not_know_counts_as_used,
+        each_session_keeps_its_engine_and_running_sessions_are_counted_per_engine,
+    ]
 }
 
 fn base() -> Timestamp {
@@ -98,6 +95,19 @@ async fn save_all(repo: &Arc<dyn SessionRepository>, sessions: &[SandboxSession]
 
 fn ids(sessions: &[SandboxSession]) -> Vec<SessionId> {
     sessions.iter().map(|s| s.session_id).collect()
+}
+
+/// Checks a listing that is sorted and bounded: `list(limit)` answers the first `limit`
+/// sessions of `expected` (by their `n`), or all of them when there are fewer, for a limit of
+/// 100, 3, 0 and `usize::MAX`.
+async fn assert_sorted_and_limited(
+    list: impl AsyncFn(usize) -> Vec<SandboxSession>,
+    expected: &[u128],
+) {
+    for limit in [100, 3, 0, usize::MAX] {
+        let first: Vec<SessionId> = expected.iter().take(limit).map(|n| session_id(*n)).collect();
+        assert_eq!(ids(&list(limit).await), first, "limit {limit}");
+    }
 }
 
 pub async fn save_then_get_round_trips_every_field(subject: &Subject<dyn SessionRepository>) {
@@ -284,12 +294,8 @@ pub async fn list_expired_orders_by_expiry_then_session_id_and_honours_the_limit
     )
     .await;
     let now = base() + TimeDelta::seconds(100);
-    let all = repo.list_expired(now, 100).await.unwrap();
-    assert_eq!(ids(&all), [5, 3, 7, 1, 9].map(session_id));
-    let first_three = repo.list_expired(now, 3).await.unwrap();
-    assert_eq!(ids(&first_three), [5, 3, 7].map(session_id));
-    assert!(repo.list_expired(now, 0).await.unwrap().is_empty());
-    assert_eq!(repo.list_expired(now, usize::MAX).await.unwrap().len(), 5);
+    let expired = async |limit| repo.list_expired(now, limit).await.unwrap();
+    assert_sorted_and_limited(expired, &[5, 3, 7, 1, 9]).await;
 }
 
 pub async fn list_orders_by_created_at_then_session_id_and_honours_the_limit(
@@ -310,14 +316,10 @@ pub async fn list_orders_by_created_at_then_session_id_and_honours_the_limit(
     )
     .await;
     let terminal = [SandboxStatus::Stopped, SandboxStatus::Crashed];
-    assert_eq!(ids(&repo.list(&terminal, 100).await.unwrap()), [2, 4, 8, 6, 9].map(session_id));
-    assert_eq!(ids(&repo.list(&terminal, 3).await.unwrap()), [2, 4, 8].map(session_id));
-    assert_eq!(
-        ids(&repo.list(&SandboxStatus::ALL, 100).await.unwrap()),
-        [1, 2, 4, 8, 6, 9].map(session_id)
-    );
-    assert!(repo.list(&terminal, 0).await.unwrap().is_empty());
-    assert_eq!(repo.list(&terminal, usize::MAX).await.unwrap().len(), 5);
+    let listed = async |limit| repo.list(&terminal, limit).await.unwrap();
+    assert_sorted_and_limited(listed, &[2, 4, 8, 6, 9]).await;
+    let listed = async |limit| repo.list(&SandboxStatus::ALL, limit).await.unwrap();
+    assert_sorted_and_limited(listed, &[1, 2, 4, 8, 6, 9]).await;
 }
 
 pub async fn list_filters_by_statuses_and_an_empty_filter_matches_nothing(

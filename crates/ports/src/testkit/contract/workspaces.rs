@@ -9,23 +9,20 @@ use sandkeeper_domain::{ChatId, SessionId, Timestamp};
 use super::Subject;
 use crate::{ArchiveFile, WorkspaceMeta, WorkspaceStore};
 
-/// One `#[tokio::test]` per case of this suite; see [`crate::session_repository_contract`].
-#[macro_export]
-macro_rules! workspace_store_contract {
-    ($($subject:tt)*) => {
-        $crate::__contract_tests!(workspaces, [
-            a_stored_archive_comes_back_whole_with_its_metadata,
-            a_chat_without_an_archive_has_none,
-            a_new_archive_replaces_the_previous_one,
-            archives_of_different_chats_are_independent,
-            delete_removes_the_archive_and_says_whether_there_was_one,
-            a_large_archive_comes_back_byte_for_byte,
-            a_reader_never_sees_a_mix_of_two_archives,
-            stale_archives_are_deleted_in_bounded_batches,
-            a_restore_or_a_save_keeps_an_archive_from_retention,
-            an_archive_without_a_session_is_stored_too,
-        ], $($subject)*);
-    };
+super::contract_suite! {
+    /// One `#[tokio::test]` per case of this suite; see [`crate::session_repository_contract`].
+    workspace_store_contract for workspaces: [
+        a_stored_archive_comes_back_whole_with_its_metadata,
+        a_chat_without_an_archive_has_none,
+        a_new_archive_replaces_the_previous_one,
+        archives_of_different_chats_are_independent,
+        delete_removes_the_archive_and_says_whether_there_was_one,
+        a_large_archive_comes_back_byte_for_byte,
+        a_reader_never_sees_a_mix_of_two_archives,
+        stale_archives_are_deleted_in_bounded_batches,
+        a_restore_or_a_save_keeps_an_archive_from_retention,
+        an_archive_without_a_session_is_stored_too,
+    ]
 }
 
 /// A directory for the temporary files of one case, removed when it ends.
