@@ -31,7 +31,7 @@ pub use archive::{
 pub use cause::{Cause, Report};
 pub use clock::{Clock, SystemClock};
 pub use engines::{Engine, EngineSpec, Engines, Placement, PlacementError};
-pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};
+pub use errors::{ErrorKind, ExecError, FileError, RuntimeError, SaveError, StoreError};
 pub use leases::{LeaseRequest, MaintenanceLeases};
 pub use locker::{ChatLockGuard, LifecycleLocker};
 pub use pool::{PoolCounts, PoolSlot, PoolStore, SlotState};

@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{
     Clock, Engines, RuntimeError, SandboxRuntime, SessionRepository, StoreError,
 };
@@ -114,17 +115,9 @@ pub enum AccessError {
     Runtime(#[from] RuntimeError),
 }
 
-impl AccessError {
-    /// A short stable name for the `error.type` label, e.g. `busy` or `runtime_error`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::NoSandbox { .. } => "no_sandbox",
-            Self::Busy { .. } => "busy",
-            Self::SandboxGone { .. } => "sandbox_gone",
-            Self::Store(error) => error.kind(),
-            Self::Runtime(error) => error.kind(),
-        }
-    }
+error_kind! {
+    AccessError { NoSandbox => "no_sandbox", Busy => "busy", SandboxGone => "sandbox_gone" }
+    wraps Store, Runtime
 }
 
 /// The way into the chats' running sandboxes, shared by every use case that works inside one

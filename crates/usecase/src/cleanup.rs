@@ -3,15 +3,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use sandkeeper_domain::{SandboxSession, Timestamp};
-use sandkeeper_ports::{
-    Clock, Engines, LifecycleLocker, RuntimeError, SessionRepository, StoreError,
-};
+use sandkeeper_ports::{Clock, Engines, LifecycleLocker, SessionRepository};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::engines::retire;
-use crate::telemetry::{record_error, refresh_active_count, usecase_span};
-use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
+use crate::engines::{RemovalError, retire};
+use crate::telemetry::{record_error, record_result, refresh_active_count, usecase_span};
+use crate::workspace::{SaveReason, Workspaces};
 
 /// Counter `sandbox.cleanup.total{result=cleaned}`: one per removed sandbox.
 const CLEANUP_TOTAL: &str = "sandbox.cleanup.total";
@@ -23,29 +21,9 @@ pub const DEFAULT_CLEANUP_BATCH_LIMIT: usize = 1000;
 /// How many sessions one pass removes at the same time.
 pub const DEFAULT_CLEANUP_CONCURRENCY: usize = 8;
 
-/// Why a cleanup pass, or the removal of one session in it, failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CleanupError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// The workspace could not be saved; the sandbox is kept for the next pass.
-    #[error(transparent)]
-    Workspace(#[from] WorkspaceError),
-}
-
-impl CleanupError {
-    /// A short stable name for the `error.type` label, e.g. `runtime_error` for
-    /// [`RuntimeError::Failed`].
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Store(error) => error.kind(),
-            Self::Runtime(error) => error.kind(),
-            Self::Workspace(error) => error.kind(),
-        }
-    }
-}
+/// Why a cleanup pass, or the removal of one session in it, failed. A session that could not
+/// be removed is kept for the next pass.
+pub type CleanupError = RemovalError;
 
 /// A session that stayed because its removal failed; the next pass retries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,19 +124,11 @@ impl CleanupExpiredSandboxes {
             sandbox.error_count = Empty,
         );
         let outcome = self.clean_expired(&span).instrument(span.clone()).await;
-        match &outcome {
-            Ok(report) => {
-                span.record("sandbox.cleaned_count", report.cleaned.len());
-                span.record("sandbox.error_count", report.errors.len());
-                let result =
-                    if report.errors.is_empty() { "completed" } else { "completed_with_errors" };
-                span.record("sandbox.result", result);
-            }
-            Err(error) => {
-                record_error(&span, error, error.kind());
-                span.record("sandbox.result", "error");
-            }
-        }
+        record_result(&span, outcome.as_ref(), |report| {
+            span.record("sandbox.cleaned_count", report.cleaned.len());
+            span.record("sandbox.error_count", report.errors.len());
+            if report.errors.is_empty() { "completed" } else { "completed_with_errors" }
+        });
         outcome
     }
 
@@ -230,7 +200,7 @@ impl CleanupExpiredSandboxes {
             SessionOutcome::Cleaned(_) => "cleaned",
             SessionOutcome::Skipped => "skipped",
             SessionOutcome::Failed(failure) => {
-                record_error(&span, &failure.error, failure.error.kind());
+                record_error(&span, &failure.error);
                 "error"
             }
         };

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use sandkeeper_domain::ContainerId;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::Report;
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{
     Clock, ContainerSpec, Engines, LifecycleLocker, Placement, PlacementError, RuntimeError,
     SaveError, SessionRepository, StoreError,
@@ -14,7 +15,7 @@ use tracing::{Instrument, Span};
 
 use crate::engines::{note_unreachable, retire, unreachable};
 use crate::pool::{Claimed, WarmPool, WarmPools};
-use crate::telemetry::{record_error, refresh_active_count};
+use crate::telemetry::{record_result, refresh_active_count};
 use crate::workspace::{SaveReason, WorkspaceError, WorkspaceRestore, Workspaces};
 
 /// Counter `sandbox.create.total{result=created|reused|replaced|error}`.
@@ -114,19 +115,13 @@ impl From<SaveError> for CreateSandboxError {
     }
 }
 
-impl CreateSandboxError {
-    /// A short stable name for the `error.type` label, e.g. `runtime_error` for
-    /// [`RuntimeError::Failed`] or `store_unavailable`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Store(error) => error.kind(),
-            Self::Conflict { .. } => "conflict",
-            Self::Runtime(error) => error.kind(),
-            Self::CapacityReached { .. } => "capacity_reached",
-            Self::TtlOutOfRange { .. } => "invalid_ttl",
-            Self::Workspace(error) => error.kind(),
-        }
+error_kind! {
+    CreateSandboxError {
+        Conflict => "conflict",
+        CapacityReached => "capacity_reached",
+        TtlOutOfRange => "invalid_ttl",
     }
+    wraps Store, Runtime, Workspace
 }
 
 /// A new sandbox's session, and what was restored into it.
@@ -247,14 +242,7 @@ impl CreateSandbox {
         );
         let started = Instant::now();
         let outcome = self.get_or_create(command, &span).instrument(span.clone()).await;
-        let result = match &outcome {
-            Ok(outcome) => outcome.result.as_str(),
-            Err(error) => {
-                record_error(&span, error, error.kind());
-                "error"
-            }
-        };
-        span.record("sandbox.result", result);
+        let result = record_result(&span, outcome.as_ref(), |outcome| outcome.result.as_str());
         metrics::counter!(CREATE_TOTAL, "result" => result).increment(1);
         metrics::histogram!(CREATE_DURATION, "result" => result)
             .record(started.elapsed().as_secs_f64());

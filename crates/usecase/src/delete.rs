@@ -2,43 +2,19 @@ use std::fmt;
 use std::sync::Arc;
 
 use sandkeeper_domain::{ChatId, SandboxSession};
-use sandkeeper_ports::{
-    Clock, Engines, LifecycleLocker, RuntimeError, SessionRepository, StoreError, SystemClock,
-};
+use sandkeeper_ports::{Clock, Engines, LifecycleLocker, SessionRepository, SystemClock};
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
-use crate::engines::retire;
-use crate::telemetry::{record_error, refresh_active_count, usecase_span};
-use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
+use crate::engines::{RemovalError, retire};
+use crate::telemetry::{record_result, refresh_active_count, usecase_span};
+use crate::workspace::{SaveReason, Workspaces};
 
 /// Counter `sandbox.delete.total{result=deleted|not_found|error}`.
 const DELETE_TOTAL: &str = "sandbox.delete.total";
 
-/// Why [`DeleteSandbox`] failed. The message is the underlying error's own.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeleteSandboxError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The container could not be stopped; the session is kept so a retry or the cleanup can
-    /// finish the job.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// The workspace could not be saved; the sandbox is kept so that a retry can save it.
-    #[error(transparent)]
-    Workspace(#[from] WorkspaceError),
-}
-
-impl DeleteSandboxError {
-    /// A short stable name for the `error.type` label, e.g. `runtime_error`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Store(error) => error.kind(),
-            Self::Runtime(error) => error.kind(),
-            Self::Workspace(error) => error.kind(),
-        }
-    }
-}
+/// Why [`DeleteSandbox`] failed. The sandbox is kept so that a retry can finish the job.
+pub type DeleteSandboxError = RemovalError;
 
 /// Stops and forgets a chat's running sandbox, under the chat's lock.
 #[derive(Clone)]
@@ -91,15 +67,10 @@ impl DeleteSandbox {
             workspace.result = Empty,
         );
         let outcome = self.delete(chat_id, &span).instrument(span.clone()).await;
-        let result = match &outcome {
-            Ok(Some(_)) => "deleted",
-            Ok(None) => "not_found",
-            Err(error) => {
-                record_error(&span, error, error.kind());
-                "error"
-            }
-        };
-        span.record("sandbox.result", result);
+        let result = record_result(&span, outcome.as_ref(), |deleted| match deleted {
+            Some(_) => "deleted",
+            None => "not_found",
+        });
         metrics::counter!(DELETE_TOTAL, "result" => result).increment(1);
         outcome
     }

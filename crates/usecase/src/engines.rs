@@ -1,7 +1,8 @@
-//! What the use cases share about the engines: when a failed call means its engine is down.
+//! What the use cases share about the engines: when a failed call means its engine is down,
+//! and how a sandbox about to be removed is retired.
 
 use sandkeeper_domain::{SandboxSession, Timestamp};
-use sandkeeper_ports::{Engine, Engines, Report, RuntimeError};
+use sandkeeper_ports::{Engine, Engines, Report, RuntimeError, StoreError, error_kind};
 
 use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
 
@@ -22,6 +23,24 @@ pub(crate) fn note_unreachable(engine: &Engine, error: &RuntimeError, now: Times
         );
     }
 }
+
+/// Why removing a sandbox (saving its workspace, stopping its container, deleting its row)
+/// failed: [`crate::DeleteSandboxError`] and [`crate::CleanupError`]. The message is the
+/// underlying error's own. Whatever failed, the session is kept, so that a retry (or the
+/// cleanup's next pass) can finish the job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemovalError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The container could not be stopped.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The workspace could not be saved.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+}
+
+error_kind!(RemovalError {} wraps Store, Runtime, Workspace);
 
 /// Saves the workspace and stops the container of a session about to be removed (its row
 /// is deleted next by the caller). On an engine that is down neither is tried, so that the

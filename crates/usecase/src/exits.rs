@@ -165,7 +165,7 @@ impl RecordContainerExit {
                 "ignored"
             }
             Err(error) => {
-                record_error(&span, error, error.kind());
+                record_error(&span, error);
                 tracing::warn!(
                     parent: &span,
                     container_id = %exit.container_id,

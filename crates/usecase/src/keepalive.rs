@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::Report;
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{Clock, LifecycleLocker, SessionRepository, StoreError};
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
@@ -112,15 +113,7 @@ impl From<StoreError> for KeepAliveError {
     }
 }
 
-impl KeepAliveError {
-    /// A short stable name for the `error.type` label, e.g. `no_sandbox`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::InvalidTtl { .. } => "invalid_ttl",
-            Self::Access(error) => error.kind(),
-        }
-    }
-}
+error_kind!(KeepAliveError { InvalidTtl => "invalid_ttl" } wraps Access);
 
 fn seconds(duration: Duration) -> String {
     if duration.subsec_nanos() == 0 {
@@ -296,12 +289,12 @@ impl KeepAlive {
             Err(error @ KeepAliveError::Access(AccessError::NoSandbox { .. })) => {
                 // For the sliding expiry a sandbox that went away is no error of the push.
                 if trigger == Trigger::Request {
-                    record_error(&span, error, error.kind());
+                    record_error(&span, error);
                 }
                 "not_found"
             }
             Err(error) => {
-                record_error(&span, error, error.kind());
+                record_error(&span, error);
                 "error"
             }
         };

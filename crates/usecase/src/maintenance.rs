@@ -38,11 +38,11 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use sandkeeper_domain::{ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
-use sandkeeper_ports::Report;
 use sandkeeper_ports::{
     Clock, ContainerState, Engine, Engines, LeaseRequest, MaintenanceLeases, ManagedContainer,
     SessionRepository, StoreError,
 };
+use sandkeeper_ports::{ErrorKind, Report};
 use tracing::Instrument;
 
 use crate::workspace::{SaveReason, Workspaces};
@@ -169,6 +169,12 @@ impl MaintenanceError {
         match self {
             Self::Lease { error, .. } | Self::Store { error, .. } => error.kind(),
         }
+    }
+}
+
+impl ErrorKind for MaintenanceError {
+    fn kind(&self) -> &'static str {
+        MaintenanceError::kind(self)
     }
 }
 
@@ -347,7 +353,7 @@ impl MaintenanceSweep {
             }
             Err(error) => {
                 span.record("sandbox.result", "failed");
-                record_error(&span, error, error.kind());
+                record_error(&span, error);
                 count_run("failed");
                 tracing::error!(
                     error = error.kind(),

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{
     ArchiveError, ArchiveFile, Cause, Clock, Engines, InvalidArchive, LifecycleLocker, Report,
     SessionRepository, StoreError, WorkspaceMeta, WorkspaceStore, check_archive_file,
@@ -132,18 +133,15 @@ pub enum WorkspaceError {
     Store(#[from] StoreError),
 }
 
-impl WorkspaceError {
-    /// A short stable name for the `error.type` label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Archive { .. } => "workspace_archive_failed",
-            Self::Restore { .. } => "workspace_restore_failed",
-            Self::Corrupt { .. } => "workspace_corrupt",
-            Self::InvalidArchive(_) => "invalid_archive",
-            Self::NoWorkspace { .. } => "no_workspace",
-            Self::Store(error) => error.kind(),
-        }
+error_kind! {
+    WorkspaceError {
+        Archive => "workspace_archive_failed",
+        Restore => "workspace_restore_failed",
+        Corrupt => "workspace_corrupt",
+        InvalidArchive => "invalid_archive",
+        NoWorkspace => "no_workspace",
     }
+    wraps Store
 }
 
 fn local(error: std::io::Error) -> StoreError {
