@@ -115,10 +115,3 @@ impl From<crate::ExecError> for ProcessError {
         }
     }
 }
-
-/// The error of a runtime that cannot run background processes.
-pub(crate) fn unsupported() -> ProcessError {
-    ProcessError::Runtime(RuntimeError::Failed(
-        "background processes are not supported by this runtime".into(),
-    ))
-}

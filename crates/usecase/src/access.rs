@@ -25,10 +25,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::error_kind;
+use sandkeeper_ports::inprocess::lock;
 use sandkeeper_ports::{
     Clock, Engines, RuntimeError, SandboxRuntime, SessionRepository, StoreError,
 };
@@ -390,7 +391,7 @@ impl SandboxSlots {
     /// The table is never held across an await, and a panic while holding it cannot leave
     /// it inconsistent (every change is one map operation).
     fn table(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Semaphore>>> {
-        self.inner.sandboxes.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner.sandboxes)
     }
 }
 

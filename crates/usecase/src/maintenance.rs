@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use sandkeeper_domain::{ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_ports::inprocess::lock;
 use sandkeeper_ports::{
     Clock, ContainerState, Engine, Engines, LeaseRequest, MaintenanceLeases, ManagedContainer,
     SessionRepository, StoreError,
@@ -219,11 +220,11 @@ fn session_key(session: &SandboxSession) -> SessionKey {
 
 fn read<T: Clone>(cursor: &Mutex<Option<T>>) -> Option<T> {
     // A cursor is only ever replaced whole, so a poisoned one is still a valid position.
-    cursor.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    lock(cursor).clone()
 }
 
 fn write<T>(cursor: &Mutex<Option<T>>, position: Option<T>) {
-    *cursor.lock().unwrap_or_else(|p| p.into_inner()) = position;
+    *lock(cursor) = position;
 }
 
 /// Moves a session cursor past the rows of `page` that were handled (the first `handled`).
@@ -437,14 +438,14 @@ impl MaintenanceSweep {
             return false;
         }
         let now = self.clock.now();
-        let renewed_at = *pass.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+        let renewed_at = *lock(&pass.renewed_at);
         if now < add(renewed_at, self.settings.lease_duration / 3) {
             return true;
         }
         let settings = &self.settings;
         match self.leases.renew(&settings.lease_name, &pass.token, settings.lease_duration).await {
             Ok(true) => {
-                let mut renewed_at = pass.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+                let mut renewed_at = lock(&pass.renewed_at);
                 *renewed_at = (*renewed_at).max(now);
                 true
             }

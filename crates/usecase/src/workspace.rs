@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::error_kind;
+use sandkeeper_ports::inprocess::lock;
 use sandkeeper_ports::{
     ArchiveError, ArchiveFile, Cause, Clock, Engines, InvalidArchive, LifecycleLocker, Report,
     SessionRepository, StoreError, WorkspaceMeta, WorkspaceStore, check_archive_file,
@@ -170,7 +171,7 @@ impl fmt::Debug for WorkspaceChanges {
 
 impl WorkspaceChanges {
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, (ChatId, u64)>) -> T) -> T {
-        f(&mut self.changed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        f(&mut lock(&self.changed))
     }
 
     /// The sandbox of `session` may have changed its workspace.
@@ -201,7 +202,7 @@ impl WorkspaceChanges {
     /// Whether this is the first operation of this process in the sandbox of `session_id`
     /// since it was last forgotten: its use must then be recorded in the store.
     pub(crate) fn first_use(&self, session_id: SessionId) -> bool {
-        let mut used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut used = lock(&self.used);
         if used.len() >= USED_REMEMBERED {
             used.clear();
         }
@@ -211,7 +212,7 @@ impl WorkspaceChanges {
     /// The sandbox is removed (or its use could not be recorded): nothing of it is kept.
     pub(crate) fn forget(&self, session_id: SessionId) {
         self.with(|changed| changed.remove(&session_id));
-        self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&session_id);
+        lock(&self.used).remove(&session_id);
     }
 }
 

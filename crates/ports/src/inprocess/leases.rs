@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use sandkeeper_domain::Timestamp;
 
+use super::lock;
 use crate::{Clock, LeaseRequest, MaintenanceLeases, StoreError};
 
 /// Named leases kept in this process, judged by the given clock. They coordinate tasks of one
@@ -33,7 +34,7 @@ impl InMemoryLeases {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Lease>) -> T) -> T {
-        let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut leases = lock(&self.leases);
         f(&mut leases)
     }
 

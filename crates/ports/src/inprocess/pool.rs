@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use sandkeeper_domain::{ContainerId, SlotId, Timestamp};
 
+use super::lock;
 use crate::{PoolCounts, PoolSlot, PoolStore, SlotState, StoreError};
 
 /// The warm pool's slots kept in a map in this process (one replica, or tests).
@@ -19,7 +20,7 @@ impl InMemoryPoolStore {
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<SlotId, PoolSlot>) -> T) -> T {
         // Every write is one insert, remove or whole-field assignment: a poisoned map is whole.
-        f(&mut self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        f(&mut lock(&self.slots))
     }
 }
 

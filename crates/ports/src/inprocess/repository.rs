@@ -6,6 +6,7 @@ use sandkeeper_domain::{
     ChatId, ContainerId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp,
 };
 
+use super::lock;
 use crate::{SaveError, SessionRepository, StoreError};
 
 /// Sessions kept in a map in this process.
@@ -24,7 +25,7 @@ impl InMemorySessionRepository {
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, SandboxSession>) -> T) -> T {
         // A panic while the map is held cannot leave it half-updated: every write is one insert,
         // one remove or one field assignment. So a poisoned lock is still safe to use.
-        let mut sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut sessions = lock(&self.sessions);
         f(&mut sessions)
     }
 
@@ -209,14 +210,14 @@ impl SessionRepository for InMemorySessionRepository {
 
     async fn mark_workspace_used(&self, session_id: SessionId) -> Result<(), StoreError> {
         if self.with(|sessions| sessions.contains_key(&session_id)) {
-            self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(session_id);
+            lock(&self.used).insert(session_id);
         }
         Ok(())
     }
 
     async fn workspace_used(&self, session_id: SessionId) -> Result<bool, StoreError> {
         let known = self.with(|sessions| sessions.contains_key(&session_id));
-        let used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let used = lock(&self.used);
         Ok(!known || used.contains(&session_id))
     }
 

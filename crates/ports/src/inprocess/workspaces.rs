@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, Timestamp};
 
+use super::lock;
 use crate::{ArchiveFile, Cause, StoreError, WorkspaceMeta, WorkspaceStore};
 
 /// Workspace archives held in memory: for use-case tests and embedders without persistence.
@@ -31,7 +32,7 @@ impl InMemoryWorkspaceStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<ChatId, Stored>) -> T) -> T {
-        let mut archives = self.archives.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut archives = lock(&self.archives);
         f(&mut archives)
     }
 }
