@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, ContainerId, SessionId, SlotId, Timestamp};
 
 use std::path::Path;
@@ -386,15 +387,7 @@ pub enum OutputStream {
     Stderr,
 }
 
-impl OutputStream {
-    /// `stdout` or `stderr`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-        }
-    }
-}
+spelling!(OutputStream { Stdout => "stdout", Stderr => "stderr" });
 
 /// A piece of a command's output, as the runtime read it (it may end in the middle of a
 /// UTF-8 character).

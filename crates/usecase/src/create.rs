@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sandkeeper_domain::ContainerId;
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::Report;
 use sandkeeper_ports::error_kind;
@@ -50,22 +51,7 @@ pub enum CreateResult {
     Replaced,
 }
 
-impl CreateResult {
-    /// The spelling used in telemetry and the API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Reused => "reused",
-            Self::Replaced => "replaced",
-        }
-    }
-}
-
-impl fmt::Display for CreateResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+spelling!(CreateResult { Created => "created", Reused => "reused", Replaced => "replaced" });
 
 /// The chat's running sandbox after the call, and how it came to be.
 #[derive(Debug, Clone, PartialEq, Eq)]

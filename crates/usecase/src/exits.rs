@@ -8,6 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{SandboxSession, SandboxStatus, SessionId};
 use sandkeeper_ports::Report;
 use sandkeeper_ports::{
@@ -35,13 +36,11 @@ pub(crate) enum DetectedBy {
     EngineLoss,
 }
 
-impl DetectedBy {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::ExitEvent => "exit_event",
-            Self::Maintenance => "maintenance",
-            Self::EngineLoss => "engine_loss",
-        }
+spelling! {
+    DetectedBy {
+        ExitEvent => "exit_event",
+        Maintenance => "maintenance",
+        EngineLoss => "engine_loss",
     }
 }
 
@@ -93,14 +92,12 @@ pub enum IgnoredExit {
     OtherContainer,
 }
 
-impl IgnoredExit {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::NoSession => "no_session",
-            Self::SessionGone => "session_gone",
-            Self::NotRunning => "not_running",
-            Self::OtherContainer => "other_container",
-        }
+spelling! {
+    IgnoredExit {
+        NoSession => "no_session",
+        SessionGone => "session_gone",
+        NotRunning => "not_running",
+        OtherContainer => "other_container",
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::Report;
 use sandkeeper_ports::error_kind;
@@ -64,21 +65,7 @@ pub enum KeepAliveResult {
     Unchanged,
 }
 
-impl KeepAliveResult {
-    /// The spelling used in telemetry and the API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Extended => "extended",
-            Self::Unchanged => "unchanged",
-        }
-    }
-}
-
-impl fmt::Display for KeepAliveResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+spelling!(KeepAliveResult { Extended => "extended", Unchanged => "unchanged" });
 
 /// The chat's sandbox after the keep-alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,14 +117,7 @@ enum Trigger {
     Activity,
 }
 
-impl Trigger {
-    const fn as_str(self) -> &'static str {
-        match self {
-            Self::Request => "request",
-            Self::Activity => "activity",
-        }
-    }
-}
+spelling!(Trigger { Request => "request", Activity => "activity" });
 
 /// Moves a chat's running sandbox's expiry to `now + ttl`, bounded by its maximum lifetime
 /// (`created_at + max_lifetime`), and never earlier than it already is.

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::error_kind;
 use sandkeeper_ports::inprocess::lock;
@@ -78,15 +79,13 @@ pub enum SaveReason {
     Checkpoint,
 }
 
-impl SaveReason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Expiry => "expiry",
-            Self::Replacement => "replacement",
-            Self::Delete => "delete",
-            Self::Sweep => "sweep",
-            Self::Checkpoint => "checkpoint",
-        }
+spelling! {
+    SaveReason {
+        Expiry => "expiry",
+        Replacement => "replacement",
+        Delete => "delete",
+        Sweep => "sweep",
+        Checkpoint => "checkpoint",
     }
 }
 
