@@ -24,15 +24,7 @@ pub struct EngineSpec {
     pub runtime_name: Option<String>,
 }
 
-impl fmt::Debug for EngineSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EngineSpec")
-            .field("name", &self.name)
-            .field("max", &self.max)
-            .field("runtime_name", &self.runtime_name)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(EngineSpec { name, max, runtime_name });
 
 /// One engine of the set.
 pub struct Engine {

@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::error_kind;
 use sandkeeper_ports::inprocess::lock;
 use sandkeeper_ports::{
@@ -265,14 +266,7 @@ impl Drop for ChangeMark {
     }
 }
 
-impl fmt::Debug for Entered {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Entered")
-            .field("session", &self.session)
-            .field("operation", &self.operation)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(Entered { session, operation });
 
 impl Entered {
     /// The session the operation runs in.

@@ -1,8 +1,8 @@
-use std::fmt;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use sandkeeper_domain::{SandboxSession, Timestamp};
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::{Clock, Engines, LifecycleLocker, SessionRepository};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
@@ -67,14 +67,7 @@ pub struct CleanupExpiredSandboxes {
     workspaces: Option<Workspaces>,
 }
 
-impl fmt::Debug for CleanupExpiredSandboxes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CleanupExpiredSandboxes")
-            .field("batch_limit", &self.batch_limit)
-            .field("concurrency", &self.concurrency)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(CleanupExpiredSandboxes { batch_limit, concurrency });
 
 impl CleanupExpiredSandboxes {
     /// With [`DEFAULT_CLEANUP_BATCH_LIMIT`] and [`DEFAULT_CLEANUP_CONCURRENCY`].

@@ -1,4 +1,3 @@
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -6,6 +5,7 @@ use sandkeeper_domain::ContainerId;
 use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::Report;
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{
     Clock, ContainerSpec, Engines, LifecycleLocker, Placement, PlacementError, RuntimeError,
@@ -136,14 +136,7 @@ pub struct CreateSandbox {
     pool: Option<WarmPools>,
 }
 
-impl fmt::Debug for CreateSandbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CreateSandbox")
-            .field("default_ttl", &self.default_ttl)
-            .field("max_sandboxes", &self.max_sandboxes)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(CreateSandbox { default_ttl, max_sandboxes });
 
 /// Which span fields name the new container: a fresh create names it `container.id` at once;
 /// a replace names it `sandbox.new_container.id` and leaves `session.id`/`container.id` for

@@ -1,7 +1,7 @@
-use std::fmt;
 use std::sync::Arc;
 
 use sandkeeper_domain::{ChatId, SandboxSession};
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::{Clock, Engines, LifecycleLocker, SessionRepository, SystemClock};
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
@@ -26,11 +26,7 @@ pub struct DeleteSandbox {
     workspaces: Option<Workspaces>,
 }
 
-impl fmt::Debug for DeleteSandbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeleteSandbox").finish_non_exhaustive()
-    }
-}
+debug_fields!(DeleteSandbox {});
 
 impl DeleteSandbox {
     pub fn new(

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use sandkeeper_domain::{ChatId, SandboxSession};
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{
     ExecError, ExecOutput, ExecRequest, OutputSender, WORKSPACE_DIR, WorkspacePath,
@@ -218,14 +219,7 @@ pub struct PreparedExec {
     started: Instant,
 }
 
-impl std::fmt::Debug for PreparedExec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedExec")
-            .field("request", &self.request)
-            .field("entered", &self.entered)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(PreparedExec { request, entered });
 
 impl PreparedExec {
     /// Runs the command and waits for it. With `output`, its output is sent there as it is

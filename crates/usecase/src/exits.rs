@@ -5,12 +5,12 @@
 //! the runtime within moments of the exit, and the maintenance sweep's reconcile phase, which
 //! inspects every running session's container now and then and catches what the first missed.
 
-use std::fmt;
 use std::sync::Arc;
 
 use sandkeeper_domain::spelling;
 use sandkeeper_domain::{SandboxSession, SandboxStatus, SessionId};
 use sandkeeper_ports::Report;
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::{
     ContainerExit, ContainerState, LifecycleLocker, SessionRepository, StoreError,
 };
@@ -114,11 +114,7 @@ pub struct RecordContainerExit {
     pool: Option<WarmPools>,
 }
 
-impl fmt::Debug for RecordContainerExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecordContainerExit").finish_non_exhaustive()
-    }
-}
+debug_fields!(RecordContainerExit {});
 
 impl RecordContainerExit {
     pub fn new(repository: Arc<dyn SessionRepository>, locker: Arc<dyn LifecycleLocker>) -> Self {

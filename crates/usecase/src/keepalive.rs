@@ -1,7 +1,6 @@
 //! Keeping a chat's sandbox alive: moving its expiry later, when asked (keep-alive) or because
 //! the sandbox is in use (sliding expiry), never past its maximum lifetime.
 
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use chrono::TimeDelta;
 use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::Report;
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{Clock, LifecycleLocker, SessionRepository, StoreError};
 use tracing::field::{Empty, display};
@@ -139,11 +139,7 @@ pub struct KeepAlive {
     settings: KeepAliveSettings,
 }
 
-impl fmt::Debug for KeepAlive {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeepAlive").field("settings", &self.settings).finish_non_exhaustive()
-    }
-}
+debug_fields!(KeepAlive { settings });
 
 impl KeepAlive {
     pub fn new(

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use sandkeeper_domain::{ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::inprocess::lock;
 use sandkeeper_ports::{
     Clock, ContainerState, Engine, Engines, LeaseRequest, MaintenanceLeases, ManagedContainer,
@@ -251,11 +252,7 @@ fn container_key(container: &ManagedContainer) -> ContainerKey {
     (container.created_at, container.container_id.clone())
 }
 
-impl std::fmt::Debug for MaintenanceSweep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MaintenanceSweep").field("settings", &self.settings).finish_non_exhaustive()
-    }
-}
+debug_fields!(MaintenanceSweep { settings });
 
 /// What the reconcile phase decided about one running session.
 enum Reconciled {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::error_kind;
 use sandkeeper_ports::inprocess::lock;
 use sandkeeper_ports::{
@@ -234,11 +235,7 @@ pub struct Workspaces {
     changes: WorkspaceChanges,
 }
 
-impl fmt::Debug for Workspaces {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Workspaces").field("settings", &self.settings).finish_non_exhaustive()
-    }
-}
+debug_fields!(Workspaces { settings });
 
 impl Workspaces {
     pub fn new(

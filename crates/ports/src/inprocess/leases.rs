@@ -22,11 +22,7 @@ struct Lease {
     state: Option<String>,
 }
 
-impl std::fmt::Debug for InMemoryLeases {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryLeases").finish_non_exhaustive()
-    }
-}
+debug_fields!(InMemoryLeases {});
 
 impl InMemoryLeases {
     pub fn new(clock: Arc<dyn Clock>) -> Self {

@@ -20,11 +20,7 @@ struct Stored {
     used_at: Timestamp,
 }
 
-impl std::fmt::Debug for InMemoryWorkspaceStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryWorkspaceStore").finish_non_exhaustive()
-    }
-}
+debug_fields!(InMemoryWorkspaceStore {});
 
 impl InMemoryWorkspaceStore {
     pub fn new() -> Self {
