@@ -19,7 +19,7 @@ use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::error_kind;
-use sandkeeper_ports::inprocess::lock;
+use sandkeeper_ports::inprocess::{Locked, lock};
 use sandkeeper_ports::{
     ArchiveError, ArchiveFile, Cause, Clock, Engines, InvalidArchive, LifecycleLocker, Report,
     SessionRepository, StoreError, WorkspaceMeta, WorkspaceStore, check_archive_file,
@@ -155,7 +155,7 @@ fn local(error: std::io::Error) -> StoreError {
 /// the store is written once per sandbox, not once per operation.
 #[derive(Clone, Default)]
 pub struct WorkspaceChanges {
-    changed: Arc<Mutex<HashMap<SessionId, (ChatId, u64)>>>,
+    changed: Arc<Locked<HashMap<SessionId, (ChatId, u64)>>>,
     used: Arc<Mutex<HashSet<SessionId>>>,
 }
 
@@ -170,13 +170,9 @@ impl fmt::Debug for WorkspaceChanges {
 }
 
 impl WorkspaceChanges {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, (ChatId, u64)>) -> T) -> T {
-        f(&mut lock(&self.changed))
-    }
-
     /// The sandbox of `session` may have changed its workspace.
     pub fn mark(&self, session: &SandboxSession) {
-        self.with(|changed| {
+        self.changed.with(|changed| {
             let entry = changed.entry(session.session_id).or_insert((session.chat_id, 0));
             entry.1 += 1;
         });
@@ -184,7 +180,7 @@ impl WorkspaceChanges {
 
     /// The sandboxes changed since their last archive, with the change count seen now.
     pub fn pending(&self) -> Vec<(SessionId, ChatId, u64)> {
-        self.with(|changed| {
+        self.changed.with(|changed| {
             changed.iter().map(|(session, (chat, count))| (*session, *chat, *count)).collect()
         })
     }
@@ -192,7 +188,7 @@ impl WorkspaceChanges {
     /// The archive taken after change `seen` is stored: forget the session unless it changed
     /// again meanwhile.
     fn archived(&self, session_id: SessionId, seen: u64) {
-        self.with(|changed| {
+        self.changed.with(|changed| {
             if changed.get(&session_id).is_some_and(|(_, count)| *count == seen) {
                 changed.remove(&session_id);
             }
@@ -211,7 +207,7 @@ impl WorkspaceChanges {
 
     /// The sandbox is removed (or its use could not be recorded): nothing of it is kept.
     pub(crate) fn forget(&self, session_id: SessionId) {
-        self.with(|changed| changed.remove(&session_id));
+        self.changed.with(|changed| changed.remove(&session_id));
         lock(&self.used).remove(&session_id);
     }
 }
