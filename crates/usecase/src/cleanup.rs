@@ -7,7 +7,7 @@ use sandkeeper_ports::{Clock, Engines, LifecycleLocker, SessionRepository};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::engines::{RemovalError, retire};
+use crate::engines::{Lifecycle, RemovalError};
 use crate::telemetry::{record_error, record_result, refresh_active_count, usecase_span};
 use crate::workspace::{SaveReason, Workspaces};
 
@@ -58,13 +58,9 @@ enum SessionOutcome {
 /// order, and with a concurrency of 1 every call happens in snapshot order too.
 #[derive(Clone)]
 pub struct CleanupExpiredSandboxes {
-    repository: Arc<dyn SessionRepository>,
-    locker: Arc<dyn LifecycleLocker>,
-    engines: Engines,
-    clock: Arc<dyn Clock>,
+    lifecycle: Lifecycle,
     batch_limit: usize,
     concurrency: usize,
-    workspaces: Option<Workspaces>,
 }
 
 debug_fields!(CleanupExpiredSandboxes { batch_limit, concurrency });
@@ -78,20 +74,16 @@ impl CleanupExpiredSandboxes {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            repository,
-            locker,
-            engines: engines.into(),
-            clock,
+            lifecycle: Lifecycle::new(repository, locker, engines, clock),
             batch_limit: DEFAULT_CLEANUP_BATCH_LIMIT,
             concurrency: DEFAULT_CLEANUP_CONCURRENCY,
-            workspaces: None,
         }
     }
 
     /// Durable workspaces: each expired sandbox's workspace is saved before its container is
     /// removed; one that cannot be saved is kept for the next pass.
     pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
-        self.workspaces = workspaces;
+        self.lifecycle.workspaces = workspaces;
         self
     }
 
@@ -126,8 +118,8 @@ impl CleanupExpiredSandboxes {
     }
 
     async fn clean_expired(&self, span: &Span) -> Result<CleanupReport, CleanupError> {
-        let now = self.clock.now();
-        let snapshot = self.repository.list_expired(now, self.batch_limit).await?;
+        let now = self.lifecycle.clock.now();
+        let snapshot = self.lifecycle.repository.list_expired(now, self.batch_limit).await?;
         span.record("sandbox.expired_count", snapshot.len());
 
         let mut report = CleanupReport { expired: snapshot.len(), ..CleanupReport::default() };
@@ -141,7 +133,7 @@ impl CleanupExpiredSandboxes {
                 SessionOutcome::Failed(failure) => report.errors.push(failure),
             }
         }
-        refresh_active_count(self.repository.as_ref()).await;
+        refresh_active_count(self.lifecycle.repository.as_ref()).await;
         Ok(report)
     }
 
@@ -208,17 +200,14 @@ impl CleanupExpiredSandboxes {
         snapshot: &SandboxSession,
         now: Timestamp,
     ) -> Result<Option<SandboxSession>, CleanupError> {
-        let _lock = self.locker.lock(snapshot.chat_id).await?;
-        let current = self.repository.get_running_by_chat(snapshot.chat_id).await?;
+        let _lock = self.lifecycle.locker.lock(snapshot.chat_id).await?;
+        let current = self.lifecycle.repository.get_running_by_chat(snapshot.chat_id).await?;
         let Some(current) = current
             .filter(|current| current.session_id == snapshot.session_id && current.is_expired(now))
         else {
             return Ok(None);
         };
-        let workspaces = self.workspaces.as_ref();
-        retire::<CleanupError>(&self.engines, workspaces, &current, SaveReason::Expiry, now)
-            .await?;
-        self.repository.delete(current.session_id).await?;
+        self.lifecycle.remove::<CleanupError>(&current, SaveReason::Expiry, now).await?;
         Ok(Some(current))
     }
 }

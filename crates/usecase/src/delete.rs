@@ -6,7 +6,7 @@ use sandkeeper_ports::{Clock, Engines, LifecycleLocker, SessionRepository, Syste
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
-use crate::engines::{RemovalError, retire};
+use crate::engines::{Lifecycle, RemovalError};
 use crate::telemetry::{record_result, refresh_active_count, usecase_span};
 use crate::workspace::{SaveReason, Workspaces};
 
@@ -19,11 +19,7 @@ pub type DeleteSandboxError = RemovalError;
 /// Stops and forgets a chat's running sandbox, under the chat's lock.
 #[derive(Clone)]
 pub struct DeleteSandbox {
-    repository: Arc<dyn SessionRepository>,
-    locker: Arc<dyn LifecycleLocker>,
-    engines: Engines,
-    clock: Arc<dyn Clock>,
-    workspaces: Option<Workspaces>,
+    lifecycle: Lifecycle,
 }
 
 debug_fields!(DeleteSandbox {});
@@ -34,19 +30,18 @@ impl DeleteSandbox {
         locker: Arc<dyn LifecycleLocker>,
         engines: impl Into<Engines>,
     ) -> Self {
-        let clock = Arc::new(SystemClock);
-        Self { repository, locker, engines: engines.into(), clock, workspaces: None }
+        Self { lifecycle: Lifecycle::new(repository, locker, engines, Arc::new(SystemClock)) }
     }
 
     /// The clock that dates an engine found down (the system's by default).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.lifecycle.clock = clock;
         self
     }
 
     /// Durable workspaces: the sandbox's workspace is saved before its container is removed.
     pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
-        self.workspaces = workspaces;
+        self.lifecycle.workspaces = workspaces;
         self
     }
 
@@ -76,18 +71,15 @@ impl DeleteSandbox {
         chat_id: ChatId,
         span: &Span,
     ) -> Result<Option<SandboxSession>, DeleteSandboxError> {
-        let _lock = self.locker.lock(chat_id).await?;
-        let Some(session) = self.repository.get_running_by_chat(chat_id).await? else {
+        let _lock = self.lifecycle.locker.lock(chat_id).await?;
+        let Some(session) = self.lifecycle.repository.get_running_by_chat(chat_id).await? else {
             return Ok(None);
         };
         span.record("session.id", display(session.session_id));
         span.record("container.id", display(&session.container_id));
-        let (engines, workspaces) = (&self.engines, self.workspaces.as_ref());
-        let now = self.clock.now();
-        retire::<DeleteSandboxError>(engines, workspaces, &session, SaveReason::Delete, now)
-            .await?;
-        self.repository.delete(session.session_id).await?;
-        refresh_active_count(self.repository.as_ref()).await;
+        let now = self.lifecycle.clock.now();
+        self.lifecycle.remove::<DeleteSandboxError>(&session, SaveReason::Delete, now).await?;
+        refresh_active_count(self.lifecycle.repository.as_ref()).await;
         tracing::info!(
             chat_id = %session.chat_id,
             session_id = %session.session_id,
