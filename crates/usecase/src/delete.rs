@@ -51,10 +51,8 @@ impl DeleteSandbox {
         chat_id: ChatId,
     ) -> Result<Option<SandboxSession>, DeleteSandboxError> {
         let span = usecase_span!(
+            chat: chat_id,
             "usecase.delete_sandbox",
-            chat.id = %chat_id,
-            session.id = Empty,
-            container.id = Empty,
             workspace.result = Empty,
         );
         let outcome = self.delete(chat_id, &span).instrument(span.clone()).await;

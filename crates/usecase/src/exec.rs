@@ -156,10 +156,8 @@ impl ExecInSandbox {
     /// sends the output of the run as it comes.
     pub async fn prepare(&self, command: ExecCommand) -> Result<PreparedExec, ExecInSandboxError> {
         let span = usecase_span!(
+            chat: command.chat_id,
             "usecase.exec_in_sandbox",
-            chat.id = %command.chat_id,
-            session.id = Empty,
-            container.id = Empty,
             exec.exit_code = Empty,
             exec.timed_out = Empty,
             exec.truncated = Empty,

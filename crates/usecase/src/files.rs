@@ -177,12 +177,10 @@ fn file_span(transfer: Transfer, chat_id: ChatId, path: &str) -> Span {
     macro_rules! transfer_span {
         ($name:literal) => {
             usecase_span!(
+                chat: chat_id,
                 $name,
-                chat.id = %chat_id,
                 file.path = %shown,
                 file.size = Empty,
-                session.id = Empty,
-                container.id = Empty,
             )
         };
     }

@@ -235,12 +235,10 @@ impl KeepAlive {
         trigger: Trigger,
     ) -> Result<KeepAliveOutcome, KeepAliveError> {
         let span = usecase_span!(
+            chat: chat_id,
             "usecase.keep_alive",
-            chat.id = %chat_id,
             sandbox.trigger = trigger.as_str(),
             ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            session.id = Empty,
-            container.id = Empty,
             sandbox.expires_at = Empty,
             sandbox.lifetime_ends_at = Empty,
         );

@@ -10,7 +10,6 @@ use sandkeeper_domain::{ChatId, SandboxSession};
 use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{ProcessError, ProcessInfo, ProcessLogs, ProcessSpec};
 use tracing::Instrument;
-use tracing::field::Empty;
 
 use crate::access::{AccessError, Entered, Operation, SandboxAccess};
 use crate::exec::{
@@ -187,11 +186,9 @@ impl SandboxProcesses {
         work: impl AsyncFnOnce(&Entered) -> Result<T, ProcessError>,
     ) -> Result<T, SandboxProcessesError> {
         let span = usecase_span!(
+            chat: chat_id,
             "usecase.sandbox_processes",
-            chat.id = %chat_id,
             process.action = action,
-            session.id = Empty,
-            container.id = Empty,
         );
         let outcome = async {
             let entered = self.access.enter(chat_id, Operation::Process).await?;

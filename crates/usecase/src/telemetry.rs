@@ -10,10 +10,22 @@ pub(crate) const ACTIVE_COUNT: &str = "sandbox.active.count";
 /// An `INFO` span of a use case: `name`, the caller's fields, and the fields every use case
 /// records when it ends, declared `Empty`: `sandbox.result` and those [`record_error`] fills in
 /// (`error`, `error.type`, `otel.status_code`). `parent: span,` may come first, as in
-/// [`tracing::info_span!`].
+/// [`tracing::info_span!`]. `chat: chat_id,` first makes it the span of a call about a chat's
+/// sandbox: it also declares `chat.id`, and the `session.id` and `container.id` of the sandbox
+/// it finds, recorded once found (as `SandboxAccess::enter` does).
 macro_rules! usecase_span {
     (parent: $parent:expr, $($rest:tt)*) => {
         $crate::telemetry::usecase_span!(@span [parent: $parent,] $($rest)*)
+    };
+    (chat: $chat:expr, $name:expr $(, $($fields:tt)*)?) => {
+        $crate::telemetry::usecase_span!(
+            @span []
+            $name,
+            chat.id = %$chat,
+            session.id = ::tracing::field::Empty,
+            container.id = ::tracing::field::Empty,
+            $($($fields)*)?
+        )
     };
     (@span [$($parent:tt)*] $name:expr $(, $($fields:tt)*)?) => {
         ::tracing::info_span!(

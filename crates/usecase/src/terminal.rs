@@ -10,7 +10,6 @@ use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{ExecError, TerminalInput};
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use tracing::field::Empty;
 
 use crate::access::{AccessError, Entered, Operation, SandboxAccess};
 use crate::telemetry::{record_result, usecase_span};
@@ -65,10 +64,8 @@ impl SandboxTerminal {
         rows: u32,
     ) -> Result<OpenTerminal, TerminalError> {
         let span = usecase_span!(
+            chat: chat_id,
             "usecase.sandbox_terminal",
-            chat.id = %chat_id,
-            session.id = Empty,
-            container.id = Empty,
         );
         let opened: Result<OpenTerminal, TerminalError> = async {
             let cols = size("cols", cols)?;
