@@ -1,4 +1,3 @@
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -21,26 +20,13 @@ pub enum SandboxStatus {
 impl SandboxStatus {
     pub const ALL: [SandboxStatus; 3] = [Self::Running, Self::Stopped, Self::Crashed];
 
-    /// The lower-case spelling used in the store and the API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Stopped => "stopped",
-            Self::Crashed => "crashed",
-        }
-    }
-
     /// `Stopped` and `Crashed` are terminal: their container may be removed and their row deleted.
     pub const fn is_terminal(self) -> bool {
         matches!(self, Self::Stopped | Self::Crashed)
     }
 }
 
-impl fmt::Display for SandboxStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+spelling!(SandboxStatus { Running => "running", Stopped => "stopped", Crashed => "crashed" });
 
 /// A status spelling that is not one of `running`, `stopped`, `crashed`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,6 +20,8 @@ use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::workspace::printable;
+
 const BLOCK: u64 = 512;
 /// The longest name (or link target) read from a GNU long-name entry or a pax header.
 const MAX_NAME: u64 = 64 * 1024;
@@ -335,15 +337,6 @@ fn through_link(path: &str, links: &HashSet<String>, including_itself: bool) -> 
         at += slash + 1;
     }
     including_itself && links.contains(path)
-}
-
-fn printable(name: &str) -> String {
-    const SHOWN: usize = 200;
-    let mut shown: String = name.chars().take(SHOWN).flat_map(char::escape_debug).collect();
-    if name.chars().count() > SHOWN {
-        shown.push('…');
-    }
-    shown
 }
 
 /// A workspace archive on local disk: a temporary file removed when this is dropped (unless it

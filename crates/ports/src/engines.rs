@@ -24,15 +24,7 @@ pub struct EngineSpec {
     pub runtime_name: Option<String>,
 }
 
-impl fmt::Debug for EngineSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EngineSpec")
-            .field("name", &self.name)
-            .field("max", &self.max)
-            .field("runtime_name", &self.runtime_name)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(EngineSpec { name, max, runtime_name });
 
 /// One engine of the set.
 pub struct Engine {
@@ -79,7 +71,7 @@ impl Engine {
 
     /// Since when the engine is down, `None` while it is up.
     pub fn down_since(&self) -> Option<Timestamp> {
-        *self.down_since.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::inprocess::lock(&self.down_since)
     }
 
     /// Whether the engine answered when last asked.
@@ -112,7 +104,7 @@ impl Engine {
 
     /// Records that the engine did not answer at `now`. Returns whether it was up until then.
     pub fn mark_down(&self, now: Timestamp) -> bool {
-        let mut down = self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+        let mut down = crate::inprocess::lock(&self.down_since);
         let was_up = down.is_none();
         if was_up {
             *down = Some(now);
@@ -122,7 +114,7 @@ impl Engine {
 
     /// Records that the engine answered. Returns whether it was down until then.
     pub fn mark_up(&self) -> bool {
-        self.down_since.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
+        crate::inprocess::lock(&self.down_since).take().is_some()
     }
 }
 

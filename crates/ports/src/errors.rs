@@ -4,6 +4,54 @@ use sandkeeper_domain::{ChatId, ContainerId};
 
 use crate::{Cause, WorkspacePath};
 
+/// An error with a stable kind: a short name that never changes with the wording of its
+/// message, used as the `error.type` label of metrics, spans and logs.
+pub trait ErrorKind: std::error::Error {
+    /// The stable name, e.g. `store_unavailable` or `runtime_error`.
+    fn kind(&self) -> &'static str;
+}
+
+/// Gives an error enum its stable kind: an inherent `kind()` and [`ErrorKind`]. Each variant
+/// is named with its kind (several variants may share one, joined by `|`); the variants after
+/// `wraps` hold another error with a kind of its own, and take that error's kind.
+///
+/// ```
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("")]
+/// # pub struct Inner;
+/// # impl Inner { fn kind(&self) -> &'static str { "inner" } }
+/// #[derive(Debug, thiserror::Error)]
+/// pub enum Outer {
+///     #[error("busy")]
+///     Busy { limit: usize },
+///     #[error(transparent)]
+///     Inner(#[from] Inner),
+/// }
+///
+/// sandkeeper_ports::error_kind!(Outer { Busy => "busy" } wraps Inner);
+/// assert_eq!(Outer::Inner(Inner).kind(), "inner");
+/// ```
+#[macro_export]
+macro_rules! error_kind {
+    ($error:ident { $($($variant:ident)|+ => $kind:literal),* $(,)? } $(wraps $($wrapped:ident),+)?) => {
+        impl $error {
+            /// A short stable name, used as the `error.type` label of metrics and logs.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $($(Self::$variant { .. })|+ => $kind,)*
+                    $($(Self::$wrapped(error) => error.kind(),)+)?
+                }
+            }
+        }
+
+        impl $crate::ErrorKind for $error {
+            fn kind(&self) -> &'static str {
+                $error::kind(self)
+            }
+        }
+    };
+}
+
 /// A failure of the session store (or of the lock and lease tables that live beside it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -15,15 +63,7 @@ pub enum StoreError {
     Failed(#[source] Cause),
 }
 
-impl StoreError {
-    /// A short stable name, used as the `error.type` label of metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Unavailable(_) => "store_unavailable",
-            Self::Failed(_) => "store_error",
-        }
-    }
-}
+error_kind!(StoreError { Unavailable => "store_unavailable", Failed => "store_error" });
 
 /// The failure of [`crate::SessionRepository::save`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,14 +75,7 @@ pub enum SaveError {
     Store(#[from] StoreError),
 }
 
-impl SaveError {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Conflict { .. } => "conflict",
-            Self::Store(error) => error.kind(),
-        }
-    }
-}
+error_kind!(SaveError { Conflict => "conflict" } wraps Store);
 
 /// A failure of the container runtime.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,19 +106,14 @@ pub enum RuntimeError {
     Failed(Cause),
 }
 
-impl RuntimeError {
-    /// A short stable name, used as the `error.type` label of metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Unavailable(_) => "runtime_unavailable",
-            Self::ImageMissing { .. } => "image_missing",
-            Self::NotManaged { .. } => "not_managed",
-            Self::UnknownEngine { .. } => "unknown_engine",
-            Self::Timeout { .. } => "runtime_timeout",
-            Self::Failed(_) => "runtime_error",
-        }
-    }
-}
+error_kind!(RuntimeError {
+    Unavailable => "runtime_unavailable",
+    ImageMissing => "image_missing",
+    NotManaged => "not_managed",
+    UnknownEngine => "unknown_engine",
+    Timeout => "runtime_timeout",
+    Failed => "runtime_error",
+});
 
 /// The failure of [`crate::SandboxRuntime::exec`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,15 +128,7 @@ pub enum ExecError {
     Runtime(#[from] RuntimeError),
 }
 
-impl ExecError {
-    /// A short stable name, used as the `error.type` label of metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::ContainerNotRunning { .. } => "container_not_running",
-            Self::Runtime(error) => error.kind(),
-        }
-    }
-}
+error_kind!(ExecError { ContainerNotRunning => "container_not_running" } wraps Runtime);
 
 /// The failure of [`crate::SandboxRuntime::upload`] and [`crate::SandboxRuntime::download`].
 /// Paths are shown relative to the workspace, as the caller gave them.
@@ -182,21 +202,18 @@ pub enum FileError {
     Runtime(#[from] RuntimeError),
 }
 
-impl FileError {
-    /// A short stable name, used as the `error.type` label of metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::ContainerNotRunning { .. } => "container_not_running",
-            Self::NotFound { .. } => "file_not_found",
-            Self::NotARegularFile { .. } => "not_a_regular_file",
-            Self::TooLarge { .. } => "file_too_large",
-            Self::OutsideWorkspace { .. } | Self::LinkToNowhere { .. } => "outside_workspace",
-            Self::PermissionDenied { .. } => "permission_denied",
-            Self::TimedOut { .. } => "transfer_timed_out",
-            Self::AtLimit { .. } => "sandbox_at_limit",
-            Self::ParentNotADirectory { .. } => "parent_not_a_directory",
-            Self::WorkspaceFull { .. } => "workspace_full",
-            Self::Runtime(error) => error.kind(),
-        }
+error_kind! {
+    FileError {
+        ContainerNotRunning => "container_not_running",
+        NotFound => "file_not_found",
+        NotARegularFile => "not_a_regular_file",
+        TooLarge => "file_too_large",
+        OutsideWorkspace | LinkToNowhere => "outside_workspace",
+        PermissionDenied => "permission_denied",
+        TimedOut => "transfer_timed_out",
+        AtLimit => "sandbox_at_limit",
+        ParentNotADirectory => "parent_not_a_directory",
+        WorkspaceFull => "workspace_full",
     }
+    wraps Runtime
 }

@@ -5,6 +5,29 @@
 //! Adapters implement these traits and translate their own errors into the ones here,
 //! so that use cases never see a foreign error type.
 
+/// `Debug` for a type that holds ports (trait objects, which have none): it shows the named
+/// fields (its settings, say) and marks the rest as left out.
+///
+/// ```
+/// struct Service { settings: u32, store: std::sync::Arc<dyn Send + Sync> }
+///
+/// sandkeeper_ports::debug_fields!(Service { settings });
+/// let service = Service { settings: 7, store: std::sync::Arc::new(()) };
+/// assert_eq!(format!("{service:?}"), "Service { settings: 7, .. }");
+/// ```
+#[macro_export]
+macro_rules! debug_fields {
+    ($type:ident { $($field:ident),* $(,)? }) => {
+        impl ::std::fmt::Debug for $type {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($type))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 mod archive;
 mod cause;
 mod clock;
@@ -31,7 +54,7 @@ pub use archive::{
 pub use cause::{Cause, Report};
 pub use clock::{Clock, SystemClock};
 pub use engines::{Engine, EngineSpec, Engines, Placement, PlacementError};
-pub use errors::{ExecError, FileError, RuntimeError, SaveError, StoreError};
+pub use errors::{ErrorKind, ExecError, FileError, RuntimeError, SaveError, StoreError};
 pub use leases::{LeaseRequest, MaintenanceLeases};
 pub use locker::{ChatLockGuard, LifecycleLocker};
 pub use pool::{PoolCounts, PoolSlot, PoolStore, SlotState};

@@ -8,6 +8,7 @@
 //! chat's session) -> removed (the session row now names the container).
 
 use async_trait::async_trait;
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ContainerId, SlotId, Timestamp};
 
 use crate::StoreError;
@@ -24,14 +25,6 @@ pub enum SlotState {
 }
 
 impl SlotState {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Ready => "ready",
-            Self::Claimed => "claimed",
-        }
-    }
-
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "starting" => Some(Self::Starting),
@@ -41,6 +34,8 @@ impl SlotState {
         }
     }
 }
+
+spelling!(SlotState { Starting => "starting", Ready => "ready", Claimed => "claimed" });
 
 /// One place in the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]

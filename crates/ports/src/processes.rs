@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ContainerId, Timestamp};
 
 use crate::RuntimeError;
@@ -39,16 +40,7 @@ pub enum ProcessState {
     Killed,
 }
 
-impl ProcessState {
-    /// `running`, `exited` or `killed`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Exited => "exited",
-            Self::Killed => "killed",
-        }
-    }
-}
+spelling!(ProcessState { Running => "running", Exited => "exited", Killed => "killed" });
 
 /// What the sandbox keeps about a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +106,4 @@ impl From<crate::ExecError> for ProcessError {
             crate::ExecError::Runtime(error) => Self::Runtime(error),
         }
     }
-}
-
-/// The error of a runtime that cannot run background processes.
-pub(crate) fn unsupported() -> ProcessError {
-    ProcessError::Runtime(RuntimeError::Failed(
-        "background processes are not supported by this runtime".into(),
-    ))
 }

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, ContainerId, SessionId, SlotId, Timestamp};
 
 use std::path::Path;
@@ -131,9 +132,7 @@ pub trait SandboxRuntime: Send + Sync {
         exits: &tokio::sync::mpsc::Sender<ContainerExit>,
     ) -> Result<(), RuntimeError> {
         let _ = (since, exits);
-        Err(RuntimeError::Failed(
-            "watching container exits is not supported by this runtime".into(),
-        ))
+        Err(unsupported("watching container exits is not supported by this runtime"))
     }
 
     /// Runs a command in the container, as the container's user, and waits for it.
@@ -155,9 +154,7 @@ pub trait SandboxRuntime: Send + Sync {
         request: &ExecRequest,
     ) -> Result<ExecOutput, ExecError> {
         let _ = (container_id, request);
-        Err(ExecError::Runtime(RuntimeError::Failed(
-            "exec is not supported by this runtime".into(),
-        )))
+        Err(unsupported("exec is not supported by this runtime"))
     }
 
     /// Writes `bytes` to `path` in the container's workspace, as the container's user: missing
@@ -179,9 +176,7 @@ pub trait SandboxRuntime: Send + Sync {
         bytes: &[u8],
     ) -> Result<(), FileError> {
         let _ = (container_id, path, bytes);
-        Err(FileError::Runtime(RuntimeError::Failed(
-            "file upload is not supported by this runtime".into(),
-        )))
+        Err(unsupported("file upload is not supported by this runtime"))
     }
 
     /// Reads the regular file at `path` in the container's workspace.
@@ -200,9 +195,7 @@ pub trait SandboxRuntime: Send + Sync {
         limit: u64,
     ) -> Result<Vec<u8>, FileError> {
         let _ = (container_id, path, limit);
-        Err(FileError::Runtime(RuntimeError::Failed(
-            "file download is not supported by this runtime".into(),
-        )))
+        Err(unsupported("file download is not supported by this runtime"))
     }
 
     /// Archives the container's `/workspace` as a tar, made inside the sandbox as its user,
@@ -221,9 +214,7 @@ pub trait SandboxRuntime: Send + Sync {
         scratch: &Path,
     ) -> Result<ArchiveFile, ArchiveError> {
         let _ = (container_id, limit, scratch);
-        Err(ArchiveError::Runtime(RuntimeError::Failed(
-            "workspace archives are not supported by this runtime".into(),
-        )))
+        Err(unsupported("workspace archives are not supported by this runtime"))
     }
 
     /// Replaces the content of the container's `/workspace` with `archive`, extracted inside
@@ -241,9 +232,7 @@ pub trait SandboxRuntime: Send + Sync {
         archive: &ArchiveFile,
     ) -> Result<(), ArchiveError> {
         let _ = (container_id, archive);
-        Err(ArchiveError::Runtime(RuntimeError::Failed(
-            "workspace archives are not supported by this runtime".into(),
-        )))
+        Err(unsupported("workspace archives are not supported by this runtime"))
     }
 
     /// Runs a command like [`Self::exec`], and sends its output to `output` as it is produced,
@@ -290,7 +279,7 @@ pub trait SandboxRuntime: Send + Sync {
         spec: &ProcessSpec,
     ) -> Result<ProcessInfo, ProcessError> {
         let _ = (container_id, spec);
-        Err(crate::processes::unsupported())
+        Err(unsupported(NO_PROCESSES))
     }
 
     /// Every background process the container keeps, running or ended, oldest first.
@@ -299,7 +288,7 @@ pub trait SandboxRuntime: Send + Sync {
         container_id: &ContainerId,
     ) -> Result<Vec<ProcessInfo>, ProcessError> {
         let _ = container_id;
-        Err(crate::processes::unsupported())
+        Err(unsupported(NO_PROCESSES))
     }
 
     /// The state of a process and up to `limit` bytes of each output stream from the given
@@ -313,7 +302,7 @@ pub trait SandboxRuntime: Send + Sync {
         limit: usize,
     ) -> Result<ProcessLogs, ProcessError> {
         let _ = (container_id, process_id, offsets, limit);
-        Err(crate::processes::unsupported())
+        Err(unsupported(NO_PROCESSES))
     }
 
     /// Writes `bytes` to the process's standard input; empty `bytes` close it.
@@ -324,7 +313,7 @@ pub trait SandboxRuntime: Send + Sync {
         bytes: &[u8],
     ) -> Result<(), ProcessError> {
         let _ = (container_id, process_id, bytes);
-        Err(crate::processes::unsupported())
+        Err(unsupported(NO_PROCESSES))
     }
 
     /// Kills the process and every process it started; answers once they are gone. A process
@@ -335,7 +324,7 @@ pub trait SandboxRuntime: Send + Sync {
         process_id: &str,
     ) -> Result<(), ProcessError> {
         let _ = (container_id, process_id);
-        Err(crate::processes::unsupported())
+        Err(unsupported(NO_PROCESSES))
     }
 
     /// Opens an interactive shell on a pseudo-terminal of `cols` x `rows` characters in the
@@ -354,9 +343,7 @@ pub trait SandboxRuntime: Send + Sync {
         rows: u16,
     ) -> Result<Terminal, ExecError> {
         let _ = (container_id, cols, rows);
-        Err(ExecError::Runtime(RuntimeError::Failed(
-            "terminals are not supported by this runtime".into(),
-        )))
+        Err(unsupported("terminals are not supported by this runtime"))
     }
 
     /// Names the configuration new containers are made with (image, limits, runtime,
@@ -380,9 +367,18 @@ pub trait SandboxRuntime: Send + Sync {
         created_at: Timestamp,
     ) -> Result<ContainerId, RuntimeError> {
         let _ = (slot_id, created_at);
-        Err(RuntimeError::Failed("a warm pool is not supported by this runtime".into()))
+        Err(unsupported("a warm pool is not supported by this runtime"))
     }
 }
+
+/// The error of a runtime that cannot do what the default implementation of a
+/// [`SandboxRuntime`] method was asked: a [`RuntimeError::Failed`] with `message`.
+fn unsupported<E: From<RuntimeError>>(message: &'static str) -> E {
+    RuntimeError::Failed(message.into()).into()
+}
+
+/// What a runtime that cannot run background processes answers to every call about them.
+const NO_PROCESSES: &str = "background processes are not supported by this runtime";
 
 /// Which of a command's output streams a piece of output comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -391,15 +387,7 @@ pub enum OutputStream {
     Stderr,
 }
 
-impl OutputStream {
-    /// `stdout` or `stderr`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-        }
-    }
-}
+spelling!(OutputStream { Stdout => "stdout", Stderr => "stderr" });
 
 /// A piece of a command's output, as the runtime read it (it may end in the middle of a
 /// UTF-8 character).

@@ -111,8 +111,9 @@ pub enum PathRule {
     DotSegment,
 }
 
-/// The path as it can be shown in a message: control characters escaped, length bounded.
-fn printable(path: &str) -> String {
+/// A path (in the workspace, or in an archive) as it can be shown in a message: control
+/// characters escaped, length bounded.
+pub(crate) fn printable(path: &str) -> String {
     const SHOWN: usize = 200;
     let mut shown: String = path.chars().take(SHOWN).flat_map(char::escape_debug).collect();
     if path.chars().count() > SHOWN {

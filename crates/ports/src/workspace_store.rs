@@ -87,20 +87,19 @@ pub enum ArchiveError {
     Runtime(#[from] crate::RuntimeError),
 }
 
-impl ArchiveError {
-    /// A short stable name, used as the `error.type` label of metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::ContainerNotRunning { .. } => "container_not_running",
-            Self::TooLarge { .. } => "workspace_too_large",
-            Self::Invalid(_) => "invalid_archive",
-            Self::WorkspaceFull => "workspace_full",
-            Self::Tar { .. } => "tar_failed",
-            Self::Local(_) => "local_io",
-            Self::Runtime(error) => error.kind(),
-        }
+crate::error_kind! {
+    ArchiveError {
+        ContainerNotRunning => "container_not_running",
+        TooLarge => "workspace_too_large",
+        Invalid => "invalid_archive",
+        WorkspaceFull => "workspace_full",
+        Tar => "tar_failed",
+        Local => "local_io",
     }
+    wraps Runtime
+}
 
+impl ArchiveError {
     /// Whether trying again later cannot help: the archive or the workspace itself is the
     /// problem, not the engine, the store or the disk.
     pub fn is_permanent(&self) -> bool {

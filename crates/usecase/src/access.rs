@@ -25,9 +25,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_ports::debug_fields;
+use sandkeeper_ports::error_kind;
+use sandkeeper_ports::inprocess::lock;
 use sandkeeper_ports::{
     Clock, Engines, RuntimeError, SandboxRuntime, SessionRepository, StoreError,
 };
@@ -114,17 +117,9 @@ pub enum AccessError {
     Runtime(#[from] RuntimeError),
 }
 
-impl AccessError {
-    /// A short stable name for the `error.type` label, e.g. `busy` or `runtime_error`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::NoSandbox { .. } => "no_sandbox",
-            Self::Busy { .. } => "busy",
-            Self::SandboxGone { .. } => "sandbox_gone",
-            Self::Store(error) => error.kind(),
-            Self::Runtime(error) => error.kind(),
-        }
-    }
+error_kind! {
+    AccessError { NoSandbox => "no_sandbox", Busy => "busy", SandboxGone => "sandbox_gone" }
+    wraps Store, Runtime
 }
 
 /// The way into the chats' running sandboxes, shared by every use case that works inside one
@@ -271,14 +266,7 @@ impl Drop for ChangeMark {
     }
 }
 
-impl fmt::Debug for Entered {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Entered")
-            .field("session", &self.session)
-            .field("operation", &self.operation)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(Entered { session, operation });
 
 impl Entered {
     /// The session the operation runs in.
@@ -397,7 +385,7 @@ impl SandboxSlots {
     /// The table is never held across an await, and a panic while holding it cannot leave
     /// it inconsistent (every change is one map operation).
     fn table(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Semaphore>>> {
-        self.inner.sandboxes.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner.sandboxes)
     }
 }
 

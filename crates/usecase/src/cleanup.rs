@@ -1,17 +1,15 @@
-use std::fmt;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use sandkeeper_domain::{SandboxSession, Timestamp};
-use sandkeeper_ports::{
-    Clock, Engines, LifecycleLocker, RuntimeError, SessionRepository, StoreError,
-};
+use sandkeeper_ports::debug_fields;
+use sandkeeper_ports::{Clock, Engines, LifecycleLocker, SessionRepository};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::engines::retire;
-use crate::telemetry::{record_error, refresh_active_count, usecase_span};
-use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
+use crate::engines::{Lifecycle, RemovalError};
+use crate::telemetry::{record_error, record_result, refresh_active_count, usecase_span};
+use crate::workspace::{SaveReason, Workspaces};
 
 /// Counter `sandbox.cleanup.total{result=cleaned}`: one per removed sandbox.
 const CLEANUP_TOTAL: &str = "sandbox.cleanup.total";
@@ -23,29 +21,9 @@ pub const DEFAULT_CLEANUP_BATCH_LIMIT: usize = 1000;
 /// How many sessions one pass removes at the same time.
 pub const DEFAULT_CLEANUP_CONCURRENCY: usize = 8;
 
-/// Why a cleanup pass, or the removal of one session in it, failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CleanupError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// The workspace could not be saved; the sandbox is kept for the next pass.
-    #[error(transparent)]
-    Workspace(#[from] WorkspaceError),
-}
-
-impl CleanupError {
-    /// A short stable name for the `error.type` label, e.g. `runtime_error` for
-    /// [`RuntimeError::Failed`].
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Store(error) => error.kind(),
-            Self::Runtime(error) => error.kind(),
-            Self::Workspace(error) => error.kind(),
-        }
-    }
-}
+/// Why a cleanup pass, or the removal of one session in it, failed. A session that could not
+/// be removed is kept for the next pass.
+pub type CleanupError = RemovalError;
 
 /// A session that stayed because its removal failed; the next pass retries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,23 +58,12 @@ enum SessionOutcome {
 /// order, and with a concurrency of 1 every call happens in snapshot order too.
 #[derive(Clone)]
 pub struct CleanupExpiredSandboxes {
-    repository: Arc<dyn SessionRepository>,
-    locker: Arc<dyn LifecycleLocker>,
-    engines: Engines,
-    clock: Arc<dyn Clock>,
+    lifecycle: Lifecycle,
     batch_limit: usize,
     concurrency: usize,
-    workspaces: Option<Workspaces>,
 }
 
-impl fmt::Debug for CleanupExpiredSandboxes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CleanupExpiredSandboxes")
-            .field("batch_limit", &self.batch_limit)
-            .field("concurrency", &self.concurrency)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(CleanupExpiredSandboxes { batch_limit, concurrency });
 
 impl CleanupExpiredSandboxes {
     /// With [`DEFAULT_CLEANUP_BATCH_LIMIT`] and [`DEFAULT_CLEANUP_CONCURRENCY`].
@@ -107,20 +74,16 @@ impl CleanupExpiredSandboxes {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            repository,
-            locker,
-            engines: engines.into(),
-            clock,
+            lifecycle: Lifecycle::new(repository, locker, engines, clock),
             batch_limit: DEFAULT_CLEANUP_BATCH_LIMIT,
             concurrency: DEFAULT_CLEANUP_CONCURRENCY,
-            workspaces: None,
         }
     }
 
     /// Durable workspaces: each expired sandbox's workspace is saved before its container is
     /// removed; one that cannot be saved is kept for the next pass.
     pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
-        self.workspaces = workspaces;
+        self.lifecycle.workspaces = workspaces;
         self
     }
 
@@ -146,25 +109,17 @@ impl CleanupExpiredSandboxes {
             sandbox.error_count = Empty,
         );
         let outcome = self.clean_expired(&span).instrument(span.clone()).await;
-        match &outcome {
-            Ok(report) => {
-                span.record("sandbox.cleaned_count", report.cleaned.len());
-                span.record("sandbox.error_count", report.errors.len());
-                let result =
-                    if report.errors.is_empty() { "completed" } else { "completed_with_errors" };
-                span.record("sandbox.result", result);
-            }
-            Err(error) => {
-                record_error(&span, error, error.kind());
-                span.record("sandbox.result", "error");
-            }
-        }
+        record_result(&span, outcome.as_ref(), |report| {
+            span.record("sandbox.cleaned_count", report.cleaned.len());
+            span.record("sandbox.error_count", report.errors.len());
+            if report.errors.is_empty() { "completed" } else { "completed_with_errors" }
+        });
         outcome
     }
 
     async fn clean_expired(&self, span: &Span) -> Result<CleanupReport, CleanupError> {
-        let now = self.clock.now();
-        let snapshot = self.repository.list_expired(now, self.batch_limit).await?;
+        let now = self.lifecycle.clock.now();
+        let snapshot = self.lifecycle.repository.list_expired(now, self.batch_limit).await?;
         span.record("sandbox.expired_count", snapshot.len());
 
         let mut report = CleanupReport { expired: snapshot.len(), ..CleanupReport::default() };
@@ -178,7 +133,7 @@ impl CleanupExpiredSandboxes {
                 SessionOutcome::Failed(failure) => report.errors.push(failure),
             }
         }
-        refresh_active_count(self.repository.as_ref()).await;
+        refresh_active_count(self.lifecycle.repository.as_ref()).await;
         Ok(report)
     }
 
@@ -230,7 +185,7 @@ impl CleanupExpiredSandboxes {
             SessionOutcome::Cleaned(_) => "cleaned",
             SessionOutcome::Skipped => "skipped",
             SessionOutcome::Failed(failure) => {
-                record_error(&span, &failure.error, failure.error.kind());
+                record_error(&span, &failure.error);
                 "error"
             }
         };
@@ -245,17 +200,14 @@ impl CleanupExpiredSandboxes {
         snapshot: &SandboxSession,
         now: Timestamp,
     ) -> Result<Option<SandboxSession>, CleanupError> {
-        let _lock = self.locker.lock(snapshot.chat_id).await?;
-        let current = self.repository.get_running_by_chat(snapshot.chat_id).await?;
+        let _lock = self.lifecycle.locker.lock(snapshot.chat_id).await?;
+        let current = self.lifecycle.repository.get_running_by_chat(snapshot.chat_id).await?;
         let Some(current) = current
             .filter(|current| current.session_id == snapshot.session_id && current.is_expired(now))
         else {
             return Ok(None);
         };
-        let workspaces = self.workspaces.as_ref();
-        retire::<CleanupError>(&self.engines, workspaces, &current, SaveReason::Expiry, now)
-            .await?;
-        self.repository.delete(current.session_id).await?;
+        self.lifecycle.remove::<CleanupError>(&current, SaveReason::Expiry, now).await?;
         Ok(Some(current))
     }
 }

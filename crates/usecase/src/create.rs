@@ -1,10 +1,12 @@
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sandkeeper_domain::ContainerId;
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SandboxStatus, SessionId, Timestamp};
 use sandkeeper_ports::Report;
+use sandkeeper_ports::debug_fields;
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{
     Clock, ContainerSpec, Engines, LifecycleLocker, Placement, PlacementError, RuntimeError,
     SaveError, SessionRepository, StoreError,
@@ -12,9 +14,9 @@ use sandkeeper_ports::{
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
-use crate::engines::{note_unreachable, retire, unreachable};
+use crate::engines::{Lifecycle, note_unreachable, unreachable};
 use crate::pool::{Claimed, WarmPool, WarmPools};
-use crate::telemetry::{record_error, refresh_active_count};
+use crate::telemetry::{record_result, refresh_active_count};
 use crate::workspace::{SaveReason, WorkspaceError, WorkspaceRestore, Workspaces};
 
 /// Counter `sandbox.create.total{result=created|reused|replaced|error}`.
@@ -49,22 +51,7 @@ pub enum CreateResult {
     Replaced,
 }
 
-impl CreateResult {
-    /// The spelling used in telemetry and the API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Reused => "reused",
-            Self::Replaced => "replaced",
-        }
-    }
-}
-
-impl fmt::Display for CreateResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+spelling!(CreateResult { Created => "created", Reused => "reused", Replaced => "replaced" });
 
 /// The chat's running sandbox after the call, and how it came to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,19 +101,13 @@ impl From<SaveError> for CreateSandboxError {
     }
 }
 
-impl CreateSandboxError {
-    /// A short stable name for the `error.type` label, e.g. `runtime_error` for
-    /// [`RuntimeError::Failed`] or `store_unavailable`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Store(error) => error.kind(),
-            Self::Conflict { .. } => "conflict",
-            Self::Runtime(error) => error.kind(),
-            Self::CapacityReached { .. } => "capacity_reached",
-            Self::TtlOutOfRange { .. } => "invalid_ttl",
-            Self::Workspace(error) => error.kind(),
-        }
+error_kind! {
+    CreateSandboxError {
+        Conflict => "conflict",
+        CapacityReached => "capacity_reached",
+        TtlOutOfRange => "invalid_ttl",
     }
+    wraps Store, Runtime, Workspace
 }
 
 /// A new sandbox's session, and what was restored into it.
@@ -144,25 +125,14 @@ type SessionIdGenerator = Arc<dyn Fn() -> SessionId + Send + Sync>;
 /// cannot be saved is stopped again, so nothing untracked survives.
 #[derive(Clone)]
 pub struct CreateSandbox {
-    repository: Arc<dyn SessionRepository>,
-    locker: Arc<dyn LifecycleLocker>,
-    engines: Engines,
-    clock: Arc<dyn Clock>,
+    lifecycle: Lifecycle,
     default_ttl: Duration,
     max_sandboxes: Option<u64>,
     new_session_id: SessionIdGenerator,
-    workspaces: Option<Workspaces>,
     pool: Option<WarmPools>,
 }
 
-impl fmt::Debug for CreateSandbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CreateSandbox")
-            .field("default_ttl", &self.default_ttl)
-            .field("max_sandboxes", &self.max_sandboxes)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(CreateSandbox { default_ttl, max_sandboxes });
 
 /// Which span fields name the new container: a fresh create names it `container.id` at once;
 /// a replace names it `sandbox.new_container.id` and leaves `session.id`/`container.id` for
@@ -183,14 +153,10 @@ impl CreateSandbox {
         default_ttl: Duration,
     ) -> Self {
         Self {
-            repository,
-            locker,
-            engines: engines.into(),
-            clock,
+            lifecycle: Lifecycle::new(repository, locker, engines, clock),
             default_ttl,
             max_sandboxes: None,
             new_session_id: Arc::new(SessionId::new_v4),
-            workspaces: None,
             pool: None,
         }
     }
@@ -198,7 +164,7 @@ impl CreateSandbox {
     /// Durable workspaces: an expired sandbox's workspace is saved before it is replaced, and
     /// a new sandbox gets the chat's archive restored before it is handed out.
     pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
-        self.workspaces = workspaces;
+        self.lifecycle.workspaces = workspaces;
         self
     }
 
@@ -247,14 +213,7 @@ impl CreateSandbox {
         );
         let started = Instant::now();
         let outcome = self.get_or_create(command, &span).instrument(span.clone()).await;
-        let result = match &outcome {
-            Ok(outcome) => outcome.result.as_str(),
-            Err(error) => {
-                record_error(&span, error, error.kind());
-                "error"
-            }
-        };
-        span.record("sandbox.result", result);
+        let result = record_result(&span, outcome.as_ref(), |outcome| outcome.result.as_str());
         metrics::counter!(CREATE_TOTAL, "result" => result).increment(1);
         metrics::histogram!(CREATE_DURATION, "result" => result)
             .record(started.elapsed().as_secs_f64());
@@ -269,12 +228,12 @@ impl CreateSandbox {
         let ttl = command.ttl.unwrap_or(self.default_ttl);
         let ttl_delta = chrono::TimeDelta::from_std(ttl)
             .map_err(|_| CreateSandboxError::TtlOutOfRange { ttl })?;
-        let _lock = self.locker.lock(command.chat_id).await?;
-        let now = self.clock.now();
+        let _lock = self.lifecycle.locker.lock(command.chat_id).await?;
+        let now = self.lifecycle.clock.now();
         let expires_at =
             now.checked_add_signed(ttl_delta).ok_or(CreateSandboxError::TtlOutOfRange { ttl })?;
 
-        match self.repository.get_running_by_chat(command.chat_id).await? {
+        match self.lifecycle.repository.get_running_by_chat(command.chat_id).await? {
             Some(current) if !current.is_expired(now) => {
                 span.record("session.id", display(current.session_id));
                 span.record("container.id", display(&current.container_id));
@@ -312,7 +271,7 @@ impl CreateSandbox {
         // Refuses early, before a container is made, when the limit is plainly reached; the
         // save makes the limit exact.
         if let Some(limit) = self.max_sandboxes {
-            if self.repository.count_running().await? >= limit {
+            if self.lifecycle.repository.count_running().await? >= limit {
                 return Err(CreateSandboxError::CapacityReached { limit });
             }
         }
@@ -337,15 +296,7 @@ impl CreateSandbox {
         // A failed save or stop keeps the old row, so the cleanup retries the container later.
         // On an engine that is down, neither is tried: the replacement must not wait on it;
         // its container, left without a row, is reaped as an orphan once the engine answers.
-        retire::<CreateSandboxError>(
-            &self.engines,
-            self.workspaces.as_ref(),
-            &expired,
-            SaveReason::Replacement,
-            now,
-        )
-        .await?;
-        self.repository.delete(expired.session_id).await?;
+        self.lifecycle.remove::<CreateSandboxError>(&expired, SaveReason::Replacement, now).await?;
         tracing::info!(
             chat_id = %expired.chat_id,
             session_id = %expired.session_id,
@@ -370,7 +321,7 @@ impl CreateSandbox {
         span: &Span,
     ) -> Result<Launched, CreateSandboxError> {
         let launched = self.create_and_save(spec, stage, span).await;
-        refresh_active_count(self.repository.as_ref()).await;
+        refresh_active_count(self.lifecycle.repository.as_ref()).await;
         launched
     }
 
@@ -398,7 +349,7 @@ impl CreateSandbox {
         };
         // The chat's archive goes in before anyone can see the sandbox; a sandbox whose restore
         // failed is removed, never handed out empty.
-        let workspace = match &self.workspaces {
+        let workspace = match &self.lifecycle.workspaces {
             Some(workspaces) => match workspaces.restore(&session).await {
                 Ok(restore) => Some(restore),
                 Err(error) => {
@@ -416,12 +367,14 @@ impl CreateSandbox {
             Stage::Replacement => None,
         };
         let saved = match limit {
-            Some(limit) => match self.repository.save_within(&session, limit).await {
+            Some(limit) => match self.lifecycle.repository.save_within(&session, limit).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(CreateSandboxError::CapacityReached { limit }),
                 Err(error) => Err(error.into()),
             },
-            None => self.repository.save(&session).await.map_err(CreateSandboxError::from),
+            None => {
+                self.lifecycle.repository.save(&session).await.map_err(CreateSandboxError::from)
+            }
         };
         if let Err(error) = saved {
             self.stop_untracked(&session, claimed.as_ref()).await;
@@ -448,15 +401,15 @@ impl CreateSandbox {
         &self,
         spec: &ContainerSpec,
     ) -> Result<(ContainerId, Placement<'_>, Option<Taken>), CreateSandboxError> {
-        let running = if self.engines.needs_counts() {
-            self.repository.count_running_by_engine().await?
+        let running = if self.lifecycle.engines.needs_counts() {
+            self.lifecycle.repository.count_running_by_engine().await?
         } else {
             Vec::new()
         };
         let mut excluded = Vec::new();
         let mut last_error = None;
         loop {
-            let placement = match self.engines.place(&running, &excluded) {
+            let placement = match self.lifecycle.engines.place(&running, &excluded) {
                 Ok(placement) => placement,
                 Err(PlacementError::Full { limit }) => {
                     return Err(CreateSandboxError::CapacityReached { limit });
@@ -475,7 +428,7 @@ impl CreateSandbox {
             match engine.runtime().create(spec).await {
                 Ok(container_id) => return Ok((container_id, placement, None)),
                 Err(error) if unreachable(&error) => {
-                    note_unreachable(engine, &error, self.clock.now());
+                    note_unreachable(engine, &error, self.lifecycle.clock.now());
                     excluded.push(engine.name().clone());
                     last_error = Some(error);
                 }
@@ -492,7 +445,7 @@ impl CreateSandbox {
             pool.discard(claimed).await;
             return;
         }
-        let stopped = match self.engines.engine_of(session) {
+        let stopped = match self.lifecycle.engines.engine_of(session) {
             Ok(engine) => engine.runtime().stop(&session.container_id).await,
             Err(error) => Err(error),
         };

@@ -1,60 +1,28 @@
-use std::fmt;
 use std::sync::Arc;
 
 use sandkeeper_domain::{ChatId, SandboxSession};
-use sandkeeper_ports::{
-    Clock, Engines, LifecycleLocker, RuntimeError, SessionRepository, StoreError, SystemClock,
-};
+use sandkeeper_ports::debug_fields;
+use sandkeeper_ports::{Clock, Engines, LifecycleLocker, SessionRepository, SystemClock};
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
-use crate::engines::retire;
-use crate::telemetry::{record_error, refresh_active_count, usecase_span};
-use crate::workspace::{SaveReason, WorkspaceError, Workspaces};
+use crate::engines::{Lifecycle, RemovalError};
+use crate::telemetry::{record_result, refresh_active_count, usecase_span};
+use crate::workspace::{SaveReason, Workspaces};
 
 /// Counter `sandbox.delete.total{result=deleted|not_found|error}`.
 const DELETE_TOTAL: &str = "sandbox.delete.total";
 
-/// Why [`DeleteSandbox`] failed. The message is the underlying error's own.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeleteSandboxError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The container could not be stopped; the session is kept so a retry or the cleanup can
-    /// finish the job.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// The workspace could not be saved; the sandbox is kept so that a retry can save it.
-    #[error(transparent)]
-    Workspace(#[from] WorkspaceError),
-}
-
-impl DeleteSandboxError {
-    /// A short stable name for the `error.type` label, e.g. `runtime_error`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Store(error) => error.kind(),
-            Self::Runtime(error) => error.kind(),
-            Self::Workspace(error) => error.kind(),
-        }
-    }
-}
+/// Why [`DeleteSandbox`] failed. The sandbox is kept so that a retry can finish the job.
+pub type DeleteSandboxError = RemovalError;
 
 /// Stops and forgets a chat's running sandbox, under the chat's lock.
 #[derive(Clone)]
 pub struct DeleteSandbox {
-    repository: Arc<dyn SessionRepository>,
-    locker: Arc<dyn LifecycleLocker>,
-    engines: Engines,
-    clock: Arc<dyn Clock>,
-    workspaces: Option<Workspaces>,
+    lifecycle: Lifecycle,
 }
 
-impl fmt::Debug for DeleteSandbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeleteSandbox").finish_non_exhaustive()
-    }
-}
+debug_fields!(DeleteSandbox {});
 
 impl DeleteSandbox {
     pub fn new(
@@ -62,19 +30,18 @@ impl DeleteSandbox {
         locker: Arc<dyn LifecycleLocker>,
         engines: impl Into<Engines>,
     ) -> Self {
-        let clock = Arc::new(SystemClock);
-        Self { repository, locker, engines: engines.into(), clock, workspaces: None }
+        Self { lifecycle: Lifecycle::new(repository, locker, engines, Arc::new(SystemClock)) }
     }
 
     /// The clock that dates an engine found down (the system's by default).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.lifecycle.clock = clock;
         self
     }
 
     /// Durable workspaces: the sandbox's workspace is saved before its container is removed.
     pub fn with_workspaces(mut self, workspaces: Option<Workspaces>) -> Self {
-        self.workspaces = workspaces;
+        self.lifecycle.workspaces = workspaces;
         self
     }
 
@@ -84,22 +51,15 @@ impl DeleteSandbox {
         chat_id: ChatId,
     ) -> Result<Option<SandboxSession>, DeleteSandboxError> {
         let span = usecase_span!(
+            chat: chat_id,
             "usecase.delete_sandbox",
-            chat.id = %chat_id,
-            session.id = Empty,
-            container.id = Empty,
             workspace.result = Empty,
         );
         let outcome = self.delete(chat_id, &span).instrument(span.clone()).await;
-        let result = match &outcome {
-            Ok(Some(_)) => "deleted",
-            Ok(None) => "not_found",
-            Err(error) => {
-                record_error(&span, error, error.kind());
-                "error"
-            }
-        };
-        span.record("sandbox.result", result);
+        let result = record_result(&span, outcome.as_ref(), |deleted| match deleted {
+            Some(_) => "deleted",
+            None => "not_found",
+        });
         metrics::counter!(DELETE_TOTAL, "result" => result).increment(1);
         outcome
     }
@@ -109,18 +69,15 @@ impl DeleteSandbox {
         chat_id: ChatId,
         span: &Span,
     ) -> Result<Option<SandboxSession>, DeleteSandboxError> {
-        let _lock = self.locker.lock(chat_id).await?;
-        let Some(session) = self.repository.get_running_by_chat(chat_id).await? else {
+        let _lock = self.lifecycle.locker.lock(chat_id).await?;
+        let Some(session) = self.lifecycle.repository.get_running_by_chat(chat_id).await? else {
             return Ok(None);
         };
         span.record("session.id", display(session.session_id));
         span.record("container.id", display(&session.container_id));
-        let (engines, workspaces) = (&self.engines, self.workspaces.as_ref());
-        let now = self.clock.now();
-        retire::<DeleteSandboxError>(engines, workspaces, &session, SaveReason::Delete, now)
-            .await?;
-        self.repository.delete(session.session_id).await?;
-        refresh_active_count(self.repository.as_ref()).await;
+        let now = self.lifecycle.clock.now();
+        self.lifecycle.remove::<DeleteSandboxError>(&session, SaveReason::Delete, now).await?;
+        refresh_active_count(self.lifecycle.repository.as_ref()).await;
         tracing::info!(
             chat_id = %session.chat_id,
             session_id = %session.session_id,

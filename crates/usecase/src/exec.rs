@@ -3,6 +3,8 @@
 use std::time::{Duration, Instant};
 
 use sandkeeper_domain::{ChatId, SandboxSession};
+use sandkeeper_ports::debug_fields;
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{
     ExecError, ExecOutput, ExecRequest, OutputSender, WORKSPACE_DIR, WorkspacePath,
 };
@@ -10,7 +12,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::access::{AccessError, Entered, Operation, SandboxAccess};
-use crate::telemetry::{record_error, usecase_span};
+use crate::telemetry::{record_result, usecase_span};
 
 /// Counter `sandbox.exec.total{result=ok|timeout|error}`. `ok` means the command ran to its
 /// end, whatever its exit code; `error` covers every refusal and failure.
@@ -113,16 +115,12 @@ pub enum ExecInSandboxError {
     Access(#[from] AccessError),
 }
 
-impl ExecInSandboxError {
-    /// A short stable name for the `error.type` label, e.g. `busy` or `runtime_error`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Invalid { .. } => "invalid_request",
-            Self::StdinTooLarge { .. } => "stdin_too_large",
-            Self::Access(error) => error.kind(),
-        }
-    }
+error_kind! {
+    ExecInSandboxError { Invalid => "invalid_request", StdinTooLarge => "stdin_too_large" }
+    wraps Access
+}
 
+impl ExecInSandboxError {
     fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::Invalid { field, reason: reason.into() }
     }
@@ -158,10 +156,8 @@ impl ExecInSandbox {
     /// sends the output of the run as it comes.
     pub async fn prepare(&self, command: ExecCommand) -> Result<PreparedExec, ExecInSandboxError> {
         let span = usecase_span!(
+            chat: command.chat_id,
             "usecase.exec_in_sandbox",
-            chat.id = %command.chat_id,
-            session.id = Empty,
-            container.id = Empty,
             exec.exit_code = Empty,
             exec.timed_out = Empty,
             exec.truncated = Empty,
@@ -221,14 +217,7 @@ pub struct PreparedExec {
     started: Instant,
 }
 
-impl std::fmt::Debug for PreparedExec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedExec")
-            .field("request", &self.request)
-            .field("entered", &self.entered)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(PreparedExec { request, entered });
 
 impl PreparedExec {
     /// Runs the command and waits for it. With `output`, its output is sent there as it is
@@ -284,15 +273,8 @@ impl PreparedExec {
 
 /// Ends an exec's span and counts it.
 fn finish(span: &Span, started: Instant, outcome: Result<&ExecOutput, &ExecInSandboxError>) {
-    let result = match outcome {
-        Ok(output) if output.timed_out => "timeout",
-        Ok(_) => "ok",
-        Err(error) => {
-            record_error(span, error, error.kind());
-            "error"
-        }
-    };
-    span.record("sandbox.result", result);
+    let result =
+        record_result(span, outcome, |output| if output.timed_out { "timeout" } else { "ok" });
     metrics::counter!(EXEC_TOTAL, "result" => result).increment(1);
     metrics::histogram!(EXEC_DURATION, "result" => result).record(started.elapsed().as_secs_f64());
 }

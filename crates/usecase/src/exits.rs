@@ -5,11 +5,12 @@
 //! the runtime within moments of the exit, and the maintenance sweep's reconcile phase, which
 //! inspects every running session's container now and then and catches what the first missed.
 
-use std::fmt;
 use std::sync::Arc;
 
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{SandboxSession, SandboxStatus, SessionId};
 use sandkeeper_ports::Report;
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::{
     ContainerExit, ContainerState, LifecycleLocker, SessionRepository, StoreError,
 };
@@ -35,13 +36,11 @@ pub(crate) enum DetectedBy {
     EngineLoss,
 }
 
-impl DetectedBy {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::ExitEvent => "exit_event",
-            Self::Maintenance => "maintenance",
-            Self::EngineLoss => "engine_loss",
-        }
+spelling! {
+    DetectedBy {
+        ExitEvent => "exit_event",
+        Maintenance => "maintenance",
+        EngineLoss => "engine_loss",
     }
 }
 
@@ -93,14 +92,12 @@ pub enum IgnoredExit {
     OtherContainer,
 }
 
-impl IgnoredExit {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::NoSession => "no_session",
-            Self::SessionGone => "session_gone",
-            Self::NotRunning => "not_running",
-            Self::OtherContainer => "other_container",
-        }
+spelling! {
+    IgnoredExit {
+        NoSession => "no_session",
+        SessionGone => "session_gone",
+        NotRunning => "not_running",
+        OtherContainer => "other_container",
     }
 }
 
@@ -117,11 +114,7 @@ pub struct RecordContainerExit {
     pool: Option<WarmPools>,
 }
 
-impl fmt::Debug for RecordContainerExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecordContainerExit").finish_non_exhaustive()
-    }
-}
+debug_fields!(RecordContainerExit {});
 
 impl RecordContainerExit {
     pub fn new(repository: Arc<dyn SessionRepository>, locker: Arc<dyn LifecycleLocker>) -> Self {
@@ -165,7 +158,7 @@ impl RecordContainerExit {
                 "ignored"
             }
             Err(error) => {
-                record_error(&span, error, error.kind());
+                record_error(&span, error);
                 tracing::warn!(
                     parent: &span,
                     container_id = %exit.container_id,

@@ -3,12 +3,13 @@
 use std::time::Instant;
 
 use sandkeeper_domain::{ChatId, SandboxSession};
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{FileError, PathError, WorkspacePath};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::access::{AccessError, Entered, Operation, SandboxAccess};
-use crate::telemetry::{record_error, usecase_span};
+use crate::telemetry::{record_result, usecase_span};
 
 /// Counter `sandbox.file.total{operation=upload|download, result=ok|error}`.
 const FILE_TOTAL: &str = "sandbox.file.total";
@@ -70,16 +71,7 @@ pub enum SandboxFilesError {
     Access(#[from] AccessError),
 }
 
-impl SandboxFilesError {
-    /// A short stable name for the `error.type` label, e.g. `file_not_found`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::InvalidPath(_) => "invalid_path",
-            Self::File(error) => error.kind(),
-            Self::Access(error) => error.kind(),
-        }
-    }
-}
+error_kind!(SandboxFilesError { InvalidPath => "invalid_path" } wraps File, Access);
 
 /// The two transfers, each with a span of its own.
 #[derive(Debug, Clone, Copy)]
@@ -185,12 +177,10 @@ fn file_span(transfer: Transfer, chat_id: ChatId, path: &str) -> Span {
     macro_rules! transfer_span {
         ($name:literal) => {
             usecase_span!(
+                chat: chat_id,
                 $name,
-                chat.id = %chat_id,
                 file.path = %shown,
                 file.size = Empty,
-                session.id = Empty,
-                container.id = Empty,
             )
         };
     }
@@ -217,18 +207,10 @@ fn finish<T>(
     outcome: &Result<T, SandboxFilesError>,
     size: impl Fn(&T) -> u64,
 ) {
-    let result = match outcome {
-        Ok(done) => {
-            metrics::histogram!(FILE_BYTES, "operation" => transfer.as_str())
-                .record(size(done) as f64);
-            "ok"
-        }
-        Err(error) => {
-            record_error(span, error, error.kind());
-            "error"
-        }
-    };
-    span.record("sandbox.result", result);
+    let result = record_result(span, outcome.as_ref(), |done| {
+        metrics::histogram!(FILE_BYTES, "operation" => transfer.as_str()).record(size(done) as f64);
+        "ok"
+    });
     metrics::counter!(FILE_TOTAL, "operation" => transfer.as_str(), "result" => result)
         .increment(1);
     metrics::histogram!(FILE_DURATION, "operation" => transfer.as_str(), "result" => result)

@@ -1,14 +1,16 @@
 //! Keeping a chat's sandbox alive: moving its expiry later, when asked (keep-alive) or because
 //! the sandbox is in use (sliding expiry), never past its maximum lifetime.
 
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
 use sandkeeper_ports::Report;
+use sandkeeper_ports::debug_fields;
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{Clock, LifecycleLocker, SessionRepository, StoreError};
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
@@ -63,21 +65,7 @@ pub enum KeepAliveResult {
     Unchanged,
 }
 
-impl KeepAliveResult {
-    /// The spelling used in telemetry and the API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Extended => "extended",
-            Self::Unchanged => "unchanged",
-        }
-    }
-}
-
-impl fmt::Display for KeepAliveResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+spelling!(KeepAliveResult { Extended => "extended", Unchanged => "unchanged" });
 
 /// The chat's sandbox after the keep-alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,15 +100,7 @@ impl From<StoreError> for KeepAliveError {
     }
 }
 
-impl KeepAliveError {
-    /// A short stable name for the `error.type` label, e.g. `no_sandbox`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::InvalidTtl { .. } => "invalid_ttl",
-            Self::Access(error) => error.kind(),
-        }
-    }
-}
+error_kind!(KeepAliveError { InvalidTtl => "invalid_ttl" } wraps Access);
 
 fn seconds(duration: Duration) -> String {
     if duration.subsec_nanos() == 0 {
@@ -137,14 +117,7 @@ enum Trigger {
     Activity,
 }
 
-impl Trigger {
-    const fn as_str(self) -> &'static str {
-        match self {
-            Self::Request => "request",
-            Self::Activity => "activity",
-        }
-    }
-}
+spelling!(Trigger { Request => "request", Activity => "activity" });
 
 /// Moves a chat's running sandbox's expiry to `now + ttl`, bounded by its maximum lifetime
 /// (`created_at + max_lifetime`), and never earlier than it already is.
@@ -166,11 +139,7 @@ pub struct KeepAlive {
     settings: KeepAliveSettings,
 }
 
-impl fmt::Debug for KeepAlive {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeepAlive").field("settings", &self.settings).finish_non_exhaustive()
-    }
-}
+debug_fields!(KeepAlive { settings });
 
 impl KeepAlive {
     pub fn new(
@@ -266,12 +235,10 @@ impl KeepAlive {
         trigger: Trigger,
     ) -> Result<KeepAliveOutcome, KeepAliveError> {
         let span = usecase_span!(
+            chat: chat_id,
             "usecase.keep_alive",
-            chat.id = %chat_id,
             sandbox.trigger = trigger.as_str(),
             ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            session.id = Empty,
-            container.id = Empty,
             sandbox.expires_at = Empty,
             sandbox.lifetime_ends_at = Empty,
         );
@@ -296,12 +263,12 @@ impl KeepAlive {
             Err(error @ KeepAliveError::Access(AccessError::NoSandbox { .. })) => {
                 // For the sliding expiry a sandbox that went away is no error of the push.
                 if trigger == Trigger::Request {
-                    record_error(&span, error, error.kind());
+                    record_error(&span, error);
                 }
                 "not_found"
             }
             Err(error) => {
-                record_error(&span, error, error.kind());
+                record_error(&span, error);
                 "error"
             }
         };

@@ -40,6 +40,7 @@ pub use create::{
     CreateOutcome, CreateResult, CreateSandbox, CreateSandboxCommand, CreateSandboxError,
 };
 pub use delete::{DeleteSandbox, DeleteSandboxError};
+pub use engines::RemovalError;
 pub use exec::{
     DEFAULT_EXEC_OUTPUT_LIMIT, DEFAULT_EXEC_STDIN_LIMIT, DEFAULT_EXEC_TIMEOUT,
     DEFAULT_MAX_EXEC_TIMEOUT, ExecCommand, ExecInSandbox, ExecInSandboxError, ExecOutcome,

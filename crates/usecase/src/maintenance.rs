@@ -38,11 +38,13 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use sandkeeper_domain::{ContainerId, SandboxSession, SandboxStatus, SessionId, Timestamp};
-use sandkeeper_ports::Report;
+use sandkeeper_ports::debug_fields;
+use sandkeeper_ports::inprocess::lock;
 use sandkeeper_ports::{
     Clock, ContainerState, Engine, Engines, LeaseRequest, MaintenanceLeases, ManagedContainer,
     SessionRepository, StoreError,
 };
+use sandkeeper_ports::{ErrorKind, Report};
 use tracing::Instrument;
 
 use crate::workspace::{SaveReason, Workspaces};
@@ -172,6 +174,12 @@ impl MaintenanceError {
     }
 }
 
+impl ErrorKind for MaintenanceError {
+    fn kind(&self) -> &'static str {
+        MaintenanceError::kind(self)
+    }
+}
+
 /// The lease-gated maintenance sweep over the session store and the container runtime.
 pub struct MaintenanceSweep {
     repository: Arc<dyn SessionRepository>,
@@ -213,11 +221,11 @@ fn session_key(session: &SandboxSession) -> SessionKey {
 
 fn read<T: Clone>(cursor: &Mutex<Option<T>>) -> Option<T> {
     // A cursor is only ever replaced whole, so a poisoned one is still a valid position.
-    cursor.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    lock(cursor).clone()
 }
 
 fn write<T>(cursor: &Mutex<Option<T>>, position: Option<T>) {
-    *cursor.lock().unwrap_or_else(|p| p.into_inner()) = position;
+    *lock(cursor) = position;
 }
 
 /// Moves a session cursor past the rows of `page` that were handled (the first `handled`).
@@ -244,11 +252,7 @@ fn container_key(container: &ManagedContainer) -> ContainerKey {
     (container.created_at, container.container_id.clone())
 }
 
-impl std::fmt::Debug for MaintenanceSweep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MaintenanceSweep").field("settings", &self.settings).finish_non_exhaustive()
-    }
-}
+debug_fields!(MaintenanceSweep { settings });
 
 /// What the reconcile phase decided about one running session.
 enum Reconciled {
@@ -347,7 +351,7 @@ impl MaintenanceSweep {
             }
             Err(error) => {
                 span.record("sandbox.result", "failed");
-                record_error(&span, error, error.kind());
+                record_error(&span, error);
                 count_run("failed");
                 tracing::error!(
                     error = error.kind(),
@@ -431,14 +435,14 @@ impl MaintenanceSweep {
             return false;
         }
         let now = self.clock.now();
-        let renewed_at = *pass.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+        let renewed_at = *lock(&pass.renewed_at);
         if now < add(renewed_at, self.settings.lease_duration / 3) {
             return true;
         }
         let settings = &self.settings;
         match self.leases.renew(&settings.lease_name, &pass.token, settings.lease_duration).await {
             Ok(true) => {
-                let mut renewed_at = pass.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+                let mut renewed_at = lock(&pass.renewed_at);
                 *renewed_at = (*renewed_at).max(now);
                 true
             }

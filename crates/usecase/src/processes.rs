@@ -7,15 +7,15 @@
 use std::time::Duration;
 
 use sandkeeper_domain::{ChatId, SandboxSession};
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{ProcessError, ProcessInfo, ProcessLogs, ProcessSpec};
-use tracing::field::Empty;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use crate::access::{AccessError, Entered, Operation, SandboxAccess};
 use crate::exec::{
     ExecCommand, ExecInSandboxError, check_command, check_env, check_stdin, resolve_workdir,
 };
-use crate::telemetry::{record_error, usecase_span};
+use crate::telemetry::{record_result, usecase_span};
 
 /// Counter `sandbox.process.total{action, result=ok|error}`.
 const PROCESS_TOTAL: &str = "sandbox.process.total";
@@ -66,16 +66,9 @@ pub enum SandboxProcessesError {
     Access(#[from] AccessError),
 }
 
-impl SandboxProcessesError {
-    /// A short stable name for the `error.type` label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Request(error) => error.kind(),
-            Self::NotFound { .. } => "process_not_found",
-            Self::TooMany { .. } => "too_many_processes",
-            Self::Access(error) => error.kind(),
-        }
-    }
+error_kind! {
+    SandboxProcessesError { NotFound => "process_not_found", TooMany => "too_many_processes" }
+    wraps Request, Access
 }
 
 /// A process started, and the sandbox it runs in.
@@ -193,11 +186,9 @@ impl SandboxProcesses {
         work: impl AsyncFnOnce(&Entered) -> Result<T, ProcessError>,
     ) -> Result<T, SandboxProcessesError> {
         let span = usecase_span!(
+            chat: chat_id,
             "usecase.sandbox_processes",
-            chat.id = %chat_id,
             process.action = action,
-            session.id = Empty,
-            container.id = Empty,
         );
         let outcome = async {
             let entered = self.access.enter(chat_id, Operation::Process).await?;
@@ -212,7 +203,8 @@ impl SandboxProcesses {
         }
         .instrument(span.clone())
         .await;
-        finish(&span, action, outcome.as_ref().err());
+        let result = record_result(&span, outcome.as_ref(), |_| "ok");
+        metrics::counter!(PROCESS_TOTAL, "action" => action, "result" => result).increment(1);
         outcome
     }
 
@@ -238,16 +230,4 @@ impl SandboxProcesses {
             started_at: self.access.now(),
         })
     }
-}
-
-fn finish(span: &Span, action: &'static str, error: Option<&SandboxProcessesError>) {
-    let result = match error {
-        None => "ok",
-        Some(error) => {
-            record_error(span, error, error.kind());
-            "error"
-        }
-    };
-    span.record("sandbox.result", result);
-    metrics::counter!(PROCESS_TOTAL, "action" => action, "result" => result).increment(1);
 }

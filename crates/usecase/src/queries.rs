@@ -1,7 +1,7 @@
-use std::fmt;
 use std::sync::Arc;
 
 use sandkeeper_domain::{ChatId, EngineName, SandboxSession, SandboxStatus};
+use sandkeeper_ports::debug_fields;
 use sandkeeper_ports::{SessionRepository, StoreError};
 
 /// Read-only questions the API asks about sessions. No lock is taken: a read may be a moment
@@ -11,11 +11,7 @@ pub struct SandboxQueries {
     repository: Arc<dyn SessionRepository>,
 }
 
-impl fmt::Debug for SandboxQueries {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SandboxQueries").finish_non_exhaustive()
-    }
-}
+debug_fields!(SandboxQueries {});
 
 impl SandboxQueries {
     pub fn new(repository: Arc<dyn SessionRepository>) -> Self {

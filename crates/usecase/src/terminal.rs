@@ -6,13 +6,13 @@
 use std::time::{Duration, Instant};
 
 use sandkeeper_domain::ChatId;
+use sandkeeper_ports::error_kind;
 use sandkeeper_ports::{ExecError, TerminalInput};
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use tracing::field::Empty;
 
 use crate::access::{AccessError, Entered, Operation, SandboxAccess};
-use crate::telemetry::{record_error, usecase_span};
+use crate::telemetry::{record_result, usecase_span};
 
 /// Counter `sandbox.terminal.total{result=ok|error}`: terminals opened, or refused.
 const TERMINAL_TOTAL: &str = "sandbox.terminal.total";
@@ -32,14 +32,7 @@ pub enum TerminalError {
     Access(#[from] AccessError),
 }
 
-impl TerminalError {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::InvalidSize { .. } => "invalid_size",
-            Self::Access(error) => error.kind(),
-        }
-    }
-}
+error_kind!(TerminalError { InvalidSize => "invalid_size" } wraps Access);
 
 /// Opens terminals in the chats' sandboxes.
 #[derive(Debug, Clone)]
@@ -71,10 +64,8 @@ impl SandboxTerminal {
         rows: u32,
     ) -> Result<OpenTerminal, TerminalError> {
         let span = usecase_span!(
+            chat: chat_id,
             "usecase.sandbox_terminal",
-            chat.id = %chat_id,
-            session.id = Empty,
-            container.id = Empty,
         );
         let opened: Result<OpenTerminal, TerminalError> = async {
             let cols = size("cols", cols)?;
@@ -97,14 +88,7 @@ impl SandboxTerminal {
         }
         .instrument(span.clone())
         .await;
-        let result = match &opened {
-            Ok(_) => "ok",
-            Err(error) => {
-                record_error(&span, error, error.kind());
-                "error"
-            }
-        };
-        span.record("sandbox.result", result);
+        let result = record_result(&span, opened.as_ref(), |_| "ok");
         metrics::counter!(TERMINAL_TOTAL, "result" => result).increment(1);
         opened
     }

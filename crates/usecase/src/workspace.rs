@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sandkeeper_domain::spelling;
 use sandkeeper_domain::{ChatId, SandboxSession, SessionId, Timestamp};
+use sandkeeper_ports::debug_fields;
+use sandkeeper_ports::error_kind;
+use sandkeeper_ports::inprocess::{Locked, lock};
 use sandkeeper_ports::{
     ArchiveError, ArchiveFile, Cause, Clock, Engines, InvalidArchive, LifecycleLocker, Report,
     SessionRepository, StoreError, WorkspaceMeta, WorkspaceStore, check_archive_file,
@@ -76,15 +80,13 @@ pub enum SaveReason {
     Checkpoint,
 }
 
-impl SaveReason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Expiry => "expiry",
-            Self::Replacement => "replacement",
-            Self::Delete => "delete",
-            Self::Sweep => "sweep",
-            Self::Checkpoint => "checkpoint",
-        }
+spelling! {
+    SaveReason {
+        Expiry => "expiry",
+        Replacement => "replacement",
+        Delete => "delete",
+        Sweep => "sweep",
+        Checkpoint => "checkpoint",
     }
 }
 
@@ -132,18 +134,15 @@ pub enum WorkspaceError {
     Store(#[from] StoreError),
 }
 
-impl WorkspaceError {
-    /// A short stable name for the `error.type` label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Archive { .. } => "workspace_archive_failed",
-            Self::Restore { .. } => "workspace_restore_failed",
-            Self::Corrupt { .. } => "workspace_corrupt",
-            Self::InvalidArchive(_) => "invalid_archive",
-            Self::NoWorkspace { .. } => "no_workspace",
-            Self::Store(error) => error.kind(),
-        }
+error_kind! {
+    WorkspaceError {
+        Archive => "workspace_archive_failed",
+        Restore => "workspace_restore_failed",
+        Corrupt => "workspace_corrupt",
+        InvalidArchive => "invalid_archive",
+        NoWorkspace => "no_workspace",
     }
+    wraps Store
 }
 
 fn local(error: std::io::Error) -> StoreError {
@@ -156,7 +155,7 @@ fn local(error: std::io::Error) -> StoreError {
 /// the store is written once per sandbox, not once per operation.
 #[derive(Clone, Default)]
 pub struct WorkspaceChanges {
-    changed: Arc<Mutex<HashMap<SessionId, (ChatId, u64)>>>,
+    changed: Arc<Locked<HashMap<SessionId, (ChatId, u64)>>>,
     used: Arc<Mutex<HashSet<SessionId>>>,
 }
 
@@ -171,13 +170,9 @@ impl fmt::Debug for WorkspaceChanges {
 }
 
 impl WorkspaceChanges {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, (ChatId, u64)>) -> T) -> T {
-        f(&mut self.changed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
-    }
-
     /// The sandbox of `session` may have changed its workspace.
     pub fn mark(&self, session: &SandboxSession) {
-        self.with(|changed| {
+        self.changed.with(|changed| {
             let entry = changed.entry(session.session_id).or_insert((session.chat_id, 0));
             entry.1 += 1;
         });
@@ -185,7 +180,7 @@ impl WorkspaceChanges {
 
     /// The sandboxes changed since their last archive, with the change count seen now.
     pub fn pending(&self) -> Vec<(SessionId, ChatId, u64)> {
-        self.with(|changed| {
+        self.changed.with(|changed| {
             changed.iter().map(|(session, (chat, count))| (*session, *chat, *count)).collect()
         })
     }
@@ -193,7 +188,7 @@ impl WorkspaceChanges {
     /// The archive taken after change `seen` is stored: forget the session unless it changed
     /// again meanwhile.
     fn archived(&self, session_id: SessionId, seen: u64) {
-        self.with(|changed| {
+        self.changed.with(|changed| {
             if changed.get(&session_id).is_some_and(|(_, count)| *count == seen) {
                 changed.remove(&session_id);
             }
@@ -203,7 +198,7 @@ impl WorkspaceChanges {
     /// Whether this is the first operation of this process in the sandbox of `session_id`
     /// since it was last forgotten: its use must then be recorded in the store.
     pub(crate) fn first_use(&self, session_id: SessionId) -> bool {
-        let mut used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut used = lock(&self.used);
         if used.len() >= USED_REMEMBERED {
             used.clear();
         }
@@ -212,8 +207,8 @@ impl WorkspaceChanges {
 
     /// The sandbox is removed (or its use could not be recorded): nothing of it is kept.
     pub(crate) fn forget(&self, session_id: SessionId) {
-        self.with(|changed| changed.remove(&session_id));
-        self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&session_id);
+        self.changed.with(|changed| changed.remove(&session_id));
+        lock(&self.used).remove(&session_id);
     }
 }
 
@@ -236,11 +231,7 @@ pub struct Workspaces {
     changes: WorkspaceChanges,
 }
 
-impl fmt::Debug for Workspaces {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Workspaces").field("settings", &self.settings).finish_non_exhaustive()
-    }
-}
+debug_fields!(Workspaces { settings });
 
 impl Workspaces {
     pub fn new(

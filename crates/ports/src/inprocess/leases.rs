@@ -1,16 +1,17 @@
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sandkeeper_domain::Timestamp;
 
+use super::Locked;
 use crate::{Clock, LeaseRequest, MaintenanceLeases, StoreError};
 
 /// Named leases kept in this process, judged by the given clock. They coordinate tasks of one
 /// process only; replicas share leases through the SQL store.
 pub struct InMemoryLeases {
     clock: Arc<dyn Clock>,
-    leases: Mutex<HashMap<String, Lease>>,
+    leases: Locked<HashMap<String, Lease>>,
 }
 
 #[derive(Debug, Clone)]
@@ -21,27 +22,18 @@ struct Lease {
     state: Option<String>,
 }
 
-impl std::fmt::Debug for InMemoryLeases {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryLeases").finish_non_exhaustive()
-    }
-}
+debug_fields!(InMemoryLeases {});
 
 impl InMemoryLeases {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock, leases: Mutex::new(HashMap::new()) }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Lease>) -> T) -> T {
-        let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut leases)
+        Self { clock, leases: Locked::new(HashMap::new()) }
     }
 
     /// Frees the lease if `holder` holds it (a lease held by another is left alone), and
     /// records the completion of a run when `completed`.
     fn let_go(&self, name: &str, holder: &str, completed: bool) {
         let now = self.clock.now();
-        self.with(|leases| {
+        self.leases.with(|leases| {
             if let Some(lease) =
                 leases.get_mut(name).filter(|l| l.holder.as_deref() == Some(holder))
             {
@@ -73,7 +65,7 @@ impl MaintenanceLeases for InMemoryLeases {
     async fn try_acquire(&self, request: &LeaseRequest<'_>) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let recent_cutoff = minus(now, request.min_interval);
-        Ok(self.with(|leases| {
+        Ok(self.leases.with(|leases| {
             let lease = leases.entry(request.name.to_owned()).or_insert(Lease {
                 holder: None,
                 lease_expires_at: now,
@@ -98,7 +90,7 @@ impl MaintenanceLeases for InMemoryLeases {
         duration: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        Ok(self.with(|leases| match leases.get_mut(name) {
+        Ok(self.leases.with(|leases| match leases.get_mut(name) {
             Some(lease)
                 if lease.holder.as_deref() == Some(holder) && lease.lease_expires_at > now =>
             {
@@ -120,12 +112,12 @@ impl MaintenanceLeases for InMemoryLeases {
     }
 
     async fn load_state(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.with(|leases| leases.get(name).and_then(|lease| lease.state.clone())))
+        Ok(self.leases.with(|leases| leases.get(name).and_then(|lease| lease.state.clone())))
     }
 
     async fn save_state(&self, name: &str, holder: &str, state: &str) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        Ok(self.with(|leases| match leases.get_mut(name) {
+        Ok(self.leases.with(|leases| match leases.get_mut(name) {
             Some(lease)
                 if lease.holder.as_deref() == Some(holder) && lease.lease_expires_at > now =>
             {

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use sandkeeper_domain::ChatId;
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::lock;
 use crate::{ChatLockGuard, LifecycleLocker, StoreError};
 
 /// A lock per chat, for one process.
@@ -32,7 +33,7 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut table = self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut table = lock(&self.table);
         if let Some(entry) = table.get_mut(&self.chat_id) {
             entry.users -= 1;
             if entry.users == 0 {
@@ -49,7 +50,7 @@ impl ProcessLocalLocker {
 
     /// How many chats currently have a holder or a waiter.
     pub fn active_chats(&self) -> usize {
-        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        lock(&self.table).len()
     }
 }
 
@@ -57,7 +58,7 @@ impl ProcessLocalLocker {
 impl LifecycleLocker for ProcessLocalLocker {
     async fn lock(&self, chat_id: ChatId) -> Result<ChatLockGuard, StoreError> {
         let lock = {
-            let mut table = self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut table = lock(&self.table);
             let entry = table
                 .entry(chat_id)
                 .or_insert_with(|| Entry { lock: Arc::new(AsyncMutex::new(())), users: 0 });

@@ -1,25 +1,20 @@
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use sandkeeper_domain::{ContainerId, SlotId, Timestamp};
 
+use super::Locked;
 use crate::{PoolCounts, PoolSlot, PoolStore, SlotState, StoreError};
 
 /// The warm pool's slots kept in a map in this process (one replica, or tests).
 #[derive(Debug, Default)]
 pub struct InMemoryPoolStore {
-    slots: Mutex<HashMap<SlotId, PoolSlot>>,
+    slots: Locked<HashMap<SlotId, PoolSlot>>,
 }
 
 impl InMemoryPoolStore {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<SlotId, PoolSlot>) -> T) -> T {
-        // Every write is one insert, remove or whole-field assignment: a poisoned map is whole.
-        f(&mut self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 
@@ -44,7 +39,7 @@ impl PoolStore for InMemoryPoolStore {
         target: u64,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        Ok(self.with(|slots| {
+        Ok(self.slots.with(|slots| {
             let counts = counts_in(slots, fingerprint);
             if counts.starting + counts.ready >= target || slots.contains_key(&slot_id) {
                 return false;
@@ -70,7 +65,7 @@ impl PoolStore for InMemoryPoolStore {
         container_id: &ContainerId,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        Ok(self.with(|slots| match slots.get_mut(&slot_id) {
+        Ok(self.slots.with(|slots| match slots.get_mut(&slot_id) {
             Some(slot) if slot.state == SlotState::Starting => {
                 slot.state = SlotState::Ready;
                 slot.container_id = Some(container_id.clone());
@@ -86,7 +81,7 @@ impl PoolStore for InMemoryPoolStore {
         fingerprint: &str,
         now: Timestamp,
     ) -> Result<Option<PoolSlot>, StoreError> {
-        Ok(self.with(|slots| {
+        Ok(self.slots.with(|slots| {
             let oldest = slots
                 .values()
                 .filter(|slot| slot.state == SlotState::Ready && slot.fingerprint == fingerprint)
@@ -100,7 +95,7 @@ impl PoolStore for InMemoryPoolStore {
     }
 
     async fn remove(&self, slot_id: SlotId, state: SlotState) -> Result<bool, StoreError> {
-        Ok(self.with(|slots| {
+        Ok(self.slots.with(|slots| {
             if slots.get(&slot_id).is_some_and(|slot| slot.state == state) {
                 slots.remove(&slot_id);
                 true
@@ -114,18 +109,18 @@ impl PoolStore for InMemoryPoolStore {
         &self,
         container_id: &ContainerId,
     ) -> Result<Option<PoolSlot>, StoreError> {
-        Ok(self.with(|slots| {
+        Ok(self.slots.with(|slots| {
             slots.values().find(|slot| slot.container_id.as_ref() == Some(container_id)).cloned()
         }))
     }
 
     async fn list(&self) -> Result<Vec<PoolSlot>, StoreError> {
-        let mut slots: Vec<PoolSlot> = self.with(|slots| slots.values().cloned().collect());
+        let mut slots: Vec<PoolSlot> = self.slots.with(|slots| slots.values().cloned().collect());
         slots.sort_by_key(|slot| (slot.created_at, slot.slot_id));
         Ok(slots)
     }
 
     async fn counts(&self, fingerprint: &str) -> Result<PoolCounts, StoreError> {
-        Ok(self.with(|slots| counts_in(slots, fingerprint)))
+        Ok(self.slots.with(|slots| counts_in(slots, fingerprint)))
     }
 }

@@ -6,12 +6,13 @@ use sandkeeper_domain::{
     ChatId, ContainerId, EngineName, SandboxSession, SandboxStatus, SessionId, Timestamp,
 };
 
+use super::{Locked, lock};
 use crate::{SaveError, SessionRepository, StoreError};
 
 /// Sessions kept in a map in this process.
 #[derive(Debug, Default)]
 pub struct InMemorySessionRepository {
-    sessions: Mutex<HashMap<SessionId, SandboxSession>>,
+    sessions: Locked<HashMap<SessionId, SandboxSession>>,
     /// The sessions whose workspace an operation used (see `mark_workspace_used`).
     used: Mutex<HashSet<SessionId>>,
 }
@@ -19,13 +20,6 @@ pub struct InMemorySessionRepository {
 impl InMemorySessionRepository {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, SandboxSession>) -> T) -> T {
-        // A panic while the map is held cannot leave it half-updated: every write is one insert,
-        // one remove or one field assignment. So a poisoned lock is still safe to use.
-        let mut sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut sessions)
     }
 
     /// Inserts or replaces the session unless a running one would be the chat's second.
@@ -65,7 +59,7 @@ impl SessionRepository for InMemorySessionRepository {
         &self,
         chat_id: ChatId,
     ) -> Result<Option<SandboxSession>, StoreError> {
-        Ok(self.with(|sessions| {
+        Ok(self.sessions.with(|sessions| {
             sessions
                 .values()
                 .find(|s| s.chat_id == chat_id && s.status == SandboxStatus::Running)
@@ -74,11 +68,11 @@ impl SessionRepository for InMemorySessionRepository {
     }
 
     async fn get(&self, session_id: SessionId) -> Result<Option<SandboxSession>, StoreError> {
-        Ok(self.with(|sessions| sessions.get(&session_id).cloned()))
+        Ok(self.sessions.with(|sessions| sessions.get(&session_id).cloned()))
     }
 
     async fn save(&self, session: &SandboxSession) -> Result<(), SaveError> {
-        self.with(|sessions| Self::save_in(sessions, session))
+        self.sessions.with(|sessions| Self::save_in(sessions, session))
     }
 
     async fn save_within(
@@ -86,7 +80,7 @@ impl SessionRepository for InMemorySessionRepository {
         session: &SandboxSession,
         max_running: u64,
     ) -> Result<bool, SaveError> {
-        self.with(|sessions| {
+        self.sessions.with(|sessions| {
             let others = sessions
                 .values()
                 .filter(|s| {
@@ -105,7 +99,7 @@ impl SessionRepository for InMemorySessionRepository {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
-        Ok(self.with(|sessions| {
+        Ok(self.sessions.with(|sessions| {
             Self::sorted(
                 sessions,
                 |s| s.status == SandboxStatus::Running && s.is_expired(now),
@@ -121,7 +115,7 @@ impl SessionRepository for InMemorySessionRepository {
         after: Option<(Timestamp, SessionId)>,
         limit: usize,
     ) -> Result<Vec<SandboxSession>, StoreError> {
-        Ok(self.with(|sessions| {
+        Ok(self.sessions.with(|sessions| {
             Self::sorted(
                 sessions,
                 |s| {
@@ -135,13 +129,13 @@ impl SessionRepository for InMemorySessionRepository {
     }
 
     async fn count_running(&self) -> Result<u64, StoreError> {
-        Ok(self.with(|sessions| {
+        Ok(self.sessions.with(|sessions| {
             sessions.values().filter(|s| s.status == SandboxStatus::Running).count() as u64
         }))
     }
 
     async fn count_running_by_engine(&self) -> Result<Vec<(EngineName, u64)>, StoreError> {
-        Ok(self.with(|sessions| {
+        Ok(self.sessions.with(|sessions| {
             let mut counts = std::collections::BTreeMap::<EngineName, u64>::new();
             for session in sessions.values().filter(|s| s.status == SandboxStatus::Running) {
                 *counts.entry(session.engine.clone()).or_default() += 1;
@@ -151,11 +145,11 @@ impl SessionRepository for InMemorySessionRepository {
     }
 
     async fn delete(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        Ok(self.with(|sessions| sessions.remove(&session_id).is_some()))
+        Ok(self.sessions.with(|sessions| sessions.remove(&session_id).is_some()))
     }
 
     async fn delete_terminal(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        Ok(self.with(|sessions| {
+        Ok(self.sessions.with(|sessions| {
             let terminal = sessions.get(&session_id).is_some_and(|s| s.status.is_terminal());
             terminal && sessions.remove(&session_id).is_some()
         }))
@@ -166,7 +160,7 @@ impl SessionRepository for InMemorySessionRepository {
         session_id: SessionId,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        Ok(self.with(|sessions| match sessions.get_mut(&session_id) {
+        Ok(self.sessions.with(|sessions| match sessions.get_mut(&session_id) {
             Some(session)
                 if session.status == SandboxStatus::Running && session.expires_at < expires_at =>
             {
@@ -183,7 +177,7 @@ impl SessionRepository for InMemorySessionRepository {
         from: SandboxStatus,
         to: SandboxStatus,
     ) -> Result<bool, StoreError> {
-        self.with(|sessions| {
+        self.sessions.with(|sessions| {
             let Some(current) = sessions.get(&session_id) else {
                 return Ok(false);
             };
@@ -208,15 +202,15 @@ impl SessionRepository for InMemorySessionRepository {
     }
 
     async fn mark_workspace_used(&self, session_id: SessionId) -> Result<(), StoreError> {
-        if self.with(|sessions| sessions.contains_key(&session_id)) {
-            self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(session_id);
+        if self.sessions.with(|sessions| sessions.contains_key(&session_id)) {
+            lock(&self.used).insert(session_id);
         }
         Ok(())
     }
 
     async fn workspace_used(&self, session_id: SessionId) -> Result<bool, StoreError> {
-        let known = self.with(|sessions| sessions.contains_key(&session_id));
-        let used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let known = self.sessions.with(|sessions| sessions.contains_key(&session_id));
+        let used = lock(&self.used);
         Ok(!known || used.contains(&session_id))
     }
 
@@ -224,7 +218,7 @@ impl SessionRepository for InMemorySessionRepository {
         &self,
         container_id: &ContainerId,
     ) -> Result<Option<SandboxSession>, StoreError> {
-        Ok(self.with(|sessions| {
+        Ok(self.sessions.with(|sessions| {
             sessions
                 .values()
                 .filter(|s| &s.container_id == container_id)

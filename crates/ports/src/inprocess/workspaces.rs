@@ -1,16 +1,16 @@
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use sandkeeper_domain::{ChatId, Timestamp};
 
+use super::Locked;
 use crate::{ArchiveFile, Cause, StoreError, WorkspaceMeta, WorkspaceStore};
 
 /// Workspace archives held in memory: for use-case tests and embedders without persistence.
 #[derive(Default)]
 pub struct InMemoryWorkspaceStore {
-    archives: Mutex<HashMap<ChatId, Stored>>,
+    archives: Locked<HashMap<ChatId, Stored>>,
 }
 
 struct Stored {
@@ -19,20 +19,11 @@ struct Stored {
     used_at: Timestamp,
 }
 
-impl std::fmt::Debug for InMemoryWorkspaceStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryWorkspaceStore").finish_non_exhaustive()
-    }
-}
+debug_fields!(InMemoryWorkspaceStore {});
 
 impl InMemoryWorkspaceStore {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<ChatId, Stored>) -> T) -> T {
-        let mut archives = self.archives.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut archives)
     }
 }
 
@@ -45,7 +36,7 @@ impl WorkspaceStore for InMemoryWorkspaceStore {
     async fn put(&self, meta: &WorkspaceMeta, archive: ArchiveFile) -> Result<(), StoreError> {
         let bytes = archive.read_all().await.map_err(io_failed)?;
         let meta = WorkspaceMeta { size_bytes: bytes.len() as u64, ..meta.clone() };
-        self.with(|archives| {
+        self.archives.with(|archives| {
             archives.insert(meta.chat_id, Stored { used_at: meta.saved_at, meta, bytes })
         });
         Ok(())
@@ -56,7 +47,7 @@ impl WorkspaceStore for InMemoryWorkspaceStore {
         chat_id: ChatId,
         scratch: &Path,
     ) -> Result<Option<(WorkspaceMeta, ArchiveFile)>, StoreError> {
-        let Some((meta, bytes)) = self.with(|archives| {
+        let Some((meta, bytes)) = self.archives.with(|archives| {
             archives.get(&chat_id).map(|stored| (stored.meta.clone(), stored.bytes.clone()))
         }) else {
             return Ok(None);
@@ -66,15 +57,15 @@ impl WorkspaceStore for InMemoryWorkspaceStore {
     }
 
     async fn meta(&self, chat_id: ChatId) -> Result<Option<WorkspaceMeta>, StoreError> {
-        Ok(self.with(|archives| archives.get(&chat_id).map(|stored| stored.meta.clone())))
+        Ok(self.archives.with(|archives| archives.get(&chat_id).map(|stored| stored.meta.clone())))
     }
 
     async fn delete(&self, chat_id: ChatId) -> Result<bool, StoreError> {
-        Ok(self.with(|archives| archives.remove(&chat_id).is_some()))
+        Ok(self.archives.with(|archives| archives.remove(&chat_id).is_some()))
     }
 
     async fn mark_restored(&self, chat_id: ChatId, at: Timestamp) -> Result<(), StoreError> {
-        self.with(|archives| {
+        self.archives.with(|archives| {
             if let Some(stored) = archives.get_mut(&chat_id) {
                 stored.used_at = stored.used_at.max(at);
             }
@@ -87,7 +78,7 @@ impl WorkspaceStore for InMemoryWorkspaceStore {
         before: Timestamp,
         limit: usize,
     ) -> Result<Vec<ChatId>, StoreError> {
-        Ok(self.with(|archives| {
+        Ok(self.archives.with(|archives| {
             let mut stale: Vec<(Timestamp, ChatId)> = archives
                 .iter()
                 .filter(|(_, stored)| stored.used_at < before)
