@@ -269,11 +269,16 @@ impl TestEnv {
         Some((env, server))
     }
 
-    /// Like [`TestEnv::docker_server`] with the default settings, and a chat whose sandbox runs.
-    pub async fn docker_sandbox() -> Option<(Self, Server, String)> {
-        let (env, server) = Self::docker_server(&[]).await?;
+    /// Like [`TestEnv::docker_server`], and a chat whose sandbox runs.
+    pub async fn docker_sandbox_with(args: &[&str]) -> Option<(Self, Server, String)> {
+        let (env, server) = Self::docker_server(args).await?;
         let chat_id = server.new_sandbox().await;
         Some((env, server, chat_id))
+    }
+
+    /// [`TestEnv::docker_sandbox_with`] the default settings.
+    pub async fn docker_sandbox() -> Option<(Self, Server, String)> {
+        Self::docker_sandbox_with(&[]).await
     }
 
     /// An environment whose servers run sandboxes of `image` (`--image`).

@@ -161,10 +161,11 @@ async fn a_timeout_kills_the_command_and_everything_it_started() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_beyond_the_limit_is_truncated() {
-    let Some((_env, server)) = TestEnv::docker_server(&["--exec-output-limit", "1k"]).await else {
+    let Some((_env, server, chat_id)) =
+        TestEnv::docker_sandbox_with(&["--exec-output-limit", "1k"]).await
+    else {
         return;
     };
-    let chat_id = server.new_sandbox().await;
 
     let answer = server
         .shell(
@@ -462,12 +463,11 @@ async fn in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409() {
     // The TTL leaves a loaded machine time to start the exec before the sandbox expires.
-    let Some((env, server)) =
-        TestEnv::docker_server(&["--ttl", "6s", "--cleanup-interval", "1s"]).await
+    let Some((env, server, chat_id)) =
+        TestEnv::docker_sandbox_with(&["--ttl", "6s", "--cleanup-interval", "1s"]).await
     else {
         return;
     };
-    let chat_id = server.new_sandbox().await;
     let started = Instant::now();
     let (status, body) = server
         .exec(

@@ -46,11 +46,11 @@ async fn a_streamed_exec_sends_output_while_the_command_runs_then_its_exit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamed_exec_keeps_the_output_cap_and_the_timeout() {
-    let Some((_env, server)) = TestEnv::docker_server(&["--exec-output-limit", "1000"]).await
+    let Some((_env, server, chat_id)) =
+        TestEnv::docker_sandbox_with(&["--exec-output-limit", "1000"]).await
     else {
         return;
     };
-    let chat_id = server.new_sandbox().await;
     let mut events = server
         .exec_events(
             &chat_id,

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use sandkeeper_tests::{StatusCode, TestEnv, assert_error, chat, docker, sandbox_runtime};
+use sandkeeper_tests::{StatusCode, TestEnv, assert_error, chat, sandbox_runtime};
 use serde_json::{Value, json};
 
 use super::processes_matching;
@@ -51,10 +51,11 @@ sleep 302 & echo started; wait"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_features_work_on_the_images_shell() {
-    let Some((_env, server)) = TestEnv::docker_server(&["--exec-output-limit", "1k"]).await else {
+    let Some((_env, server, chat_id)) =
+        TestEnv::docker_sandbox_with(&["--exec-output-limit", "1k"]).await
+    else {
         return;
     };
-    let chat_id = server.new_sandbox().await;
 
     let (status, answer) = server
         .exec(&chat_id, json!({"command": ["printf", "%s|", "a b", "$HOME", "*", "--", "-n"]}))
@@ -261,14 +262,9 @@ async fn calls_racing_a_delete_answer_their_result_or_sandbox_gone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_server_error() {
-    if docker("a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_server_error")
-        .is_none()
-    {
+    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
+    };
     let (status, body) = server.upload(&chat_id, "kept.txt", b"kept").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
@@ -310,11 +306,9 @@ async fn a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_ser
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_kills_what_escaped_with_setsid_and_nothing_of_another_command() {
-    let Some(env) = TestEnv::for_docker() else {
+    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
         return;
     };
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
 
     // Another command leaves a daemon behind (a new session, its parent gone) and returns.
     let daemon = "setsid sh -c 'sleep 2001 </dev/null >/dev/null 2>&1 &'";
