@@ -7,7 +7,9 @@
 //!
 //! Tests that need Docker or PostgreSQL call [`docker`] / [`postgres_url`] first: without the
 //! service they print that they skipped, unless `SANDKEEPER_REQUIRE_DOCKER=1` /
-//! `SANDKEEPER_REQUIRE_POSTGRES=1` is set, in which case they fail.
+//! `SANDKEEPER_REQUIRE_POSTGRES=1` is set, in which case they fail. Those checks, and the starts
+//! built on them ([`TestEnv::docker_server`] and the like), answer `None` where the test skips;
+//! [`or_skip!`] returns from the test there.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,19 @@ pub fn binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// The value in an `Option` that a check of a test's services answered ([`docker`],
+/// [`TestEnv::docker_server`], ...); at `None`, which the check answers only once it has said
+/// that the test skips, it returns from the test.
+#[macro_export]
+macro_rules! or_skip {
+    ($checked:expr) => {
+        match $checked {
+            Some(value) => value,
+            None => return,
+        }
+    };
 }
 
 fn required(variable: &str) -> bool {
