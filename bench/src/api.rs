@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use tokio::task::JoinSet;
 
 use crate::docker::{self, force_remove};
-use crate::report::{self, Row, Summary, Verdict};
+use crate::report::{self, Paired, Row, Verdict};
 use crate::server::Server;
 
 const ROUNDS: usize = 40;
@@ -30,7 +30,7 @@ const REUSE_GOAL: f64 = 0.5;
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
     // No background pass runs during the measurements (the start-up sweep is awaited), and no
     // sandbox expires before the end.
-    crate::server::measure_with(crate::server::QUIET, async |server, raw| {
+    crate::server::measure_with(&crate::server::quiet_with(&[]), async |server, raw| {
         let (cold, chats) = cold_create(server, raw).await?;
         let reuse = reuse(server, &chats).await?;
         Ok(vec![cold, reuse])
@@ -91,17 +91,11 @@ async fn cold_create(server: &Server, raw: &Docker) -> Result<(Row, Vec<String>)
         }
     }
 
-    let ratio = report::paired_ratio(&report::seconds(&api), &report::seconds(&direct));
-    let row = Row::ratio_at_most(
+    let row = Row::paired_at_most(
         "cold create: API PUT (201) vs raw bollard create+start (same image, same config)",
-        ratio,
         3,
         CREATE_GOAL,
-        format!(
-            "median of {ROUNDS} interleaved paired ratios; API {}; raw {}",
-            Summary::of(&api),
-            Summary::of(&direct)
-        ),
+        Paired::of("", ("API", &api), ("raw", &direct)),
     );
     Ok((row, kept))
 }

@@ -31,12 +31,11 @@ const ROUNDS: usize = 2;
 const GOAL: f64 = 1.2;
 /// Parallel creates while setting up (not measured).
 const SETUP_CONCURRENCY: usize = 8;
-/// No sandbox bound: the benchmark creates [`SANDBOXES`], beyond the default --max-sandboxes.
-const SERVER_ARGS: &[&str] =
-    &["--cleanup-interval", "1h", "--maintenance-interval", "1h", "--max-sandboxes", "0"];
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    crate::server::measure_with(SERVER_ARGS, async |server, raw| {
+    // No sandbox bound: the benchmark creates [`SANDBOXES`], beyond the default --max-sandboxes.
+    let args = crate::server::without_passes(&["--max-sandboxes", "0"]);
+    crate::server::measure_with(&args, async |server, raw| {
         Ok(vec![measure(server, raw).await?, measure_used(server, raw).await?])
     })
     .await

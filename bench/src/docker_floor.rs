@@ -16,7 +16,7 @@ use sandkeeper_domain::{ChatId, SessionId};
 use sandkeeper_ports::{ContainerSpec, SandboxRuntime};
 
 use crate::docker::{self, force_remove, raw_create, remove_instance};
-use crate::report::{self, Row, Summary};
+use crate::report::{Paired, Row};
 
 const SAMPLES: usize = 40;
 const CREATE_GOAL: f64 = 1.05;
@@ -127,20 +127,13 @@ async fn adapter_body(
     body
 }
 
-/// The figure is the median of the per-round ratios: each round's two samples were taken back to
-/// back, so a slow phase of the machine weighs on both sides of the same ratio.
+/// The figure is the median of the per-round ratios ([`Paired`]): each round's two samples were
+/// taken back to back, so a slow phase of the machine weighs on both sides of the same ratio.
 fn ratio_row(name: &str, pairs: &Pairs, goal: f64) -> Row {
-    let (adapter, raw) = (Summary::of(&pairs.adapter), Summary::of(&pairs.raw));
-    let ratio =
-        report::paired_ratio(&report::seconds(&pairs.adapter), &report::seconds(&pairs.raw));
-    Row::ratio_at_most(
+    Row::paired_at_most(
         name,
-        ratio,
         2,
         goal,
-        format!(
-            "median of {} interleaved paired ratios; adapter {adapter}; raw {raw}",
-            pairs.adapter.len()
-        ),
+        Paired::of("", ("adapter", &pairs.adapter), ("raw", &pairs.raw)),
     )
 }

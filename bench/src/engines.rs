@@ -9,14 +9,11 @@ use std::time::Instant;
 use reqwest::Method;
 use sandkeeper_adapters_docker::{DEFAULT_IMAGE, DockerConfig, DockerRuntime};
 
-use crate::report::{self, Row, Summary};
-use crate::server::{SWEEP_DONE, Server};
+use crate::report::{self, Paired, Row};
+use crate::server::{SWEEP_DONE, Server, quiet_with};
 
 const ROUNDS: usize = 40;
 const GOAL: f64 = 1.05;
-/// No background pass runs during the measurements, and no sandbox expires before the end.
-const SERVER_ARGS: &[&str] =
-    &["--ttl", "30m", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
     let socket = DockerRuntime::new(DockerConfig::new(DEFAULT_IMAGE, "bench"))
@@ -24,9 +21,9 @@ pub(crate) async fn run() -> Result<Vec<Row>, String> {
         .endpoint()
         .to_owned();
     let (a, b) = (format!("a={socket}"), format!("b={socket}"));
-    let mut two_args = SERVER_ARGS.to_vec();
-    two_args.extend(["--engine", &a, "--engine", &b]);
-    crate::server::measure_with(SERVER_ARGS, async |one, raw| {
+    // No background pass runs during the measurements, and no sandbox expires before the end.
+    let two_args = quiet_with(&["--engine", &a, "--engine", &b]);
+    crate::server::measure_with(&quiet_with(&[]), async |one, raw| {
         let two = Server::start_on(DEFAULT_IMAGE, &two_args).await?;
         let measured = match two.wait_for_log(SWEEP_DONE, std::time::Duration::from_secs(30)).await
         {
@@ -84,16 +81,10 @@ async fn compare(one: &Server, two: &Server) -> Result<Row, String> {
     if engines_used.len() != 2 {
         return Err(format!("placement used the engines {engines_used:?}, not both"));
     }
-    let ratio = report::paired_ratio(&report::seconds(&placed), &report::seconds(&single));
-    Ok(Row::ratio_at_most(
+    Ok(Row::paired_at_most(
         "cold create: two engines (placement) vs one engine, same Docker socket",
-        ratio,
         3,
         GOAL,
-        format!(
-            "median of {ROUNDS} interleaved paired ratios; two engines {}; one engine {}",
-            Summary::of(&placed),
-            Summary::of(&single)
-        ),
+        Paired::of("", ("two engines", &placed), ("one engine", &single)),
     ))
 }

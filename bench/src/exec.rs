@@ -26,7 +26,7 @@ use reqwest::{Method, StatusCode};
 use sandkeeper_adapters_docker::DEFAULT_IMAGE;
 use tokio::io::AsyncWriteExt;
 
-use crate::report::{self, Row, Summary, Verdict};
+use crate::report::{self, Paired, Row, Summary, Verdict};
 use crate::server::Server;
 
 const EXEC_ROUNDS: usize = 40;
@@ -69,7 +69,7 @@ pub(crate) async fn run() -> Result<Vec<Row>, String> {
 /// The exec and file rows on sandboxes of `image`; `suffix` ends each row's name.
 async fn run_on(image: &str, suffix: &str) -> Result<Vec<Row>, String> {
     // The sandbox lives through the whole run; no background pass runs during it.
-    crate::server::measure_on(image, crate::server::QUIET, async |server, raw| {
+    crate::server::measure_on(image, &crate::server::quiet_with(&[]), async |server, raw| {
         let chat = uuid::Uuid::new_v4().to_string();
         let sandbox = Sandbox::create(server, raw, chat).await?;
         let mut rows = vec![sandbox.exec_round_trip().await?];
@@ -186,19 +186,12 @@ impl<'a> Sandbox<'a> {
                 }
             }
         }
-        let ratio = report::paired_ratio(&report::seconds(&api), &report::seconds(&direct));
-        Ok(Row::ratio_at_most(
+        Ok(Row::paired_at_most(
             "exec round trip: API POST .../exec vs raw bollard exec (same command, same \
              sandbox)",
-            ratio,
             2,
             EXEC_GOAL,
-            format!(
-                "median of {EXEC_ROUNDS} interleaved paired ratios of `{}`; API {}; raw {}",
-                COMMAND.join(" "),
-                Summary::of(&api),
-                Summary::of(&direct)
-            ),
+            Paired::of(&format!(" of `{}`", COMMAND.join(" ")), ("API", &api), ("raw", &direct)),
         ))
     }
 

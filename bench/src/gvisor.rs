@@ -17,7 +17,7 @@ use sandkeeper_adapters_docker::DEFAULT_IMAGE;
 
 use crate::docker;
 use crate::exec::json_answer;
-use crate::report::{self, Row, Summary, Verdict};
+use crate::report::{self, Paired, Row, Verdict};
 use crate::server::{SWEEP_DONE, Server, quiet_with};
 
 /// The variable that names the engine with `runsc` registered.
@@ -77,7 +77,6 @@ async fn compare(gvisor: &Server, runc: &Server) -> Result<Vec<Row>, String> {
     let create_row = row(
         "cold create under gVisor: API PUT (201) with --runtime runsc vs the engine's default \
          runtime (runc), same engine",
-        CREATE_ROUNDS,
         &under_gvisor,
         &under_runc,
     );
@@ -102,25 +101,20 @@ async fn compare(gvisor: &Server, runc: &Server) -> Result<Vec<Row>, String> {
     let exec_row = row(
         "exec round trip under gVisor: API POST .../exec with --runtime runsc vs runc, same \
          engine",
-        EXEC_ROUNDS,
         &under_gvisor,
         &under_runc,
     );
     Ok(vec![create_row, exec_row])
 }
 
-fn row(name: &str, rounds: usize, gvisor: &[Duration], runc: &[Duration]) -> Row {
-    let ratio = report::paired_ratio(&report::seconds(gvisor), &report::seconds(runc));
+fn row(name: &str, gvisor: &[Duration], runc: &[Duration]) -> Row {
+    let paired = Paired::of("", ("runsc", gvisor), ("runc", runc));
     Row {
         name: name.to_owned(),
-        figure: format!("{ratio:.2}x"),
+        figure: format!("{:.2}x", paired.ratio),
         goal: "none (reported)".to_owned(),
         met: Verdict::Reported,
-        detail: format!(
-            "median of {rounds} interleaved paired ratios; runsc {}; runc {}",
-            Summary::of(gvisor),
-            Summary::of(runc)
-        ),
+        detail: paired.detail,
     }
 }
 

@@ -14,8 +14,8 @@ use bollard::Docker;
 use reqwest::Method;
 
 use crate::docker::{self, force_remove};
-use crate::report::{self, Row, Summary, Verdict};
-use crate::server::Server;
+use crate::report::{self, Paired, Row, Summary, Verdict};
+use crate::server::{Server, quiet_with};
 
 const POOL: usize = 8;
 const ROUNDS: usize = 24;
@@ -23,19 +23,9 @@ const RATIO_GOAL: f64 = 0.05;
 const MEDIAN_GOAL: Duration = Duration::from_millis(10);
 const FILL_TIMEOUT: Duration = Duration::from_secs(60);
 const POOL_SIZE: &str = "8";
-const SERVER_ARGS: &[&str] = &[
-    "--pool-size",
-    POOL_SIZE,
-    "--ttl",
-    "30m",
-    "--cleanup-interval",
-    "1h",
-    "--maintenance-interval",
-    "1h",
-];
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
-    crate::server::measure_with(SERVER_ARGS, async |server, raw| {
+    crate::server::measure_with(&quiet_with(&["--pool-size", POOL_SIZE]), async |server, raw| {
         full(server).await?;
         let (ratio, median) = claims(server, raw).await?;
         let burst = burst(server, raw).await?;
@@ -109,19 +99,12 @@ async fn claims(server: &Server, raw: &Docker) -> Result<(Row, Row), String> {
             }
         }
     }
-    let ratio = report::paired_ratio(&report::seconds(&api), &report::seconds(&direct));
-    let detail = format!(
-        "median of {ROUNDS} interleaved paired ratios, pool of {POOL} full before each round; \
-         API {}; raw {}",
-        Summary::of(&api),
-        Summary::of(&direct)
-    );
-    let ratio_row = Row::ratio_at_most(
+    let full_pool = format!(", pool of {POOL} full before each round");
+    let ratio_row = Row::paired_at_most(
         "warm pool: API PUT (201, from the pool) vs raw bollard create+start",
-        ratio,
         3,
         RATIO_GOAL,
-        detail,
+        Paired::of(&full_pool, ("API", &api), ("raw", &direct)),
     );
     let median = Summary::of(&api).median;
     let median_row = Row {

@@ -35,6 +35,17 @@ impl Row {
         }
     }
 
+    /// A row whose figure is the [`Paired`] ratio, shown with `decimals` digits, that must be at
+    /// most `goal`; its detail is the pair's.
+    pub(crate) fn paired_at_most(
+        name: impl Into<String>,
+        decimals: usize,
+        goal: f64,
+        paired: Paired,
+    ) -> Self {
+        Self::ratio_at_most(name, paired.ratio, decimals, goal, paired.detail)
+    }
+
     pub(crate) fn failed(name: &str, error: &str) -> Self {
         Self {
             name: name.to_owned(),
@@ -119,6 +130,35 @@ pub(crate) fn paired_ratio(numerators: &[f64], denominators: &[f64]) -> f64 {
         .map(|(numerator, denominator)| numerator / denominator.max(f64::MIN_POSITIVE))
         .collect();
     median(&ratios)
+}
+
+/// Two series of the same interleaved rounds (see [`sides`]) compared: the median of the
+/// per-round ratios of the first to the second ([`paired_ratio`]), and the detail that says how
+/// they were measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Paired {
+    pub(crate) ratio: f64,
+    pub(crate) detail: String,
+}
+
+impl Paired {
+    /// `ours` compared with `theirs`, each a label and its samples, one a round; `what` is what
+    /// each round ran, as the detail says it after "paired ratios" (empty, or e.g. " of `true`").
+    pub(crate) fn of(
+        what: &str,
+        (ours_label, ours): (&str, &[Duration]),
+        (theirs_label, theirs): (&str, &[Duration]),
+    ) -> Self {
+        Self {
+            ratio: paired_ratio(&seconds(ours), &seconds(theirs)),
+            detail: format!(
+                "median of {} interleaved paired ratios{what}; {ours_label} {}; {theirs_label} {}",
+                ours.len(),
+                Summary::of(ours),
+                Summary::of(theirs)
+            ),
+        }
+    }
 }
 
 /// Min, median and max of plain numbers, shown with `decimals` digits and a unit.
@@ -245,6 +285,29 @@ mod tests {
         assert_eq!(Row::ratio_at_most("create", 1.5, 2, 1.5, String::new()).met, Verdict::Met);
         let missed = Row::ratio_at_most("exec", 2.004, 2, 2.0, String::new());
         assert_eq!((missed.figure.as_str(), missed.met), ("2.00x", Verdict::Missed));
+    }
+
+    #[test]
+    fn a_paired_row_judges_the_median_ratio_and_says_how_it_was_measured() {
+        let ms = |values: &[u64]| -> Vec<Duration> {
+            values.iter().copied().map(Duration::from_millis).collect()
+        };
+        let (api, raw) = (ms(&[20, 30, 10]), ms(&[10, 30, 20]));
+        let row = Row::paired_at_most(
+            "create",
+            2,
+            1.5,
+            Paired::of(" of `true`", ("API", &api), ("raw", &raw)),
+        );
+        assert_eq!((row.figure.as_str(), row.met), ("1.00x", Verdict::Met));
+        assert_eq!(
+            row.detail,
+            format!(
+                "median of 3 interleaved paired ratios of `true`; API {}; raw {}",
+                Summary::of(&api),
+                Summary::of(&raw)
+            )
+        );
     }
 
     fn info() -> RunInfo {

@@ -25,8 +25,6 @@ const SESSIONS: usize = 10_000;
 const GOAL_MIB: f64 = 64.0;
 const REUSES: usize = 500;
 const REUSE_CONCURRENCY: usize = 16;
-const SERVER_ARGS: &[&str] =
-    &["--ttl", "1h", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
 
 pub(crate) async fn run() -> Result<Vec<Row>, String> {
     let raw = docker::connect().await?;
@@ -42,7 +40,8 @@ pub(crate) async fn run() -> Result<Vec<Row>, String> {
             return Err(error);
         }
     };
-    let server = match Server::start_in(data_dir, instance.clone(), SERVER_ARGS).await {
+    let args = crate::server::without_passes(&["--ttl", "1h"]);
+    let server = match Server::start_in(data_dir, instance.clone(), &args).await {
         Ok(server) => server,
         Err(error) => {
             docker::remove_instance(&raw, &instance).await?;

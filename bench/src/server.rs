@@ -51,13 +51,19 @@ fn binary() -> Result<PathBuf, String> {
 }
 
 /// The arguments of a server that runs no background pass (cleanup, sweep) during a
-/// measurement and whose sandboxes outlive it; a bench adds its own after them.
-pub(crate) const QUIET: &[&str] =
-    &["--ttl", "30m", "--cleanup-interval", "1h", "--maintenance-interval", "1h"];
+/// measurement (their intervals outlast it), followed by the bench's own `extra`.
+pub(crate) fn without_passes<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    ["--cleanup-interval", "1h", "--maintenance-interval", "1h"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect()
+}
 
-/// [`QUIET`] followed by `extra`.
+/// [`without_passes`] for a server whose sandboxes also outlive the measurement, followed by
+/// `extra`.
 pub(crate) fn quiet_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    QUIET.iter().chain(extra).copied().collect()
+    without_passes(&[&["--ttl", "30m"], extra].concat())
 }
 
 /// What the server logs once its start-up sweep is done.

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use reqwest::Method;
 
 use crate::exec::{sandbox_user, start_raw};
-use crate::report::{self, Row, Summary, Verdict};
+use crate::report::{self, Paired, Row, Verdict};
 use crate::server::Server;
 
 const ROUNDS: usize = 30;
@@ -82,18 +82,11 @@ pub(crate) async fn run() -> Result<Vec<Row>, String> {
                 }
             }
         }
-        let ratio = report::paired_ratio(&report::seconds(&api), &report::seconds(&direct));
-        let first_byte = Row::ratio_at_most(
+        let first_byte = Row::paired_at_most(
             "streamed exec, first output byte: API SSE vs raw bollard exec attach",
-            ratio,
             2,
             GOAL,
-            format!(
-                "median of {ROUNDS} interleaved paired ratios of `{}`; API {}; raw {}",
-                COMMAND.join(" "),
-                Summary::of(&api),
-                Summary::of(&direct)
-            ),
+            Paired::of(&format!(" of `{}`", COMMAND.join(" ")), ("API", &api), ("raw", &direct)),
         );
         Ok(vec![first_byte, background(server, &chat).await?])
     })

@@ -96,7 +96,7 @@ impl PrivateCluster {
     /// `.ci/postgres.sh <command> <dir>` for this cluster.
     fn run(&self, command: &str) -> Output {
         Command::new("bash")
-            .arg(script())
+            .arg(ci_script("postgres.sh"))
             .arg(command)
             .arg(self.dir.path())
             .env("PGPORT", self.port.to_string())
@@ -113,13 +113,15 @@ impl Drop for PrivateCluster {
     }
 }
 
-/// `.ci/postgres.sh`, found from the crate of the test that includes this file.
-fn script() -> PathBuf {
+/// The repository's `.ci/<name>` (`postgres.sh`, `gvisor.sh`), found from the crate of the test
+/// that includes this file.
+pub(crate) fn ci_script(name: &str) -> PathBuf {
+    let path = Path::new(".ci").join(name);
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
-        .map(|dir| dir.join(".ci/postgres.sh"))
+        .map(|dir| dir.join(&path))
         .find(|script| script.is_file())
-        .expect(".ci/postgres.sh in a directory above the crate")
+        .unwrap_or_else(|| panic!("{} in a directory above the crate", path.display()))
 }
 
 fn port_is_free(port: u16) -> bool {

@@ -4,7 +4,7 @@
 //! be killed as a crash would (`kill -9` of its dockerd) and started again on the same
 //! directories; it is stopped, and its files removed, when dropped, also when the test fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -115,7 +115,7 @@ impl PrivateEngine {
     /// `.ci/gvisor.sh <command> <dir> <args>` for this engine.
     fn run(&self, command: &str, args: &[&str]) -> Output {
         Command::new("bash")
-            .arg(script())
+            .arg(crate::cluster::ci_script("gvisor.sh"))
             .arg(command)
             .arg(self.dir.path())
             .args(args)
@@ -151,13 +151,4 @@ fn missing_prerequisite() -> Option<String> {
         }
     }
     None
-}
-
-/// `.ci/gvisor.sh`, found above this crate.
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join(".ci/gvisor.sh"))
-        .find(|script| script.is_file())
-        .expect(".ci/gvisor.sh in a directory above the crate")
 }

@@ -198,14 +198,18 @@ impl Server {
     /// Waits (up to `within`) until the process is no longer running; its last state.
     pub async fn ended_process(&self, chat_id: &str, process_id: &str, within: Duration) -> Value {
         let path = Self::process_path(chat_id, process_id, "");
-        let started = std::time::Instant::now();
-        loop {
+        let state = || async {
             let (status, process) = self.get(&path).await;
             assert_eq!(status, StatusCode::OK, "{process}");
-            if process["status"] != "running" || started.elapsed() > within {
-                return process;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            process
+        };
+        let ended = crate::eventually(within, || async {
+            Some(state().await).filter(|process| process["status"] != "running")
+        })
+        .await;
+        match ended {
+            Some(process) => process,
+            None => state().await,
         }
     }
 }

@@ -7,7 +7,9 @@
 //!
 //! Tests that need Docker or PostgreSQL call [`docker`] / [`postgres_url`] first: without the
 //! service they print that they skipped, unless `SANDKEEPER_REQUIRE_DOCKER=1` /
-//! `SANDKEEPER_REQUIRE_POSTGRES=1` is set, in which case they fail.
+//! `SANDKEEPER_REQUIRE_POSTGRES=1` is set, in which case they fail. Those checks, and the starts
+//! built on them ([`TestEnv::docker_server`] and the like), answer `None` where the test skips;
+//! [`or_skip!`] returns from the test there.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,19 @@ pub fn binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// The value in an `Option` that a check of a test's services answered ([`docker`],
+/// [`TestEnv::docker_server`], ...); at `None`, which the check answers only once it has said
+/// that the test skips, it returns from the test.
+#[macro_export]
+macro_rules! or_skip {
+    ($checked:expr) => {
+        match $checked {
+            Some(value) => value,
+            None => return,
+        }
+    };
 }
 
 fn required(variable: &str) -> bool {
@@ -269,11 +284,16 @@ impl TestEnv {
         Some((env, server))
     }
 
-    /// Like [`TestEnv::docker_server`] with the default settings, and a chat whose sandbox runs.
-    pub async fn docker_sandbox() -> Option<(Self, Server, String)> {
-        let (env, server) = Self::docker_server(&[]).await?;
+    /// Like [`TestEnv::docker_server`], and a chat whose sandbox runs.
+    pub async fn docker_sandbox_with(args: &[&str]) -> Option<(Self, Server, String)> {
+        let (env, server) = Self::docker_server(args).await?;
         let chat_id = server.new_sandbox().await;
         Some((env, server, chat_id))
+    }
+
+    /// [`TestEnv::docker_sandbox_with`] the default settings.
+    pub async fn docker_sandbox() -> Option<(Self, Server, String)> {
+        Self::docker_sandbox_with(&[]).await
     }
 
     /// An environment whose servers run sandboxes of `image` (`--image`).

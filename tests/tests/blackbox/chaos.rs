@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sandkeeper_tests::chaos::{self, ChaosConfig};
-use sandkeeper_tests::{INSTANCE_LABEL, TestEnv, docker};
+use sandkeeper_tests::{INSTANCE_LABEL, TestEnv, docker, or_skip};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_leaves_nothing_one_sweep_cannot_repair() {
@@ -28,9 +28,7 @@ async fn sigkill_at_random_moments_leaves_nothing_one_sweep_cannot_repair() {
 /// start and its row's save would be reaped).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_younger_than_the_orphan_grace_is_never_reaped() {
-    let Some(image) = docker("a_container_younger_than_the_orphan_grace_is_never_reaped") else {
-        return;
-    };
+    let image = or_skip!(docker("a_container_younger_than_the_orphan_grace_is_never_reaped"));
     let env = TestEnv::new();
     let grace = Duration::from_secs(1);
     for attempt in 1..=3 {

@@ -7,18 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandkeeper_tests::{
-    DockerProxy, StatusCode, TestEnv, chat, container_label, docker, eventually,
+    DockerProxy, StatusCode, TestEnv, chat, container_label, docker, eventually, or_skip,
 };
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
     // A cleanup interval far beyond the test, so that the replace is done by the PUT.
     // The TTL outlasts the first create and the reuse on a loaded machine.
-    let Some((env, server)) =
-        TestEnv::docker_server(&["--ttl", "5s", "--cleanup-interval", "1h"]).await
-    else {
-        return;
-    };
+    let (env, server) =
+        or_skip!(TestEnv::docker_server(&["--ttl", "5s", "--cleanup-interval", "1h"]).await);
     let chat_id = chat();
 
     let created = server.created(&chat_id).await;
@@ -65,11 +62,8 @@ async fn get_or_create_reuses_replaces_after_ttl_and_deletes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cleanup_loop_removes_expired_sandboxes() {
     // The TTL leaves room for four creates on a loaded machine before the first one expires.
-    let Some((env, server)) =
-        TestEnv::docker_server(&["--ttl", "8s", "--cleanup-interval", "1s"]).await
-    else {
-        return;
-    };
+    let (env, server) =
+        or_skip!(TestEnv::docker_server(&["--ttl", "8s", "--cleanup-interval", "1s"]).await);
     for _ in 0..3 {
         let (status, body) = server.put_sandbox(&chat()).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -94,9 +88,7 @@ async fn the_cleanup_loop_removes_expired_sandboxes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_parallel_puts_for_one_chat_make_one_container() {
-    let Some(env) = TestEnv::for_docker() else {
-        return;
-    };
+    let env = or_skip!(TestEnv::for_docker());
     let server = Arc::new(env.serve(&[]).await);
     let chat_id = chat();
     let calls = (0..20).map(|_| {
@@ -127,9 +119,7 @@ async fn futures_join<T: Send + 'static>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
-    let Some(env) = TestEnv::for_docker() else {
-        return;
-    };
+    let env = or_skip!(TestEnv::for_docker());
     let mut first = env.serve(&[]).await;
     let chat_id = chat();
     let created = first.created(&chat_id).await;
@@ -150,9 +140,7 @@ async fn sigterm_exits_cleanly_and_a_restart_reuses_the_sandbox() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_carry_the_sandbox_names() {
-    let Some((_env, server)) = TestEnv::docker_server(&[]).await else {
-        return;
-    };
+    let (_env, server) = or_skip!(TestEnv::docker_server(&[]).await);
     let chat_id = chat();
     assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::CREATED);
     assert_eq!(server.put_sandbox(&chat_id).await.0, StatusCode::OK);
@@ -171,9 +159,7 @@ async fn metrics_carry_the_sandbox_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capacity_is_enforced_with_429() {
-    let Some((env, server)) = TestEnv::docker_server(&["--max-sandboxes", "1"]).await else {
-        return;
-    };
+    let (env, server) = or_skip!(TestEnv::docker_server(&["--max-sandboxes", "1"]).await);
     let first = chat();
     assert_eq!(server.put_sandbox(&first).await.0, StatusCode::CREATED);
     let (status, body) = server.put_sandbox(&chat()).await;
@@ -185,9 +171,7 @@ async fn capacity_is_enforced_with_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sweep_repairs_a_crashed_sandbox_and_reaps_orphans() {
-    let Some(image) = docker("a_sweep_repairs_a_crashed_sandbox_and_reaps_orphans") else {
-        return;
-    };
+    let image = or_skip!(docker("a_sweep_repairs_a_crashed_sandbox_and_reaps_orphans"));
     let env = TestEnv::new();
     let settings = ["--orphan-grace", "1s", "--maintenance-interval", "1h"];
     let mut server = env.serve(&settings).await;
@@ -235,9 +219,7 @@ async fn a_sweep_repairs_a_crashed_sandbox_and_reaps_orphans() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_and_maintain_commands_print_their_reports() {
-    let Some(env) = TestEnv::for_docker() else {
-        return;
-    };
+    let env = or_skip!(TestEnv::for_docker());
     let mut server = env.serve(&["--ttl", "1s", "--cleanup-interval", "1h"]).await;
     let created = server.created(&chat()).await;
     assert!(server.terminate().success());
@@ -261,9 +243,7 @@ async fn cleanup_and_maintain_commands_print_their_reports() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_recovers_by_itself_when_docker_comes_back() {
-    let Some(engine) = DockerProxy::engine_for_test() else {
-        return;
-    };
+    let engine = or_skip!(DockerProxy::engine_for_test());
     let env = TestEnv::new();
     // sandkeeper is pointed at a socket that does not exist yet: Docker is "down".
     let socket = env.data_dir().join("docker-proxy.sock");
@@ -286,9 +266,7 @@ async fn the_server_recovers_by_itself_when_docker_comes_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_request_finish() {
-    let Some(engine) = DockerProxy::engine_for_test() else {
-        return;
-    };
+    let engine = or_skip!(DockerProxy::engine_for_test());
     let env = TestEnv::new();
     let socket = env.data_dir().join("docker-proxy.sock");
     let proxy = DockerProxy::start(&socket, engine);

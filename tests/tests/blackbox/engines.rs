@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use sandkeeper_tests::{
-    PrivateEngine, Server, StatusCode, TestEnv, assert_error, chat, eventually, sandbox_image,
-    test_name,
+    PrivateEngine, Server, StatusCode, TestEnv, assert_error, chat, eventually, or_skip,
+    sandbox_image, test_name,
 };
 use serde_json::Value;
 
@@ -47,7 +47,7 @@ async fn engine_becomes(server: &Server, name: &str, state: &str) {
 
 #[tokio::test]
 async fn sandboxes_spread_over_two_engines_each_bounded_by_its_max() {
-    let Some((env, gvisor)) = two_engines() else { return };
+    let (env, gvisor) = or_skip!(two_engines());
     let runc = format!("runc={},max=2", shared_engine());
     let runsc = format!("gvisor={},max=2,runtime=runsc", gvisor.host());
     let server = env.serve(&["--engine", &runc, "--engine", &runsc]).await;
@@ -117,7 +117,7 @@ async fn sandboxes_spread_over_two_engines_each_bounded_by_its_max() {
 
 #[tokio::test]
 async fn each_engine_keeps_a_pool_of_its_own_and_a_chat_gets_one_of_its_engine() {
-    let Some((env, gvisor)) = two_engines() else { return };
+    let (env, gvisor) = or_skip!(two_engines());
     let runc = format!("runc={}", shared_engine());
     let runsc = format!("gvisor={},runtime=runsc", gvisor.host());
     let server = env.serve(&["--engine", &runc, "--engine", &runsc, "--pool-size", "1"]).await;
@@ -152,7 +152,7 @@ async fn each_engine_keeps_a_pool_of_its_own_and_a_chat_gets_one_of_its_engine()
 
 #[tokio::test]
 async fn killing_an_engine_under_load_loses_no_chat_and_its_containers_are_reaped_when_back() {
-    let Some((env, lost)) = two_engines() else { return };
+    let (env, lost) = or_skip!(two_engines());
     let kept = format!("kept={}", shared_engine());
     let gone = format!("lost={},runtime=runsc", lost.host());
     let args = [

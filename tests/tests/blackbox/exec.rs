@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sandkeeper_tests::{Server, StatusCode, TestEnv, assert_error, chat, eventually};
+use sandkeeper_tests::{Server, StatusCode, TestEnv, assert_error, chat, eventually, or_skip};
 use serde_json::{Value, json};
 
 mod scripts;
@@ -64,9 +64,7 @@ pub(crate) async fn assert_all_gone(server: &Server, chat_id: &str, needle: &str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
-    let Some((_env, server)) = TestEnv::docker_server(&[]).await else {
-        return;
-    };
+    let (_env, server) = or_skip!(TestEnv::docker_server(&[]).await);
     let chat_id = chat();
 
     let (status, body) = server.exec(&chat_id, json!({"command": ["echo", "hi"]})).await;
@@ -130,9 +128,7 @@ async fn exec_runs_code_with_stdin_env_and_workdir_and_answers_the_exit_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_kills_the_command_and_everything_it_started() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
-        return;
-    };
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
 
     let started = Instant::now();
     let (status, answer) = server
@@ -161,10 +157,8 @@ async fn a_timeout_kills_the_command_and_everything_it_started() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_beyond_the_limit_is_truncated() {
-    let Some((_env, server)) = TestEnv::docker_server(&["--exec-output-limit", "1k"]).await else {
-        return;
-    };
-    let chat_id = server.new_sandbox().await;
+    let (_env, server, chat_id) =
+        or_skip!(TestEnv::docker_sandbox_with(&["--exec-output-limit", "1k"]).await);
 
     let answer = server
         .shell(
@@ -184,9 +178,7 @@ async fn output_beyond_the_limit_is_truncated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
-    let Some(env) = TestEnv::for_docker() else {
-        return;
-    };
+    let env = or_skip!(TestEnv::for_docker());
     let server = Arc::new(env.serve(&["--exec-concurrency", "2"]).await);
     let busy_chat = chat();
     let other_chat = chat();
@@ -240,9 +232,7 @@ async fn operations_beyond_the_bound_per_sandbox_are_refused_with_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_move_in_and_out_and_stay_inside_the_workspace() {
-    let Some((_env, server)) = TestEnv::docker_server(&["--file-size-limit", "4k"]).await else {
-        return;
-    };
+    let (_env, server) = or_skip!(TestEnv::docker_server(&["--file-size-limit", "4k"]).await);
     let chat_id = chat();
 
     let (status, body) = server.upload(&chat_id, "a.txt", b"x").await;
@@ -319,9 +309,7 @@ async fn files_move_in_and_out_and_stay_inside_the_workspace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keepalive_extends_the_expiry_within_max_ttl_and_max_lifetime() {
-    let Some(env) = TestEnv::for_docker() else {
-        return;
-    };
+    let env = or_skip!(TestEnv::for_docker());
     let limits = ["--ttl", "4s", "--max-ttl", "10s", "--max-lifetime", "10s"];
     let server = env.serve(&[&limits[..], &["--cleanup-interval", "1h"]].concat()).await;
     let chat_id = chat();
@@ -378,9 +366,7 @@ pub(crate) const SLIDING_5S: &[&str] =
 /// for the first create.)
 #[tokio::test(flavor = "multi_thread")]
 async fn in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle() {
-    let Some((env, server)) = TestEnv::docker_server(SLIDING_5S).await else {
-        return;
-    };
+    let (env, server) = or_skip!(TestEnv::docker_server(SLIDING_5S).await);
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;
     let started = Instant::now();
@@ -411,11 +397,8 @@ async fn in_sliding_mode_a_sandbox_in_use_survives_and_is_reaped_once_idle() {
 /// `--ttl 3s` in the default fixed mode: use does not matter, the sandbox expires on schedule.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule() {
-    let Some((env, server)) =
-        TestEnv::docker_server(&["--ttl", "3s", "--cleanup-interval", "1s"]).await
-    else {
-        return;
-    };
+    let (env, server) =
+        or_skip!(TestEnv::docker_server(&["--ttl", "3s", "--cleanup-interval", "1s"]).await);
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;
     let expires_at = sandbox["expires_at"].clone();
@@ -462,12 +445,8 @@ async fn in_fixed_mode_a_sandbox_in_use_still_expires_on_schedule() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exec_in_flight_when_its_sandbox_expires_is_killed_and_answers_409() {
     // The TTL leaves a loaded machine time to start the exec before the sandbox expires.
-    let Some((env, server)) =
-        TestEnv::docker_server(&["--ttl", "6s", "--cleanup-interval", "1s"]).await
-    else {
-        return;
-    };
-    let chat_id = server.new_sandbox().await;
+    let (env, server, chat_id) =
+        or_skip!(TestEnv::docker_sandbox_with(&["--ttl", "6s", "--cleanup-interval", "1s"]).await);
     let started = Instant::now();
     let (status, body) = server
         .exec(

@@ -18,7 +18,7 @@ use futures::future::join_all;
 use reqwest::Method;
 use sandkeeper_tests::{
     DockerProxy, Immutable, PrivateCluster, Server, StatusCode, TestEnv, assert_error, chat,
-    docker, eventually,
+    docker, eventually, or_skip,
 };
 use serde_json::Value;
 use sqlx::Connection;
@@ -88,9 +88,7 @@ async fn wait_ready(server: &Server, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_going_away_fails_fast_loses_nothing_and_recovery_needs_no_restart() {
-    let Some(engine) = DockerProxy::engine_for_test() else {
-        return;
-    };
+    let engine = or_skip!(DockerProxy::engine_for_test());
     let env = TestEnv::new();
     let mut switch = DockerSwitch::on(&env.data_dir().join("docker.sock"), engine);
     let host = switch.docker_host();
@@ -223,9 +221,7 @@ impl WriteLock {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_recovers() {
-    let Some((env, server)) = TestEnv::docker_server(&[]).await else {
-        return;
-    };
+    let (env, server) = or_skip!(TestEnv::docker_server(&[]).await);
     let kept = chat();
     let kept_session = server.created(&kept).await;
     let before = sessions(&server).await;
@@ -277,9 +273,7 @@ async fn a_sqlite_file_locked_by_another_writer_gives_503_leaves_nothing_and_rec
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers() {
     let test = "a_read_only_sqlite_file_gives_503_leaves_nothing_and_recovers";
-    let Some((env, server)) = TestEnv::docker_server(&[]).await else {
-        return;
-    };
+    let (env, server) = or_skip!(TestEnv::docker_server(&[]).await);
     let kept = chat();
     server.created(&kept).await;
     let before = sessions(&server).await;
@@ -332,9 +326,7 @@ async fn postgres_stopped_and_restarted_gives_503_then_recovers_without_losing_d
     if docker(test).is_none() {
         return;
     }
-    let Some(cluster) = PrivateCluster::start(test) else {
-        return;
-    };
+    let cluster = or_skip!(PrivateCluster::start(test));
     let env = TestEnv::new();
     let url = cluster.url();
     let server = env

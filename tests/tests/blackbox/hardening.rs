@@ -533,6 +533,12 @@ async fn chat_ids_are_exact_and_answers_quote_a_bounded_prefix() {
 
     // 50 KB of bad input anywhere gives a short answer that still names it.
     let long = "x".repeat(50_000);
+    let exec_bodies = [
+        format!("{{\"command\": [\"true\"], \"{long}\": 1}}"),
+        format!("{{\"command\": [\"true\"], \"env\": {{\"{long}\": \"v\"}}}}"),
+        format!("{{\"command\": [\"true\"], \"workdir\": \"/{long}\\u0001\"}}"),
+    ];
+    let exec = format!("/v1/chats/{CHAT}/sandbox/exec");
     let cases = [
         server.request(Method::GET, &format!("/v1/chats/{long}/sandbox")),
         server.request(Method::GET, &format!("/v1/chats/{long}/sandbox/files/a")),
@@ -542,16 +548,9 @@ async fn chat_ids_are_exact_and_answers_quote_a_bounded_prefix() {
         server
             .request(Method::PUT, &format!("/v1/chats/{CHAT}/sandbox"))
             .body(format!("{{\"{long}\": 1}}")),
-        server
-            .request(Method::POST, &format!("/v1/chats/{CHAT}/sandbox/exec"))
-            .body(format!("{{\"command\": [\"true\"], \"{long}\": 1}}")),
-        server
-            .request(Method::POST, &format!("/v1/chats/{CHAT}/sandbox/exec"))
-            .body(format!("{{\"command\": [\"true\"], \"env\": {{\"{long}\": \"v\"}}}}")),
-        server
-            .request(Method::POST, &format!("/v1/chats/{CHAT}/sandbox/exec"))
-            .body(format!("{{\"command\": [\"true\"], \"workdir\": \"/{long}\\u0001\"}}")),
-    ];
+    ]
+    .into_iter()
+    .chain(exec_bodies.map(|body| server.request(Method::POST, &exec).body(body)));
     for request in cases {
         let response = request.send().await.unwrap();
         let status = response.status();

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use sandkeeper_tests::{StatusCode, TestEnv, chat, docker, eventually, metric};
+use sandkeeper_tests::{StatusCode, TestEnv, chat, docker, eventually, metric, or_skip};
 use serde_json::{Value, json};
 
 fn inspect(container_id: &str) -> Value {
@@ -22,9 +22,7 @@ fn inspect(container_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
-    let Some((_env, server)) = TestEnv::docker_server(&[]).await else {
-        return;
-    };
+    let (_env, server) = or_skip!(TestEnv::docker_server(&[]).await);
     let (first, second) = (chat(), chat());
     let sandbox = server.created(&first).await;
     server.created(&second).await;
@@ -64,9 +62,7 @@ async fn each_sandbox_runs_as_a_uid_of_its_own_that_owns_its_workspace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sandbox_uid_range_is_a_setting() {
-    let Some(env) = TestEnv::for_docker() else {
-        return;
-    };
+    let env = or_skip!(TestEnv::for_docker());
     // Above the default range, so that sandboxes of other tests never hold these two.
     let server =
         env.serve_with_env(&[], &[("SANDKEEPER_SANDBOX_UID_RANGE", "2000000-2000001")]).await;
@@ -186,9 +182,7 @@ async fn a_sandbox_that_uses_up_its_inotify_instances_leaves_other_sandboxes_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_main_process_and_its_output_are_out_of_reach_and_logged_nowhere() {
-    let Some((_env, server)) = TestEnv::docker_server(&[]).await else {
-        return;
-    };
+    let (_env, server) = or_skip!(TestEnv::docker_server(&[]).await);
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;
 

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use sandkeeper_tests::{StatusCode, TestEnv, chat, eventually, metric};
+use sandkeeper_tests::{StatusCode, TestEnv, chat, eventually, metric, or_skip};
 
 const CALLER_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -58,7 +58,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requests_spans_reach_the_collector_in_the_callers_trace() {
-    let Some(env) = TestEnv::for_docker() else { return };
+    let env = or_skip!(TestEnv::for_docker());
     let (endpoint, received) = collector().await;
     let mut server = env.serve(&["--otlp-endpoint", &endpoint]).await;
 
@@ -147,7 +147,7 @@ fn a_bad_collector_url_exits_2_naming_the_flag() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_collector_down_requests_succeed_and_the_lost_spans_are_counted() {
-    let Some(env) = TestEnv::for_docker() else { return };
+    let env = or_skip!(TestEnv::for_docker());
     // A port that was free a moment ago and that nobody listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let endpoint = format!("http://{}", closed.local_addr().expect("the bound address"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use sandkeeper_tests::{
-    Server, StatusCode, TempDatabase, TestEnv, chat, container_label, eventually, metric,
+    Server, StatusCode, TempDatabase, TestEnv, chat, container_label, eventually, metric, or_skip,
 };
 use serde_json::{Value, json};
 
@@ -64,9 +64,7 @@ async fn nothing_leaked(env: &TestEnv, server: &Server, ready: u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn four_new_chats_are_answered_from_the_pool_with_their_own_ttl_and_it_refills() {
-    let Some((env, server)) = TestEnv::docker_server(&["--pool-size", "4"]).await else {
-        return;
-    };
+    let (env, server) = or_skip!(TestEnv::docker_server(&["--pool-size", "4"]).await);
     pool_settles_at(&server, 4).await;
     let counts = json!({"target": 4, "ready": 4, "starting": 0});
     let mut default_engine = counts.clone();
@@ -136,9 +134,7 @@ async fn four_new_chats_are_answered_from_the_pool_with_their_own_ttl_and_it_ref
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_kill_and_a_restart_the_pool_is_reused_and_nothing_is_leaked() {
     let args = ["--pool-size", "3", "--orphan-grace", "1s", "--maintenance-interval", "1s"];
-    let Some((env, mut server)) = TestEnv::docker_server(&args).await else {
-        return;
-    };
+    let (env, mut server) = or_skip!(TestEnv::docker_server(&args).await);
     pool_settles_at(&server, 3).await;
     let chat_id = server.new_sandbox().await;
     pool_settles_at(&server, 3).await;
@@ -170,9 +166,7 @@ async fn after_a_kill_and_a_restart_the_pool_is_reused_and_nothing_is_leaked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lowered_size_or_another_configuration_drains_the_old_pooled_containers() {
-    let Some((env, mut server)) = TestEnv::docker_server(&["--pool-size", "3"]).await else {
-        return;
-    };
+    let (env, mut server) = or_skip!(TestEnv::docker_server(&["--pool-size", "3"]).await);
     pool_settles_at(&server, 3).await;
     let first = set(env.pooled_containers());
     server.terminate();
@@ -212,9 +206,7 @@ async fn a_lowered_size_or_another_configuration_drains_the_old_pooled_container
 
 #[tokio::test(flavor = "multi_thread")]
 async fn claims_racing_on_two_replicas_never_share_a_container_nor_overfill_the_pool() {
-    let Some(database) = TempDatabase::for_docker_test().await else {
-        return;
-    };
+    let database = or_skip!(TempDatabase::for_docker_test().await);
     let env = TestEnv::new();
     let args = ["--database-url", database.url(), "--pool-size", "4"];
     let replicas = [env.serve(&args).await, env.serve(&args).await];

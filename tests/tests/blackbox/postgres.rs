@@ -5,13 +5,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sandkeeper_tests::{StatusCode, TempDatabase, TestEnv};
+use sandkeeper_tests::{StatusCode, TempDatabase, TestEnv, or_skip};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_postgres_share_sessions_and_create_one_container_per_chat() {
-    let Some(database) = TempDatabase::for_docker_test().await else {
-        return;
-    };
+    let database = or_skip!(TempDatabase::for_docker_test().await);
     let env = TestEnv::new();
     let args = ["--database-url", database.url()];
     let first = Arc::new(env.serve(&args).await);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use sandkeeper_tests::events::output_of;
-use sandkeeper_tests::{Server, StatusCode, TestEnv, assert_error};
+use sandkeeper_tests::{Server, StatusCode, TestEnv, assert_error, or_skip};
 use serde_json::{Value, json};
 
 use crate::exec::processes_matching;
@@ -19,10 +19,7 @@ fn id(process: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_background_process_outlives_its_client_and_a_kill_9_of_the_server() {
-    let Some((env, mut server)) = TestEnv::docker_server(&[]).await else {
-        return;
-    };
-    let chat_id = server.new_sandbox().await;
+    let (env, mut server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
     let script = "i=0; while [ $i -lt 6 ]; do echo \"line $i\"; i=$((i + 1)); sleep 1; done; \
                   read answer; echo \"got $answer\"; echo done >&2; exit 7";
     let process = server.start_process(&chat_id, json!({"command": ["sh", "-c", script]})).await;
@@ -76,12 +73,9 @@ async fn a_background_process_outlives_its_client_and_a_kill_9_of_the_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_kills_the_process_tree_and_the_logs_keep_only_the_newest_bytes() {
-    let Some((_env, server)) =
-        TestEnv::docker_server(&["--process-log-limit", "64k", "--max-processes", "2"]).await
-    else {
-        return;
-    };
-    let chat_id = server.new_sandbox().await;
+    let (_env, server, chat_id) = or_skip!(
+        TestEnv::docker_sandbox_with(&["--process-log-limit", "64k", "--max-processes", "2"]).await
+    );
     // 200,000 bytes of stdout, numbered lines so that what is kept can be checked, then
     // sleepers, one of them in a session of its own.
     let script = "i=0; while [ $i -lt 20000 ]; do echo \"$((100000 + i))ab\"; i=$((i + 1)); done; \
@@ -139,10 +133,8 @@ async fn delete_kills_the_process_tree_and_the_logs_keep_only_the_newest_bytes()
 /// into a terminal, keep the sandbox alive well past its TTL without any other call.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_sliding_mode_following_a_process_and_typing_in_a_terminal_are_use() {
-    let Some((_env, server)) = TestEnv::docker_server(crate::exec::SLIDING_5S).await else {
-        return;
-    };
-    let chat_id = server.new_sandbox().await;
+    let (_env, server, chat_id) =
+        or_skip!(TestEnv::docker_sandbox_with(crate::exec::SLIDING_5S).await);
     let script = "i=0; while [ $i -lt 12 ]; do echo tick; i=$((i + 1)); sleep 1; done";
     let process = server.start_process(&chat_id, json!({"command": ["sh", "-c", script]})).await;
     let started = std::time::Instant::now();
@@ -176,11 +168,8 @@ async fn in_sliding_mode_following_a_process_and_typing_in_a_terminal_are_use() 
 /// kept is still read.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_whose_output_fills_tmp_runs_to_its_end() {
-    let Some((_env, server)) = TestEnv::docker_server(&["--process-log-limit", "200m"]).await
-    else {
-        return;
-    };
-    let chat_id = server.new_sandbox().await;
+    let (_env, server, chat_id) =
+        or_skip!(TestEnv::docker_sandbox_with(&["--process-log-limit", "200m"]).await);
     let script = "head -c 83886080 /dev/zero; echo; echo the end";
     let process = server.start_process(&chat_id, json!({"command": ["sh", "-c", script]})).await;
     let ended = server.ended_process(&chat_id, &id(&process), Duration::from_secs(60)).await;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use sandkeeper_tests::{
-    Server, StatusCode, TempDatabase, TestEnv, container_label, eventually, metric,
+    Server, StatusCode, TempDatabase, TestEnv, container_label, eventually, metric, or_skip,
 };
 
 const REPLICAS: usize = 3;
@@ -21,9 +21,7 @@ const SWEEP_WINDOW: Duration = Duration::from_secs(6);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_make_one_sandbox_per_chat_survive_a_kill_and_sweep_one_at_a_time() {
-    let Some(database) = TempDatabase::for_docker_test().await else {
-        return;
-    };
+    let database = or_skip!(TempDatabase::for_docker_test().await);
     let env = TestEnv::new();
     let interval = format!("{}ms", SWEEP_INTERVAL.as_millis());
     let args = ["--database-url", database.url(), "--maintenance-interval", interval.as_str()];

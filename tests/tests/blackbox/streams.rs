@@ -6,16 +6,14 @@
 use std::time::{Duration, Instant};
 
 use sandkeeper_tests::events::output_of;
-use sandkeeper_tests::{StatusCode, TestEnv, assert_error, chat};
+use sandkeeper_tests::{StatusCode, TestEnv, assert_error, chat, or_skip};
 use serde_json::json;
 
 use crate::exec::{assert_all_gone, processes_matching};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamed_exec_sends_output_while_the_command_runs_then_its_exit() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
-        return;
-    };
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
     // The euro sign is written in two parts, a second apart: it must arrive whole. 0xff is
     // never UTF-8.
     let script = r"echo first; sleep 2; printf '\342\202'; sleep 1; printf '\254 \377\n'; echo oops >&2; exit 4";
@@ -46,11 +44,8 @@ async fn a_streamed_exec_sends_output_while_the_command_runs_then_its_exit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamed_exec_keeps_the_output_cap_and_the_timeout() {
-    let Some((_env, server)) = TestEnv::docker_server(&["--exec-output-limit", "1000"]).await
-    else {
-        return;
-    };
-    let chat_id = server.new_sandbox().await;
+    let (_env, server, chat_id) =
+        or_skip!(TestEnv::docker_sandbox_with(&["--exec-output-limit", "1000"]).await);
     let mut events = server
         .exec_events(
             &chat_id,
@@ -80,9 +75,7 @@ async fn a_streamed_exec_keeps_the_output_cap_and_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_disconnects_from_a_streamed_exec_has_its_command_killed() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
-        return;
-    };
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
     let script = "sleep 321 & (sleep 322 &) ; echo started; sleep 323";
     let mut events = server
         .exec_events(&chat_id, json!({"command": ["sh", "-c", script], "timeout_ms": 300_000}))

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use sandkeeper_tests::{Server, StatusCode, TestEnv};
+use sandkeeper_tests::{Server, StatusCode, TestEnv, or_skip};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -70,9 +70,7 @@ pub(crate) async fn type_in(socket: &mut Socket, text: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_terminal_runs_what_is_typed_resizes_and_closes_when_its_shell_exits() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
-        return;
-    };
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
     let mut socket = connect(&server, &chat_id, "?cols=100&rows=30", None).await.expect("upgraded");
     type_in(&mut socket, "echo \"sum=$((40 + 2))\"; stty size\n").await;
     let shown = read_until(&mut socket, "30 100").await;
@@ -109,9 +107,7 @@ async fn a_terminal_runs_what_is_typed_resizes_and_closes_when_its_shell_exits()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn closing_the_socket_kills_the_shell_and_a_browser_authenticates_by_subprotocol() {
-    let Some(env) = TestEnv::for_docker() else {
-        return;
-    };
+    let env = or_skip!(TestEnv::for_docker());
     let token = "terminal-test-token-0123456789";
     let server = env.serve(&["--api-token", token]).await;
     let chat_id = server.new_sandbox().await;

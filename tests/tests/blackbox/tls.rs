@@ -7,7 +7,7 @@
 
 use std::process::{Output, Stdio};
 
-use sandkeeper_tests::{PrivateCluster, TestEnv, test_name};
+use sandkeeper_tests::{PrivateCluster, TestEnv, or_skip, test_name};
 
 const PORT: u16 = 55473;
 
@@ -24,9 +24,7 @@ fn run(env: &TestEnv, subcommand: &str, args: &[&str]) -> Output {
 
 #[test]
 fn a_database_certificate_from_an_untrusted_ca_stops_the_start() {
-    let Some(server) = PrivateCluster::start_tls(&test_name(), PORT) else {
-        return;
-    };
+    let server = or_skip!(PrivateCluster::start_tls(&test_name(), PORT));
     let env = TestEnv::new();
 
     // The CA that signed the server's certificate: the binary talks to the database over TLS.

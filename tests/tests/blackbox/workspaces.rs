@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 use sandkeeper_ports::tar::{Entry, files, tar};
-use sandkeeper_tests::{Server, StatusCode, TempDatabase, TestEnv, assert_error, chat, eventually};
+use sandkeeper_tests::{
+    Server, StatusCode, TempDatabase, TestEnv, assert_error, chat, eventually, or_skip,
+};
 use serde_json::Value;
 
 /// Long enough for a cleanup, a sweep or a checkpoint to come round on a loaded machine.
@@ -70,7 +72,7 @@ async fn put_archive(server: &Server, chat_id: &str, body: Vec<u8>) -> (StatusCo
 #[tokio::test]
 async fn a_file_is_there_again_after_the_sandbox_expired_and_the_chat_came_back() {
     let args = ["--ttl", "2s", "--cleanup-interval", "300ms"];
-    let Some((_env, server)) = TestEnv::docker_server(&args).await else { return };
+    let (_env, server) = or_skip!(TestEnv::docker_server(&args).await);
     let (chat_id, idle) = (chat(), chat());
     let first = server.created(&chat_id).await;
     assert_eq!(first["workspace"]["restored"], false, "{first}");
@@ -93,7 +95,7 @@ async fn a_file_is_there_again_after_the_sandbox_expired_and_the_chat_came_back(
 #[tokio::test]
 async fn a_file_is_there_again_after_docker_rm_f_and_a_checkpoint() {
     let args = ["--workspace-checkpoint-interval", "1s"];
-    let Some((_env, server)) = TestEnv::docker_server(&args).await else { return };
+    let (_env, server) = or_skip!(TestEnv::docker_server(&args).await);
     let chat_id = chat();
     let sandbox = server.created(&chat_id).await;
     server.shell(&chat_id, WRITE).await;
@@ -107,7 +109,7 @@ async fn a_file_is_there_again_after_docker_rm_f_and_a_checkpoint() {
 
 #[tokio::test]
 async fn a_file_is_there_again_after_a_kill_9_of_the_server_and_a_restart() {
-    let Some(env) = TestEnv::for_docker() else { return };
+    let env = or_skip!(TestEnv::for_docker());
     // Frequent sweeps: the restarted server finds the missing container soon.
     let args = ["--workspace-checkpoint-interval", "1s", "--maintenance-interval", "1s"];
     let mut server = env.serve(&args).await;
@@ -128,7 +130,7 @@ async fn a_file_is_there_again_after_a_kill_9_of_the_server_and_a_restart() {
 #[tokio::test]
 async fn bad_archives_and_oversized_bodies_are_refused_and_change_nothing() {
     let args = ["--workspace-size", "1m"];
-    let Some((_env, server)) = TestEnv::docker_server(&args).await else { return };
+    let (_env, server) = or_skip!(TestEnv::docker_server(&args).await);
     let chat_id = chat();
     server.created(&chat_id).await;
     server.shell(&chat_id, WRITE).await;
@@ -180,7 +182,7 @@ async fn bad_archives_and_oversized_bodies_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_postgresql_a_replica_restores_the_workspace_another_saved() {
-    let Some(database) = TempDatabase::for_docker_test().await else { return };
+    let database = or_skip!(TempDatabase::for_docker_test().await);
     let env = TestEnv::new();
     let args = ["--database-url", database.url()];
     let (one, two) = (env.serve(&args).await, env.serve(&args).await);

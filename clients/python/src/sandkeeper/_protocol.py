@@ -6,16 +6,17 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, get_args
 from urllib.parse import quote
 from uuid import UUID
 
 import httpx
 
-from ._errors import error_from_response, invalid_answer
+from ._errors import TransportError, error_from_response, invalid_answer
 from ._models import (
     EnsuredSession,
     EnsureOutcome,
@@ -27,8 +28,15 @@ from ._models import (
     Session,
     UploadedFile,
 )
+from ._version import USER_AGENT
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds a call may take, unless it is an exec with a longer timeout of its own."""
 
 EXEC_ANSWER_MARGIN = 30.0
 """Seconds an exec's answer may take beyond the command's timeout: the server kills what is
@@ -53,11 +61,54 @@ EVENT_STREAM = {"Accept": "text/event-stream"}
 """The header that asks an exec for its output as Server-Sent Events while it runs."""
 
 
-def timeout_for(call: Call[Any], default: float) -> httpx.Timeout:
-    """The client's timeout, with a longer read timeout when the call's answer may take longer."""
-    if call.wait is not None and call.wait > default:
-        return httpx.Timeout(default, read=call.wait)
-    return httpx.Timeout(default)
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+
+
+class ClientBase(Generic[H]):
+    """What the blocking and the asyncio client share besides sending: their arguments, the
+    server's address, the headers of every request, each call's request with its timeout and
+    the error of a call that got no answer. ``H`` is the httpx client that sends."""
+
+    _http_client: Callable[..., H]
+    """`httpx.Client` or `httpx.AsyncClient`."""
+
+    def __init__(
+        self, base_url: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        headers = {"User-Agent": USER_AGENT}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._http: H = self._http_client(
+            base_url=self.base_url, headers=headers, timeout=timeout, follow_redirects=False
+        )
+
+    def _request(self, call: Call[Any], headers: Mapping[str, str] | None = None) -> httpx.Request:
+        """The request of ``call``, with a longer read timeout than the client's when the
+        call's answer may take longer."""
+        timeout = httpx.Timeout(self._timeout)
+        if call.wait is not None and call.wait > self._timeout:
+            timeout = httpx.Timeout(self._timeout, read=call.wait)
+        return self._http.build_request(
+            call.method,
+            call.path,
+            json=call.json,
+            content=call.content,
+            headers=headers,
+            timeout=timeout,
+        )
+
+    @contextmanager
+    def _answered(self, call: Call[Any]) -> Iterator[None]:
+        """Turns httpx's failure to get ``call`` an answer into a `TransportError`."""
+        try:
+            yield
+        except httpx.HTTPError as error:
+            raise TransportError(
+                f"{call.method} {self.base_url}{call.path} got no answer: "
+                f"{type(error).__name__}: {error}"
+            ) from error
 
 
 class EventReader:
@@ -151,20 +202,26 @@ def keepalive(chat_id: str | UUID, ttl_seconds: int | None) -> Call[KeptAlive]:
     )
 
 
+class ExecOptions(TypedDict, total=False):
+    """What an exec takes besides its command, each optional (`Sandbox.exec` says what each
+    one does)."""
+
+    stdin: str | None
+    env: Mapping[str, str] | None
+    workdir: str | None
+    timeout: float | None
+
+
 def exec_(
-    chat_id: str | UUID,
-    command: Sequence[str],
-    *,
-    stdin: str | None,
-    env: Mapping[str, str] | None,
-    workdir: str | None,
-    timeout: float | None,
+    chat_id: str | UUID, command: Sequence[str], **options: Unpack[ExecOptions]
 ) -> Call[ExecResult]:
     if isinstance(command, (str, bytes)):
         raise TypeError(
             "command is the program and its arguments as a list of strings, e.g. "
             "['sh', '-c', 'echo hi']: sandkeeper never runs it through a shell unless asked"
         )
+    stdin, env, workdir = options.get("stdin"), options.get("env"), options.get("workdir")
+    timeout = options.get("timeout")
     body: dict[str, Any] = {"command": list(command)}
     if stdin is not None:
         body["stdin"] = stdin
@@ -322,8 +379,3 @@ def _file_bytes(response: httpx.Response) -> bytes:
 
 def _no_content(response: httpx.Response) -> None:
     _checked(response)
-
-
-def transport_message(call: Call[Any], base_url: str, error: Exception) -> str:
-    return f"{call.method} {base_url}{call.path} got no answer: {type(error).__name__}: {error}"
-

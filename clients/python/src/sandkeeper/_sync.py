@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 import httpx
 
 from . import _protocol as api
-from ._errors import TransportError
 from ._models import EnsuredSession, ExecResult, KeptAlive, OutputChunk, Session, UploadedFile
-from ._version import USER_AGENT
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 60.0
-"""Seconds a call may take, unless it is an exec with a longer timeout of its own."""
 
-
-class Sandkeeper:
+class Sandkeeper(api.ClientBase[httpx.Client]):
     """A client of one sandkeeper server.
 
     ``base_url`` is the server's address (``http://127.0.0.1:8080``), ``token`` the bearer
@@ -30,17 +29,7 @@ class Sandkeeper:
     `close`, to close its connections.
     """
 
-    def __init__(
-        self, base_url: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
-    ) -> None:
-        headers = {"User-Agent": USER_AGENT}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        self.base_url = base_url.rstrip("/")
-        self._timeout = timeout
-        self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, follow_redirects=False
-        )
+    _http_client = httpx.Client
 
     def sandbox(self, chat_id: str | UUID) -> Sandbox:
         """The sandbox of a chat (nothing is sent until one of its methods is called)."""
@@ -61,22 +50,15 @@ class Sandkeeper:
         self.close()
 
     def _send(self, call: api.Call[T]) -> T:
-        timeout = api.timeout_for(call, self._timeout)
-        try:
-            response = self._http.request(
-                call.method, call.path, json=call.json, content=call.content, timeout=timeout
-            )
-        except httpx.HTTPError as error:
-            raise TransportError(api.transport_message(call, self.base_url, error)) from error
+        with self._answered(call):
+            response = self._http.send(self._request(call))
         return call.parse(response)
 
     def _events(self, call: api.Call[ExecResult]) -> Iterator[OutputChunk | ExecResult]:
         """Sends ``call`` asking for Server-Sent Events and reads them as they come."""
-        timeout = api.timeout_for(call, self._timeout)
-        try:
-            with self._http.stream(
-                call.method, call.path, json=call.json, headers=api.EVENT_STREAM, timeout=timeout
-            ) as response:
+        with self._answered(call):
+            request = self._request(call, api.EVENT_STREAM)
+            with closing(self._http.send(request, stream=True)) as response:
                 if response.status_code != 200:
                     response.read()
                     call.parse(response)
@@ -85,8 +67,6 @@ class Sandkeeper:
                     item = reader.feed(line)
                     if item is not None:
                         yield item
-        except httpx.HTTPError as error:
-            raise TransportError(api.transport_message(call, self.base_url, error)) from error
 
 
 class Sandbox:
@@ -109,43 +89,23 @@ class Sandbox:
         """The chat's sandbox as the server's store knows it."""
         return self._client._send(api.info(self.chat_id))
 
-    def exec(
-        self,
-        command: Sequence[str],
-        *,
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        workdir: str | None = None,
-        timeout: float | None = None,
-    ) -> ExecResult:
+    def exec(self, command: Sequence[str], **options: Unpack[api.ExecOptions]) -> ExecResult:
         """Runs ``command`` (the program and its arguments, never through a shell unless you
         ask for one: ``["sh", "-c", "..."]``) and answers when it ended or its ``timeout``
         (seconds; default the server's ``--exec-timeout``) ran out. ``stdin`` is fed to it,
         ``env`` added to its environment, ``workdir`` is where it starts (absolute, or relative
         to ``/workspace``, the default). A non-zero exit status is no error: read
         `ExecResult.exit_code`."""
-        call = api.exec_(
-            self.chat_id, command, stdin=stdin, env=env, workdir=workdir, timeout=timeout
-        )
-        return self._client._send(call)
+        return self._client._send(api.exec_(self.chat_id, command, **options))
 
     def exec_stream(
-        self,
-        command: Sequence[str],
-        *,
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        workdir: str | None = None,
-        timeout: float | None = None,
+        self, command: Sequence[str], **options: Unpack[api.ExecOptions]
     ) -> Iterator[OutputChunk | ExecResult]:
         """Runs ``command`` like `exec`, and yields its output while it runs: an `OutputChunk`
         for each piece of stdout or stderr as it is produced, then the `ExecResult` (whose
         ``stdout`` and ``stderr`` are empty: they were yielded). Stopping the iteration (or
         closing it) disconnects, and the server then kills the command."""
-        call = api.exec_(
-            self.chat_id, command, stdin=stdin, env=env, workdir=workdir, timeout=timeout
-        )
-        return self._client._events(call)
+        return self._client._events(api.exec_(self.chat_id, command, **options))
 
     def keepalive(self, ttl_seconds: int | None = None) -> KeptAlive:
         """Moves the expiry to now + ``ttl_seconds`` (default the server's ``--ttl``); never

@@ -6,16 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use sandkeeper_tests::{StatusCode, TestEnv, assert_error, chat, docker, sandbox_runtime};
+use sandkeeper_tests::{StatusCode, TestEnv, assert_error, chat, or_skip, sandbox_runtime};
 use serde_json::{Value, json};
 
 use super::processes_matching;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeouts_of_one_and_two_milliseconds_answer_timed_out() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
-        return;
-    };
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
 
     for round in 0..4 {
         for timeout_ms in [1, 2] {
@@ -33,9 +31,7 @@ async fn timeouts_of_one_and_two_milliseconds_answer_timed_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_whose_name_holds_a_newline_is_killed_at_the_timeout() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
-        return;
-    };
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
 
     // A child that leaves the command's session and renames itself with a newline and a fake
     // end of name, and a grandchild under it: only the parent links tie them to the command.
@@ -51,10 +47,8 @@ sleep 302 & echo started; wait"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_features_work_on_the_images_shell() {
-    let Some((_env, server)) = TestEnv::docker_server(&["--exec-output-limit", "1k"]).await else {
-        return;
-    };
-    let chat_id = server.new_sandbox().await;
+    let (_env, server, chat_id) =
+        or_skip!(TestEnv::docker_sandbox_with(&["--exec-output-limit", "1k"]).await);
 
     let (status, answer) = server
         .exec(&chat_id, json!({"command": ["printf", "%s|", "a b", "$HOME", "*", "--", "-n"]}))
@@ -112,9 +106,7 @@ async fn shell_answer(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
-        return;
-    };
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
 
     // Links at the predictable names a temporary file named after its pid would get
     // (`.sandkeeper-upload.<pid>`) for the next 250 pids the sandbox hands out after this
@@ -145,9 +137,7 @@ async fn planted_links_and_fifos_never_redirect_or_hold_up_an_upload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn special_files_modes_and_dangling_links_get_their_own_answers() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
-        return;
-    };
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
     server
         .shell(
             &chat_id,
@@ -197,9 +187,7 @@ async fn special_files_modes_and_dangling_links_get_their_own_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_upload_removes_the_directories_it_created() {
-    let Some((_env, server, chat_id)) = TestEnv::docker_sandbox().await else {
-        return;
-    };
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
 
     // Fill the workspace: the directories can still be made, the file cannot be written.
     server.shell(&chat_id, "mkdir kept; cat /dev/zero > fill 2>/dev/null; true").await;
@@ -212,9 +200,7 @@ async fn a_failed_upload_removes_the_directories_it_created() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_racing_a_delete_answer_their_result_or_sandbox_gone() {
-    let Some(env) = TestEnv::for_docker() else {
-        return;
-    };
+    let env = or_skip!(TestEnv::for_docker());
     let server = std::sync::Arc::new(env.serve(&[]).await);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for round in 0..12u64 {
@@ -261,14 +247,7 @@ async fn calls_racing_a_delete_answer_their_result_or_sandbox_gone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_server_error() {
-    if docker("a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_server_error")
-        .is_none()
-    {
-        return;
-    }
-    let env = TestEnv::new();
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
     let (status, body) = server.upload(&chat_id, "kept.txt", b"kept").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
@@ -310,11 +289,7 @@ async fn a_sandbox_at_its_process_limit_gets_a_conflict_for_a_transfer_not_a_ser
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_kills_what_escaped_with_setsid_and_nothing_of_another_command() {
-    let Some(env) = TestEnv::for_docker() else {
-        return;
-    };
-    let server = env.serve(&[]).await;
-    let chat_id = server.new_sandbox().await;
+    let (_env, server, chat_id) = or_skip!(TestEnv::docker_sandbox().await);
 
     // Another command leaves a daemon behind (a new session, its parent gone) and returns.
     let daemon = "setsid sh -c 'sleep 2001 </dev/null >/dev/null 2>&1 &'";
