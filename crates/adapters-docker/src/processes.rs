@@ -176,12 +176,7 @@ pub(crate) async fn list(sandbox: &Sandbox<'_>) -> Result<Vec<ProcessInfo>, Proc
 /// `S <state> <exit code or -> <ended, epoch seconds, or ->`.
 fn parse_state(line: &str) -> Option<(ProcessState, Option<i64>, Option<Timestamp>)> {
     let mut fields = line.strip_prefix("S ")?.split(' ');
-    let state = match fields.next()? {
-        "running" => ProcessState::Running,
-        "exited" => ProcessState::Exited,
-        "killed" => ProcessState::Killed,
-        _ => return None,
-    };
+    let state = ProcessState::from_spelling(fields.next()?)?;
     let exit_code = fields.next()?.parse().ok();
     let ended_at =
         fields.next()?.parse::<i64>().ok().and_then(|secs| Timestamp::from_timestamp(secs, 0));

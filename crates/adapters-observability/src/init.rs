@@ -1,7 +1,6 @@
 use std::fmt;
 use std::io::BufWriter;
 use std::io::IsTerminal;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -43,36 +42,12 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Human => "human",
-            Self::Json => "json",
-        }
-    }
-}
-
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+sandkeeper_domain::spelling!(LogFormat { Human => "human", Json => "json" } else UnknownLogFormat);
 
 /// A log format spelling that is neither `human` nor `json`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("log format `{0}` is not one of human, json")]
 pub struct UnknownLogFormat(pub String);
-
-impl FromStr for LogFormat {
-    type Err = UnknownLogFormat;
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "human" => Ok(Self::Human),
-            "json" => Ok(Self::Json),
-            _ => Err(UnknownLogFormat(value.to_owned())),
-        }
-    }
-}
 
 /// What [`init`] installs.
 #[derive(Debug, Clone, PartialEq, Eq)]

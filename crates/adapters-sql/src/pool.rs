@@ -71,7 +71,7 @@ fn slot_from_texts(columns: Vec<Option<String>>) -> Result<PoolSlot, StoreError>
     Ok(PoolSlot {
         slot_id: SlotId::parse(&slot_id).map_err(|error| unreadable(&error.to_string()))?,
         fingerprint: text(fingerprint, "fingerprint")?,
-        state: SlotState::parse(&state)
+        state: SlotState::from_spelling(&state)
             .ok_or_else(|| unreadable(&format!("state `{state}` is unknown")))?,
         container_id: container_id
             .map(ContainerId::new)
@@ -198,7 +198,7 @@ impl<D: Dialect> PoolStore for SqlPool<D> {
                 [Some(state), Some(count)] => (state.as_str(), count.parse().unwrap_or(0)),
                 _ => return Err(unreadable("a count of slots by state")),
             };
-            match SlotState::parse(state) {
+            match SlotState::from_spelling(state) {
                 Some(SlotState::Starting) => counts.starting = count,
                 Some(SlotState::Ready) => counts.ready = count,
                 Some(SlotState::Claimed) => counts.claimed = count,

@@ -32,20 +32,7 @@ pub enum Backend {
     Postgres,
 }
 
-impl Backend {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+sandkeeper_domain::spelling!(Backend { Sqlite => "sqlite", Postgres => "postgres" });
 
 /// How a [`SqlStore`] connects. Start from `StoreOptions::default()` and change what you need.
 #[derive(Debug, Clone, PartialEq, Eq)]

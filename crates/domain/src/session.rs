@@ -1,5 +1,3 @@
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::{ChatId, ContainerId, EngineName, SessionId, Timestamp};
@@ -26,22 +24,16 @@ impl SandboxStatus {
     }
 }
 
-spelling!(SandboxStatus { Running => "running", Stopped => "stopped", Crashed => "crashed" });
+spelling!(SandboxStatus {
+    Running => "running",
+    Stopped => "stopped",
+    Crashed => "crashed",
+} else StatusError);
 
 /// A status spelling that is not one of `running`, `stopped`, `crashed`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("status `{0}` is not one of running, stopped, crashed")]
 pub struct StatusError(pub String);
-
-impl FromStr for SandboxStatus {
-    type Err = StatusError;
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str().eq_ignore_ascii_case(value.trim()))
-            .ok_or_else(|| StatusError(value.to_owned()))
-    }
-}
 
 /// One sandbox: a container that belongs to one chat for a bounded time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,17 +24,6 @@ pub enum SlotState {
     Claimed,
 }
 
-impl SlotState {
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "starting" => Some(Self::Starting),
-            "ready" => Some(Self::Ready),
-            "claimed" => Some(Self::Claimed),
-            _ => None,
-        }
-    }
-}
-
 spelling!(SlotState { Starting => "starting", Ready => "ready", Claimed => "claimed" });
 
 /// One place in the pool.

@@ -352,14 +352,7 @@ pub(crate) enum TtlMode {
     Sliding,
 }
 
-impl TtlMode {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Fixed => "fixed",
-            Self::Sliding => "sliding",
-        }
-    }
-}
+sandkeeper_domain::spelling!(TtlMode { Fixed => "fixed", Sliding => "sliding" });
 
 /// The settings of commands and file transfers in sandboxes.
 #[derive(Debug, Clone, Args)]
