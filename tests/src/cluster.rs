@@ -9,9 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// The lowest port [`PrivateCluster::start`] tries; it takes the first free one of a random pick
-/// above it.
-const BASE_PORT: u16 = 55500;
+/// The lowest port a private cluster tries; it takes the first free one of a random pick of the
+/// `PORTS` above it. Below Linux's ephemeral range (32768 and up), so that no outgoing
+/// connection of the machine holds it for a moment.
+const BASE_PORT: u16 = 25500;
+const PORTS: u16 = 400;
 
 #[derive(Debug)]
 pub struct PrivateCluster {
@@ -23,18 +25,13 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// A fresh cluster on a free port.
     pub fn start(test: &str) -> Option<Self> {
-        let offset = (uuid::Uuid::new_v4().as_u128() % 400) as u16;
-        let port = (0..400)
-            .map(|i| BASE_PORT + (offset + i) % 400)
-            .find(|&port| port_is_free(port))
-            .expect("a free port from 55500 to 55899");
-        Self::start_on(test, port, false)
+        Self::start_on(test, free_port(), false)
     }
 
-    /// A fresh cluster on `port` that also serves TLS, with a throwaway CA (`ca.pem`) that
+    /// A fresh cluster on a free port that also serves TLS, with a throwaway CA (`ca.pem`) that
     /// signed its certificate and an unrelated one (`other-ca.pem`).
-    pub fn start_tls(test: &str, port: u16) -> Option<Self> {
-        Self::start_on(test, port, true)
+    pub fn start_tls(test: &str) -> Option<Self> {
+        Self::start_on(test, free_port(), true)
     }
 
     /// `None` (after saying why) where this machine cannot run a cluster (no PostgreSQL
@@ -65,6 +62,11 @@ impl PrivateCluster {
     }
 
     /// The URL of the `postgres` database.
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
@@ -122,6 +124,16 @@ pub(crate) fn ci_script(name: &str) -> PathBuf {
         .map(|dir| dir.join(&path))
         .find(|script| script.is_file())
         .unwrap_or_else(|| panic!("{} in a directory above the crate", path.display()))
+}
+
+/// A port no one listens on, from a random place in the cluster's range, so that tests started
+/// together rarely try the same one.
+fn free_port() -> u16 {
+    let offset = (uuid::Uuid::new_v4().as_u128() % u128::from(PORTS)) as u16;
+    (0..PORTS)
+        .map(|i| BASE_PORT + (offset + i) % PORTS)
+        .find(|&port| port_is_free(port))
+        .unwrap_or_else(|| panic!("no free port from {BASE_PORT} to {}", BASE_PORT + PORTS - 1))
 }
 
 fn port_is_free(port: u16) -> bool {

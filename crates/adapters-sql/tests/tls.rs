@@ -2,7 +2,7 @@
 //! encrypted and whose certificate is trusted, with rustls (no OpenSSL in sandkeeper).
 //!
 //! The test starts a PostgreSQL server of its own with `ssl=on` (`.ci/postgres.sh` with
-//! `PGTLS=1`, port 55472) and a throwaway CA made by `openssl` at test time. Without the
+//! `PGTLS=1`, on a free port) and a throwaway CA made by `openssl` at test time. Without the
 //! PostgreSQL binaries or `openssl` it says it skipped; with `SANDKEEPER_REQUIRE_POSTGRES=1` it
 //! fails instead.
 
@@ -16,8 +16,6 @@ use std::time::Duration;
 use cluster::PrivateCluster;
 use sandkeeper_adapters_sql::{ConnectError, SqlStore, StoreOptions};
 use sqlx::{Connection, Row};
-
-const PORT: u16 = 55472;
 
 fn options() -> StoreOptions {
     StoreOptions { acquire_timeout: Duration::from_secs(10), ..StoreOptions::default() }
@@ -48,10 +46,11 @@ async fn refused(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
     let Some(server) =
-        PrivateCluster::start_tls("sslmode_and_sslrootcert_decide_encryption_and_trust", PORT)
+        PrivateCluster::start_tls("sslmode_and_sslrootcert_decide_encryption_and_trust")
     else {
         return;
     };
+    let port = server.port();
     let ca = server.ca("ca.pem");
     let other_ca = server.ca("other-ca.pem");
 
@@ -72,7 +71,7 @@ async fn sslmode_and_sslrootcert_decide_encryption_and_trust() {
         let message = refused(&url).await;
         assert!(message.contains("certificate was not trusted"), "{mode}: {message}");
         assert!(message.contains("sslrootcert"), "{mode}: {message}");
-        assert!(message.contains(&format!(":{PORT}/postgres")), "names the database: {message}");
+        assert!(message.contains(&format!(":{port}/postgres")), "names the database: {message}");
     }
 
     // A CA file that is not there is named, before any connection is tried.

@@ -1,15 +1,13 @@
 //! The binary against a PostgreSQL server that serves TLS: a database URL whose `sslrootcert`
 //! does not trust the server's certificate stops the start, saying so.
 //!
-//! The server is one of the test's own (`.ci/postgres.sh` with `PGTLS=1`, port 55473) with a
+//! The server is one of the test's own (`.ci/postgres.sh` with `PGTLS=1`, on a free port) with a
 //! throwaway CA made by `openssl`. Without the PostgreSQL binaries or `openssl` the test says it
 //! skipped; with `SANDKEEPER_REQUIRE_POSTGRES=1` it fails instead.
 
 use std::process::{Output, Stdio};
 
 use sandkeeper_tests::{PrivateCluster, TestEnv, or_skip, test_name};
-
-const PORT: u16 = 55473;
 
 /// The URL of `server` that trusts only the CA file `ca` (`verify-full`).
 fn url(server: &PrivateCluster, ca: &str) -> String {
@@ -24,7 +22,7 @@ fn run(env: &TestEnv, subcommand: &str, args: &[&str]) -> Output {
 
 #[test]
 fn a_database_certificate_from_an_untrusted_ca_stops_the_start() {
-    let server = or_skip!(PrivateCluster::start_tls(&test_name(), PORT));
+    let server = or_skip!(PrivateCluster::start_tls(&test_name()));
     let env = TestEnv::new();
 
     // The CA that signed the server's certificate: the binary talks to the database over TLS.
