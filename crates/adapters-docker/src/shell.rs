@@ -670,7 +670,7 @@ impl Sandbox<'_> {
     }
 
     /// The output broke off: because the container went away, or because the engine did.
-    async fn engine_failure(&self, error: BollardError) -> ExecError {
+    pub(crate) async fn engine_failure(&self, error: BollardError) -> ExecError {
         match self.stops_soon().await {
             Ok(true) => ExecError::ContainerNotRunning { container_id: self.container.clone() },
             Ok(false) => ExecError::Runtime(self.client.translate(error)),

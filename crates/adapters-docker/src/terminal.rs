@@ -1,7 +1,8 @@
 //! `SandboxRuntime::open_terminal`: an interactive shell on a pseudo-terminal (a Docker exec
 //! with a TTY), run under the same wrapper as every command, so that when the terminal is
 //! dropped its shell and everything it started are killed the way a timed-out command is
-//! (the wrapper's PID header comes first on the terminal's output, and is taken off it).
+//! (the wrapper's PID header comes first on the terminal's output, and is taken off it before
+//! the terminal is handed out).
 
 use bollard::container::LogOutput;
 use bollard::query_parameters::ResizeExecOptionsBuilder;
@@ -10,7 +11,7 @@ use sandkeeper_ports::{ExecError, Report, Terminal, TerminalInput, WORKSPACE_DIR
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::shell::{Sandbox, exec_mark, wrapped};
+use crate::shell::{Output, Sandbox, exec_mark, wrapped};
 
 /// The shell: bash where the image has it, else `sh`, both interactive.
 const SHELL: &str = "[ -x /bin/bash ] && exec /bin/bash -i; exec /bin/sh -i";
@@ -36,54 +37,46 @@ pub(crate) async fn run(
         Err(error) => return drop(ready.send(Err(ExecError::Runtime(error)))),
     };
     resize(sandbox, &exec_id, size).await;
+    // The header is read before anyone can type: the terminal echoes what is typed, and an echo
+    // ahead of the header would hide the PID that the kill needs.
+    let (pid, shown) = match header(sandbox, &mut output).await {
+        Ok(found) => found,
+        Err(error) => return drop(ready.send(Err(error))),
+    };
     let (output_sender, output_receiver) = mpsc::channel(BUFFERED);
     let (input_sender, mut input_receiver) = mpsc::channel(BUFFERED);
     let terminal = Terminal { output: output_receiver, input: input_sender };
-    if ready.send(Ok(terminal)).is_err() {
-        return;
-    }
-    let mut header = Vec::new();
-    let mut pid = None;
-    loop {
-        tokio::select! {
-            frame = output.next() => match frame {
-                Some(Ok(LogOutput::Console { message } | LogOutput::StdOut { message } | LogOutput::StdErr { message })) => {
-                    let mut bytes = &message[..];
-                    if pid.is_none() && header.len() < HEADER_MAX {
-                        let end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |at| at + 1);
-                        header.extend_from_slice(&bytes[..end]);
-                        bytes = &bytes[end..];
-                        if header.ends_with(b"\n") || header.len() >= HEADER_MAX {
-                            pid = parse_header(&header);
-                            if pid.is_none() {
-                                // Not the wrapper speaking: it belongs to the terminal.
-                                let _ = output_sender.send(std::mem::take(&mut header)).await;
-                            }
+    if ready.send(Ok(terminal)).is_ok()
+        && (shown.is_empty() || output_sender.send(shown).await.is_ok())
+    {
+        loop {
+            tokio::select! {
+                frame = output.next() => match frame {
+                    Some(Ok(LogOutput::Console { message } | LogOutput::StdOut { message } | LogOutput::StdErr { message })) => {
+                        if output_sender.send(message.to_vec()).await.is_err() {
+                            break;
                         }
                     }
-                    if !bytes.is_empty() && output_sender.send(bytes.to_vec()).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Ok(LogOutput::StdIn { .. })) => {}
-                Some(Err(error)) => {
-                    tracing::debug!(error = %Report(&error), "a terminal's output broke off");
-                    return;
-                }
-                // The shell exited: dropping the output's sender ends the terminal.
-                None => return,
-            },
-            typed = input_receiver.recv() => match typed {
-                Some(TerminalInput::Bytes(bytes)) => {
-                    if input.write_all(&bytes).await.is_err() {
+                    Some(Ok(LogOutput::StdIn { .. })) => {}
+                    Some(Err(error)) => {
+                        tracing::debug!(error = %Report(&error), "a terminal's output broke off");
                         return;
                     }
-                }
-                Some(TerminalInput::Resize { cols, rows }) => {
-                    resize(sandbox, &exec_id, (cols, rows)).await;
-                }
-                None => break,
-            },
+                    // The shell exited: dropping the output's sender ends the terminal.
+                    None => return,
+                },
+                typed = input_receiver.recv() => match typed {
+                    Some(TerminalInput::Bytes(bytes)) => {
+                        if input.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(TerminalInput::Resize { cols, rows }) => {
+                        resize(sandbox, &exec_id, (cols, rows)).await;
+                    }
+                    None => break,
+                },
+            }
         }
     }
     // Nobody uses the terminal any more: its shell, and what it started, are killed.
@@ -91,6 +84,32 @@ pub(crate) async fn run(
         if let Err(error) = sandbox.kill_session(pid, &mark).await {
             tracing::warn!(error = %Report(&error), "a closed terminal's shell could not be confirmed killed");
         }
+    }
+}
+
+/// Reads the wrapper's PID header off the start of the output: the PID (`None` when the first
+/// line is not a header, which is then shown) and what came after it in the same frames.
+async fn header(
+    sandbox: &Sandbox<'_>,
+    output: &mut Output,
+) -> Result<(Option<u32>, Vec<u8>), ExecError> {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\n") && line.len() < HEADER_MAX {
+        match output.next().await {
+            Some(Ok(
+                LogOutput::Console { message }
+                | LogOutput::StdOut { message }
+                | LogOutput::StdErr { message },
+            )) => line.extend_from_slice(&message),
+            Some(Ok(LogOutput::StdIn { .. })) => {}
+            Some(Err(error)) => return Err(sandbox.engine_failure(error).await),
+            None => break,
+        }
+    }
+    let end = line.iter().position(|&b| b == b'\n').map_or(line.len(), |at| at + 1);
+    match parse_header(&line[..end]) {
+        Some(pid) => Ok((Some(pid), line.split_off(end))),
+        None => Ok((None, line)),
     }
 }
 

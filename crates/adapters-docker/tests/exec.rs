@@ -36,18 +36,6 @@ async fn run(runtime: &DockerRuntime, id: &ContainerId, request: ExecRequest) ->
     runtime.exec(id, &request).await.unwrap_or_else(|error| panic!("{request:?}: {error}"))
 }
 
-/// The processes in the container whose command line contains `needle`, as `ps` lists them,
-/// leaving out zombies (already dead, waiting for init to reap them).
-fn processes_matching(id: &ContainerId, needle: &str) -> Vec<String> {
-    let (_, listing) = exec(id, "ps -o pid,stat,args");
-    listing
-        .lines()
-        .filter(|line| line.contains(needle))
-        .filter(|line| line.split_whitespace().nth(1).is_none_or(|stat| !stat.starts_with('Z')))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test]
 async fn exec_returns_stdout_stderr_and_the_exit_code() {
     let Some((engine, id)) = Engine::with_sandbox("exec_returns_stdout_stderr").await else {

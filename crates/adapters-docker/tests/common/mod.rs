@@ -232,3 +232,15 @@ pub(crate) fn exec(id: &ContainerId, script: &str) -> (bool, String) {
     );
     (output.status.success(), text.trim().to_owned())
 }
+
+/// The processes in the container whose command line contains `needle`, as `ps` lists them,
+/// leaving out zombies (already dead, waiting for init to reap them).
+pub(crate) fn processes_matching(id: &ContainerId, needle: &str) -> Vec<String> {
+    let (_, listing) = exec(id, "ps -o pid,stat,args");
+    listing
+        .lines()
+        .filter(|line| line.contains(needle))
+        .filter(|line| line.split_whitespace().nth(1).is_none_or(|stat| !stat.starts_with('Z')))
+        .map(str::to_owned)
+        .collect()
+}
