@@ -80,10 +80,14 @@ pub(crate) async fn run(
         }
     }
     // Nobody uses the terminal any more: its shell, and what it started, are killed.
-    if let Some(pid) = pid {
-        if let Err(error) = sandbox.kill_session(pid, &mark).await {
-            tracing::warn!(error = %Report(&error), "a closed terminal's shell could not be confirmed killed");
+    match pid {
+        Some(pid) => {
+            if let Err(error) = sandbox.kill_session(pid, &mark).await {
+                tracing::warn!(error = %Report(&error), "a closed terminal's shell could not be confirmed killed");
+            }
         }
+        None => tracing::warn!(container = %sandbox.container,
+            "a closed terminal's shell gave no PID header; it is left to end with its sandbox"),
     }
 }
 

@@ -57,8 +57,9 @@ pub(crate) async fn assert_all_gone(server: &Server, chat_id: &str, needle: &str
     .await;
     assert!(
         gone.is_some(),
-        "left running: {:?}",
-        processes_matching(server, chat_id, needle).await
+        "left running: {:?}\nthe server's log:\n{}",
+        processes_matching(server, chat_id, needle).await,
+        server.logs()
     );
 }
 
