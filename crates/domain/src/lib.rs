@@ -28,8 +28,13 @@ macro_rules! spelling {
         impl ::core::str::FromStr for $name {
             type Err = $error;
             fn from_str(value: &str) -> ::core::result::Result<Self, $error> {
-                Self::from_spelling(&value.trim().to_ascii_lowercase())
-                    .ok_or_else(|| $error(value.to_owned()))
+                let typed = value.trim();
+                $(
+                    if typed.eq_ignore_ascii_case($spelling) {
+                        return Ok(Self::$variant);
+                    }
+                )+
+                Err($error(value.to_owned()))
             }
         }
     };

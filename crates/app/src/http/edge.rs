@@ -283,7 +283,7 @@ async fn drain(mut body: Body, limit: usize, until: Instant) {
 fn check_host_and_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
     // The header's text when it is present and not served.
     let refused = |name: header::HeaderName, served: fn(&str, &[String]) -> bool| {
-        let text = String::from_utf8_lossy(headers.get(name)?.as_bytes()).into_owned();
+        let text = String::from_utf8_lossy(headers.get(name)?.as_bytes());
         (!served(&text, allowed)).then_some(text)
     };
     if let Some(host) = refused(header::HOST, host_is_served) {
