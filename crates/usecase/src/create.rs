@@ -177,7 +177,8 @@ impl CreateSandbox {
     }
 
     /// Refuse to create a sandbox for a chat without one while `max` or more are running.
-    /// The count is read from the store, so across replicas it is a soft limit.
+    /// Exact across replicas: the store counts the running sandboxes and records the new one in
+    /// one step ([`SessionRepository::save_within`]).
     pub fn with_max_sandboxes(mut self, max: Option<u64>) -> Self {
         self.max_sandboxes = max;
         self
