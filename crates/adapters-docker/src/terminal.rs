@@ -38,11 +38,14 @@ pub(crate) async fn run(
     };
     resize(sandbox, &exec_id, size).await;
     // The header is read before anyone can type: the terminal echoes what is typed, and an echo
-    // ahead of the header would hide the PID that the kill needs.
-    let (pid, shown) = match header(sandbox, &mut output).await {
-        Ok(found) => found,
-        Err(error) => return drop(ready.send(Err(error))),
-    };
+    // ahead of the header would hide the PID that the kill needs. A wrapper that says nothing
+    // within the engine call timeout fails the open.
+    let (pid, shown) =
+        match sandbox.client.bounded("exec_start", header(sandbox, &mut output)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => return drop(ready.send(Err(error))),
+            Err(error) => return drop(ready.send(Err(ExecError::Runtime(error)))),
+        };
     let (output_sender, output_receiver) = mpsc::channel(BUFFERED);
     let (input_sender, mut input_receiver) = mpsc::channel(BUFFERED);
     let terminal = Terminal { output: output_receiver, input: input_sender };
